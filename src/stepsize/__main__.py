@@ -1,0 +1,3 @@
+from stepsize.cli import main
+
+raise SystemExit(main())

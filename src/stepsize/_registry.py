@@ -1,0 +1,81 @@
+"""Registries of experiments and benchmarks, discovered from their subpackages' modules.
+
+A module in ``stepsize/experiments/`` (or ``stepsize/benchmarks/``) registers itself at import
+with :func:`register`; the CLI imports every module of the package to find them. Modules must
+import heavy dependencies (torch, the bench peers) inside ``run`` so that listing stays cheap.
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+__all__ = ["Entry", "Registry", "BENCHMARKS", "EXPERIMENTS"]
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One runnable experiment or benchmark.
+
+    Attributes:
+        name: the name used on the command line.
+        description: one line for ``stepsize list``.
+        quick: configuration of ``--quick`` (seconds to a minute on 2 cores).
+        full: configuration of the full run (the paper's settings).
+        run: ``run(config, seed) -> dict``; the dict holds the JSON fields and a ``tables`` list
+            of :func:`stepsize.report.table` dicts.
+        plot: ``plot(result, out_dir) -> list of PNG paths``.
+        requires: extras needed, for the error message when they are missing.
+    """
+
+    name: str
+    description: str
+    quick: dict[str, Any]
+    full: dict[str, Any]
+    run: Callable[[dict[str, Any], int], dict[str, Any]]
+    plot: Callable[[dict[str, Any], Path], list[Path]]
+    requires: tuple[str, ...] = field(default=())
+
+
+class Registry:
+    """Name -> :class:`Entry`, filled by importing every module of ``package``."""
+
+    def __init__(self, package: str, kind: str):
+        self.package = package
+        self.kind = kind
+        self._entries: dict[str, Entry] = {}
+        self._discovered = False
+
+    def register(self, entry: Entry) -> Entry:
+        if entry.name in self._entries and self._entries[entry.name] is not entry:
+            raise ValueError(f"{self.kind} {entry.name!r} is registered twice")
+        self._entries[entry.name] = entry
+        return entry
+
+    def _discover(self) -> None:
+        if self._discovered:
+            return
+        package = importlib.import_module(self.package)
+        for module in pkgutil.iter_modules(package.__path__):
+            if not module.name.startswith("_"):
+                importlib.import_module(f"{self.package}.{module.name}")
+        self._discovered = True
+
+    def names(self) -> list[str]:
+        self._discover()
+        return sorted(self._entries)
+
+    def get(self, name: str) -> Entry:
+        self._discover()
+        if name not in self._entries:
+            known = ", ".join(sorted(self._entries)) or "none"
+            raise KeyError(f"unknown {self.kind} {name!r}; known: {known}")
+        return self._entries[name]
+
+
+EXPERIMENTS = Registry("stepsize.experiments", "experiment")
+BENCHMARKS = Registry("stepsize.benchmarks", "benchmark")
