@@ -142,7 +142,8 @@ def check_array(
         if raw.ndim != len(shape) or any(
             want is not None and got != want for got, want in zip(raw.shape, shape)
         ):
-            pretty = "(" + ", ".join("*" if s is None else str(s) for s in shape) + ")"
+            pretty = ", ".join("*" if s is None else str(s) for s in shape)
+            pretty = f"({pretty},)" if len(shape) == 1 else f"({pretty})"
             raise ValueError(f"{name} must have shape {pretty}, got {raw.shape}")
     if raw.size == 0 and not allow_empty:
         raise ValueError(f"{name} must not be empty, got shape {raw.shape}")

@@ -27,7 +27,9 @@ __all__ = [
 ]
 
 
-def table(title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]], note: str = "") -> dict:
+def table(
+    title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]], note: str = ""
+) -> dict:
     """A table as plain data: ``{"title", "columns", "rows", "note"}``.
 
     Cells may be numbers, strings or None (printed as a dash). ``note`` says where reference
@@ -120,7 +122,10 @@ def format_table(tab: dict) -> str:
     widths = [max(len(row[i]) for row in cells) for i in range(len(tab["columns"]))]
     lines = [tab["title"]]
     for index, row in enumerate(cells):
-        lines.append("  ".join(c.rjust(w) if index else c.ljust(w) for c, w in zip(row, widths)))
+        lines.append("  ".join(
+            c.ljust(w) if column == 0 or index == 0 else c.rjust(w)
+            for column, (c, w) in enumerate(zip(row, widths))
+        ))
         if index == 0:
             lines.append("  ".join("-" * w for w in widths))
     if tab.get("note"):

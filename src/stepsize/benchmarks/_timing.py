@@ -30,7 +30,10 @@ def pinned_threads(n: int = 2):
 
 
 def median_time(func: Callable[[], Any], *, repeats: int = 5, warmup: int = 1) -> tuple[float, Any]:
-    """Run ``func`` ``warmup`` times, then ``repeats`` times; return (median seconds, last output)."""
+    """Run ``func`` ``warmup`` times, then ``repeats`` times.
+
+    Returns (median seconds, last output).
+    """
     output = None
     for _ in range(warmup):
         output = func()

@@ -1,0 +1,56 @@
+"""Theory-derived step sizes for linear iterations: Chebyshev steps, bounds, spectra, solvers.
+
+numpy/scipy only; solvers also accept torch tensors (any device and float dtype). Reference:
+S. Takabe and T. Wadayama, arXiv:2001.05142 and arXiv:2010.13335.
+"""
+
+from stepsize.chebyshev.psor import chebyshev_psor, jacobi_map, jacobi_spectrum, psor
+from stepsize.chebyshev.solvers import (
+    NormalOperator,
+    chebyshev_gd,
+    chebyshev_semi_iterative,
+    conjugate_gradient,
+    gradient_descent,
+    heavy_ball,
+    normal_equations,
+)
+from stepsize.chebyshev.spectrum import Spectrum, estimate_spectrum, marchenko_pastur_edges
+from stepsize.chebyshev.steps import (
+    ORDERS,
+    chebyshev_bound,
+    chebyshev_order,
+    chebyshev_steps,
+    contraction_factor,
+    expected_squared_error,
+    heavy_ball_parameters,
+    optimal_constant_step,
+    optimal_rate,
+    per_step_rate,
+)
+
+__all__ = [
+    "ORDERS",
+    "NormalOperator",
+    "Spectrum",
+    "chebyshev_bound",
+    "chebyshev_gd",
+    "chebyshev_order",
+    "chebyshev_psor",
+    "chebyshev_semi_iterative",
+    "chebyshev_steps",
+    "conjugate_gradient",
+    "contraction_factor",
+    "estimate_spectrum",
+    "expected_squared_error",
+    "gradient_descent",
+    "heavy_ball",
+    "heavy_ball_parameters",
+    "jacobi_map",
+    "jacobi_spectrum",
+    "marchenko_pastur_edges",
+    "normal_equations",
+    "optimal_constant_step",
+    "optimal_rate",
+    "per_step_rate",
+    "psor",
+]

@@ -1,0 +1,418 @@
+r"""First-order solvers for :math:`W x = c` with W symmetric positive definite.
+
+All solvers share one driver (:func:`_drive`): a method is a generator that performs one operator
+application per iteration and yields the new iterate and residual; the driver records the history,
+checks the tolerance and counts matvecs. Right-hand sides may be batched (``c`` of shape (n, k)),
+and numpy arrays, scipy sparse matrices, LinearOperators and torch tensors (any device, any float
+dtype; the iteration runs in the dtype of ``c``) are accepted.
+
+- :func:`gradient_descent`: :math:`x_{t+1} = x_t + \gamma_{t \bmod T} (c - W x_t)`, a periodic
+  step sequence (constant step for T = 1).
+- :func:`chebyshev_gd`: the same with Chebyshev steps from an (estimated) spectrum; the paper's
+  CHGD. Its error meets the Chebyshev bound at multiples of T only.
+- :func:`chebyshev_semi_iterative`: the three-term Chebyshev recurrence (Golub & Varga 1961),
+  optimal at every iteration, immune to step ordering.
+- :func:`heavy_ball`: Polyak's momentum with the optimal constants.
+- :func:`conjugate_gradient`: the Krylov-optimal reference (uses inner products), column-wise
+  for batches.
+
+Least squares :math:`\min \|A x - y\|` runs through :func:`normal_equations`, which applies
+:math:`A^\top A` without forming it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+import numpy as np
+import scipy.sparse as sp
+import scipy.sparse.linalg as spla
+
+from stepsize._results import SolverResult, warn_not_converged
+from stepsize._validation import check_array, check_int, check_real
+from stepsize.chebyshev.spectrum import Spectrum, as_matrix_or_operator, estimate_spectrum
+from stepsize.chebyshev.steps import (
+    _check_interval,
+    chebyshev_steps,
+    heavy_ball_parameters,
+)
+
+__all__ = [
+    "NormalOperator",
+    "chebyshev_gd",
+    "chebyshev_semi_iterative",
+    "conjugate_gradient",
+    "gradient_descent",
+    "heavy_ball",
+    "normal_equations",
+]
+
+
+def _is_torch(value) -> bool:
+    return type(value).__module__.startswith("torch")
+
+
+class NormalOperator:
+    r"""The operator :math:`x \mapsto A^\top (A x)` of the normal equations, never formed.
+
+    Works for dense numpy arrays, scipy sparse matrices, LinearOperators and torch tensors.
+    """
+
+    def __init__(self, A):
+        if _is_torch(A):
+            if A.ndim != 2:
+                raise ValueError(f"A must be a matrix, got shape {tuple(A.shape)}")
+        elif not (isinstance(A, spla.LinearOperator) or sp.issparse(A)):
+            A = check_array(A, "A", ndim=2, dtype=None)
+        self.A = A
+        self.shape = (A.shape[1], A.shape[1])
+        self.dtype = A.dtype
+
+    def __matmul__(self, x):
+        return self.A.T @ (self.A @ x)
+
+
+def normal_equations(A, y) -> tuple[NormalOperator, object]:
+    r"""``(W, c)`` with :math:`W = A^\top A` (as an operator) and :math:`c = A^\top y`.
+
+    >>> A = np.array([[1.0, 0.0], [0.0, 2.0], [0.0, 0.0]])
+    >>> W, c = normal_equations(A, np.array([1.0, 2.0, 3.0]))
+    >>> (W @ np.ones(2)).tolist(), c.tolist()
+    ([1.0, 4.0], [1.0, 4.0])
+    """
+    W = NormalOperator(A)
+    if not _is_torch(y):
+        y = check_array(y, "y", ndim=(1, 2), dtype=None)
+    if y.shape[0] != W.A.shape[0]:
+        raise ValueError(f"y must have {W.A.shape[0]} rows to match A, got shape {tuple(y.shape)}")
+    return W, W.A.T @ y
+
+
+def _validated_system(W, c, x0):
+    """Check ``W`` and ``c`` once; return the operator, right-hand side and starting point."""
+    if not isinstance(W, NormalOperator) and not _is_torch(W):
+        W = as_matrix_or_operator(W)
+    if _is_torch(c):
+        import torch
+
+        if not torch.isfinite(c).all():
+            raise ValueError("c must be finite, but it has NaN or infinite entries")
+        if not c.is_floating_point():
+            c = c.double()
+    else:
+        c = check_array(c, "c", ndim=(1, 2), dtype=None)
+        if c.dtype.kind != "f":
+            c = c.astype(np.float64)
+    if c.ndim not in (1, 2) or c.shape[0] != W.shape[0]:
+        raise ValueError(f"c must have shape ({W.shape[0]},) or ({W.shape[0]}, k), got "
+                         f"{tuple(c.shape)}")
+    if x0 is None:
+        x0 = c * 0
+    elif tuple(x0.shape) != tuple(c.shape):
+        raise ValueError(f"x0 must have the shape of c {tuple(c.shape)}, got {tuple(x0.shape)}")
+    return W, c, x0
+
+
+def _column_norms(X):
+    if _is_torch(X):
+        import torch
+
+        return torch.linalg.vector_norm(X, dim=0).cpu().numpy().astype(np.float64)
+    return np.linalg.norm(X, axis=0).astype(np.float64)
+
+
+def _dot_columns(X, Y):
+    return (X * Y).sum(0)
+
+
+_Method = Callable[[object, object, object], Iterator[tuple[object, object]]]
+
+
+def _drive(
+    name: str,
+    method: Iterator,
+    W,
+    c,
+    x0,
+    *,
+    n_iter: int,
+    tol: float | None,
+    x_true,
+    history: bool,
+    warn: bool,
+    extra_matvecs: int = 0,
+    info: dict | None = None,
+) -> SolverResult:
+    """Run ``method`` for at most ``n_iter`` iterations, recording the error or residual.
+
+    The history holds :math:`\\|X_t - X^\\star\\|_F / \\|X_0 - X^\\star\\|_F` when ``x_true`` is
+    given, else :math:`\\|c - W X_t\\|_F / \\|c - W X_0\\|_F`, for t = 0..n_iter (with x0 = 0 these
+    are the relative error and residual). Convergence means every column's relative residual
+    :math:`\\|c - W x\\| / \\|c\\|` is at most ``tol``. Matvecs count the method's
+    operator applications per column (the initial residual included).
+    """
+    columns = 1 if c.ndim == 1 else c.shape[1]
+    c_norms = np.maximum(_column_norms(c.reshape(c.shape[0], -1)), np.finfo(float).tiny)
+
+    def frobenius(X):
+        return float(np.linalg.norm(_column_norms(X.reshape(X.shape[0], -1))))
+
+    trace = None
+    if history:  # the initial residual costs one extra matvec, spent only for the history
+        initial = frobenius(c - W @ x0) if x_true is None else frobenius(x0 - x_true)
+        initial = max(initial, np.finfo(float).tiny)
+        trace = [1.0]
+
+    def record(x, r):
+        return (frobenius(r) if x_true is None else frobenius(x - x_true)) / initial
+
+    converged, iterations = False, 0
+    for iterations, (x, r) in enumerate(method, start=1):
+        if history:
+            trace.append(record(x, r))
+        if tol is not None and np.all(_column_norms(r.reshape(r.shape[0], -1)) / c_norms <= tol):
+            converged = True
+            break
+        if iterations >= n_iter:
+            break
+    if tol is None:
+        converged = True
+        message = f"ran {iterations} iterations"
+    elif converged:
+        message = f"relative residual <= {tol:g} after {iterations} iterations"
+    else:
+        message = f"relative residual above {tol:g} after {iterations} iterations"
+        if warn:
+            warn_not_converged(name, iterations, f"tol={tol:g}", stacklevel=4)
+    details = {"matvecs": (iterations + 1) * columns + extra_matvecs, **(info or {})}
+    return SolverResult(x=x, n_iter=iterations, converged=converged, history=trace,
+                        message=message, info=details)
+
+
+def _check_budget(n_iter, tol, default):
+    n_iter = default if n_iter is None else check_int(n_iter, "n_iter", low=1)
+    if tol is not None:
+        tol = check_real(tol, "tol", low=0, low_inclusive=False)
+    return n_iter, tol
+
+
+def _cast_steps(steps, like):
+    if _is_torch(like):
+        import torch
+
+        return torch.as_tensor(steps, dtype=like.dtype, device=like.device)
+    return np.asarray(steps, dtype=like.dtype)
+
+
+def gradient_descent(
+    W, c, steps, *, x0=None, n_iter=None, tol=None, x_true=None, history=False, warn=True,
+) -> SolverResult:
+    r"""Gradient descent with a periodic step sequence on :math:`\tfrac12 x^\top W x - c^\top x`.
+
+    :math:`x_{t+1} = x_t + \gamma_{t \bmod T}\,(c - W x_t)`; one matvec per iteration.
+
+    Args:
+        W: SPD matrix, sparse matrix, LinearOperator, :class:`NormalOperator` or torch tensor.
+        c: right-hand side, shape (n,) or (n, k).
+        steps: a positive scalar or a sequence of T steps, repeated periodically.
+        x0: starting point (zeros by default).
+        n_iter: iterations (default: one period T).
+        tol: stop when every column's relative residual is <= tol (None: run n_iter).
+        x_true: if given, the history records the relative error instead of the residual.
+        history: record the per-iteration relative error (or residual).
+        warn: warn with :class:`~stepsize.ConvergenceWarning` when ``tol`` is not met.
+
+    Returns:
+        :class:`~stepsize.SolverResult` with ``info["matvecs"]``.
+
+    >>> W = np.diag([1.0, 2.0])
+    >>> gradient_descent(W, np.array([1.0, 2.0]), [1.0, 0.5]).x.tolist()
+    [1.0, 1.0]
+    """
+    W, c, x0 = _validated_system(W, c, x0)
+    steps = check_array(np.atleast_1d(np.asarray(steps, dtype=np.float64)), "steps", ndim=1)
+    if np.any(steps <= 0):
+        raise ValueError(f"steps must be positive, got min {steps.min():.3g}")
+    n_iter, tol = _check_budget(n_iter, tol, steps.size)
+    gammas = _cast_steps(steps, c)
+
+    def method():
+        x, r = x0, c - W @ x0
+        t = 0
+        while True:
+            x = x + gammas[t % len(gammas)] * r
+            r = c - W @ x
+            t += 1
+            yield x, r
+
+    return _drive("gradient_descent", method(), W, c, x0, n_iter=n_iter, tol=tol,
+                  x_true=x_true, history=history, warn=warn, info={"steps": steps})
+
+
+def _spectrum_of(W, spectrum, lmin, lmax, seed) -> tuple[float, float, int]:
+    if spectrum is not None:
+        if not isinstance(spectrum, Spectrum):
+            raise TypeError(f"spectrum must be a Spectrum, got {type(spectrum).__name__}")
+        return spectrum.lmin, spectrum.lmax, spectrum.matvecs
+    if lmin is not None and lmax is not None:
+        lmin, lmax = _check_interval(lmin, lmax)
+        return lmin, lmax, 0
+    if lmin is not None or lmax is not None:
+        raise ValueError("give both lmin and lmax, or neither (to estimate them)")
+    operator = W
+    if _is_torch(W) or isinstance(W, NormalOperator):
+        operator = spla.LinearOperator(W.shape, matvec=lambda v: _to_numpy(W @ _like(W, v)),
+                                       dtype=np.float64)
+    estimate = estimate_spectrum(operator, seed=seed)
+    if estimate.lmin <= 0:
+        raise ValueError("W appears singular (estimated lmin is 0); Chebyshev steps need lmin > 0")
+    return estimate.lmin, estimate.lmax, estimate.matvecs
+
+
+def _like(W, v):
+    operand = W.A if isinstance(W, NormalOperator) else W
+    if _is_torch(operand):
+        import torch
+
+        return torch.as_tensor(v, dtype=operand.dtype, device=operand.device)
+    return v
+
+
+def _to_numpy(x):
+    return x.detach().cpu().numpy().astype(np.float64) if _is_torch(x) else np.asarray(x)
+
+
+def chebyshev_gd(
+    W, c, *, T=None, lmin=None, lmax=None, spectrum=None, order="fractal", x0=None,
+    n_iter=None, tol=None, x_true=None, history=False, warn=True, seed=None,
+) -> SolverResult:
+    r"""Chebyshev gradient descent (CHGD): periodic Chebyshev steps for ``[lmin, lmax]``.
+
+    Without ``lmin``/``lmax``/``spectrum`` the interval comes from :func:`estimate_spectrum` and
+    its matvecs are included in ``info["matvecs"]``. The period defaults to
+    :math:`T = \lceil \sqrt\kappa \,\ln(2/\epsilon)/2 \rceil` capped to [8, 256] with
+    :math:`\epsilon` = ``tol`` (or 1e-8), long enough for the per-period bound to reach
+    :math:`\epsilon`.
+
+    >>> W = np.diag([1.0, 2.0, 4.0])
+    >>> r = chebyshev_gd(W, np.ones(3), lmin=1.0, lmax=4.0, T=3)
+    >>> bool(np.allclose(r.x, [1.0, 0.5, 0.25], atol=0.05))
+    True
+    """
+    W, c, x0 = _validated_system(W, c, x0)
+    lmin, lmax, estimation_matvecs = _spectrum_of(W, spectrum, lmin, lmax, seed)
+    if T is None:
+        target = 1e-8 if tol is None else tol
+        T = int(np.clip(np.ceil(np.sqrt(lmax / lmin) * np.log(2 / target) / 2), 8, 256))
+    steps = chebyshev_steps(lmin, lmax, T, order=order)
+    result = gradient_descent(W, c, steps, x0=x0, n_iter=n_iter or T, tol=tol, x_true=x_true,
+                              history=history, warn=False)
+    result.info.update(lmin=lmin, lmax=lmax, T=T, order=order,
+                       estimation_matvecs=estimation_matvecs)
+    result.info["matvecs"] += estimation_matvecs
+    if warn and tol is not None and not result.converged:
+        warn_not_converged("chebyshev_gd", result.n_iter, f"tol={tol:g}")
+    return result
+
+
+def chebyshev_semi_iterative(
+    W, c, *, lmin=None, lmax=None, spectrum=None, x0=None, n_iter=100, tol=None, x_true=None,
+    history=False, warn=True, seed=None,
+) -> SolverResult:
+    r"""Chebyshev semi-iterative method (three-term recurrence; Golub & Varga 1961).
+
+    With :math:`\theta = (l_{\max} + l_{\min})/2`, :math:`\delta = (l_{\max} - l_{\min})/2`,
+    :math:`\sigma = \theta/\delta`: :math:`\rho_0 = 1/\sigma`, :math:`d_0 = r_0/\theta`, and
+
+    .. math::
+
+        x_{k+1} = x_k + d_k,\quad r_{k+1} = r_k - W d_k,\quad
+        \rho_{k+1} = (2\sigma - \rho_k)^{-1},\quad
+        d_{k+1} = \rho_{k+1}\rho_k d_k + \tfrac{2\rho_{k+1}}{\delta} r_{k+1}.
+
+    The error after k steps is the scaled Chebyshev polynomial of degree k at *every* k, so it
+    equals :func:`chebyshev_gd` with period k at t = k, and it has no ordering issue.
+    """
+    W, c, x0 = _validated_system(W, c, x0)
+    lmin, lmax, estimation_matvecs = _spectrum_of(W, spectrum, lmin, lmax, seed)
+    n_iter, tol = _check_budget(n_iter, tol, 100)
+    theta, delta = (lmax + lmin) / 2, (lmax - lmin) / 2
+
+    def method():
+        x, r = x0, c - W @ x0
+        if delta == 0:  # one exact step solves a problem with a single eigenvalue
+            while True:
+                x = x + r / theta
+                r = c - W @ x
+                yield x, r
+        sigma = theta / delta
+        rho = 1 / sigma
+        d = r / theta
+        while True:
+            x = x + d
+            r = r - W @ d
+            rho_next = 1 / (2 * sigma - rho)
+            d = (rho_next * rho) * d + (2 * rho_next / delta) * r
+            rho = rho_next
+            yield x, r
+
+    return _drive("chebyshev_semi_iterative", method(), W, c, x0, n_iter=n_iter, tol=tol,
+                  x_true=x_true, history=history, warn=warn, extra_matvecs=estimation_matvecs,
+                  info={"lmin": lmin, "lmax": lmax, "estimation_matvecs": estimation_matvecs})
+
+
+def heavy_ball(
+    W, c, *, lmin=None, lmax=None, spectrum=None, x0=None, n_iter=100, tol=None, x_true=None,
+    history=False, warn=True, seed=None,
+) -> SolverResult:
+    r"""Polyak's heavy ball, :math:`x_{k+1} = x_k + \alpha (c - W x_k) + \beta (x_k - x_{k-1})`,
+    with the optimal :math:`(\alpha, \beta)` of :func:`heavy_ball_parameters`
+    (and :math:`x_{-1} = x_0`)."""
+    W, c, x0 = _validated_system(W, c, x0)
+    lmin, lmax, estimation_matvecs = _spectrum_of(W, spectrum, lmin, lmax, seed)
+    n_iter, tol = _check_budget(n_iter, tol, 100)
+    alpha, beta = heavy_ball_parameters(lmin, lmax)
+
+    def method():
+        previous, x = x0, x0
+        r = c - W @ x
+        while True:
+            x, previous = x + alpha * r + beta * (x - previous), x
+            r = c - W @ x
+            yield x, r
+
+    return _drive("heavy_ball", method(), W, c, x0, n_iter=n_iter, tol=tol, x_true=x_true,
+                  history=history, warn=warn, extra_matvecs=estimation_matvecs,
+                  info={"alpha": alpha, "beta": beta})
+
+
+def conjugate_gradient(
+    W, c, *, x0=None, n_iter=None, tol=None, x_true=None, history=False, warn=True,
+) -> SolverResult:
+    r"""Conjugate gradient, one independent recurrence per column of ``c`` (the reference).
+
+    Uses two inner products per iteration and no eigenvalue bounds. Columns whose residual
+    reaches zero are frozen rather than divided by zero.
+    """
+    W, c, x0 = _validated_system(W, c, x0)
+    n_iter, tol = _check_budget(n_iter, tol, 10 * W.shape[0])
+    tiny = np.finfo(np.float64).tiny
+
+    def method():
+        x, r = x0, c - W @ x0
+        p = r
+        rr = _dot_columns(r, r)
+        while True:
+            Wp = W @ p
+            pWp = _dot_columns(p, Wp)
+            alpha = rr / (pWp + (pWp == 0) * tiny)
+            x = x + alpha * p
+            r = r - alpha * Wp
+            rr_next = _dot_columns(r, r)
+            beta = rr_next / (rr + (rr == 0) * tiny)
+            p = r + beta * p
+            rr = rr_next
+            yield x, r
+
+    return _drive("conjugate_gradient", method(), W, c, x0, n_iter=n_iter, tol=tol,
+                  x_true=x_true, history=history, warn=warn)

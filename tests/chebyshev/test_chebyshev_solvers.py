@@ -1,0 +1,184 @@
+"""Solvers against numpy/scipy references, identities between methods, torch and bad input."""
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+import scipy.sparse.linalg as spla
+
+from stepsize import ConvergenceWarning
+from stepsize.chebyshev import (
+    chebyshev_bound,
+    chebyshev_gd,
+    chebyshev_psor,
+    chebyshev_semi_iterative,
+    chebyshev_steps,
+    conjugate_gradient,
+    gradient_descent,
+    heavy_ball,
+    jacobi_map,
+    jacobi_spectrum,
+    normal_equations,
+    optimal_constant_step,
+    psor,
+)
+from stepsize.experiments._instances import gaussian_gram, gaussian_operator, jacobi_instance
+
+
+@pytest.fixture(scope="module")
+def system():
+    W = gaussian_gram(300, 600, 12)
+    eigenvalues = np.linalg.eigvalsh(W)
+    X = np.random.default_rng(0).standard_normal((300, 400))
+    return W, eigenvalues[0], eigenvalues[-1], X
+
+
+def test_chebyshev_gd_mse_oracle(system):
+    W, lmin, lmax, X = system
+    result = chebyshev_gd(W, W @ X, lmin=lmin, lmax=lmax, T=25, x_true=X, history=True)
+    assert np.mean((result.x - X) ** 2) == pytest.approx(2.45e-8, rel=0.1)
+    assert result.n_iter == 25 and len(result.history) == 26 and result.history[0] == 1.0
+    assert result.info["matvecs"] == 26 * 400
+
+
+def test_gd_constant_step_mse_oracle(system):
+    W, lmin, lmax, X = system
+    result = gradient_descent(W, W @ X, optimal_constant_step(lmin, lmax), n_iter=25)
+    assert np.mean((result.x - X) ** 2) == pytest.approx(1.048e-3, rel=0.05)
+
+
+def test_semi_iterative_equals_chebyshev_gd_at_T(system):
+    W, lmin, lmax, X = system
+    C = W @ X[:, :20]
+    for T in (5, 16, 25):
+        chgd = chebyshev_gd(W, C, lmin=lmin, lmax=lmax, T=T)
+        semi = chebyshev_semi_iterative(W, C, lmin=lmin, lmax=lmax, n_iter=T)
+        np.testing.assert_allclose(semi.x, chgd.x, rtol=0, atol=1e-9)
+
+
+def test_cg_matches_scipy(system):
+    W, _, _, X = system
+    c = W @ X[:, 0]
+    ours = conjugate_gradient(W, c, n_iter=30)
+    reference = spla.cg(W, c, rtol=1e-30, atol=0, maxiter=30)[0]
+    np.testing.assert_allclose(ours.x, reference, rtol=1e-8, atol=1e-10)
+
+
+def test_heavy_ball_rate(system):
+    W, lmin, lmax, X = system
+    result = heavy_ball(W, W @ X[:, :10], lmin=lmin, lmax=lmax, n_iter=100, x_true=X[:, :10],
+                        history=True)
+    rate = (result.history[100] / result.history[50]) ** (1 / 50)
+    assert rate == pytest.approx(0.6948, abs=0.03)
+
+
+def test_tolerance_stops_and_converges_to_solve():
+    W = gaussian_gram(100, 300, 1)
+    c = np.random.default_rng(1).standard_normal(100)
+    solution = np.linalg.solve(W, c)
+    for solver in (chebyshev_gd, chebyshev_semi_iterative, heavy_ball):
+        result = solver(W, c, tol=1e-10, n_iter=2000, seed=0)
+        assert result.converged, solver.__name__
+        assert np.linalg.norm(W @ result.x - c) <= 1.0001e-10 * np.linalg.norm(c)
+        np.testing.assert_allclose(result.x, solution, rtol=1e-7, atol=1e-8)
+    assert conjugate_gradient(W, c, tol=1e-10).converged
+
+
+def test_estimated_spectrum_counts_matvecs():
+    W = gaussian_gram(100, 300, 1)
+    result = chebyshev_gd(W, np.ones(100), T=16, seed=0)
+    assert result.info["estimation_matvecs"] > 0
+    assert result.info["matvecs"] == 17 + result.info["estimation_matvecs"]
+    assert result.info["lmax"] >= np.linalg.eigvalsh(W)[-1]
+
+
+def test_non_convergence_warns(system):
+    W, lmin, lmax, X = system
+    with pytest.warns(ConvergenceWarning, match="did not converge"):
+        result = chebyshev_gd(W, W @ X[:, 0], lmin=lmin, lmax=lmax, T=5, n_iter=5, tol=1e-12)
+    assert not result.converged
+
+
+def test_least_squares_through_normal_operator():
+    A = gaussian_operator(300, 600, 12)
+    X = np.random.default_rng(2).standard_normal((300, 8))
+    W, c = normal_equations(A, A @ X)
+    result = chebyshev_gd(W, c, T=25, n_iter=100, seed=0)
+    np.testing.assert_allclose(result.x, X, atol=1e-8)
+
+
+def test_sparse_operator_batched():
+    A = sp.random(2000, 2000, density=2e-3, random_state=0)
+    W = (A @ A.T + sp.eye(2000)).tocsr()
+    C = np.random.default_rng(0).standard_normal((2000, 16))
+    result = chebyshev_gd(W, C, tol=1e-8, n_iter=2000, seed=0)
+    assert result.converged
+    reference = np.column_stack([spla.spsolve(W.tocsc(), C[:, j]) for j in range(16)])
+    np.testing.assert_allclose(result.x, reference, rtol=1e-6, atol=1e-7)
+
+
+def test_torch_tensors_float32_and_float64(system):
+    torch = pytest.importorskip("torch")
+    W, lmin, lmax, X = system
+    for dtype, tolerance in ((torch.float64, 1e-12), (torch.float32, 1e-4)):
+        Wt = torch.tensor(W, dtype=dtype)
+        Ct = Wt @ torch.tensor(X[:, :50], dtype=dtype)
+        result = chebyshev_gd(Wt, Ct, lmin=lmin, lmax=lmax, T=25)
+        assert isinstance(result.x, torch.Tensor) and result.x.dtype == dtype
+        numpy_result = chebyshev_gd(W, W @ X[:, :50], lmin=lmin, lmax=lmax, T=25)
+        np.testing.assert_allclose(result.x.double().numpy(), numpy_result.x, atol=tolerance)
+    A = torch.tensor(gaussian_operator(300, 600, 12))
+    Wn, c = normal_equations(A, A @ torch.tensor(X[:, :4]))
+    solved = chebyshev_gd(Wn, c, T=25, n_iter=100, seed=0)
+    np.testing.assert_allclose(solved.x.numpy(), X[:, :4], atol=1e-8)
+
+
+@pytest.mark.parametrize("call, error, match", [
+    (lambda W, c: gradient_descent(W, c, [0.1, -0.1]), ValueError, "steps must be positive"),
+    (lambda W, c: gradient_descent(W, c[:-1], 0.1), ValueError, "c must have shape"),
+    (lambda W, c: gradient_descent(W, c, 0.1, x0=np.zeros(3)), ValueError, "x0"),
+    (lambda W, c: gradient_descent(W, c * np.nan, 0.1), ValueError, "c must be finite"),
+    (lambda W, c: gradient_descent(W, c, 0.1, n_iter=0), ValueError, "n_iter"),
+    (lambda W, c: chebyshev_gd(W, c, lmin=1.0), ValueError, "both lmin and lmax"),
+    (lambda W, c: chebyshev_gd(W, c, spectrum=(1, 2)), TypeError, "Spectrum"),
+    (lambda W, c: chebyshev_gd(W[:, :-1], c, lmin=1, lmax=2), ValueError, "square"),
+    (lambda W, c: chebyshev_gd(W + np.triu(W, 1), c, lmin=1, lmax=2), ValueError, "symmetric"),
+    (lambda W, c: chebyshev_gd(np.diag([0.0, 1.0, 2.0, 3.0]), c[:4]), ValueError, "singular"),
+])
+def test_bad_input(call, error, match):
+    W = gaussian_gram(10, 30, 0)
+    with pytest.raises(error, match=match):
+        call(W, np.ones(10))
+
+
+def test_psor_jacobi_factors_match_note():
+    P = jacobi_instance(512, 0)
+    spectrum = jacobi_spectrum(P)
+    assert spectrum.lmin == pytest.approx(0.676575, abs=1e-4)
+    assert spectrum.lmax == pytest.approx(1.921624, abs=1e-4)
+    x0 = np.random.default_rng(0).standard_normal((512, 4))
+    zero = np.zeros_like(x0)
+    f = jacobi_map(P, zero)
+    cheb = chebyshev_psor(f, x0, lmin=spectrum.lmin, lmax=spectrum.lmax, T=8, n_iter=24,
+                          x_true=zero, history=True)
+    constant = psor(f, x0, optimal_constant_step(spectrum.lmin, spectrum.lmax), n_iter=24,
+                    x_true=zero, history=True)
+    bound = chebyshev_bound(spectrum.lmin, spectrum.lmax, 8)
+    assert cheb.history[8] <= bound * 1.0001 and cheb.history[24] <= bound**3 * 1.0001
+    assert cheb.history[24] ** (1 / 24) == pytest.approx(0.2783, abs=0.02)
+    assert constant.history[24] ** (1 / 24) < 0.4792 + 1e-3
+    # Chebyshev-PSOR on a linear Jacobi map is Chebyshev GD on D^-1 P.
+    omegas = chebyshev_steps(spectrum.lmin, spectrum.lmax, 8)
+    np.testing.assert_allclose(cheb.info["omegas"], omegas)
+
+
+def test_psor_bad_input():
+    with pytest.raises(TypeError, match="fixed_point_map"):
+        psor(None, np.ones(3), 1.0)
+    with pytest.raises(ValueError, match="omegas"):
+        psor(lambda x: x, np.ones(3), [1.0, 0.0])
+    with pytest.raises(ValueError, match="returned shape"):
+        psor(lambda x: x[:2], np.ones(3), 1.0)
+    with pytest.raises(ValueError, match="positive diagonal"):
+        jacobi_map(np.array([[0.0, 1.0], [1.0, 0.0]]), np.ones(2))
+    with pytest.raises(ValueError, match="q must have"):
+        jacobi_map(np.eye(3), np.ones(2))

@@ -1,0 +1,102 @@
+"""The `stepsize` command: success paths, the JSON contract and error paths (exit 2, one line)."""
+
+import json
+import math
+import subprocess
+import sys
+
+import pytest
+
+from stepsize import cli
+from stepsize._registry import EXPERIMENTS
+
+
+def _finite_numbers(value):
+    if isinstance(value, dict):
+        return all(_finite_numbers(v) for v in value.values())
+    if isinstance(value, list):
+        return all(_finite_numbers(v) for v in value)
+    if isinstance(value, float):
+        return math.isfinite(value)
+    return True
+
+
+def test_list(capsys):
+    assert cli.main(["list"]) == 0
+    out = capsys.readouterr().out
+    assert "chebyshev" in out and "psor" in out
+
+
+def test_reproduce_writes_json_contract_and_plots(tmp_path, capsys):
+    assert cli.main(["reproduce", "psor", "--quick", "--out", str(tmp_path), "--seed", "3"]) == 0
+    out = capsys.readouterr().out
+    assert "Per-step contraction" in out
+    payload = json.loads((tmp_path / "psor.json").read_text())
+    for key in ("name", "config", "seed", "version", "timings", "plots", "tables"):
+        assert key in payload
+    assert payload["seed"] == 3 and payload["quick"] is True
+    assert payload["timings"]["run_s"] > 0
+    assert _finite_numbers(payload)
+    for plot in payload["plots"]:
+        assert (tmp_path / plot).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_chebyshev_json_contract(tmp_path):
+    assert cli.main(["reproduce", "chebyshev", "--quick", "--out", str(tmp_path)]) == 0
+    payload = json.loads((tmp_path / "chebyshev.json").read_text())
+    assert payload["lmin"] == pytest.approx(0.184191, abs=1e-6)
+    assert payload["lmax"] == pytest.approx(5.678371, abs=1e-6)
+    assert len(payload["steps"]) == 25
+    assert payload["mse_at_T"]["chebyshev"] == pytest.approx(2.45e-8, rel=0.1)
+    assert payload["mse_at_T"]["gd"] == pytest.approx(1.05e-3, rel=0.05)
+    assert payload["float32_mse_by_order"]["fractal"] < 5e-8
+    assert payload["float32_mse_by_order"]["natural"] > 1.0
+    assert _finite_numbers(payload)
+
+
+def test_reproduce_all_writes_report(tmp_path, monkeypatch, capsys):
+    only_psor = {"psor": EXPERIMENTS.get("psor")}
+    monkeypatch.setattr(EXPERIMENTS, "_entries", only_psor)
+    assert cli.main(["reproduce", "all", "--quick", "--out", str(tmp_path)]) == 0
+    report = (tmp_path / "REPORT.md").read_text()
+    assert "## psor" in report and "psor_jacobi.png" in report
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["reproduce", "nope"], "unknown experiment 'nope'"),
+    (["bench", "nope", "--quick"], "unknown benchmark 'nope'"),
+    (["reproduce", "psor", "--seed", "x"], "invalid int value"),
+    (["frobnicate"], "invalid choice"),
+    ([], "the following arguments are required"),
+])
+def test_usage_errors_exit_2_one_line(argv, message, capsys):
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err
+    assert message in err
+    assert err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_unwritable_out(tmp_path, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    assert cli.main(["reproduce", "psor", "--quick", "--out", str(blocker / "sub")]) == 2
+    err = capsys.readouterr().err
+    assert "--out" in err and "not a writable directory" in err and err.count("\n") == 1
+
+
+def test_module_entry_point_and_no_traceback(tmp_path):
+    process = subprocess.run([sys.executable, "-m", "stepsize", "reproduce", "missing"],
+                             capture_output=True, text=True)
+    assert process.returncode == 2
+    assert process.stderr.strip() == (
+        "stepsize: error: unknown experiment 'missing'; known: "
+        + ", ".join(EXPERIMENTS.names()))
+
+
+def test_import_is_light():
+    code = ("import sys, time; t = time.perf_counter(); import stepsize; "
+            "print(time.perf_counter() - t, 'torch' in sys.modules, 'scipy' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout
+    seconds, torch_loaded, scipy_loaded = out.split()
+    assert torch_loaded == "False" and scipy_loaded == "False"
+    assert float(seconds) < 1.0
