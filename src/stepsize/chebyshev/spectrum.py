@@ -226,4 +226,5 @@ def marchenko_pastur_edges(n: int, m: int, variance: float = 1.0) -> tuple[float
     n = check_int(n, "n", low=1)
     m = check_int(m, "m", low=1)
     variance = check_real(variance, "variance", low=0, low_inclusive=False)
-    return variance * (np.sqrt(m) - np.sqrt(n)) ** 2, variance * (np.sqrt(m) + np.sqrt(n)) ** 2
+    return (float(variance * (np.sqrt(m) - np.sqrt(n)) ** 2),
+            float(variance * (np.sqrt(m) + np.sqrt(n)) ** 2))
