@@ -181,6 +181,10 @@ def run(config: dict, seed: int) -> dict:
                   ["conjugate gradient", mse_at_T["conjugate_gradient"], None,
                    ref["mse_at_T"]["conjugate_gradient"]]],
               note="reference: notebook (GD) and the research note's recomputations"),
+        table("MSE vs iteration t (intermediate Chebyshev GD iterates are not meaningful)",
+              ["t", *curves],
+              [[t, *(curve[t] for curve in curves.values())]
+               for t in sorted({0, 1, 5, 10, 15, 20, T - 1, T})]),
         table(f"Contraction factor rho(Q_{T})", ["steps", "ours", "note"], [
             ["optimal constant", contraction["gd"], ref["contraction"]["gd"]],
             ["Chebyshev", contraction["chebyshev"], ref["contraction"]["chebyshev"]],
