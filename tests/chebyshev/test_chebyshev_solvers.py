@@ -143,11 +143,26 @@ def test_torch_tensors_float32_and_float64(system):
     (lambda W, c: chebyshev_gd(W[:, :-1], c, lmin=1, lmax=2), ValueError, "square"),
     (lambda W, c: chebyshev_gd(W + np.triu(W, 1), c, lmin=1, lmax=2), ValueError, "symmetric"),
     (lambda W, c: chebyshev_gd(np.diag([0.0, 1.0, 2.0, 3.0]), c[:4]), ValueError, "singular"),
+    (lambda W, c: gradient_descent(W, c, 0.1, x0=c * np.inf), ValueError, "x0 must be finite"),
+    (lambda W, c: gradient_descent(W, c, 0.1, x_true=c[:3]), ValueError, "x_true must have"),
+    (lambda W, c: chebyshev_gd(W, c, lmin=1, lmax=2, T=0), ValueError, "T must be >= 1"),
+    (lambda W, c: chebyshev_gd(W, c, lmin=1, lmax=2, tol=-1.0), ValueError, "tol"),
 ])
 def test_bad_input(call, error, match):
     W = gaussian_gram(10, 30, 0)
     with pytest.raises(error, match=match):
         call(W, np.ones(10))
+
+
+def test_torch_operator_checked():
+    torch = pytest.importorskip("torch")
+    c = torch.ones(3, dtype=torch.float64)
+    with pytest.raises(ValueError, match="W must be symmetric"):
+        chebyshev_gd(torch.tensor([[2.0, 1.0, 0], [0, 2.0, 0], [0, 0, 1.0]]), c, lmin=1, lmax=3)
+    with pytest.raises(ValueError, match="W must be finite"):
+        chebyshev_gd(torch.full((3, 3), float("nan")), c, lmin=1, lmax=3)
+    with pytest.raises(ValueError, match="W must be a square"):
+        chebyshev_gd(torch.ones(3, 2), c, lmin=1, lmax=3)
 
 
 def test_psor_jacobi_factors_match_note():
