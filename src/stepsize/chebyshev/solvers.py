@@ -320,8 +320,9 @@ def _spectrum_of(W, spectrum, lmin, lmax, seed) -> tuple[float, float, int]:
         operator = spla.LinearOperator(W.shape, matvec=lambda v: _to_numpy(W @ _like(W, v)),
                                        dtype=np.float64)
     estimate = estimate_spectrum(operator, seed=seed)
-    if estimate.lmin <= 0:
-        raise ValueError("W appears singular (estimated lmin is 0); Chebyshev steps need lmin > 0")
+    if estimate.lmin <= 1e-12 * estimate.lmax:
+        raise ValueError(f"W appears singular (estimated lmin {estimate.lmin:.3g}, lmax "
+                         f"{estimate.lmax:.3g}); Chebyshev steps need lmin > 0")
     return estimate.lmin, estimate.lmax, estimate.matvecs
 
 
