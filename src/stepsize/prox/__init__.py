@@ -1,0 +1,35 @@
+"""The matrix perspective function of Won (NeurIPS 2020): value, exact prox, certificates,
+a PyProximal-style operator and the constrained Gaussian MLE that uses the prox.
+
+    phi(Omega, eta) = 1/2 eta^T Omega^+ eta  (Omega PSD, eta in its range; +inf otherwise)
+
+Main entry: ``prox_matrix_perspective(X, y, sigma) -> (Omega, eta)``.
+"""
+
+from stepsize.prox.certificates import KKTResiduals, kkt_residuals, project_conjugate_domain
+from stepsize.prox.gaussian_mle import (
+    GaussianMLEResult,
+    constrained_gaussian_mle,
+    gaussian_mle_objective,
+    sample_moments,
+)
+from stepsize.prox.operator import MatrixPerspective
+from stepsize.prox.perspective import (
+    PerspectiveProxInfo,
+    matrix_perspective,
+    prox_matrix_perspective,
+)
+
+__all__ = [
+    "GaussianMLEResult",
+    "KKTResiduals",
+    "MatrixPerspective",
+    "PerspectiveProxInfo",
+    "constrained_gaussian_mle",
+    "gaussian_mle_objective",
+    "kkt_residuals",
+    "matrix_perspective",
+    "project_conjugate_domain",
+    "prox_matrix_perspective",
+    "sample_moments",
+]

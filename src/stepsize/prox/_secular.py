@@ -1,0 +1,314 @@
+"""Eigenvalues and eigenvectors of a symmetric arrowhead matrix through its secular equation.
+
+After one eigendecomposition ``X = U diag(a) U^T``, the lifted matrix of the prox,
+``M(t) = [[X, y/sqrt(2)], [y^T/sqrt(2), -t]]``, is orthogonally similar to the arrowhead
+
+    A(t) = [[diag(a), b], [b^T, alpha]],   b = U^T y / sqrt(2),   alpha = -t,
+
+and only ``alpha`` changes with ``t``. After deflation (entries of ``b`` below a tolerance, and
+clusters of equal ``a`` merged by a Householder reflection) the remaining ``n`` poles ``d`` are
+distinct and every ``b_j`` is nonzero, so the ``n + 1`` eigenvalues are the roots of
+
+    g(lambda) = alpha - lambda + sum_j b_j^2 / (lambda - d_j),
+
+one in each interval ``(-inf, d_1), (d_1, d_2), ..., (d_n, inf)`` (strict interlacing). The last
+component of the unit eigenvector of root ``lambda_i`` satisfies ``q_i^2 = -1 / g'(lambda_i)``.
+
+Each root is stored as ``lambda_i = d_k + delta_i`` with ``d_k`` the nearer pole, so that the
+differences ``lambda_i - d_j = (d_k - d_j) + delta_i`` keep their relative accuracy (the device
+of LAPACK's ``dlaed4``). Eigenvectors use the Gu-Eisenstat correction: ``b`` is recomputed from
+the computed roots by the Loewner formula, which makes the eigenvectors numerically orthogonal.
+
+References:
+    M. Gu, S. C. Eisenstat, "A stable and efficient algorithm for the rank-one modification of
+    the symmetric eigenproblem", SIAM J. Matrix Anal. Appl. 15 (1994).
+    N. Jakovcevic Stor, I. Slapnicar, J. L. Barlow, "Accurate eigenvalue decomposition of real
+    symmetric arrowhead matrices and applications", Linear Algebra Appl. 464 (2015).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+_EPS = np.finfo(float).eps
+# Rows per block of the (roots x poles) work arrays: keeps each block near 2 MiB (cache sized).
+_BLOCK_ELEMENTS = 1 << 18
+_MAX_ROOT_ITERATIONS = 100
+
+
+@dataclass
+class Arrowhead:
+    """A deflated arrowhead ``[[diag(a), b], [b^T, alpha]]`` in the eigenbasis of ``X``.
+
+    Attributes:
+        basis: ``U`` after the deflating reflections (p x p, orthogonal).
+        poles: the distinct diagonal entries ``d`` whose ``b`` entries are kept (n,).
+        weights: ``b_j^2`` for the kept entries (n,).
+        signs: signs of the kept ``b_j`` (n,).
+        kept: indices (columns of ``basis``) of the kept entries.
+        deflated: indices of the deflated entries; each is an eigenpair ``(a_j, basis[:, j])`` of
+            every ``A(t)`` with no component on the last coordinate.
+        diagonal: the diagonal ``a`` (p,) after deflation.
+    """
+
+    basis: np.ndarray
+    poles: np.ndarray
+    weights: np.ndarray
+    signs: np.ndarray
+    kept: np.ndarray
+    deflated: np.ndarray
+    diagonal: np.ndarray
+
+
+def deflate(eigenvalues: np.ndarray, basis: np.ndarray, b: np.ndarray) -> Arrowhead:
+    """Deflate the arrowhead with diagonal ``eigenvalues`` (ascending) and column ``b``.
+
+    A run of diagonal entries closer than the tolerance is reflected so that ``b`` lives on one
+    member of the run; entries of ``b`` below the tolerance are then dropped. The tolerance,
+    ``8 eps max(|a|, |b|)``, is the one of LAPACK's ``dlaed2``; the perturbation it makes is of
+    the order of the rounding errors of the eigendecomposition itself.
+    """
+    diagonal = eigenvalues.copy()
+    basis = basis.copy()
+    b = b.copy()
+    scale = max(float(np.max(np.abs(diagonal))), float(np.max(np.abs(b))), np.finfo(float).tiny)
+    tolerance = 8.0 * _EPS * scale
+    size = diagonal.size
+    start = 0
+    while start < size:
+        stop = start + 1
+        while stop < size and diagonal[stop] - diagonal[stop - 1] <= tolerance:
+            stop += 1
+        if stop - start > 1:
+            _reflect_cluster(diagonal, basis, b, start, stop)
+        start = stop
+    small = np.abs(b) <= tolerance
+    kept = np.flatnonzero(~small)
+    deflated = np.flatnonzero(small)
+    return Arrowhead(
+        basis=basis,
+        poles=diagonal[kept],
+        weights=b[kept] ** 2,
+        signs=np.sign(b[kept]),
+        kept=kept,
+        deflated=deflated,
+        diagonal=diagonal,
+    )
+
+
+def _reflect_cluster(diagonal, basis, b, start, stop) -> None:
+    """Householder-reflect the run ``start:stop`` so that ``b`` is nonzero on its last entry."""
+    part = b[start:stop]
+    norm = float(np.linalg.norm(part))
+    if norm == 0.0:
+        return
+    target = np.zeros_like(part)
+    target[-1] = norm
+    direction = part - target
+    length = float(np.linalg.norm(direction))
+    if length > 0.0:
+        direction /= length
+        block = basis[:, start:stop]
+        basis[:, start:stop] = block - 2.0 * np.outer(block @ direction, direction)
+    b[start:stop] = target
+    diagonal[start:stop] = diagonal[stop - 1]
+
+
+def _blocks(rows: int, columns: int):
+    step = max(1, _BLOCK_ELEMENTS // max(columns, 1))
+    for begin in range(0, rows, step):
+        yield slice(begin, min(begin + step, rows))
+
+
+def secular_sums(poles, weights, origin, offset, powers, *, magnitude: bool = False):
+    """Sums ``sum_j w_j / (lambda_i - d_j)^k`` for each ``k`` in ``powers`` (ascending).
+
+    Root ``i`` is ``poles[origin[i]] + offset[i]``; the differences are formed from the pole
+    differences so that the term of the origin pole is exact. With ``magnitude`` the sum of
+    ``|w_j / (lambda_i - d_j)|`` (the rounding scale of ``g``) is appended. Work is done in
+    row blocks.
+    """
+    out = [np.empty(offset.size) for _ in range(len(powers) + magnitude)]
+    for rows in _blocks(offset.size, poles.size):
+        differences = (poles[origin[rows], None] - poles[None, :]) + offset[rows, None]
+        inverse = 1.0 / differences
+        term = weights * inverse
+        if magnitude:
+            out[-1][rows] = np.abs(term).sum(axis=1)
+        power_now = 1
+        for slot, power in enumerate(powers):
+            while power_now < power:
+                term = term * inverse
+                power_now += 1
+            out[slot][rows] = term.sum(axis=1)
+    return out
+
+
+@dataclass
+class Roots:
+    """Selected roots ``lambda = poles[origin] + offset`` of the secular equation."""
+
+    index: np.ndarray
+    origin: np.ndarray
+    offset: np.ndarray
+    second: np.ndarray | None = None  # sum_j b_j^2 / (lambda_i - d_j)^2 at the last iterate
+    third: np.ndarray | None = None  # sum_j b_j^2 / (lambda_i - d_j)^3 at the last iterate
+
+    def values(self, poles: np.ndarray) -> np.ndarray:
+        return poles[self.origin] + self.offset
+
+
+def secular_roots(
+    poles: np.ndarray,
+    weights: np.ndarray,
+    alpha: float,
+    index: np.ndarray,
+    start: Roots | None = None,
+) -> Roots:
+    """Roots number ``index`` (0..n, the interval left of ``poles[index]``) of ``g = 0``.
+
+    Each step solves a rational model of ``g`` that matches ``g`` and ``g'`` at the current
+    point and keeps the exact pole of the origin (the fixed-weight idea of LAPACK's ``dlaed4``):
+    inside ``(d_k, d_{k+1})`` the model is ``c + b_k^2/(x - d_k) + w/(x - d_other)`` (two poles),
+    in the outer intervals ``c + e (x - lambda) + b_k^2/(x - d_k)``; either way the next point
+    is the root of a quadratic. Bisection takes over whenever that root leaves the bracket.
+    ``start`` (roots for a previous ``alpha``) gives warm starts: the poles do not move with
+    ``alpha``, so each root stays in its interval.
+    """
+    n = poles.size
+    index = np.asarray(index, dtype=np.intp)
+    origin = np.minimum(index, n - 1)
+    other = origin.copy()  # the second pole of the model; equal to origin in the outer intervals
+    low = np.zeros(index.size)
+    high = np.zeros(index.size)
+    radius = float(np.sqrt(weights.sum()))
+
+    first = index == 0
+    last = index == n
+    low[first] = (min(0.0, alpha - poles[0]) - radius) * (1 + 4 * _EPS) - _EPS * abs(poles[0])
+    high[last] = (max(0.0, alpha - poles[-1]) + radius) * (1 + 4 * _EPS) + _EPS * abs(poles[-1])
+
+    inner = ~(first | last)
+    if np.any(inner):
+        left = index[inner] - 1
+        half_gap = 0.5 * (poles[left + 1] - poles[left])
+        (sums,) = secular_sums(poles, weights, left, half_gap, (1,))
+        upper = alpha - poles[left] - half_gap + sums > 0  # root right of the midpoint
+        origin[inner] = np.where(upper, left + 1, left)
+        other[inner] = np.where(upper, left, left + 1)
+        low[inner] = np.where(upper, -half_gap, 0.0)
+        high[inner] = np.where(upper, 0.0, half_gap)
+
+    offset = 0.5 * (low + high)
+    if start is not None:
+        guess = np.full(n + 1, np.nan)
+        guess[start.index] = start.values(poles)
+        previous = guess[index] - poles[origin]
+        usable = np.isfinite(previous) & (previous > low) & (previous < high)
+        offset[usable] = previous[usable]
+
+    second = np.empty(index.size)
+    third = np.empty(index.size)
+    active = np.arange(index.size)
+    for _ in range(_MAX_ROOT_ITERATIONS):
+        if active.size == 0:
+            break
+        k, k_other = origin[active], other[active]
+        delta = offset[active]
+        first_sum, second_sum, third_sum, rounding = secular_sums(
+            poles, weights, k, delta, (1, 2, 3), magnitude=True
+        )
+        # kept for q^2 and h': a root stops where its last step is at rounding level
+        second[active] = second_sum
+        third[active] = third_sum
+        linear = alpha - poles[k] - delta
+        value = linear + first_sum
+        # |g| at the level of its own rounding error: the root is found (dlaed4's test)
+        noise = 8 * _EPS * (np.abs(linear) + np.abs(alpha) + np.abs(poles[k]) + rounding)
+        slope = -1.0 - second_sum
+        positive = value > 0
+        lo = np.where(positive, delta, low[active])
+        hi = np.where(positive, high[active], delta)
+        low[active], high[active] = lo, hi
+        model = _model_step(poles, weights, k, k_other, delta, value, slope, lo, hi)
+        # converged when the model moves the point by rounding only (checked before the
+        # bracket test: at the root the model point may sit on the bracket end)
+        done = (
+            (np.abs(value) <= noise)
+            | (np.abs(model - delta) <= 4 * _EPS * np.abs(delta))
+            | (hi - lo <= 4 * _EPS * np.maximum(np.abs(lo), np.abs(hi)))
+        )
+        inside = (model > lo) & (model < hi)
+        candidate = np.where(inside, model, 0.5 * (lo + hi))
+        small = np.abs(value) <= noise
+        finish = np.where(small | ~np.isfinite(model), delta, model)
+        offset[active] = np.where(done, finish, candidate)
+        active = active[~done]
+    return Roots(index=index, origin=origin, offset=offset, second=second, third=third)
+
+
+def _model_step(poles, weights, k, k_other, delta, value, slope, lo, hi):
+    """Root of the rational model at ``delta``: the one in ``[lo, hi]``, else the nearer one."""
+    pole_weight = weights[k]
+    rest_value = value - pole_weight / delta
+    rest_slope = slope + pole_weight / delta**2
+    gap = poles[k_other] - poles[k]
+    two_poles = k_other != k
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        # two poles: c d^2 + (b_k^2 + w - c D) d - b_k^2 D = 0 with w from the slope of the rest
+        distance = delta - gap
+        far_weight = -rest_slope * distance**2
+        constant = rest_value - far_weight / distance
+        a2 = np.where(two_poles, constant, rest_slope)
+        a1 = np.where(
+            two_poles,
+            pole_weight + far_weight - constant * gap,
+            rest_value - rest_slope * delta,
+        )
+        a0 = np.where(two_poles, -pole_weight * gap, pole_weight)
+        root_disc = np.sqrt(np.maximum(a1 * a1 - 4.0 * a2 * a0, 0.0))
+        half = -0.5 * (a1 + np.copysign(root_disc, a1))
+        one = half / a2
+        two = a0 / half
+    # the model has one root in the bracket; when rounding puts both outside (at convergence)
+    # the nearer one still tells the size of the last step
+    inside_one = np.isfinite(one) & (one >= lo) & (one <= hi)
+    inside_two = np.isfinite(two) & (two >= lo) & (two <= hi)
+    distance_one = np.where(np.isfinite(one), np.abs(one - delta), np.inf)
+    distance_two = np.where(np.isfinite(two), np.abs(two - delta), np.inf)
+    nearer = np.where(distance_one <= distance_two, one, two)
+    return np.where(inside_one, one, np.where(inside_two, two, nearer))
+
+
+def corrected_weights(poles: np.ndarray, roots: Roots) -> np.ndarray:
+    """Gu-Eisenstat weights ``b_hat_j^2`` for which the computed roots are exact eigenvalues.
+
+    ``b_hat_j^2 = prod_i |lambda_i - d_j| / prod_{k != j} |d_k - d_j|`` over all ``n + 1``
+    roots; the products are taken as sums of logarithms to avoid overflow.
+    """
+    n = poles.size
+    log_numerator = np.zeros(n)
+    for rows in _blocks(roots.offset.size, n):
+        differences = (poles[roots.origin[rows], None] - poles[None, :]) + roots.offset[rows, None]
+        log_numerator += np.log(np.abs(differences)).sum(axis=0)
+    log_denominator = np.zeros(n)
+    for rows in _blocks(n, n):
+        gaps = np.abs(poles[rows, None] - poles[None, :])
+        gaps[np.arange(gaps.shape[0]), np.arange(rows.start, rows.stop)] = 1.0
+        log_denominator[rows] = np.log(gaps).sum(axis=1)
+    return np.exp(log_numerator - log_denominator)
+
+
+def eigenvectors(poles, signed_weights_root, roots: Roots) -> np.ndarray:
+    """Unit eigenvectors ``[b_hat / (lambda_i - d); 1] / norm`` of the selected roots, (n+1) x r."""
+    n = poles.size
+    vectors = np.empty((n + 1, roots.offset.size))
+    for rows in _blocks(roots.offset.size, n):
+        differences = (poles[roots.origin[rows], None] - poles[None, :]) + roots.offset[rows, None]
+        block = signed_weights_root / differences
+        norms = np.sqrt(1.0 + np.einsum("ij,ij->i", block, block))
+        vectors[:n, rows] = (block / norms[:, None]).T
+        vectors[n, rows] = 1.0 / norms
+    return vectors
