@@ -1,0 +1,71 @@
+"""Graph matching by projected fixed-point iterations with an adaptive step (Shen, Niu, Zhu).
+
+Maximizes the Koopmans-Beckmann objective ``Z(M) = 1/2 tr(M^T A M B) + lam tr(M^T K)`` over
+matchings ``M`` by ``M <- M + alpha (P(grad Z(M)) - M)``. The front door is
+:func:`match_graphs`; the framework is :func:`projected_fixed_point`; the projections, step
+rules, objective and scorer, graph I/O and synthetic generators are public building blocks.
+
+Reference: Shen, Niu, Zhu, "Dynamical softassign and adaptive parameter tuning for graph
+matching", arXiv:2208.08233 (2022).
+"""
+
+from stepsize.matching import generators
+from stepsize.matching._cli import cli_match
+from stepsize.matching.graphs import Graph, as_adjacency, read_graph, write_correspondence
+from stepsize.matching.objective import (
+    MatchScore,
+    assignment_objective,
+    edge_correctness,
+    gradient,
+    matching_accuracy,
+    objective,
+    score_matching,
+)
+from stepsize.matching.projections import (
+    SinkhornResult,
+    doubly_stochastic_projection,
+    dynamical_softassign,
+    hungarian,
+    sinkhorn,
+    softassign,
+    softassign_transition,
+)
+from stepsize.matching.solver import (
+    METHODS,
+    PROJECTIONS,
+    MatchingResult,
+    match_graphs,
+    projected_fixed_point,
+)
+from stepsize.matching.steps import adaptive_step, fixed_step, line_search_coefficients
+
+__all__ = [
+    "METHODS",
+    "PROJECTIONS",
+    "Graph",
+    "MatchScore",
+    "MatchingResult",
+    "SinkhornResult",
+    "adaptive_step",
+    "as_adjacency",
+    "assignment_objective",
+    "cli_match",
+    "doubly_stochastic_projection",
+    "dynamical_softassign",
+    "edge_correctness",
+    "fixed_step",
+    "generators",
+    "gradient",
+    "hungarian",
+    "line_search_coefficients",
+    "match_graphs",
+    "matching_accuracy",
+    "objective",
+    "projected_fixed_point",
+    "read_graph",
+    "score_matching",
+    "sinkhorn",
+    "softassign",
+    "softassign_transition",
+    "write_correspondence",
+]

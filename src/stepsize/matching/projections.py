@@ -1,0 +1,365 @@
+"""Projections of a score matrix onto (relaxed) assignments.
+
+* :func:`sinkhorn`: the doubly stochastic scaling of ``exp(S)``, computed in the log domain
+  (stabilized scaling: the exponent never exceeds 0, potentials are absorbed before the scaling
+  vectors overflow), with a tolerance and an iteration cap.
+* :func:`softassign`: ``sinkhorn(beta X)`` with a fixed ``beta`` (Gold & Rangarajan).
+* :func:`dynamical_softassign`: ``sinkhorn(beta X / (max X - min X))``; the effective inverse
+  temperature follows the scale of the score matrix at every call, so one
+  ``beta`` serves every graph size and weight unit (Shen, Niu, Zhu; see docs/matching.md for the
+  reading implemented).
+* :func:`softassign_transition`: the Hadamard-equipped identity
+  ``S_{beta + delta}(X) = sinkhorn(S_beta(X) o exp(delta X))`` used to raise ``beta`` from a
+  previous softassign (Shen, Niu, Zhu, CVPR 2024).
+* :func:`hungarian`: the discrete maximizer of ``<X, P>`` over permutations (IPFP, FAQ).
+* :func:`doubly_stochastic_projection`: the Euclidean-type projection onto doubly stochastic
+  matrices by Zass-Shashua alternating projections (DSPFP, Lu et al. 2016).
+
+All functions take a square matrix; rectangular problems are padded by the solver.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.optimize import linear_sum_assignment
+
+from stepsize._validation import check_array, check_choice, check_int, check_real, check_square
+
+__all__ = [
+    "DYNAMICAL_SCALES",
+    "SinkhornResult",
+    "doubly_stochastic_projection",
+    "dynamical_softassign",
+    "hungarian",
+    "sinkhorn",
+    "softassign",
+    "softassign_transition",
+]
+
+# Scaling vectors are absorbed into the log potentials before they leave this range, so the
+# kernel exp(S - f - g) and the products K v never overflow or underflow to zero everywhere.
+_ABSORB_BOUND = 1e100
+# exp underflows to 0 below about -745; a warm-started column is re-centred below this.
+_UNDERFLOW_LOG = -600.0
+
+DYNAMICAL_SCALES = ("range", "max")
+
+
+@dataclass(frozen=True)
+class SinkhornResult:
+    """A doubly stochastic matrix and how it was obtained.
+
+    Attributes:
+        P: the (approximately) doubly stochastic matrix, ``P = diag(e^f) exp(S) diag(e^g)``
+            with the potentials folded in.
+        n_iter: scaling iterations performed.
+        converged: whether ``max |row sums - 1|`` fell below the tolerance (column sums are
+            exact after each column update).
+        error: the final row-sum error.
+        column_potential: ``g`` with ``P = diag(r) exp(S) diag(exp(g))`` for some ``r``: the
+            column log scaling, which warm-starts the next, similar problem.
+    """
+
+    P: np.ndarray
+    n_iter: int
+    converged: bool
+    error: float
+    column_potential: np.ndarray | None = None
+
+
+def _sinkhorn(
+    log_kernel: np.ndarray, tol: float, max_iter: int, warm: np.ndarray | None = None
+) -> SinkhornResult:
+    """Log-stabilized Sinkhorn scaling of ``exp(log_kernel)``; overwrites ``log_kernel``.
+
+    ``warm``: column log potentials of a previous, similar problem to start from.
+    """
+    n = log_kernel.shape[0]
+    if warm is not None:
+        log_kernel += warm[None, :]
+    # Potentials start at the row maxima, then the column maxima of what is left, so the kernel
+    # lies in (0, 1] with a 1 in every row and every column: no row or column underflows. A warm
+    # start keeps its column potentials except where a column would underflow.
+    f = -log_kernel.max(axis=1)
+    log_kernel += f[:, None]
+    column_max = log_kernel.max(axis=0)
+    g = -column_max if warm is None else np.where(column_max < _UNDERFLOW_LOG, -column_max, 0.0)
+    log_kernel += g[None, :]
+    potential = g if warm is None else warm + g
+    kernel = np.exp(log_kernel, out=log_kernel)
+    u = np.ones(n)
+    v = np.ones(n)
+    error = np.inf
+    iteration = 0
+    for iteration in range(1, max_iter + 1):
+        kernel_v = kernel @ v
+        if iteration > 1:
+            error = float(np.max(np.abs(u * kernel_v - 1.0)))
+            if error < tol:
+                iteration -= 1
+                break
+        u = 1.0 / kernel_v
+        v = 1.0 / (u @ kernel)
+        if u.max() > _ABSORB_BOUND or v.max() > _ABSORB_BOUND:
+            # Fold the scalings into the kernel; its entries become those of the current
+            # doubly stochastic estimate, hence <= 1 again.
+            kernel *= u[:, None]
+            kernel *= v[None, :]
+            potential = potential + np.log(v)
+            u = np.ones(n)
+            v = np.ones(n)
+    else:
+        error = float(np.max(np.abs(u * (kernel @ v) - 1.0)))
+    kernel *= u[:, None]
+    kernel *= v[None, :]
+    return SinkhornResult(kernel, iteration, error < tol, error, potential + np.log(v))
+
+
+def _check_scores(X, name: str) -> np.ndarray:
+    return check_square(check_array(X, name, ndim=2), name)
+
+
+def sinkhorn(S, *, tol: float = 1e-6, max_iter: int = 1000) -> SinkhornResult:
+    """Doubly stochastic scaling of ``exp(S)`` in the log domain.
+
+    Finds vectors ``f, g`` with ``P = exp(S + f 1^T + 1 g^T)`` doubly stochastic; ``P`` is the
+    maximizer of ``<S, P> + H(P)`` over doubly stochastic matrices (``H`` = entropy). The kernel
+    is formed as ``exp(S - rowmax - colmax) <= 1`` and the scalings are absorbed into the
+    potentials before they reach 1e100, so any finite ``S`` works (no overflow, no 0/0).
+
+    Args:
+        S: square score matrix (log kernel).
+        tol: stop when ``max_i |sum_j P_ij - 1| < tol`` (columns are exact).
+        max_iter: cap on scaling iterations.
+
+    Returns:
+        A :class:`SinkhornResult`.
+
+    >>> out = sinkhorn(np.array([[2.0, 0.0], [0.0, 2.0]]))
+    >>> np.round(out.P, 4).tolist()
+    [[0.8808, 0.1192], [0.1192, 0.8808]]
+
+    Reference: Sinkhorn (1964); Schmitzer, "Stabilized sparse scaling algorithms for entropy
+    regularized transport problems", SIAM J. Sci. Comput. 41 (2019).
+    """
+    S = _check_scores(S, "S")
+    tol = check_real(tol, "tol", low=0, low_inclusive=False)
+    max_iter = check_int(max_iter, "max_iter", low=1)
+    return _sinkhorn(np.array(S, dtype=np.float64), tol, max_iter)
+
+
+def softassign(X, beta: float, *, tol: float = 1e-6, max_iter: int = 1000) -> SinkhornResult:
+    """Softassign ``S_beta(X) = sinkhorn(beta X)`` with a fixed inverse temperature.
+
+    ``S_beta(X)`` maximizes ``<X, P> + H(P) / beta`` over doubly stochastic ``P``, so
+    ``max_P <X, P> - <X, S_beta(X)> <= n log(n) / beta``: it tends to the Hungarian solution as
+    ``beta`` grows. The scale of ``X`` matters: ``beta`` must be chosen for the size and weight
+    units of the graphs (the pitfall :func:`dynamical_softassign` removes).
+
+    Args:
+        X: square score matrix (e.g. the gradient ``A M B + lam K``).
+        beta: inverse temperature, > 0.
+        tol, max_iter: Sinkhorn stopping rule.
+
+    Returns:
+        A :class:`SinkhornResult`.
+
+    >>> np.round(softassign(np.array([[1.0, 0.0], [0.0, 1.0]]), 50).P, 6).tolist()
+    [[1.0, 0.0], [0.0, 1.0]]
+
+    Reference: Gold & Rangarajan, "A graduated assignment algorithm for graph matching",
+    IEEE TPAMI 18 (1996).
+    """
+    X = _check_scores(X, "X")
+    beta = check_real(beta, "beta", low=0, low_inclusive=False)
+    tol = check_real(tol, "tol", low=0, low_inclusive=False)
+    max_iter = check_int(max_iter, "max_iter", low=1)
+    return _sinkhorn(beta * X, tol, max_iter)
+
+
+def dynamical_softassign(
+    X, beta: float, *, scale: str = "range", tol: float = 1e-6, max_iter: int = 1000
+) -> SinkhornResult:
+    """Dynamical softassign ``sinkhorn(beta X / s(X))``, ``s(X) = max X - min X``.
+
+    The inverse temperature applied to ``X`` is ``beta / s(X)``: it is recomputed from every
+    score matrix, so the exponent spans exactly ``[0, beta]`` (before the Sinkhorn shift)
+    whatever the graph size or the weight units, and the output is invariant to ``X -> c X + d``
+    for ``c > 0``. Since Sinkhorn ignores constant shifts, the range is the scale that matters;
+    ``scale="max"`` uses ``max |X|`` instead (the normalization of the authors' FRAM code), which
+    is not shift invariant and goes flat on dense graphs, whose scores share a large offset.
+    A constant matrix gives the uniform matrix ``11^T / n``.
+
+    Args:
+        X: square score matrix.
+        beta: inverse temperature on the normalized scores, > 0.
+        scale: ``"range"`` (default) or ``"max"``.
+        tol, max_iter: Sinkhorn stopping rule.
+
+    Returns:
+        A :class:`SinkhornResult`.
+
+    >>> a = dynamical_softassign(np.array([[3.0, 1.0], [1.0, 3.0]]), 5).P
+    >>> b = dynamical_softassign(np.array([[3e6, 1e6], [1e6, 3e6]]) + 7.0, 5).P
+    >>> bool(np.allclose(a, b))
+    True
+
+    Reference: Shen, Niu, Zhu, "Dynamical softassign and adaptive parameter tuning for graph
+    matching", arXiv:2208.08233 v1 (2022); docs/matching.md says which reading is implemented.
+    """
+    X = _check_scores(X, "X")
+    beta = check_real(beta, "beta", low=0, low_inclusive=False)
+    scale = check_choice(scale, "scale", DYNAMICAL_SCALES)
+    tol = check_real(tol, "tol", low=0, low_inclusive=False)
+    max_iter = check_int(max_iter, "max_iter", low=1)
+    return _dynamical_softassign(X, beta, scale, tol, max_iter)
+
+
+def _dynamical_softassign(
+    X: np.ndarray, beta: float, scale: str, tol: float, max_iter: int, block=None, warm=None
+):
+    """``block``: the part of ``X`` that sets the scale (the real block of a padded problem)."""
+    scores = X if block is None else block
+    high, low = float(np.max(scores)), float(np.min(scores))
+    width = high - low if scale == "range" else max(high, -low)
+    if width == 0.0:
+        n = X.shape[0]
+        return SinkhornResult(np.full((n, n), 1.0 / n), 0, True, 0.0)
+    return _sinkhorn(X * (beta / width), tol, max_iter, warm)
+
+
+def softassign_transition(
+    previous: np.ndarray, X, delta_beta: float, *, tol: float = 1e-6, max_iter: int = 1000
+) -> SinkhornResult:
+    """Raise the inverse temperature of a softassign: ``sinkhorn(S_beta o exp(delta X))``.
+
+    Sinkhorn is invariant to diagonal scalings, ``sinkhorn(D1 E D2) = sinkhorn(E)``, and
+    ``S_beta(X) = D1 exp(beta X) D2``; hence ``S_{beta + delta}(X) = sinkhorn(S_beta(X) o
+    exp(delta X))`` (``o``: Hadamard product), which warm-starts the larger ``beta`` from the
+    previous output instead of forming ``exp((beta + delta) X)``.
+
+    Args:
+        previous: ``S_beta(X)``, a doubly stochastic matrix with positive entries.
+        X: the score matrix it was computed from.
+        delta_beta: increase of the inverse temperature (may be negative).
+        tol, max_iter: Sinkhorn stopping rule.
+
+    Returns:
+        A :class:`SinkhornResult` for ``S_{beta + delta_beta}(X)``.
+
+    >>> X = np.array([[1.0, 0.2], [0.3, 0.9]])
+    >>> up = softassign_transition(softassign(X, 2.0).P, X, 3.0).P
+    >>> bool(np.allclose(up, softassign(X, 5.0).P))
+    True
+
+    Reference: Shen, Niu, Zhu, "Adaptive softassign via Hadamard-equipped Sinkhorn", CVPR 2024.
+    """
+    X = _check_scores(X, "X")
+    previous = check_array(previous, "previous", shape=X.shape)
+    if np.any(previous <= 0):
+        raise ValueError("previous must have positive entries (a softassign output)")
+    delta_beta = check_real(delta_beta, "delta_beta")
+    tol = check_real(tol, "tol", low=0, low_inclusive=False)
+    max_iter = check_int(max_iter, "max_iter", low=1)
+    return _sinkhorn(np.log(previous) + delta_beta * X, tol, max_iter)
+
+
+def _row_argmax_assignment(X: np.ndarray) -> np.ndarray | None:
+    """The row-wise argmax when it is a permutation (then it solves the assignment exactly)."""
+    best = np.argmax(X, axis=1)
+    if np.unique(best).size == best.size:
+        return best
+    return None
+
+
+def _hungarian_columns(X: np.ndarray) -> np.ndarray:
+    # sum_i max_j X_ij bounds every assignment, so a row-argmax permutation is optimal and the
+    # O(n^3) LAP is skipped; near convergence of a matching algorithm this is the common case.
+    best = _row_argmax_assignment(X)
+    if best is not None:
+        return best
+    rows, cols = linear_sum_assignment(X, maximize=True)
+    out = np.empty(X.shape[0], dtype=np.intp)
+    out[rows] = cols
+    return out
+
+
+def hungarian(X) -> np.ndarray:
+    """The permutation matrix ``P`` maximizing ``<X, P>`` (linear assignment).
+
+    Uses the row-wise argmax when it is already a permutation (it is then optimal, since
+    ``sum_i max_j X_ij`` bounds every assignment), else ``scipy.optimize.linear_sum_assignment``.
+
+    Args:
+        X: square score matrix.
+
+    Returns:
+        The n x n 0/1 float matrix ``P``.
+
+    >>> hungarian(np.array([[1.0, 3.0], [2.0, 4.0]])).tolist()
+    [[0.0, 1.0], [1.0, 0.0]]
+
+    Reference: Kuhn (1955); Leordeanu, Hebert, Sukthankar, "An integer projected fixed point
+    method for graph matching and MAP inference", NIPS 2009.
+    """
+    X = _check_scores(X, "X")
+    return _permutation_matrix(_hungarian_columns(X))
+
+
+def _permutation_matrix(columns: np.ndarray) -> np.ndarray:
+    n = columns.size
+    P = np.zeros((n, n))
+    P[np.arange(n), columns] = 1.0
+    return P
+
+
+def doubly_stochastic_projection(Y, *, tol: float = 1e-6, max_iter: int = 100) -> np.ndarray:
+    """Project ``Y`` onto the doubly stochastic matrices by alternating projections.
+
+    Alternates the exact Euclidean projection onto ``{P : P1 = 1, P^T 1 = 1}``,
+
+        P <- P + (1/n + 1^T P 1 / n^2) 11^T - (1/n) P 11^T - (1/n) 11^T P,
+
+    with the projection onto ``P >= 0`` (clipping), as in Zass & Shashua and DSPFP. Stops when
+    the clipped iterate has all row and column sums within ``tol`` of 1, or after ``max_iter``
+    rounds (the result is then the last clipped iterate).
+
+    Args:
+        Y: square matrix.
+        tol: tolerance on row and column sums.
+        max_iter: cap on rounds.
+
+    Returns:
+        The projected n x n matrix.
+
+    >>> np.round(doubly_stochastic_projection(np.array([[2.0, 0.0], [0.0, 2.0]])), 4).tolist()
+    [[1.0, 0.0], [0.0, 1.0]]
+
+    Reference: Zass & Shashua, "Doubly stochastic normalization for spectral clustering",
+    NIPS 2006; Lu, Huang, Liu, Pattern Recognition 60 (2016).
+    """
+    Y = _check_scores(Y, "Y")
+    tol = check_real(tol, "tol", low=0, low_inclusive=False)
+    max_iter = check_int(max_iter, "max_iter", low=1)
+    return _doubly_stochastic_projection(Y, tol, max_iter)[0]
+
+
+def _doubly_stochastic_projection(
+    Y: np.ndarray, tol: float, max_iter: int
+) -> tuple[np.ndarray, int]:
+    """The projection and the number of rounds performed."""
+    n = Y.shape[0]
+    P = np.array(Y, dtype=np.float64)
+    rounds = 0
+    for rounds in range(max_iter + 1):
+        rows = P.sum(axis=1)
+        cols = P.sum(axis=0)
+        if rounds > 0 and max(np.max(np.abs(rows - 1)), np.max(np.abs(cols - 1))) < tol:
+            break
+        if rounds == max_iter:
+            break
+        P += (1.0 / n + rows.sum() / n**2) - rows[:, None] / n - cols[None, :] / n
+        np.maximum(P, 0.0, out=P)
+    return P, rounds

@@ -1,0 +1,389 @@
+"""The projected fixed-point framework and the ``match_graphs`` front door.
+
+Every method iterates
+
+    D_k     = P(grad Z(M_k)),            grad Z(M) = A M B + lam K,
+    M_{k+1} = M_k + alpha_k (D_k - M_k),
+
+with a projection ``P`` (softassign, dynamical softassign, Hungarian, doubly stochastic) and a
+step rule (fixed, or the adaptive closed-form line search of :mod:`.steps`). The products are
+organized so that an iteration costs exactly two sparse-or-dense products: with
+``Delta = D - M`` and ``H = A Delta B`` (two products), ``c2 = <Delta, H> / 2`` and the next
+gradient is ``grad Z(M_{k+1}) = grad Z(M_k) + alpha_k H``. The objective is tracked the same way,
+``Z(M_{k+1}) = Z(M_k) + c1 alpha + c2 alpha^2``. From the barycenter ``M_0 = 11^T / N`` the first
+gradient is the rank-one ``(A 1)(1^T B) / N`` (O(n^2), no product).
+
+Graphs of different sizes are padded with isolated dummy nodes to ``N = max(n1, n2)``. The
+padding adds constant rows (or columns) to every score matrix, to which Sinkhorn is exactly
+invariant (a constant row is a diagonal scaling), so it does not bias softassign.
+
+Presets of :func:`match_graphs` (``METHODS``):
+
+========  ======================================  ==================  ==========================
+method    projection                              step                reference
+========  ======================================  ==================  ==========================
+apfp      dyn. softassign, beta = 10 sqrt(N)      adaptive            Shen, Niu, Zhu (default)
+ga        softassign, beta 0.5 -> 10 (x1.075)     fixed 1             Gold & Rangarajan 1996
+ipfp      Hungarian                               adaptive            Leordeanu et al. 2009
+dspfp     doubly stochastic projection            fixed 0.5           Lu, Huang, Liu 2016
+========  ======================================  ==================  ==========================
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+
+from stepsize._results import SolverResult, warn_not_converged
+from stepsize._validation import (
+    check_array,
+    check_choice,
+    check_int,
+    check_real,
+    check_rng,
+)
+from stepsize.matching.graphs import as_adjacency
+from stepsize.matching.objective import assignment_objective
+from stepsize.matching.projections import (
+    DYNAMICAL_SCALES,
+    _doubly_stochastic_projection,
+    _dynamical_softassign,
+    _hungarian_columns,
+    _permutation_matrix,
+    _sinkhorn,
+)
+from stepsize.matching.steps import StepRule, adaptive_step, fixed_step
+
+__all__ = [
+    "AUTO_BETA",
+    "METHODS",
+    "PROJECTIONS",
+    "MatchingResult",
+    "match_graphs",
+    "projected_fixed_point",
+]
+
+PROJECTIONS = ("dynamical_softassign", "softassign", "hungarian", "doubly_stochastic")
+
+METHODS: dict[str, dict[str, Any]] = {
+    "apfp": {"projection": "dynamical_softassign", "step": "adaptive", "beta": "auto"},
+    "ga": {
+        "projection": "softassign",
+        "step": 1.0,
+        "beta": 0.5,
+        "beta_growth": 1.075,
+        "beta_max": 10.0,
+    },
+    "ipfp": {"projection": "hungarian", "step": "adaptive"},
+    "dspfp": {"projection": "doubly_stochastic", "step": 0.5},
+}
+
+# beta="auto" is AUTO_BETA * sqrt(N) on the range-normalized scores: the per-size optimum of the
+# beta sweep of experiment E3 (docs/matching.md) grows about like sqrt(N).
+AUTO_BETA = 10.0
+
+# Below this fraction of nonzeros the products use scipy.sparse, above it dense BLAS.
+_SPARSE_DENSITY = 0.05
+
+
+@dataclass
+class MatchingResult(SolverResult):
+    """Outcome of a graph matching solver.
+
+    Attributes:
+        x: the relaxed matching matrix (n1 x n2) at the last iterate; also ``X``.
+        n_iter: outer iterations performed.
+        converged: whether the relative change ``alpha ||Delta|| / ||M||`` fell below ``tol``
+            (or the adaptive step stalled at ``alpha = 0``, a fixed point of the method).
+        history: ``Z(M_k)`` of the relaxed iterates, ``k = 0..n_iter``, when requested.
+        message: reason for stopping.
+        info: per-iteration ``alpha``, ``c1``, ``c2``, ``beta`` and ``inner_iterations``
+            (Sinkhorn or projection rounds), plus ``relaxed_objective`` and ``rounding``.
+        col_ind: node i of A matches node ``col_ind[i]`` of B (-1: unmatched, when A has more
+            nodes than B), as in ``scipy.optimize.quadratic_assignment``.
+        objective: ``Z`` of that 0/1 matching.
+        method: the preset name, or ``"custom"`` for :func:`projected_fixed_point`.
+    """
+
+    col_ind: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=np.intp))
+    objective: float = float("nan")
+    method: str = "custom"
+
+    @property
+    def X(self) -> np.ndarray:  # noqa: N802 - the paper's and the contract's name
+        """The relaxed matching matrix (alias of ``x``)."""
+        return self.x
+
+
+def _pad(matrix, size: int, sparse: bool):
+    n = matrix.shape[0]
+    if sparse:
+        matrix = sp.csr_array(matrix)
+        if n == size:
+            return matrix
+        indptr = np.concatenate([matrix.indptr, np.full(size - n, matrix.indptr[-1])])
+        return sp.csr_array((matrix.data, matrix.indices, indptr), shape=(size, size))
+    dense = matrix.toarray() if sp.issparse(matrix) else np.asarray(matrix)
+    return np.pad(dense, ((0, size - n), (0, size - n)))
+
+
+def _nonzeros(matrix) -> int:
+    return int(matrix.nnz) if sp.issparse(matrix) else int(np.count_nonzero(matrix))
+
+
+def _initial_matrix(init, n1: int, n2: int, size: int, rng) -> np.ndarray:
+    if isinstance(init, str):
+        check_choice(init, "init", ("barycenter", "randomized"))
+        barycenter = np.full((size, size), 1.0 / size)
+        if init == "barycenter":
+            return barycenter
+        # FAQ's randomized start: halfway between the barycenter and a random doubly
+        # stochastic matrix.
+        noise = _sinkhorn(np.log(rng.uniform(size=(size, size))), 1e-10, 10_000).P
+        return 0.5 * (barycenter + noise)
+    start = check_array(init, "init", shape=(n1, n2))
+    padded = np.zeros((size, size))
+    padded[:n1, :n2] = start
+    return padded
+
+
+def _step_rule(step) -> StepRule:
+    if isinstance(step, str):
+        check_choice(step, "step", ("adaptive",))
+        return adaptive_step
+    if callable(step):
+        return step
+    return fixed_step(step)
+
+
+def projected_fixed_point(
+    A,
+    B,
+    K=None,
+    *,
+    projection: str = "dynamical_softassign",
+    step="adaptive",
+    lam: float = 1.0,
+    beta="auto",
+    scale: str = "range",
+    beta_growth: float = 1.0,
+    beta_max: float = math.inf,
+    init="barycenter",
+    seed=None,
+    max_iter: int = 100,
+    tol: float = 1e-3,
+    inner_tol: float = 1e-3,
+    inner_max_iter: int = 100,
+    history: bool = False,
+) -> MatchingResult:
+    """Maximize ``Z(M) = 1/2 tr(M^T A M B) + lam tr(M^T K)`` by projected fixed-point steps.
+
+    Iterates ``M <- M + alpha_k (P(A M B + lam K) - M)`` from ``init`` and rounds the last
+    iterate to a matching with the Hungarian algorithm. With a discrete projection (Hungarian)
+    the best discrete iterate ``D_k`` is kept when it scores higher, as IPFP does. Each iteration
+    costs two products with A and B (sparse or dense) plus the projection.
+
+    Args:
+        A: symmetric adjacency of graph 1 (n1 x n1): ndarray, scipy.sparse or networkx graph.
+        B: symmetric adjacency of graph 2 (n2 x n2), same kinds.
+        K: optional node affinity (n1 x n2); the node term is ``lam tr(M^T K)``.
+        projection: ``"dynamical_softassign"``, ``"softassign"``, ``"hungarian"`` or
+            ``"doubly_stochastic"``.
+        step: ``"adaptive"`` (closed-form line search, monotone), a fixed ``alpha`` in (0, 1],
+            or a callable ``(c1, c2) -> alpha``.
+        lam: weight of the node term.
+        beta: inverse temperature of the (dynamical) softassign at iteration 0, or ``"auto"``
+            (``10 sqrt(N)``, ``N = max(n1, n2)``, the size rule of the dynamical softassign).
+        scale: normalization of the dynamical softassign, ``"range"`` (``max - min`` of the
+            gradient, default) or ``"max"`` (``max |gradient|``).
+        beta_growth: ``beta_k = min(beta * beta_growth**k, beta_max)`` (GA's annealing).
+        beta_max: cap of the annealed ``beta``.
+        init: ``"barycenter"`` (``11^T / N``), ``"randomized"`` (FAQ's random start, uses
+            ``seed``) or an n1 x n2 array.
+        seed: int or ``numpy.random.Generator`` for ``init="randomized"``.
+        max_iter: cap on outer iterations.
+        tol: stop when ``alpha ||D - M||_F / ||M_{k+1}||_F < tol``.
+        inner_tol, inner_max_iter: Sinkhorn (row-sum error) or doubly stochastic projection
+            tolerance and cap. The cap of 100 binds only near convergence, where softassign at a
+            large beta scales slowly and the direction needs no precision: the step stays exact
+            (and monotone) for any ``D``, and the final rounding is a Hungarian step.
+        history: store ``Z(M_k)`` for every iterate in ``result.history``.
+
+    Returns:
+        A :class:`MatchingResult`.
+
+    >>> A = np.array([[0, 3, 1], [3, 0, 2], [1, 2, 0]], dtype=float)
+    >>> B = A[np.ix_([2, 0, 1], [2, 0, 1])]
+    >>> projected_fixed_point(A, B).col_ind.tolist()
+    [1, 2, 0]
+
+    Reference: Shen, Niu, Zhu, "Dynamical softassign and adaptive parameter tuning for graph
+    matching", arXiv:2208.08233 (2022).
+    """
+    A, _ = as_adjacency(A, "A")
+    B, _ = as_adjacency(B, "B")
+    n1, n2 = A.shape[0], B.shape[0]
+    if K is not None:
+        K = check_array(K, "K", shape=(n1, n2))
+    projection = check_choice(projection, "projection", PROJECTIONS)
+    rule = _step_rule(step)
+    lam = check_real(lam, "lam")
+    size = max(n1, n2)
+    if isinstance(beta, str):
+        check_choice(beta, "beta", ("auto",))
+        beta = AUTO_BETA * math.sqrt(size)
+    beta = check_real(beta, "beta", low=0, low_inclusive=False)
+    scale = check_choice(scale, "scale", DYNAMICAL_SCALES)
+    beta_growth = check_real(beta_growth, "beta_growth", low=1)
+    if not (isinstance(beta_max, (int, float)) and beta_max > 0):
+        raise ValueError(f"beta_max must be a positive number or inf, got {beta_max!r}")
+    rng = check_rng(seed)
+    max_iter = check_int(max_iter, "max_iter", low=0)
+    tol = check_real(tol, "tol", low=0)
+    inner_tol = check_real(inner_tol, "inner_tol", low=0, low_inclusive=False)
+    inner_max_iter = check_int(inner_max_iter, "inner_max_iter", low=1)
+
+    sparse = (_nonzeros(A) + _nonzeros(B)) / (n1 * n1 + n2 * n2) < _SPARSE_DENSITY
+    A_pad, B_pad = _pad(A, size, sparse), _pad(B, size, sparse)
+    linear = None
+    if K is not None and lam != 0.0:
+        linear = np.zeros((size, size))
+        linear[:n1, :n2] = lam * K
+    M = _initial_matrix(init, n1, n2, size, rng)
+
+    if isinstance(init, str) and init == "barycenter":
+        row_sums = np.asarray(A_pad.sum(axis=1)).ravel()
+        col_sums = np.asarray(B_pad.sum(axis=0)).ravel()
+        quadratic = np.outer(row_sums, col_sums / size)
+    else:
+        quadratic = np.asarray((A_pad @ M) @ B_pad)
+    grad = quadratic if linear is None else quadratic + linear
+    value = 0.5 * float(np.vdot(M, quadratic))
+    if linear is not None:
+        value += float(np.vdot(M, linear))
+
+    trace = {"alpha": [], "c1": [], "c2": [], "beta": [], "inner_iterations": []}
+    objectives = [value]
+    best_discrete = (-math.inf, None)
+    # Sinkhorn column potentials carried from one projection to the next: successive
+    # gradients are close, so the previous scaling is a good start.
+    potential = None
+    converged, message = False, f"reached max_iter = {max_iter}"
+    iteration = 0
+    for iteration in range(1, max_iter + 1):
+        beta_k = min(beta * beta_growth ** (iteration - 1), beta_max)
+        columns = None
+        if projection == "dynamical_softassign":
+            # The scale comes from the real block: the zero rows or columns of the padding are
+            # constant (Sinkhorn ignores them) but would inflate the range.
+            out = _dynamical_softassign(
+                grad, beta_k, scale, inner_tol, inner_max_iter, block=grad[:n1, :n2],
+                warm=potential,
+            )
+            direction, inner, potential = out.P, out.n_iter, out.column_potential
+        elif projection == "softassign":
+            out = _sinkhorn(beta_k * grad, inner_tol, inner_max_iter, potential)
+            direction, inner, potential = out.P, out.n_iter, out.column_potential
+        elif projection == "hungarian":
+            columns = _hungarian_columns(grad)
+            direction, inner = _permutation_matrix(columns), 1
+        else:
+            direction, inner = _doubly_stochastic_projection(grad, inner_tol, inner_max_iter)
+        direction -= M
+        # The only two products of the iteration: H = A Delta B.
+        curvature = np.asarray((A_pad @ direction) @ B_pad)
+        c1 = float(np.vdot(direction, grad))
+        c2 = 0.5 * float(np.vdot(direction, curvature))
+        if columns is not None and value + c1 + c2 > best_discrete[0]:
+            best_discrete = (value + c1 + c2, columns)
+        alpha = float(rule(c1, c2))
+        for key, item in zip(trace, (alpha, c1, c2, beta_k, inner)):
+            trace[key].append(item)
+        change = alpha * float(np.linalg.norm(direction))
+        if alpha != 0.0:
+            M += alpha * direction
+            quadratic += alpha * curvature
+            grad = quadratic if linear is None else quadratic + linear
+            value += alpha * c1 + alpha * alpha * c2
+        objectives.append(value)
+        if alpha == 0.0:
+            converged, message = True, "the step size is 0: no ascent along the projection"
+            break
+        if change <= tol * float(np.linalg.norm(M)):
+            converged, message = True, f"relative change below tol = {tol:g}"
+            break
+
+    rounded = _hungarian_columns(M)
+    rounding = "hungarian"
+    if best_discrete[1] is not None:
+        candidates = [_to_col_ind(rounded, n1, n2), _to_col_ind(best_discrete[1], n1, n2)]
+        scores = [assignment_objective(A, B, c, K, lam) for c in candidates]
+        pick = int(np.argmax(scores))
+        col_ind, objective_value = candidates[pick], scores[pick]
+        rounding = ("hungarian", "best_discrete_iterate")[pick]
+    else:
+        col_ind = _to_col_ind(rounded, n1, n2)
+        objective_value = assignment_objective(A, B, col_ind, K, lam)
+    if not converged and max_iter > 0:
+        warn_not_converged(f"projected_fixed_point ({projection})", iteration)
+    info = {**trace, "relaxed_objective": value, "rounding": rounding, "sparse": sparse}
+    return MatchingResult(
+        x=M[:n1, :n2],
+        n_iter=iteration,
+        converged=converged,
+        history=objectives if history else None,
+        message=message,
+        info=info,
+        col_ind=col_ind,
+        objective=objective_value,
+    )
+
+
+def _to_col_ind(columns: np.ndarray, n1: int, n2: int) -> np.ndarray:
+    col_ind = np.asarray(columns[:n1], dtype=np.intp).copy()
+    col_ind[col_ind >= n2] = -1
+    return col_ind
+
+
+def match_graphs(A, B, K=None, *, method: str = "apfp", seed=None, **options) -> MatchingResult:
+    """Match the nodes of two undirected weighted graphs.
+
+    Maximizes ``Z(M) = 1/2 tr(M^T A M B) + lam tr(M^T K)`` with one of the presets of
+    ``METHODS`` (see the module docstring), run by :func:`projected_fixed_point`. The default
+    ``"apfp"`` is the paper's adaptive projected fixed-point method with dynamical softassign:
+    monotone in ``Z``, two products per iteration, robust to graph size and weight units.
+
+    Args:
+        A: graph 1: symmetric ndarray, scipy.sparse matrix or undirected networkx graph (nodes
+            in ``list(G.nodes)`` order).
+        B: graph 2, same kinds; its size may differ from A's.
+        K: optional node affinity (n1 x n2).
+        method: ``"apfp"`` (default), ``"ga"``, ``"ipfp"`` or ``"dspfp"``.
+        seed: int or Generator, used by ``init="randomized"``.
+        **options: any keyword of :func:`projected_fixed_point` overriding the preset
+            (``beta``, ``step``, ``max_iter``, ``tol``, ``lam``, ``init``, ``history``, ...).
+
+    Returns:
+        A :class:`MatchingResult` with ``col_ind``, ``X``, ``objective``, ``n_iter``,
+        ``converged``.
+
+    >>> rng = np.random.default_rng(0)
+    >>> A = rng.uniform(size=(30, 30)); A = np.triu(A, 1) + np.triu(A, 1).T
+    >>> perm = rng.permutation(30)
+    >>> B = A[np.ix_(perm, perm)]            # node perm[j] of A is node j of B
+    >>> result = match_graphs(A, B, seed=0)
+    >>> bool(np.all(perm[result.col_ind] == np.arange(30)))
+    True
+
+    Reference: Shen, Niu, Zhu, "Dynamical softassign and adaptive parameter tuning for graph
+    matching", arXiv:2208.08233 (2022).
+    """
+    method = check_choice(method, "method", METHODS)
+    settings = {**METHODS[method], **options}
+    result = projected_fixed_point(A, B, K, seed=seed, **settings)
+    result.method = method
+    return result
