@@ -1,0 +1,341 @@
+"""LSQ side by side: ours, torch's native learnable fake-quant op, brevitas with learned scales.
+
+One process, one model (the MNIST-5k LeNet of the experiment), the same full-precision weights,
+the same initial step sizes and the same data order for every implementation:
+
+* ``ours``: :func:`stepsize.quantization.quantize_model` (autograd Function, paper gradients);
+* ``torch native``: the same layers with every quantizer replaced by
+  ``torch._fake_quantize_learnable_per_tensor_affine(x, s, 0, -Q_N, Q_P, grad_factor=g)``
+  (only if the installed torch has it);
+* ``brevitas``: ``brevitas.nn.QuantConv2d/QuantLinear`` with ``ScalingImplType.PARAMETER`` weight
+  and input quantizers, ``narrow_range=False``, ``scaling_init`` set to our initial steps (brevitas
+  learns the threshold ``T = s * int_scale`` and has no gradient scale ``g``).
+
+Measured: gradient parity of every quantizer on a fixed batch (its captured input and upstream
+gradient, with the half-step band where rounding before clamping differs masked out), test
+accuracy after identical fine-tuning, median training-step time (forward + backward + SGD step,
+after a warm-up; the implementations take their steps in lockstep, so CPU contention hits all
+alike) and the bytes autograd saves per training step (the activation memory).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from stepsize.benchmarks import Entry, register
+
+QUICK = {"width": 0.5, "bits": [4], "epochs": 1, "train": 2000, "fp_epochs": 2,
+         "timing_steps": 30, "batch_size": 64}
+FULL = {"width": 1.0, "bits": [4, 2], "epochs": 5, "train": 4000, "fp_epochs": 10,
+        "timing_steps": 100, "batch_size": 128}
+
+
+def _native_quantizer_class():
+    import torch
+    from torch import nn
+
+    class NativeLearnableFakeQuant(nn.Module):
+        """Per-tensor quantizer through torch's native LSQ kernel, with the LSQ grad_factor."""
+
+        def __init__(self, step: float, q_n: int, q_p: int):
+            super().__init__()
+            self.scale = nn.Parameter(torch.tensor([step]))
+            self.register_buffer("zero_point", torch.zeros(1))
+            self.q_n, self.q_p = q_n, q_p
+
+        def forward(self, x):
+            g = 1.0 / math.sqrt(x.numel() * self.q_p)
+            return torch._fake_quantize_learnable_per_tensor_affine(
+                x, self.scale, self.zero_point, -self.q_n, self.q_p, g)
+
+    return NativeLearnableFakeQuant
+
+
+def _brevitas_quantizers(bits: int, signed: bool, step: float):
+    """A brevitas quantizer class with a learned threshold initialised to LSQ step ``step``."""
+    from brevitas.inject.enum import ScalingImplType
+    from brevitas.quant import (
+        Int8ActPerTensorFloat,
+        Int8WeightPerTensorFloat,
+        Uint8ActPerTensorFloat,
+    )
+
+    int_scale = 2 ** (bits - 1) if signed else 2**bits - 1
+    attributes = dict(scaling_impl_type=ScalingImplType.PARAMETER, bit_width=bits,
+                      scaling_init=step * int_scale, narrow_range=False)
+    weight = type("LSQWeight", (Int8WeightPerTensorFloat,), dict(attributes))
+    activation = type("LSQAct", (Int8ActPerTensorFloat if signed else Uint8ActPerTensorFloat,),
+                      dict(attributes))
+    return weight, activation, int_scale
+
+
+def _native_model(ours):
+    from stepsize.quantization import quant_layers
+
+    native_class = _native_quantizer_class()
+    model = copy.deepcopy(ours)
+    for _, layer in quant_layers(model):
+        for role in ("weight_quantizer", "input_quantizer"):
+            quantizer = getattr(layer, role)
+            q_n, q_p = quantizer.bounds
+            setattr(layer, role, native_class(float(quantizer.step_size.detach()), q_n, q_p))
+    return model
+
+
+def _brevitas_model(ours, float_model):
+    """The brevitas twin of ``ours``: same weights, biases, batch norms and initial steps."""
+    import brevitas.nn as qnn
+    from torch import nn
+
+    from stepsize.quantization import quant_layers
+
+    model = copy.deepcopy(float_model)
+    for name, layer in quant_layers(ours):
+        w_quant, _, _ = _brevitas_quantizers(layer.weight_quantizer.bits, True,
+                                             float(layer.weight_quantizer.step_size.detach()))
+        _, a_quant, _ = _brevitas_quantizers(layer.input_quantizer.bits,
+                                             bool(layer.input_quantizer.signed),
+                                             float(layer.input_quantizer.step_size.detach()))
+        if isinstance(layer, nn.Linear):
+            new = qnn.QuantLinear(layer.in_features, layer.out_features, bias=True,
+                                  weight_quant=w_quant, input_quant=a_quant,
+                                  return_quant_tensor=False)
+        else:
+            new = qnn.QuantConv2d(layer.in_channels, layer.out_channels, layer.kernel_size,
+                                  stride=layer.stride, padding=layer.padding, bias=True,
+                                  weight_quant=w_quant, input_quant=a_quant,
+                                  return_quant_tensor=False)
+        new.weight.data.copy_(layer.weight.data)
+        new.bias.data.copy_(layer.bias.data)
+        parent, _, child = name.rpartition(".")
+        setattr(model.get_submodule(parent) if parent else model, child, new)
+    return model
+
+
+def _capture(model, batch, targets):
+    """Inputs and upstream gradients of every LSQQuantizer in ``model`` on one batch."""
+    import torch.nn.functional as F
+
+    from stepsize.quantization import LSQQuantizer
+
+    records, handles = [], []
+    for name, module in model.named_modules():
+        if isinstance(module, LSQQuantizer):
+            def hook(module, args, output, name=name):
+                output.register_hook(lambda grad: records.append(
+                    (name, module, args[0].detach(), grad.detach())))
+            handles.append(module.register_forward_hook(hook))
+    model.train()
+    F.cross_entropy(model(batch), targets).backward()
+    for handle in handles:
+        handle.remove()
+    model.zero_grad(set_to_none=True)
+    return records
+
+
+def _gradient_parity(ours, batch, targets, have_native, have_brevitas) -> dict:
+    """Max relative error of step and input gradients of each peer quantizer against ours."""
+    import torch
+
+    from stepsize.quantization import lsq_quantize
+
+    errors = {"torch native": [], "brevitas": []}
+    for _, quantizer, v, upstream in _capture(ours, batch, targets):
+        q_n, q_p = quantizer.bounds
+        step = float(quantizer.step_size.detach())
+        ratio = v / step
+        band = ((ratio >= q_p) & (ratio < q_p + 0.5)) | ((ratio <= -q_n) & (ratio > -q_n - 0.5))
+        # exact .5 ties can round differently when a peer computes v * (1/s) instead of v / s
+        tie = (ratio - ratio.floor() - 0.5).abs() < 1e-4
+        upstream = upstream * ~(band | tie)
+        g = 1.0 / math.sqrt(v.numel() * q_p)
+        x_ours = v.clone().requires_grad_()
+        s_ours = torch.tensor(step, requires_grad=True)
+        lsq_quantize(x_ours, s_ours, quantizer.bits, bool(quantizer.signed), g).backward(upstream)
+
+        def relative(a, b):
+            return float((a - b).abs().max() / max(float(b.abs().max()), 1e-30))
+
+        if have_native:
+            x_native = v.clone().requires_grad_()
+            s_native = torch.tensor([step], requires_grad=True)
+            torch._fake_quantize_learnable_per_tensor_affine(
+                x_native, s_native, torch.zeros(1), -q_n, q_p, g).backward(upstream)
+            errors["torch native"].append(max(relative(s_native.grad[0], s_ours.grad),
+                                              relative(x_native.grad, x_ours.grad)))
+        if have_brevitas:
+            import brevitas.nn as qnn
+
+            _, act, int_scale = _brevitas_quantizers(quantizer.bits, bool(quantizer.signed), step)
+            peer = qnn.QuantIdentity(act_quant=act, return_quant_tensor=False)
+            x_peer = v.clone().requires_grad_()
+            peer(x_peer).backward(upstream)
+            (threshold,) = list(peer.parameters())
+            # brevitas learns T = s * int_scale without g: dL/ds * g = dL/dT * int_scale * g
+            errors["brevitas"].append(max(relative(threshold.grad * int_scale * g, s_ours.grad),
+                                          relative(x_peer.grad, x_ours.grad)))
+    return {name: (max(values) if values else None) for name, values in errors.items()}
+
+
+def _saved_bytes(model, batch, targets) -> int:
+    """Bytes of the tensors autograd saves for one training forward pass."""
+    import torch
+    import torch.nn.functional as F
+
+    total = 0
+
+    def pack(tensor):
+        nonlocal total
+        total += tensor.numel() * tensor.element_size()
+        return tensor
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+        loss = F.cross_entropy(model(batch), targets)
+    loss.backward()
+    model.zero_grad(set_to_none=True)
+    return total
+
+
+def _train_together(models: dict, data, config, bits, seed, timing_steps):
+    """SGD momentum 0.9, cosine LR 0.01, weight decay on all but scales, for every model in
+    lockstep: step t of each model runs back to back, so CPU contention hits all of them alike.
+    Returns each model's training-step times after the first (warm-up) step."""
+    import torch
+    import torch.nn.functional as F
+
+    from stepsize.quantization import default_weight_decay
+
+    inputs, targets = data
+    optimizers = {}
+    for name, model in models.items():
+        scales = [p for n, p in model.named_parameters()
+                  if n.endswith(("step_size", "scale", "scaling_impl.value"))]
+        scale_ids = {id(p) for p in scales}
+        rest = [p for p in model.parameters() if id(p) not in scale_ids]
+        optimizers[name] = torch.optim.SGD(
+            [{"params": rest, "weight_decay": default_weight_decay(bits)},
+             {"params": scales, "weight_decay": 0.0}], lr=0.01, momentum=0.9)
+        model.train()
+    batches = [index for epoch in range(config["epochs"])
+               for index in torch.randperm(len(inputs),
+                                           generator=torch.Generator().manual_seed(seed + epoch))
+               .split(config["batch_size"])]
+    times = {name: [] for name in models}
+    for step, index in enumerate(batches):
+        lr = 0.005 * (1 + math.cos(math.pi * step / len(batches)))
+        for name, model in models.items():
+            optimizer = optimizers[name]
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            start = time.perf_counter()
+            loss = F.cross_entropy(model(inputs[index]), targets[index])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            times[name].append(time.perf_counter() - start)
+    return {name: values[1: 1 + timing_steps] or values for name, values in times.items()}
+
+
+def run(config: dict[str, Any], seed: int) -> dict[str, Any]:
+    import torch
+
+    from stepsize.benchmarks._timing import pinned_threads
+    from stepsize.experiments.lsq import build_model, load_dataset
+    from stepsize.quantization import evaluate, quantize_model, train_model
+    from stepsize.report import table
+
+    have_native = hasattr(torch, "_fake_quantize_learnable_per_tensor_affine")
+    try:
+        import brevitas  # noqa: F401
+
+        have_brevitas = True
+    except ImportError:
+        have_brevitas = False
+    data = load_dataset("mnist5k", {"mnist5k_train": config["train"]})
+    results, rows = {}, []
+    with pinned_threads(1):
+        torch.manual_seed(seed)
+        float_model = build_model("mnist5k", config["width"])
+        train_model(float_model, data["train"], epochs=config["fp_epochs"], lr=0.1,
+                    batch_size=config["batch_size"], seed=seed, progress=False)
+        fp_accuracy = evaluate(float_model, data["test"])
+        fixed = torch.randperm(len(data["train"][0]),
+                               generator=torch.Generator().manual_seed(seed))[:config["batch_size"]]
+        batch, targets = data["train"][0][fixed], data["train"][1][fixed]
+        for bits in config["bits"]:
+            ours = quantize_model(copy.deepcopy(float_model), bits=bits)
+            ours.eval()
+            with torch.no_grad():
+                ours(batch)  # the same initial steps for every implementation
+            parity = _gradient_parity(ours, batch, targets, have_native, have_brevitas)
+            variants = {"ours": ours}
+            if have_native:
+                variants["torch native"] = _native_model(ours)
+            if have_brevitas:
+                variants["brevitas"] = _brevitas_model(ours, float_model)
+            saved = {name: _saved_bytes(model, batch, targets) for name, model in variants.items()}
+            times = _train_together(variants, data["train"], config, bits, seed,
+                                    config["timing_steps"])
+            entry = {
+                name: {"accuracy": evaluate(model, data["test"]),
+                       "median_step_s": statistics.median(times[name]),
+                       "step_times_s": times[name], "saved_bytes_per_step": saved[name],
+                       "gradient_parity_max_rel_error": parity.get(name)}
+                for name, model in variants.items()
+            }
+            base = entry["ours"]["median_step_s"]
+            for name, values in entry.items():
+                values["time_ratio_vs_ours"] = values["median_step_s"] / base
+                rows.append([bits, name, 100 * values["accuracy"], 1e3 * values["median_step_s"],
+                             values["median_step_s"] / base, values["saved_bytes_per_step"] / 2**20,
+                             values["gradient_parity_max_rel_error"]])
+            results[str(bits)] = entry
+    missing = [n for n, ok in (("torch native op", have_native), ("brevitas", have_brevitas))
+               if not ok]
+    return {
+        "fp_accuracy": fp_accuracy,
+        "results": results,
+        "missing_peers": missing,
+        "tables": [table(
+            "LSQ implementations on MNIST-5k LeNet (one process, same weights/steps/data order)",
+            ["bits", "implementation", "accuracy %", "median step ms", "time / ours",
+             "saved MiB/step", "grad parity rel err"],
+            rows,
+            note=f"FP accuracy {100 * fp_accuracy:.2f}%; 1 thread; timings on a shared CPU are "
+                 "noisy; parity excludes the half-step band; brevitas compared after applying g",
+        )],
+    }
+
+
+def plot(result: dict[str, Any], out_dir: Path) -> list[Path]:
+    from stepsize.report import new_figure, save_figure
+
+    fig, axes = new_figure(ncols=1, width=6.0, height=4.0)
+    labels, medians = [], []
+    for bits, entry in result["results"].items():
+        for name, values in entry.items():
+            labels.append(f"{name}\n{bits}-bit")
+            medians.append(1e3 * float(np.median(values["step_times_s"])))
+    axes[0].bar(range(len(labels)), medians)
+    axes[0].set_xticks(range(len(labels)), labels, fontsize=7)
+    axes[0].set_ylabel("median training step (ms)")
+    axes[0].set_title("LSQ training step time (lower is better)")
+    return [save_figure(fig, Path(out_dir) / "bench_lsq_step_time.png")]
+
+
+register(Entry(
+    name="lsq",
+    description="LSQ: ours vs torch native learnable fake-quant vs brevitas (parity, time, acc)",
+    quick=QUICK,
+    full=FULL,
+    run=run,
+    plot=plot,
+    requires=("torch", "bench"),
+))

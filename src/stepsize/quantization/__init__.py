@@ -1,0 +1,57 @@
+"""Learned Step Size Quantization (Esser et al., ICLR 2020) in torch.
+
+Quantizer (:func:`lsq_quantize`, :class:`LSQQuantizer`), quantized layers and model conversion
+(:func:`quantize_model`), the training recipe with checkpoints and DDP (:func:`train_model`),
+integer inference (:func:`export_integer`) and ONNX export (:func:`export_onnx`).
+
+Needs torch: ``pip install 'stepsize[torch]'``.
+"""
+
+try:
+    import torch  # noqa: F401
+except ImportError as exc:  # pragma: no cover - exercised by a subprocess test
+    raise ImportError(
+        "stepsize.quantization needs PyTorch; install the extra: pip install 'stepsize[torch]'"
+    ) from exc
+
+from stepsize.quantization.export import IntegerModel, export_integer, export_onnx
+from stepsize.quantization.layers import (
+    QuantConv1d,
+    QuantConv2d,
+    QuantLinear,
+    quant_layers,
+    quantize_model,
+    step_size_parameters,
+)
+from stepsize.quantization.quantizer import (
+    LSQQuantizer,
+    initial_step_size,
+    lsq_quantize,
+    quantization_range,
+)
+from stepsize.quantization.training import (
+    TrainingResult,
+    default_weight_decay,
+    evaluate,
+    train_model,
+)
+
+__all__ = [
+    "IntegerModel",
+    "LSQQuantizer",
+    "QuantConv1d",
+    "QuantConv2d",
+    "QuantLinear",
+    "TrainingResult",
+    "default_weight_decay",
+    "evaluate",
+    "export_integer",
+    "export_onnx",
+    "initial_step_size",
+    "lsq_quantize",
+    "quant_layers",
+    "quantization_range",
+    "quantize_model",
+    "step_size_parameters",
+    "train_model",
+]

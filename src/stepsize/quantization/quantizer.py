@@ -1,0 +1,440 @@
+"""The LSQ quantizer: forward ``round(clip(v/s, -Q_N, Q_P)) * s`` with a learned step size ``s``.
+
+Forward (Esser et al. 2020, eq. 1-2)::
+
+    v_bar = round(clip(v / s, -Q_N, Q_P)),     v_hat = v_bar * s
+
+with ``Q_N = 0, Q_P = 2^b - 1`` for unsigned data and ``Q_N = 2^(b-1), Q_P = 2^(b-1) - 1`` for
+signed data (the full two's-complement range). Backward (straight-through estimator, eq. 3)::
+
+    d v_hat / d v = 1 if -Q_N < v/s < Q_P else 0
+    d v_hat / d s = round(v/s) - v/s   if -Q_N < v/s < Q_P
+                  = -Q_N               if v/s <= -Q_N
+                  = Q_P                if v/s >= Q_P
+
+and the step-size gradient is multiplied by ``g = 1 / sqrt(N * Q_P)`` (section 2.2), where ``N`` is
+the number of elements quantized with that step size (the ``v.numel()`` of the paper's pseudocode,
+batch dimension included for activations; per channel when the step is per channel).
+
+Reference: S. K. Esser, J. L. McKinstry, D. Bablani, R. Appuswamy, D. S. Modha, "Learned Step Size
+Quantization", ICLR 2020, arXiv:1902.08153. The optional offset is LSQ+ (Bhalgat et al. 2020,
+arXiv:2004.09576).
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+from stepsize._validation import check_choice, check_int, check_real, describe
+
+__all__ = [
+    "INIT_METHODS",
+    "LSQQuantizer",
+    "initial_step_size",
+    "lsq_quantize",
+    "quantization_range",
+]
+
+INIT_METHODS = ("lsq", "minmax", "three_sigma", "mse")
+
+#: smallest step size kept by :class:`LSQQuantizer` (float32 machine epsilon, as torch does)
+MIN_STEP_SIZE = float(torch.finfo(torch.float32).eps)
+
+GradScale = float | Callable[[int, int], float] | None
+
+
+def check_bits(bits, name: str = "bits") -> int:
+    """Bit widths the quantizer supports: integers in 2..16."""
+    return check_int(bits, name, low=2, high=16)
+
+
+def quantization_range(bits: int, signed: bool) -> tuple[int, int]:
+    """Return ``(Q_N, Q_P)``: the code range is ``-Q_N .. Q_P``.
+
+    Unsigned: ``(0, 2^b - 1)``; signed: ``(2^(b-1), 2^(b-1) - 1)`` (full two's complement).
+
+    >>> quantization_range(2, signed=True), quantization_range(4, signed=False)
+    ((2, 1), (0, 15))
+    """
+    bits = check_bits(bits)
+    if not isinstance(signed, (bool, int)):
+        raise TypeError(f"signed must be a bool, got {describe(signed)}")
+    if signed:
+        return 2 ** (bits - 1), 2 ** (bits - 1) - 1
+    return 0, 2**bits - 1
+
+
+def _check_tensor(value, name: str) -> torch.Tensor:
+    if not isinstance(value, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {describe(value)}")
+    if not value.is_floating_point():
+        raise TypeError(f"{name} must be a floating-point tensor, got dtype {value.dtype}")
+    if value.numel() == 0:
+        raise ValueError(f"{name} must not be empty, got shape {tuple(value.shape)}")
+    finite = torch.isfinite(value)
+    if not bool(finite.all()):
+        bad = int((~finite).sum())
+        raise ValueError(f"{name} must be finite, but it has {bad} NaN or infinite entries")
+    return value
+
+
+def _check_grad_scale(grad_scale) -> GradScale:
+    if grad_scale is None or callable(grad_scale):
+        return grad_scale
+    if isinstance(grad_scale, numbers.Real) and not isinstance(grad_scale, bool):
+        return check_real(grad_scale, "grad_scale", low=0, low_inclusive=False)
+    raise TypeError(
+        f"grad_scale must be None (the paper's 1/sqrt(N Q_P)), a positive number or a callable "
+        f"(N, Q_P) -> g, got {describe(grad_scale)}"
+    )
+
+
+def _resolve_grad_scale(grad_scale: GradScale, elements_per_step: int, q_p: int) -> float:
+    if grad_scale is None:
+        return 1.0 / math.sqrt(elements_per_step * q_p)
+    if callable(grad_scale):
+        return float(grad_scale(elements_per_step, q_p))
+    return grad_scale
+
+
+class _LSQFunction(torch.autograd.Function):
+    """Fused LSQ forward/backward; the backward recomputes ``v/s`` instead of storing masks."""
+
+    @staticmethod
+    def forward(ctx, v, step_size, q_n, q_p, grad_scale):
+        ctx.save_for_backward(v, step_size)
+        ctx.bounds = (q_n, q_p, grad_scale)
+        return torch.clamp(v / step_size, -q_n, q_p).round_().mul_(step_size)
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        v, step_size = ctx.saved_tensors
+        q_n, q_p, grad_scale = ctx.bounds
+        scaled = v / step_size
+        inside = (scaled > -q_n) & (scaled < q_p)
+        grad_v = grad_output * inside if ctx.needs_input_grad[0] else None
+        grad_step = None
+        if ctx.needs_input_grad[1]:
+            # round(clip(v/s)) - (v/s inside, 0 outside) gives all three branches of eq. 3 at once
+            local = torch.clamp(scaled, -q_n, q_p).round_().sub_(scaled * inside)
+            grad_step = (grad_output * local).sum_to_size(step_size.shape) * grad_scale
+        return grad_v, grad_step, None, None, None
+
+
+def _lsq(v: torch.Tensor, step_size: torch.Tensor, q_n: int, q_p: int, g: float) -> torch.Tensor:
+    return _LSQFunction.apply(v, step_size, q_n, q_p, g)
+
+
+def lsq_quantize(
+    v: torch.Tensor,
+    step_size: torch.Tensor | float,
+    bits: int,
+    signed: bool = True,
+    grad_scale: GradScale = None,
+) -> torch.Tensor:
+    """Fake-quantize ``v`` with step size ``s``: ``round(clip(v/s, -Q_N, Q_P)) * s``.
+
+    Gradients are the paper's (eq. 3): ``v`` gets 1 strictly inside the range and 0 outside; ``s``
+    gets ``round(v/s) - v/s`` inside, ``-Q_N`` at or below the range and ``Q_P`` at or above it,
+    summed over the elements that share the step and multiplied by ``g``.
+
+    Args:
+        v: floating-point tensor to quantize (finite).
+        step_size: positive step, a float or a tensor broadcastable to ``v`` (a scalar for
+            per-tensor quantization, e.g. shape ``(C, 1, 1, 1)`` for per-channel weights).
+        bits: bit width ``b`` in 2..16.
+        signed: two's-complement codes ``-2^(b-1)..2^(b-1)-1`` if True, ``0..2^b-1`` if False.
+        grad_scale: ``None`` for the paper's ``g = 1/sqrt(N Q_P)`` with ``N = v.numel() /
+            step_size.numel()``; a positive number for a fixed ``g``; or a callable
+            ``(N, Q_P) -> g``.
+
+    Returns:
+        The fake-quantized tensor ``v_hat`` (same shape as ``v``).
+
+    Example:
+        >>> import torch
+        >>> lsq_quantize(torch.tensor([-0.26, 0.04, 0.3, 9.0]), 0.1, bits=3, signed=True)
+        tensor([-0.3000,  0.0000,  0.3000,  0.3000])
+
+    Reference: Esser et al., "Learned Step Size Quantization", ICLR 2020, eq. 1-3 and section 2.2.
+    """
+    v = _check_tensor(v, "v")
+    q_n, q_p = quantization_range(bits, signed)
+    grad_scale = _check_grad_scale(grad_scale)
+    if not isinstance(step_size, torch.Tensor):
+        step_size = torch.tensor(check_real(step_size, "step_size"), dtype=v.dtype, device=v.device)
+    _check_tensor(step_size, "step_size")
+    if not bool((step_size > 0).all()):
+        raise ValueError(f"step_size must be positive, got minimum {float(step_size.min())!r}")
+    try:
+        torch.broadcast_shapes(step_size.shape, v.shape)
+    except RuntimeError:
+        raise ValueError(
+            f"step_size of shape {tuple(step_size.shape)} does not broadcast to v of shape "
+            f"{tuple(v.shape)}"
+        ) from None
+    g = _resolve_grad_scale(grad_scale, v.numel() // step_size.numel(), q_p)
+    return _lsq(v, step_size, q_n, q_p, g)
+
+
+def _channel_view(values: torch.Tensor, channel_axis: int | None) -> torch.Tensor:
+    """``(C, elements per channel)`` for per-channel statistics, ``(1, numel)`` per tensor."""
+    if channel_axis is None:
+        return values.reshape(1, -1)
+    return values.transpose(0, channel_axis).reshape(values.shape[channel_axis], -1)
+
+
+def _quantization_mse(values: torch.Tensor, step: torch.Tensor, q_n: int, q_p: int) -> torch.Tensor:
+    step = step[:, None]
+    error = torch.clamp(values / step, -q_n, q_p).round() * step - values
+    return error.square().mean(dim=1)
+
+
+def initial_step_size(
+    v: torch.Tensor,
+    bits: int,
+    signed: bool,
+    method: str | float = "lsq",
+    channel_axis: int | None = None,
+) -> torch.Tensor:
+    """Initial step size(s) from data ``v``.
+
+    * ``"lsq"``: ``2 mean|v| / sqrt(Q_P)`` (the paper, section 2.1);
+    * ``"minmax"``: ``max|v| / Q_P``;
+    * ``"three_sigma"``: ``max(|mu - 3 sigma|, |mu + 3 sigma|) / 2^(b-1)`` (LSQ+ weight
+      init as quoted in zhutmost/lsq-net#14);
+    * ``"mse"``: the step on a 100-point grid from 0.01x to 2x the LSQ value that minimises
+      ``||v_hat - v||^2`` (LSQ+ activation init);
+    * a positive number: that constant.
+
+    Args:
+        v: data (weights, or the first batch of activations).
+        bits: bit width in 2..16.
+        signed: code range, as in :func:`quantization_range`.
+        method: one of the names above, or a positive number.
+        channel_axis: compute one step per index of this axis (per-channel) instead of one in all.
+
+    Returns:
+        A float32 tensor of shape ``()`` (per tensor) or ``(C,)`` (per channel); all-zero data gives
+        the smallest allowed step instead of zero.
+
+    Example:
+        >>> import torch
+        >>> float(initial_step_size(torch.tensor([1.0, -3.0]), bits=3, signed=True))
+        2.309401035308838
+    """
+    v = _check_tensor(v, "v")
+    q_n, q_p = quantization_range(bits, signed)
+    if isinstance(method, numbers.Real) and not isinstance(method, bool):
+        constant = check_real(method, "init", low=0, low_inclusive=False)
+        count = 1 if channel_axis is None else v.shape[channel_axis]
+        step = torch.full((count,), constant)
+    else:
+        check_choice(method, "init", INIT_METHODS)
+        with torch.no_grad():
+            values = _channel_view(v.detach().float(), channel_axis)
+            lsq_step = 2 * values.abs().mean(dim=1) / math.sqrt(q_p)
+            if method == "lsq":
+                step = lsq_step
+            elif method == "minmax":
+                step = values.abs().amax(dim=1) / q_p
+            elif method == "three_sigma":
+                mean, std = values.mean(dim=1), values.std(dim=1, correction=0)
+                spread = torch.maximum((mean - 3 * std).abs(), (mean + 3 * std).abs())
+                step = spread / 2 ** (bits - 1)
+            else:
+                grid = torch.linspace(0.01, 2.0, 100)
+                errors = torch.stack(
+                    [_quantization_mse(values, factor * lsq_step, q_n, q_p) for factor in grid]
+                )
+                step = grid[errors.argmin(dim=0)] * lsq_step
+    step = step.clamp_min(MIN_STEP_SIZE).cpu()
+    return step.reshape(()) if channel_axis is None else step
+
+
+def _all_reduce_(tensor: torch.Tensor, op: str) -> torch.Tensor:
+    """Average (or max) ``tensor`` over the processes of torch.distributed, in place."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        if op == "mean":
+            dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+            tensor /= dist.get_world_size()
+        else:
+            dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
+    return tensor
+
+
+def _scale_gradient(x: torch.Tensor, g: float) -> torch.Tensor:
+    """Identity forward, gradient times ``g`` (the paper's ``gradscale``)."""
+    scaled = x * g
+    return (x - scaled).detach() + scaled
+
+
+class LSQQuantizer(nn.Module):
+    """A learned-step-size quantizer: ``forward(v) = round(clip(v/s, -Q_N, Q_P)) * s``.
+
+    The step size ``s`` is an ``nn.Parameter`` initialized from the first tensor seen by
+    ``forward`` (weights or the first training batch), by default to ``2 mean|v| / sqrt(Q_P)``.
+    Its gradient is scaled by ``g = 1/sqrt(N Q_P)`` with ``N`` the number of elements sharing one
+    step (for activations the whole batch tensor, as in the paper's pseudocode and torch's
+    ``_LearnableFakeQuantize``). ``s`` is clamped to at least float32 eps before every use, so it
+    stays positive. Under ``torch.distributed`` the initial step is averaged over processes, so all
+    ranks start, and therefore stay, identical.
+
+    Args:
+        bits: bit width ``b`` in 2..16.
+        signed: two's-complement codes (True), unsigned codes (False), or None to decide on the
+            first batch (signed if it has a negative entry).
+        per_channel: one step per channel along ``channel_axis`` (needs ``channels``); an
+            extension beyond the paper, whose steps are per tensor.
+        channels: number of channels for ``per_channel``.
+        channel_axis: the channel axis of the quantized tensor (0 for conv/linear weights).
+        init: the :func:`initial_step_size` method, or a positive constant.
+        grad_scale: as in :func:`lsq_quantize`.
+        offset: learn an LSQ+ offset ``beta``: ``v_hat = round(clip((v-beta)/s)) * s + beta``
+            (for activations; it has the same gradient scale as ``s``).
+
+    Example:
+        >>> import torch
+        >>> quantizer = LSQQuantizer(bits=4, signed=False)
+        >>> out = quantizer(torch.tensor([0.0, 0.5, 1.0, 2.0]))
+        >>> round(float(quantizer.step_size.detach()), 4)   # 2 * 0.875 / sqrt(15)
+        0.4518
+        >>> quantizer
+        LSQQuantizer(bits=4, signed=False, step_size=0.4518)
+
+    Reference: Esser et al., "Learned Step Size Quantization", ICLR 2020; LSQ+ (Bhalgat et al.,
+    CVPRW 2020) for the offset.
+    """
+
+    def __init__(
+        self,
+        bits: int,
+        signed: bool | None = True,
+        *,
+        per_channel: bool = False,
+        channels: int | None = None,
+        channel_axis: int = 0,
+        init: str | float = "lsq",
+        grad_scale: GradScale = None,
+        offset: bool = False,
+    ):
+        super().__init__()
+        self.bits = check_bits(bits)
+        if signed is not None and not isinstance(signed, bool):
+            raise TypeError(f"signed must be True, False or None, got {describe(signed)}")
+        if isinstance(init, str):
+            check_choice(init, "init", INIT_METHODS)
+        else:
+            check_real(init, "init", low=0, low_inclusive=False)
+        self.init = init
+        self.grad_scale = _check_grad_scale(grad_scale)
+        self.per_channel = bool(per_channel)
+        self.channel_axis = check_int(channel_axis, "channel_axis")
+        shape: tuple[int, ...] = ()
+        if self.per_channel:
+            if channels is None:
+                raise ValueError("channels must be given when per_channel=True")
+            shape = (check_int(channels, "channels", low=1),)
+        self.step_size = nn.Parameter(torch.ones(shape))
+        self.offset = nn.Parameter(torch.zeros(shape)) if offset else None
+        self.register_buffer("initialized", torch.tensor(False))
+        # -1: decided by the first batch; 0: unsigned; 1: signed. A buffer, so state_dict keeps it.
+        self.register_buffer("signed_code", torch.tensor(-1 if signed is None else int(signed)))
+
+    @property
+    def signed(self) -> bool | None:
+        """The code range in use (None until decided by the first batch)."""
+        code = int(self.signed_code)
+        return None if code < 0 else bool(code)
+
+    @property
+    def is_initialized(self) -> bool:
+        return bool(self.initialized)
+
+    @property
+    def bounds(self) -> tuple[int, int]:
+        """``(Q_N, Q_P)`` of the current range."""
+        if self.signed is None:
+            raise RuntimeError("the quantizer's sign is decided by its first forward pass")
+        return quantization_range(self.bits, self.signed)
+
+    def _step_shape(self, v: torch.Tensor) -> tuple[int, ...]:
+        if not self.per_channel:
+            return ()
+        axis = self.channel_axis % v.dim()
+        return tuple(-1 if d == axis else 1 for d in range(v.dim()))
+
+    @torch.no_grad()
+    def initialize(self, v: torch.Tensor) -> None:
+        """Set the sign (if undecided), the step size and the offset from data ``v``."""
+        v = _check_tensor(v, "input of LSQQuantizer")
+        if self.per_channel and v.shape[self.channel_axis] != self.step_size.numel():
+            raise ValueError(
+                f"per-channel quantizer has {self.step_size.numel()} channels, input has "
+                f"{v.shape[self.channel_axis]} along axis {self.channel_axis}"
+            )
+        if self.signed is None:
+            negative = torch.tensor(float(bool((v < 0).any())), device=v.device)
+            self.signed_code.fill_(int(_all_reduce_(negative, "max").item()))
+        q_n, q_p = self.bounds
+        axis = self.channel_axis if self.per_channel else None
+        shift = None
+        if self.offset is not None and self.init == "minmax":
+            # LSQ+ min-max init: the range [min, max] maps onto the whole code range
+            values = _channel_view(v.detach().float(), axis)
+            low, high = values.amin(dim=1), values.amax(dim=1)
+            step = ((high - low) / (q_n + q_p)).clamp_min(MIN_STEP_SIZE)
+            shift = low + q_n * step
+            step = step.reshape(self.step_size.shape)
+        else:
+            step = initial_step_size(v, self.bits, self.signed, self.init, axis)
+        step = _all_reduce_(step.to(self.step_size), "mean")
+        self.step_size.copy_(step)
+        if self.offset is not None:
+            if shift is None:
+                shift = torch.zeros_like(self.offset)
+            shift = shift.reshape(self.offset.shape)
+            self.offset.copy_(_all_reduce_(shift.to(self.offset), "mean"))
+        self.initialized.fill_(True)
+
+    def gradient_scale(self, v: torch.Tensor) -> float:
+        """The ``g`` applied to this call's step-size gradient."""
+        elements = v.numel() // self.step_size.numel()
+        return _resolve_grad_scale(self.grad_scale, elements, self.bounds[1])
+
+    def forward(self, v: torch.Tensor) -> torch.Tensor:
+        if not self.initialized:
+            self.initialize(v)
+        with torch.no_grad():
+            self.step_size.clamp_(min=MIN_STEP_SIZE)
+        q_n, q_p = self.bounds
+        g = _resolve_grad_scale(self.grad_scale, v.numel() // self.step_size.numel(), q_p)
+        shape = self._step_shape(v)
+        step = self.step_size.view(shape)
+        if self.offset is None:
+            return _lsq(v, step, q_n, q_p, g)
+        shift = _scale_gradient(self.offset, g).view(shape)
+        return _lsq(v - shift, step, q_n, q_p, g) + shift
+
+    def extra_repr(self) -> str:
+        sign = "auto" if self.signed is None else self.signed
+        text = f"bits={self.bits}, signed={sign}"
+        if self.per_channel:
+            text += f", per_channel={self.step_size.numel()}"
+        if not self.is_initialized:
+            return text + ", step_size=uninitialized"
+        if self.per_channel:
+            step = self.step_size.detach()
+            text += f", step_size=[{float(step.min()):.4g}..{float(step.max()):.4g}]"
+        else:
+            text += f", step_size={float(self.step_size.detach()):.4g}"
+        if self.offset is not None:
+            text += f", offset={self.offset.detach().flatten()[:4].tolist()}"
+        return text

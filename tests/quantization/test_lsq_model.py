@@ -1,0 +1,330 @@
+"""Quantized layers, quantize_model, the training recipe with checkpoint/resume, integer and ONNX
+export."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from stepsize.quantization import (
+    LSQQuantizer,
+    QuantConv1d,
+    QuantConv2d,
+    QuantLinear,
+    default_weight_decay,
+    evaluate,
+    export_integer,
+    export_onnx,
+    lsq_quantize,
+    quant_layers,
+    quantize_model,
+    train_model,
+)
+
+
+def _digits(count=600):
+    from sklearn.datasets import load_digits
+
+    data = load_digits()
+    x = torch.tensor(data.images[:count], dtype=torch.float32)[:, None] / 16
+    return (x - 0.3) / 0.4, torch.tensor(data.target[:count])
+
+
+def _conv_net():
+    return nn.Sequential(
+        nn.Conv2d(1, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
+        nn.Conv2d(8, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Sequential(nn.Conv2d(16, 16, 3, padding=1, bias=False), nn.BatchNorm2d(16), nn.ReLU()),
+        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, 10),
+    )
+
+
+@pytest.fixture(scope="module")
+def trained():
+    """A 3-bit model fine-tuned for a few epochs from a briefly trained float model."""
+    torch.manual_seed(0)
+    x, y = _digits()
+    net = _conv_net()
+    train_model(net, (x[:500], y[:500]), epochs=3, lr=0.1, batch_size=50, progress=False)
+    quantize_model(net, bits=3)
+    train_model(net, (x[:500], y[:500]), epochs=2, lr=0.01, batch_size=50, progress=False)
+    return net.eval(), x, y
+
+
+def test_quant_linear_equals_functional_composition():
+    layer = QuantLinear(6, 3, weight_bits=3, activation_bits=4)
+    x = torch.randn(10, 6)
+    out = layer(x)
+    s_w, s_x = layer.weight_quantizer.step_size, layer.input_quantizer.step_size
+    expected = nn.functional.linear(
+        lsq_quantize(x, s_x.detach(), 4, True), lsq_quantize(layer.weight, s_w.detach(), 3, True),
+        layer.bias,
+    )
+    assert torch.allclose(out, expected)
+    assert layer.input_quantizer.signed is True  # randn input has negative entries
+    out.sum().backward()
+    assert layer.weight.grad is not None and layer.weight_quantizer.step_size.grad is not None
+
+
+def test_quant_conv_layers_match_their_float_shapes_and_share_weights():
+    conv = nn.Conv2d(3, 4, 3, stride=2, padding=1)
+    quantized = QuantConv2d.from_float(conv, weight_bits=8)
+    assert quantized.weight is conv.weight and quantized.stride == (2, 2)
+    x = torch.randn(2, 3, 9, 9)
+    assert quantized(x).shape == conv(x).shape
+    expected = nn.functional.conv2d(
+        lsq_quantize(x, quantized.input_quantizer.step_size.detach(), 8, True),
+        lsq_quantize(conv.weight, quantized.weight_quantizer.step_size.detach(), 8, True),
+        conv.bias, stride=2, padding=1)
+    assert torch.allclose(quantized(x), expected, atol=1e-6)
+    conv1d = QuantConv1d(1, 5, 5, stride=2, padding=1, weight_bits=2)
+    assert conv1d(torch.randn(3, 1, 40)).shape == (3, 5, 19)
+    with pytest.raises(TypeError, match="needs an Conv2d"):
+        QuantConv2d.from_float(nn.Linear(2, 2))
+
+
+def test_quantize_model_bits_and_full_precision_batch_norm():
+    net = quantize_model(_conv_net(), bits=2)
+    layers = list(quant_layers(net))
+    assert [n for n, _ in layers] == ["0", "3", "7.0", "10"]
+    assert [(l.weight_quantizer.bits, l.input_quantizer.bits) for _, l in layers] == [
+        (8, 8), (2, 2), (2, 2), (8, 8)]
+    assert type(net[1]) is nn.BatchNorm2d and net[0].bias is not None
+    float_edges = quantize_model(_conv_net(), bits=4, first_last_bits=None)
+    assert [n for n, _ in quant_layers(float_edges)] == ["3", "7.0"]
+    net(torch.randn(4, 1, 8, 8))
+    assert layers[0][1].input_quantizer.signed is True    # normalised image
+    assert layers[1][1].input_quantizer.signed is False   # after ReLU
+    assert layers[1][1].weight_quantizer.step_size.item() == pytest.approx(
+        2 * net[3].weight.abs().mean().item() / math.sqrt(1), rel=1e-6)
+
+
+def test_quantize_model_bad_input():
+    with pytest.raises(ValueError, match="no quantizable layer"):
+        quantize_model(nn.Sequential(nn.ReLU(), nn.BatchNorm1d(3)))
+    with pytest.raises(ValueError, match="bits"):
+        quantize_model(_conv_net(), bits=1)
+    with pytest.raises(ValueError, match="first_last_bits"):
+        quantize_model(_conv_net(), first_last_bits=32)
+    with pytest.raises(TypeError, match="model"):
+        quantize_model("resnet")
+    with pytest.raises(ValueError, match="exclude"):
+        quantize_model(_conv_net(), exclude=["nope"])
+    with pytest.raises(TypeError, match="unexpected"):
+        quantize_model(_conv_net(), colour="red")
+
+
+def test_optimizer_groups_and_weight_decay_defaults():
+    assert [default_weight_decay(b) for b in (2, 3, 4, 8, None)] == [2.5e-5, 5e-5, 1e-4, 1e-4, 1e-4]
+    # with lr = 0 nothing moves; with zero gradients only weight decay would move parameters:
+    # step sizes must not decay
+    net = quantize_model(nn.Sequential(nn.Linear(4, 4), nn.ReLU(), nn.Linear(4, 4),
+                                       nn.ReLU(), nn.Linear(4, 2)), 2)
+    x = torch.randn(32, 4)
+    net(x)
+    steps = {id(p): p.detach().clone() for m in net.modules() if isinstance(m, LSQQuantizer)
+             for p in m.parameters()}
+    weight = net[2].weight.detach().clone()
+    for p in net.parameters():
+        p.register_hook(lambda grad: torch.zeros_like(grad))
+    train_model(net, (x, torch.zeros(32, dtype=torch.long)), epochs=1, lr=1.0, batch_size=32,
+                weight_decay=0.5, schedule="constant", momentum=0.0, progress=False)
+    for m in net.modules():
+        if isinstance(m, LSQQuantizer):
+            assert torch.equal(m.step_size.detach(), steps[id(m.step_size)])
+    assert torch.allclose(net[2].weight.detach(), 0.5 * weight)  # w - lr * decay * w
+
+
+def test_training_improves_accuracy_and_checks_arguments():
+    torch.manual_seed(1)
+    x, y = _digits(400)
+    net = _conv_net()
+    before = evaluate(net, (x, y))
+    result = train_model(net, (x, y), epochs=2, lr=0.1, batch_size=40, progress=False)
+    assert result.steps == 20 and len(result.losses) == 2 and result.losses[1] < result.losses[0]
+    assert evaluate(net, (x, y)) > before + 0.2
+    with pytest.raises(ValueError, match="epochs"):
+        train_model(net, (x, y), epochs=0, lr=0.1)
+    with pytest.raises(ValueError, match="lr"):
+        train_model(net, (x, y), epochs=1, lr=-1.0)
+    with pytest.raises(ValueError, match="optimizer"):
+        train_model(net, (x, y), epochs=1, lr=0.1, optimizer="lbfgs")
+    with pytest.raises(ValueError, match="finite"):
+        train_model(net, (x * float("nan"), y), epochs=1, lr=0.1)
+    with pytest.raises(FloatingPointError, match="epoch 1"):
+        train_model(nn.Sequential(nn.Flatten(), nn.Linear(64, 10)), (x * 1e38, y), epochs=1,
+                    lr=0.1, progress=False)
+
+
+def _fresh_quantized(seed):
+    torch.manual_seed(seed)
+    return quantize_model(_conv_net(), bits=2)
+
+
+def test_checkpoint_resume_equals_uninterrupted_run(tmp_path):
+    x, y = _digits(200)
+    data = (x, y)
+    reference = _fresh_quantized(3)
+    train_model(reference, data, epochs=3, lr=0.02, batch_size=50, progress=False, seed=5)
+
+    class Interrupt(Exception):
+        pass
+
+    def stop_in_third_epoch(step, model):
+        if step == 9:
+            raise Interrupt
+
+    path = tmp_path / "run.pt"
+    interrupted = _fresh_quantized(3)
+    with pytest.raises(Interrupt):
+        train_model(interrupted, data, epochs=3, lr=0.02, batch_size=50, progress=False, seed=5,
+                    checkpoint=path, callback=stop_in_third_epoch)
+    resumed_model = _fresh_quantized(99)  # other initial weights: everything comes from the file
+    result = train_model(resumed_model, data, epochs=3, lr=0.02, batch_size=50, progress=False,
+                         seed=5, checkpoint=path)
+    assert result.resumed_from_epoch == 2 and result.steps == 12 and result.epochs == 3
+    for (name, a), b in zip(reference.state_dict().items(), resumed_model.state_dict().values(),
+                            strict=True):
+        assert torch.equal(a, b), name
+    with pytest.raises(ValueError, match="different settings"):
+        train_model(resumed_model, data, epochs=3, lr=0.5, batch_size=50, checkpoint=path)
+
+
+def test_distillation_runs_and_uses_the_teacher():
+    x, y = _digits(200)
+    teacher = _conv_net()
+    train_model(teacher, (x, y), epochs=1, lr=0.1, batch_size=50, progress=False)
+    student = quantize_model(_conv_net(), 4)
+    result = train_model(student, (x, y), epochs=1, lr=0.01, batch_size=50, teacher=teacher,
+                         progress=False)
+    assert np.isfinite(result.losses[0])
+    # a teacher equal to the student turns the distillation term into zero
+    twin = quantize_model(_conv_net(), 4)
+    twin.load_state_dict(student.state_dict())
+    plain = train_model(twin, (x, y), epochs=1, lr=1e-12, batch_size=200, schedule="constant",
+                        progress=False)
+    self_taught = train_model(twin, (x, y), epochs=1, lr=1e-12, batch_size=200,
+                              schedule="constant", teacher=twin, progress=False)
+    assert self_taught.losses[0] == pytest.approx(0.5 * plain.losses[0], rel=1e-5)
+
+
+def test_integer_export_agrees_with_fake_quantization(trained):
+    net, x, y = trained
+    integer = export_integer(net)
+    with torch.no_grad():
+        fake, real = net(x), integer(x)
+    agreement = float((fake.argmax(1) == real.argmax(1)).float().mean())
+    assert agreement >= 0.999
+    assert abs(evaluate(net, (x, y)) - evaluate(integer, (x, y))) <= 0.001
+    assert float((fake - real).abs().max()) <= 1e-4 * float(fake.abs().max())
+    assert evaluate(net, (x[500:], y[500:])) > 0.5
+
+
+def test_integer_codes_accumulators_and_weight_codes(trained):
+    net, x, _ = trained
+    integer = export_integer(net)
+    layers = [layer for _, layer in quant_layers(net)]
+    captured = []
+    hooks = [layer.input_quantizer.register_forward_hook(
+        lambda module, args, out: captured.append(out / module.step_size.detach()))
+        for layer in layers]
+    with torch.no_grad():
+        net(x[:100])
+    for hook in hooks:
+        hook.remove()
+    codes = integer.input_codes(x[:100])
+    for fake_codes, int_codes in zip(captured, codes, strict=True):
+        assert float((fake_codes.round() == int_codes).float().mean()) >= 0.999
+    for stage, layer in zip(integer.stages, layers, strict=True):
+        q_n, q_p = layer.weight_quantizer.bounds
+        w_codes = stage.weight_codes
+        assert w_codes.dtype == torch.int8 and w_codes.min() >= -q_n and w_codes.max() <= q_p
+        w_fq = layer.quantized_weight().detach() / layer.weight_quantizer.step_size.detach()
+        assert torch.allclose(w_fq, w_codes.float(), atol=1e-5)
+        assert len(torch.unique(w_codes)) <= 2 ** layer.weight_quantizer.bits
+    # the last (linear) accumulator against an exact int64 matmul
+    last = integer.stages[-1]
+    acc = last.accumulate(codes[-1])
+    assert acc.dtype == torch.int32
+    assert torch.equal(acc.long(), codes[-1].long() @ last.weight_codes.long().T)
+
+
+def test_onnx_export_runs_in_onnxruntime(trained, tmp_path):
+    ort = pytest.importorskip("onnxruntime")
+    onnx = pytest.importorskip("onnx")
+    net, x, _ = trained
+    path = export_onnx(net, tmp_path / "net.onnx", x[:2])
+    graph = onnx.load(str(path)).graph
+    ops = [node.op_type for node in graph.node]
+    assert ops.count("QuantizeLinear") == 4 and "Clip" in ops and ops.count("DequantizeLinear") >= 8
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    out = session.run(None, {"input": x.numpy()})[0]
+    with torch.no_grad():
+        fake = net(x).numpy()
+    assert float((out.argmax(1) == fake.argmax(1)).mean()) >= 0.999
+    assert np.abs(out - fake).max() <= 1e-3 * np.abs(fake).max()
+
+
+def test_export_before_calibration_and_unsupported_models_are_refused(tmp_path):
+    net = quantize_model(_conv_net(), 4)
+    with pytest.raises(ValueError, match="layer '0' is not calibrated"):
+        export_integer(net)
+    with pytest.raises(ValueError, match="not calibrated"):
+        export_onnx(net, tmp_path / "x.onnx", torch.randn(1, 1, 8, 8))
+    with pytest.raises(ValueError, match="no quantized layer"):
+        export_integer(_conv_net())
+
+    class Residual(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.layer = QuantLinear(3, 3)
+
+        def forward(self, x):
+            return x + self.layer(x)
+
+    residual = Residual()
+    residual(torch.randn(4, 3))
+    with pytest.raises(TypeError, match="nn.Sequential"):
+        export_integer(residual)
+    wide = quantize_model(nn.Sequential(nn.Linear(3, 3), nn.ReLU(), nn.Linear(3, 2)), 4,
+                          first_last_bits=16)
+    wide(torch.randn(4, 3))
+    with pytest.raises(ValueError, match="up to 8 bits"):
+        export_onnx(wide, tmp_path / "w.onnx", torch.randn(1, 3))
+    partial = quantize_model(nn.Sequential(nn.Linear(3, 3), nn.ReLU(), nn.Linear(3, 3), nn.ReLU(),
+                                           nn.Linear(3, 2)), 4, first_last_bits=None)
+    partial(torch.randn(4, 3))
+    with pytest.raises(ValueError, match="layer '0'.*not quantized"):
+        export_integer(partial)
+
+
+def test_per_channel_model_exports_to_integer_and_onnx(tmp_path):
+    torch.manual_seed(2)
+    x, y = _digits(300)
+    net = quantize_model(_conv_net(), bits=3, per_channel=True)
+    train_model(net, (x, y), epochs=2, lr=0.05, batch_size=50, progress=False)
+    net.eval()
+    steps = net[3].weight_quantizer.step_size
+    assert steps.shape == (16,) and len(torch.unique(steps.detach())) == 16
+    integer = export_integer(net)
+    with torch.no_grad():
+        fake = net(x)
+    assert float((integer(x).argmax(1) == fake.argmax(1)).float().mean()) >= 0.999
+    ort = pytest.importorskip("onnxruntime")
+    path = export_onnx(net, tmp_path / "per_channel.onnx", x[:2])
+    out = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(
+        None, {"input": x.numpy()})[0]
+    assert float((out.argmax(1) == fake.numpy().argmax(1)).mean()) >= 0.999
+
+
+def test_lsq_plus_offsets_are_refused_by_the_exporters(tmp_path):
+    layer = QuantLinear(3, 2)
+    layer.input_quantizer = LSQQuantizer(4, signed=False, offset=True)
+    net = nn.Sequential(layer)
+    net(torch.randn(5, 3))
+    with pytest.raises(ValueError, match="offset"):
+        export_integer(net)
+    with pytest.raises(ValueError, match="offset"):
+        export_onnx(net, tmp_path / "offset.onnx", torch.randn(1, 3))
