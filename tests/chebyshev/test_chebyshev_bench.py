@@ -17,7 +17,8 @@ def test_problem_generators_have_requested_condition_number():
 
 def test_tiny_benchmark_runs_and_every_solver_reaches_tolerance():
     config = {"dense_n": [60], "grids": [8], "kappas": [30], "rhs": [1, 3], "dtypes": ["float64"],
-              "repeats": 1, "periods": [64], "rate_n": 60}
+              "repeats": 1, "periods": [64], "rate_n": 60,
+              "threads": 1}
     result = run(config, seed=0)
     methods = {row["method"] for row in result["rows"]}
     assert {"chebyshev_gd", "semi_iterative", "gd", "cg_ours", "scipy_cg",
