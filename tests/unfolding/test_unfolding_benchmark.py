@@ -1,0 +1,36 @@
+"""The `dugd` benchmark end to end on a tiny budget (structure and the ratio arithmetic)."""
+
+import pytest
+
+pytest.importorskip("torch")
+
+from stepsize._registry import BENCHMARKS  # noqa: E402
+
+
+def test_dugd_benchmark_tiny_budget(tmp_path):
+    entry = BENCHMARKS.get("dugd")
+    assert entry.full["notebook_full_batch_size"] == 10000
+    assert entry.full["notebook_full_steps_per_generation"] == 500
+    config = {
+        **entry.quick, "generations": 2, "steps_per_generation": 5, "test_samples": 100,
+        "notebook_batch_size": 8, "notebook_steps_per_generation": 2,
+        "notebook_full_batch_size": 50, "timing_layers": [1, 2],
+        "eigenbasis_batch_size": 16, "eigenbasis_steps_per_generation": 2,
+    }
+    result = entry.run(config, 0)
+    methods = result["methods"]
+    assert set(methods) == {"notebook", "eigenbasis", "expected_loss", "chebyshev",
+                            "chebyshev_init"}
+    for measured in methods.values():
+        assert measured["wall_s"] > 0 and measured["test_mse"] > 0
+        assert measured["peak_rss_mb"] >= 0
+    # Chebyshev steps need no training: the note's 2.45e-8 on 100 x 300 test entries
+    assert methods["chebyshev"]["test_mse"] == pytest.approx(2.45e-8, rel=0.15)
+    assert result["goal_speedup"] == pytest.approx(
+        result["notebook_full_extrapolated_s"] / methods["expected_loss"]["wall_s"]
+    )
+    assert result["goal_mse_ratio"] == pytest.approx(
+        result["notebook_steps_test_mse"] / methods["chebyshev_init"]["test_mse"]
+    )
+    assert result["notebook_steps_test_mse"] == pytest.approx(3.88e-7, rel=0.15)
+    assert all(p.exists() for p in entry.plot(result, tmp_path))
