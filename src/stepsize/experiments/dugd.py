@@ -61,6 +61,7 @@ LABELS = {
 
 QUICK = {
     "n": 300, "m": 600, "instance_seed": 12, "T": 25, "init": 0.3, "lr": 0.002,
+    "chebyshev_init_lr": 5e-4,
     "generations": 25, "steps_per_generation": 500, "test_samples": 2000,
     "stochastic_batch_size": 1000, "stochastic_steps_per_generation": 40,
     "dense_batch_size": None, "dense_steps_per_generation": None,
@@ -119,7 +120,8 @@ def run(config: dict, seed: int) -> dict:
     control, control_time = timed(train_expected_loss, UnfoldedGD(T, A, init=config["init"]),
                                   incremental=False, **schedule)
     from_chebyshev, from_chebyshev_time = timed(
-        train_expected_loss, UnfoldedGD(T, A, init="chebyshev"), incremental=False, **schedule
+        train_expected_loss, UnfoldedGD(T, A, init="chebyshev"), incremental=False,
+        **{**schedule, "lr": config["chebyshev_init_lr"]},
     )
     stochastic, stochastic_time = timed(
         train_incremental, UnfoldedGD(T, DiagonalOperator(eigenvalues), init=config["init"]),
