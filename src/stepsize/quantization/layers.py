@@ -128,13 +128,8 @@ class QuantLinear(_QuantMixin, nn.Linear):
         return F.linear(self.input_quantizer(x), self.quantized_weight(), self.bias)
 
 
-class QuantConv1d(_QuantMixin, nn.Conv1d):
-    __doc__ = (
-        """``nn.Conv1d`` on ``Q_x(x)`` with weight ``Q_w(W)``; the arguments of ``nn.Conv1d`` plus
-    the quantization keywords.
-    """
-        + _DOC_ARGS
-    )
+class _QuantConvMixin(_QuantMixin):
+    """Construction and forward shared by the quantized convolutions (any dimension)."""
 
     def __init__(self, *args, device=None, dtype=None, **kwargs):
         quantization = {k: kwargs.pop(k) for k in list(kwargs) if k in _LAYER_DEFAULTS}
@@ -145,7 +140,16 @@ class QuantConv1d(_QuantMixin, nn.Conv1d):
         return self._conv_forward(self.input_quantizer(x), self.quantized_weight(), self.bias)
 
 
-class QuantConv2d(_QuantMixin, nn.Conv2d):
+class QuantConv1d(_QuantConvMixin, nn.Conv1d):
+    __doc__ = (
+        """``nn.Conv1d`` on ``Q_x(x)`` with weight ``Q_w(W)``; the arguments of ``nn.Conv1d`` plus
+    the quantization keywords.
+    """
+        + _DOC_ARGS
+    )
+
+
+class QuantConv2d(_QuantConvMixin, nn.Conv2d):
     __doc__ = (
         """``nn.Conv2d`` on ``Q_x(x)`` with weight ``Q_w(W)``; the arguments of ``nn.Conv2d`` plus
     the quantization keywords.
@@ -158,14 +162,6 @@ class QuantConv2d(_QuantMixin, nn.Conv2d):
     """
         + _DOC_ARGS
     )
-
-    def __init__(self, *args, device=None, dtype=None, **kwargs):
-        quantization = {k: kwargs.pop(k) for k in list(kwargs) if k in _LAYER_DEFAULTS}
-        super().__init__(*args, device=device, dtype=dtype, **kwargs)
-        self._attach_quantizers(**{**_LAYER_DEFAULTS, **quantization})
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self._conv_forward(self.input_quantizer(x), self.quantized_weight(), self.bias)
 
 
 #: float layer type -> its quantized counterpart
