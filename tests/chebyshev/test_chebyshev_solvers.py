@@ -9,10 +9,12 @@ from stepsize import ConvergenceWarning
 from stepsize.chebyshev import (
     chebyshev_bound,
     chebyshev_gd,
+    chebyshev_period,
     chebyshev_psor,
     chebyshev_semi_iterative,
     chebyshev_steps,
     conjugate_gradient,
+    estimate_spectrum,
     gradient_descent,
     heavy_ball,
     jacobi_map,
@@ -197,3 +199,86 @@ def test_psor_bad_input():
         jacobi_map(np.array([[0.0, 1.0], [1.0, 0.0]]), np.ones(2))
     with pytest.raises(ValueError, match="q must have"):
         jacobi_map(np.eye(3), np.ones(2))
+
+
+def _grid_laplacian(grid: int, shift: float):
+    one_d = sp.diags([-np.ones(grid - 1), 2 * np.ones(grid), -np.ones(grid - 1)], [-1, 0, 1])
+    return sp.csr_array(sp.kronsum(one_d, one_d) + shift * sp.eye(grid * grid))
+
+
+@pytest.mark.parametrize("kind", ["dense", "sparse"])
+def test_mixed_precision_reaches_float64_accuracy(kind):
+    rng = np.random.default_rng(3)
+    if kind == "dense":
+        Q, _ = np.linalg.qr(rng.standard_normal((200, 200)))
+        W = (Q * np.geomspace(1e-2, 1.0, 200)) @ Q.T
+        W = (W + W.T) / 2
+    else:
+        W = _grid_laplacian(20, 0.05)
+    X = rng.standard_normal((W.shape[0], 12))
+    C = W @ X
+    spectrum = estimate_spectrum(W, seed=0)
+    mixed = chebyshev_gd(W, C, spectrum=spectrum, tol=1e-10, n_iter=5000, mixed_precision=True,
+                         history=True)
+    plain = chebyshev_gd(W, C, spectrum=spectrum, tol=1e-10, n_iter=5000)
+    assert mixed.converged and mixed.x.dtype == np.float64
+    residual = np.linalg.norm(C - W @ mixed.x, axis=0) / np.linalg.norm(C, axis=0)
+    assert residual.max() <= 1e-10
+    # float32 periods, float64 corrections: float64 accuracy in a few periods
+    assert np.linalg.norm(mixed.x - X) / np.linalg.norm(X) < 1e-8
+    assert 2 <= len(mixed.history) - 1 <= 4 and mixed.history[-1] <= 1e-10
+    assert mixed.n_iter <= 1.2 * plain.n_iter
+    periods = len(mixed.history) - 1
+    assert mixed.info["matvecs"] == (mixed.n_iter + 1 + periods) * 12 + spectrum.matvecs
+
+
+def test_mixed_precision_torch():
+    torch = pytest.importorskip("torch")
+    W = _grid_laplacian(12, 0.1).toarray()
+    X = np.random.default_rng(4).standard_normal((144, 3))
+    result = chebyshev_gd(torch.tensor(W), torch.tensor(W @ X), tol=1e-11, n_iter=5000,
+                          mixed_precision=True, seed=0)
+    assert result.converged and result.x.dtype == torch.float64
+    np.testing.assert_allclose(result.x.numpy(), X, atol=1e-9)
+
+
+def test_sparse_column_blocks_are_exact(monkeypatch):
+    import stepsize.chebyshev.solvers as solvers
+
+    W = _grid_laplacian(16, 0.2)
+    C = np.random.default_rng(5).standard_normal((256, 40))
+    whole = chebyshev_gd(W, C, lmin=0.2, lmax=8.2, T=16, n_iter=48)
+    monkeypatch.setattr(solvers, "_BLOCK_BYTES", 40 * 256 * 16)  # blocks of 16 columns
+    blocked = chebyshev_gd(W, C, lmin=0.2, lmax=8.2, T=16, n_iter=48)
+    assert blocked.info["column_blocks"] == 3 and "column_blocks" not in whole.info
+    np.testing.assert_allclose(blocked.x, whole.x, rtol=0, atol=1e-13)
+    assert blocked.info["matvecs"] == whole.info["matvecs"] == 49 * 40
+    solved = chebyshev_gd(W, C, tol=1e-9, n_iter=2000, seed=0, mixed_precision=True)
+    assert solved.converged and solved.info["column_blocks"] == 3
+    residual = np.linalg.norm(C - W @ solved.x, axis=0) / np.linalg.norm(C, axis=0)
+    assert residual.max() <= 1e-9
+    with pytest.warns(ConvergenceWarning):
+        chebyshev_gd(W, C, lmin=0.2, lmax=8.2, tol=1e-12, n_iter=3)
+
+
+@pytest.mark.parametrize("call, error, match", [
+    (lambda W, c: chebyshev_gd(W, c.astype(np.float32), lmin=1, lmax=2, mixed_precision=True),
+     ValueError, "float64"),
+    (lambda W, c: chebyshev_gd(spla.aslinearoperator(W), c, lmin=1, lmax=2, mixed_precision=True),
+     TypeError, "mixed_precision needs W"),
+    (lambda W, c: chebyshev_gd(W, c, lmin=1, lmax=2, T=8, mixed_precision=True),
+     ValueError, "leave T=None"),
+    (lambda W, c: chebyshev_gd(W, c, lmin=1e-6, lmax=2, mixed_precision=True),
+     ValueError, "lmax / lmin"),
+])
+def test_mixed_precision_bad_input(call, error, match):
+    W = np.diag(np.linspace(1.0, 2.0, 5))
+    with pytest.raises(error, match=match):
+        call(W, np.ones(5))
+
+
+def test_chebyshev_period_reaches_the_reduction():
+    for lmin, lmax, reduction in ((1.0, 30.0, 1e-10), (1e-3, 1.0, 1e-6), (1.0, 4.0, 1e-3)):
+        T = chebyshev_period(lmin, lmax, reduction)
+        assert chebyshev_bound(lmin, lmax, T) <= reduction or T == 256
+        assert T == 8 or chebyshev_bound(lmin, lmax, T - 1) > 0.5 * reduction

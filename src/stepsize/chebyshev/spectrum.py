@@ -101,6 +101,9 @@ class _CountingOperator(spla.LinearOperator):
 
     def _matvec(self, x):
         self.count += 1
+        if (isinstance(self.W, np.ndarray) or sp.issparse(self.W)) and self.W.dtype.kind == "f":
+            # a float32 matrix times a float64 vector would convert the whole matrix every call
+            x = x.astype(self.W.dtype, copy=False)
         return np.asarray(self.W @ x, dtype=np.float64).ravel()
 
 
