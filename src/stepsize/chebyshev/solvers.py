@@ -262,31 +262,36 @@ def _cast_steps(steps, like):
 
 
 # Sparse products with many right-hand sides are bandwidth-bound: the (n, k) iterates of a 10^4 x
-# 256 batch (20 MB each) fall out of cache between passes. Solving blocks of columns whose working
-# set (float64 x, r, c and four float32 work arrays: 40 bytes per entry) stays within this budget
-# is 2x to 4x faster per column on a 2-D grid (docs/chebyshev.md). Dense W is not split: its own
-# reads dominate, and a GEMM over all columns reads it once per iteration.
-_BLOCK_BYTES = 16 * 2**20
+# 256 batch (20 MB each) fall out of cache between passes. Solving blocks of columns whose
+# per-iteration working set stays within this budget is 2x to 4x faster per column on a 2-D grid
+# (docs/chebyshev.md; on that grid 32 float64 or 64 float32 columns beat both halving and
+# doubling the block). Dense W is not split: its own reads dominate, and a GEMM over all columns
+# reads it once per iteration.
+_BLOCK_BYTES = 12 * 2**20
 
 
-def _column_blocks(W, c, history: bool) -> list[slice] | None:
-    """Column slices for a sparse, batched, history-free solve; None to solve in one piece."""
+def _column_blocks(W, c, history: bool, entry_bytes: int) -> list[slice] | None:
+    """Column slices for a sparse, batched, history-free solve; None to solve in one piece.
+
+    ``entry_bytes`` is what one entry of a column costs per iteration over all work arrays.
+    """
     if history or not (sp.issparse(W) and isinstance(c, np.ndarray) and c.ndim == 2):
         return None
-    width = max(8, 2 ** int(np.log2(max(_BLOCK_BYTES // (40 * c.shape[0]), 1))))
+    width = max(8, 2 ** int(np.log2(max(_BLOCK_BYTES // (entry_bytes * c.shape[0]), 1))))
     if width >= c.shape[1]:
         return None
     return [slice(j, j + width) for j in range(0, c.shape[1], width)]
 
 
-def _in_column_blocks(solver, kernel, W, c, x0, *, history, warn, extra_matvecs, **options):
+def _in_column_blocks(solver, kernel, W, c, x0, *, entry_bytes, history, warn, extra_matvecs,
+                      **options):
     """Run ``kernel`` on the whole batch or block by block (:func:`_column_blocks`).
 
     Columns are independent in every method here, so blocks are exact: the merged result has
     ``x`` stacked, ``n_iter`` the largest block's, ``converged`` when every block converged, and
     the matvecs of all blocks plus ``extra_matvecs`` (the shared spectrum estimate) once.
     """
-    blocks = _column_blocks(W, c, history)
+    blocks = _column_blocks(W, c, history, entry_bytes)
     if blocks is None:
         return kernel(W, c, x0, history=history, warn=warn, extra_matvecs=extra_matvecs,
                       **options)
@@ -339,8 +344,14 @@ def gradient_descent(
         raise ValueError(f"steps must be positive, got min {steps.min():.3g}")
     n_iter, tol = _check_budget(n_iter, tol, steps.size)
     return _in_column_blocks("gradient_descent", _periodic_descent, W, c, x0, steps=steps,
-                             n_iter=n_iter, tol=tol, x_true=x_true, history=history, warn=warn,
-                             extra_matvecs=0)
+                             entry_bytes=_DESCENT_ARRAYS * c.dtype.itemsize, n_iter=n_iter,
+                             tol=tol, x_true=x_true, history=history, warn=warn, extra_matvecs=0)
+
+
+# Work arrays touched per iteration: x, r, c and the axpy buffer for periodic descent; the four
+# float32 arrays (right-hand side, correction, residual, buffer) of a mixed-precision period.
+_DESCENT_ARRAYS = 4
+_MIXED_ENTRY_BYTES = 4 * 4
 
 
 def _periodic_descent(W, c, x0, *, steps, name="gradient_descent", extra_matvecs=0, info=None,
@@ -424,24 +435,28 @@ def chebyshev_gd(
         T = check_int(T, "T", low=1)
     if tol is not None:
         tol = check_real(tol, "tol", low=0, low_inclusive=False)
-    lmin, lmax, estimation_matvecs = _spectrum_of(W, spectrum, lmin, lmax, seed)
     if mixed_precision:
         if T is not None:
             raise ValueError("T is chosen per period when mixed_precision=True; leave T=None")
+        # the float32 copy also serves the spectrum estimate: bounds need no float64 accuracy
+        W_low = _low_precision(W)
+        lmin, lmax, estimation_matvecs = _spectrum_of(W_low, spectrum, lmin, lmax, seed)
         result = _in_column_blocks(
-            "chebyshev_gd", _mixed_precision_descent, W, c, x0, lmin=lmin, lmax=lmax,
-            order=order, n_iter=n_iter, tol=tol, x_true=x_true, history=history, warn=warn,
-            extra_matvecs=estimation_matvecs)
+            "chebyshev_gd", _mixed_precision_descent, W, c, x0, entry_bytes=_MIXED_ENTRY_BYTES,
+            W_low=W_low, lmin=lmin,
+            lmax=lmax, order=order, n_iter=n_iter, tol=tol, x_true=x_true, history=history,
+            warn=warn, extra_matvecs=estimation_matvecs)
         result.info["estimation_matvecs"] = estimation_matvecs
         return result
+    lmin, lmax, estimation_matvecs = _spectrum_of(W, spectrum, lmin, lmax, seed)
     if T is None:
         T = chebyshev_period(lmin, lmax, 1e-8 if tol is None else tol)
     n_iter, tol = _check_budget(n_iter, tol, T)
     steps = chebyshev_steps(lmin, lmax, T, order=order)
     return _in_column_blocks(
         "chebyshev_gd", _periodic_descent, W, c, x0, steps=steps, name="chebyshev_gd",
-        n_iter=n_iter, tol=tol, x_true=x_true, history=history, warn=warn,
-        extra_matvecs=estimation_matvecs,
+        entry_bytes=_DESCENT_ARRAYS * c.dtype.itemsize, n_iter=n_iter, tol=tol, x_true=x_true,
+        history=history, warn=warn, extra_matvecs=estimation_matvecs,
         info={"lmin": lmin, "lmax": lmax, "T": T, "order": order,
               "estimation_matvecs": estimation_matvecs})
 
@@ -479,8 +494,8 @@ def _low_precision(W):
                     f"got {type(W).__name__}")
 
 
-def _mixed_precision_descent(W, c, x0, *, lmin, lmax, order, n_iter, tol, x_true, history,
-                             warn, extra_matvecs):
+def _mixed_precision_descent(W, c, x0, *, W_low, lmin, lmax, order, n_iter, tol, x_true,
+                             history, warn, extra_matvecs):
     r"""Chebyshev GD in float32 with float64 iterative refinement.
 
     Outer loop (float64): :math:`r_k = c - W x_k`, stop when every column's
@@ -500,7 +515,6 @@ def _mixed_precision_descent(W, c, x0, *, lmin, lmax, order, n_iter, tol, x_true
                          f"(float32 cannot resolve the system), got {lmax / lmin:.3g}")
     n_iter, tol = _check_budget(n_iter, tol, 10 * chebyshev_period(lmin, lmax, 1e-8))
     target = 1e-8 if tol is None else tol
-    W_low = _low_precision(W)
     corrections = [0]
     floor = max(_FLOAT32_REDUCTION_FLOOR, 2 * (lmax / lmin) * float(np.finfo(np.float32).eps))
     c_norms = np.maximum(_column_norms(c.reshape(c.shape[0], -1)), np.finfo(float).tiny)
