@@ -47,4 +47,7 @@ def test_benchmark_runs_and_reports(tmp_path):
     assert ours["max_kkt"] <= 1e-10
     for name, record in result["comparison"].items():
         assert record["objective_excess"] >= -1e-9, name  # no peer beats the exact prox
+    floor = result["eigh_floor"]
+    assert set(floor["best_possible_speedup"]) == set(result["comparison"]) - {
+        "stepsize prox_matrix_perspective"}
     assert entry.plot(result, tmp_path)[0].exists()
