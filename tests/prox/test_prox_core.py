@@ -223,6 +223,8 @@ def test_hard_inputs_have_certificates(path, name, sigma):
     Omega, eta, info = prox_matrix_perspective(X, y, sigma, return_info=True)
     assert np.all(np.isfinite(Omega)) and np.all(np.isfinite(eta)) and info.converged
     assert kkt_residuals(X, y, sigma, Omega, eta).max <= 1e-8
+    # Newton on log(1 + h): at most 9 steps here (Newton on h took up to 24, at sigma = 1e-6)
+    assert info.n_newton + info.n_bisection <= 10
 
 
 @pytest.mark.parametrize("scale", [1e-6, 1.0, 1e6])
@@ -233,9 +235,13 @@ def test_ill_scaled_inputs(path, scale, sigma):
     Omega, eta, info = prox_matrix_perspective(X, y, sigma, return_info=True)
     assert np.all(np.isfinite(Omega)) and info.converged
     size = max(scale, sigma)
+    # at ||X|| / sigma = 1e12 the eigenvalues of M(t*) span 12 orders of magnitude, and this
+    # prox and the brute-force reference (both right to rounding) agree to 1.5e-9 * size on
+    # this machine's BLAS, not 1e-9
+    tolerance = 1e-9 if scale / sigma <= 1e6 else 1e-8
     Omega_ref, eta_ref = dense_reference(X, y, sigma)
-    np.testing.assert_allclose(Omega, Omega_ref, rtol=0, atol=1e-9 * size)
-    np.testing.assert_allclose(eta, eta_ref, rtol=0, atol=1e-9 * size)
+    np.testing.assert_allclose(Omega, Omega_ref, rtol=0, atol=tolerance * size)
+    np.testing.assert_allclose(eta, eta_ref, rtol=0, atol=tolerance * size)
     if scale / sigma <= 1e6:
         # at ||X|| / sigma = 1e12 the duals (X - Omega) / sigma carry rounding errors of
         # relative size eps * 1e12, so the residuals measure the arithmetic, not the prox

@@ -351,8 +351,9 @@ def prox_matrix_perspective(
     -t]]`` (module docstring). Steps: rescale by ``sigma`` (``prox_{sigma phi}(v) = sigma
     prox_phi(v / sigma)``); one ``eigh`` of ``X``; the zero-region test ``lambda_max(X + y y^T /
     (2 sigma)) <= 0``; ``h(sigma) = 0`` gives ``t* = sigma`` (e.g. ``y = 0``); otherwise a
-    safeguarded semismooth Newton iteration on the bracket ``[sigma/2 - (||X||_F^2 + ||y||^2) /
-    (2 sigma), sigma]`` with bisection whenever the Newton point leaves the bracket; finally
+    safeguarded semismooth Newton iteration on ``log(1 + h / sigma)`` (same root, nearly linear
+    on both sides of it) on the bracket ``[sigma/2 - (||X||_F^2 + ||y||^2) / (2 sigma), sigma]``
+    with bisection whenever the Newton point leaves the bracket; finally
     ``S* = [M(t*)]_+`` from the arrowhead eigenvectors.
 
     Args:
@@ -431,7 +432,9 @@ def _prox(X, y, sigma, method, tol, maxiter):
 
 
 def _find_root(h, method, target, maxiter, low, info):
-    """Safeguarded Newton (or bisection) for ``h(t) = 0`` on ``[low, 1]``; returns ``(t, h(t))``.
+    """Safeguarded Newton on ``log(1 + h)`` (or bisection) for ``h(t) = 0`` on ``[low, 1]``.
+
+    Returns ``(t, h(t))``.
 
     Stops when ``|h| <= target``, when a Newton step no longer moves ``t`` (``h`` at its
     rounding level) or when the bracket has shrunk to rounding level.
@@ -441,14 +444,25 @@ def _find_root(h, method, target, maxiter, low, info):
     high = 1.0
     converged = value <= target
     iterations = 0
+    # Newton on g = log(1 + h) = log(e^T [M(t)]_- e) has the same root and is nearly linear
+    # where 1 + h ~ C / t^2 (t << 0), so it needs far fewer steps than Newton on h from the far
+    # start; where 1 + h ~ t (t >> 0) it overshoots instead, and h itself is nearly linear. So
+    # the log step runs until a step fails to reduce |h|, and plain Newton after that.
+    log_steps = True
+    upper, restarted_from = (t, value, slope), None
     while not converged and iterations < maxiter:
         if value > 0:
-            high = t
+            high, upper = t, (t, value, slope)
         else:
             low = t
         candidate = math.nan
         if method == "newton" and slope > 0:
-            candidate = t - value / slope
+            numerator = math.log1p(value) * (1.0 + value) if log_steps else value
+            candidate = t - numerator / slope
+        elif method == "newton" and upper[2] > 0 and restarted_from != upper[0]:
+            # no slope here (M(t) >= 0, h = -1: a log step overshot): plain Newton from the
+            # last point above the root, once, instead of bisecting a wide bracket
+            candidate, restarted_from = upper[0] - upper[1] / upper[2], upper[0]
         if low < candidate < high:
             if abs(candidate - t) <= 4 * _EPS * max(1.0, abs(t)):
                 converged = True
@@ -458,7 +472,9 @@ def _find_root(h, method, target, maxiter, low, info):
             candidate = 0.5 * (low + high)
             info.n_bisection += 1
         t = candidate
+        previous = abs(value)
         value, slope = h(t)
+        log_steps = log_steps and abs(value) < previous
         iterations += 1
         info.n_iter += 1
         info.history.append(abs(value))
