@@ -59,13 +59,14 @@ def test_generation_losses_match_the_note(notebook_run):
     """Note 9 E2 [COMP]: 0.333, 0.143, 1.6e-2, 7.8e-4, 5.2e-5, 3.9e-6, 3.5e-7 at g = 1, 2, 5,
     10, 15, 20, 25. Up to g = 15 our run is bitwise the numpy reference (3 digits of the oracle:
     rel 1e-2); after that, Adam's normalised updates on gradients of ~1e-7 amplify round-off,
-    and runs that differ only in summation order end 8% apart at g = 25 (3.78e-7 here vs the
-    note's 3.5e-7), so the late generations get rel 0.05 / 0.15."""
+    and runs that differ only in summation order end apart at g = 25: 3.78e-7 with torch's AVX2
+    kernels, 4.31e-7 with its AVX-512 ones (same code and seed), against the note's 3.5e-7, so
+    the late generations get rel 0.05 / 0.3."""
     losses = notebook_run.generation_loss
     assert len(losses) == 25
     for generation, value, rel in [
         (1, 0.333, 1e-2), (2, 0.143, 1e-2), (5, 1.6e-2, 5e-2), (10, 7.8e-4, 1e-2),
-        (15, 5.2e-5, 1e-2), (20, 3.9e-6, 5e-2), (25, 3.5e-7, 0.15),
+        (15, 5.2e-5, 1e-2), (20, 3.9e-6, 5e-2), (25, 3.5e-7, 0.3),
     ]:
         assert losses[generation - 1] == pytest.approx(value, rel=rel), generation
     assert all(a > b for a, b in zip(losses, losses[1:]))
