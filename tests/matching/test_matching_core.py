@@ -9,6 +9,7 @@ from scipy.optimize import linear_sum_assignment, quadratic_assignment
 from scipy.special import logsumexp
 
 from stepsize.matching import (
+    adaptive_softassign,
     adaptive_step,
     assignment_objective,
     doubly_stochastic_projection,
@@ -23,6 +24,7 @@ from stepsize.matching import (
     score_matching,
     sinkhorn,
     softassign,
+    softassign_gap_bound,
     softassign_transition,
 )
 from stepsize.matching.generators import kb_pair
@@ -167,6 +169,52 @@ def test_softassign_gap_bound():
     for beta in (1.0, 10.0, 100.0):
         gap = optimum - np.sum(X * softassign(X, beta, tol=1e-10).P)
         assert -1e-8 <= gap <= 30 * np.log(30) / beta
+
+
+def test_entropic_gap_bound_is_valid_and_tighter_than_n_log_n():
+    rng = np.random.default_rng(14)
+    X = rng.uniform(size=(30, 30))
+    optimum = np.sum(X * hungarian(X))
+    for beta in (1.0, 10.0, 100.0, 1000.0):
+        P = softassign(X, beta, tol=1e-12, max_iter=100_000).P
+        bound = softassign_gap_bound(P, beta)
+        assert optimum - np.sum(X * P) <= bound + 1e-9
+        assert bound <= 30 * np.log(30) / beta
+
+
+@pytest.mark.parametrize("epsilon", [1.0, 0.1])
+def test_adaptive_softassign_is_the_smallest_certified_doubling(epsilon):
+    rng = np.random.default_rng(15)
+    X = rng.uniform(size=(40, 40))
+    out = adaptive_softassign(X, 0.5, epsilon=epsilon, tol=1e-12, max_iter=100_000)
+    # The Hadamard-power warm starts reproduce the cold softassign at the reached beta.
+    cold = softassign(X, out.beta, tol=1e-12, max_iter=100_000).P
+    assert np.max(np.abs(out.P - cold)) < 1e-8
+    doublings = np.log2(out.beta / 0.5)
+    assert doublings == round(doublings) and doublings >= 1
+
+    def certified(beta):
+        P = softassign(X, beta, tol=1e-12, max_iter=100_000).P
+        return softassign_gap_bound(P, beta) <= epsilon * (np.sum(X * P) - X.mean() * 40)
+
+    assert certified(out.beta) and not certified(out.beta / 2)
+    # The certificate: the LAP optimum is within (1 + epsilon) of the ascent over uniform.
+    optimum = np.sum(X * hungarian(X))
+    assert optimum - X.mean() * 40 <= (1 + epsilon) * (np.sum(X * out.P) - X.mean() * 40)
+
+
+def test_adaptive_softassign_stops_at_beta_max_and_on_permutations():
+    X = np.eye(5)
+    capped = adaptive_softassign(X, 1.0, epsilon=1e-9, beta_max=8.0)
+    assert capped.beta == 8.0
+    # exp(-1000) = 0: the softassign is the permutation itself (entropy 0), no doubling helps.
+    exact = adaptive_softassign(1000 * X, 1.0, epsilon=1e-300, beta_max=1e9)
+    np.testing.assert_array_equal(exact.P, np.eye(5))
+    assert exact.beta == 1.0
+    with pytest.raises(ValueError, match="epsilon"):
+        adaptive_softassign(X, 1.0, epsilon=0.0)
+    with pytest.raises(ValueError, match="beta_max"):
+        adaptive_softassign(X, 2.0, beta_max=1.0)
 
 
 def test_dynamical_softassign_is_scale_and_shift_invariant():

@@ -12,6 +12,7 @@ TINY_EXPERIMENT = {
     "e1_noises": [0.05],
     "dspfp_max_n": 20,
     "e2_sizes": [20],
+    "e2_random_draws": 20,
     "e3_sizes": [20],
     "e3_scales": [1.0, 10.0],
     "e3_plain_betas": [0.1, 10.0],
@@ -38,6 +39,11 @@ def test_experiment_runs_and_reports(tmp_path):
     edm = [r for r in rows if r["experiment"] == "E2" and r["setting"]["kind"] == "edm"]
     assert edm[0]["fraction_c2_nonnegative"] == 1.0  # note section 3.3: EDM => c2 >= 0
     assert edm[0]["fraction_alpha_one"] == 1.0
+    # The note's random-direction sanity check (20 draws here): EDM curvature is never negative,
+    # sparse 0/1 graphs give both signs (measured 0.35; the note: 56% with 200 draws).
+    assert edm[0]["fraction_c2_nonnegative_random"] == 1.0
+    sparse01 = [r for r in rows if r["experiment"] == "E2" and r["setting"]["kind"] == "sparse01"]
+    assert 0.1 < sparse01[0]["fraction_c2_nonnegative_random"] < 0.8
     assert result["identities"]["hadamard_transition_error"] < 1e-8
     assert result["identities"]["dynamical_invariance_error"] < 1e-8
     plots = entry.plot(result, tmp_path)

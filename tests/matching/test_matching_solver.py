@@ -1,6 +1,7 @@
 """projected_fixed_point and match_graphs: monotonicity, accuracy, peers, inputs."""
 
 import itertools
+import math
 import warnings
 
 import networkx as nx
@@ -105,6 +106,43 @@ def test_matches_brute_force_optimum_on_tiny_graphs():
         faq_hits += quadratic_assignment(A, B, options={"maximize": True}).fun / 2 >= best - 1e-9
     # Measured: 5 of 10 global optima (FAQ: 1 of 10).
     assert hits >= 4 and hits >= faq_hits
+
+
+def test_asm_preset_recovers_seeded_pairs_with_few_iterations():
+    # Measured: accuracy 1.0 on both, in 5 and 4 iterations (apfp: 6 and 7); beta reaches 512
+    # on the first pair at the first iteration and stays there.
+    A, B, truth = network_pair(300, rewire=0.05, seed=3)
+    result = match_graphs(A, B, method="asm", history=True)
+    assert result.method == "asm" and result.converged
+    assert matching_accuracy(result.col_ind, truth) == 1.0
+    assert np.all(np.diff(result.history) >= -1e-9 * max(abs(result.history[-1]), 1.0))
+    # beta starts at 1 and only doubles: the trace is non-decreasing powers of two.
+    betas = np.array(result.info["beta"])
+    assert np.all(np.diff(betas) >= 0) and np.all(np.log2(betas) == np.round(np.log2(betas)))
+    assert betas[0] == 512.0
+    A, B, truth = kb_pair(200, density=1.0, noise=0.05, seed=4)
+    dense = match_graphs(A, B, method="asm")
+    assert matching_accuracy(dense.col_ind, truth) == 1.0 and dense.n_iter <= 6
+
+
+def test_apfp_restarts_from_a_soft_fixed_point_with_the_adaptive_softassign():
+    A, B, truth = edm_pair(30, kind="edm", jitter=0.02, seed=1)
+    plain = match_graphs(A, B, restart_epsilon=None)
+    assert plain.converged and plain.X.max(axis=1).mean() < 0.5  # a soft fixed point
+    result = match_graphs(A, B)
+    restart = result.info["restart"]
+    assert restart["first_objective"] == pytest.approx(plain.objective)
+    assert restart["first_n_iter"] == plain.n_iter
+    # Measured: the restart (adaptive softassign from the barycenter) scores higher and is kept;
+    # accuracy 1.0 (the first run: 0.933).
+    assert restart["kept"] == "restart" and result.objective > plain.objective
+    again = match_graphs(A, B, epsilon=1.0, beta_max=1e7)
+    assert result.n_iter == plain.n_iter + again.n_iter
+    assert result.objective == pytest.approx(again.objective)
+    assert matching_accuracy(result.col_ind, truth) == 1.0 > matching_accuracy(plain.col_ind, truth)
+    # A sharp fixed point is not restarted.
+    A, B, _ = kb_pair(50, density=1.0, noise=0.05, seed=0)
+    assert "restart" not in match_graphs(A, B).info
 
 
 def test_sparse_networkx_and_dense_inputs_agree():
@@ -212,6 +250,12 @@ def test_bad_inputs():
         projected_fixed_point(A, A, projection="greedy")
     with pytest.raises(ValueError, match="beta must be"):
         match_graphs(A, A, beta=0)
+    with pytest.raises(ValueError, match="epsilon must be"):
+        match_graphs(A, A, method="asm", epsilon=-1.0)
+    with pytest.raises(ValueError, match="need a softassign projection"):
+        match_graphs(A, A, method="ipfp", epsilon=1.0)
+    with pytest.raises(ValueError, match="finite beta_max"):
+        match_graphs(A, A, beta_max=math.inf)
     with pytest.raises(ValueError, match="init must be one of"):
         match_graphs(A, A, init="identity")
     with pytest.raises(TypeError, match="seed"):

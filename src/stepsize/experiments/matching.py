@@ -1,8 +1,9 @@
 """Reproduction of Shen, Niu, Zhu (adaptive step + dynamical softassign): experiments E1-E5.
 
 E1 adaptive vs fixed step (monotonicity, iterations); E2 alpha* = 1 on fully connected distance
-graphs vs controls; E3 softassign beta sensitivity across sizes and weight scales vs the
-dynamical softassign; E4 outliers, density and deformation (FGM protocol); E5 scalability.
+graphs vs controls (on real iterates and on random doubly stochastic directions); E3 softassign
+beta sensitivity across sizes and weight scales vs the dynamical softassign; E4 outliers,
+density and deformation (FGM protocol); E5 scalability (E4 and E5 include the asm preset).
 Every method is scored by :func:`stepsize.matching.score_matching`. The JSON field ``results``
 has one row per (experiment, setting, method): mean ``accuracy``, ``objective_ratio``, ``time``
 and ``n_iter`` over the seeds.
@@ -28,6 +29,7 @@ QUICK = {
     "e1_noises": [0.0, 0.1],
     "dspfp_max_n": 50,
     "e2_sizes": [20, 50, 100],
+    "e2_random_draws": 200,
     "e3_sizes": [20, 100],
     "e3_scales": [0.1, 1.0, 10.0],
     "e3_plain_betas": [0.01, 0.1, 1.0, 10.0, 100.0],
@@ -48,6 +50,7 @@ FULL = {
     "e1_noises": [0.0, 0.05, 0.1],
     "dspfp_max_n": 200,
     "e2_sizes": [10, 20, 50, 100, 200, 500],
+    "e2_random_draws": 200,
     "e3_sizes": [10, 20, 50, 100, 200, 500, 1000],
     "e3_scales": [0.1, 1.0, 10.0],
     "e3_plain_betas": [0.001, 0.01, 0.1, 1.0, 10.0, 100.0, 1000.0],
@@ -160,20 +163,46 @@ def _e1(config, seed) -> list[dict]:
     return rows
 
 
+def _random_direction_curvature(kind: str, n: int, draws: int, seed: int) -> float:
+    """Fraction of ``c2 = <Delta, A Delta B> / 2 >= 0`` over random doubly stochastic directions.
+
+    The research note's section 3.3 sanity check: ``Delta = D - M`` with ``M`` a random doubly
+    stochastic matrix (Sinkhorn of a U[0, 1] kernel) and ``D`` another one (even draws) or a
+    random permutation (odd draws), on a fresh ``edm_pair(n, kind)`` per draw.
+    """
+    from stepsize.matching import sinkhorn
+    from stepsize.matching.generators import edm_pair
+
+    def random_doubly_stochastic(rng):
+        return sinkhorn(np.log(rng.uniform(size=(n, n))), tol=1e-12, max_iter=10_000).P
+
+    nonnegative = 0
+    for draw in range(draws):
+        rng = np.random.default_rng(seed + draw)
+        A, B, _ = edm_pair(n, kind=kind, seed=seed + draw)
+        M = random_doubly_stochastic(rng)
+        D = random_doubly_stochastic(rng) if draw % 2 == 0 else np.eye(n)[rng.permutation(n)]
+        direction = D - M
+        nonnegative += float(np.vdot(direction, A @ direction @ B)) >= 0.0
+    return nonnegative / draws
+
+
 def _e2(config, seed) -> tuple[list[dict], dict[str, list[float]]]:
     from stepsize.matching import match_graphs
     from stepsize.matching.generators import edm_pair
 
     rows, alphas = [], {}
     for kind in ("edm", "gaussian", "knn", "sparse01"):
+        random_fraction = _random_direction_curvature(kind, 30, config["e2_random_draws"], seed)
         for n in config["e2_sizes"]:
             runs, steps, curvatures = [], [], []
             for s in range(config["seeds"]):
                 A, B, truth = edm_pair(n, kind=kind, seed=seed + s)
                 # Exact projections (tight Sinkhorn): the claim alpha* = 1 holds for doubly
-                # stochastic M and D, up to the Sinkhorn tolerance.
-                run = _evaluate(_ours(inner_tol=1e-9, inner_max_iter=20_000), A, B, truth,
-                                seed + s)
+                # stochastic M and D, up to the Sinkhorn tolerance. The v1 method alone: no
+                # restart with the adaptive softassign (EDM iterates stop soft).
+                run = _evaluate(_ours(inner_tol=1e-9, inner_max_iter=20_000,
+                                      restart_epsilon=None), A, B, truth, seed + s)
                 runs.append(run)
                 steps += run["result"].info["alpha"]
                 curvatures += run["result"].info["c2"]
@@ -182,10 +211,12 @@ def _e2(config, seed) -> tuple[list[dict], dict[str, list[float]]]:
                 "E2", {"kind": kind, "n": n}, "apfp", runs,
                 fraction_alpha_one=float(np.mean(np.asarray(steps) == 1.0)),
                 fraction_c2_nonnegative=float(np.mean(np.asarray(curvatures) >= 0.0)),
+                fraction_c2_nonnegative_random=random_fraction,
             ))
     # One more control: on EDMs the closed form must agree with alpha* = 1 at every iterate.
     A, B, _ = edm_pair(30, kind="edm", seed=seed)
-    check = match_graphs(A, B, tol=0.0, max_iter=10, inner_tol=1e-9, inner_max_iter=20_000)
+    check = match_graphs(A, B, tol=0.0, max_iter=10, inner_tol=1e-9, inner_max_iter=20_000,
+                         restart_epsilon=None)
     alphas["edm_check_min_alpha"] = [float(np.min(check.info["alpha"]))]
     return rows, alphas
 
@@ -211,8 +242,9 @@ def _e3(config, seed) -> tuple[list[dict], dict]:
                      for s in range(config["seeds"])]
             pairs = [(scale * A, scale * B, t) for A, B, t in pairs]
             setting = {"n": n, "weight_scale": scale}
+            # The softassign rules alone: no restart with the adaptive softassign.
             for beta in config["e3_plain_betas"]:
-                solver = _ours(projection="softassign", beta=beta)
+                solver = _ours(projection="softassign", beta=beta, restart_epsilon=None)
                 runs = [_evaluate(solver, A, B, t, seed) for A, B, t in pairs]
                 overflow = sum(
                     _naive_softassign_overflows(np.outer(A.sum(1), B.sum(0)) / n, beta)
@@ -221,10 +253,11 @@ def _e3(config, seed) -> tuple[list[dict], dict]:
                 rows.append(_summarize("E3", {**setting, "beta": beta}, "softassign", runs,
                                        naive_overflows=overflow))
             for beta in [*config["e3_dynamical_betas"], "auto"]:
-                runs = [_evaluate(_ours(beta=beta), A, B, t, seed) for A, B, t in pairs]
+                runs = [_evaluate(_ours(beta=beta, restart_epsilon=None), A, B, t, seed)
+                        for A, B, t in pairs]
                 rows.append(_summarize("E3", {**setting, "beta": beta},
                                        "dynamical softassign", runs))
-            runs = [_evaluate(_ours(beta=10.0, scale="max"), A, B, t, seed)
+            runs = [_evaluate(_ours(beta=10.0, scale="max", restart_epsilon=None), A, B, t, seed)
                     for A, B, t in pairs]
             rows.append(_summarize("E3", {**setting, "beta": 10.0},
                                    "dynamical softassign (max-normalized)", runs))
@@ -248,6 +281,7 @@ def _e4(config, seed) -> list[dict]:
 
     methods: dict[str, Solver] = {
         "apfp": _ours(),
+        "asm": _ours(method="asm"),
         "ipfp": _ours(method="ipfp"),
         "dspfp": _ours(method="dspfp"),
         "ga": _ours(method="ga"),
@@ -290,7 +324,7 @@ def _e5(config, seed) -> tuple[list[dict], dict]:
             else:
                 pairs = [kb_pair(n, density=density, noise=0.05, sparse=family == "sparse",
                                  seed=seed + s) for s in range(seeds)]
-            methods = {"apfp": _ours(), "ga": _ours(method="ga")}
+            methods = {"apfp": _ours(), "asm": _ours(method="asm"), "ga": _ours(method="ga")}
             if n <= config["dspfp_max_n"]:
                 methods["dspfp"] = _ours(method="dspfp")
             if n <= config["e5_faq_max_n"]:
@@ -335,10 +369,13 @@ def run(config: dict[str, Any], seed: int) -> dict[str, Any]:
               note="violations: iterations with Z(M_k+1) < Z(M_k), summed over seeds"),
         table("E2: alpha* = 1 on fully connected EDM graphs vs controls (apfp)",
               ["kind", "n", "accuracy", "Z ratio", "iterations", "time s", "frac alpha*=1",
-               "frac c2>=0"],
+               "frac c2>=0", "frac c2>=0 random"],
               [[r["setting"]["kind"], r["setting"]["n"],
-                *cells(r, "fraction_alpha_one", "fraction_c2_nonnegative")] for r in e2],
-              note="note section 3.3: EDM => c2 >= 0 => alpha* = 1 exactly"),
+                *cells(r, "fraction_alpha_one", "fraction_c2_nonnegative",
+                       "fraction_c2_nonnegative_random")] for r in e2],
+              note=("note section 3.3: EDM => c2 >= 0 => alpha* = 1 exactly; 'random': "
+                    "Delta = D - M for random doubly stochastic M and D (or a permutation D), "
+                    "n = 30, the note's sanity check")),
         table("E3: beta sensitivity, plain softassign (raw scores) vs dynamical softassign",
               ["n", "weight scale", "method", "best beta", "accuracy at best",
                "accuracy at auto", "naive overflows"],

@@ -23,14 +23,17 @@ from stepsize.matching.objective import (
 )
 from stepsize.matching.projections import (
     SinkhornResult,
+    adaptive_softassign,
     doubly_stochastic_projection,
     dynamical_softassign,
     hungarian,
     sinkhorn,
     softassign,
+    softassign_gap_bound,
     softassign_transition,
 )
 from stepsize.matching.solver import (
+    ADAPTIVE_BETA_MAX,
     METHODS,
     PROJECTIONS,
     MatchingResult,
@@ -40,12 +43,14 @@ from stepsize.matching.solver import (
 from stepsize.matching.steps import adaptive_step, fixed_step, line_search_coefficients
 
 __all__ = [
+    "ADAPTIVE_BETA_MAX",
     "METHODS",
     "PROJECTIONS",
     "Graph",
     "MatchScore",
     "MatchingResult",
     "SinkhornResult",
+    "adaptive_softassign",
     "adaptive_step",
     "as_adjacency",
     "assignment_objective",
@@ -66,6 +71,7 @@ __all__ = [
     "score_matching",
     "sinkhorn",
     "softassign",
+    "softassign_gap_bound",
     "softassign_transition",
     "write_correspondence",
 ]

@@ -22,17 +22,27 @@ Presets of :func:`match_graphs` (``METHODS``):
 ========  ======================================  ==================  ==========================
 method    projection                              step                reference
 ========  ======================================  ==================  ==========================
-apfp      dyn. softassign, beta = 10 sqrt(N)      adaptive            Shen, Niu, Zhu (default)
+apfp      dyn. softassign, beta = 10 sqrt(N);     adaptive            Shen, Niu, Zhu (default)
+          restarted with the adaptive softassign
+          if it stops at a soft fixed point
+asm       adaptive softassign (beta from 1,       adaptive            Shen, Niu, Zhu, CVPR 2024
+          doubled until epsilon = 1 holds)
 ga        softassign, beta 0.5 -> 10 (x1.075)     fixed 1             Gold & Rangarajan 1996
 ipfp      Hungarian                               adaptive            Leordeanu et al. 2009
 dspfp     doubly stochastic projection            fixed 0.5           Lu, Huang, Liu 2016
 ========  ======================================  ==================  ==========================
+
+A soft fixed point (apfp): the iteration converged with a mean row maximum of ``X`` below 1/2,
+which happens when a few large scores (the hubs of a power-law graph) set the range of the
+dynamical softassign and every other row stays nearly uniform. The restart runs the same
+iteration from the same start with the adaptive softassign (``epsilon = restart_epsilon``) and
+the matching with the higher objective is returned.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -50,8 +60,10 @@ from stepsize.matching.graphs import as_adjacency
 from stepsize.matching.objective import assignment_objective
 from stepsize.matching.projections import (
     DYNAMICAL_SCALES,
+    SinkhornResult,
+    _adaptive_softassign,
     _doubly_stochastic_projection,
-    _dynamical_softassign,
+    _dynamical_width,
     _hungarian_columns,
     _permutation_matrix,
     _sinkhorn,
@@ -59,6 +71,7 @@ from stepsize.matching.projections import (
 from stepsize.matching.steps import StepRule, adaptive_step, fixed_step
 
 __all__ = [
+    "ADAPTIVE_BETA_MAX",
     "AUTO_BETA",
     "METHODS",
     "PROJECTIONS",
@@ -68,9 +81,27 @@ __all__ = [
 ]
 
 PROJECTIONS = ("dynamical_softassign", "softassign", "hungarian", "doubly_stochastic")
+_SOFTASSIGNS = ("dynamical_softassign", "softassign")
+
+# Cap of the adaptive softassign's inverse temperature on range-normalized scores: resolves score
+# differences of 1e-7 of the range, past which softassign is the Hungarian projection.
+ADAPTIVE_BETA_MAX = 1e7
 
 METHODS: dict[str, dict[str, Any]] = {
-    "apfp": {"projection": "dynamical_softassign", "step": "adaptive", "beta": "auto"},
+    "apfp": {
+        "projection": "dynamical_softassign",
+        "step": "adaptive",
+        "beta": "auto",
+        "restart_epsilon": 1.0,
+        "beta_max": ADAPTIVE_BETA_MAX,
+    },
+    "asm": {
+        "projection": "dynamical_softassign",
+        "step": "adaptive",
+        "beta": 1.0,
+        "epsilon": 1.0,
+        "beta_max": ADAPTIVE_BETA_MAX,
+    },
     "ga": {
         "projection": "softassign",
         "step": 1.0,
@@ -85,6 +116,9 @@ METHODS: dict[str, dict[str, Any]] = {
 # beta="auto" is AUTO_BETA * sqrt(N) on the range-normalized scores: the per-size optimum of the
 # beta sweep of experiment E3 (docs/matching.md) grows about like sqrt(N).
 AUTO_BETA = 10.0
+
+# A softassign run that stops with a mean row maximum of X below this is a soft fixed point.
+_SOFT_ROW_MAX = 0.5
 
 # Below this fraction of nonzeros the products use scipy.sparse, above it dense BLAS.
 _SPARSE_DENSITY = 0.05
@@ -151,6 +185,22 @@ def _initial_matrix(init, n1: int, n2: int, size: int, rng) -> np.ndarray:
     return padded
 
 
+def _softassign(grad, beta, settings, n1, n2, warm) -> SinkhornResult:
+    """Softassign of ``grad``: dynamical (scaled by the real block) or plain, adaptive or not."""
+    # The scale comes from the real block: the zero rows or columns of the padding are constant
+    # (Sinkhorn ignores them) but would inflate the range.
+    width = (_dynamical_width(grad[:n1, :n2], settings.scale)
+             if settings.projection == "dynamical_softassign" else 1.0)
+    if width == 0.0:
+        size = grad.shape[0]
+        return SinkhornResult(np.full((size, size), 1.0 / size), 0, True, 0.0, None, beta)
+    tol, max_iter = settings.inner_tol, settings.inner_max_iter
+    if settings.epsilon is None:
+        return replace(_sinkhorn(grad * (beta / width), tol, max_iter, warm), beta=beta)
+    return _adaptive_softassign(grad, width, beta, settings.epsilon, settings.beta_max, tol,
+                                max_iter, warm)
+
+
 def _step_rule(step) -> StepRule:
     if isinstance(step, str):
         check_choice(step, "step", ("adaptive",))
@@ -172,6 +222,8 @@ def projected_fixed_point(
     scale: str = "range",
     beta_growth: float = 1.0,
     beta_max: float = math.inf,
+    epsilon: float | None = None,
+    restart_epsilon: float | None = None,
     init="barycenter",
     seed=None,
     max_iter: int = 100,
@@ -201,7 +253,18 @@ def projected_fixed_point(
         scale: normalization of the dynamical softassign, ``"range"`` (``max - min`` of the
             gradient, default) or ``"max"`` (``max |gradient|``).
         beta_growth: ``beta_k = min(beta * beta_growth**k, beta_max)`` (GA's annealing).
-        beta_max: cap of the annealed ``beta``.
+        beta_max: cap of the annealed (or adaptive) ``beta``.
+        epsilon: adaptive softassign (ASM): at every iteration ``beta`` is doubled through the
+            Hadamard power until the softassign ``D`` of the gradient ``G`` certifies
+            ``<G, Q - U> <= (1 + epsilon) <G, D - U>`` for every permutation ``Q``
+            (``U = 11^T / N``; see :func:`~stepsize.matching.adaptive_softassign`); the reached
+            ``beta`` carries over to the next iteration. Needs a finite ``beta_max``. None
+            (default): ``beta`` follows ``beta_growth`` only.
+        restart_epsilon: when the softassign iteration (``epsilon=None``) converges to a soft
+            fixed point (mean row maximum of ``X`` below 1/2), run it again from ``init`` with
+            ``epsilon=restart_epsilon`` and keep the matching with the higher objective
+            (``info["restart"]`` says which; ``n_iter`` counts both runs, ``history`` and
+            ``info`` are the kept run's). None (default): no restart.
         init: ``"barycenter"`` (``11^T / N``), ``"randomized"`` (FAQ's random start, uses
             ``seed``) or an n1 x n2 array.
         seed: int or ``numpy.random.Generator`` for ``init="randomized"``.
@@ -241,6 +304,17 @@ def projected_fixed_point(
     beta_growth = check_real(beta_growth, "beta_growth", low=1)
     if not (isinstance(beta_max, (int, float)) and beta_max > 0):
         raise ValueError(f"beta_max must be a positive number or inf, got {beta_max!r}")
+    epsilon, restart_epsilon = (
+        None if value is None else check_real(value, name, low=0, low_inclusive=False)
+        for value, name in ((epsilon, "epsilon"), (restart_epsilon, "restart_epsilon"))
+    )
+    if (epsilon, restart_epsilon) != (None, None) and (
+        projection not in _SOFTASSIGNS or math.isinf(beta_max)
+    ):
+        raise ValueError(
+            f"epsilon and restart_epsilon (adaptive softassign) need a softassign projection "
+            f"and a finite beta_max, got projection={projection!r}, beta_max={beta_max!r}"
+        )
     rng = check_rng(seed)
     max_iter = check_int(max_iter, "max_iter", low=0)
     tol = check_real(tol, "tol", low=0)
@@ -248,14 +322,73 @@ def projected_fixed_point(
     inner_max_iter = check_int(inner_max_iter, "inner_max_iter", low=1)
 
     sparse = (_nonzeros(A) + _nonzeros(B)) / (n1 * n1 + n2 * n2) < _SPARSE_DENSITY
-    A_pad, B_pad = _pad(A, size, sparse), _pad(B, size, sparse)
     linear = None
     if K is not None and lam != 0.0:
         linear = np.zeros((size, size))
         linear[:n1, :n2] = lam * K
-    M = _initial_matrix(init, n1, n2, size, rng)
+    problem = _Problem(A, B, K, lam, _pad(A, size, sparse), _pad(B, size, sparse), linear, n1,
+                       n2, sparse)
+    settings = _Settings(projection, rule, beta, scale, beta_growth, beta_max, epsilon,
+                         max_iter, tol, inner_tol, inner_max_iter)
+    start = _initial_matrix(init, n1, n2, size, rng)
+    barycenter = isinstance(init, str) and init == "barycenter"
+    result = _iterate(problem, settings, start.copy(), barycenter)
+    if (restart_epsilon is not None and epsilon is None and projection in _SOFTASSIGNS
+            and result.converged and result.info["mean_row_max"] < _SOFT_ROW_MAX):
+        again = _iterate(problem, replace(settings, epsilon=restart_epsilon), start, barycenter)
+        first = result
+        result = again if again.objective > first.objective else first
+        result.info["restart"] = {
+            "kept": "restart" if result is again else "first",
+            "first_objective": first.objective,
+            "first_n_iter": first.n_iter,
+        }
+        result.n_iter = first.n_iter + again.n_iter
+    if not result.converged and max_iter > 0:
+        warn_not_converged(f"projected_fixed_point ({projection})", result.n_iter)
+    if not history:
+        result.history = None
+    return result
 
-    if isinstance(init, str) and init == "barycenter":
+
+@dataclass(frozen=True)
+class _Problem:
+    """Validated inputs of one matching problem, padded to ``N = max(n1, n2)``."""
+
+    A: Any
+    B: Any
+    K: np.ndarray | None
+    lam: float
+    A_pad: Any
+    B_pad: Any
+    linear: np.ndarray | None
+    n1: int
+    n2: int
+    sparse: bool
+
+
+@dataclass(frozen=True)
+class _Settings:
+    """Validated options of the iteration (see :func:`projected_fixed_point`)."""
+
+    projection: str
+    rule: StepRule
+    beta: float
+    scale: str
+    beta_growth: float
+    beta_max: float
+    epsilon: float | None
+    max_iter: int
+    tol: float
+    inner_tol: float
+    inner_max_iter: int
+
+
+def _iterate(problem: _Problem, settings: _Settings, M: np.ndarray, barycenter: bool):
+    """The projected fixed-point loop from ``M`` (updated in place) and the final rounding."""
+    A_pad, B_pad, linear = problem.A_pad, problem.B_pad, problem.linear
+    n1, n2, size = problem.n1, problem.n2, M.shape[0]
+    if barycenter:
         row_sums = np.asarray(A_pad.sum(axis=1)).ravel()
         col_sums = np.asarray(B_pad.sum(axis=0)).ravel()
         quadratic = np.outer(row_sums, col_sums / size)
@@ -272,27 +405,23 @@ def projected_fixed_point(
     # Sinkhorn column potentials carried from one projection to the next: successive
     # gradients are close, so the previous scaling is a good start.
     potential = None
-    converged, message = False, f"reached max_iter = {max_iter}"
+    converged, message = False, f"reached max_iter = {settings.max_iter}"
     iteration = 0
-    for iteration in range(1, max_iter + 1):
-        beta_k = min(beta * beta_growth ** (iteration - 1), beta_max)
+    beta_k = settings.beta
+    for iteration in range(1, settings.max_iter + 1):
+        if iteration > 1:
+            beta_k = min(beta_k * settings.beta_growth, settings.beta_max)
         columns = None
-        if projection == "dynamical_softassign":
-            # The scale comes from the real block: the zero rows or columns of the padding are
-            # constant (Sinkhorn ignores them) but would inflate the range.
-            out = _dynamical_softassign(
-                grad, beta_k, scale, inner_tol, inner_max_iter, block=grad[:n1, :n2],
-                warm=potential,
-            )
+        if settings.projection in _SOFTASSIGNS:
+            out = _softassign(grad, beta_k, settings, n1, n2, potential)
             direction, inner, potential = out.P, out.n_iter, out.column_potential
-        elif projection == "softassign":
-            out = _sinkhorn(beta_k * grad, inner_tol, inner_max_iter, potential)
-            direction, inner, potential = out.P, out.n_iter, out.column_potential
-        elif projection == "hungarian":
+            beta_k = out.beta
+        elif settings.projection == "hungarian":
             columns = _hungarian_columns(grad)
             direction, inner = _permutation_matrix(columns), 1
         else:
-            direction, inner = _doubly_stochastic_projection(grad, inner_tol, inner_max_iter)
+            direction, inner = _doubly_stochastic_projection(grad, settings.inner_tol,
+                                                             settings.inner_max_iter)
         direction -= M
         # The only two products of the iteration: H = A Delta B.
         curvature = np.asarray((A_pad @ direction) @ B_pad)
@@ -300,7 +429,7 @@ def projected_fixed_point(
         c2 = 0.5 * float(np.vdot(direction, curvature))
         if columns is not None and value + c1 + c2 > best_discrete[0]:
             best_discrete = (value + c1 + c2, columns)
-        alpha = float(rule(c1, c2))
+        alpha = float(settings.rule(c1, c2))
         for key, item in zip(trace, (alpha, c1, c2, beta_k, inner)):
             trace[key].append(item)
         change = alpha * float(np.linalg.norm(direction))
@@ -313,10 +442,11 @@ def projected_fixed_point(
         if alpha == 0.0:
             converged, message = True, "the step size is 0: no ascent along the projection"
             break
-        if change <= tol * float(np.linalg.norm(M)):
-            converged, message = True, f"relative change below tol = {tol:g}"
+        if change <= settings.tol * float(np.linalg.norm(M)):
+            converged, message = True, f"relative change below tol = {settings.tol:g}"
             break
 
+    A, B, K, lam = problem.A, problem.B, problem.K, problem.lam
     rounded = _hungarian_columns(M)
     rounding = "hungarian"
     if best_discrete[1] is not None:
@@ -328,14 +458,19 @@ def projected_fixed_point(
     else:
         col_ind = _to_col_ind(rounded, n1, n2)
         objective_value = assignment_objective(A, B, col_ind, K, lam)
-    if not converged and max_iter > 0:
-        warn_not_converged(f"projected_fixed_point ({projection})", iteration)
-    info = {**trace, "relaxed_objective": value, "rounding": rounding, "sparse": sparse}
+    info = {
+        **trace,
+        "relaxed_objective": value,
+        "rounding": rounding,
+        "sparse": problem.sparse,
+        # Over the padded columns too: a node of A sent to a dummy node is not soft.
+        "mean_row_max": float(M[:n1].max(axis=1).mean()),
+    }
     return MatchingResult(
         x=M[:n1, :n2],
         n_iter=iteration,
         converged=converged,
-        history=objectives if history else None,
+        history=objectives,
         message=message,
         info=info,
         col_ind=col_ind,
@@ -355,14 +490,15 @@ def match_graphs(A, B, K=None, *, method: str = "apfp", seed=None, **options) ->
     Maximizes ``Z(M) = 1/2 tr(M^T A M B) + lam tr(M^T K)`` with one of the presets of
     ``METHODS`` (see the module docstring), run by :func:`projected_fixed_point`. The default
     ``"apfp"`` is the paper's adaptive projected fixed-point method with dynamical softassign:
-    monotone in ``Z``, two products per iteration, robust to graph size and weight units.
+    monotone in ``Z``, two products per iteration, robust to graph size and weight units, and
+    restarted with the adaptive softassign of ``"asm"`` when it stops at a soft fixed point.
 
     Args:
         A: graph 1: symmetric ndarray, scipy.sparse matrix or undirected networkx graph (nodes
             in ``list(G.nodes)`` order).
         B: graph 2, same kinds; its size may differ from A's.
         K: optional node affinity (n1 x n2).
-        method: ``"apfp"`` (default), ``"ga"``, ``"ipfp"`` or ``"dspfp"``.
+        method: ``"apfp"`` (default), ``"asm"``, ``"ga"``, ``"ipfp"`` or ``"dspfp"``.
         seed: int or Generator, used by ``init="randomized"``.
         **options: any keyword of :func:`projected_fixed_point` overriding the preset
             (``beta``, ``step``, ``max_iter``, ``tol``, ``lam``, ``init``, ``history``, ...).
@@ -380,7 +516,8 @@ def match_graphs(A, B, K=None, *, method: str = "apfp", seed=None, **options) ->
     True
 
     Reference: Shen, Niu, Zhu, "Dynamical softassign and adaptive parameter tuning for graph
-    matching", arXiv:2208.08233 (2022).
+    matching", arXiv:2208.08233 (2022); Shen, Niu, Zhu, "Adaptive softassign via
+    Hadamard-equipped Sinkhorn", CVPR 2024.
     """
     method = check_choice(method, "method", METHODS)
     settings = {**METHODS[method], **options}
