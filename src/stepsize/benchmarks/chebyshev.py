@@ -289,7 +289,7 @@ def plot(result: dict, out_dir: Path) -> list[Path]:
         values = [seconds.get((*case, method), np.nan) for case in cases]
         ax.bar(np.arange(len(cases)) + i * width, values, width, label=method)
     ax.set_xticks(np.arange(len(cases)) + 0.4 - width / 2,
-                  [f"{p}\nn={n}, kappa={kappa}" for p, n, kappa in cases], fontsize=7)
+                  [f"{p}\nn={n}\nkappa={kappa}" for p, n, kappa in cases], fontsize=7)
     ax.set(yscale="log", ylabel="seconds to relative residual 1e-10",
            title=f"float64, k = {k} right-hand sides")
     ax.legend(fontsize=7)
