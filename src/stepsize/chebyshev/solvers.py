@@ -438,14 +438,19 @@ def chebyshev_gd(
     if mixed_precision:
         if T is not None:
             raise ValueError("T is chosen per period when mixed_precision=True; leave T=None")
+        if str(c.dtype) not in ("float64", "torch.float64"):
+            raise ValueError(f"mixed_precision refines float64 solves; c has dtype {c.dtype}")
         # the float32 copy also serves the spectrum estimate: bounds need no float64 accuracy
         W_low = _low_precision(W)
         lmin, lmax, estimation_matvecs = _spectrum_of(W_low, spectrum, lmin, lmax, seed)
+        if lmax / lmin > _MIXED_PRECISION_MAX_KAPPA:
+            raise ValueError(f"mixed_precision needs lmax / lmin <= "
+                             f"{_MIXED_PRECISION_MAX_KAPPA:g} (float32 cannot resolve the "
+                             f"system), got {lmax / lmin:.3g}")
         result = _in_column_blocks(
             "chebyshev_gd", _mixed_precision_descent, W, c, x0, entry_bytes=_MIXED_ENTRY_BYTES,
-            W_low=W_low, lmin=lmin,
-            lmax=lmax, order=order, n_iter=n_iter, tol=tol, x_true=x_true, history=history,
-            warn=warn, extra_matvecs=estimation_matvecs)
+            W_low=W_low, lmin=lmin, lmax=lmax, order=order, n_iter=n_iter, tol=tol,
+            x_true=x_true, history=history, warn=warn, extra_matvecs=estimation_matvecs)
         result.info["estimation_matvecs"] = estimation_matvecs
         return result
     lmin, lmax, estimation_matvecs = _spectrum_of(W, spectrum, lmin, lmax, seed)
@@ -507,12 +512,9 @@ def _mixed_precision_descent(W, c, x0, *, W_low, lmin, lmax, order, n_iter, tol,
     so a 1e-10 solve at moderate kappa takes two periods of float32 work plus two float64
     products. The history has one entry per period. Reference: iterative refinement (Wilkinson
     1963; Moler 1967); mixed precision as in Carson & Higham (SIAM J. Sci. Comput. 2018).
+    Inputs are checked by :func:`chebyshev_gd`. ``n_iter`` caps the float32 steps; it is checked
+    after each period, so the last period may run past it.
     """
-    if str(c.dtype) not in ("float64", "torch.float64"):
-        raise ValueError(f"mixed_precision refines float64 solves; c has dtype {c.dtype}")
-    if lmax / lmin > _MIXED_PRECISION_MAX_KAPPA:
-        raise ValueError(f"mixed_precision needs lmax / lmin <= {_MIXED_PRECISION_MAX_KAPPA:g} "
-                         f"(float32 cannot resolve the system), got {lmax / lmin:.3g}")
     n_iter, tol = _check_budget(n_iter, tol, 10 * chebyshev_period(lmin, lmax, 1e-8))
     target = 1e-8 if tol is None else tol
     corrections = [0]
