@@ -28,7 +28,8 @@ The last identity is a free optimality certificate. This is Won's theorem writte
 Speed: one eigendecomposition of ``X`` (O(p^3)) turns ``M(t)`` into an arrowhead matrix whose
 corner alone depends on ``t``; every evaluation of ``h`` and ``h'`` is then a secular equation
 solved in O(p^2) (see :mod:`stepsize.prox._secular`), and ``S*`` is assembled with two matrix
-products.
+products. For small p one Householder tridiagonalization of the lifted matrix, whose corner it
+never touches, plays the same role with a LAPACK tridiagonal eigensolver per evaluation.
 
 Reference: J.-H. Won, "Proximity Operator of the Matrix Perspective Function and its
 Applications", NeurIPS 2020; author's code ``won-j/MatrixPerspective.jl``.
@@ -366,11 +367,12 @@ def prox_matrix_perspective(
     Solves ``min sigma phi(Omega, eta) + 1/2 ||Omega - X||_F^2 + 1/2 ||eta - y||^2`` through the
     root ``t*`` of ``h(t) = e^T [M(t)]_- e - sigma``, ``M(t) = [[X, y/sqrt(2)], [y^T/sqrt(2),
     -t]]`` (module docstring). Steps: rescale by ``sigma`` (``prox_{sigma phi}(v) = sigma
-    prox_phi(v / sigma)``); one ``eigh`` of ``X``; the zero-region test ``lambda_max(X + y y^T /
-    (2 sigma)) <= 0``; ``h(sigma) = 0`` gives ``t* = sigma`` (e.g. ``y = 0``); otherwise a
-    safeguarded semismooth Newton iteration on ``log(1 + h / sigma)`` (same root, nearly linear
-    on both sides of it) on the bracket ``[sigma/2 - (||X||_F^2 + ||y||^2) / (2 sigma), sigma]``
-    with bisection whenever the Newton point leaves the bracket; finally
+    prox_phi(v / sigma)``); one ``eigh`` of ``X`` (below ``p + 1 = DENSE_MAX_SIZE``, one
+    tridiagonal reduction of the lifted matrix instead); the zero-region test ``lambda_max(X + y
+    y^T / (2 sigma)) <= 0``; ``h(sigma) = 0`` gives ``t* = sigma`` (e.g. ``y = 0``); otherwise a
+    safeguarded semismooth Newton iteration, on ``log(1 + h / sigma)`` (same root) until a step
+    fails to reduce ``|h|`` and on ``h`` after that, on the bracket ``[sigma/2 - (||X||_F^2 +
+    ||y||^2) / (2 sigma), sigma]`` with bisection whenever the Newton point leaves it; finally
     ``S* = [M(t*)]_+`` from the arrowhead eigenvectors.
 
     Args:
