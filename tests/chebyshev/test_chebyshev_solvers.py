@@ -283,3 +283,12 @@ def test_chebyshev_period_reaches_the_reduction():
         T = chebyshev_period(lmin, lmax, reduction)
         assert chebyshev_bound(lmin, lmax, T) <= reduction or T == 256
         assert T == 8 or chebyshev_bound(lmin, lmax, T - 1) > 0.5 * reduction
+
+
+@pytest.mark.parametrize("args, match", [
+    ((0.0, 1.0, 1e-6), "lmin"), ((2.0, 1.0, 1e-6), "lmin must be <= lmax"),
+    ((1.0, 2.0, 0.0), "reduction"), ((1.0, 2.0, 1.5), "reduction"),
+])
+def test_chebyshev_period_bad_input(args, match):
+    with pytest.raises(ValueError, match=match):
+        chebyshev_period(*args)

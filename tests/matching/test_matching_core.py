@@ -296,3 +296,12 @@ def test_warm_started_sinkhorn_matches_cold_start():
     # The potential reproduces P: P = diag(r) exp(S) diag(exp(g)) for some r.
     scaled = np.exp(S + cold.column_potential[None, :])
     np.testing.assert_allclose(scaled / scaled.sum(axis=1, keepdims=True), cold.P, atol=1e-9)
+
+
+def test_softassign_gap_bound_bad_input():
+    with pytest.raises(ValueError, match="beta"):
+        softassign_gap_bound(np.full((2, 2), 0.5), 0.0)
+    with pytest.raises(ValueError, match="nonnegative"):
+        softassign_gap_bound(np.array([[1.5, -0.5], [-0.5, 1.5]]), 1.0)
+    with pytest.raises(ValueError, match="P"):
+        softassign_gap_bound(np.ones((2, 3)) / 3, 1.0)

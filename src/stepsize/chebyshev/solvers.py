@@ -200,9 +200,8 @@ def _drive(
     are the relative error and residual). Convergence means every column's relative residual
     :math:`\\|c - W x\\| / \\|c\\|` is at most ``tol``. Matvecs count the method's
     operator applications per column (the initial residual included). A method yields ``(x, r)``
-    after each iteration, or ``(x, r, steps)`` after ``steps`` iterations (then the history has one
-    entry per yield); ``info["corrections"]``, a one-element list the method updates, counts extra
-    operator applications per column.
+    after each iteration, or ``(x, r, steps, extra)`` after ``steps`` iterations that also spent
+    ``extra`` operator applications per column (then the history has one entry per yield).
     """
     columns = 1 if c.ndim == 1 else c.shape[1]
     c_norms = np.maximum(_column_norms(c.reshape(c.shape[0], -1)), np.finfo(float).tiny)
@@ -219,9 +218,11 @@ def _drive(
     def record(x, r):
         return (frobenius(r) if x_true is None else frobenius(x - x_true)) / initial
 
-    converged, iterations = False, 0
-    for x, r, *steps in method:
-        iterations += steps[0] if steps else 1
+    converged, iterations, extra = False, 0, 0
+    for x, r, *counts in method:
+        steps, products = counts or (1, 0)
+        iterations += steps
+        extra += products
         if history:
             trace.append(record(x, r))
         if tol is not None and np.all(_column_norms(r.reshape(r.shape[0], -1)) / c_norms <= tol):
@@ -238,10 +239,7 @@ def _drive(
         message = f"relative residual above {tol:g} after {iterations} iterations"
         if warn:
             warn_not_converged(name, iterations, f"tol={tol:g}", stacklevel=4)
-    info = info or {}
-    # a mixed-precision solve also spends one working-precision residual per period
-    corrections = info.pop("corrections", [0])[0]
-    details = {"matvecs": (iterations + 1 + corrections) * columns + extra_matvecs, **info}
+    details = {"matvecs": (iterations + 1 + extra) * columns + extra_matvecs, **(info or {})}
     return SolverResult(x=x, n_iter=iterations, converged=converged, history=trace,
                         message=message, info=details)
 
@@ -477,6 +475,8 @@ def chebyshev_period(lmin: float, lmax: float, reduction: float) -> int:
     >>> chebyshev_period(1.0, 30.0, 1e-10)
     65
     """
+    lmin, lmax = _check_interval(lmin, lmax)
+    reduction = check_real(reduction, "reduction", low=0, high=1, low_inclusive=False)
     return int(np.clip(np.ceil(np.sqrt(lmax / lmin) * np.log(2 / reduction) / 2), 8, 256))
 
 
@@ -517,7 +517,6 @@ def _mixed_precision_descent(W, c, x0, *, W_low, lmin, lmax, order, n_iter, tol,
     """
     n_iter, tol = _check_budget(n_iter, tol, 10 * chebyshev_period(lmin, lmax, 1e-8))
     target = 1e-8 if tol is None else tol
-    corrections = [0]
     floor = max(_FLOAT32_REDUCTION_FLOOR, 2 * (lmax / lmin) * float(np.finfo(np.float32).eps))
     c_norms = np.maximum(_column_norms(c.reshape(c.shape[0], -1)), np.finfo(float).tiny)
 
@@ -536,13 +535,11 @@ def _mixed_precision_descent(W, c, x0, *, W_low, lmin, lmax, order, n_iter, tol,
                 inner = _residual(W_low, rhs, d, inner)
             x += d.double() if _is_torch(d) else d
             r = _residual(W, c, x, r)
-            corrections[0] += 1
-            yield x, r, len(steps)
+            yield x, r, len(steps), 1  # one float64 residual per period
 
     return _drive("chebyshev_gd", method(), W, c, x0, n_iter=n_iter, tol=tol, x_true=x_true,
                   history=history, warn=warn, extra_matvecs=extra_matvecs,
-                  info={"lmin": lmin, "lmax": lmax, "order": order, "mixed_precision": True,
-                        "corrections": corrections})
+                  info={"lmin": lmin, "lmax": lmax, "order": order, "mixed_precision": True})
 
 
 def chebyshev_semi_iterative(

@@ -288,6 +288,13 @@ def softassign_gap_bound(P: np.ndarray, beta: float) -> float:
     >>> round(softassign_gap_bound(np.full((2, 2), 0.5), 2.0), 6)  # entropy 2 log 2, beta 2
     0.693147
     """
+    P = _check_scores(P, "P")
+    if np.any(P < 0):
+        raise ValueError(f"P must be nonnegative (a softassign), got min {P.min():.3g}")
+    return _gap_bound(P, check_real(beta, "beta", low=0, low_inclusive=False))
+
+
+def _gap_bound(P: np.ndarray, beta: float) -> float:
     return float(entr(P).sum()) / beta
 
 
@@ -351,7 +358,7 @@ def _adaptive_softassign(
     out = _sinkhorn(X * (beta / width), tol, max_iter, warm)
     iterations = out.n_iter
     while 2.0 * beta <= beta_max:
-        bound = softassign_gap_bound(out.P, beta)
+        bound = _gap_bound(out.P, beta)
         # bound = 0: P is a permutation (the beta -> inf limit); a larger beta changes nothing.
         if bound == 0.0 or bound <= epsilon * (float(np.vdot(X, out.P)) / width - uniform_value):
             break
