@@ -44,7 +44,7 @@ def test_chebyshev_gd_mse_oracle(system):
 
 def test_gd_constant_step_mse_oracle(system):
     W, lmin, lmax, X = system
-    result = gradient_descent(W, W @ X, optimal_constant_step(lmin, lmax), n_iter=25)
+    result = gradient_descent(W, W @ X, optimal_constant_step(lmin, lmax), max_iter=25)
     assert np.mean((result.x - X) ** 2) == pytest.approx(1.048e-3, rel=0.05)
 
 
@@ -53,21 +53,21 @@ def test_semi_iterative_equals_chebyshev_gd_at_T(system):
     C = W @ X[:, :20]
     for T in (5, 16, 25):
         chgd = chebyshev_gd(W, C, lmin=lmin, lmax=lmax, T=T)
-        semi = chebyshev_semi_iterative(W, C, lmin=lmin, lmax=lmax, n_iter=T)
+        semi = chebyshev_semi_iterative(W, C, lmin=lmin, lmax=lmax, max_iter=T)
         np.testing.assert_allclose(semi.x, chgd.x, rtol=0, atol=1e-9)
 
 
 def test_cg_matches_scipy(system):
     W, _, _, X = system
     c = W @ X[:, 0]
-    ours = conjugate_gradient(W, c, n_iter=30)
+    ours = conjugate_gradient(W, c, max_iter=30)
     reference = spla.cg(W, c, rtol=1e-30, atol=0, maxiter=30)[0]
     np.testing.assert_allclose(ours.x, reference, rtol=1e-8, atol=1e-10)
 
 
 def test_heavy_ball_rate(system):
     W, lmin, lmax, X = system
-    result = heavy_ball(W, W @ X[:, :10], lmin=lmin, lmax=lmax, n_iter=100, x_true=X[:, :10],
+    result = heavy_ball(W, W @ X[:, :10], lmin=lmin, lmax=lmax, max_iter=100, x_true=X[:, :10],
                         history=True)
     rate = (result.history[100] / result.history[50]) ** (1 / 50)
     assert rate == pytest.approx(0.6948, abs=0.03)
@@ -78,7 +78,7 @@ def test_tolerance_stops_and_converges_to_solve():
     c = np.random.default_rng(1).standard_normal(100)
     solution = np.linalg.solve(W, c)
     for solver in (chebyshev_gd, chebyshev_semi_iterative, heavy_ball):
-        result = solver(W, c, tol=1e-10, n_iter=2000, seed=0)
+        result = solver(W, c, tol=1e-10, max_iter=2000)
         assert result.converged, solver.__name__
         assert np.linalg.norm(W @ result.x - c) <= 1.0001e-10 * np.linalg.norm(c)
         np.testing.assert_allclose(result.x, solution, rtol=1e-7, atol=1e-8)
@@ -96,7 +96,7 @@ def test_estimated_spectrum_counts_matvecs():
 def test_non_convergence_warns(system):
     W, lmin, lmax, X = system
     with pytest.warns(ConvergenceWarning, match="did not converge"):
-        result = chebyshev_gd(W, W @ X[:, 0], lmin=lmin, lmax=lmax, T=5, n_iter=5, tol=1e-12)
+        result = chebyshev_gd(W, W @ X[:, 0], lmin=lmin, lmax=lmax, T=5, max_iter=5, tol=1e-12)
     assert not result.converged
 
 
@@ -104,7 +104,7 @@ def test_least_squares_through_normal_operator():
     A = gaussian_operator(300, 600, 12)
     X = np.random.default_rng(2).standard_normal((300, 8))
     W, c = normal_equations(A, A @ X)
-    result = chebyshev_gd(W, c, T=25, n_iter=100, seed=0)
+    result = chebyshev_gd(W, c, T=25, max_iter=100, seed=0)
     np.testing.assert_allclose(result.x, X, atol=1e-8)
 
 
@@ -112,7 +112,7 @@ def test_sparse_operator_batched():
     A = sp.random(2000, 2000, density=2e-3, random_state=0)
     W = (A @ A.T + sp.eye(2000)).tocsr()
     C = np.random.default_rng(0).standard_normal((2000, 16))
-    result = chebyshev_gd(W, C, tol=1e-8, n_iter=2000, seed=0)
+    result = chebyshev_gd(W, C, tol=1e-8, max_iter=2000, seed=0)
     assert result.converged
     reference = np.column_stack([spla.spsolve(W.tocsc(), C[:, j]) for j in range(16)])
     np.testing.assert_allclose(result.x, reference, rtol=1e-6, atol=1e-7)
@@ -130,7 +130,7 @@ def test_torch_tensors_float32_and_float64(system):
         np.testing.assert_allclose(result.x.double().numpy(), numpy_result.x, atol=tolerance)
     A = torch.tensor(gaussian_operator(300, 600, 12))
     Wn, c = normal_equations(A, A @ torch.tensor(X[:, :4]))
-    solved = chebyshev_gd(Wn, c, T=25, n_iter=100, seed=0)
+    solved = chebyshev_gd(Wn, c, T=25, max_iter=100, seed=0)
     np.testing.assert_allclose(solved.x.numpy(), X[:, :4], atol=1e-8)
 
 
@@ -139,7 +139,7 @@ def test_torch_tensors_float32_and_float64(system):
     (lambda W, c: gradient_descent(W, c[:-1], 0.1), ValueError, "c must have shape"),
     (lambda W, c: gradient_descent(W, c, 0.1, x0=np.zeros(3)), ValueError, "x0"),
     (lambda W, c: gradient_descent(W, c * np.nan, 0.1), ValueError, "c must be finite"),
-    (lambda W, c: gradient_descent(W, c, 0.1, n_iter=0), ValueError, "n_iter"),
+    (lambda W, c: gradient_descent(W, c, 0.1, max_iter=0), ValueError, "max_iter"),
     (lambda W, c: chebyshev_gd(W, c, lmin=1.0), ValueError, "both lmin and lmax"),
     (lambda W, c: chebyshev_gd(W, c, spectrum=(1, 2)), TypeError, "Spectrum"),
     (lambda W, c: chebyshev_gd(W[:, :-1], c, lmin=1, lmax=2), ValueError, "square"),
@@ -218,9 +218,9 @@ def test_mixed_precision_reaches_float64_accuracy(kind):
     X = rng.standard_normal((W.shape[0], 12))
     C = W @ X
     spectrum = estimate_spectrum(W, seed=0)
-    mixed = chebyshev_gd(W, C, spectrum=spectrum, tol=1e-10, n_iter=5000, mixed_precision=True,
+    mixed = chebyshev_gd(W, C, spectrum=spectrum, tol=1e-10, max_iter=5000, mixed_precision=True,
                          history=True)
-    plain = chebyshev_gd(W, C, spectrum=spectrum, tol=1e-10, n_iter=5000)
+    plain = chebyshev_gd(W, C, spectrum=spectrum, tol=1e-10, max_iter=5000)
     assert mixed.converged and mixed.x.dtype == np.float64
     residual = np.linalg.norm(C - W @ mixed.x, axis=0) / np.linalg.norm(C, axis=0)
     assert residual.max() <= 1e-10
@@ -236,7 +236,7 @@ def test_mixed_precision_torch():
     torch = pytest.importorskip("torch")
     W = _grid_laplacian(12, 0.1).toarray()
     X = np.random.default_rng(4).standard_normal((144, 3))
-    result = chebyshev_gd(torch.tensor(W), torch.tensor(W @ X), tol=1e-11, n_iter=5000,
+    result = chebyshev_gd(torch.tensor(W), torch.tensor(W @ X), tol=1e-11, max_iter=5000,
                           mixed_precision=True, seed=0)
     assert result.converged and result.x.dtype == torch.float64
     np.testing.assert_allclose(result.x.numpy(), X, atol=1e-9)
@@ -247,19 +247,19 @@ def test_sparse_column_blocks_are_exact(monkeypatch):
 
     W = _grid_laplacian(16, 0.2)
     C = np.random.default_rng(5).standard_normal((256, 40))
-    whole = chebyshev_gd(W, C, lmin=0.2, lmax=8.2, T=16, n_iter=48)
+    whole = chebyshev_gd(W, C, lmin=0.2, lmax=8.2, T=16, max_iter=48)
     # 16 float64 columns of four work arrays (32 float32 columns in mixed precision) per block
     monkeypatch.setattr(solvers, "_BLOCK_BYTES", 32 * 256 * 16)
-    blocked = chebyshev_gd(W, C, lmin=0.2, lmax=8.2, T=16, n_iter=48)
+    blocked = chebyshev_gd(W, C, lmin=0.2, lmax=8.2, T=16, max_iter=48)
     assert blocked.info["column_blocks"] == 3 and "column_blocks" not in whole.info
     np.testing.assert_allclose(blocked.x, whole.x, rtol=0, atol=1e-13)
     assert blocked.info["matvecs"] == whole.info["matvecs"] == 49 * 40
-    solved = chebyshev_gd(W, C, tol=1e-9, n_iter=2000, seed=0, mixed_precision=True)
+    solved = chebyshev_gd(W, C, tol=1e-9, max_iter=2000, seed=0, mixed_precision=True)
     assert solved.converged and solved.info["column_blocks"] == 2
     residual = np.linalg.norm(C - W @ solved.x, axis=0) / np.linalg.norm(C, axis=0)
     assert residual.max() <= 1e-9
     with pytest.warns(ConvergenceWarning):
-        chebyshev_gd(W, C, lmin=0.2, lmax=8.2, tol=1e-12, n_iter=3)
+        chebyshev_gd(W, C, lmin=0.2, lmax=8.2, tol=1e-12, max_iter=3)
 
 
 @pytest.mark.parametrize("call, error, match", [

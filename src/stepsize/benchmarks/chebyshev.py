@@ -75,24 +75,24 @@ def _methods(tol: float, seed: int):
     cap = 200_000
 
     def chebyshev(W, C):
-        return chebyshev_gd(W, C, tol=tol, n_iter=cap, seed=seed, warn=False)
+        return chebyshev_gd(W, C, tol=tol, max_iter=cap, seed=seed, warn=False)
 
     def chebyshev_mixed(W, C):
-        return chebyshev_gd(W, C, tol=tol, n_iter=cap, seed=seed, warn=False,
+        return chebyshev_gd(W, C, tol=tol, max_iter=cap, seed=seed, warn=False,
                             mixed_precision=True)
 
     def semi(W, C):
-        return chebyshev_semi_iterative(W, C, tol=tol, n_iter=cap, seed=seed, warn=False)
+        return chebyshev_semi_iterative(W, C, tol=tol, max_iter=cap, warn=False)
 
     def gd(W, C):
         spectrum = estimate_spectrum(W, seed=seed)
         result = gradient_descent(W, C, optimal_constant_step(spectrum.lmin, spectrum.lmax),
-                                  tol=tol, n_iter=cap, warn=False)
+                                  tol=tol, max_iter=cap, warn=False)
         result.info["matvecs"] += spectrum.matvecs
         return result
 
     def cg(W, C):
-        return conjugate_gradient(W, C, tol=tol, n_iter=cap, warn=False)
+        return conjugate_gradient(W, C, tol=tol, max_iter=cap, warn=False)
 
     return {"chebyshev_gd": chebyshev, "chebyshev_gd_mixed": chebyshev_mixed,
             "semi_iterative": semi, "gd": gd, "cg_ours": cg}
@@ -205,7 +205,7 @@ def _rate_and_stability(config, seed):
                 for source, order, lmin, lmax in cases:
                     with np.errstate(over="ignore", invalid="ignore"):  # natural overflows
                         result = chebyshev_gd(W.astype(dtype), (W @ X).astype(dtype), lmin=lmin,
-                                              lmax=lmax, T=T, n_iter=T, order=order)
+                                              lmax=lmax, T=T, max_iter=T, order=order)
                     error = _relative_error(result.x, X)
                     bound = chebyshev_bound(lmin, lmax, T)
                     rows.append({

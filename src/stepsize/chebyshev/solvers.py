@@ -29,10 +29,13 @@ import scipy.sparse as sp
 import scipy.sparse.linalg as spla
 
 from stepsize._results import SolverResult, warn_not_converged
-from stepsize._validation import check_array, check_int, check_real
+from stepsize._validation import check_array, check_choice, check_int, check_real
+from stepsize.chebyshev.preconditioning import LMAX_WIDENING, as_preconditioner, lanczos_bounds
 from stepsize.chebyshev.spectrum import Spectrum, as_matrix_or_operator, estimate_spectrum
 from stepsize.chebyshev.steps import (
+    ORDERS,
     _check_interval,
+    chebyshev_bound,
     chebyshev_steps,
     heavy_ball_parameters,
 )
@@ -231,8 +234,8 @@ def _drive(
         if iterations >= n_iter:
             break
     if tol is None:
-        converged = True
-        message = f"ran {iterations} iterations"
+        converged = None
+        message = f"ran {iterations} iterations (no tolerance tested)"
     elif converged:
         message = f"relative residual <= {tol:g} after {iterations} iterations"
     else:
@@ -244,8 +247,8 @@ def _drive(
                         message=message, info=details)
 
 
-def _check_budget(n_iter, tol, default):
-    n_iter = default if n_iter is None else check_int(n_iter, "n_iter", low=1)
+def _check_budget(max_iter, tol, default):
+    n_iter = default if max_iter is None else check_int(max_iter, "max_iter", low=1)
     if tol is not None:
         tol = check_real(tol, "tol", low=0, low_inclusive=False)
     return n_iter, tol
@@ -312,7 +315,7 @@ def _in_column_blocks(solver, kernel, W, c, x0, *, entry_bytes, history, warn, e
 
 
 def gradient_descent(
-    W, c, steps, *, x0=None, n_iter=None, tol=None, x_true=None, history=False, warn=True,
+    W, c, steps, *, x0=None, max_iter=None, tol=None, x_true=None, history=False, warn=True,
 ) -> SolverResult:
     r"""Gradient descent with a periodic step sequence on :math:`\tfrac12 x^\top W x - c^\top x`.
 
@@ -323,7 +326,7 @@ def gradient_descent(
         c: right-hand side, shape (n,) or (n, k).
         steps: a positive scalar or a sequence of T steps, repeated periodically.
         x0: starting point (zeros by default).
-        n_iter: iterations (default: one period T).
+        max_iter: iterations (default: one period T).
         tol: stop when every column's relative residual is <= tol (None: run n_iter).
         x_true: if given, the history records the relative error instead of the residual.
         history: record the per-iteration relative error (or residual).
@@ -340,7 +343,7 @@ def gradient_descent(
     steps = check_array(np.atleast_1d(np.asarray(steps, dtype=np.float64)), "steps", ndim=1)
     if np.any(steps <= 0):
         raise ValueError(f"steps must be positive, got min {steps.min():.3g}")
-    n_iter, tol = _check_budget(n_iter, tol, steps.size)
+    n_iter, tol = _check_budget(max_iter, tol, steps.size)
     return _in_column_blocks("gradient_descent", _periodic_descent, W, c, x0, steps=steps,
                              entry_bytes=_DESCENT_ARRAYS * c.dtype.itemsize, n_iter=n_iter,
                              tol=tol, x_true=x_true, history=history, warn=warn, extra_matvecs=0)
@@ -372,15 +375,10 @@ def _periodic_descent(W, c, x0, *, steps, name="gradient_descent", extra_matvecs
 
 
 def _spectrum_of(W, spectrum, lmin, lmax, seed) -> tuple[float, float, int]:
-    if spectrum is not None:
-        if not isinstance(spectrum, Spectrum):
-            raise TypeError(f"spectrum must be a Spectrum, got {type(spectrum).__name__}")
-        return spectrum.lmin, spectrum.lmax, spectrum.matvecs
-    if lmin is not None and lmax is not None:
-        lmin, lmax = _check_interval(lmin, lmax)
-        return lmin, lmax, 0
-    if lmin is not None or lmax is not None:
-        raise ValueError("give both lmin and lmax, or neither (to estimate them)")
+    """The interval given, or :func:`estimate_spectrum`'s (mixed precision and heavy ball)."""
+    given = _given_interval(spectrum, lmin, lmax)
+    if given is not None:
+        return given
     operator = W
     if _is_torch(W) or isinstance(W, NormalOperator):
         operator = spla.LinearOperator(W.shape, matvec=lambda v: _to_numpy(W @ _like(W, v)),
@@ -390,6 +388,20 @@ def _spectrum_of(W, spectrum, lmin, lmax, seed) -> tuple[float, float, int]:
         raise ValueError(f"W appears singular (estimated lmin {estimate.lmin:.3g}, lmax "
                          f"{estimate.lmax:.3g}); Chebyshev steps need lmin > 0")
     return estimate.lmin, estimate.lmax, estimate.matvecs
+
+
+def _given_interval(spectrum, lmin, lmax) -> tuple[float, float, int] | None:
+    """``(lmin, lmax, matvecs)`` from ``spectrum`` or ``lmin``/``lmax``; None to estimate."""
+    if spectrum is not None:
+        if not isinstance(spectrum, Spectrum):
+            raise TypeError(f"spectrum must be a Spectrum, got {type(spectrum).__name__}")
+        return spectrum.lmin, spectrum.lmax, spectrum.matvecs
+    if lmin is not None and lmax is not None:
+        lmin, lmax = _check_interval(lmin, lmax)
+        return lmin, lmax, 0
+    if lmin is not None or lmax is not None:
+        raise ValueError("give both lmin and lmax, or neither (to estimate them)")
+    return None
 
 
 def _like(W, v):
@@ -406,34 +418,84 @@ def _to_numpy(x):
 
 
 def chebyshev_gd(
-    W, c, *, T=None, lmin=None, lmax=None, spectrum=None, order="fractal", x0=None,
-    n_iter=None, tol=None, x_true=None, history=False, warn=True, seed=None,
+    W, c, *, M=None, T=None, lmin=None, lmax=None, spectrum=None, order="fractal", x0=None,
+    max_iter=None, tol=None, estimate_iter=15, x_true=None, history=False, warn=True, seed=None,
     mixed_precision=False,
 ) -> SolverResult:
-    r"""Chebyshev gradient descent (CHGD): periodic Chebyshev steps for ``[lmin, lmax]``.
+    r"""Chebyshev gradient descent (CHGD), optionally preconditioned.
 
-    Without ``lmin``/``lmax``/``spectrum`` the interval comes from :func:`estimate_spectrum` and
-    its matvecs are included in ``info["matvecs"]``. The period defaults to
-    :math:`T = \lceil \sqrt\kappa \,\ln(2/\epsilon)/2 \rceil` capped to [8, 256] with
-    :math:`\epsilon` = ``tol`` (or 1e-8), long enough for the per-period bound to reach
-    :math:`\epsilon`.
+    .. math::
 
-    With ``mixed_precision=True`` (float64 ``c``, a dense, sparse or torch ``W``; see
+        x_{t+1} = x_t + \gamma_{t \bmod T}\, M (c - W x_t),
+
+    with the T Chebyshev steps :math:`\gamma_t` of :func:`chebyshev_steps` for an interval
+    ``[lmin, lmax]`` holding the spectrum of :math:`M W` (of W without ``M``). One matvec and one
+    preconditioner application per step, no inner products within a period.
+
+    **Interval.** Given (``lmin``/``lmax`` or ``spectrum``), it is used as is. Otherwise the
+    solve starts with ``estimate_iter`` steps of preconditioned CG whose step lengths give the
+    Lanczos Ritz values of :math:`M W` (:mod:`stepsize.chebyshev.preconditioning`); their
+    iterate is kept, so the estimate costs no wasted matvecs. ``lmax = 1.1 theta_max`` (PETSc's
+    widening) and ``lmin = theta_min``. Ritz values lie inside the spectrum, so ``lmin`` may be
+    too high: after each period the residual reduction is compared with the Chebyshev bound, and
+    when it falls short by more than a square root (or the residual grew, which restores the
+    period's starting point and widens lmax by 1.25) another ``estimate_iter`` CG steps run
+    from the current residual, which is then rich in the eigenvectors the interval missed, and
+    the interval is widened to their Ritz values. ``info["intervals"]`` lists the intervals.
+
+    **Stopping.** With ``tol``, every column's relative residual
+    :math:`\|c - W x\| / \|c\|` (as in ``scipy.sparse.linalg.cg``) is checked once per
+    period (every step with ``history=True``), and each period's length is chosen for the
+    reduction still needed (:func:`chebyshev_period`, at most 256). Without ``max_iter`` the cap
+    is :math:`3 (k_{CG} + \lceil \sqrt\kappa\,\ln(2/\mathrm{tol})/2 \rceil) + 50` for the
+    current interval's :math:`\kappa`. Without ``tol`` it runs ``max_iter`` steps (default:
+    one period, the paper's CHGD) and reports ``converged=None``.
+
+    With ``mixed_precision=True`` (float64 ``c``, a dense, sparse or torch ``W``, no ``M``; see
     :func:`_mixed_precision_descent`) the periods run in float32 and each is corrected by one
-    float64 residual (iterative refinement): the same float64 accuracy at about half the cost
-    per iteration, since float32 products move half the bytes. ``T`` is then chosen per period.
+    float64 residual (iterative refinement).
+
+    Args:
+        W: SPD matrix (dense, sparse, torch), LinearOperator or :class:`NormalOperator`.
+        c: right-hand side, shape (n,) or (n, k).
+        M: preconditioner, an SPD approximation of :math:`W^{-1}` given as in scipy's ``cg``
+            (:func:`~stepsize.chebyshev.preconditioning.as_preconditioner`): an array, sparse
+            matrix, LinearOperator, callable, ``"jacobi"`` or a pyamg ``MultilevelSolver``.
+        T: period (default: chosen per period from ``tol``, or 1e-8 without it).
+        lmin, lmax, spectrum: the interval of :math:`M W`; estimated when not given.
+        order: step order within a period (``"fractal"`` is stable at any T).
+        x0: starting point (zeros by default).
+        max_iter: cap on iterations (CG estimation steps included).
+        tol: relative residual to reach; None runs ``max_iter`` steps.
+        estimate_iter: CG steps per estimate (each costs one matvec per column).
+        x_true, history, warn, seed: as in :func:`gradient_descent` (``seed`` is used by the
+            mixed-precision Lanczos estimate only).
+        mixed_precision: float32 periods with float64 refinement.
+
+    Returns:
+        :class:`~stepsize.SolverResult` with ``info["matvecs"]`` (estimation included),
+        ``info["lmin"]``, ``info["lmax"]`` (the final interval) and ``info["intervals"]``.
 
     >>> W = np.diag([1.0, 2.0, 4.0])
-    >>> r = chebyshev_gd(W, np.ones(3), lmin=1.0, lmax=4.0, T=3, n_iter=9)
+    >>> r = chebyshev_gd(W, np.ones(3), lmin=1.0, lmax=4.0, T=3, max_iter=9)
     >>> bool(np.allclose(r.x, [1.0, 0.5, 0.25], atol=1e-3))
     True
+    >>> A = np.diag(np.linspace(1.0, 100.0, 50))
+    >>> r = chebyshev_gd(A, np.ones(50), M="jacobi", tol=1e-10)
+    >>> r.converged, r.n_iter
+    (True, 1)
     """
     W, c, x0, x_true = _validated_system(W, c, x0, x_true)
     if T is not None:
         T = check_int(T, "T", low=1)
     if tol is not None:
         tol = check_real(tol, "tol", low=0, low_inclusive=False)
+    if max_iter is not None:
+        max_iter = check_int(max_iter, "max_iter", low=1)
+    check_choice(order, "order", ORDERS)
     if mixed_precision:
+        if M is not None:
+            raise ValueError("mixed_precision does not take a preconditioner M")
         if T is not None:
             raise ValueError("T is chosen per period when mixed_precision=True; leave T=None")
         if str(c.dtype) not in ("float64", "torch.float64"):
@@ -447,21 +509,213 @@ def chebyshev_gd(
                              f"system), got {lmax / lmin:.3g}")
         result = _in_column_blocks(
             "chebyshev_gd", _mixed_precision_descent, W, c, x0, entry_bytes=_MIXED_ENTRY_BYTES,
-            W_low=W_low, lmin=lmin, lmax=lmax, order=order, n_iter=n_iter, tol=tol,
+            W_low=W_low, lmin=lmin, lmax=lmax, order=order, n_iter=max_iter, tol=tol,
             x_true=x_true, history=history, warn=warn, extra_matvecs=estimation_matvecs)
         result.info["estimation_matvecs"] = estimation_matvecs
         return result
-    lmin, lmax, estimation_matvecs = _spectrum_of(W, spectrum, lmin, lmax, seed)
-    if T is None:
-        T = chebyshev_period(lmin, lmax, 1e-8 if tol is None else tol)
-    n_iter, tol = _check_budget(n_iter, tol, T)
-    steps = chebyshev_steps(lmin, lmax, T, order=order)
+    return _chebyshev_solve("chebyshev_gd", W, c, x0, M=M, T=T, interval=_given_interval(
+        spectrum, lmin, lmax), order=order, max_iter=max_iter, tol=tol,
+        estimate_iter=estimate_iter, x_true=x_true, history=history, warn=warn)
+
+
+def _chebyshev_solve(name, W, c, x0, *, M, T, interval, order, max_iter, tol, estimate_iter,
+                     x_true, history, warn) -> SolverResult:
+    """Shared entry of :func:`chebyshev_gd` and :func:`chebyshev_semi_iterative`."""
+    precondition = as_preconditioner(M, W)
+    estimate_iter = check_int(estimate_iter, "estimate_iter", low=1)
+    # work arrays per iteration: x, r, c and a buffer, plus M r, plus p and W p for estimation
+    arrays = 4 + (precondition is not None) + 2 * (interval is None)
     return _in_column_blocks(
-        "chebyshev_gd", _periodic_descent, W, c, x0, steps=steps, name="chebyshev_gd",
-        entry_bytes=_DESCENT_ARRAYS * c.dtype.itemsize, n_iter=n_iter, tol=tol, x_true=x_true,
-        history=history, warn=warn, extra_matvecs=estimation_matvecs,
-        info={"lmin": lmin, "lmax": lmax, "T": T, "order": order,
-              "estimation_matvecs": estimation_matvecs})
+        name, _chebyshev_periods, W, c, x0, entry_bytes=arrays * c.dtype.itemsize,
+        name=name, precondition=precondition, interval=interval, T=T, order=order,
+        estimate_iter=estimate_iter, user_cap=max_iter, n_iter=max_iter or _UNCAPPED, tol=tol,
+        x_true=x_true, history=history, warn=warn,
+        extra_matvecs=0 if interval is None else interval[2])
+
+
+_UNCAPPED = 2**62
+
+
+def _pcg_estimate(W, c, x, r, precondition, steps):
+    r"""``steps`` preconditioned CG steps from ``(x, r)``, in place, yielding after each.
+
+    Returns (through ``yield from``) the extreme Ritz values of :math:`M W` over the columns,
+    or None when no column had a nonzero residual. Raises ``ValueError`` when
+    :math:`r^\top M r < 0` (M not positive definite) or :math:`p^\top W p \le 0` (W not).
+    """
+    tiny = np.finfo(np.float64).tiny
+    z = r if precondition is None else precondition(r)
+    rz = _dot_columns(r, z)
+    _check_positive(rz, r, z, "M", "r^T M r")
+    p = _copy(z)
+    alphas, betas = [], []
+    for _ in range(steps):
+        Wp = W @ p
+        pWp = _dot_columns(p, Wp)
+        _check_positive(pWp, p, Wp, "W", "p^T W p", strict=True)
+        alpha = rz / (pWp + (pWp == 0) * tiny)
+        x += alpha * p
+        r -= alpha * Wp
+        z = r if precondition is None else precondition(r)
+        rz_next = _dot_columns(r, z)
+        _check_positive(rz_next, r, z, "M", "r^T M r")
+        beta = rz_next / (rz + (rz == 0) * tiny)
+        p = z + beta * p
+        alphas.append(_to_numpy(alpha).reshape(-1))
+        betas.append(_to_numpy(beta).reshape(-1))
+        rz = rz_next
+        yield x, r
+    return _ritz_interval(np.array(alphas), np.array(betas))
+
+
+def _check_positive(values, left, right, name, what, strict=False):
+    """Raise when an inner product that must be positive is negative beyond rounding."""
+    values = _to_numpy(values).reshape(-1)
+    scale = _column_norms(left.reshape(left.shape[0], -1)) * _column_norms(
+        right.reshape(right.shape[0], -1))
+    bad = values < -1e-12 * scale
+    if strict:
+        bad |= (values <= 0) & (scale > 0)
+    if np.any(bad):
+        value = float(values[np.argmax(bad)])
+        raise ValueError(f"{name} must be symmetric positive definite, but CG met "
+                         f"{what} = {value:.3g} ({name} is singular or indefinite)")
+
+
+def _check_nonsingular(lmin, lmax):
+    if not lmin > 1e-13 * lmax:
+        raise ValueError(f"W appears singular: the Ritz values of M W reach {lmin:.3g} against "
+                         f"{lmax:.3g}; Chebyshev steps need lmin > 0")
+
+
+def _ritz_interval(alphas, betas) -> tuple[float, float] | None:
+    """Extreme Ritz values over the columns, from each column's steps with a nonzero alpha."""
+    lows, highs = [], []
+    for column in range(alphas.shape[1]):
+        valid = int(np.argmin(alphas[:, column] > 0)) if np.any(alphas[:, column] <= 0) else (
+            alphas.shape[0])
+        if valid:
+            low, high = lanczos_bounds(alphas[:valid, column], betas[:valid, column])
+            lows.append(low)
+            highs.append(high)
+    if not lows:
+        return None
+    return min(lows), max(highs)
+
+
+def _chebyshev_period_kernel(name, W, c, x, r, precondition, lmin, lmax, T, order):
+    """One period of T Chebyshev steps from ``(x, r)``, in place, yielding after each step."""
+    if name == "chebyshev_gd":
+        gammas = _cast_steps(chebyshev_steps(lmin, lmax, T, order=order), c)
+        buffer = r * 0
+        for gamma in gammas:
+            _axpy(gamma, r if precondition is None else precondition(r), x, buffer)
+            r = _residual(W, c, x, r)
+            yield x, r
+        return
+    # three-term recurrence (Golub & Varga 1961) restarted each period; equal to the T-step
+    # periodic method at the period's end in exact arithmetic
+    theta, delta = (lmax + lmin) / 2, (lmax - lmin) / 2
+    z = r if precondition is None else precondition(r)
+    d = z / theta
+    buffer = r * 0
+    if delta == 0:  # one exact step solves a problem with a single eigenvalue
+        for _ in range(T):
+            x += d
+            r = _residual(W, c, x, r)
+            d = (r if precondition is None else precondition(r)) / theta
+            yield x, r
+        return
+    sigma = theta / delta
+    rho = 1 / sigma
+    for _ in range(T):
+        x += d
+        _axpy(-1.0, W @ d, r, buffer)
+        rho_next = 1 / (2 * sigma - rho)
+        d *= rho_next * rho
+        _axpy(2 * rho_next / delta, r if precondition is None else precondition(r), d, buffer)
+        rho = rho_next
+        yield x, r
+
+
+def _chebyshev_periods(W, c, x0, *, name, precondition, interval, T, order, estimate_iter,
+                       user_cap, n_iter, tol, x_true, history, warn, extra_matvecs):
+    """Kernel of :func:`chebyshev_gd` and :func:`chebyshev_semi_iterative` (inputs checked).
+
+    See :func:`chebyshev_gd` for the estimation, the correction of the interval and the cap.
+    """
+    c_norms = np.maximum(_column_norms(c.reshape(c.shape[0], -1)), np.finfo(float).tiny)
+    intervals = []
+    state = {"lmin": None, "lmax": None, "estimated": 0}
+
+    def relative_residual(r):
+        return float(np.max(_column_norms(r.reshape(r.shape[0], -1)) / c_norms))
+
+    def method():
+        x, r = _copy(x0), _residual(W, c, x0, c * 0)
+        done = estimated = 0
+        if interval is None:
+            ritz = yield from _pcg_estimate(W, c, x, r, precondition, estimate_iter)
+            done = estimated = state["estimated"] = estimate_iter
+            lmin, lmax = (1.0, 1.0) if ritz is None else (ritz[0], LMAX_WIDENING * ritz[1])
+            _check_nonsingular(lmin, lmax)
+        else:
+            lmin, lmax = interval[0], interval[1]
+        adaptive = interval is None and tol is not None
+        while True:
+            state["lmin"], state["lmax"] = lmin, lmax
+            intervals.append((lmin, lmax))
+            residual = relative_residual(r) if tol is not None else 1.0
+            if user_cap is None and tol is not None and done >= _derived_cap(
+                    lmin, lmax, tol, estimated):
+                return
+            period = T
+            if period is None:
+                reduction = 1e-8 if tol is None else min(max(tol / max(residual, 1e-300), 1e-16),
+                                                         0.5)
+                period = chebyshev_period(lmin, lmax, reduction)
+            if user_cap is not None:
+                period = min(period, user_cap - done)
+            saved = (_copy(x), _copy(r)) if adaptive else None
+            for x, r in _chebyshev_period_kernel(name, W, c, x, r, precondition, lmin, lmax,
+                                                 period, order):
+                if history:
+                    yield x, r
+            if not history:
+                yield x, r, period, 0
+            done += period
+            if user_cap is None and tol is None:  # no tolerance and no cap: one period
+                return
+            if not adaptive:
+                continue
+            achieved = relative_residual(r) / max(residual, 1e-300)
+            if achieved <= np.sqrt(chebyshev_bound(lmin, lmax, period)):
+                continue
+            if achieved > 1:  # lmax was too low: undo the period
+                x[...] = saved[0]
+                r[...] = saved[1]
+                lmax *= 1.25
+            ritz = yield from _pcg_estimate(W, c, x, r, precondition, estimate_iter)
+            done += estimate_iter
+            estimated += estimate_iter
+            state["estimated"] = estimated
+            if ritz is not None:
+                lmin, lmax = min(lmin, ritz[0]), max(lmax, LMAX_WIDENING * ritz[1])
+                _check_nonsingular(lmin, lmax)
+
+    result = _drive(name, method(), W, c, x0, n_iter=n_iter, tol=tol, x_true=x_true,
+                    history=history, warn=warn, extra_matvecs=extra_matvecs)
+    columns = 1 if c.ndim == 1 else c.shape[1]
+    result.info.update(lmin=state["lmin"], lmax=state["lmax"], intervals=intervals,
+                       estimation_matvecs=state["estimated"] * columns + extra_matvecs,
+                       preconditioned=precondition is not None)
+    return result
+
+
+def _derived_cap(lmin, lmax, tol, estimation_steps) -> int:
+    """Default cap with a tolerance: three times what the Chebyshev bound needs, plus 50."""
+    needed = np.ceil(np.sqrt(lmax / lmin) * np.log(2 / tol) / 2)
+    return int(3 * (estimation_steps + needed) + 50)
 
 
 def chebyshev_period(lmin: float, lmax: float, reduction: float) -> int:
@@ -543,56 +797,45 @@ def _mixed_precision_descent(W, c, x0, *, W_low, lmin, lmax, order, n_iter, tol,
 
 
 def chebyshev_semi_iterative(
-    W, c, *, lmin=None, lmax=None, spectrum=None, x0=None, n_iter=100, tol=None, x_true=None,
-    history=False, warn=True, seed=None,
+    W, c, *, M=None, lmin=None, lmax=None, spectrum=None, x0=None, max_iter=None, tol=None,
+    estimate_iter=15, x_true=None, history=False, warn=True,
 ) -> SolverResult:
     r"""Chebyshev semi-iterative method (three-term recurrence; Golub & Varga 1961).
 
     With :math:`\theta = (l_{\max} + l_{\min})/2`, :math:`\delta = (l_{\max} - l_{\min})/2`,
-    :math:`\sigma = \theta/\delta`: :math:`\rho_0 = 1/\sigma`, :math:`d_0 = r_0/\theta`, and
+    :math:`\sigma = \theta/\delta`: :math:`\rho_0 = 1/\sigma`, :math:`d_0 = M r_0/\theta`, and
 
     .. math::
 
         x_{k+1} = x_k + d_k,\quad r_{k+1} = r_k - W d_k,\quad
         \rho_{k+1} = (2\sigma - \rho_k)^{-1},\quad
-        d_{k+1} = \rho_{k+1}\rho_k d_k + \tfrac{2\rho_{k+1}}{\delta} r_{k+1}.
+        d_{k+1} = \rho_{k+1}\rho_k d_k + \tfrac{2\rho_{k+1}}{\delta} M r_{k+1}.
 
     The error after k steps is the scaled Chebyshev polynomial of degree k at *every* k, so it
-    equals :func:`chebyshev_gd` with period k at t = k, and it has no ordering issue.
+    equals :func:`chebyshev_gd` with period k at t = k, and it has no ordering issue. The
+    preconditioner, the interval estimate and its correction, the stopping rule and the cap are
+    those of :func:`chebyshev_gd`; with a tolerance the recurrence restarts at each period's end
+    (where the residual is checked).
+
+    >>> r = chebyshev_semi_iterative(np.diag([1.0, 2.0, 4.0]), np.ones(3), tol=1e-12)
+    >>> bool(np.allclose(r.x, [1.0, 0.5, 0.25]))
+    True
     """
     W, c, x0, x_true = _validated_system(W, c, x0, x_true)
-    lmin, lmax, estimation_matvecs = _spectrum_of(W, spectrum, lmin, lmax, seed)
-    n_iter, tol = _check_budget(n_iter, tol, 100)
-    theta, delta = (lmax + lmin) / 2, (lmax - lmin) / 2
-
-    def method():
-        x, r = x0, c - W @ x0
-        if delta == 0:  # one exact step solves a problem with a single eigenvalue
-            while True:
-                x = x + r / theta
-                r = c - W @ x
-                yield x, r
-        sigma = theta / delta
-        rho = 1 / sigma
-        x = _copy(x)
-        d = r / theta
-        buffer = r * 0
-        while True:
-            x += d
-            _axpy(-1.0, W @ d, r, buffer)
-            rho_next = 1 / (2 * sigma - rho)
-            d *= rho_next * rho
-            _axpy(2 * rho_next / delta, r, d, buffer)
-            rho = rho_next
-            yield x, r
-
-    return _drive("chebyshev_semi_iterative", method(), W, c, x0, n_iter=n_iter, tol=tol,
-                  x_true=x_true, history=history, warn=warn, extra_matvecs=estimation_matvecs,
-                  info={"lmin": lmin, "lmax": lmax, "estimation_matvecs": estimation_matvecs})
+    if tol is not None:
+        tol = check_real(tol, "tol", low=0, low_inclusive=False)
+    if max_iter is not None:
+        max_iter = check_int(max_iter, "max_iter", low=1)
+    interval = _given_interval(spectrum, lmin, lmax)
+    return _chebyshev_solve("chebyshev_semi_iterative", W, c, x0, M=M,
+                            T=None if tol is not None else max_iter, interval=interval,
+                            order="natural", max_iter=max_iter, tol=tol,
+                            estimate_iter=estimate_iter, x_true=x_true, history=history,
+                            warn=warn)
 
 
 def heavy_ball(
-    W, c, *, lmin=None, lmax=None, spectrum=None, x0=None, n_iter=100, tol=None, x_true=None,
+    W, c, *, lmin=None, lmax=None, spectrum=None, x0=None, max_iter=100, tol=None, x_true=None,
     history=False, warn=True, seed=None,
 ) -> SolverResult:
     r"""Polyak's heavy ball, :math:`x_{k+1} = x_k + \alpha (c - W x_k) + \beta (x_k - x_{k-1})`,
@@ -600,7 +843,7 @@ def heavy_ball(
     (and :math:`x_{-1} = x_0`)."""
     W, c, x0, x_true = _validated_system(W, c, x0, x_true)
     lmin, lmax, estimation_matvecs = _spectrum_of(W, spectrum, lmin, lmax, seed)
-    n_iter, tol = _check_budget(n_iter, tol, 100)
+    n_iter, tol = _check_budget(max_iter, tol, 100)
     alpha, beta = heavy_ball_parameters(lmin, lmax)
 
     def method():
@@ -617,32 +860,25 @@ def heavy_ball(
 
 
 def conjugate_gradient(
-    W, c, *, x0=None, n_iter=None, tol=None, x_true=None, history=False, warn=True,
+    W, c, *, M=None, x0=None, max_iter=None, tol=None, x_true=None, history=False, warn=True,
 ) -> SolverResult:
-    r"""Conjugate gradient, one independent recurrence per column of ``c`` (the reference).
+    r"""(Preconditioned) conjugate gradient, one recurrence per column of ``c`` (the reference).
 
-    Uses two inner products per iteration and no eigenvalue bounds. Columns whose residual
-    reaches zero are frozen rather than divided by zero.
+    Uses two inner products per iteration and no eigenvalue bounds; ``M`` as in
+    :func:`chebyshev_gd`. Columns whose residual reaches zero are frozen rather than divided by
+    zero. The default cap is 10 n iterations, as in scipy's ``cg``.
+
+    >>> conjugate_gradient(np.diag([1.0, 3.0]), np.ones(2), tol=1e-12).n_iter
+    2
     """
     W, c, x0, x_true = _validated_system(W, c, x0, x_true)
-    n_iter, tol = _check_budget(n_iter, tol, 10 * W.shape[0])
-    tiny = np.finfo(np.float64).tiny
+    n_iter, tol = _check_budget(max_iter, tol, 10 * W.shape[0])
+    precondition = as_preconditioner(M, W)
 
     def method():
-        x, r = x0, c - W @ x0
-        p = r
-        rr = _dot_columns(r, r)
+        x, r = _copy(x0), _residual(W, c, x0, c * 0)
         while True:
-            Wp = W @ p
-            pWp = _dot_columns(p, Wp)
-            alpha = rr / (pWp + (pWp == 0) * tiny)
-            x = x + alpha * p
-            r = r - alpha * Wp
-            rr_next = _dot_columns(r, r)
-            beta = rr_next / (rr + (rr == 0) * tiny)
-            p = r + beta * p
-            rr = rr_next
-            yield x, r
+            yield from _pcg_estimate(W, c, x, r, precondition, _UNCAPPED)
 
     return _drive("conjugate_gradient", method(), W, c, x0, n_iter=n_iter, tol=tol,
                   x_true=x_true, history=history, warn=warn)

@@ -48,17 +48,17 @@ def _mse_curves(W, X, lmin, lmax, T, spectrum_estimate, mp_edges):
     C = W @ X
     scale = float(np.mean(X**2))  # history is relative to ||X*|| because x0 = 0
     runs = {
-        "gd": gradient_descent(W, C, optimal_constant_step(lmin, lmax), n_iter=T, x_true=X,
+        "gd": gradient_descent(W, C, optimal_constant_step(lmin, lmax), max_iter=T, x_true=X,
                                history=True),
-        "heavy_ball": heavy_ball(W, C, lmin=lmin, lmax=lmax, n_iter=T, x_true=X, history=True),
+        "heavy_ball": heavy_ball(W, C, lmin=lmin, lmax=lmax, max_iter=T, x_true=X, history=True),
         "chebyshev": chebyshev_gd(W, C, lmin=lmin, lmax=lmax, T=T, x_true=X, history=True),
         "chebyshev_lanczos": chebyshev_gd(W, C, spectrum=spectrum_estimate, T=T, x_true=X,
                                           history=True),
         "chebyshev_marchenko_pastur": chebyshev_gd(W, C, lmin=mp_edges[0], lmax=mp_edges[1], T=T,
                                                    x_true=X, history=True),
-        "semi_iterative": chebyshev_semi_iterative(W, C, lmin=lmin, lmax=lmax, n_iter=T, x_true=X,
+        "semi_iterative": chebyshev_semi_iterative(W, C, lmin=lmin, lmax=lmax, max_iter=T, x_true=X,
                                                    history=True),
-        "conjugate_gradient": conjugate_gradient(W, C, n_iter=T, x_true=X, history=True),
+        "conjugate_gradient": conjugate_gradient(W, C, max_iter=T, x_true=X, history=True),
     }
     return {name: (np.asarray(r.history) ** 2 * scale).tolist() for name, r in runs.items()}
 
@@ -95,11 +95,11 @@ def _eigenbasis(samples: int, seed: int):
     def curve(result):
         return (np.asarray(result.history) ** 2 * start).tolist()
 
-    chgd = chebyshev_gd(W, zero, lmin=lmin, lmax=lmax, T=16, order="natural", x0=X0, n_iter=64,
+    chgd = chebyshev_gd(W, zero, lmin=lmin, lmax=lmax, T=16, order="natural", x0=X0, max_iter=64,
                         x_true=zero, history=True)
-    gd = gradient_descent(W, zero, optimal_constant_step(lmin, lmax), x0=X0, n_iter=64,
+    gd = gradient_descent(W, zero, optimal_constant_step(lmin, lmax), x0=X0, max_iter=64,
                           x_true=zero, history=True)
-    semi = chebyshev_semi_iterative(W, zero, lmin=lmin, lmax=lmax, x0=X0, n_iter=16, x_true=zero,
+    semi = chebyshev_semi_iterative(W, zero, lmin=lmin, lmax=lmax, x0=X0, max_iter=16, x_true=zero,
                                     history=True)
     return {"lmin": float(lmin), "lmax": float(lmax), "chebyshev": curve(chgd), "gd": curve(gd),
             "semi_iterative_16": curve(semi)[16]}
