@@ -4,6 +4,7 @@ numpy/scipy only; solvers also accept torch tensors (any device and float dtype)
 S. Takabe and T. Wadayama, arXiv:2001.05142 and arXiv:2010.13335.
 """
 
+from stepsize.chebyshev.preconditioning import as_preconditioner
 from stepsize.chebyshev.psor import chebyshev_psor, jacobi_map, jacobi_spectrum, psor
 from stepsize.chebyshev.solvers import (
     NormalOperator,
@@ -14,6 +15,7 @@ from stepsize.chebyshev.solvers import (
     gradient_descent,
     heavy_ball,
     normal_equations,
+    preconditioned_spectrum,
 )
 from stepsize.chebyshev.spectrum import Spectrum, estimate_spectrum, marchenko_pastur_edges
 from stepsize.chebyshev.steps import (
@@ -33,6 +35,7 @@ __all__ = [
     "ORDERS",
     "NormalOperator",
     "Spectrum",
+    "as_preconditioner",
     "chebyshev_bound",
     "chebyshev_gd",
     "chebyshev_period",
@@ -54,5 +57,6 @@ __all__ = [
     "optimal_constant_step",
     "optimal_rate",
     "per_step_rate",
+    "preconditioned_spectrum",
     "psor",
 ]

@@ -29,7 +29,7 @@ import scipy.sparse as sp
 import scipy.sparse.linalg as spla
 
 from stepsize._results import SolverResult, warn_not_converged
-from stepsize._validation import check_array, check_choice, check_int, check_real
+from stepsize._validation import check_array, check_choice, check_int, check_real, check_rng
 from stepsize.chebyshev.preconditioning import LMAX_WIDENING, as_preconditioner, lanczos_bounds
 from stepsize.chebyshev.spectrum import Spectrum, as_matrix_or_operator, estimate_spectrum
 from stepsize.chebyshev.steps import (
@@ -568,6 +568,50 @@ def _pcg_estimate(W, c, x, r, precondition, steps):
     return _ritz_interval(np.array(alphas), np.array(betas))
 
 
+def preconditioned_spectrum(W, M=None, *, max_matvecs=15, seed=None) -> Spectrum:
+    r"""Ritz interval of :math:`M W` from ``max_matvecs`` preconditioned CG steps.
+
+    CG runs on :math:`W x = b` from a random b, and its step lengths give the Lanczos Ritz values
+    (:func:`~stepsize.chebyshev.preconditioning.lanczos_bounds`); as in PETSc's
+    ``KSPChebyshevEstEigSet`` the returned ``lmax`` is ``1.1 * theta_max`` and ``lmin`` is
+    ``theta_min``, an *overestimate* of the smallest eigenvalue (Ritz values lie inside the
+    spectrum): suited to smoothers, which only need lmax, and to :func:`chebyshev_gd`, which
+    corrects lmin while solving. For verified bounds use :func:`estimate_spectrum`.
+
+    Args:
+        W: SPD operator (as in :func:`chebyshev_gd`).
+        M: preconditioner (as in :func:`chebyshev_gd`); None for W itself.
+        max_matvecs: CG steps (one W product and one M application each).
+        seed: seed of the random right-hand side.
+
+    Returns:
+        :class:`~stepsize.chebyshev.Spectrum` with ``method="cg-lanczos"``.
+
+    >>> s = preconditioned_spectrum(np.diag(np.arange(1.0, 11.0)), max_matvecs=10, seed=0)
+    >>> round(s.ritz_min, 6), round(s.ritz_max, 6), round(s.lmax, 6)
+    (1.0, 10.0, 11.0)
+    """
+    W, _, _, _ = _validated_system(W, np.zeros(W.shape[0]), None)
+    max_matvecs = check_int(max_matvecs, "max_matvecs", low=1)
+    b = check_rng(seed).standard_normal(W.shape[0])
+    if _is_torch(W):
+        b = _like(W, b)
+    precondition = as_preconditioner(M, W)
+    x, r = b * 0, _copy(b)
+    estimate = _pcg_estimate(W, b, x, r, precondition, max_matvecs)
+    steps = 0
+    try:
+        while True:
+            next(estimate)
+            steps += 1
+    except StopIteration as stop:
+        ritz = stop.value
+    if ritz is None:
+        raise ValueError("W has no spectrum to estimate: CG stopped at its first step")
+    return Spectrum(ritz[0], LMAX_WIDENING * ritz[1], ritz[0], ritz[1], steps, True,
+                    "cg-lanczos")
+
+
 def _check_positive(values, left, right, name, what, strict=False):
     """Raise when an inner product that must be positive is negative beyond rounding."""
     values = _to_numpy(values).reshape(-1)
@@ -677,8 +721,9 @@ def _chebyshev_periods(W, c, x0, *, name, precondition, interval, T, order, esti
             if user_cap is not None:
                 period = min(period, user_cap - done)
             saved = (_copy(x), _copy(r)) if adaptive else None
-            for x, r in _chebyshev_period_kernel(name, W, c, x, r, precondition, lmin, lmax,
-                                                 period, order):
+            kernel = _chebyshev_period_kernel(name, W, c, x, r, precondition, lmin, lmax, period,
+                                              order)
+            for x, r in kernel:  # noqa: B020 (the kernel updates x and r, maybe rebinding r)
                 if history:
                     yield x, r
             if not history:
