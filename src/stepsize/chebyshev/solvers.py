@@ -53,7 +53,7 @@ __all__ = [
 
 
 def _is_torch(value) -> bool:
-    return type(value).__module__.startswith("torch")
+    return type(value).__module__[:5] == "torch"
 
 
 class NormalOperator:
@@ -613,8 +613,13 @@ def preconditioned_spectrum(W, M=None, *, max_matvecs=15, seed=None) -> Spectrum
 
 
 def _check_positive(values, left, right, name, what, strict=False):
-    """Raise when an inner product that must be positive is negative beyond rounding."""
+    """Raise when an inner product that must be positive is negative beyond rounding.
+
+    The norms that scale the rounding allowance are computed only when a value is suspect.
+    """
     values = _to_numpy(values).reshape(-1)
+    if values.min() > 0 or (not strict and values.min() == 0):
+        return
     scale = _column_norms(left.reshape(left.shape[0], -1)) * _column_norms(
         right.reshape(right.shape[0], -1))
     bad = values < -1e-12 * scale
