@@ -1,12 +1,27 @@
 """The ``stepsize`` command.
 
     stepsize list
-    stepsize reproduce NAME|all [--quick] [--out DIR] [--seed N]
-    stepsize bench NAME|all [--quick] [--out DIR] [--seed N]
-    stepsize match G1 G2 [--method M] [--out FILE]
+    stepsize reproduce NAME|all [--quick] [--out DIR] [--seed N] [--force]
+    stepsize bench NAME|all [--quick] [--out DIR] [--seed N] [--force]
+    stepsize match G1 G2 [--method M] [--out FILE] [--force] [--max-nodes N] [--progress]
 
-Bad arguments or inputs exit with status 2 and one line on stderr; an unexpected failure exits
-with status 1 and one line (``--traceback`` shows the full traceback for debugging).
+Exit status: 0 on success; 2 for a bad argument, input file or output place, with one line on
+stderr; 1 for an internal error (a bug), with one line and a hint to rerun with
+``--traceback``, which shows the full traceback; 130 when interrupted.
+
+How the two kinds of errors are told apart: bad input is recognized only where it enters, at
+the boundary, and raised there as :class:`UsageError` (or as ``InputError`` of the matching
+command, or ``OutputError`` of :class:`stepsize.report.OutputDir`; both are ``ValueError``
+subclasses converted here). The boundary is argument parsing (argparse types name the option),
+the output folder or file (validated, locked, and checked for files that are not stepsize's
+before any work), the reading of input files (``read_graph``'s errors are caught around that
+step only) and the final writes (an ``OSError`` there names ``--out``). Everything between, the
+experiment, benchmark or matcher itself, runs on validated input: any exception it raises,
+``ValueError`` included, is reported as an internal error.
+
+Output safety of ``reproduce`` and ``bench``: see :class:`stepsize.report.OutputDir` (files
+that stepsize did not write are overwritten only with ``--force``; one run per folder at a time;
+atomic writes).
 """
 
 from __future__ import annotations
@@ -14,9 +29,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import tempfile
 import time
-from pathlib import Path
 from typing import Any
 
 from stepsize import __version__
@@ -32,18 +45,28 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(message)
 
 
-def _output_dir(path: str) -> Path:
-    out = Path(path)
+def _seed(text: str) -> int:
     try:
-        out.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=out, prefix=".write-test-"):
-            pass
-    except OSError as exc:
-        raise UsageError(f"--out {path!r} is not a writable directory ({exc.strerror})") from None
-    return out
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {text!r}")
+    return value
 
 
-def _run_entry(entry: Entry, args: argparse.Namespace, out: Path, prefix: str) -> dict[str, Any]:
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {text!r}")
+    return value
+
+
+def _run_entry(entry: Entry, args: argparse.Namespace, stage, prefix: str) -> dict[str, Any]:
+    """Run one entry and write its JSON and plots into the staging folder ``stage``."""
     from stepsize.report import format_table, write_json
 
     config = dict(entry.quick if args.quick else entry.full)
@@ -60,7 +83,10 @@ def _run_entry(entry: Entry, args: argparse.Namespace, out: Path, prefix: str) -
         ) from None
     run_s = time.perf_counter() - start
     start = time.perf_counter()
-    plots = [Path(p) for p in entry.plot(result, out)]
+    try:
+        plots = list(entry.plot(result, stage))
+    except OSError as exc:
+        raise UsageError(f"cannot write into --out {args.out!r} ({exc.strerror or exc})") from None
     plot_s = time.perf_counter() - start
     clash = {"name", "description", "config", "seed", "quick", "version", "timings", "plots"}
     clash &= set(result)
@@ -74,14 +100,16 @@ def _run_entry(entry: Entry, args: argparse.Namespace, out: Path, prefix: str) -
         "quick": args.quick,
         "version": __version__,
         "timings": {"run_s": run_s, "plot_s": plot_s},
-        "plots": [p.name for p in plots],
+        "plots": [os.path.basename(p) for p in plots],
         **result,
     }
     payload.setdefault("tables", [])
-    path = write_json(out / f"{prefix}{entry.name}.json", payload)
+    try:
+        write_json(stage / f"{prefix}{entry.name}.json", payload)
+    except OSError as exc:
+        raise UsageError(f"cannot write into --out {args.out!r} ({exc.strerror or exc})") from None
     for tab in payload["tables"]:
         print(format_table(tab), end="\n\n")
-    print(f"wrote {path} and {len(plots)} plot(s) in {run_s + plot_s:.1f} s", flush=True)
     return payload
 
 
@@ -102,48 +130,90 @@ def _cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_run(args: argparse.Namespace, registry: Registry, prefix: str) -> int:
-    entries = _selected(registry, args.name)
-    out = _output_dir(args.out)
-    payloads = [_run_entry(entry, args, out, prefix) for entry in entries]
-    if args.name == "all" and registry is EXPERIMENTS:
-        from stepsize.report import write_report
+def _commit(folder, stage, out: str) -> list:
+    try:
+        return folder.commit(stage)
+    except OSError as exc:
+        raise UsageError(f"cannot write into --out {out!r} ({exc.strerror or exc})") from None
 
-        command = "stepsize reproduce all" + (" --quick" if args.quick else "")
-        print(f"wrote {write_report(out, payloads, command)}")
+
+def _cmd_run(args: argparse.Namespace, registry: Registry, prefix: str) -> int:
+    from stepsize.report import OutputDir, OutputError, write_report
+
+    entries = _selected(registry, args.name)
+    report = args.name == "all" and registry is EXPERIMENTS
+    # Every file a run may write: its JSON and its plots, named after it by convention.
+    patterns = [f"{prefix}{e.name}{end}" for e in entries for end in (".json", ".png", "_*.png")]
+    try:
+        with OutputDir(args.out, force=args.force) as folder:
+            folder.check(patterns + (["REPORT.md"] if report else []))
+            payloads = []
+            for entry in entries:
+                start = time.perf_counter()
+                with folder.staging() as stage:
+                    payloads.append(_run_entry(entry, args, stage, prefix))
+                    written = _commit(folder, stage, args.out)
+                print(f"wrote {folder.path / f'{prefix}{entry.name}.json'} and "
+                      f"{len(written) - 1} plot(s) in {time.perf_counter() - start:.1f} s",
+                      flush=True)
+            if report:
+                command = "stepsize reproduce all" + (" --quick" if args.quick else "")
+                with folder.staging() as stage:
+                    write_report(stage, payloads, command)
+                    print(f"wrote {_commit(folder, stage, args.out)[0]}")
+    except OutputError as exc:
+        raise UsageError(str(exc)) from None
     return 0
 
 
 def _cmd_match(args: argparse.Namespace) -> int:
     try:
-        from stepsize.matching import cli_match
+        from stepsize.matching._cli import InputError, cli_match
     except ImportError:
         raise UsageError("graph matching is not available in this installation") from None
-    return cli_match(args)
+    try:
+        return cli_match(args)
+    except InputError as exc:
+        raise UsageError(str(exc)) from None
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="stepsize", description=__doc__.split("\n\n")[0])
     parser.add_argument("--version", action="version", version=f"stepsize {__version__}")
-    parser.add_argument("--traceback", action="store_true", help="show tracebacks of failures")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--traceback", action="store_true", default=argparse.SUPPRESS,
+                        help="show the full traceback of an internal error")
+    parser.add_argument("--traceback", action="store_true",
+                        help="show the full traceback of an internal error")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
-    commands.add_parser("list", help="list experiments and benchmarks")
+    commands.add_parser("list", help="list experiments and benchmarks", parents=[common])
     for name, help_text in (("reproduce", "run a paper reproduction"),
                             ("bench", "run a side-by-side benchmark")):
-        sub = commands.add_parser(name, help=help_text)
+        sub = commands.add_parser(name, help=help_text, parents=[common])
         sub.add_argument("name", help="registered name, or 'all'")
         sub.add_argument("--quick", action="store_true", help="the small configuration")
         sub.add_argument("--out", default="results", help="output directory (default: results)")
-        sub.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+        sub.add_argument("--seed", type=_seed, default=0, help="random seed >= 0 (default: 0)")
+        sub.add_argument("--force", action="store_true",
+                         help="overwrite files in --out that stepsize did not write")
 
-    match = commands.add_parser("match", help="match two graph files")
-    match.add_argument("graph1", help="edge list (u v [w]), .npz adjacency or GraphML")
-    match.add_argument("graph2")
-    match.add_argument("--method", default="apfp", help="apfp (default), ga, ipfp, dspfp, ...")
-    match.add_argument("--seed", type=int, default=0)
-    match.add_argument("--out", default=None, help="CSV file for the correspondence")
+    match = commands.add_parser("match", help="match two graph files", parents=[common],
+                                description="Match the nodes of two undirected graph files "
+                                "and print or write the correspondence as CSV.")
+    match.add_argument("graph1", help="edge list ('u v [w]' or 'u' lines, '#' comments, an "
+                       "optional header line), .npz adjacency or .graphml")
+    match.add_argument("graph2", help="same formats")
+    match.add_argument("--method", default="apfp", help="apfp (default), asm, ga, ipfp, dspfp")
+    match.add_argument("--seed", type=_seed, default=0, help="random seed >= 0 (default: 0)")
+    match.add_argument("--out", default=None,
+                       help="CSV file for the correspondence (default: stdout)")
     match.add_argument("--force", action="store_true", help="overwrite an existing --out file")
+    match.add_argument("--max-nodes", type=_positive, default=None,
+                       help="largest graph accepted (default: the largest N whose estimated "
+                       "80 N^2 bytes fit in the smaller of 8 GiB and half the RAM)")
+    match.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                       help="iteration counter on stderr (default: when stderr is a terminal)")
     return parser
 
 
@@ -163,19 +233,24 @@ def main(argv: list[str] | None = None) -> int:
     except UsageError as exc:
         print(f"stepsize: error: {exc}", file=sys.stderr)
         return 2
-    except (ValueError, TypeError, FileNotFoundError) as exc:
-        if show_traceback:
-            raise
-        print(f"stepsize: error: {exc}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
         print("stepsize: interrupted", file=sys.stderr)
         return 130
+    except MemoryError:
+        print("stepsize: error: out of memory (for `stepsize match`, --max-nodes bounds the "
+              "graph size by the memory estimate)", file=sys.stderr)
+        return 1
+    except BrokenPipeError:
+        # The reader of stdout went away (`stepsize match ... | head`): stop quietly.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 141
     except Exception as exc:  # noqa: BLE001 - the CLI never shows a traceback unless asked
         if show_traceback:
             raise
-        print(f"stepsize: error: {type(exc).__name__}: {exc} (rerun with --traceback)",
-              file=sys.stderr)
+        message = str(exc).splitlines()[0] if str(exc) else ""
+        print(f"stepsize: internal error: {type(exc).__name__}: {message} (a bug; rerun with "
+              f"--traceback for the full traceback)", file=sys.stderr)
         return 1
 
 
