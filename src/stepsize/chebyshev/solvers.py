@@ -30,6 +30,7 @@ import scipy.sparse.linalg as spla
 
 from stepsize._results import SolverResult, warn_not_converged
 from stepsize._validation import check_array, check_choice, check_int, check_real, check_rng
+from stepsize.chebyshev._torch_support import BatchedMatrices, torch_extensions
 from stepsize.chebyshev.preconditioning import LMAX_WIDENING, as_preconditioner, lanczos_bounds
 from stepsize.chebyshev.spectrum import Spectrum, as_matrix_or_operator, estimate_spectrum
 from stepsize.chebyshev.steps import (
@@ -93,19 +94,34 @@ def normal_equations(A, y) -> tuple[NormalOperator, object]:
 
 
 def _check_torch(tensor, name: str):
+    """A torch operand: on a real device, real float32/float64 (ints become float64), finite."""
     import torch
 
-    if not torch.isfinite(tensor).all():
+    if tensor.device.type == "meta":
+        raise ValueError(f"{name} is on the meta device and has no values to solve with")
+    if tensor.is_complex():
+        raise TypeError(f"{name} must be real, got {tensor.dtype}; Chebyshev steps need a real "
+                        f"SPD system (solve the real and imaginary parts of c separately)")
+    if tensor.dtype in (torch.float16, torch.bfloat16):
+        raise TypeError(f"{name} has dtype {tensor.dtype}, whose 8- to 11-bit mantissa cannot "
+                        f"resolve a linear solve; cast with .float() (mixed_precision=True "
+                        f"refines float32 periods to float64 accuracy)")
+    if not tensor.is_floating_point():
+        tensor = tensor.double()
+    if not bool(torch.isfinite(tensor).all()):
         raise ValueError(f"{name} must be finite, but it has NaN or infinite entries")
-    return tensor if tensor.is_floating_point() else tensor.double()
+    return tensor
 
 
 def _validated_vector(value, name: str, like):
-    """Check ``c``, ``x0`` or ``x_true``: finite, floating, and (but for c) shaped like ``like``."""
+    """Check ``c``, ``x0`` or ``x_true``: finite, real floating, and shaped like ``like``."""
     if _is_torch(value):
         value = _check_torch(value, name)
     else:
         value = check_array(value, name, ndim=(1, 2), dtype=None)
+        if value.dtype.kind == "c":
+            raise TypeError(f"{name} must be real, got {value.dtype}; Chebyshev steps need a "
+                            f"real SPD system (solve the real and imaginary parts separately)")
         if value.dtype.kind != "f":
             value = value.astype(np.float64)
     if like is not None and tuple(value.shape) != tuple(like.shape):
@@ -116,6 +132,11 @@ def _validated_vector(value, name: str, like):
 
 def _validated_system(W, c, x0, x_true=None):
     """Check the operator and vectors once; return W, c, the starting point and x_true."""
+    operand = W.A if isinstance(W, NormalOperator) else W
+    operand = operand.W if isinstance(operand, BatchedMatrices) else operand
+    if _is_torch(operand) != _is_torch(c):
+        raise TypeError(f"W and c must both be torch tensors or neither, got "
+                        f"{type(operand).__name__} and {type(c).__name__}")
     if _is_torch(W):
         if W.ndim != 2 or W.shape[0] != W.shape[1]:
             raise ValueError(f"W must be a square matrix, got shape {tuple(W.shape)}")
@@ -123,12 +144,15 @@ def _validated_system(W, c, x0, x_true=None):
         gap = float((W - W.T).abs().max())
         if gap > 1e-6 * max(float(W.abs().max()), np.finfo(float).tiny):
             raise ValueError(f"W must be symmetric: max |W - W^T| = {gap:.3g}")
-    elif not isinstance(W, NormalOperator):
+    elif not isinstance(W, (NormalOperator, BatchedMatrices)):
         W = as_matrix_or_operator(W)
     c = _validated_vector(c, "c", None)
     if c.ndim not in (1, 2) or c.shape[0] != W.shape[0]:
         raise ValueError(f"c must have shape ({W.shape[0]},) or ({W.shape[0]}, k), got "
                          f"{tuple(c.shape)}")
+    if _is_torch(W) and (W.device != c.device or W.dtype != c.dtype):
+        raise ValueError(f"W and c must share device and dtype, got {W.device}/{W.dtype} and "
+                         f"{c.device}/{c.dtype}")
     x0 = c * 0 if x0 is None else _validated_vector(x0, "x0", c)
     if x_true is not None:
         x_true = _validated_vector(x_true, "x_true", c)
@@ -417,6 +441,7 @@ def _to_numpy(x):
     return x.detach().cpu().numpy().astype(np.float64) if _is_torch(x) else np.asarray(x)
 
 
+@torch_extensions
 def chebyshev_gd(
     W, c, *, M=None, T=None, lmin=None, lmax=None, spectrum=None, order="fractal", x0=None,
     max_iter=None, tol=None, estimate_iter=15, x_true=None, history=False, warn=True, seed=None,
@@ -846,6 +871,7 @@ def _mixed_precision_descent(W, c, x0, *, W_low, lmin, lmax, order, n_iter, tol,
                   info={"lmin": lmin, "lmax": lmax, "order": order, "mixed_precision": True})
 
 
+@torch_extensions
 def chebyshev_semi_iterative(
     W, c, *, M=None, lmin=None, lmax=None, spectrum=None, x0=None, max_iter=None, tol=None,
     estimate_iter=15, x_true=None, history=False, warn=True,
@@ -909,6 +935,7 @@ def heavy_ball(
                   info={"alpha": alpha, "beta": beta})
 
 
+@torch_extensions
 def conjugate_gradient(
     W, c, *, M=None, x0=None, max_iter=None, tol=None, x_true=None, history=False, warn=True,
 ) -> SolverResult:
