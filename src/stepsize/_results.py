@@ -25,7 +25,8 @@ class SolverResult:
     Attributes:
         x: the final iterate (numpy array or torch tensor, as the input was).
         n_iter: iterations performed.
-        converged: whether the stopping tolerance was met.
+        converged: whether the stopping tolerance was met; None when no tolerance was tested
+            (a fixed number of iterations was asked for).
         history: per-iteration diagnostics (e.g. relative residual or error), when requested.
         message: a human-readable reason for stopping.
         info: solver-specific extras (matvec counts, step sizes, ...).
@@ -33,7 +34,7 @@ class SolverResult:
 
     x: Any
     n_iter: int
-    converged: bool
+    converged: bool | None
     history: list[float] | None = None
     message: str = ""
     info: dict[str, Any] = field(default_factory=dict)

@@ -175,9 +175,9 @@ def test_psor_jacobi_factors_match_note():
     x0 = np.random.default_rng(0).standard_normal((512, 4))
     zero = np.zeros_like(x0)
     f = jacobi_map(P, zero)
-    cheb = chebyshev_psor(f, x0, lmin=spectrum.lmin, lmax=spectrum.lmax, T=8, n_iter=24,
+    cheb = chebyshev_psor(f, x0, lmin=spectrum.lmin, lmax=spectrum.lmax, T=8, max_iter=24,
                           x_true=zero, history=True)
-    constant = psor(f, x0, optimal_constant_step(spectrum.lmin, spectrum.lmax), n_iter=24,
+    constant = psor(f, x0, optimal_constant_step(spectrum.lmin, spectrum.lmax), max_iter=24,
                     x_true=zero, history=True)
     bound = chebyshev_bound(spectrum.lmin, spectrum.lmax, 8)
     assert cheb.history[8] <= bound * 1.0001 and cheb.history[24] <= bound**3 * 1.0001

@@ -24,8 +24,8 @@ import numpy as np
 import scipy.sparse as sp
 import scipy.sparse.linalg as spla
 
-from stepsize._results import SolverResult
-from stepsize._validation import check_array, check_int
+from stepsize._results import SolverResult, warn_not_converged
+from stepsize._validation import check_array, check_int, check_real
 from stepsize.chebyshev.spectrum import Spectrum, as_matrix_or_operator, estimate_spectrum
 from stepsize.chebyshev.steps import chebyshev_steps
 
@@ -33,8 +33,8 @@ __all__ = ["chebyshev_psor", "jacobi_map", "jacobi_spectrum", "psor"]
 
 
 def psor(
-    fixed_point_map: Callable, x0, omegas, *, n_iter: int | None = None, x_true=None,
-    history: bool = False,
+    fixed_point_map: Callable, x0, omegas, *, max_iter: int | None = None, tol=None,
+    x_true=None, history: bool = False, warn: bool = True,
 ) -> SolverResult:
     r"""Periodic over-relaxation :math:`x_{k+1} = x_k + \omega_{k \bmod T}(f(x_k) - x_k)`.
 
@@ -42,13 +42,19 @@ def psor(
         fixed_point_map: f, mapping an array of the shape of ``x0`` to the same shape.
         x0: starting point.
         omegas: a positive scalar or T relaxation factors, repeated periodically.
-        n_iter: iterations (default T).
+        max_iter: iterations (default T).
+        tol: stop when the relative fixed-point residual
+            :math:`\|f(x_k) - x_k\| / \|f(x_0) - x_0\|` is at most ``tol``; None runs
+            ``max_iter`` iterations and reports ``converged=None`` (nothing was tested).
+        warn: warn with :class:`~stepsize.ConvergenceWarning` when ``tol`` is not met.
         x_true: the fixed point; the history then holds :math:`\|x_k - x^\star\| / \|x_0 -
             x^\star\|`, otherwise the relative fixed-point residual :math:`\|f(x_k) - x_k\|`.
-        history: record the per-iteration values (k = 0..n_iter).
+        history: record the per-iteration values (k = 0..max_iter).
 
-    >>> psor(lambda x: 0.5 * x, np.ones(2), 2.0, n_iter=1).x.tolist()
+    >>> psor(lambda x: 0.5 * x, np.ones(2), 2.0, max_iter=1).x.tolist()
     [0.0, 0.0]
+    >>> psor(lambda x: x + 1, np.ones(2), 0.5, max_iter=50, tol=1e-8, warn=False).converged
+    False
     """
     if not callable(fixed_point_map):
         raise TypeError(f"fixed_point_map must be callable, got {type(fixed_point_map).__name__}")
@@ -56,7 +62,9 @@ def psor(
     omegas = check_array(np.atleast_1d(np.asarray(omegas, dtype=np.float64)), "omegas", ndim=1)
     if np.any(omegas <= 0):
         raise ValueError(f"omegas must be positive, got min {omegas.min():.3g}")
-    n_iter = omegas.size if n_iter is None else check_int(n_iter, "n_iter", low=1)
+    n_iter = omegas.size if max_iter is None else check_int(max_iter, "max_iter", low=1)
+    if tol is not None:
+        tol = check_real(tol, "tol", low=0, low_inclusive=False)
     if x_true is not None:
         x_true = check_array(x_true, "x_true", shape=x0.shape)
         scale = max(float(np.linalg.norm(x0 - x_true)), np.finfo(float).tiny)
@@ -73,19 +81,35 @@ def psor(
         return float(np.linalg.norm(image - x)) / first_residual
 
     trace = [measure(x, image)] if history else None
+    converged = None
+    iterations = 0
     for k in range(n_iter):
         x = x + omegas[k % omegas.size] * (image - x)
         image = np.asarray(fixed_point_map(x))
+        iterations = k + 1
         if history:
             trace.append(measure(x, image))
-    return SolverResult(x=x, n_iter=n_iter, converged=True, history=trace,
-                        message=f"ran {n_iter} iterations",
-                        info={"omegas": omegas, "map_evaluations": n_iter + 1})
+        if tol is not None and float(np.linalg.norm(image - x)) <= tol * first_residual:
+            converged = True
+            break
+    if tol is None:
+        message = f"ran {iterations} iterations (no tolerance tested)"
+    elif converged:
+        message = f"relative fixed-point residual <= {tol:g} after {iterations} iterations"
+    else:
+        converged = False
+        message = f"relative fixed-point residual above {tol:g} after {iterations} iterations"
+        if warn:
+            warn_not_converged("psor", iterations, f"tol={tol:g}")
+    return SolverResult(x=x, n_iter=iterations, converged=converged, history=trace,
+                        message=message,
+                        info={"omegas": omegas, "map_evaluations": iterations + 1})
 
 
 def chebyshev_psor(
-    fixed_point_map: Callable, x0, *, lmin: float, lmax: float, T: int, n_iter: int | None = None,
-    order: str = "fractal", x_true=None, history: bool = False,
+    fixed_point_map: Callable, x0, *, lmin: float, lmax: float, T: int,
+    max_iter: int | None = None, tol=None, order: str = "fractal", x_true=None,
+    history: bool = False, warn: bool = True,
 ) -> SolverResult:
     r"""PSOR with the T Chebyshev omegas of ``[lmin, lmax]``, the spectrum of :math:`I - J`.
 
@@ -93,7 +117,8 @@ def chebyshev_psor(
     :func:`~stepsize.chebyshev.chebyshev_steps`.
     """
     omegas = chebyshev_steps(lmin, lmax, T, order=order)
-    result = psor(fixed_point_map, x0, omegas, n_iter=n_iter or T, x_true=x_true, history=history)
+    result = psor(fixed_point_map, x0, omegas, max_iter=max_iter or T, tol=tol, x_true=x_true,
+                  history=history, warn=warn)
     result.info.update(lmin=lmin, lmax=lmax, T=T, order=order)
     return result
 

@@ -47,11 +47,11 @@ def run(config: dict, seed: int) -> dict:
     X0 = np.random.default_rng(seed).standard_normal((n, config["samples"]))
     omega = optimal_constant_step(lmin, lmax)
     runs = {
-        "jacobi": psor(fixed_point_map, X0, 1.0, n_iter=iterations, x_true=zero, history=True),
-        "constant": psor(fixed_point_map, X0, omega, n_iter=iterations, x_true=zero,
+        "jacobi": psor(fixed_point_map, X0, 1.0, max_iter=iterations, x_true=zero, history=True),
+        "constant": psor(fixed_point_map, X0, omega, max_iter=iterations, x_true=zero,
                          history=True),
         "chebyshev": chebyshev_psor(fixed_point_map, X0, lmin=lmin, lmax=lmax, T=T,
-                                    n_iter=iterations, x_true=zero, history=True),
+                                    max_iter=iterations, x_true=zero, history=True),
     }
     curves = {name: list(r.history) for name, r in runs.items()}
     measured = {name: curve[iterations] ** (1 / iterations) for name, curve in curves.items()}
