@@ -6,10 +6,13 @@ learning-rate decay without restarts, weight decay ``1e-4`` at 4 and 8 bits, low
 already scaled by ``g``) and, here, without weight decay. Optional knowledge distillation uses a
 full-precision teacher at temperature 1, with the standard and distillation losses weighted 1:1.
 
-Training checkpoints after every epoch and resumes from the checkpoint; the data order of each
+Training checkpoints after every epoch (through :mod:`stepsize._checkpoint`: ``weights_only``
+loading, a content hash, atomic writes) and resumes from the checkpoint; the data order of each
 epoch depends only on ``(seed, epoch)``, so an interrupted and resumed run equals an uninterrupted
-one. Under ``torch.distributed`` the model is wrapped in DDP, each process takes its share of every
-epoch's permutation, and only rank 0 writes the checkpoint.
+one. The checkpoint records every setting that changes the result, including fingerprints of the
+data, the model's structure and the teacher, and refuses to resume a run with other ones. Under
+``torch.distributed`` the model is wrapped in DDP, each process takes its share of every epoch's
+permutation, and only rank 0 writes the checkpoint.
 
 Reference: Esser et al., "Learned Step Size Quantization", ICLR 2020.
 """
@@ -26,13 +29,21 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from stepsize._checkpoint import (
+    check_checkpoint_path,
+    fingerprint,
+    load_checkpoint,
+    module_fingerprint,
+    restoring,
+    save_checkpoint,
+)
 from stepsize._progress import progress_bar
 from stepsize._validation import check_choice, check_int, check_real, describe
 from stepsize.quantization.layers import quant_layers, step_size_parameters
 
 __all__ = ["TrainingResult", "default_weight_decay", "evaluate", "train_model"]
 
-_CHECKPOINT_FORMAT = "stepsize.quantization.train_model/1"
+_CHECKPOINT_KIND = "stepsize.quantization.train_model"
 
 
 def default_weight_decay(bits: int | None) -> float:
@@ -121,12 +132,6 @@ def _loss(logits, targets, teacher_logits, temperature):
     return 0.5 * loss + 0.5 * distill
 
 
-def _save_atomically(payload: dict, path: Path) -> None:
-    temporary = path.with_name(path.name + ".tmp")
-    torch.save(payload, temporary)
-    os.replace(temporary, path)
-
-
 def train_model(
     model: nn.Module,
     data: tuple[torch.Tensor, torch.Tensor],
@@ -165,9 +170,12 @@ def train_model(
         schedule: ``"cosine"`` or ``"constant"``.
         teacher: a full-precision model for knowledge distillation (optional).
         temperature: distillation temperature.
-        checkpoint: file written after every epoch; with ``resume`` an existing one is loaded
-            and training continues from its epoch.
-        resume: resume from ``checkpoint`` if it exists (its settings must match).
+        checkpoint: file written (atomically) after every epoch; with ``resume`` an existing one
+            is loaded and training continues from its epoch.
+        resume: resume from ``checkpoint`` if it exists. Its settings must match: every argument
+            above but ``model``'s weights, ``callback`` and ``progress``, with ``data`` and
+            ``teacher`` compared by content hash and ``model`` by structure (layers, sizes, bit
+            widths, dtypes); the world size too.
         seed: seed of the data order.
         callback: called as ``callback(step, model)`` after every optimizer step.
         progress: show a progress bar (None: only on a terminal).
@@ -176,6 +184,8 @@ def train_model(
         A :class:`TrainingResult`.
 
     Raises:
+        ValueError: for a bad argument, or a checkpoint that is corrupt, foreign, or written with
+            other settings (the message names the file and the settings that differ).
         FloatingPointError: if the loss becomes NaN or infinite (the message says where).
 
     Example:
@@ -200,7 +210,12 @@ def train_model(
     momentum = check_real(momentum, "momentum", low=0, high=1, high_inclusive=False)
     check_choice(schedule, "schedule", ("cosine", "constant"))
     temperature = check_real(temperature, "temperature", low=0, low_inclusive=False)
+    if teacher is not None and not isinstance(teacher, nn.Module):
+        raise TypeError(f"teacher must be a torch.nn.Module or None, got {describe(teacher)}")
     seed = check_int(seed, "seed", low=0)
+    checkpoint_path = check_checkpoint_path(checkpoint)
+    if not isinstance(resume, bool):
+        raise TypeError(f"resume must be a bool, got {describe(resume)}")
     base = model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
     if weight_decay is None:
         bits = [layer.weight_quantizer.bits for _, layer in quant_layers(base)]
@@ -217,26 +232,22 @@ def train_model(
     else:
         opt = torch.optim.Adam(groups, lr=lr)
 
-    settings = dict(epochs=epochs, lr=lr, batch_size=batch_size, optimizer=optimizer,
-                    momentum=momentum, weight_decay=weight_decay, schedule=schedule, seed=seed,
-                    world_size=world, examples=len(inputs))
-    result = TrainingResult(epochs=0, steps=0, checkpoint=None)
-    if checkpoint is not None:
-        result.checkpoint = Path(checkpoint)
-        if resume and result.checkpoint.exists():
-            state = torch.load(result.checkpoint, map_location=inputs.device, weights_only=False)
-            if state.get("format") != _CHECKPOINT_FORMAT:
-                raise ValueError(f"checkpoint {str(checkpoint)!r} was not written by train_model")
-            changed = {k: (state["settings"].get(k), v) for k, v in settings.items()
-                       if state["settings"].get(k) != v}
-            if changed:
-                raise ValueError(
-                    f"checkpoint {str(checkpoint)!r} has different settings (saved, now): {changed}"
-                )
-            base.load_state_dict(state["model"])
-            opt.load_state_dict(state["optimizer"])
-            result.epochs, result.steps = state["epoch"], state["step"]
-            result.losses = list(state["losses"])
+    result = TrainingResult(epochs=0, steps=0, checkpoint=checkpoint_path)
+    if checkpoint_path is not None:
+        settings = dict(
+            epochs=epochs, lr=lr, batch_size=batch_size, optimizer=optimizer, momentum=momentum,
+            weight_decay=weight_decay, schedule=schedule, seed=seed, world_size=world,
+            examples=len(inputs), data=fingerprint(inputs, targets),
+            model=module_fingerprint(base, weights=False), temperature=temperature,
+            teacher=None if teacher is None else module_fingerprint(teacher, weights=True),
+        )
+        if resume and checkpoint_path.exists():
+            state = load_checkpoint(checkpoint_path, kind=_CHECKPOINT_KIND, settings=settings)
+            with restoring(checkpoint_path):
+                base.load_state_dict(state["model"])
+                opt.load_state_dict(state["optimizer"])
+                result.epochs, result.steps = int(state["epoch"]), int(state["step"])
+                result.losses = [float(loss) for loss in state["losses"]]
             result.resumed_from_epoch = result.epochs
 
     batches_per_epoch = len(_epoch_batches(len(inputs), batch_size, seed, 0, rank, world))
@@ -275,14 +286,12 @@ def train_model(
         result.losses.append(total / count)
         result.epochs = epoch + 1
         bar.set_postfix(loss=f"{result.losses[-1]:.4f}")
-        if result.checkpoint is not None:
+        if checkpoint_path is not None:
             if rank == 0:
-                _save_atomically(
-                    dict(format=_CHECKPOINT_FORMAT, settings=settings, epoch=result.epochs,
-                         step=result.steps, losses=result.losses, model=base.state_dict(),
-                         optimizer=opt.state_dict()),
-                    result.checkpoint,
-                )
+                state = dict(epoch=result.epochs, step=result.steps, losses=result.losses,
+                             model=base.state_dict(), optimizer=opt.state_dict())
+                save_checkpoint(checkpoint_path, kind=_CHECKPOINT_KIND, settings=settings,
+                                state=state)
             if world > 1:
                 torch.distributed.barrier()
     if teacher is not None:

@@ -18,9 +18,12 @@ is an unbiased estimate of the population loss
 with :math:`\lambda_i` the eigenvalues of :math:`A^\top A`. Training on :math:`L_g` directly
 (float64, O(gn) per step) reproduces the notebook's minibatch training in about a second.
 
-Checkpoints are written after every generation (atomically) and ``resume=True`` continues from
-the last one: parameters, optimizer state, the ``torch.Generator`` state and the history are
-restored, so a resumed run equals an uninterrupted one bit for bit.
+Checkpoints are written after every generation through :mod:`stepsize._checkpoint`
+(``weights_only`` loading, a content hash, atomic writes) and ``resume=True`` continues from the
+last one: parameters, optimizer state, the ``torch.Generator`` state and the history are
+restored, so a resumed run equals an uninterrupted one bit for bit. The checkpoint records the
+model, its operator (data hash and its response to a fixed probe), the initial steps, the seed and
+every training setting, and refuses to resume a run that differs in any of them.
 
 Reference: S. Takabe and T. Wadayama, arXiv:2001.05142 (incremental training, Section 2);
 notebook ``DUGD_LMS_example.ipynb`` in github.com/wadayama/Chebyshev.
@@ -28,7 +31,6 @@ notebook ``DUGD_LMS_example.ipynb`` in github.com/wadayama/Chebyshev.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import time
 from collections.abc import Callable
@@ -38,6 +40,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from stepsize._checkpoint import (
+    check_checkpoint_path,
+    fingerprint,
+    load_checkpoint,
+    restoring,
+    save_checkpoint,
+)
 from stepsize._progress import progress_bar
 from stepsize._validation import check_choice, check_int, check_real, describe
 from stepsize.chebyshev import contraction_factor
@@ -45,7 +54,11 @@ from stepsize.unfolding.models import UnfoldedGD, UnfoldedPSOR
 
 __all__ = ["TrainingResult", "train_expected_loss", "train_incremental"]
 
-_CHECKPOINT_FORMAT = "stepsize.unfolding.checkpoint/1"
+_CHECKPOINT_KIND = "stepsize.unfolding"
+_HINTS = {
+    "initial_parameter": " (resume with a freshly built model: this one's steps differ from the "
+    "initial steps of that run, e.g. because it was already trained)",
+}
 _OPTIMIZERS = {"adam": torch.optim.Adam, "sgd": torch.optim.SGD}
 
 
@@ -79,15 +92,10 @@ def _expected_loss(gammas: torch.Tensor, eigenvalues: torch.Tensor, n_layers: in
     return factors.prod(dim=0).square().mean()
 
 
-def _hash_tensor(tensor: torch.Tensor) -> str:
-    data = tensor.detach().cpu().contiguous().numpy().tobytes()
-    return hashlib.sha256(data).hexdigest()[:16]
-
-
 def _generator(seed) -> tuple[torch.Generator, str]:
     """A torch.Generator from an int, a Generator (used in place) or None, and its description."""
     if isinstance(seed, torch.Generator):
-        return seed, "generator:" + _hash_tensor(seed.get_state())
+        return seed, "generator:" + fingerprint(seed.get_state())
     if seed is None:
         generator = torch.Generator()
         generator.seed()
@@ -107,56 +115,6 @@ def _learned_parameter(model) -> torch.nn.Parameter:
 def _effective(model) -> np.ndarray:
     parameter = _learned_parameter(model).detach().cpu().to(torch.float64)
     return (parameter.abs() if isinstance(model, UnfoldedGD) else parameter).numpy()
-
-
-def _check_checkpoint_path(checkpoint) -> Path | None:
-    if checkpoint is None:
-        return None
-    if not isinstance(checkpoint, (str, os.PathLike)):
-        raise TypeError(f"checkpoint must be a path or None, got {describe(checkpoint)}")
-    path = Path(checkpoint)
-    if not path.parent.is_dir():
-        raise ValueError(f"checkpoint directory {path.parent} does not exist")
-    return path
-
-
-def _save_checkpoint(path: Path, state: dict) -> None:
-    temporary = path.with_name(path.name + ".tmp")
-    try:
-        torch.save(state, temporary)
-        os.replace(temporary, path)
-    except OSError as exc:
-        raise OSError(f"cannot write checkpoint {path}: {exc}") from exc
-
-
-def _load_checkpoint(path: Path, config: dict) -> dict:
-    """Read and check a checkpoint; every failure names the file and the reason."""
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises many types for truncated or foreign files
-        raise ValueError(
-            f"checkpoint {path} is corrupted or not a stepsize checkpoint "
-            f"({type(exc).__name__}: {exc}); delete it or pass resume=False"
-        ) from exc
-    if not isinstance(state, dict) or state.get("format") != _CHECKPOINT_FORMAT:
-        raise ValueError(
-            f"checkpoint {path} is not a stepsize.unfolding checkpoint (format "
-            f"{state.get('format') if isinstance(state, dict) else type(state).__name__!r})"
-        )
-    saved = state.get("config", {})
-    for key, value in config.items():
-        if saved.get(key) != value:
-            hint = (
-                " (resume with a freshly built model: this one's steps differ from the initial "
-                "steps of that run, e.g. because it was already trained)"
-                if key == "initial_parameter" else ""
-            )
-            raise ValueError(
-                f"checkpoint {path} was written for a different configuration: {key} is "
-                f"{saved.get(key)!r} there but {value!r} here{hint}; pass resume=False or "
-                "another file"
-            )
-    return state
 
 
 @dataclass
@@ -184,13 +142,15 @@ def _run_generations(
     eigenvalues: np.ndarray | None,
 ) -> TrainingResult:
     """The loop shared by both trainers: generations, checkpoints, resume, progress."""
+    if not isinstance(resume, bool):
+        raise TypeError(f"resume must be a bool, got {describe(resume)}")
     parameter = _learned_parameter(model)
     opt = _OPTIMIZERS[optimizer]([parameter], lr=lr)
     history = _History([], [] if eigenvalues is not None else None)
     start = 0
     if checkpoint is not None and resume and checkpoint.exists():
-        state = _load_checkpoint(checkpoint, config)
-        try:
+        state = load_checkpoint(checkpoint, kind=_CHECKPOINT_KIND, settings=config, hints=_HINTS)
+        with restoring(checkpoint):
             with torch.no_grad():
                 parameter.copy_(state["parameter"].to(parameter))
             opt.load_state_dict(state["optimizer"])
@@ -198,11 +158,6 @@ def _run_generations(
                 generator.set_state(state["generator"])
             history = _History(**state["history"])
             start = int(state["generation"])
-        except (KeyError, RuntimeError, TypeError, ValueError) as exc:
-            raise ValueError(
-                f"checkpoint {checkpoint} has the right configuration but unreadable contents "
-                f"({type(exc).__name__}: {exc}); delete it or pass resume=False"
-            ) from exc
     resumed_from = start
     bar = progress_bar(
         range(start, generations), progress=progress, total=generations, initial=start,
@@ -230,9 +185,7 @@ def _run_generations(
         history.wall_time_s += time.perf_counter() - began
         bar.set_postfix(loss=f"{last_loss:.3e}")
         if checkpoint is not None:
-            _save_checkpoint(checkpoint, {
-                "format": _CHECKPOINT_FORMAT,
-                "config": config,
+            save_checkpoint(checkpoint, kind=_CHECKPOINT_KIND, settings=config, state={
                 "generation": generation + 1,
                 "parameter": parameter.detach().cpu().clone(),
                 "optimizer": opt.state_dict(),
@@ -252,6 +205,25 @@ def _run_generations(
     )
 
 
+def _operator_fingerprint(model) -> str:
+    """The operator's own fingerprint (data hash) or the fixed point, with the response of the
+    map the training unrolls (A^T A for DUGD, the fixed-point map for PSOR) to a fixed probe, so
+    that callable operators and maps are told apart too."""
+    parameter = _learned_parameter(model)
+    if isinstance(model, UnfoldedGD):
+        n, label = model.operator.n, model.operator.fingerprint()
+    else:
+        n, label = model.fixed_point.shape[0], "psor:" + fingerprint(model.fixed_point)
+    generator = torch.Generator().manual_seed(0)
+    probe = torch.randn(2, n, generator=generator, dtype=parameter.dtype).to(parameter.device)
+    with torch.no_grad():
+        if isinstance(model, UnfoldedGD):
+            response = model.operator.adjoint(model.operator.apply(probe))
+        else:
+            response = model.fixed_point_map(probe)
+    return f"{label}:{fingerprint(response)}"
+
+
 def _common_config(model, kind, generations, steps_per_generation, lr, optimizer, incremental):
     parameter = _learned_parameter(model)
     generations = model.T if generations is None else check_int(generations, "generations", low=1)
@@ -260,16 +232,12 @@ def _common_config(model, kind, generations, steps_per_generation, lr, optimizer
     check_choice(optimizer, "optimizer", tuple(_OPTIMIZERS))
     if not isinstance(incremental, bool):
         raise TypeError(f"incremental must be a bool, got {describe(incremental)}")
-    if isinstance(model, UnfoldedGD):
-        operator = model.operator.fingerprint()
-    else:
-        operator = "psor:" + _hash_tensor(model.fixed_point.to(torch.float64))
     config = {
         "trainer": kind,
         "model": type(model).__name__,
         "T": model.T,
-        "operator": operator,
-        "initial_parameter": _hash_tensor(parameter),
+        "operator": _operator_fingerprint(model),
+        "initial_parameter": fingerprint(parameter),
         "dtype": str(parameter.dtype),
         "generations": generations,
         "steps_per_generation": steps_per_generation,
@@ -330,7 +298,7 @@ def train_incremental(
     config, generations, steps_per_generation, lr = _common_config(
         model, "incremental", generations, steps_per_generation, lr, optimizer, incremental
     )
-    checkpoint = _check_checkpoint_path(checkpoint)
+    checkpoint = check_checkpoint_path(checkpoint)
     generator, seed_description = _generator(seed)
     config.update(batch_size=batch_size, seed=seed_description)
     eigenvalues = model.operator.gram_eigenvalues() if isinstance(model, UnfoldedGD) else None
@@ -384,7 +352,7 @@ def train_expected_loss(
     config, generations, steps_per_generation, lr = _common_config(
         model, "expected_loss", generations, steps_per_generation, lr, optimizer, incremental
     )
-    checkpoint = _check_checkpoint_path(checkpoint)
+    checkpoint = check_checkpoint_path(checkpoint)
     eigenvalues = model._require_eigenvalues("train_expected_loss")
     spectrum = torch.as_tensor(eigenvalues, dtype=torch.float64, device=model.steps.device)
 
