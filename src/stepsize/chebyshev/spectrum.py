@@ -1,29 +1,75 @@
-r"""Bounds on the spectrum of a symmetric positive (semi)definite operator.
+r"""Bounds on the spectrum of a symmetric positive definite operator, and what each guarantees.
 
-Chebyshev steps need an interval :math:`[\lambda_{\min}, \lambda_{\max}]` that contains the
-spectrum. Underestimating :math:`\lambda_{\max}` is catastrophic (5% too low turns the T = 25
-Chebyshev product of the (300, 600) instance into an amplifier, :math:`\rho = 9.2`), while
-overestimating it by 10% costs little (:math:`\rho` 2.2e-4 -> 3.4e-4). Krylov methods approach the
-extreme eigenvalues from inside the spectrum, so :func:`estimate_spectrum` widens the Ritz interval
-by the Ritz residual norms (each Ritz value is within its residual of an eigenvalue) and then by a
-multiplicative ``safety`` factor: ``lmax = (theta_max + r_max) * safety`` and
-``lmin = (theta_min - r_min) / safety``. The default ``safety = 1.05`` sits between PyAMG's and
-PETSc's (1.1) choices.
+Chebyshev steps need an interval :math:`[l_{\min}, l_{\max}]` holding the spectrum of W, and the
+two ends fail differently. Underestimating :math:`\lambda_{\max}` is catastrophic (5% too low
+turns the T = 25 Chebyshev product of the (300, 600) instance into an amplifier,
+:math:`\rho = 9.2`). Overestimating :math:`\lambda_{\min}` is benign: for
+:math:`0 \le \lambda \le l_{\min}` every factor :math:`1 - \gamma_t \lambda` lies in [0, 1], so
+modes below :math:`l_{\min}` are damped more slowly but never amplified. The upper end therefore
+gets a guarantee, the lower end a residual check.
+
+:func:`estimate_spectrum` runs Lanczos with a random start on :math:`W / s` (``s`` the largest
+power of two below the largest absolute entry of an explicit matrix, or :math:`\|W v_0\|` for a
+``LinearOperator``, so any finite scale of W works and scaling back is exact), at most
+``max_matvecs`` products, and reports for each end how it was obtained
+(``Spectrum.lmin_method``, ``Spectrum.lmax_method``):
+
+``"exact"``
+    ``numpy.linalg.eigvalsh`` of the dense matrix (exact up to its rounding, about
+    :math:`n \varepsilon \lambda_{\max}`), then ``lmax * safety`` and ``lmin / safety``.
+``"gershgorin"``
+    Gershgorin's discs of an explicit matrix: :math:`\lambda_{\max} \le \max_i \sum_j |w_{ij}|`
+    and :math:`\lambda_{\min} \ge \min_i (2 w_{ii} - \sum_j |w_{ij}|)`, widened by the rounding
+    of the row sums: deterministic bounds, used whenever tighter than the Lanczos ones (for a
+    diagonal W they are exact).
+``"lanczos"`` (upper end)
+    After k Lanczos steps the largest Ritz value :math:`\theta_{\max}` (with residual
+    :math:`r_{\max} = \beta_k |s_{k,\max}|`, plus :math:`2 k \varepsilon_{\rm mach}
+    \theta_{\max}` for rounding) gives
+    :math:`l_{\max} = \max\big(\text{safety}\,(\theta_{\max} + r_{\max}),\;
+    \theta_{\max} / (1 - \varepsilon_k)\big)` with
+    :math:`\varepsilon_k = \big(\ln(1.648 \sqrt n / \delta) / (2k - 1)\big)^2`. By Kuczynski and
+    Wozniakowski (1992, Theorem 4.2), for a start vector uniform on the sphere
+    :math:`P\big(\theta_{\max} < (1 - \varepsilon)\lambda_{\max}\big) \le 1.648 \sqrt n\,
+    e^{-(2k - 1)\sqrt\varepsilon}`, so :math:`\lambda_{\max} \le l_{\max}` holds with probability
+    at least :math:`1 - \delta` (``failure_probability``) over the start vector, for any spectrum
+    (in exact arithmetic; the Lanczos basis is fully reorthogonalized when it fits in memory).
+    ``Spectrum.lmax_failure_probability`` is that bound evaluated at the returned ``lmax``. The
+    ``safety`` term is the residual widening used in practice by PETSc and PyAMG.
+``"lanczos"`` (lower end)
+    The smallest Ritz value has converged: :math:`r_{\min} \le \text{tol}\cdot\theta_{\min}`. A
+    Ritz pair guarantees an eigenvalue in :math:`[\theta - r, \theta + r]`, and Ritz values lie
+    inside :math:`[\lambda_{\min}, \lambda_{\max}]`; that no smaller eigenvalue exists is an
+    estimate (it fails only for a start vector nearly orthogonal to its eigenvectors), widened to
+    :math:`l_{\min} = (\theta_{\min} - r_{\min}) / \text{safety}`. An overestimate is the benign
+    failure described above.
+
+If the lower end has not converged within ``max_matvecs``, an explicit W with
+``n <= max_exact_size`` falls back to ``eigvalsh`` (both ends exact), otherwise to a positive
+Gershgorin lower bound; failing both, a ``ValueError`` says so (pass ``lmin``/``lmax`` to the
+solver, or raise the cap). A negative Ritz value proves W indefinite; a Ritz pair with
+:math:`\theta_{\min} + r_{\min} \le 10^{-12}\,\theta_{\max}` proves W singular to working
+precision; both, and a zero W, are clear errors naming ``W``.
 
 For Gaussian ensembles the Marchenko-Pastur edges give data-free bounds
 (:func:`marchenko_pastur_edges`).
+
+References: J. Kuczynski and H. Wozniakowski, "Estimating the largest eigenvalue by the power and
+Lanczos algorithms with a random start", SIAM J. Matrix Anal. Appl. 13(4), 1992; C. C. Paige,
+"Accuracy and effectiveness of the Lanczos algorithm for the symmetric eigenproblem", Linear
+Algebra Appl. 34, 1980.
 """
 
 from __future__ import annotations
 
-import warnings
+import math
 from dataclasses import dataclass
 
 import numpy as np
+import scipy.linalg as sla
 import scipy.sparse as sp
 import scipy.sparse.linalg as spla
 
-from stepsize._results import ConvergenceWarning
 from stepsize._validation import (
     check_array,
     check_choice,
@@ -37,18 +83,33 @@ from stepsize._validation import (
 __all__ = ["Spectrum", "as_matrix_or_operator", "estimate_spectrum", "marchenko_pastur_edges"]
 
 METHODS = ("lanczos", "exact")
+# Largest relative smallest eigenvalue treated as zero (the solvers refuse kappa > 1e12 as well).
+SINGULAR_RATIO = 1e-12
+# A Ritz value below -NEGATIVE_RATIO * theta_max proves an eigenvalue below zero, beyond rounding.
+NEGATIVE_RATIO = 1e-8
+# Steps taken before a converged lower end is trusted (guards against a lucky first residual).
+MIN_STEPS = 10
+# Lanczos keeps its basis (full reorthogonalization) while n * steps stays below this many entries
+# (128 MiB); beyond it, the three-term recurrence alone (Paige: the extreme Ritz values and their
+# residual estimates stay valid, with spurious copies).
+MAX_BASIS_ENTRIES = 2**24
 
 
 @dataclass(frozen=True)
 class Spectrum:
-    """An interval holding the spectrum, with how it was obtained.
+    """An interval holding the spectrum, with how each end was obtained.
 
     Attributes:
-        lmin, lmax: the safe bounds to use (widened by residuals and ``safety``).
-        ritz_min, ritz_max: the raw estimates before widening.
-        matvecs: operator applications spent (0 for ``"exact"``, which factorizes).
-        converged: whether the eigensolver met its tolerance.
-        method: ``"lanczos"``, ``"exact"`` or ``"marchenko-pastur"``.
+        lmin, lmax: the bounds to use (see the module docstring for what each method guarantees).
+        ritz_min, ritz_max: the raw extreme estimates before widening (eigenvalues for
+            ``"exact"``).
+        matvecs: operator applications spent (0 for ``method="exact"``, which factorizes).
+        converged: whether Lanczos met its stopping rule within ``max_matvecs``.
+        method: ``"lanczos"`` or ``"exact"`` (also when ``eigvalsh`` was the fallback).
+        lmin_method, lmax_method: ``"exact"``, ``"gershgorin"`` or ``"lanczos"``.
+        lmax_failure_probability: Kuczynski-Wozniakowski bound on the probability (over the random
+            start) that the largest eigenvalue exceeds ``lmax``; 0 for ``"exact"`` and
+            ``"gershgorin"``.
     """
 
     lmin: float
@@ -58,24 +119,33 @@ class Spectrum:
     matvecs: int
     converged: bool
     method: str
+    lmin_method: str = ""
+    lmax_method: str = ""
+    lmax_failure_probability: float = 0.0
 
     @property
     def kappa(self) -> float:
-        """Condition number of the safe interval, ``lmax / lmin`` (inf if ``lmin == 0``)."""
+        """Condition number of the interval, ``lmax / lmin`` (inf if ``lmin == 0``)."""
         return self.lmax / self.lmin if self.lmin > 0 else float("inf")
 
 
 def as_matrix_or_operator(W, name: str = "W", *, check_symmetry: bool = True):
-    """Validate a square operator: dense array (or torch tensor), sparse matrix or LinearOperator.
+    """Validate a real square operator: dense array (or torch tensor), sparse matrix or
+    LinearOperator.
 
     Dense and sparse inputs are checked for finiteness and symmetry; a LinearOperator is taken
-    as given (its symmetry cannot be checked without applying it n times).
+    as given (its symmetry cannot be checked without applying it n times). Complex input is
+    refused with a ``TypeError``.
     """
     if isinstance(W, spla.LinearOperator):
         check_square(W, name)
+        if np.dtype(W.dtype).kind == "c":
+            raise TypeError(f"{name} must be a real operator, got dtype {W.dtype}")
         return W
     if sp.issparse(W):
         check_square(W, name)
+        if W.dtype.kind not in "fiub":
+            raise TypeError(f"{name} must be a real matrix, got dtype {W.dtype}")
         W = sp.csr_array(W, dtype=np.result_type(W.dtype, np.float32))
         if not np.all(np.isfinite(W.data)):
             raise ValueError(f"{name} must be finite, but it has NaN or infinite entries")
@@ -92,11 +162,12 @@ def as_matrix_or_operator(W, name: str = "W", *, check_symmetry: bool = True):
 
 
 class _CountingOperator(spla.LinearOperator):
-    """Counts operator applications (columns) for the matvec budget."""
+    """``W @ x / scale`` in float64, counting applications and refusing non-finite output."""
 
-    def __init__(self, W):
+    def __init__(self, W, scale: float = 1.0):
         super().__init__(dtype=np.float64, shape=W.shape)
         self.W = W
+        self.scale = scale
         self.count = 0
 
     def _matvec(self, x):
@@ -104,7 +175,13 @@ class _CountingOperator(spla.LinearOperator):
         if (isinstance(self.W, np.ndarray) or sp.issparse(self.W)) and self.W.dtype.kind == "f":
             # a float32 matrix times a float64 vector would convert the whole matrix every call
             x = x.astype(self.W.dtype, copy=False)
-        return np.asarray(self.W @ x, dtype=np.float64).ravel()
+        image = np.asarray(self.W @ x, dtype=np.float64).ravel() / self.scale
+        if not np.all(np.isfinite(image)):
+            raise ValueError(
+                f"W @ v is not finite (NaN or overflow) at matvec {self.count}; W must be finite "
+                "and its products representable in float64"
+            )
+        return image
 
 
 def estimate_spectrum(
@@ -113,106 +190,305 @@ def estimate_spectrum(
     *,
     safety: float = 1.05,
     tol: float = 1e-2,
-    maxiter: int | None = None,
-    krylov_dimension: int = 64,
+    max_matvecs: int = 300,
+    max_exact_size: int = 2000,
+    failure_probability: float = 1e-4,
     seed=None,
 ) -> Spectrum:
-    r"""Safe bounds ``[lmin, lmax]`` on the spectrum of a symmetric PSD operator.
+    r"""An interval ``[lmin, lmax]`` holding the spectrum of a symmetric positive definite W.
 
-    ``method="lanczos"`` runs one implicitly restarted Lanczos (ARPACK ``eigsh``, ``which="BE"``)
-    for both ends and widens the Ritz interval by the residual norms and ``safety``;
-    ``method="exact"`` computes all eigenvalues of a dense matrix (``eigvalsh``) and applies no
-    widening beyond ``safety``.
+    ``method="lanczos"`` runs at most ``max_matvecs`` Lanczos steps from a random start and stops
+    once the smallest Ritz value has relative residual at most ``tol``, the largest one too, and
+    the probabilistic widening of lmax is no wider than ``safety``. The upper end is
+    :math:`\max(\text{safety}(\theta_{\max} + r_{\max}), \theta_{\max}/(1 - \varepsilon_k))`,
+    which exceeds :math:`\lambda_{\max}` with probability at least ``1 - failure_probability``
+    (Kuczynski-Wozniakowski), or the Gershgorin bound when tighter; the lower end is
+    :math:`(\theta_{\min} - r_{\min}) / \text{safety}`, or a positive Gershgorin bound when
+    tighter. If the lower end has not converged within the cap, an explicit W with
+    ``n <= max_exact_size`` falls back to ``eigvalsh``, else to a positive Gershgorin lower bound,
+    else the call fails. The module docstring states exactly what each end guarantees.
+    ``method="exact"`` computes all eigenvalues (``eigvalsh``) of a dense or sparse W.
 
     Args:
-        W: symmetric positive (semi)definite matrix (dense, scipy sparse) or a
-            ``scipy.sparse.linalg.LinearOperator``.
+        W: symmetric positive definite matrix (dense, scipy sparse, torch tensor) or a
+            ``scipy.sparse.linalg.LinearOperator``; real, finite, any scale.
         method: ``"lanczos"`` (default) or ``"exact"``.
-        safety: factor >= 1 multiplying lmax and dividing lmin.
-        tol: relative tolerance of the Ritz values (their residuals widen the interval, so a
-            loose tolerance is safe).
-        maxiter: cap on Lanczos restarts (ARPACK default when None).
-        krylov_dimension: Lanczos basis size (ARPACK's ``ncv``); a larger basis needs fewer
-            restarts: at kappa = 1000 and n = 2000, 64 vectors take about 4x fewer matvecs than
-            ARPACK's default of 5.
-        seed: seed of the random starting vector.
+        safety: factor >= 1 multiplying lmax and dividing lmin (Lanczos and exact ends; 1.05 sits
+            between PyAMG's and PETSc's 1.1).
+        tol: relative residual, in (0, 1), at which an extreme Ritz value counts as converged.
+        max_matvecs: cap on products with W (default 300; one per Lanczos step). The estimate
+            never exceeds it; the exact fallback spends none.
+        max_exact_size: largest n of an explicit W for which an unconverged lower end falls back
+            to ``eigvalsh`` (dense copy, O(n^3) time; 2000 takes about a second).
+        failure_probability: delta of the probabilistic upper bound, in (0, 1).
+        seed: seed of the random start vector.
 
     Returns:
-        :class:`Spectrum`. If Lanczos does not converge it warns (:class:`ConvergenceWarning`) and
-        returns the widened interval of the best Ritz values it has, with ``converged=False``.
+        :class:`Spectrum` with ``lmin``, ``lmax``, ``matvecs`` and how each end was obtained.
 
     Raises:
-        ValueError: for non-square, non-finite or non-symmetric input, or a spectrum with a
-            negative end (an indefinite operator).
+        TypeError: for a non-numeric or complex W.
+        ValueError: for a non-square, non-finite or non-symmetric W; a zero, singular or
+            indefinite W; products ``W @ v`` that overflow; or a lower end (or, for a
+            LinearOperator, an upper end) that cannot be established within ``max_matvecs``.
 
     >>> W = np.diag([1.0, 2.0, 4.0])
     >>> s = estimate_spectrum(W, method="exact", safety=1.0)
-    >>> (s.lmin, s.lmax)
-    (1.0, 4.0)
+    >>> (s.lmin, s.lmax, s.lmin_method)
+    (1.0, 4.0, 'exact')
+    >>> import scipy.sparse
+    >>> s = estimate_spectrum(scipy.sparse.diags(np.logspace(-6, 0, 5000)), seed=0)
+    >>> (s.lmin, s.lmax, s.lmin_method, s.matvecs <= 300)
+    (1e-06, 1.0, 'gershgorin', True)
     """
     check_choice(method, "method", METHODS)
     safety = check_real(safety, "safety", low=1.0)
-    tol = check_real(tol, "tol", low=0, low_inclusive=False)
+    tol = check_real(tol, "tol", low=0, high=1, low_inclusive=False, high_inclusive=False)
+    max_matvecs = check_int(max_matvecs, "max_matvecs", low=1)
+    max_exact_size = check_int(max_exact_size, "max_exact_size", low=0)
+    failure_probability = check_real(failure_probability, "failure_probability", low=0, high=1,
+                                     low_inclusive=False, high_inclusive=False)
+    rng = check_rng(seed)
     W = as_matrix_or_operator(W)
     n = W.shape[0]
-    if method == "exact" or n <= 3:
-        if isinstance(W, spla.LinearOperator):
-            raise ValueError("method='exact' needs a dense or sparse W, not a LinearOperator")
-        dense = W.toarray() if sp.issparse(W) else W
-        eigenvalues = np.linalg.eigvalsh(np.asarray(dense, dtype=np.float64))
-        return _widened(eigenvalues[0], eigenvalues[-1], 0.0, 0.0, safety, 0, True, "exact")
-
-    counter = _CountingOperator(W)
-    start = check_rng(seed).standard_normal(n)
-    if maxiter is not None:
-        maxiter = check_int(maxiter, "maxiter", low=1)
-    krylov_dimension = min(check_int(krylov_dimension, "krylov_dimension", low=3), n)
-    converged = True
-    try:
-        values, vectors = spla.eigsh(counter, k=2, which="BE", tol=tol, v0=start, maxiter=maxiter,
-                                   ncv=krylov_dimension)
-    except spla.ArpackNoConvergence as exc:
-        converged = False
-        values, vectors = exc.eigenvalues, exc.eigenvectors
-        warnings.warn(
-            f"Lanczos did not converge after {counter.count} matvecs; returning widened bounds "
-            f"from {len(values)} partial Ritz values",
-            ConvergenceWarning,
-            stacklevel=2,
-        )
-        if len(values) == 0:
-            return _power_fallback(counter, start, safety)
-    order = np.argsort(values)
-    values, vectors = values[order], vectors[:, order]
-    residuals = np.linalg.norm(counter.W @ vectors - vectors * values, axis=0)
-    counter.count += vectors.shape[1]
-    return _widened(values[0], values[-1], residuals[0], residuals[-1], safety, counter.count,
-                    converged, "lanczos")
-
-
-def _widened(ritz_min, ritz_max, res_min, res_max, safety, matvecs, converged, method) -> Spectrum:
-    ritz_min, ritz_max = float(ritz_min), float(ritz_max)
-    scale = max(abs(ritz_max), np.finfo(float).tiny)
-    if ritz_min < -1e-8 * scale:
-        raise ValueError(
-            f"W must be positive semidefinite, but it has an eigenvalue near {ritz_min:.3g}"
-        )
-    lmin = max(ritz_min - float(res_min), 0.0) / safety
-    lmax = (ritz_max + float(res_max)) * safety
-    return Spectrum(lmin, lmax, max(ritz_min, 0.0), ritz_max, int(matvecs), converged, method)
+    explicit = not isinstance(W, spla.LinearOperator)
+    if method == "exact" and not explicit:
+        raise ValueError("method='exact' needs a dense or sparse W, not a LinearOperator")
+    if explicit:
+        scale = _power_of_two_scale(_largest_entry(W))
+        if scale == 0.0:
+            raise ValueError("W is the zero matrix; Chebyshev steps need W positive definite")
+        W = W / scale
+        if method == "exact" or n <= 3:
+            return _exact(W, scale, safety, matvecs=0, converged=True)
+        operator = _CountingOperator(W)
+        start = rng.standard_normal(n)
+    else:
+        start = rng.standard_normal(n)
+        start /= np.linalg.norm(start)
+        operator = _CountingOperator(W)
+        first_image = operator.matvec(start)
+        largest = float(np.max(np.abs(first_image)))
+        # divide first: squares of entries below 1e-154 underflow
+        scale = largest * float(np.linalg.norm(first_image / largest)) if largest > 0 else 0.0
+        scale = _power_of_two_scale(scale)
+        if scale == 0.0:
+            raise ValueError("W @ v = 0 for a random v: W appears to be the zero operator")
+        operator = _CountingOperator(W, scale)
+        operator.count = 1
+        start = (start, first_image / scale)
+    gershgorin = _gershgorin(W) if explicit else (-np.inf, np.inf)
+    state = _lanczos(operator, start, min(max_matvecs, n) if explicit else max_matvecs, tol,
+                     safety, failure_probability, gershgorin[1], scale)
+    if not state.lower_converged and explicit and n <= max_exact_size:
+        return _exact(W, scale, safety, matvecs=state.matvecs, converged=False)
+    return _assemble(state, gershgorin[0], scale, safety, max_matvecs)
 
 
-def _power_fallback(counter: _CountingOperator, start: np.ndarray, safety: float) -> Spectrum:
-    """Power iteration bound for lmax when Lanczos returned nothing; lmin is unknown (0)."""
-    vector = start / np.linalg.norm(start)
-    estimate = 0.0
-    for _ in range(50):
-        image = counter.matvec(vector)
-        estimate = float(np.linalg.norm(image))
-        if estimate == 0.0:
+def _power_of_two_scale(value: float) -> float:
+    """The largest power of two <= ``value``: dividing by it and multiplying back is exact."""
+    return math.ldexp(1.0, math.frexp(value)[1] - 1) if value > 0 else 0.0
+
+
+def _largest_entry(W) -> float:
+    if sp.issparse(W):
+        return float(abs(W.data).max()) if W.nnz else 0.0
+    return float(np.abs(W).max()) if W.size else 0.0
+
+
+def _gershgorin(W) -> tuple[float, float]:
+    """Gershgorin bounds ``(lower, upper)`` of the symmetric explicit matrix W, widened by the
+    rounding of the row sums (k terms: relative error below (k + 1) eps)."""
+    if sp.issparse(W):
+        row_sums = np.asarray(abs(W).sum(axis=1), dtype=np.float64).ravel()
+        terms = int(np.diff(W.indptr).max()) if W.nnz else 1
+    else:
+        row_sums = np.abs(W).sum(axis=1, dtype=np.float64)
+        terms = W.shape[1]
+    diagonal = np.asarray(W.diagonal(), dtype=np.float64)
+    margin = (terms + 1) * np.finfo(np.float64).eps * row_sums if terms > 1 else 0.0
+    return float(np.min(2 * diagonal - row_sums - margin)), float(np.max(row_sums + margin))
+
+
+def _kw_epsilon(n: int, steps: int, failure_probability: float) -> float:
+    """Relative underestimate of lambda_max after ``steps`` Lanczos steps, exceeded with
+    probability at most ``failure_probability`` (Kuczynski-Wozniakowski Theorem 4.2)."""
+    return (math.log(1.648 * math.sqrt(n) / failure_probability) / (2 * steps - 1)) ** 2
+
+
+def _kw_failure_probability(n: int, steps: int, theta_max: float, lmax: float) -> float:
+    if not lmax > theta_max > 0:
+        return 1.0
+    epsilon = 1.0 - theta_max / lmax
+    return min(1.0, 1.648 * math.sqrt(n) * math.exp(-(2 * steps - 1) * math.sqrt(epsilon)))
+
+
+@dataclass
+class _LanczosState:
+    """Extreme Ritz pairs of the scaled operator after ``steps`` Lanczos steps."""
+
+    n: int
+    steps: int
+    theta_min: float
+    residual_min: float
+    theta_max: float
+    residual_max: float
+    lower_converged: bool
+    upper_bound: float  # scaled units; min of the Lanczos and Gershgorin bounds
+    upper_method: str
+    failure_probability: float
+    converged: bool
+    matvecs: int
+
+
+def _lanczos(operator, start, max_steps, tol, safety, failure_probability, gershgorin_upper,
+             scale) -> _LanczosState:
+    """Lanczos on the scaled operator until the stopping rule holds or ``max_steps`` products.
+
+    ``start`` is a vector, or (for a LinearOperator) the pair (unit start, its image), whose
+    product is already counted.
+    """
+    n = operator.shape[0]
+    first_image = None
+    if isinstance(start, tuple):
+        start, first_image = start
+    keep_basis = n * (min(max_steps, n) + 1) <= MAX_BASIS_ENTRIES
+    basis = np.empty((min(max_steps, n) + 1, n)) if keep_basis else None
+    alpha, beta = [], []
+    q_previous, beta_previous = np.zeros(n), 0.0
+    q = start / np.linalg.norm(start)
+    for step in range(max_steps):
+        if keep_basis:
+            basis[step] = q
+        w = first_image if step == 0 and first_image is not None else operator.matvec(q)
+        a = float(q @ w)
+        w = w - a * q - beta_previous * q_previous
+        if keep_basis:
+            w -= basis[: step + 1].T @ (basis[: step + 1] @ w)
+        b = float(np.linalg.norm(w))
+        alpha.append(a)
+        beta.append(b)
+        # an exhausted Krylov space: for a random start, the Ritz values are all the eigenvalues
+        exhausted = keep_basis and step + 1 == n or b <= 1e-13 * max(abs(x) for x in alpha)
+        state = _ritz_ends(alpha, beta, n, tol, safety, failure_probability, gershgorin_upper,
+                           operator.count, exhausted)
+        _check_definite(state, scale)
+        if state.converged:
             break
-        vector = image / estimate
-    return Spectrum(0.0, estimate * max(safety, 1.1), 0.0, estimate, counter.count, False, "power")
+        q_previous, q, beta_previous = q, w / b, b
+    return state
+
+
+def _ritz_ends(alpha, beta, n, tol, safety, failure_probability, gershgorin_upper, matvecs,
+               exhausted) -> _LanczosState:
+    k = len(alpha)
+    if k == 1:
+        theta_min = theta_max = alpha[0]
+        last_min = last_max = 1.0
+    else:
+        d, e = np.array(alpha), np.array(beta[:-1])
+        theta, vectors = sla.eigh_tridiagonal(d, e, select="i", select_range=(0, 0))
+        theta_min, last_min = float(theta[0]), float(vectors[-1, 0])
+        theta, vectors = sla.eigh_tridiagonal(d, e, select="i", select_range=(k - 1, k - 1))
+        theta_max, last_max = float(theta[0]), float(vectors[-1, 0])
+    # rounding: computed Ritz values are within about k eps |W| of exact ones (Paige)
+    rounding = 2 * k * np.finfo(np.float64).eps * abs(theta_max)
+    residual_min = abs(beta[-1] * last_min) + rounding
+    residual_max = abs(beta[-1] * last_max) + rounding
+    widened = safety * (theta_max + residual_max)
+    epsilon = _kw_epsilon(n, k, failure_probability)
+    if exhausted:
+        probabilistic = 0.0
+    else:
+        probabilistic = theta_max / (1.0 - epsilon) if epsilon < 1.0 else np.inf
+    lanczos_upper = max(widened, probabilistic)
+    if gershgorin_upper <= lanczos_upper:
+        upper_bound, upper_method, failure = gershgorin_upper, "gershgorin", 0.0
+    else:
+        upper_bound, upper_method = lanczos_upper, "lanczos"
+        failure = 0.0 if exhausted else _kw_failure_probability(n, k, theta_max, lanczos_upper)
+    lower_converged = exhausted or (
+        k >= min(n, MIN_STEPS) and theta_min > 0 and residual_min <= tol * theta_min)
+    upper_converged = exhausted or (
+        residual_max <= tol * theta_max and (probabilistic <= widened or upper_method != "lanczos"))
+    return _LanczosState(
+        n=n, steps=k, theta_min=theta_min, residual_min=residual_min, theta_max=theta_max,
+        residual_max=residual_max, lower_converged=bool(lower_converged),
+        upper_bound=float(upper_bound), upper_method=upper_method, failure_probability=failure,
+        converged=bool(lower_converged and upper_converged), matvecs=matvecs)
+
+
+def _check_definite(state: _LanczosState, scale: float) -> None:
+    """Ritz values lie in [lambda_min, lambda_max]: a negative one proves W indefinite, and a
+    Ritz pair with theta + r tiny proves an eigenvalue that small."""
+    if state.theta_min < -NEGATIVE_RATIO * abs(state.theta_max):
+        raise ValueError(
+            "W must be positive semidefinite, but it has a negative eigenvalue (a Ritz value "
+            f"{state.theta_min * scale:.3g}, the largest {state.theta_max * scale:.3g})"
+        )
+    bound = state.theta_min + state.residual_min
+    if bound <= SINGULAR_RATIO * state.theta_max:
+        raise ValueError(
+            f"W is singular: it has an eigenvalue <= {bound * scale:.3g}, below "
+            f"{SINGULAR_RATIO:g} of its largest (>= {state.theta_max * scale:.3g}); Chebyshev "
+            "steps need W positive definite"
+        )
+
+
+def _assemble(state, gershgorin_lower, scale, safety, max_matvecs) -> Spectrum:
+    """Bounds from the Lanczos state, with a Gershgorin lower bound where tighter."""
+    lmin_method = "lanczos"
+    lmin = (state.theta_min - state.residual_min) / safety if state.lower_converged else -np.inf
+    if gershgorin_lower > lmin:
+        lmin, lmin_method = gershgorin_lower, "gershgorin"
+    if not lmin > 0:
+        raise ValueError(
+            f"the lower end of the spectrum of W could not be verified within "
+            f"max_matvecs={max_matvecs} matrix-vector products: the smallest Ritz value "
+            f"{state.theta_min * scale:.3g} has residual {state.residual_min * scale:.3g} (the "
+            f"largest is {state.theta_max * scale:.3g}); W may be singular or very "
+            "ill-conditioned. Pass lmin and lmax to the solver, raise max_matvecs, or give W as "
+            "an explicit matrix (exact fallback up to max_exact_size)"
+        )
+    if not np.isfinite(state.upper_bound):
+        raise ValueError(
+            f"the upper end of the spectrum of W could not be bounded within "
+            f"max_matvecs={max_matvecs} matrix-vector products; raise max_matvecs or pass lmin "
+            "and lmax to the solver"
+        )
+    lmin, lmax = _scaled_back(lmin, state.upper_bound, scale)
+    return Spectrum(lmin, lmax, state.theta_min * scale, state.theta_max * scale, state.matvecs,
+                    state.converged, "lanczos", lmin_method, state.upper_method,
+                    state.failure_probability)
+
+
+def _exact(W, scale, safety, *, matvecs, converged) -> Spectrum:
+    dense = W.toarray() if sp.issparse(W) else W
+    eigenvalues = np.linalg.eigvalsh(np.asarray(dense, dtype=np.float64))
+    lowest, highest = float(eigenvalues[0]), float(eigenvalues[-1])
+    if lowest < -NEGATIVE_RATIO * abs(highest):
+        raise ValueError(
+            f"W must be positive semidefinite, but it has an eigenvalue near {lowest * scale:.3g}"
+        )
+    if lowest <= SINGULAR_RATIO * highest:
+        raise ValueError(
+            f"W is singular: its smallest eigenvalue {lowest * scale:.3g} is below "
+            f"{SINGULAR_RATIO:g} of its largest {highest * scale:.3g}; Chebyshev steps need W "
+            "positive definite"
+        )
+    lmin, lmax = _scaled_back(lowest / safety, highest * safety, scale)
+    return Spectrum(lmin, lmax, lowest * scale, highest * scale, matvecs, converged, "exact",
+                    "exact", "exact", 0.0)
+
+
+def _scaled_back(lmin: float, lmax: float, scale: float) -> tuple[float, float]:
+    lmin, lmax = float(lmin * scale), float(lmax * scale)
+    if not np.isfinite(lmax):
+        raise ValueError(
+            f"the spectrum of W exceeds the float64 range (lmax > {np.finfo(float).max:.3g})")
+    if lmin == 0.0:
+        raise ValueError("the smallest eigenvalue of W underflows float64 (lmin rounds to 0)")
+    return lmin, lmax
 
 
 def marchenko_pastur_edges(n: int, m: int, variance: float = 1.0) -> tuple[float, float]:

@@ -61,6 +61,24 @@ def _check_interval(lmin, lmax) -> tuple[float, float]:
     return lmin, lmax
 
 
+def _normalized_interval(lmin, lmax) -> tuple[float, float]:
+    """Validated ``(lmin / lmax, lmax)``: every quantity here is a homogeneous function of the
+    interval, computed on ``[lmin / lmax, 1]`` and rescaled, so no intermediate overflows."""
+    lmin, lmax = _check_interval(lmin, lmax)
+    return lmin / lmax, lmax
+
+
+def _rescaled(values, lmax: float, what: str):
+    """``values / lmax``, refused when the result is not representable in float64."""
+    with np.errstate(over="ignore"):
+        result = np.asarray(values, dtype=np.float64) / lmax
+    if not np.all(np.isfinite(result)):
+        raise ValueError(
+            f"lmax={lmax!r} is too small: the {what} (of order 1/lmax) overflow float64"
+        )
+    return result
+
+
 def _fractal_permutation(T: int) -> np.ndarray:
     """Lebedev-Finogenov interleaving of ranks 0..T-1 (0 = smallest step).
 
@@ -123,12 +141,13 @@ def chebyshev_steps(lmin: float, lmax: float, T: int, order: str = "fractal") ->
     >>> chebyshev_steps(1.0, 3.0, 2, order="natural").round(4).tolist()
     [0.3694, 0.7735]
     """
-    lmin, lmax = _check_interval(lmin, lmax)
+    ratio, lmax = _normalized_interval(lmin, lmax)
     T = check_int(T, "T", low=1)
     check_choice(order, "order", ORDERS)
     t = np.arange(T, dtype=np.float64)
-    centre, radius = (lmax + lmin) / 2, (lmax - lmin) / 2
-    ascending = 1.0 / (centre + radius * np.cos((2 * t + 1) * np.pi / (2 * T)))
+    centre, radius = (1.0 + ratio) / 2, (1.0 - ratio) / 2
+    ascending = _rescaled(1.0 / (centre + radius * np.cos((2 * t + 1) * np.pi / (2 * T))), lmax,
+                          "steps")
     return ascending[chebyshev_order(T, order)]
 
 
@@ -141,7 +160,7 @@ def chebyshev_bound(lmin: float, lmax: float, T: int) -> float:
     >>> round(chebyshev_bound(0.184191, 5.678371, 25), 8)
     0.00022233
     """
-    lmin, lmax = _check_interval(lmin, lmax)
+    _check_interval(lmin, lmax)
     T = check_int(T, "T", low=1)
     r = optimal_rate(lmin, lmax)
     if r == 0.0:
@@ -153,6 +172,7 @@ def chebyshev_bound(lmin: float, lmax: float, T: int) -> float:
 def optimal_rate(lmin: float, lmax: float) -> float:
     r"""First-order lower bound on the per-step rate, :math:`(\sqrt\kappa-1)/(\sqrt\kappa+1)`."""
     lmin, lmax = _check_interval(lmin, lmax)
+    # square roots of finite floats neither overflow nor underflow, unlike lmax + lmin
     return (math.sqrt(lmax) - math.sqrt(lmin)) / (math.sqrt(lmax) + math.sqrt(lmin))
 
 
@@ -163,8 +183,8 @@ def optimal_constant_step(lmin: float, lmax: float) -> float:
     >>> optimal_constant_step(1.0, 3.0)
     0.5
     """
-    lmin, lmax = _check_interval(lmin, lmax)
-    return 2.0 / (lmin + lmax)
+    ratio, lmax = _normalized_interval(lmin, lmax)
+    return float(_rescaled(2.0 / (1.0 + ratio), lmax, "step"))
 
 
 def heavy_ball_parameters(lmin: float, lmax: float) -> tuple[float, float]:
@@ -176,8 +196,8 @@ def heavy_ball_parameters(lmin: float, lmax: float) -> tuple[float, float]:
     >>> heavy_ball_parameters(1.0, 9.0)
     (0.25, 0.25)
     """
-    lmin, lmax = _check_interval(lmin, lmax)
-    alpha = 4.0 / (math.sqrt(lmax) + math.sqrt(lmin)) ** 2
+    ratio, lmax = _normalized_interval(lmin, lmax)
+    alpha = float(_rescaled(4.0 / (1.0 + math.sqrt(ratio)) ** 2, lmax, "step"))
     return alpha, optimal_rate(lmin, lmax) ** 2
 
 
