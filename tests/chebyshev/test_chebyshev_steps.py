@@ -2,6 +2,8 @@
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from stepsize.chebyshev import (
     ORDERS,
@@ -151,3 +153,63 @@ def test_bad_types_and_orders():
         chebyshev_steps("1", 2.0, 4)
     with pytest.raises(ValueError, match="steps"):
         contraction_factor([np.nan], [1.0])
+
+
+# Scale extremes (issue 11): the steps are homogeneous of degree -1 in (lmin, lmax) and the bound
+# of degree 0, so both are computed on [lmin / lmax, 1] and rescaled.
+
+def test_steps_at_the_top_of_the_float_range():
+    # used to return zeros: lmax + lmin overflowed
+    np.testing.assert_allclose(chebyshev_steps(1.5e308, 1.5e308, 4), 1 / 1.5e308, rtol=1e-15)
+    assert chebyshev_bound(1.5e308, 1.5e308, 4) == 0.0
+    assert optimal_constant_step(1.5e308, 1.5e308) == pytest.approx(1 / 1.5e308, rel=1e-15)
+    alpha, beta = heavy_ball_parameters(1.7e308, 1.7e308)
+    assert alpha == pytest.approx(1 / 1.7e308, rel=1e-15) and beta == 0.0
+
+
+def test_steps_at_the_bottom_of_the_float_range():
+    np.testing.assert_allclose(chebyshev_steps(1e-300, 1e-300, 4), 1e300, rtol=1e-15)
+    # used to return inf: 1 / 1e-310 is not a float64, so the call is refused clearly
+    for function in (chebyshev_steps, optimal_constant_step, heavy_ball_parameters):
+        arguments = (1e-310, 1e-310, 4) if function is chebyshev_steps else (1e-310, 1e-310)
+        with pytest.raises(ValueError, match=r"lmax=1e-310 is too small"):
+            function(*arguments)
+    # the bound is scale-free and stays defined
+    assert chebyshev_bound(1e-310, 1e-310, 4) == 0.0
+    assert chebyshev_bound(1e-310, 1.0, 4) == pytest.approx(1.0, abs=1e-12)
+
+
+def test_subnormal_lmin_against_the_zero_limit():
+    # lmin / lmax = 1e-310: the nodes are those of [0, lmax] to double precision
+    t = np.arange(6)
+    limit = 2.0 / (1.0 + np.cos((2 * t + 1) * np.pi / 12))
+    np.testing.assert_allclose(chebyshev_steps(1e-310, 1.0, 6, order="natural"), limit,
+                               rtol=1e-15)
+    np.testing.assert_allclose(chebyshev_steps(1e-300, 1e10, 6, order="natural"), limit / 1e10,
+                               rtol=1e-15)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    lmin=st.floats(1e-6, 1.0),
+    width=st.floats(1.0, 1e6),
+    exponent=st.integers(-1000, 1000),
+    T=st.integers(1, 64),
+)
+def test_homogeneity_under_scaling(lmin, width, exponent, T):
+    lmax = lmin * width
+    factor = 2.0**exponent
+    steps = chebyshev_steps(lmin, lmax, T)
+    # a power of two is exact: the results differ by the exponent only
+    np.testing.assert_array_equal(chebyshev_steps(lmin * factor, lmax * factor, T),
+                                  steps / factor)
+    assert chebyshev_bound(lmin * factor, lmax * factor, T) == pytest.approx(
+        chebyshev_bound(lmin, lmax, T), rel=1e-12, abs=1e-300)
+    assert optimal_constant_step(lmin * factor, lmax * factor) == optimal_constant_step(
+        lmin, lmax) / factor
+    # any other factor up to rounding
+    scale = 10.0 ** (exponent * 0.29)
+    np.testing.assert_allclose(chebyshev_steps(lmin * scale, lmax * scale, T), steps / scale,
+                               rtol=1e-13)
+    assert chebyshev_bound(lmin * scale, lmax * scale, T) == pytest.approx(
+        chebyshev_bound(lmin, lmax, T), rel=1e-9, abs=1e-300)

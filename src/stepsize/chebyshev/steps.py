@@ -74,7 +74,7 @@ def _rescaled(values, lmax: float, what: str):
         result = np.asarray(values, dtype=np.float64) / lmax
     if not np.all(np.isfinite(result)):
         raise ValueError(
-            f"lmax={lmax!r} is too small: the {what} (of order 1/lmax) overflow float64"
+            f"lmax={lmax!r} is too small: the {what} (1/lmax and above) overflow float64"
         )
     return result
 
