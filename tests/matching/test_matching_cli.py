@@ -107,7 +107,8 @@ def test_edge_list_reader_details(tmp_path):
         ("a b 1\nb c nan\n", "line 2: weight 'nan' is not finite"),
         ("a b -2\n", "line 1: negative weight -2"),
         ("a b 1\nb a 2\n", "line 2: edge (b, a) repeated with weight 2 (line 1 gave 1)"),
-        ("# only a comment\n\n", "the graph is empty"),
+        ("# only a comment\n\n", "the graph is empty (no nodes)"),
+        ("a b 0\nc\n", "the graph has no edges of nonzero weight; there is nothing to match"),
     ],
 )
 def test_malformed_edge_lists_exit_2_with_one_line(tmp_path, capsys, content, message):
@@ -131,7 +132,7 @@ def test_bad_npz_and_graphml_and_missing_files(tmp_path, capsys):
     np.savez(tmp_path / "neg.npz", adjacency=np.array([[0, -1.0], [-1.0, 0]]))
     cases.append(("neg.npz", "entry (0, 1): negative weight -1"))
     np.savez(tmp_path / "empty.npz", adjacency=np.zeros((3, 3)))
-    cases.append(("empty.npz", "the graph has no edges (every weight is 0)"))
+    cases.append(("empty.npz", "the graph has no edges of nonzero weight"))
     np.savez(tmp_path / "asym.npz", adjacency=np.array([[0, 1.0], [0, 0]]))
     cases.append(("asym.npz", "the graph is directed: edge (0, 1) has weight 1 but its reverse"))
     np.savez(tmp_path / "two.npz", x=np.eye(2), y=np.eye(2))

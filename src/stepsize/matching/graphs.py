@@ -84,6 +84,7 @@ MAX_WEIGHT = 1e100
 _HEADER_PAIRS = {("source", "target"), ("from", "to"), ("src", "dst"), ("node1", "node2")}
 _FIELD_SEPARATOR = re.compile(r"[ \t]+")
 _BAD_LABEL_CATEGORIES = {"Cc", "Cf", "Zl", "Zp"}
+_NO_EDGES = "the graph has no edges of nonzero weight; there is nothing to match"
 # Longest label read from a .npz file, in characters (bounds the labels array before loading).
 _MAX_LABEL_CHARS = 1024
 
@@ -214,7 +215,7 @@ def _finish(path: str, matrix, labels: list[str], header: str | None = None) -> 
                           f"{path}, entry ({labels[row]}, {labels[column]})")
     matrix.eliminate_zeros()
     if matrix.nnz == 0:
-        raise ValueError(f"{path}: the graph has no edges (every weight is 0); nothing to match")
+        raise ValueError(f"{path}: {_NO_EDGES}")
     _check_undirected(matrix, labels, path)
     return Graph(sp.csr_array((matrix + matrix.T) * 0.5), labels, header)
 
@@ -224,8 +225,9 @@ def _check_undirected(matrix: sp.csr_array, labels: list[str], path: str) -> Non
     difference = (matrix - matrix.T).tocoo()
     if difference.nnz == 0:
         return
-    worst = int(np.argmax(np.abs(difference.data)))
-    if abs(difference.data[worst]) <= 1e-10 * scale:
+    # The entry that most exceeds its reverse: an edge whose reverse is missing or lighter.
+    worst = int(np.argmax(difference.data))
+    if difference.data[worst] <= 1e-10 * scale:
         return
     i, j = int(difference.row[worst]), int(difference.col[worst])
     raise ValueError(
@@ -303,6 +305,9 @@ def _read_edge_list(path: str, max_nodes: int | None) -> Graph:
             first_line.setdefault(key, lineno)
     if not index:
         raise ValueError(f"{path}: the graph is empty (no nodes)")
+    if not edges and any("," in label for label in index):
+        raise ValueError(f"{path}: {_NO_EDGES} (fields are separated by spaces or tabs, not "
+                         f"commas)")
     return _from_edges(path, list(index), _symmetric_edges(edges), header)
 
 

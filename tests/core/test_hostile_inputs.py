@@ -1,0 +1,673 @@
+"""Hostile inputs of the `stepsize` command (issue 11): a table of files and arguments built in
+tmp_path, each with its exit status and message, and the output where it should succeed; then
+property tests of the graph readers and the CSV output.
+
+Every failing case must give exit status 2 (bad input) and exactly one line on stderr, never a
+traceback; internal errors give status 1 and a `--traceback` hint.
+"""
+
+import csv
+import io
+import json
+import math
+import os
+import struct
+import tracemalloc
+import warnings
+import zipfile
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import networkx as nx
+import numpy as np
+import pytest
+import scipy.sparse as sp
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from stepsize import cli
+from stepsize._registry import EXPERIMENTS, Entry
+from stepsize.matching import _cli as match_cli
+from stepsize.matching import read_graph
+from stepsize.report import LOCK_NAME, MANIFEST_NAME, OutputDir, new_figure, save_figure
+
+TRIANGLE = "a b\nb c\nc a\n"
+# A path with distinct weights: its only weight-preserving automorphism is the identity, so
+# matching it with itself must give the identity.
+PATH4 = "a b 1\nb c 2\nc d 3\n"
+NO_EDGES = "the graph has no edges of nonzero weight; there is nothing to match"
+
+
+def run(argv, capsys):
+    """``main(argv)`` -> (status, stdout, stderr), checking the one-line error contract."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        code = cli.main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    assert not [w for w in caught if issubclass(w.category, RuntimeWarning)], caught
+    assert "Traceback" not in err
+    if code != 0:
+        assert err.startswith("stepsize: ") and err.count("\n") == 1, err
+    return code, out, err
+
+
+def rows(text):
+    return list(csv.reader(io.StringIO(text)))
+
+
+def identity_rows(labels):
+    return [["graph1", "graph2"]] + [[x, x] for x in labels]
+
+
+# ---------------------------------------------------------------------------------------------
+# Builders of hostile files
+
+
+def raw_zip(path, name, compressed, crc, size, method=zipfile.ZIP_DEFLATED):
+    """A one-member zip written by hand, so that the declared sizes can be anything."""
+    name = name.encode()
+    local = struct.pack("<4s5H3I2H", b"PK\x03\x04", 20, 0, method, 0, 0, crc,
+                        len(compressed), size, len(name), 0) + name
+    central = struct.pack("<4s6H3I5H2I", b"PK\x01\x02", 20, 20, 0, method, 0, 0, crc,
+                          len(compressed), size, len(name), 0, 0, 0, 0, 0, 0) + name
+    end = struct.pack("<4s4H2IH", b"PK\x05\x06", 0, 0, 1, 1, len(central),
+                      len(local) + len(compressed), 0)
+    Path(path).write_bytes(local + compressed + central + end)
+    return path
+
+
+def zip_bomb(path, n):
+    """An honest .npz whose ``adjacency`` is n x n float64 zeros: 8 n^2 bytes from a few MB.
+
+    Deflate blocks ended by a full flush do not refer to earlier data, so one compressed block
+    of 16 MiB of zeros can be repeated.
+    """
+    header = _header_dict((n, n))
+    chunk, total = 1 << 24, 8 * n * n + len(header)
+    first = zlib.compressobj(9, zlib.DEFLATED, -15)
+    data = first.compress(header + bytes(chunk - len(header))) + first.flush(zlib.Z_FULL_FLUSH)
+    count, rest = divmod(total - chunk, chunk)
+    block = zlib.compressobj(9, zlib.DEFLATED, -15)
+    data += (block.compress(bytes(chunk)) + block.flush(zlib.Z_FULL_FLUSH)) * count
+    tail = zlib.compressobj(9, zlib.DEFLATED, -15)
+    data += tail.compress(bytes(rest)) + tail.flush(zlib.Z_FINISH)
+    # The CRC is never reached: the reader stops at the npy header.
+    return raw_zip(path, "adjacency.npy", data, 0, total)
+
+
+def _header_dict(shape, descr="<f8"):
+    buffer = io.BytesIO()
+    np.lib.format.write_array_header_1_0(
+        buffer, {"descr": descr, "fortran_order": False, "shape": shape})
+    return buffer.getvalue()
+
+
+def claims_shape(path, shape):
+    """A tiny .npz whose array header claims ``shape`` but holds no data."""
+    header = _header_dict(shape)
+    return raw_zip(path, "adjacency.npy", header, zlib.crc32(header), len(header),
+                   method=zipfile.ZIP_STORED)
+
+
+def write_graphml(path, edges, directed=False, nodes=()):
+    graph = nx.DiGraph() if directed else nx.Graph()
+    graph.add_nodes_from(nodes)
+    for u, v, w in edges:
+        graph.add_edge(u, v, weight=float(w))
+    nx.write_graphml(graph, path)
+    return path
+
+
+# ---------------------------------------------------------------------------------------------
+# The table: graph inputs of `stepsize match`
+
+
+@dataclass
+class Case:
+    name: str
+    content: object  # str (utf-8 text), bytes, or a callable(path) that writes the file
+    suffix: str = ".txt"
+    code: int = 2
+    message: str = ""
+    expected: list | None = None  # CSV rows when matched with itself (code 0)
+    extra: tuple = ()
+
+
+def _npz_dense(matrix, **more):
+    return lambda path: np.savez(path, adjacency=np.asarray(matrix, dtype=float), **more)
+
+
+GRAPH_CASES = [
+    # Encoding and labels
+    Case("utf8 BOM", b"\xef\xbb\xbf" + PATH4.encode(), code=0,
+         expected=identity_rows("abcd")),
+    Case("BOM in the middle", "a b 1\n\ufeffc a 2\n", message="U+FEFF; labels must be printable"),
+    Case("utf-16 file", PATH4.encode("utf-16"), message="not a UTF-8 text edge list"),
+    Case("CRLF line ends", PATH4.replace("\n", "\r\n"), code=0, expected=identity_rows("abcd")),
+    Case("label with comma", "x,y b 1\nb c 2\nc d 3\n", code=0,
+         expected=identity_rows(["x,y", "b", "c", "d"])),
+    Case("label with quotes", 'a"q b 1\nb c 2\nc d 3\n', code=0,
+         expected=identity_rows(['a"q', "b", "c", "d"])),
+    Case("NUL in a label", "a\x00b c 1\n", message="U+0000; labels must be printable"),
+    Case("escape sequence in a label", "a\x1b[31m b 1\n", message="U+001B"),
+    Case("bidi override in a label", "a\u202eb c 1\n", message="U+202E"),
+    Case("vertical tab in a label", "a\x0bb c 1\n", message="U+000B"),
+    Case("line separator in a label", "a\u2028b c 1\n", message="U+2028"),
+    # Structure
+    Case("three-column header", "source target weight\n" + PATH4, code=0,
+         expected=identity_rows("abcd")),
+    Case("two-column header", "From To\n" + "a b\nb c\nc d\nd e\ne c\n", code=0,
+         expected=None, message="header 'From To' skipped"),
+    Case("comments everywhere", "# c\n  # indented\na b 1 # c\n\nb c 2#c\nc d 3\n", code=0,
+         expected=identity_rows("abcd")),
+    Case("isolated node line", PATH4 + "e\n", code=0, expected=identity_rows("abcde")),
+    Case("zero-weight line keeps its nodes", PATH4 + "e f 0\n", code=0,
+         expected=identity_rows("abcdef")),
+    Case("comma-separated edge list", "a,b,1\nb,c,2\n",
+         message=NO_EDGES + " (fields are separated by spaces or tabs, not commas)"),
+    Case("four fields", "a b 1 2\n", message="line 1: expected 'u v [weight]' or 'u'"),
+    Case("only comments", "# nothing\n", message="the graph is empty (no nodes)"),
+    Case("empty file", b"", message="is empty (0 bytes)"),
+    # Weights
+    Case("all weights zero, edge list", "a b 0\nb c 0\n",
+         message=NO_EDGES),
+    Case("all weights zero, npz", _npz_dense(np.zeros((3, 3))), suffix=".npz",
+         message=NO_EDGES),
+    Case("all weights zero, GraphML",
+         lambda p: write_graphml(p, [("a", "b", 0), ("b", "c", 0)]), suffix=".graphml",
+         message=NO_EDGES),
+    Case("weight 1e308", "a b 1e308\nb c 1e308\nc a 1e308\n",
+         message="weight 1e+308 is outside [1e-100, 1e+100]"),
+    Case("weight 1e-200", "a b 1e-200\nb c 1\n", message="weight 1e-200 is outside"),
+    Case("weight 1e308 in npz", _npz_dense([[0, 1e308], [1e308, 0]]), suffix=".npz",
+         message="entry (0, 1): weight 1e+308 is outside"),
+    Case("weight inf", "a b inf\n", message="weight 'inf' is not finite"),
+    Case("weight nan in GraphML", lambda p: write_graphml(p, [("a", "b", math.nan)]),
+         suffix=".graphml", message="edge (a, b): weight nan is not finite"),
+    Case("negative weight", "a b 1\nb c -1\n", message="line 2: negative weight -1"),
+    Case("repeated edge, other weight", "a b 1\nb a 2\n",
+         message="line 2: edge (b, a) repeated with weight 2 (line 1 gave 1)"),
+    # Directed inputs: the same rule in every format
+    Case("directed GraphML", lambda p: write_graphml(p, [("a", "b", 1), ("b", "c", 1)],
+                                                     directed=True),
+         suffix=".graphml", message="the graph is directed: edge (a, b) has weight 1 but its "
+         "reverse (b, a) has weight 0; graphs must be undirected"),
+    Case("directed npz", _npz_dense([[0, 1], [0, 0]]), suffix=".npz",
+         message="the graph is directed: edge (0, 1) has weight 1 but its reverse (1, 0)"),
+    Case("directed GraphML with every reverse edge",
+         lambda p: write_graphml(p, [(u, v, w) for a, b, w in (("a", "b", 1), ("b", "c", 2),
+                                                               ("c", "d", 3))
+                                     for u, v in ((a, b), (b, a))], directed=True),
+         suffix=".graphml", code=0, expected=identity_rows("abcd")),
+    Case("GraphML node without edges",
+         lambda p: write_graphml(p, [("a", "b", 1), ("b", "c", 2), ("c", "d", 3)],
+                                 nodes=["a", "b", "c", "d", "e"]),
+         suffix=".graphml", code=0, expected=identity_rows("abcde")),
+    Case("GraphML label with a control byte", lambda p: write_graphml(p, [("a\x7f", "b", 1)]),
+         suffix=".graphml", message="U+007F"),
+    Case("GraphML billion laughs", lambda p: Path(p).write_text(
+        '<?xml version="1.0"?><!DOCTYPE g [<!ENTITY a "aaaaaaaaaa">'
+        + "".join(f'<!ENTITY {chr(98 + i)} "{("&" + chr(97 + i) + ";") * 10}">'
+                  for i in range(8))
+        + ']><graphml xmlns="http://graphml.graphdrawing.org/xmlns"><graph edgedefault='
+        '"undirected"><node id="&i;"/></graph></graphml>'), suffix=".graphml",
+        message="not a readable GraphML file"),
+    Case("GraphML external entity", lambda p: Path(p).write_text(
+        '<?xml version="1.0"?><!DOCTYPE g [<!ENTITY x SYSTEM "file:///etc/passwd">]>'
+        '<graphml xmlns="http://graphml.graphdrawing.org/xmlns"><graph edgedefault='
+        '"undirected"><node id="&x;"/></graph></graphml>'), suffix=".graphml",
+        message="not a readable GraphML file"),
+    Case("GraphML parallel edges, other weights", lambda p: Path(p).write_text(
+        '<?xml version="1.0"?><graphml xmlns="http://graphml.graphdrawing.org/xmlns">'
+        '<key id="w" for="edge" attr.name="weight" attr.type="double"/>'
+        '<graph edgedefault="undirected"><node id="a"/><node id="b"/>'
+        '<edge source="a" target="b"><data key="w">1</data></edge>'
+        '<edge source="a" target="b"><data key="w">2</data></edge></graph></graphml>'),
+        suffix=".graphml", message="parallel edges with weights 1 and 2"),
+    # .npz
+    Case("truncated npz", lambda p: Path(p).write_bytes(_npz_bytes()[:100]), suffix=".npz",
+         message="not a .npz file (not a zip archive, or truncated"),
+    Case("text file named .npz", "a b\n", suffix=".npz",
+         message="not a .npz file (not a zip archive, or truncated"),
+    Case("npy file named .npz", lambda p: _save_npy(p, np.eye(2)), suffix=".npz",
+         message="not a .npz file"),
+    Case("npz header claims 10^6 x 10^6", lambda p: claims_shape(p, (10**6, 10**6)),
+         suffix=".npz", message="array 'adjacency' claims shape (1000000, 1000000) but holds "
+         "only 128 bytes (truncated or corrupt)"),
+    Case("npz header claims more than it holds", lambda p: claims_shape(p, (500, 500)),
+         suffix=".npz", message="array 'adjacency' claims shape (500, 500) but holds only"),
+    Case("npz zip bomb", lambda p: zip_bomb(p, 20000), suffix=".npz",
+         message="has 20000 nodes, more than the default limit of"),
+    Case("npz with pickled objects",
+         lambda p: np.savez(p, adjacency=np.array([[0, 1], [1, 0]], dtype=object)),
+         suffix=".npz", message="holds Python objects (refused: pickle)"),
+    Case("npz labels of the wrong length", _npz_dense(np.ones((2, 2)), labels=np.array(["x"])),
+         suffix=".npz", message="labels of shape (1,) for 2 nodes"),
+    Case("npz duplicate labels", _npz_dense(np.ones((2, 2)), labels=np.array(["x", "x"])),
+         suffix=".npz", message="node label 'x' is used twice"),
+    Case("npz label with NUL", _npz_dense(np.ones((2, 2)), labels=np.array(["x", "y\x00z"])),
+         suffix=".npz", message="U+0000"),
+    Case("npz complex adjacency", lambda p: np.savez(p, adjacency=np.eye(2) * 1j),
+         suffix=".npz", message="must be numeric, got dtype complex128"),
+    Case("sparse npz with out-of-range indices", lambda p: _bad_sparse(p), suffix=".npz",
+         message="not a readable .npz graph (corrupt"),
+    Case("sparse npz, isolated node kept",
+         lambda p: sp.save_npz(p, sp.csr_array(np.array([[0, 1, 0], [1, 0, 0], [0, 0, 0.]]))),
+         suffix=".npz", code=0, expected=None, message="(3 nodes, 1 edges)"),
+]
+
+
+def _save_npy(path, array):
+    with open(path, "wb") as handle:
+        np.save(handle, array)
+
+
+def _npz_bytes():
+    buffer = io.BytesIO()
+    np.savez(buffer, adjacency=np.ones((50, 50)))
+    return buffer.getvalue()
+
+
+def _bad_sparse(path):
+    matrix = sp.csr_array(np.array([[0, 1.0], [1.0, 0]]))
+    np.savez(path, format=np.array("csr"), shape=np.array([2, 2]), data=matrix.data,
+             indices=np.array([5, 0], dtype=np.int32), indptr=matrix.indptr)
+
+
+def _write_case(case: Case, path: Path) -> None:
+    if callable(case.content):
+        case.content(str(path))
+    elif isinstance(case.content, bytes):
+        path.write_bytes(case.content)
+    else:
+        path.write_text(case.content, encoding="utf-8")
+
+
+@pytest.mark.parametrize("case", GRAPH_CASES, ids=[c.name for c in GRAPH_CASES])
+def test_hostile_graph_file(case, tmp_path, capsys):
+    path = tmp_path / f"graph{case.suffix}"
+    _write_case(case, path)
+    code, out, err = run(["match", path, path, "--method", "ipfp", *case.extra], capsys)
+    assert code == case.code, err
+    if case.code:
+        assert case.message in err, err
+        return
+    if case.message:
+        assert case.message in err
+    if case.expected is not None:
+        assert rows(out) == case.expected
+    else:
+        table = rows(out)
+        assert table[0] == ["graph1", "graph2"]
+        assert sorted(r[0] for r in table[1:]) == sorted(r[1] for r in table[1:])
+
+
+def test_zip_bomb_is_refused_without_allocating(tmp_path, capsys):
+    bomb = zip_bomb(tmp_path / "bomb.npz", 20000)
+    assert bomb.stat().st_size < 4e6  # 3.2 GB of float64 zeros inside
+    tracemalloc.start()
+    code, _, err = run(["match", bomb, bomb], capsys)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert code == 2 and "has 20000 nodes" in err
+    assert "--max-nodes N" in err and "29.8 GiB for this graph" in err
+    assert peak < 20e6
+
+
+@pytest.mark.parametrize("kind, message", [
+    ("directory", "is a directory, not a regular file"),
+    ("fifo", "is a FIFO (named pipe), not a regular file"),
+    ("devnull", "is a character device, not a regular file"),
+    ("broken link", "does not exist (broken symbolic link)"),
+    ("missing", "does not exist"),
+])
+def test_graph_path_that_is_not_a_regular_file(kind, message, tmp_path, capsys):
+    good = tmp_path / "good.txt"
+    good.write_text(TRIANGLE)
+    target = {"directory": tmp_path, "devnull": Path(os.devnull),
+              "missing": tmp_path / "nope.txt"}.get(kind, tmp_path / "special")
+    if kind == "fifo":
+        os.mkfifo(target)
+    elif kind == "broken link":
+        target.symlink_to(tmp_path / "gone")
+    code, _, err = run(["match", target, good], capsys)
+    assert code == 2 and err == f"stepsize: error: graph file {str(target)!r} {message}\n"
+
+
+def test_node_limit_stops_reading_early(tmp_path, capsys):
+    star = tmp_path / "star.txt"
+    # The malformed last line is never reached: reading stops at node 101.
+    star.write_text("".join(f"hub n{i}\n" for i in range(300)) + "not an edge list line\n")
+    good = tmp_path / "good.txt"
+    good.write_text(TRIANGLE)
+    code, _, err = run(["match", star, good, "--max-nodes", 100], capsys)
+    assert code == 2
+    assert err == (f"stepsize: error: graph 1 ({star}) has more than 100 nodes, more than "
+                   f"--max-nodes 100: matching N nodes needs about 80 N^2 bytes (0.0 GiB for "
+                   f"100, more for this graph); pass --max-nodes N to allow N nodes\n")
+    star.write_text("".join(f"hub n{i}\n" for i in range(300)))
+    code, out, _ = run(["match", star, good, "--max-nodes", 301, "--method", "ipfp"], capsys)
+    assert code == 0 and len(rows(out)) == 302
+
+
+def test_default_node_limit_follows_the_memory_budget(monkeypatch):
+    assert match_cli.matching_memory(10362) <= 8 * 2**30 < match_cli.matching_memory(10363)
+    monkeypatch.setattr(match_cli, "memory_budget", lambda: 2**30)
+    assert match_cli.default_max_nodes() == math.isqrt(2**30 // 80) == 3663
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--seed", "-5"], "argument --seed: must be an integer >= 0, got '-5'"),
+    (["--seed", "1.5"], "argument --seed: must be an integer >= 0, got '1.5'"),
+    (["--max-nodes", "0"], "argument --max-nodes: must be an integer >= 1, got '0'"),
+    (["--method", "nope"], "--method must be one of apfp, asm, ga, ipfp, dspfp; got 'nope'"),
+    (["--out", ""], "--out must be a file name, got ''"),
+    (["--out", "", "--force"], "--out must be a file name, got ''"),
+    (["--out", "{dir}", "--force"], "is a directory; give a file name for the CSV"),
+    (["--out", "/dev/full"], "--out '/dev/full' is not a regular file"),
+    (["--out", "{dir}/no/such/m.csv"], "/no/such' does not exist"),
+    (["--out", "{file}"], "exists; pass --force to overwrite it"),
+])
+def test_bad_match_arguments(argv, message, tmp_path, capsys):
+    good = tmp_path / "good.txt"
+    good.write_text(TRIANGLE)
+    argv = [a.format(dir=tmp_path, file=good) for a in argv]
+    code, _, err = run(["match", good, good, *argv], capsys)
+    assert code == 2 and message in err
+    assert good.read_text() == TRIANGLE
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes anywhere")
+def test_unwritable_out_directory(tmp_path, capsys):
+    good = tmp_path / "good.txt"
+    good.write_text(TRIANGLE)
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o500)
+    code, _, err = run(["match", good, good, "--out", locked / "m.csv"], capsys)
+    assert code == 2 and "is not writable" in err
+
+
+def test_disk_full_while_writing_is_one_line(tmp_path, capsys, monkeypatch):
+    good = tmp_path / "good.txt"
+    good.write_text(PATH4)
+
+    def full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(match_cli, "write_correspondence", full)
+    code, _, err = run(["match", good, good, "--out", tmp_path / "m.csv"], capsys)
+    assert code == 2 and "cannot write --out" in err and "No space left on device" in err
+
+
+def test_out_file_is_written_atomically_and_quoted(tmp_path, capsys):
+    graph = tmp_path / "g.txt"
+    graph.write_text('x,y b 1\nb "c 2\n"c d 3\n')
+    out = tmp_path / "m.csv"
+    assert run(["match", graph, graph, "--out", out], capsys)[0] == 0
+    expected = identity_rows(["x,y", "b", '"c', "d"])
+    assert rows(out.read_text()) == expected
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+    code, stdout, _ = run(["match", graph, graph], capsys)
+    assert code == 0 and rows(stdout) == expected
+
+
+def test_internal_error_is_exit_1_with_traceback_hint(tmp_path, capsys, monkeypatch):
+    good = tmp_path / "good.txt"
+    good.write_text(TRIANGLE)
+
+    def broken(*args, **kwargs):
+        raise ValueError("an internal check failed")
+
+    monkeypatch.setattr(match_cli, "match_graphs", broken)
+    code, _, err = run(["match", good, good], capsys)
+    assert code == 1
+    assert err == ("stepsize: internal error: ValueError: an internal check failed (a bug; "
+                   "rerun with --traceback for the full traceback)\n")
+    with pytest.raises(ValueError, match="an internal check failed"):
+        cli.main(["match", str(good), str(good), "--traceback"])
+
+
+def test_progress_counts_iterations(tmp_path, capsys, monkeypatch):
+    good = tmp_path / "good.txt"
+    good.write_text(PATH4)
+    code, plain, err = run(["match", good, good], capsys)
+    iterations = int(err.split(" iterations (")[0].rsplit("\n", 1)[-1])
+
+    class Recorder:
+        disable, count = False, 0
+
+        def update(self, k):
+            self.count += k
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return None
+
+    recorder = Recorder()
+    monkeypatch.setattr(match_cli, "progress_bar", lambda **kwargs: recorder)
+    code, out, err = run(["match", good, good, "--progress"], capsys)
+    assert code == 0 and out == plain and recorder.count == iterations > 0
+    monkeypatch.undo()
+    code, _, err = run(["match", good, good, "--progress"], capsys)
+    assert code == 0 and "matching 4 x 4 (apfp)" in err
+
+
+# ---------------------------------------------------------------------------------------------
+# `reproduce` and `bench`: output folder safety, with a fast fake experiment
+
+
+def _fake_entry(name="fake", fail=None):
+    def run_fake(config, seed):
+        if fail is not None:
+            raise fail
+        return {"value": seed + 0.5, "tables": []}
+
+    def plot(result, out_dir):
+        fig, axes = new_figure()
+        axes[0].plot([0, 1], [0, result["value"]])
+        return [save_figure(fig, Path(out_dir) / f"{name}_line.png")]
+
+    return Entry(name, "a fake experiment", {}, {}, run_fake, plot)
+
+
+@pytest.fixture
+def fake(monkeypatch):
+    entry = _fake_entry()
+    monkeypatch.setattr(EXPERIMENTS, "_entries", {"fake": entry})
+    monkeypatch.setattr(EXPERIMENTS, "_discovered", True)
+    return entry
+
+
+def test_reproduce_refuses_to_overwrite_a_users_files(fake, tmp_path, capsys):
+    for name in ("fake.json", "fake_line.png"):
+        folder = tmp_path / name.replace(".", "_")
+        folder.mkdir()
+        (folder / name).write_text("the user's file")
+        code, _, err = run(["reproduce", "fake", "--out", folder], capsys)
+        assert code == 2
+        assert err == (f"stepsize: error: {str(folder / name)!r} exists and was not written by "
+                       f"stepsize; pass --force to overwrite it, or choose another --out\n")
+        assert (folder / name).read_text() == "the user's file"
+        assert sorted(p.name for p in folder.iterdir()) == [name]
+        assert run(["reproduce", "fake", "--out", folder, "--force"], capsys)[0] == 0
+        assert json.loads((folder / "fake.json").read_text())["value"] == 0.5
+
+
+def test_reproduce_overwrites_its_own_files_only(fake, tmp_path, capsys):
+    assert run(["reproduce", "fake", "--out", tmp_path, "--seed", 1], capsys)[0] == 0
+    assert run(["reproduce", "fake", "--out", tmp_path, "--seed", 2], capsys)[0] == 0
+    assert json.loads((tmp_path / "fake.json").read_text())["value"] == 2.5
+    manifest = json.loads((tmp_path / MANIFEST_NAME).read_text())["files"]
+    assert sorted(manifest) == ["fake.json", "fake_line.png"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        MANIFEST_NAME, "fake.json", "fake_line.png"]  # no lock, no staging left
+    (tmp_path / "fake_line.png").write_bytes(b"edited by the user")
+    code, _, err = run(["reproduce", "fake", "--out", tmp_path], capsys)
+    assert code == 2 and "fake_line.png' exists and was not written by stepsize" in err
+    assert (tmp_path / "fake_line.png").read_bytes() == b"edited by the user"
+
+
+def test_results_from_before_the_record_are_recognized(fake, tmp_path, capsys):
+    assert run(["reproduce", "fake", "--out", tmp_path], capsys)[0] == 0
+    (tmp_path / MANIFEST_NAME).unlink()
+    assert run(["reproduce", "fake", "--out", tmp_path], capsys)[0] == 0
+
+
+@pytest.mark.parametrize("out, message", [
+    ("", "--out must be a directory name, got ''; use --out . for the current directory"),
+    ("{file}", "is a regular file, not a directory"),
+    ("/dev/full", "--out '/dev/full' is a device, not a directory"),
+    ("{file}/sub", "is not a writable directory: '{file}' is a file"),
+])
+def test_reproduce_bad_out(fake, out, message, tmp_path, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    code, _, err = run(["reproduce", "fake", "--out", out.format(file=blocker)], capsys)
+    assert code == 2 and message.format(file=blocker) in err
+    assert blocker.read_text() == "x"
+
+
+def test_concurrent_run_is_refused_and_stale_lock_taken_over(fake, tmp_path, capsys):
+    fcntl = pytest.importorskip("fcntl")
+    lock = tmp_path / LOCK_NAME
+    lock.write_text("999999999\n")  # left by a killed run: nobody holds it
+    assert run(["reproduce", "fake", "--out", tmp_path], capsys)[0] == 0
+    assert not lock.exists()
+    with open(lock, "w") as holder:
+        holder.write("4242\n")
+        holder.flush()
+        fcntl.flock(holder, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        code, _, err = run(["reproduce", "fake", "--out", tmp_path], capsys)
+    assert code == 2
+    assert err == (f"stepsize: error: another stepsize run (pid 4242) is writing into --out "
+                   f"{str(tmp_path)!r}; wait for it to finish or choose another --out\n")
+
+
+def test_output_dir_lock_is_exclusive(tmp_path):
+    with OutputDir(tmp_path), pytest.raises(ValueError, match="another stepsize run"):
+        with OutputDir(tmp_path):
+            pass
+    with OutputDir(tmp_path):  # released
+        pass
+
+
+def test_failing_experiment_is_an_internal_error_and_writes_nothing(tmp_path, capsys,
+                                                                    monkeypatch):
+    entry = _fake_entry(fail=ValueError("config key 'n' must be positive"))
+    monkeypatch.setattr(EXPERIMENTS, "_entries", {"fake": entry})
+    monkeypatch.setattr(EXPERIMENTS, "_discovered", True)
+    code, _, err = run(["reproduce", "fake", "--out", tmp_path], capsys)
+    assert code == 1 and "internal error: ValueError: config key 'n' must be positive" in err
+    assert "rerun with --traceback" in err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_reproduce_psor_quick_refuses_a_users_json(tmp_path, capsys):
+    (tmp_path / "psor.json").write_text('{"mine": true}')
+    code, _, err = run(["reproduce", "psor", "--quick", "--out", tmp_path], capsys)
+    assert code == 2 and "psor.json' exists and was not written by stepsize" in err
+    assert json.loads((tmp_path / "psor.json").read_text()) == {"mine": True}
+
+
+# ---------------------------------------------------------------------------------------------
+# Properties
+
+PRINTABLE = st.characters(blacklist_categories=("Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"))
+EDGE_LIST_LABEL = st.text(PRINTABLE.filter(lambda c: c not in " \t#"), min_size=1, max_size=6)
+
+
+@settings(max_examples=30, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(labels=st.lists(EDGE_LIST_LABEL, min_size=2, max_size=6, unique=True))
+def test_any_label_set_round_trips_through_the_csv(labels, tmp_path_factory, capsys):
+    folder = tmp_path_factory.mktemp("labels")
+    graph = folder / "g.txt"
+    # A path in label order; the first line is data, so a header-like pair is commented first.
+    lines = ["# labels"] + [f"{u} {v} {i + 1}" for i, (u, v) in
+                            enumerate(zip(labels, labels[1:]))]
+    graph.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    if read_graph(graph).header is not None:
+        return  # the first pair spells a documented header (source target, ...)
+    code, out, _ = run(["match", graph, graph, "--method", "ipfp"], capsys)
+    assert code == 0
+    table = rows(out)
+    assert table[0] == ["graph1", "graph2"]
+    assert [r[0] for r in table[1:]] == labels
+    assert sorted(r[1] for r in table[1:]) == sorted(labels)
+
+
+GRAPHML_LABEL = st.text(PRINTABLE, min_size=1, max_size=6)
+
+
+@settings(max_examples=25, deadline=None)
+@given(labels=st.lists(GRAPHML_LABEL, min_size=2, max_size=5, unique=True),
+       weights=st.lists(st.sampled_from([0.0, 0.0, 1.0, 2.5, 1e-3]), min_size=15, max_size=15),
+       data=st.data())
+def test_every_format_reads_the_same_graph(labels, weights, data, tmp_path_factory):
+    """Edge list, dense and sparse .npz, and undirected and (symmetric) directed GraphML give
+    the same labels and adjacency, or the same refusal."""
+    n = len(labels)
+    upper = np.zeros((n, n))
+    upper[np.triu_indices(n)] = weights[: n * (n + 1) // 2]
+    matrix = upper + np.triu(upper, 1).T
+    folder = tmp_path_factory.mktemp("formats")
+    files = []
+    edge_labels = all(" " not in x and "#" not in x for x in labels) and not any(
+        (x.lower(), y.lower()) in {("source", "target"), ("from", "to"), ("src", "dst"),
+                                   ("node1", "node2")} for x in labels for y in labels)
+    pairs = [(i, j) for i in range(n) for j in range(i, n)]
+    if edge_labels:
+        text = ["# u v w"] + [f"{labels[i]} {labels[j]} {float(matrix[i, j])!r}" for i, j in pairs
+                              if matrix[i, j] or data.draw(st.booleans())]
+        text += list(labels)  # every node declared: the isolated ones too
+        files.append(folder / "g.txt")
+        files[-1].write_text("\n".join(text) + "\n", encoding="utf-8")
+    np.savez(folder / "dense.npz", adjacency=matrix, labels=np.array(labels))
+    sp.save_npz(folder / "sparse.npz", sp.csr_array(matrix))
+    files += [folder / "dense.npz", folder / "sparse.npz"]
+    for directed in (False, True):
+        graph = (nx.DiGraph if directed else nx.Graph)()
+        graph.add_nodes_from(labels)
+        for i, j in pairs:
+            if matrix[i, j] or data.draw(st.booleans()):
+                graph.add_edge(labels[i], labels[j], weight=matrix[i, j])
+                if directed:
+                    graph.add_edge(labels[j], labels[i], weight=matrix[i, j])
+        files.append(folder / f"g{int(directed)}.graphml")
+        nx.write_graphml(graph, files[-1])
+    outcomes = []
+    for path in files:
+        try:
+            graph = read_graph(path)
+        except ValueError as exc:
+            outcomes.append(str(exc).split(": ", 1)[1])
+            continue
+        names = labels if path.name != "sparse.npz" else [str(i) for i in range(n)]
+        order = [graph.labels.index(x) for x in names]
+        assert sorted(graph.labels) == sorted(names)
+        outcomes.append(graph.adjacency.toarray()[np.ix_(order, order)].tolist())
+    assert all(o == outcomes[0] for o in outcomes), outcomes
+    if np.any(matrix):
+        assert outcomes[0] == matrix.tolist()
+    else:
+        assert outcomes[0] == NO_EDGES
+
+
+@settings(max_examples=30, deadline=None)
+@given(text=st.text(st.sampled_from("ab \t#\n01.x"), max_size=40))
+def test_edge_list_reader_never_raises_anything_but_value_error(text, tmp_path_factory):
+    path = tmp_path_factory.mktemp("fuzz") / "g.txt"
+    path.write_text(text, encoding="utf-8")
+    try:
+        graph = read_graph(path)
+    except ValueError:
+        return
+    assert graph.adjacency.nnz > 0 and len(graph.labels) == graph.adjacency.shape[0]
+    bom = path.with_name("bom.txt")
+    bom.write_bytes(b"\xef\xbb\xbf" + text.encode())
+    again = read_graph(bom)
+    assert again.labels == graph.labels
+    assert (again.adjacency != graph.adjacency).nnz == 0
