@@ -188,8 +188,71 @@ def test_checkpoint_resume_equals_uninterrupted_run(tmp_path):
     for (name, a), b in zip(reference.state_dict().items(), resumed_model.state_dict().values(),
                             strict=True):
         assert torch.equal(a, b), name
-    with pytest.raises(ValueError, match="different settings"):
+    with pytest.raises(ValueError, match=r"run\.pt was written for a different configuration: "
+                                         r"lr is 0.02 there but 0.5 here; seed is 5 there but 0"):
         train_model(resumed_model, data, epochs=3, lr=0.5, batch_size=50, checkpoint=path)
+
+
+def _small_run(path, *, x=None, bits=4, teacher=None, temperature=1.0):
+    torch.manual_seed(0)
+    net = quantize_model(nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 8), nn.ReLU(),
+                                       nn.Linear(8, 2)), bits)
+    if x is None:
+        x = torch.randn(32, 4, generator=torch.Generator().manual_seed(1))
+    return train_model(net, (x, (x[:, 0] > 0).long()), epochs=1, lr=0.05, batch_size=16,
+                       teacher=teacher, temperature=temperature, progress=False, checkpoint=path)
+
+
+def test_resume_refuses_other_data_temperature_teacher_or_model(tmp_path):
+    """Issue 11: these were not recorded, so a resume with them changed went on silently."""
+    path = tmp_path / "run.pt"
+    torch.manual_seed(7)
+    teacher = nn.Sequential(nn.Linear(4, 2))
+    _small_run(path, teacher=teacher, temperature=2.0)
+    assert _small_run(path, teacher=teacher, temperature=2.0).resumed_from_epoch == 1
+    x = torch.randn(32, 4, generator=torch.Generator().manual_seed(1))
+    x[5, 2] = torch.nextafter(x[5, 2], torch.tensor(10.0))  # one ulp in one input
+    other_teacher = nn.Sequential(nn.Linear(4, 2))
+    for change, setting in [
+        (dict(x=x), "data"),
+        (dict(temperature=3.0), "temperature is 2.0 there but 3.0 here"),
+        (dict(teacher=None), "teacher is '[0-9a-f]{16}' there but None here"),
+        (dict(teacher=other_teacher), "teacher is '[0-9a-f]{16}' there but '[0-9a-f]{16}' here"),
+        (dict(bits=8), "model is"),  # same shapes and weight decay, other bit width
+    ]:
+        arguments = dict(teacher=teacher, temperature=2.0) | change
+        with pytest.raises(ValueError, match=rf"run\.pt was written for a different configuration: "
+                                             rf"{setting}"):
+            _small_run(path, **arguments)
+
+
+@pytest.mark.parametrize("form", ["torch zip", "raw pickle"])
+def test_a_planted_checkpoint_never_runs(tmp_path, form):
+    """Issue 11: with resume on (the default), train_model loaded checkpoints with
+    weights_only=False, so a planted file ran its code before any check."""
+    import os
+    import pickle
+    import shlex
+
+    marker = tmp_path / "PWNED"
+
+    class RunsCode:
+        def __reduce__(self):
+            return os.system, (f"touch {shlex.quote(str(marker))}",)
+
+    path = tmp_path / "planted.pt"
+    if form == "torch zip":
+        torch.save({"format": "stepsize.checkpoint/2", "model": RunsCode()}, path)
+    else:
+        path.write_bytes(pickle.dumps({"model": RunsCode()}, protocol=2))
+    with pytest.raises(ValueError, match=r"checkpoint .*planted\.pt is corrupted or not a "
+                                         r"stepsize checkpoint \(it asks to call or build "
+                                         r"posix\.system.*refused without running it"):
+        _small_run(path)
+    assert not marker.exists()
+    with open(path, "rb") as stream:  # the control: the payload is live
+        torch.load(stream, weights_only=False) if form == "torch zip" else pickle.load(stream)
+    assert marker.exists()
 
 
 def test_distillation_runs_and_uses_the_teacher():
