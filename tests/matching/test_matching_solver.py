@@ -244,7 +244,7 @@ def test_bad_inputs():
         match_graphs(np.array([["a"]]), A)
     with pytest.raises(ValueError, match="step must be one of"):
         match_graphs(A, A, step="exact")
-    with pytest.raises(ValueError, match="alpha must be"):
+    with pytest.raises(ValueError, match="step must be <= 1"):
         match_graphs(A, A, step=1.5)
     with pytest.raises(ValueError, match="projection must be one of"):
         projected_fixed_point(A, A, projection="greedy")

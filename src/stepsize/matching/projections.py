@@ -30,7 +30,14 @@ import numpy as np
 from scipy.optimize import linear_sum_assignment
 from scipy.special import entr
 
-from stepsize._validation import check_array, check_choice, check_int, check_real, check_square
+from stepsize._validation import (
+    check_array,
+    check_choice,
+    check_int,
+    check_real,
+    check_square,
+    describe,
+)
 
 __all__ = [
     "DYNAMICAL_SCALES",
@@ -126,8 +133,17 @@ def _sinkhorn(
     return SinkhornResult(kernel, iteration, error < tol, error, potential + np.log(v))
 
 
+def _refuse_meta(value, name: str):
+    """Refuse a torch tensor on the meta device (shape only, no data) before it is read."""
+    if getattr(value, "is_meta", False):
+        raise ValueError(
+            f"{name} is a tensor on the meta device (it has no data), got {describe(value)}"
+        )
+    return value
+
+
 def _check_scores(X, name: str) -> np.ndarray:
-    return check_square(check_array(X, name, ndim=2), name)
+    return check_square(check_array(_refuse_meta(X, name), name, ndim=2), name)
 
 
 def sinkhorn(S, *, tol: float = 1e-6, max_iter: int = 1000) -> SinkhornResult:

@@ -13,6 +13,13 @@ gradient is ``grad Z(M_{k+1}) = grad Z(M_k) + alpha_k H``. The objective is trac
 ``Z(M_{k+1}) = Z(M_k) + c1 alpha + c2 alpha^2``. From the barycenter ``M_0 = 11^T / N`` the first
 gradient is the rank-one ``(A 1)(1^T B) / N`` (O(n^2), no product).
 
+The solver works on ``A / max|A|`` and ``B / max|B|`` (and ``lam K`` divided by the same overall
+scale ``s``): the maximizing permutation of ``<A, P B P^T> + lam <K, P>`` does not change when
+the objective is multiplied by ``s > 0``, so every preset returns the same matching for weights
+in units of 1e-200 or 1e200 (no overflow, no underflow), and the fixed ``beta`` of ``ga`` and
+``softassign`` refers to weights in [-1, 1]. Objective values reported (``objective``,
+``history``, ``info``) are in the user's units; ``info["log_scale"]`` is ``log s``.
+
 Graphs of different sizes are padded with isolated dummy nodes to ``N = max(n1, n2)``. The
 padding adds constant rows (or columns) to every score matrix, to which Sinkhorn is exactly
 invariant (a constant row is a diagonal scaling), so it does not bias softassign.
@@ -55,6 +62,7 @@ from stepsize._validation import (
     check_int,
     check_real,
     check_rng,
+    describe,
 )
 from stepsize.matching.graphs import as_adjacency
 from stepsize.matching.objective import assignment_objective
@@ -66,6 +74,7 @@ from stepsize.matching.projections import (
     _dynamical_width,
     _hungarian_columns,
     _permutation_matrix,
+    _refuse_meta,
     _sinkhorn,
 )
 from stepsize.matching.steps import StepRule, adaptive_step, fixed_step
@@ -206,8 +215,110 @@ def _step_rule(step) -> StepRule:
         check_choice(step, "step", ("adaptive",))
         return adaptive_step
     if callable(step):
-        return step
-    return fixed_step(step)
+        return _checked_rule(step)
+    return fixed_step(check_real(step, "step", low=0, high=1, low_inclusive=False))
+
+
+def _checked_rule(rule: StepRule) -> StepRule:
+    """A user's step rule whose every ``alpha`` is checked to lie in [0, 1]."""
+
+    def checked(c1: float, c2: float) -> float:
+        alpha = rule(c1, c2)
+        try:
+            value = float(alpha)
+        except (TypeError, ValueError):
+            raise TypeError(
+                f"step (a callable) must return a number, got {describe(alpha)}"
+            ) from None
+        if not 0.0 <= value <= 1.0:  # NaN fails too
+            raise ValueError(f"step (a callable) returned alpha = {value!r}; it must be in [0, 1]")
+        return value
+
+    return checked
+
+
+def _check_graph_input(value, name: str):
+    """Refuse what :func:`as_adjacency` would turn into a raw error or a silent cast."""
+    _refuse_meta(value, name)
+    if sp.issparse(value) and np.iscomplexobj(value.data):
+        raise TypeError(f"{name} must be real, got complex {describe(value)}")
+    if hasattr(value, "edges") and hasattr(value, "is_directed"):  # a networkx graph
+        for *_, weight in value.edges(data="weight", default=1.0):
+            if np.iscomplexobj(weight):
+                raise TypeError(f"{name} must have real edge weights, got {weight!r}")
+    return value
+
+
+def _max_abs(matrix) -> float:
+    if sp.issparse(matrix):
+        return float(np.max(np.abs(matrix.data))) if matrix.nnz else 0.0
+    return float(np.max(np.abs(matrix)))
+
+
+def _normalize(A, B, K, lam: float):
+    """Factors ``(a, b, lam K / s, log s)`` of the normalized problem ``(A / a, B / b, ...)``.
+
+    ``a = max|A|``; ``b = max|B| s / (max|A| max|B|)``; ``s = max(max|A| max|B|, |lam| max|K|)``,
+    formed in logarithms, so weights near the ends of the float64 range neither overflow nor
+    underflow. ``Z`` of the normalized problem is ``Z / s``; without a node term ``s = a b``.
+    Zero matrices get the factor 1.
+    """
+    a, b = _max_abs(A), _max_abs(B)
+    log_quadratic = math.log(a) + math.log(b) if a > 0 and b > 0 else -math.inf
+    k = _max_abs(K) if K is not None and lam != 0.0 else 0.0
+    log_linear = math.log(abs(lam)) + math.log(k) if k > 0 else -math.inf
+    log_scale = max(log_quadratic, log_linear)
+    if log_scale == -math.inf:  # everything is zero
+        return 1.0, 1.0, None, 0.0
+    if log_quadratic != log_scale and b > 0:
+        # divide by b, then by s / (a b) < 1 (inf when the quadratic term underflows entirely)
+        ratio = log_quadratic - log_scale
+        b = b / math.exp(ratio) if ratio > -700.0 else math.inf
+    linear = None
+    if k > 0:
+        linear = (K / k) * math.copysign(math.exp(log_linear - log_scale), lam)
+    return a or 1.0, b or 1.0, linear, log_scale
+
+
+def _scaled(padded, factor: float, sparse: bool):
+    """``padded / factor``, in place for the dense copy made by :func:`_pad`."""
+    if factor == 1.0:
+        return padded
+    if sparse:
+        return padded / factor
+    padded /= factor
+    return padded
+
+
+def _rescale(value: float, log_scale: float) -> float:
+    """``value * exp(log_scale)``, rounded to +-inf or 0 outside the float64 range."""
+    if log_scale == 0.0 or value == 0.0 or not math.isfinite(value):
+        return value
+    if abs(log_scale) < 700.0:
+        return value * math.exp(log_scale)
+    exponent = math.log(abs(value)) + log_scale
+    magnitude = math.inf if exponent > 709.78 else math.exp(exponent)
+    return math.copysign(magnitude, value)
+
+
+def _to_user_units(result: MatchingResult, log_scale: float, A, B, K, lam: float) -> None:
+    """Report the objective values of a run on the normalized problem in the user's units."""
+    info = result.info
+    info["normalized_objective"] = result.objective
+    info["log_scale"] = log_scale
+    if log_scale == 0.0:
+        return
+    with np.errstate(over="ignore", under="ignore", invalid="ignore"):
+        result.objective = assignment_objective(A, B, result.col_ind, K, lam)
+    if not math.isfinite(result.objective):  # the true value is beyond float64: its sign
+        result.objective = _rescale(info["normalized_objective"], log_scale)
+    result.history = [_rescale(value, log_scale) for value in result.history]
+    for key in ("c1", "c2"):
+        info[key] = [_rescale(value, log_scale) for value in info[key]]
+    info["relaxed_objective"] = _rescale(info["relaxed_objective"], log_scale)
+    if "restart" in info:
+        restart = info["restart"]
+        restart["first_objective"] = _rescale(restart["first_objective"], log_scale)
 
 
 def projected_fixed_point(
@@ -276,8 +387,18 @@ def projected_fixed_point(
             (and monotone) for any ``D``, and the final rounding is a Hungarian step.
         history: store ``Z(M_k)`` for every iterate in ``result.history``.
 
+    The iteration runs on the normalized problem of the module docstring (``A / max|A|``, ...),
+    so the matching does not depend on the units of the weights; ``beta`` (fixed or annealed)
+    applies to the normalized scores. ``objective``, ``history`` and the ``c1``, ``c2`` and
+    ``relaxed_objective`` of ``info`` are in the user's units (``+-inf`` or 0 where that value
+    is outside the float64 range; ``info["normalized_objective"]`` is always finite).
+
     Returns:
         A :class:`MatchingResult`.
+
+    Raises:
+        ValueError, TypeError: naming the argument, for a bad value (``step`` outside (0, 1],
+            a meta-device tensor, complex or non-finite weights, ...).
 
     >>> A = np.array([[0, 3, 1], [3, 0, 2], [1, 2, 0]], dtype=float)
     >>> B = A[np.ix_([2, 0, 1], [2, 0, 1])]
@@ -287,11 +408,11 @@ def projected_fixed_point(
     Reference: Shen, Niu, Zhu, "Dynamical softassign and adaptive parameter tuning for graph
     matching", arXiv:2208.08233 (2022).
     """
-    A, _ = as_adjacency(A, "A")
-    B, _ = as_adjacency(B, "B")
+    A, _ = as_adjacency(_check_graph_input(A, "A"), "A")
+    B, _ = as_adjacency(_check_graph_input(B, "B"), "B")
     n1, n2 = A.shape[0], B.shape[0]
     if K is not None:
-        K = check_array(K, "K", shape=(n1, n2))
+        K = check_array(_check_graph_input(K, "K"), "K", shape=(n1, n2))
     projection = check_choice(projection, "projection", PROJECTIONS)
     rule = _step_rule(step)
     lam = check_real(lam, "lam")
@@ -321,13 +442,17 @@ def projected_fixed_point(
     inner_tol = check_real(inner_tol, "inner_tol", low=0, low_inclusive=False)
     inner_max_iter = check_int(inner_max_iter, "inner_max_iter", low=1)
 
+    if not isinstance(init, str):
+        init = _check_graph_input(init, "init")
+
     sparse = (_nonzeros(A) + _nonzeros(B)) / (n1 * n1 + n2 * n2) < _SPARSE_DENSITY
+    a, b, node_term, log_scale = _normalize(A, B, K, lam)
     linear = None
-    if K is not None and lam != 0.0:
+    if node_term is not None:
         linear = np.zeros((size, size))
-        linear[:n1, :n2] = lam * K
-    problem = _Problem(A, B, K, lam, _pad(A, size, sparse), _pad(B, size, sparse), linear, n1,
-                       n2, sparse)
+        linear[:n1, :n2] = node_term
+    problem = _Problem(node_term, _scaled(_pad(A, size, sparse), a, sparse),
+                       _scaled(_pad(B, size, sparse), b, sparse), linear, n1, n2, sparse)
     settings = _Settings(projection, rule, beta, scale, beta_growth, beta_max, epsilon,
                          max_iter, tol, inner_tol, inner_max_iter)
     start = _initial_matrix(init, n1, n2, size, rng)
@@ -346,6 +471,7 @@ def projected_fixed_point(
         result.n_iter = first.n_iter + again.n_iter
     if not result.converged and max_iter > 0:
         warn_not_converged(f"projected_fixed_point ({projection})", result.n_iter)
+    _to_user_units(result, log_scale, A, B, K, lam)
     if not history:
         result.history = None
     return result
@@ -353,12 +479,12 @@ def projected_fixed_point(
 
 @dataclass(frozen=True)
 class _Problem:
-    """Validated inputs of one matching problem, padded to ``N = max(n1, n2)``."""
+    """Validated inputs of one matching problem, normalized and padded to ``N = max(n1, n2)``.
 
-    A: Any
-    B: Any
+    ``K`` is the normalized node term ``lam K / s`` (None without one).
+    """
+
     K: np.ndarray | None
-    lam: float
     A_pad: Any
     B_pad: Any
     linear: np.ndarray | None
@@ -446,7 +572,8 @@ def _iterate(problem: _Problem, settings: _Settings, M: np.ndarray, barycenter: 
             converged, message = True, f"relative change below tol = {settings.tol:g}"
             break
 
-    A, B, K, lam = problem.A, problem.B, problem.K, problem.lam
+    # The padding is zero, so the objective of the padded matrices is that of the real blocks.
+    A, B, K, lam = A_pad, B_pad, problem.K, 1.0
     rounded = _hungarian_columns(M)
     rounding = "hungarian"
     if best_discrete[1] is not None:
