@@ -10,6 +10,7 @@ torch = pytest.importorskip("torch")
 
 from stepsize.chebyshev import chebyshev_steps, expected_squared_error  # noqa: E402
 from stepsize.unfolding import (  # noqa: E402
+    CallableOperator,
     DiagonalOperator,
     UnfoldedGD,
     UnfoldedPSOR,
@@ -328,3 +329,37 @@ def test_import_without_torch_asks_for_the_extra():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert "pip install 'stepsize[torch]'" in out.stdout
+
+
+def test_resume_refuses_another_map_with_the_same_data_hash(tmp_path):
+    """The operator setting includes the response of the trained map to a fixed probe: two
+    Jacobi maps with the same fixed point, or two callables with the same shape and spectrum,
+    are different runs (the fixed point or the spectrum alone used to let them resume)."""
+    P = np.array([[4.0, 1.0, 0.0], [1.0, 4.0, 1.0], [0.0, 1.0, 4.0]])
+    solution = np.array([1.0, -1.0, 2.0])
+    stiffer = P + np.diag([1.0, 0.0, 0.0])
+    path = tmp_path / "psor.pt"
+
+    def psor(matrix, **kwargs):
+        model = UnfoldedPSOR.jacobi(2, matrix, matrix @ solution, init=1.0)
+        return train_incremental(model, batch_size=4, steps_per_generation=2, lr=0.01, seed=0,
+                                 progress=False, checkpoint=path, **kwargs)
+
+    psor(P)
+    assert psor(P, resume=True).resumed_from == 2
+    with pytest.raises(ValueError, match=r"psor\.pt was written for a different configuration: "
+                                         r"operator is 'psor:"):
+        psor(stiffer, resume=True)
+
+    eigenvalues = np.array([1.0, 2.0])
+    path = tmp_path / "callable.pt"
+
+    def dugd(scale, **kwargs):
+        operator = CallableOperator(lambda x: x * scale, lambda y: y * scale, (2, 2),
+                                    eigenvalues=eigenvalues)
+        return train_expected_loss(UnfoldedGD(2, operator, init=0.3), steps_per_generation=2,
+                                   progress=False, checkpoint=path, **kwargs)
+
+    dugd(torch.tensor([1.0, 2.0 ** 0.5], dtype=torch.float64))
+    with pytest.raises(ValueError, match="different configuration: operator is 'callable:2x2:"):
+        dugd(torch.tensor([2.0 ** 0.5, 1.0], dtype=torch.float64), resume=True)
