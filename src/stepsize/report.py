@@ -90,6 +90,17 @@ def to_jsonable(value: Any) -> Any:
     raise TypeError(f"cannot write a {type(value).__name__} to JSON")
 
 
+def _file_mode(path: Path) -> int:
+    """The permissions of ``path``, or those of a new file under the umask (temporary files
+    are created private)."""
+    try:
+        return stat.S_IMODE(os.stat(path).st_mode)
+    except OSError:
+        umask = os.umask(0)
+        os.umask(umask)
+        return 0o666 & ~umask
+
+
 def _write_text_atomic(path: Path, text: str) -> Path:
     """Write ``text`` to a temporary file next to ``path``, then give it the name ``path``."""
     handle = tempfile.NamedTemporaryFile(
@@ -99,6 +110,7 @@ def _write_text_atomic(path: Path, text: str) -> Path:
     try:
         with handle:
             handle.write(text)
+        os.chmod(handle.name, _file_mode(path))
         os.replace(handle.name, path)
     finally:
         with contextlib.suppress(FileNotFoundError):
@@ -371,6 +383,9 @@ class OutputDir:
         found = []
         for pattern in patterns:
             for path in sorted(self.path.glob(pattern)):
+                if path.name in (MANIFEST_NAME, LOCK_NAME) or path.name.startswith(
+                        _STAGING_PREFIX):
+                    continue
                 if path.name in manifest and path.is_file():
                     if _sha256(path) == manifest[path.name]:
                         continue

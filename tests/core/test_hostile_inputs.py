@@ -408,6 +408,9 @@ def test_out_file_is_written_atomically_and_quoted(tmp_path, capsys):
     expected = identity_rows(["x,y", "b", '"c', "d"])
     assert rows(out.read_text()) == expected
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+    umask = os.umask(0)
+    os.umask(umask)
+    assert out.stat().st_mode & 0o777 == 0o666 & ~umask  # not the temporary file's 0o600
     code, stdout, _ = run(["match", graph, graph], capsys)
     assert code == 0 and rows(stdout) == expected
 

@@ -1,12 +1,19 @@
 """JSON safety, tables and REPORT.md."""
 
+import doctest
+import hashlib
 import json
 import math
+import os
+import stat
 
 import numpy as np
 import pytest
 
 from stepsize.report import (
+    MANIFEST_NAME,
+    OutputDir,
+    OutputError,
     format_table,
     markdown_table,
     table,
@@ -49,3 +56,48 @@ def test_write_report(tmp_path):
     text = write_report(tmp_path, [payload], "stepsize reproduce all --quick").read_text()
     assert "## demo" in text and "![demo](demo.png)" in text and "| a |" in text
     assert not math.isnan(len(text))
+
+
+def _new_file_mode():
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+def test_write_json_is_atomic_with_the_usual_permissions(tmp_path):
+    path = write_json(tmp_path / "x.json", {"v": 1})
+    assert [p.name for p in tmp_path.iterdir()] == ["x.json"]  # no temporary file left
+    assert stat.S_IMODE(path.stat().st_mode) == _new_file_mode()
+    with pytest.raises(TypeError, match="cannot write a object"):
+        write_json(tmp_path / "x.json", {"v": object()})
+    assert json.loads(path.read_text()) == {"v": 1}  # a failed write leaves the old file
+
+
+def test_output_dir_commit_keeps_a_run_that_meets_a_new_user_file(tmp_path):
+    with OutputDir(tmp_path) as folder:
+        with folder.staging() as stage:
+            (stage / "a.json").write_text("1")
+            assert [p.name for p in folder.commit(stage)] == ["a.json"]
+        assert folder.foreign(["*.json"]) == []
+        with folder.staging() as stage:
+            (stage / "a.json").write_text("2")
+            (stage / "b.png").write_bytes(b"png")
+            (tmp_path / "b.png").write_bytes(b"the user's")  # appears during the run
+            with pytest.raises(OutputError, match="b.png' exists and was not written by "
+                               "stepsize; pass --force") as caught:
+                folder.commit(stage)
+            assert str(stage) in str(caught.value)
+        assert sorted(p.name for p in stage.iterdir()) == ["a.json", "b.png"]  # kept
+        assert (tmp_path / "a.json").read_text() == "1"  # nothing moved
+        assert (tmp_path / "b.png").read_bytes() == b"the user's"
+    manifest = json.loads((tmp_path / MANIFEST_NAME).read_text())["files"]
+    assert manifest == {"a.json": hashlib.sha256(b"1").hexdigest()}
+    with OutputDir(tmp_path, force=True) as folder:
+        folder.check(["*"])  # force: nothing refused
+        assert [p.name for p in folder.foreign(["*.png"])] == ["b.png"]
+
+
+def test_report_docstring_examples():
+    import stepsize.report
+
+    assert doctest.testmod(stepsize.report).failed == 0

@@ -155,3 +155,14 @@ def test_unknown_method_exit_2(pair, capsys):
     assert main(["match", str(first), str(second), "--method", "magic"]) == 2
     err = capsys.readouterr().err
     assert "--method must be one of apfp, asm, ga, ipfp, dspfp; got 'magic'" in err
+
+
+def test_graph_io_docstring_examples():
+    import doctest
+
+    import stepsize.matching._cli
+    import stepsize.matching.graphs
+
+    for module in (stepsize.matching.graphs, stepsize.matching._cli):
+        result = doctest.testmod(module)
+        assert result.failed == 0 and result.attempted > 0

@@ -630,6 +630,10 @@ def write_correspondence(
     try:
         with handle:
             write_correspondence_csv(handle, labels1, labels2, col_ind)
+        # The temporary file is private; give the result the usual permissions.
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(handle.name, 0o666 & ~umask)
         if force:
             os.replace(handle.name, path)
         else:
