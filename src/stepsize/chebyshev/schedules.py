@@ -69,6 +69,11 @@ def chebyshev_schedule(
     Traceback (most recent call last):
         ...
     ValueError: step_index must be < T = 2 when cycle=False, got 2
+
+    References:
+        S. Takabe and T. Wadayama, arXiv:2001.05142 (Chebyshev steps, the bound);
+        N. Agarwal, S. Goel and C. Zhang, "Acceleration via Fractal Learning Rate Schedules",
+        ICML 2021 (the fractal order as an optimizer schedule).
     """
     if not isinstance(cycle, bool):
         raise TypeError(f"cycle must be True or False, got {describe(cycle)}")
