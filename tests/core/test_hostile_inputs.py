@@ -36,6 +36,7 @@ TRIANGLE = "a b\nb c\nc a\n"
 # A path with distinct weights: its only weight-preserving automorphism is the identity, so
 # matching it with itself must give the identity.
 PATH4 = "a b 1\nb c 2\nc d 3\n"
+PATH4_MATRIX = [[0, 1, 0, 0], [1, 0, 2, 0], [0, 2, 0, 3], [0, 0, 3, 0]]
 NO_EDGES = "the graph has no edges of nonzero weight; there is nothing to match"
 
 
@@ -249,7 +250,12 @@ GRAPH_CASES = [
     Case("npz label with NUL", _npz_dense(np.ones((2, 2)), labels=np.array(["x", "y\x00z"])),
          suffix=".npz", message="U+0000"),
     Case("npz complex adjacency", lambda p: np.savez(p, adjacency=np.eye(2) * 1j),
-         suffix=".npz", message="must be numeric, got dtype complex128"),
+         suffix=".npz", message="the adjacency must be real numbers, got dtype complex128"),
+    Case("npz integer labels", _npz_dense(PATH4_MATRIX, labels=np.array([7, 8, 9, 10])),
+         suffix=".npz", code=0, expected=identity_rows(["7", "8", "9", "10"])),
+    Case("npz label array of 10^4-character strings",
+         _npz_dense(np.ones((2, 2)), labels=np.array(["x" * 10**4, "y"])), suffix=".npz",
+         message="labels must be integers or strings of at most 1024 characters"),
     Case("sparse npz with out-of-range indices", lambda p: _bad_sparse(p), suffix=".npz",
          message="not a readable .npz graph (corrupt"),
     Case("sparse npz, isolated node kept",

@@ -379,7 +379,7 @@ def _npz_node_count(path: str, archive: zipfile.ZipFile, headers) -> tuple[int, 
             )
         shape, dtype = headers[key]
         if dtype.kind not in "biuf":
-            raise ValueError(f"{path}: the adjacency must be numeric, got dtype {dtype}")
+            raise ValueError(f"{path}: the adjacency must be real numbers, got dtype {dtype}")
         if len(shape) != 2:
             raise ValueError(f"{path}: the adjacency must be square, got shape {shape}")
         rows, cols = shape
@@ -396,10 +396,10 @@ def _check_npz_sizes(path: str, headers, n: int) -> None:
         if name == "labels":
             if shape != (n,):
                 raise ValueError(f"{path}: labels of shape {shape} for {n} nodes")
-            if dtype.kind not in "US" or dtype.itemsize > 4 * _MAX_LABEL_CHARS:
+            if dtype.kind not in "iuUS" or dtype.itemsize > 4 * _MAX_LABEL_CHARS:
                 raise ValueError(
-                    f"{path}: labels must be strings of at most {_MAX_LABEL_CHARS} characters, "
-                    f"got dtype {dtype}"
+                    f"{path}: labels must be integers or strings of at most {_MAX_LABEL_CHARS} "
+                    f"characters, got dtype {dtype}"
                 )
         elif name in ("data", "adjacency") and dtype.kind not in "biuf":
             raise ValueError(f"{path}: the adjacency must be real, got dtype {dtype}")
@@ -441,7 +441,7 @@ def _read_npz(path: str, max_nodes: int | None) -> Graph:
         except UnicodeDecodeError:
             raise ValueError(f"{path}: labels are not UTF-8 text") from None
         for label in labels:
-            _check_label(label, f"{path}, labels")
+            _check_label(label, path)
     return _finish(path, matrix, labels)
 
 
@@ -459,7 +459,7 @@ def _read_graphml(path: str, max_nodes: int | None) -> Graph:
         raise ValueError(f"{path}: not a readable GraphML file ({reason})") from None
     if max_nodes is not None and graph.number_of_nodes() > max_nodes:
         raise TooManyNodesError(path, str(graph.number_of_nodes()), max_nodes)
-    labels = [_check_label(str(node), f"{path}, node {str(node)!r}") for node in graph.nodes]
+    labels = [_check_label(str(node), path) for node in graph.nodes]
     index = {node: i for i, node in enumerate(graph.nodes)}
     edges: dict[tuple[int, int], float] = {}
     for u, v, weight in graph.edges(data="weight", default=1.0):
