@@ -240,6 +240,12 @@ GRAPH_CASES = [
          suffix=".npz", message="array 'adjacency' claims shape (500, 500) but holds only"),
     Case("npz zip bomb", lambda p: zip_bomb(p, 20000), suffix=".npz",
          message="has 20000 nodes, more than the default limit of"),
+    Case("encrypted npz member", lambda p: _odd_zip(p, method=0, encrypted=True),
+         suffix=".npz", message="is encrypted, password required"),
+    Case("npz member with an unknown compression", lambda p: _odd_zip(p, method=99),
+         suffix=".npz", message="That compression method is not supported"),
+    Case("npz member that is not bzip2 data", lambda p: _odd_zip(p, method=12),
+         suffix=".npz", message="not a .npz file (not a zip archive, or truncated: Invalid data"),
     Case("npz with pickled objects",
          lambda p: np.savez(p, adjacency=np.array([[0, 1], [1, 0]], dtype=object)),
          suffix=".npz", message="holds Python objects (refused: pickle)"),
@@ -262,6 +268,17 @@ GRAPH_CASES = [
          lambda p: sp.save_npz(p, sp.csr_array(np.array([[0, 1, 0], [1, 0, 0], [0, 0, 0.]]))),
          suffix=".npz", code=0, expected=None, message="(3 nodes, 1 edges)"),
 ]
+
+
+def _odd_zip(path, method, encrypted=False):
+    """A .npz whose one member is stored with ``method`` (and the encryption flag)."""
+    header = _header_dict((2, 2)) + bytes(32)
+    raw_zip(path, "adjacency.npy", header, zlib.crc32(header), len(header), method=method)
+    if encrypted:
+        data = bytearray(Path(path).read_bytes())
+        data[6] = 1  # general purpose flag bit 0, in the local and the central header
+        data[data.index(b"PK\x01\x02") + 8] = 1
+        Path(path).write_bytes(bytes(data))
 
 
 def _save_npy(path, array):

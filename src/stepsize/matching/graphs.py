@@ -415,10 +415,12 @@ def _read_npz(path: str, max_nodes: int | None) -> Graph:
         with zipfile.ZipFile(path) as archive:
             headers = _npz_headers(path, archive)
             n, sparse = _npz_node_count(path, archive, headers)
-    except (zipfile.BadZipFile, zlib.error, EOFError) as exc:
+    except (zipfile.BadZipFile, zlib.error, EOFError, OSError) as exc:
         raise ValueError(
             f"{path}: not a .npz file (not a zip archive, or truncated: {exc})"
         ) from None
+    except (RuntimeError, NotImplementedError) as exc:  # encrypted, unknown compression
+        raise ValueError(f"{path}: not a readable .npz file ({exc})") from None
     if max_nodes is not None and n > max_nodes:
         raise TooManyNodesError(path, str(n), max_nodes)
     _check_npz_sizes(path, headers, n)
@@ -430,8 +432,8 @@ def _read_npz(path: str, max_nodes: int | None) -> Graph:
         if sparse:
             matrix = sp.csr_array(matrix)
             matrix.check_format(full_check=True)
-    except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError, KeyError,
-            ValueError) as exc:
+    except (zipfile.BadZipFile, zlib.error, EOFError, OSError, RuntimeError, KeyError,
+            ValueError) as exc:  # NotImplementedError is a RuntimeError
         raise ValueError(f"{path}: not a readable .npz graph (corrupt: {exc})") from None
     if raw_labels is None:
         labels = [str(i) for i in range(n)]
