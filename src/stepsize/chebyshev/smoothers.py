@@ -59,7 +59,7 @@ class ChebyshevSmoother:
 
     Made by :func:`chebyshev_smoother`. Attributes: ``degree``, ``preconditioner``, ``steps``
     (the step sizes in the order applied), ``interval`` (the ``(a, b)`` the steps are built for),
-    ``spectrum`` (the estimate, or None when the interval was given).
+    ``spectrum`` (the Spectrum used, estimated or given; None when an interval pair was given).
     """
 
     def __init__(self, matrix, scaled, inverse_diagonal, steps, interval, spectrum,
@@ -261,8 +261,7 @@ def attach_smoothers(ml, degree: int = 3, *, spectrum=None, **options):
                         f"{describe(ml)}")
     smoothed = levels[:-1]
     if spectrum is not None:
-        if isinstance(spectrum, Spectrum) or not hasattr(spectrum, "__len__") or len(
-                spectrum) != len(smoothed):
+        if not hasattr(spectrum, "__len__") or len(spectrum) != len(smoothed):
             raise ValueError(f"spectrum must be None or have one entry per smoothed level "
                              f"({len(smoothed)}), got {describe(spectrum)}")
     seed = options.pop("seed", None)
