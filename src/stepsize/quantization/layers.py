@@ -122,6 +122,9 @@ class QuantLinear(_QuantMixin, nn.Linear):
     def __init__(self, in_features: int, out_features: int, bias: bool = True, *, device=None,
                  dtype=None, **quantization):
         super().__init__(in_features, out_features, bias, device=device, dtype=dtype)
+        unknown = sorted(set(quantization) - set(_LAYER_DEFAULTS))
+        if unknown:
+            raise TypeError(f"QuantLinear got unexpected keyword arguments {unknown}")
         self._attach_quantizers(**{**_LAYER_DEFAULTS, **quantization})
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -210,7 +213,8 @@ def quantize_model(
         bits: bit width of the middle layers, 2..16.
         first_last_bits: bit width of the first and last layers, or None for full precision.
         activation_bits: input bit width of the middle layers (default ``bits``).
-        exclude: names (as in ``model.named_modules()``) of layers to leave in full precision.
+        exclude: names (as in ``model.named_modules()``) of layers to leave in full precision;
+            a single string is one name.
         **quantization: ``per_channel``, ``weight_init``, ``activation_init``, ``grad_scale``,
             ``activation_signed`` for every layer (see :class:`QuantLinear`).
 
@@ -239,7 +243,7 @@ def quantize_model(
     unknown = set(quantization) - set(_LAYER_DEFAULTS) - {"weight_bits"}
     if unknown or "weight_bits" in quantization:
         raise TypeError(f"quantize_model got unexpected keyword arguments {sorted(unknown)}")
-    exclude = set(exclude)
+    exclude = {exclude} if isinstance(exclude, str) else set(exclude)  # one name, not its letters
     candidates = [(n, m) for n, m in model.named_modules() if type(m) in QUANTIZABLE_TYPES]
     missing = exclude - {n for n, _ in candidates}
     if missing:
