@@ -224,6 +224,10 @@ def test_resume_refuses_other_data_temperature_teacher_or_model(tmp_path):
         with pytest.raises(ValueError, match=rf"run\.pt was written for a different configuration: "
                                              rf"{setting}"):
             _small_run(path, **arguments)
+    with pytest.raises(TypeError, match="teacher must be a torch.nn.Module or None, got 'x'"):
+        _small_run(path, teacher="x")
+    with pytest.raises(ValueError, match="checkpoint .* exists and is not a regular file"):
+        _small_run(tmp_path)
 
 
 @pytest.mark.parametrize("form", ["torch zip", "raw pickle"])
