@@ -53,6 +53,7 @@ import re
 import stat
 import tempfile
 import unicodedata
+import warnings
 import zipfile
 import zlib
 from collections.abc import Iterable
@@ -455,7 +456,10 @@ def _read_graphml(path: str, max_nodes: int | None) -> Graph:
     import networkx as nx
 
     try:
-        graph = nx.read_graphml(path)
+        with warnings.catch_warnings():
+            # e.g. "No key type for id d0. Using string": a string weight is refused below.
+            warnings.simplefilter("ignore")
+            graph = nx.read_graphml(path)
     except Exception as exc:  # noqa: BLE001 - networkx raises XML and key errors of many types
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise ValueError(f"{path}: not a readable GraphML file ({reason})") from None
