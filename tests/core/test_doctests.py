@@ -7,6 +7,8 @@ import pytest
 
 MODULES = [
     "stepsize._validation",
+    "stepsize._checkpoint",
+    "stepsize.chebyshev.preconditioning",
     "stepsize.chebyshev.steps",
     "stepsize.chebyshev.spectrum",
     "stepsize.chebyshev.solvers",

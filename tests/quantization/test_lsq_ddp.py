@@ -62,5 +62,5 @@ def test_ddp_two_processes_keep_step_sizes_identical(tmp_path):
     for rank in (rank0, rank1):
         assert rank["observed_init"] == pytest.approx(rank["expected_init"], rel=1e-6)
     assert abs(rank0["own_init"] - rank1["own_init"]) > 1e-3 * rank0["own_init"]
-    saved = torch.load(tmp_path / "ddp.pt", weights_only=False)
+    saved = torch.load(tmp_path / "ddp.pt", weights_only=True)
     assert saved["settings"]["world_size"] == 2 and saved["epoch"] == 2

@@ -6,6 +6,7 @@ S. Takabe and T. Wadayama, arXiv:2001.05142 and arXiv:2010.13335.
 
 from stepsize.chebyshev.preconditioning import as_preconditioner
 from stepsize.chebyshev.psor import chebyshev_psor, jacobi_map, jacobi_spectrum, psor
+from stepsize.chebyshev.smoothers import ChebyshevSmoother, attach_smoothers, chebyshev_smoother
 from stepsize.chebyshev.solvers import (
     NormalOperator,
     chebyshev_gd,
@@ -32,6 +33,9 @@ from stepsize.chebyshev.steps import (
 )
 
 __all__ = [
+    "ChebyshevSmoother",
+    "attach_smoothers",
+    "chebyshev_smoother",
     "ORDERS",
     "NormalOperator",
     "Spectrum",
