@@ -26,9 +26,15 @@ import numpy as np
 import torch
 from torch import nn
 
-from stepsize._validation import check_array, check_choice, check_int, check_real, describe
+from stepsize._validation import check_choice, check_int, check_real, describe
 from stepsize.chebyshev import ORDERS, chebyshev_steps
-from stepsize.unfolding.operators import DiagonalOperator, Operator, as_operator
+from stepsize.unfolding.operators import (
+    DiagonalOperator,
+    Operator,
+    as_operator,
+    checked_array,
+    refuse_meta,
+)
 
 __all__ = ["UnfoldedGD", "UnfoldedPSOR"]
 
@@ -36,14 +42,17 @@ __all__ = ["UnfoldedGD", "UnfoldedPSOR"]
 def _initial_values(init, T: int, name: str) -> np.ndarray:
     """A constant or a length-T array of finite initial values, as float64."""
     if isinstance(init, (np.ndarray, torch.Tensor, list, tuple)):
-        return check_array(init, name, shape=(T,))
+        return checked_array(init, name, shape=(T,))
     return np.full(T, check_real(init, name))
 
 
 def _check_batch(tensor, name: str, size: int, reference: torch.Tensor) -> torch.Tensor:
     """Validate a batch of row vectors (last axis ``size``) and match the model's dtype/device."""
     if not isinstance(tensor, torch.Tensor):
-        tensor = torch.as_tensor(check_array(tensor, name, ndim=(1, 2)))
+        tensor = torch.as_tensor(checked_array(tensor, name, ndim=(1, 2)))
+    refuse_meta(tensor, name)
+    if tensor.is_complex():
+        raise TypeError(f"{name} must be real, got complex {describe(tensor)}")
     if tensor.ndim not in (1, 2) or tensor.shape[-1] != size:
         raise ValueError(
             f"{name} must have shape ({size},) or (batch, {size}), got {tuple(tensor.shape)}"
@@ -134,12 +143,15 @@ class UnfoldedGD(nn.Module):
         return self.steps.detach().abs()
 
     def _iterates(self, y: torch.Tensor, n_steps: int) -> Iterator[torch.Tensor]:
-        x = y.new_zeros(y.shape[:-1] + (self.operator.n,))
-        yield x
+        # The operator sees row batches (its contract); a single y of shape (m,) is one row.
+        shape = y.shape[:-1] + (self.operator.n,)
+        rows = y.reshape(-1, y.shape[-1])
+        x = rows.new_zeros(rows.shape[0], self.operator.n)
+        yield x.reshape(shape)
         gammas = self.steps.abs()
         for t in range(n_steps):
-            x = x + gammas[t] * self.operator.adjoint(y - self.operator.apply(x))
-            yield x
+            x = x + gammas[t] * self.operator.adjoint(rows - self.operator.apply(x))
+            yield x.reshape(shape)
 
     def _unroll(self, y: torch.Tensor, n_steps: int) -> torch.Tensor:
         # deque(maxlen=1) keeps only the last iterate, so memory does not grow with n_steps.
@@ -238,7 +250,9 @@ class UnfoldedPSOR(nn.Module):
         if not callable(fixed_point_map):
             raise TypeError(f"fixed_point_map must be callable, got {describe(fixed_point_map)}")
         self.fixed_point_map = fixed_point_map
-        fixed_point = torch.as_tensor(check_array(fixed_point, "fixed_point", ndim=1), dtype=dtype)
+        fixed_point = torch.as_tensor(
+            checked_array(fixed_point, "fixed_point", ndim=1), dtype=dtype
+        )
         self.register_buffer("fixed_point", fixed_point, persistent=False)
         self.omegas = nn.Parameter(
             torch.as_tensor(_initial_values(init, self.T, "init"), dtype=dtype)
@@ -269,8 +283,8 @@ class UnfoldedPSOR(nn.Module):
         """
         from stepsize.chebyshev import jacobi_spectrum
 
-        P = check_array(P, "P", ndim=2)
-        q = check_array(q, "q", shape=(P.shape[0],))
+        P = checked_array(P, "P", ndim=2)
+        q = checked_array(q, "q", shape=(P.shape[0],))
         T = check_int(T, "T", low=1)
         check_choice(chebyshev_order, "chebyshev_order", ORDERS)
         if isinstance(init, str):
@@ -289,10 +303,11 @@ class UnfoldedPSOR(nn.Module):
         return cls(T, jacobi_map, np.linalg.solve(P, q), init=init)
 
     def _unroll(self, x0: torch.Tensor, n_steps: int) -> torch.Tensor:
-        x = x0
+        # fixed_point_map sees row batches (its contract); a single x0 of shape (n,) is one row.
+        x = x0.reshape(-1, x0.shape[-1])
         for k in range(n_steps):
             x = x + self.omegas[k % self.T] * (self.fixed_point_map(x) - x)
-        return x
+        return x.reshape(x0.shape)
 
     def forward(self, x0, n_steps: int | None = None) -> torch.Tensor:
         """Run ``n_steps`` iterations (default one period T; more repeat the factors).

@@ -54,13 +54,27 @@ class Operator(nn.Module):
         return None
 
 
+def refuse_meta(value, name: str):
+    """Refuse a tensor on the meta device (a shape without data) before it is read."""
+    if isinstance(value, torch.Tensor) and value.is_meta:
+        raise ValueError(
+            f"{name} is a tensor on the meta device (it has no data), got {describe(value)}"
+        )
+    return value
+
+
+def checked_array(value, name: str, **checks) -> np.ndarray:
+    """:func:`~stepsize._validation.check_array` that also refuses meta-device tensors."""
+    return check_array(refuse_meta(value, name), name, **checks)
+
+
 def _hash_array(array: np.ndarray) -> str:
     return hashlib.sha256(np.ascontiguousarray(array, dtype=np.float64).tobytes()).hexdigest()[:16]
 
 
 def _as_tensor(value, name: str, ndim: int, dtype: torch.dtype | None) -> torch.Tensor:
     """Validate (shape, finiteness) once and return a tensor, keeping a tensor's device."""
-    checked = check_array(value, name, ndim=ndim)
+    checked = checked_array(value, name, ndim=ndim)
     if isinstance(value, torch.Tensor):
         if not value.is_floating_point():
             value = value.to(torch.float64)
@@ -150,9 +164,11 @@ class _ScipyLinearOperatorFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, linear_operator, transpose):
         ctx.linear_operator, ctx.transpose = linear_operator, transpose
-        rows = x.detach().cpu().to(torch.float64).numpy().T
+        # any leading shape: a single vector (n,) is one row; matmat needs a 2-D block
+        rows = x.detach().cpu().to(torch.float64).reshape(-1, x.shape[-1]).numpy().T
         out = linear_operator.rmatmat(rows) if transpose else linear_operator.matmat(rows)
-        return torch.as_tensor(np.asarray(out).T.copy(), dtype=x.dtype, device=x.device)
+        out = torch.as_tensor(np.asarray(out).T.copy(), dtype=x.dtype, device=x.device)
+        return out.reshape(x.shape[:-1] + out.shape[-1:])
 
     @staticmethod
     def backward(ctx, grad):
@@ -194,7 +210,9 @@ class CallableOperator(Operator):
         self._apply, self._adjoint = apply, adjoint
         self._eigenvalues = None
         if eigenvalues is not None:
-            self._eigenvalues = np.sort(check_array(eigenvalues, "eigenvalues", shape=(self.n,)))
+            self._eigenvalues = np.sort(
+                checked_array(eigenvalues, "eigenvalues", shape=(self.n,))
+            )
         self._identity = f"callable:{id(apply):x}:{id(adjoint):x}:{self.m}x{self.n}"
 
     def apply(self, x):
@@ -216,6 +234,10 @@ class CallableOperator(Operator):
 
 
 def _from_linear_operator(linear_operator) -> CallableOperator:
+    dtype = getattr(linear_operator, "dtype", None)
+    if dtype is not None and np.dtype(dtype).kind not in "fiub":
+        raise TypeError(f"operator must be real, got a {type(linear_operator).__name__} of dtype "
+                        f"{np.dtype(dtype)}")
     m, n = (int(s) for s in linear_operator.shape)
     return CallableOperator(
         lambda x: _ScipyLinearOperatorFunction.apply(x, linear_operator, False),
@@ -237,6 +259,7 @@ def as_operator(operator, *, dtype: torch.dtype | None = None) -> Operator:
     """
     if isinstance(operator, Operator):
         return operator
+    refuse_meta(operator, "operator")
     if isinstance(operator, (np.ndarray, torch.Tensor, list)):
         return DenseOperator(operator, dtype=dtype)
     if all(hasattr(operator, attr) for attr in ("shape", "matmat", "rmatmat")):
