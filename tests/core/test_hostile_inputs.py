@@ -27,7 +27,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from stepsize import cli
-from stepsize._registry import EXPERIMENTS, Entry
+from stepsize._registry import BENCHMARKS, EXPERIMENTS, Entry
 from stepsize.matching import _cli as match_cli
 from stepsize.matching import read_graph
 from stepsize.report import LOCK_NAME, MANIFEST_NAME, OutputDir, new_figure, save_figure
@@ -492,7 +492,7 @@ def test_progress_counts_iterations(tmp_path, capsys, monkeypatch):
 # `reproduce` and `bench`: output folder safety, with a fast fake experiment
 
 
-def _fake_entry(name="fake", fail=None):
+def _fake_entry(name="fake", fail=None, plot_prefix=""):
     def run_fake(config, seed):
         if fail is not None:
             raise fail
@@ -501,7 +501,7 @@ def _fake_entry(name="fake", fail=None):
     def plot(result, out_dir):
         fig, axes = new_figure()
         axes[0].plot([0, 1], [0, result["value"]])
-        return [save_figure(fig, Path(out_dir) / f"{name}_line.png")]
+        return [save_figure(fig, Path(out_dir) / f"{plot_prefix}{name}_line.png")]
 
     return Entry(name, "a fake experiment", {}, {}, run_fake, plot)
 
@@ -595,6 +595,35 @@ def test_failing_experiment_is_an_internal_error_and_writes_nothing(tmp_path, ca
     code, _, err = run(["reproduce", "fake", "--out", tmp_path], capsys)
     assert code == 1 and "internal error: ValueError: config key 'n' must be positive" in err
     assert "rerun with --traceback" in err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_bench_and_report_files_are_guarded_too(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(BENCHMARKS, "_entries", {"fake": _fake_entry(plot_prefix="bench_")})
+    monkeypatch.setattr(BENCHMARKS, "_discovered", True)
+    monkeypatch.setattr(EXPERIMENTS, "_entries", {"fake": _fake_entry()})
+    monkeypatch.setattr(EXPERIMENTS, "_discovered", True)
+    (tmp_path / "bench_fake_line.png").write_bytes(b"mine")
+    code, _, err = run(["bench", "fake", "--out", tmp_path], capsys)
+    assert code == 2 and err.endswith("bench_fake_line.png' exists and was not written by "
+                                      "stepsize; pass --force to overwrite it, or choose "
+                                      "another --out\n")  # refused up front: nothing kept
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bench_fake_line.png"]
+    (tmp_path / "REPORT.md").write_text("# my notes\n")
+    code, _, err = run(["reproduce", "all", "--out", tmp_path], capsys)
+    assert code == 2 and "REPORT.md' exists and was not written by stepsize" in err
+    assert not (tmp_path / "fake.json").exists()  # refused before running anything
+    assert run(["reproduce", "all", "--out", tmp_path, "--force"], capsys)[0] == 0
+    assert (tmp_path / "REPORT.md").read_text().startswith("# stepsize: reproduction report")
+    assert run(["reproduce", "all", "--out", tmp_path], capsys)[0] == 0  # now stepsize's
+
+
+def test_interrupted_run_leaves_no_lock_and_no_partial_files(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(EXPERIMENTS, "_entries",
+                        {"fake": _fake_entry(fail=KeyboardInterrupt())})
+    monkeypatch.setattr(EXPERIMENTS, "_discovered", True)
+    code, _, err = run(["reproduce", "fake", "--out", tmp_path], capsys)
+    assert code == 130 and err == "stepsize: interrupted\n"
     assert list(tmp_path.iterdir()) == []
 
 
