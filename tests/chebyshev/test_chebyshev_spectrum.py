@@ -56,7 +56,8 @@ def test_lanczos_bounds_contain_spectrum_with_safety():
     low, high = _extremes(W)
     estimate = estimate_spectrum(W, seed=0)
     assert estimate.converged and estimate.method == "lanczos"
-    assert (estimate.lmin_method, estimate.lmax_method) == ("lanczos", "lanczos")
+    # n <= max_exact_size: the Lanczos lower end is proven by a Cholesky factorization
+    assert (estimate.lmin_method, estimate.lmax_method) == ("cholesky", "lanczos")
     _assert_contains(estimate, low, high)
     # safety (1.05) times (1 + tol) at most, at each end
     assert 1.05 <= estimate.lmax / high <= 1.05 * 1.01
@@ -65,6 +66,29 @@ def test_lanczos_bounds_contain_spectrum_with_safety():
     assert estimate.lmax_failure_probability < 1e-4
     assert 0 < estimate.matvecs < 300
     assert estimate.kappa == pytest.approx(estimate.lmax / estimate.lmin)
+    # the same run on an operator: nothing to factorize, the lower end is the Lanczos estimate
+    operator = estimate_spectrum(spla.aslinearoperator(W), seed=0)
+    assert (operator.lmin_method, operator.lmax_method) == ("lanczos", "lanczos")
+    assert operator.lmin == pytest.approx(estimate.lmin, rel=1e-9)
+    assert operator.matvecs == estimate.matvecs
+
+
+def test_large_sparse_lower_end_is_the_lanczos_estimate():
+    W = _pyamg_matrix("poisson")
+    low, high = _extremes(W)
+    # as if n exceeded max_exact_size: no factorization; Gershgorin's lower bound is 0 here
+    estimate = estimate_spectrum(W, max_exact_size=0, seed=0)
+    assert (estimate.lmin_method, estimate.lmax_method) == ("lanczos", "gershgorin")
+    _assert_contains(estimate, low, high)
+    assert low / estimate.lmin < 1.07
+
+
+def test_positive_gershgorin_lower_bound_is_preferred_when_unproven():
+    # diagonally dominant: min_i (2 w_ii - sum_j |w_ij|) = 3 - 1 = 2 > 0, a proven bound
+    W = sp.diags([np.full(2999, -0.5), np.full(3000, 3.0), np.full(2999, -0.5)], [-1, 0, 1])
+    estimate = estimate_spectrum(W, seed=0)
+    assert estimate.lmin_method == "gershgorin" and estimate.lmin == pytest.approx(2.0, rel=1e-12)
+    assert estimate.lmin <= 3.0 - np.cos(np.pi / 3001)  # the exact smallest eigenvalue
 
 
 def test_exact_method_and_safety_one():
@@ -85,19 +109,27 @@ def test_sparse_and_linear_operator_agree():
         assert estimate.lmax / high < 1.07 and low / estimate.lmin < 1.07
 
 
-def test_log_spaced_diagonal_is_contained_or_refused_within_the_cap():
-    # issue 12: ARPACK spent 1.2 million matvecs and returned lmin = 0.952 against 1e-6
-    W = sp.diags(np.logspace(-6, 0, 2000))
-    estimate = estimate_spectrum(W, seed=0)
+# issue 12: ARPACK spent 1.2 million matvecs and returned lmin = 0.952 against 1e-6
+LOG_SPACED = sp.diags(np.logspace(-6, 0, 2000))
+
+
+def test_log_spaced_diagonal_falls_back_to_eigvalsh_after_the_cap():
+    estimate = estimate_spectrum(LOG_SPACED, seed=0)
     _assert_contains(estimate, 1e-6, 1.0)
     assert estimate.lmin == pytest.approx(1e-6 / 1.05, rel=1e-9)
     assert (estimate.method, estimate.lmin_method, estimate.converged) == ("exact", "exact", False)
     assert estimate.matvecs == 300
-    # larger than the exact fallback: Gershgorin is exact for a diagonal
+
+
+def test_log_spaced_diagonal_beyond_the_exact_size_uses_gershgorin():
+    # Gershgorin's discs are exact for a diagonal
     big = estimate_spectrum(sp.diags(np.logspace(-6, 0, 5000)), seed=0)
     assert (big.lmin, big.lmax, big.lmin_method, big.matvecs) == (1e-6, 1.0, "gershgorin", 300)
-    # as an operator nothing can verify the lower end within the cap: a clear error
-    operator = CountingOperator(W)
+
+
+def test_log_spaced_diagonal_as_an_operator_fails_clearly_within_the_cap():
+    # nothing can verify the lower end of an operator within the cap: a clear error
+    operator = CountingOperator(LOG_SPACED)
     with pytest.raises(ValueError, match="lower end .* could not be verified within "
                                          "max_matvecs=300"):
         estimate_spectrum(operator, seed=0)
@@ -234,17 +266,18 @@ def test_non_finite_products_are_refused():
         estimate_spectrum(nan_operator, seed=0)
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(
     n=st.integers(2, 60),
     log_condition=st.floats(0.0, 9.0),
     log_scale=st.floats(-290.0, 290.0),
     cap=st.integers(1, 120),
     kind=st.sampled_from(["dense", "sparse", "operator", "rotated"]),
+    exact_size=st.sampled_from([0, 2000]),
     seed=st.integers(0, 2**31 - 1),
 )
 def test_property_interval_contains_spectrum_or_fails_clearly(n, log_condition, log_scale, cap,
-                                                             kind, seed):
+                                                             kind, exact_size, seed):
     rng = np.random.default_rng(seed)
     eigenvalues = 10.0 ** (log_scale - rng.uniform(0, log_condition, n))
     if kind == "rotated":
@@ -257,12 +290,15 @@ def test_property_interval_contains_spectrum_or_fails_clearly(n, log_condition, 
              "operator": lambda d: spla.aslinearoperator(sp.diags(d))}[kind](eigenvalues)
         low, high = eigenvalues.min(), eigenvalues.max()
     try:
-        estimate = estimate_spectrum(W, max_matvecs=cap, max_exact_size=0, seed=seed)
+        estimate = estimate_spectrum(W, max_matvecs=cap, max_exact_size=exact_size, seed=seed)
     except ValueError as error:
         assert "W" in str(error) or "max_matvecs" in str(error)
     else:
         _assert_contains(estimate, low, high)
         assert estimate.matvecs <= cap
+        if kind != "operator" and exact_size:
+            # explicit and small: the lower end is proven, never the bare estimate
+            assert estimate.lmin_method in ("exact", "cholesky", "gershgorin")
 
 
 def test_marchenko_pastur_edges():

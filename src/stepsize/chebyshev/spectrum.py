@@ -5,51 +5,58 @@ two ends fail differently. Underestimating :math:`\lambda_{\max}` is catastrophi
 turns the T = 25 Chebyshev product of the (300, 600) instance into an amplifier,
 :math:`\rho = 9.2`). Overestimating :math:`\lambda_{\min}` is benign: for
 :math:`0 \le \lambda \le l_{\min}` every factor :math:`1 - \gamma_t \lambda` lies in [0, 1], so
-modes below :math:`l_{\min}` are damped more slowly but never amplified. The upper end therefore
-gets a guarantee, the lower end a residual check.
+modes below :math:`l_{\min}` are damped more slowly but never amplified.
 
 :func:`estimate_spectrum` runs Lanczos with a random start on :math:`W / s` (``s`` the largest
-power of two below the largest absolute entry of an explicit matrix, or :math:`\|W v_0\|` for a
-``LinearOperator``, so any finite scale of W works and scaling back is exact), at most
-``max_matvecs`` products, and reports for each end how it was obtained
-(``Spectrum.lmin_method``, ``Spectrum.lmax_method``):
+power of two below the largest absolute entry of an explicit matrix, or below
+:math:`\|W v_0\|` for a ``LinearOperator``, so any finite scale of W works and scaling back is
+exact), at most ``max_matvecs`` products, and reports for each end how it was obtained
+(``Spectrum.lmin_method``, ``Spectrum.lmax_method``). In short: **the upper end is always a
+bound**, deterministic or with failure probability at most ``failure_probability`` for any
+spectrum; **the lower end is proven** for an explicit W with ``n <= max_exact_size`` and wherever
+Gershgorin's lower bound is positive, and is otherwise (a ``LinearOperator``, a larger matrix) the
+residual-checked Lanczos estimate below, or a ``ValueError``.
 
-``"exact"``
-    ``numpy.linalg.eigvalsh`` of the dense matrix (exact up to its rounding, about
-    :math:`n \varepsilon \lambda_{\max}`), then ``lmax * safety`` and ``lmin / safety``.
-``"gershgorin"``
-    Gershgorin's discs of an explicit matrix: :math:`\lambda_{\max} \le \max_i \sum_j |w_{ij}|`
-    and :math:`\lambda_{\min} \ge \min_i (2 w_{ii} - \sum_j |w_{ij}|)`, widened by the rounding
-    of the row sums: deterministic bounds, used whenever tighter than the Lanczos ones (for a
-    diagonal W they are exact).
-``"lanczos"`` (upper end)
-    After k Lanczos steps the largest Ritz value :math:`\theta_{\max}` (with residual
-    :math:`r_{\max} = \beta_k |s_{k,\max}|`, plus :math:`2 k \varepsilon_{\rm mach}
-    \theta_{\max}` for rounding) gives
+Upper end
+    ``"gershgorin"`` (explicit W): :math:`\lambda_{\max} \le \max_i \sum_j |w_{ij}|`, widened by
+    the rounding of the row sums; used whenever below the Lanczos bound.
+    ``"lanczos"``: after k steps, with the largest Ritz value :math:`\theta_{\max}` and its
+    residual :math:`r_{\max} = \beta_k |s_{k,\max}| + 2 k \varepsilon_{\rm mach}\theta_{\max}`,
     :math:`l_{\max} = \max\big(\text{safety}\,(\theta_{\max} + r_{\max}),\;
-    \theta_{\max} / (1 - \varepsilon_k)\big)` with
-    :math:`\varepsilon_k = \big(\ln(1.648 \sqrt n / \delta) / (2k - 1)\big)^2`. By Kuczynski and
-    Wozniakowski (1992, Theorem 4.2), for a start vector uniform on the sphere
-    :math:`P\big(\theta_{\max} < (1 - \varepsilon)\lambda_{\max}\big) \le 1.648 \sqrt n\,
-    e^{-(2k - 1)\sqrt\varepsilon}`, so :math:`\lambda_{\max} \le l_{\max}` holds with probability
-    at least :math:`1 - \delta` (``failure_probability``) over the start vector, for any spectrum
-    (in exact arithmetic; the Lanczos basis is fully reorthogonalized when it fits in memory).
-    ``Spectrum.lmax_failure_probability`` is that bound evaluated at the returned ``lmax``. The
-    ``safety`` term is the residual widening used in practice by PETSc and PyAMG.
-``"lanczos"`` (lower end)
-    The smallest Ritz value has converged: :math:`r_{\min} \le \text{tol}\cdot\theta_{\min}`. A
-    Ritz pair guarantees an eigenvalue in :math:`[\theta - r, \theta + r]`, and Ritz values lie
-    inside :math:`[\lambda_{\min}, \lambda_{\max}]`; that no smaller eigenvalue exists is an
-    estimate (it fails only for a start vector nearly orthogonal to its eigenvectors), widened to
-    :math:`l_{\min} = (\theta_{\min} - r_{\min}) / \text{safety}`. An overestimate is the benign
-    failure described above.
+    \theta_{\max} / (1 - \varepsilon_k)\big)`,
+    :math:`\varepsilon_k = \big(\ln(1.648 \sqrt n / \delta) / (2k - 1)\big)^2`. Kuczynski and
+    Wozniakowski (1992, Theorem 4.2) prove, for a start vector uniform on the sphere and any
+    positive semidefinite W, :math:`P\big(\theta_{\max} < (1 - \varepsilon)\lambda_{\max}\big) \le
+    1.648 \sqrt n\, e^{-(2k - 1)\sqrt\varepsilon}`, so :math:`\lambda_{\max} \le l_{\max}` with
+    probability at least :math:`1 - \delta` (exact arithmetic; the basis is fully
+    reorthogonalized while it fits in 128 MiB). ``Spectrum.lmax_failure_probability`` is the bound
+    at the returned ``lmax``. The ``safety`` term is the residual widening PETSc and PyAMG use.
+    ``"exact"``: see below.
+Lower end
+    ``"exact"``: ``numpy.linalg.eigvalsh`` of the dense matrix (exact up to its rounding, about
+    :math:`n \varepsilon \lambda_{\max}`), then ``lmin / safety`` (and ``lmax * safety``); the
+    fallback for an explicit W with ``n <= max_exact_size`` whose lower end did not converge.
+    ``"cholesky"``: the Lanczos estimate below, proven by a Cholesky factorization of
+    :math:`W - l I` (sparse W: SuperLU's symmetric-mode :math:`L D L^\top`, positive pivots);
+    success in floating point proves :math:`\lambda_{\min} \ge l - 2(n + 1)\varepsilon\|W\|`.
+    Explicit W with ``n <= max_exact_size``.
+    ``"gershgorin"``: :math:`\lambda_{\min} \ge \min_i (2 w_{ii} - \sum_j |w_{ij}|)` when
+    positive (exact for a diagonal W); preferred to an unproven estimate.
+    ``"lanczos"``: the smallest Ritz value has converged, :math:`r_{\min} \le
+    \text{tol}\cdot\theta_{\min}` after at least 10 steps and without drifting by more than
+    ``tol`` over the last fifth of the run; :math:`l_{\min} = (\theta_{\min} - r_{\min}) /
+    \text{safety}`. A Ritz pair proves an eigenvalue in :math:`[\theta - r, \theta + r]` and
+    Ritz values lie in :math:`[\lambda_{\min}, \lambda_{\max}]`, but that no smaller eigenvalue
+    exists is an estimate: it fails when a smaller eigenvalue is still hidden in the start vector
+    (the benign overestimate above). Proving it from k products is impossible in general: the
+    same argument applied to :math:`l_{\max} I - W` bounds :math:`\lambda_{\min}` only to within
+    :math:`\varepsilon_k \lambda_{\max}`.
 
-If the lower end has not converged within ``max_matvecs``, an explicit W with
-``n <= max_exact_size`` falls back to ``eigvalsh`` (both ends exact), otherwise to a positive
-Gershgorin lower bound; failing both, a ``ValueError`` says so (pass ``lmin``/``lmax`` to the
-solver, or raise the cap). A negative Ritz value proves W indefinite; a Ritz pair with
-:math:`\theta_{\min} + r_{\min} \le 10^{-12}\,\theta_{\max}` proves W singular to working
-precision; both, and a zero W, are clear errors naming ``W``.
+When the lower end cannot be established within ``max_matvecs``, the call raises a
+``ValueError`` that says so (pass ``lmin``/``lmax`` to the solver, or raise the cap). A negative
+Ritz value proves W indefinite; a Ritz pair with :math:`\theta_{\min} + r_{\min} \le
+10^{-12}\,\theta_{\max}` proves W singular to working precision; both, and a zero W, are clear
+errors naming ``W``.
 
 For Gaussian ensembles the Marchenko-Pastur edges give data-free bounds
 (:func:`marchenko_pastur_edges`).
@@ -198,15 +205,15 @@ def estimate_spectrum(
     r"""An interval ``[lmin, lmax]`` holding the spectrum of a symmetric positive definite W.
 
     ``method="lanczos"`` runs at most ``max_matvecs`` Lanczos steps from a random start and stops
-    once the smallest Ritz value has relative residual at most ``tol``, the largest one too, and
-    the probabilistic widening of lmax is no wider than ``safety``. The upper end is
+    once the smallest and the largest Ritz values have relative residuals at most ``tol`` and the
+    probabilistic widening of lmax is no wider than ``safety``. The upper end is
     :math:`\max(\text{safety}(\theta_{\max} + r_{\max}), \theta_{\max}/(1 - \varepsilon_k))`,
-    which exceeds :math:`\lambda_{\max}` with probability at least ``1 - failure_probability``
-    (Kuczynski-Wozniakowski), or the Gershgorin bound when tighter; the lower end is
-    :math:`(\theta_{\min} - r_{\min}) / \text{safety}`, or a positive Gershgorin bound when
-    tighter. If the lower end has not converged within the cap, an explicit W with
-    ``n <= max_exact_size`` falls back to ``eigvalsh``, else to a positive Gershgorin lower bound,
-    else the call fails. The module docstring states exactly what each end guarantees.
+    at least :math:`\lambda_{\max}` with probability ``1 - failure_probability`` whatever the
+    spectrum (Kuczynski-Wozniakowski), or Gershgorin's bound when lower. The lower end is
+    :math:`(\theta_{\min} - r_{\min}) / \text{safety}`, proven by a Cholesky factorization for an
+    explicit W with ``n <= max_exact_size`` (else ``eigvalsh`` there), replaced by Gershgorin's
+    bound where that is positive, and a residual-checked estimate otherwise; an end that cannot be
+    established within the cap raises. The module docstring states what each method guarantees.
     ``method="exact"`` computes all eigenvalues (``eigvalsh``) of a dense or sparse W.
 
     Args:
@@ -218,8 +225,10 @@ def estimate_spectrum(
         tol: relative residual, in (0, 1), at which an extreme Ritz value counts as converged.
         max_matvecs: cap on products with W (default 300; one per Lanczos step). The estimate
             never exceeds it; the exact fallback spends none.
-        max_exact_size: largest n of an explicit W for which an unconverged lower end falls back
-            to ``eigvalsh`` (dense copy, O(n^3) time; 2000 takes about a second).
+        max_exact_size: largest n of an explicit W whose lower end is proven by one Cholesky
+            factorization (sparse LDL^T for sparse W), or computed by ``eigvalsh`` when Lanczos
+            has not converged (dense copy, O(n^3) time; n = 2000 takes about a second on one
+            core). 0 turns both off.
         failure_probability: delta of the probabilistic upper bound, in (0, 1).
         seed: seed of the random start vector.
 
@@ -280,9 +289,14 @@ def estimate_spectrum(
     gershgorin = _gershgorin(W) if explicit else (-np.inf, np.inf)
     state = _lanczos(operator, start, min(max_matvecs, n) if explicit else max_matvecs, tol,
                      safety, failure_probability, gershgorin[1], scale)
-    if not state.lower_converged and explicit and n <= max_exact_size:
-        return _exact(W, scale, safety, matvecs=state.matvecs, converged=False)
-    return _assemble(state, gershgorin[0], scale, safety, max_matvecs)
+    certified = None
+    if explicit and n <= max_exact_size:
+        if state.lower_converged:
+            certified = _cholesky_certificate(W, state.theta_min - state.residual_min,
+                                              safety, gershgorin[1])
+        if certified is None:
+            return _exact(W, scale, safety, matvecs=state.matvecs, converged=state.converged)
+    return _assemble(state, certified, gershgorin[0], scale, safety, max_matvecs)
 
 
 def _power_of_two_scale(value: float) -> float:
@@ -354,7 +368,7 @@ def _lanczos(operator, start, max_steps, tol, safety, failure_probability, gersh
         start, first_image = start
     keep_basis = n * (min(max_steps, n) + 1) <= MAX_BASIS_ENTRIES
     basis = np.empty((min(max_steps, n) + 1, n)) if keep_basis else None
-    alpha, beta = [], []
+    alpha, beta, smallest = [], [], []
     q_previous, beta_previous = np.zeros(n), 0.0
     q = start / np.linalg.norm(start)
     for step in range(max_steps):
@@ -370,8 +384,9 @@ def _lanczos(operator, start, max_steps, tol, safety, failure_probability, gersh
         beta.append(b)
         # an exhausted Krylov space: for a random start, the Ritz values are all the eigenvalues
         exhausted = keep_basis and step + 1 == n or b <= 1e-13 * max(abs(x) for x in alpha)
-        state = _ritz_ends(alpha, beta, n, tol, safety, failure_probability, gershgorin_upper,
-                           operator.count, exhausted)
+        state = _ritz_ends(alpha, beta, smallest, n, tol, safety, failure_probability,
+                           gershgorin_upper, operator.count, exhausted)
+        smallest.append(state.theta_min)
         _check_definite(state, scale)
         if state.converged:
             break
@@ -379,8 +394,10 @@ def _lanczos(operator, start, max_steps, tol, safety, failure_probability, gersh
     return state
 
 
-def _ritz_ends(alpha, beta, n, tol, safety, failure_probability, gershgorin_upper, matvecs,
-               exhausted) -> _LanczosState:
+def _ritz_ends(alpha, beta, smallest, n, tol, safety, failure_probability, gershgorin_upper,
+               matvecs, exhausted) -> _LanczosState:
+    """Extreme Ritz pairs after ``k = len(alpha)`` steps; ``smallest`` holds the earlier
+    smallest Ritz values."""
     k = len(alpha)
     if k == 1:
         theta_min = theta_max = alpha[0]
@@ -407,8 +424,12 @@ def _ritz_ends(alpha, beta, n, tol, safety, failure_probability, gershgorin_uppe
     else:
         upper_bound, upper_method = lanczos_upper, "lanczos"
         failure = 0.0 if exhausted else _kw_failure_probability(n, k, theta_max, lanczos_upper)
+    # converged: small residual, and no drift over the last fifth of the run (a smaller
+    # eigenvalue still hidden in the start vector would pull theta_min down)
+    window = k // 5 + 2
     lower_converged = exhausted or (
-        k >= min(n, MIN_STEPS) and theta_min > 0 and residual_min <= tol * theta_min)
+        k >= min(n, MIN_STEPS) and theta_min > 0 and residual_min <= tol * theta_min
+        and len(smallest) >= window and smallest[-window] - theta_min <= tol * theta_min)
     upper_converged = exhausted or (
         residual_max <= tol * theta_max and (probabilistic <= widened or upper_method != "lanczos"))
     return _LanczosState(
@@ -435,12 +456,49 @@ def _check_definite(state: _LanczosState, scale: float) -> None:
         )
 
 
-def _assemble(state, gershgorin_lower, scale, safety, max_matvecs) -> Spectrum:
-    """Bounds from the Lanczos state, with a Gershgorin lower bound where tighter."""
-    lmin_method = "lanczos"
-    lmin = (state.theta_min - state.residual_min) / safety if state.lower_converged else -np.inf
-    if gershgorin_lower > lmin:
+def _cholesky_certificate(W, candidate, safety, norm_bound) -> float | None:
+    r"""A proven lower bound on lambda_min near ``candidate / safety``, or None.
+
+    A Cholesky factorization of :math:`W - \sigma I` that succeeds in floating point proves
+    :math:`\lambda_{\min} \ge \sigma - 2 (n + 1) \varepsilon \|W\|` (backward stability). A
+    sparse W gets the sparse form: SuperLU's LU of :math:`W - \sigma I` with a symmetric
+    permutation and diagonal pivots is :math:`L D L^\top`, and positive pivots prove the same by
+    Sylvester's law of inertia.
+    """
+    n = W.shape[0]
+    sigma = candidate / safety
+    margin = 2 * (n + 1) * np.finfo(np.float64).eps * norm_bound
+    if not sigma > margin:
+        return None
+    if sp.issparse(W):
+        shifted = sp.csc_matrix(W - sigma * sp.eye_array(n, format="csc"), dtype=np.float64)
+        try:
+            factor = spla.splu(shifted, permc_spec="MMD_AT_PLUS_A", diag_pivot_thresh=0.0,
+                               options={"SymmetricMode": True})
+        except RuntimeError:  # exactly singular
+            return None
+        proven = np.array_equal(factor.perm_r, factor.perm_c) and bool(
+            np.all(factor.U.diagonal() > 0))
+        return sigma - margin if proven else None
+    shifted = np.array(W, dtype=np.float64)
+    shifted[np.diag_indices(n)] -= sigma
+    try:
+        np.linalg.cholesky(shifted)
+    except np.linalg.LinAlgError:
+        return None
+    return sigma - margin
+
+
+def _assemble(state, certified_lower, gershgorin_lower, scale, safety, max_matvecs) -> Spectrum:
+    """Bounds from the Lanczos state: the tightest proven lower bound if there is one (Cholesky
+    certificate, Gershgorin), else the residual-checked Lanczos estimate."""
+    lmin, lmin_method = -np.inf, "lanczos"
+    if certified_lower is not None:
+        lmin, lmin_method = certified_lower, "cholesky"
+    if gershgorin_lower > max(lmin, 0.0):
         lmin, lmin_method = gershgorin_lower, "gershgorin"
+    if not lmin > 0 and state.lower_converged:
+        lmin, lmin_method = (state.theta_min - state.residual_min) / safety, "lanczos"
     if not lmin > 0:
         raise ValueError(
             f"the lower end of the spectrum of W could not be verified within "
