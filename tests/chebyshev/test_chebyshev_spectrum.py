@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from stepsize.chebyshev import estimate_spectrum, marchenko_pastur_edges
-from stepsize.chebyshev.spectrum import _kw_epsilon
+from stepsize.chebyshev.spectrum import _cholesky_certificate, _kw_epsilon
 from stepsize.experiments._instances import gaussian_gram
 
 pyamg = pytest.importorskip("pyamg")
@@ -146,6 +146,8 @@ def test_pyamg_matrices_are_contained(name):
         _assert_contains(estimate, low, high)
         assert estimate.converged and estimate.matvecs <= 300
         assert estimate.lmax / high < 1.4 and low / estimate.lmin < 1.1
+        # an explicit matrix this small gets its lower end proven by a sparse LDL^T
+        assert estimate.lmin_method == ("cholesky" if source is W else "lanczos")
     # the largest end also against ARPACK
     assert high == pytest.approx(spla.eigsh(W, k=1, which="LA")[0][0], rel=1e-8)
 
@@ -187,6 +189,20 @@ def test_matvec_cap_is_respected(cap):
     explicit = estimate_spectrum(W, max_matvecs=cap, seed=0)
     _assert_contains(explicit, low, high)
     assert explicit.matvecs <= cap
+
+
+@pytest.mark.parametrize("kind", ["dense", "sparse"])
+def test_cholesky_certificate_proves_only_true_lower_bounds(kind):
+    W = _pyamg_matrix("airfoil")
+    W = W.toarray() if kind == "dense" else W
+    low, high = _extremes(W)
+    # below lambda_min: proven, minus the rounding margin 2 (n + 1) eps ||W||
+    proven = _cholesky_certificate(W, 0.9 * low * 1.05, 1.05, high)
+    margin = 2 * (W.shape[0] + 1) * np.finfo(float).eps * high
+    assert proven == pytest.approx(0.9 * low - margin, rel=1e-12)
+    # above lambda_min: W - sigma I is indefinite, nothing is proven
+    assert _cholesky_certificate(W, 1.01 * low * 1.05, 1.05, high) is None
+    assert _cholesky_certificate(W, 0.0, 1.05, high) is None
 
 
 def test_probabilistic_upper_bound_formula():
