@@ -32,6 +32,11 @@ def test_factors_are_contractions_and_ours_matches_pyamg_on_poisson(result):
             assert row["factor"][label] == pytest.approx(row["factor"]["pyamg"], rel=0.02)
 
 
+def test_factors_are_reproducible_for_a_seed(result):
+    again = run({**TINY, "examples": [], "stability_degrees": [3]}, seed=0)
+    assert [r["factor"] for r in again["rows"]] == [r["factor"] for r in result["rows"][:3]]
+
+
 def test_goal_column_follows_the_stated_tolerances(result):
     table = result["tables"][0]
     goal = table["columns"].index("goal")

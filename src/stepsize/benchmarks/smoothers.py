@@ -41,6 +41,7 @@ float32.
 from __future__ import annotations
 
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -141,7 +142,28 @@ def _build(ml, degree, seed):
     return sets, setup
 
 
+@contextmanager
+def _global_numpy_seed(seed):
+    """Seed numpy's global generator inside the block, then restore its state.
+
+    pyamg starts its spectral radius estimates (``approximate_spectral_radius``, for the
+    prolongation smoother and for its ``'chebyshev'`` smoother) from ``np.random.rand``: seeded,
+    its hierarchy and factors are the same on every run.
+    """
+    state = np.random.get_state()  # noqa: NPY002 (pyamg draws from the legacy global)
+    np.random.seed(seed)  # noqa: NPY002
+    try:
+        yield
+    finally:
+        np.random.set_state(state)  # noqa: NPY002
+
+
 def _vcycle_rows(name, A, B, config, seed, index) -> list[dict]:
+    with _global_numpy_seed([seed, index]):
+        return _seeded_vcycle_rows(name, A, B, config, seed, index)
+
+
+def _seeded_vcycle_rows(name, A, B, config, seed, index) -> list[dict]:
     from pyamg import smoothed_aggregation_solver
 
     n = A.shape[0]
