@@ -127,7 +127,7 @@ MATCHING_TORCH = [
      r"^B is a tensor on the meta device"),
     ("meta K", lambda: match_graphs(A3, A3, _meta(3, 3)), ValueError,
      r"^K is a tensor on the meta device"),
-    ("meta init", lambda: match_graphs(A3, A3, init=_meta(3, 3)), ValueError,
+    ("match_graphs meta init", lambda: match_graphs(A3, A3, init=_meta(3, 3)), ValueError,
      r"^init is a tensor on the meta device"),
     ("complex torch A", lambda: match_graphs(torch.tensor(A3, dtype=torch.complex128), A3),
      TypeError, r"^A must be real"),
@@ -196,7 +196,7 @@ UNFOLDING = [
     ("meta y", lambda: _unfolded()(_meta(5)), ValueError, r"^y is a tensor on the meta device"),
     ("meta y in iterates", lambda: _unfolded().iterates(_meta(2, 5)), ValueError,
      r"^y is a tensor on the meta device"),
-    ("meta init", lambda: _unfolded(init=_meta(3)), ValueError,
+    ("UnfoldedGD meta init", lambda: _unfolded(init=_meta(3)), ValueError,
      r"^init is a tensor on the meta device"),
     ("complex y", lambda: _unfolded()(torch.ones(5, dtype=torch.complex128)), TypeError,
      r"^y must be real, got complex"),
@@ -258,13 +258,16 @@ def test_every_preset_gives_the_same_matching_at_every_scale(graph_pair, method)
             reference.info["normalized_objective"], rel=1e-12)
 
 
-def test_node_term_scales_with_the_graphs(graph_pair):
+@pytest.mark.parametrize("method", ["apfp", "ga"])
+def test_node_term_scales_with_the_graphs(graph_pair, method):
     # Z(s A, s B, s^2 K) = s^2 Z(A, B, K): the same matching, for every scale.
     A, B, truth = graph_pair
-    K = np.random.default_rng(5).uniform(size=A.shape)
-    reference = match_graphs(A, B, K, lam=0.5)
-    for scale in (1e-150, 1e-2, 1e150):
-        result = match_graphs(A * scale, B * scale, K * scale**2, lam=0.5)
+    K = np.random.default_rng(5).uniform(size=A.shape)  # a node affinity that helps a little
+    K[np.arange(len(truth)), truth] += 0.5
+    reference = match_graphs(A, B, K, lam=0.5, method=method)
+    assert matching_accuracy(reference.col_ind, truth) == 1.0
+    for scale in (1e-150, 1e-2, 1e2, 1e150):
+        result = match_graphs(A * scale, B * scale, K * scale**2, lam=0.5, method=method)
         np.testing.assert_array_equal(result.col_ind, reference.col_ind)
 
 
