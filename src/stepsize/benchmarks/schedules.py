@@ -37,15 +37,15 @@ import numpy as np
 from stepsize.benchmarks import Entry, register
 
 QUICK = {
-    "seeds": 3, "threads": 1, "lr_grid": [0.5, 1.0, 1.9, 4.0, 8.0, 16.0], "target": 1e-6,
+    "seeds": 3, "threads": 1, "lr_grid": [0.5, 1.0, 1.9, 4.0, 8.0, 16.0, 32.0], "target": 1e-6,
     "gaussian": {"n": 300, "m": 600, "steps": 256, "periods": [16, 64, 256]},
     "ridge": {"train": 1000, "mu": 1e-2, "steps": 512, "periods": [64]},
     "logistic": {"train": 1000, "mu": 1e-2, "steps": 256, "periods": [64]},
     "mlp": {"train": 500, "hidden": 32, "steps": 128, "periods": [32], "kappas": [3, 10, 100],
-            "lmax_scales": [1, 4], "power_iterations": 20, "target": 0.02},
+            "lmax_scales": [1, 4, 16], "power_iterations": 20, "target": 0.02},
 }
 FULL = {
-    **QUICK, "seeds": 5, "lr_grid": [0.5, 1.0, 1.5, 1.9, 2.5, 4.0, 8.0, 16.0, 32.0],
+    **QUICK, "seeds": 5, "lr_grid": [0.5, 1.0, 1.5, 1.9, 2.5, 4.0, 8.0, 16.0, 32.0, 64.0],
     "gaussian": {**QUICK["gaussian"], "steps": 512, "periods": [16, 64, 256, 512]},
     "ridge": {**QUICK["ridge"], "mu": 1e-3, "steps": 2048, "periods": [64, 256]},
     "logistic": {**QUICK["logistic"], "mu": 1e-3, "steps": 1024, "periods": [64, 256]},
