@@ -17,7 +17,17 @@ from hypothesis import strategies as st
 from scipy.sparse.linalg import aslinearoperator
 
 from stepsize import ConvergenceWarning
-from stepsize.matching import METHODS, match_graphs, matching_accuracy, sinkhorn
+from stepsize.matching import (
+    METHODS,
+    assignment_objective,
+    edge_correctness,
+    gradient,
+    match_graphs,
+    matching_accuracy,
+    objective,
+    score_matching,
+    sinkhorn,
+)
 from stepsize.matching.generators import kb_pair
 
 try:
@@ -133,6 +143,18 @@ MATCHING_TORCH = [
      TypeError, r"^A must be real"),
     ("meta sinkhorn scores", lambda: sinkhorn(_meta(3, 3)), ValueError,
      r"^S is a tensor on the meta device"),
+    ("meta objective A", lambda: objective(_meta(3, 3), A3, np.eye(3)), ValueError,
+     r"^A is a tensor on the meta device"),
+    ("meta gradient M", lambda: gradient(A3, A3, _meta(3, 3)), ValueError,
+     r"^M is a tensor on the meta device"),
+    ("meta assignment_objective A", lambda: assignment_objective(_meta(3, 3), A3, [0, 1, 2]),
+     ValueError, r"^A is a tensor on the meta device"),
+    ("meta score_matching B", lambda: score_matching(A3, _meta(3, 3), [0, 1, 2]), ValueError,
+     r"^B is a tensor on the meta device"),
+    ("meta edge_correctness A", lambda: edge_correctness(_meta(3, 3), A3, [0, 1, 2]),
+     ValueError, r"^A is a tensor on the meta device"),
+    ("meta matching_accuracy col_ind", lambda: matching_accuracy(_meta(3), [0, 1, 2]),
+     ValueError, r"^col_ind is a tensor on the meta device"),
 ]
 
 QUANTIZATION = [

@@ -22,6 +22,8 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.sparse as sp
 
+from stepsize.matching.projections import _refuse_meta
+
 __all__ = [
     "MatchScore",
     "assignment_objective",
@@ -31,6 +33,12 @@ __all__ = [
     "gradient",
     "score_matching",
 ]
+
+
+def _no_meta(**arguments) -> None:
+    """Refuse meta-device tensors among the named arguments (they have no data to read)."""
+    for name, value in arguments.items():
+        _refuse_meta(value, name)
 
 
 def _inner(X, Y) -> float:
@@ -59,6 +67,7 @@ def gradient(A, B, M: np.ndarray, K: np.ndarray | None = None, lam: float = 1.0)
     >>> gradient(A, A, np.eye(2)).tolist()
     [[1.0, 0.0], [0.0, 1.0]]
     """
+    _no_meta(A=A, B=B, M=M, K=K)
     product = np.asarray((A @ M) @ B)
     if K is not None:
         product = product + lam * np.asarray(K)
@@ -78,6 +87,7 @@ def objective(A, B, M: np.ndarray, K: np.ndarray | None = None, lam: float = 1.0
     >>> objective(A, A, np.eye(2))
     4.0
     """
+    _no_meta(A=A, B=B, M=M, K=K)
     quadratic = np.asarray((A @ M) @ B)
     value = 0.5 * _inner(M, quadratic)
     if K is not None:
@@ -107,6 +117,7 @@ def assignment_objective(A, B, col_ind, K: np.ndarray | None = None, lam: float 
     >>> assignment_objective(A, A, [1, 0])
     4.0
     """
+    _no_meta(A=A, B=B, col_ind=col_ind, K=K)
     col_ind = np.asarray(col_ind, dtype=np.intp)
     rows, cols = _matched(col_ind)
     block_a = A[rows][:, rows] if sp.issparse(A) else np.asarray(A)[np.ix_(rows, rows)]
@@ -124,6 +135,7 @@ def matching_accuracy(col_ind, truth) -> float:
     >>> matching_accuracy([0, 2, 1], [0, 1, 2])
     0.3333333333333333
     """
+    _no_meta(col_ind=col_ind, truth=truth)
     col_ind = np.asarray(col_ind)
     truth = np.asarray(truth)
     inliers = truth >= 0
@@ -142,6 +154,7 @@ def edge_correctness(A, B, col_ind) -> float:
     >>> edge_correctness(A, A, [2, 1, 0])
     1.0
     """
+    _no_meta(A=A, B=B, col_ind=col_ind)
     col_ind = np.asarray(col_ind, dtype=np.intp)
     support_a = sp.csr_array(A) != 0
     total = support_a.sum()
