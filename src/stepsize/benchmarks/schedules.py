@@ -389,13 +389,14 @@ def run(config: dict, seed: int) -> dict:
         f"reach the target (relative suboptimality {config['target']:g} for least squares and "
         f"logistic, training cross-entropy {config['mlp']['target']:g} for the MLP)",
         ["problem", "schedule", "setting", "steps", "final loss", "steps to target", "reached"],
-        [[r["problem"], r["method"], r["setting"], len(r["curve"]) - 1, r["final_median"],
+        [[r["problem"], r["method"], r["setting"], len(r["curve"]) - 1,
+          r["final_median"] if np.isfinite(r["final_median"]) else "diverged",
           steps_cell(r), f"{r['reached']}/{r['seeds']}"] for r in rows],
         note="tuned = best of the lr grid c/lmax, c in "
              f"{config['lr_grid']} (Chebyshev on logistic: lmax divided by c >= 1); MLP "
              "Chebyshev: lmax = 1.1 x power iteration divided by a scale, lmin = lmax / kappa, "
              "both on a grid; a dash: the median seed never reached the target; final loss 0: "
-             "below the round-off of f*; inf: diverged")]
+             "below the round-off of f*")]
     by_problem = {}
     for s in spectra:
         by_problem.setdefault(s["problem"], []).append(s)
