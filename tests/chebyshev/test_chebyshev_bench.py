@@ -1,32 +1,122 @@
-"""Smoke test of the chebyshev benchmark on a tiny configuration (no timing asserted)."""
+"""The chebyshev benchmark on a tiny configuration: real numbers, no timing asserted."""
 
 import numpy as np
 import pytest
 
 pytest.importorskip("pyamg")
 
-from stepsize.benchmarks.chebyshev import dense_problem, run, sparse_problem  # noqa: E402
+from stepsize.benchmarks.chebyshev import (  # noqa: E402
+    dense_problem,
+    run,
+    spd_check,
+    true_extremes,
+)
+
+TINY = {"examples": ["unit_cube"], "poisson_2d": 12, "poisson_3d": 5, "elasticity": 5,
+        "anisotropic": 12, "dense_n": 60, "dense_kappa": 100.0, "diagonal_n": 200, "rhs": 3,
+        "batched": None, "tol": 1e-8, "repeats": 1, "fill_s": 0.0, "petsc": False,
+        "smoother_grid": 24, "smoother_cycles": 3,
+        "kappas": [30], "periods": [64], "rate_n": 60, "dtypes": ["float64"], "threads": 1}
 
 
-def test_problem_generators_have_requested_condition_number():
-    dense = np.linalg.eigvalsh(dense_problem(60, 100.0, 0))
-    assert dense[-1] / dense[0] == pytest.approx(100.0, rel=1e-8)
-    sparse = np.linalg.eigvalsh(sparse_problem(12, 30.0).toarray())
-    assert sparse[-1] / sparse[0] == pytest.approx(30.0, rel=1e-8)
+@pytest.fixture(scope="module")
+def result():
+    return run(TINY, seed=0)
 
 
-def test_tiny_benchmark_runs_and_every_solver_reaches_tolerance():
-    config = {"dense_n": [60], "grids": [8], "kappas": [30], "rhs": [1, 3], "dtypes": ["float64"],
-              "repeats": 1, "periods": [64], "rate_n": 60,
-              "threads": 1}
-    result = run(config, seed=0)
-    methods = {row["method"] for row in result["rows"]}
-    assert {"chebyshev_gd", "semi_iterative", "gd", "cg_ours", "scipy_cg",
-            "pyamg_chebyshev"} <= methods
+def test_dense_problem_has_requested_condition_number():
+    values = np.linalg.eigvalsh(dense_problem(60, 100.0, 0))
+    assert values[-1] / values[0] == pytest.approx(100.0, rel=1e-8)
+
+
+def test_spd_check_sorts_pyamg_examples():
+    import scipy.sparse as sp
+    from pyamg.gallery import load_example
+
+    def check(name):
+        return spd_check(sp.csr_array(load_example(name)["A"]))
+
+    assert check("knot") is None
+    assert check("recirc_flow").startswith("not symmetric")
+    assert check("unit_square").startswith("singular")
+    assert check("helmholtz_2D") == "complex"
+
+
+def test_true_extremes_match_the_closed_form_laplacian_spectrum():
+    import scipy.sparse as sp
+    from pyamg.gallery import poisson
+
+    grid = 60  # n = 3600 > 3000: the eigsh path
+    lmin, lmax, how = true_extremes(sp.csr_array(poisson((grid, grid))))
+    h = np.pi / (grid + 1)
+    assert how == "eigsh"
+    assert lmin == pytest.approx(4 - 4 * np.cos(h), rel=1e-8)
+    assert lmax == pytest.approx(4 - 4 * np.cos(grid * h), rel=1e-8)
+
+
+def test_single_rhs_rows_converge_with_finite_ratios(result):
+    problems = {row["problem"] for row in result["rows"]}
+    assert len(problems) == 6  # unit_cube, Poisson 2-D and 3-D, elasticity, anisotropic, dense
     for row in result["rows"]:
-        if row["method"] in ("chebyshev_gd", "semi_iterative", "cg_ours", "scipy_cg"):
+        if row["solver"] in ("scipy cg", "chebyshev_gd (ours)"):
             assert row["converged"], row
-            assert row["relative_error"] < 1e3 * row["tol"], row
+            assert row["residual"] < 10 * TINY["tol"], row
+            assert 0.5 <= row["matvec_ratio"] < 1e3, row
+            assert np.isfinite(row["time_ratio"]) and row["time_ratio"] > 0, row
+        if row["solver"] in ("splu", "cho_factor/cho_solve"):
+            assert row["residual"] < 1e-10, row
+            assert row["setup_s"] > 0
+    ours = [row for row in result["rows"] if row.get("ours")]
+    assert len(ours) == 3 * 5 + 2  # three M on the sparse problems, no AMG on the dense one
+    assert all(row["goal"] == (row["matvec_ratio"] <= 1.5 and row["time_ratio"] <= 2.0)
+               for row in ours)
+    assert result["goal_met"] == {"rows": len(ours), "met": sum(r["goal"] for r in ours)}
+    skipped = [row for row in result["rows"] if "skipped" in row]
+    assert len(skipped) == 5 and all(r["skipped"] == "off in this configuration" for r in skipped)
+
+
+def test_batched_rows_converge_and_compare_with_the_factorization(result):
+    assert len(result["batched_rows"]) == 6 * 5  # (CG, ours) x (none, jacobi) + direct
+    for row in result["batched_rows"]:
+        assert row["k"] == 3
+        assert row["converged"], row
+        if "factor reused" in row["solver"]:
+            assert row["residual"] < 1e-10, row
+            assert row["time_ratio_vs_direct"] == pytest.approx(1.0)
+        else:
+            assert row["residual"] <= TINY["tol"], row
+            assert row["matvecs_per_rhs"] >= 2, row
+            assert np.isfinite(row["time_ratio_vs_direct"]), row
+
+
+def test_estimate_safety_rows_contain_the_spectrum_or_refuse(result):
+    rows = result["safety_rows"]
+    assert len(rows) == 7  # six problems and the log-spaced diagonal
+    diagonal = rows[-1]
+    assert diagonal["true_lmin"] == pytest.approx(1e-6, rel=1e-10)
+    assert diagonal["true_lmax"] == pytest.approx(1.0, rel=1e-12)
+    for row in rows:
+        assert row["contains"] in ("yes", "refused"), row
+        if row["contains"] == "yes":
+            assert row["est_lmin"] <= row["true_lmin"] * (1 + 1e-9)
+            assert row["est_lmax"] >= row["true_lmax"] * (1 - 1e-9)
+
+
+def test_smoother_rows_match_pyamg_convergence(result):
+    if result["smoother_rows"] is None:
+        pytest.skip(result["smoother_note"])
+    by_problem = {}
+    for row in result["smoother_rows"]:
+        by_problem.setdefault(row["problem"], {})[row["smoother"]] = row["factor"]
+    for factors in by_problem.values():
+        ours, theirs = factors["chebyshev_smoother (ours)"], factors["pyamg chebyshev"]
+        assert 0 < theirs < 1
+        assert ours == pytest.approx(theirs, rel=0.05)
+
+
+def test_rate_table_keeps_the_papers_goal(result):
     fractal = [row for row in result["rate_rows"] if row["order"] == "fractal"]
     assert fractal and all(row["stable"] for row in fractal)
-    assert all(abs(row["rate_gap"]) < 0.03 for row in fractal)
+    assert all(abs(row["rate_gap"]) < 0.03 for row in fractal if row["spectrum"] == "exact")
+    tables = [t["title"] for t in result["tables"]]
+    assert len(tables) == 5 and tables[-1].startswith("Rate and stability")
