@@ -305,6 +305,18 @@ def test_weights_of_1e308_are_matched_without_warnings(graph_pair):
     assert result.info["log_scale"] == pytest.approx(2 * np.log(1e308))
 
 
+@pytest.mark.parametrize("sparse", [False, True])
+def test_normalization_leaves_the_inputs_unchanged(graph_pair, sparse):
+    A, B, _ = graph_pair
+    A, B = 3.0 * A, 7.0 * B
+    if sparse:
+        A, B = sp.csr_array(A), sp.csr_array(B)
+    before = [m.copy() for m in (A, B)]
+    match_graphs(A, B, method="ipfp")
+    for matrix, copy in zip((A, B), before):
+        assert abs(matrix - copy).max() == 0.0
+
+
 @settings(max_examples=10, deadline=None)
 @given(exponent=st.floats(-100.0, 100.0), method=st.sampled_from(["apfp", "ga"]))
 def test_matching_is_invariant_to_a_random_positive_scale(graph_pair, exponent, method):
