@@ -59,9 +59,9 @@ def test_lanczos_bounds_contain_spectrum_with_safety():
     # n <= max_exact_size: the Lanczos lower end is proven by a Cholesky factorization
     assert (estimate.lmin_method, estimate.lmax_method) == ("cholesky", "lanczos")
     _assert_contains(estimate, low, high)
-    # safety (1.05) times (1 + tol) at most, at each end
-    assert 1.05 <= estimate.lmax / high <= 1.05 * 1.01
-    assert 1.05 <= low / estimate.lmin <= 1.05 / 0.99
+    # safety (1.05) times (1 + tol) at most, at each end (tol = 1e-3)
+    assert 1.05 <= estimate.lmax / high <= 1.05 * 1.001
+    assert 1.05 <= low / estimate.lmin <= 1.05 / 0.999
     assert estimate.ritz_max == pytest.approx(high, rel=1e-6)
     assert estimate.lmax_failure_probability < 1e-4
     assert 0 < estimate.matvecs < 300

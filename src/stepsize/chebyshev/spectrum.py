@@ -196,7 +196,7 @@ def estimate_spectrum(
     method: str = "lanczos",
     *,
     safety: float = 1.05,
-    tol: float = 1e-2,
+    tol: float = 1e-3,
     max_matvecs: int = 300,
     max_exact_size: int = 2000,
     failure_probability: float = 1e-4,
@@ -223,6 +223,9 @@ def estimate_spectrum(
         safety: factor >= 1 multiplying lmax and dividing lmin (Lanczos and exact ends; 1.05 sits
             between PyAMG's and PETSc's 1.1).
         tol: relative residual, in (0, 1), at which an extreme Ritz value counts as converged.
+            The default 1e-3 costs 10% to 25% more products than 1e-2 on PyAMG's examples and
+            overestimated lambda_min 7 times less often (1 in 925 against 7 in 970) on random
+            diagonal operators with two close eigenvalues below the rest.
         max_matvecs: cap on products with W (default 300; one per Lanczos step). The estimate
             never exceeds it; the exact fallback spends none.
         max_exact_size: largest n of an explicit W whose lower end is proven by one Cholesky
