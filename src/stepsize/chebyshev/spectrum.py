@@ -113,7 +113,9 @@ class Spectrum:
         matvecs: operator applications spent (0 for ``method="exact"``, which factorizes).
         converged: whether Lanczos met its stopping rule within ``max_matvecs``.
         method: ``"lanczos"`` or ``"exact"`` (also when ``eigvalsh`` was the fallback).
-        lmin_method, lmax_method: ``"exact"``, ``"gershgorin"`` or ``"lanczos"``.
+        lmin_method, lmax_method: ``"exact"``, ``"gershgorin"``, ``"lanczos"`` or (lower end)
+            ``"cholesky"``; all but a ``"lanczos"`` lower end are proven bounds, a ``"lanczos"``
+            upper end holds with probability ``1 - lmax_failure_probability``.
         lmax_failure_probability: Kuczynski-Wozniakowski bound on the probability (over the random
             start) that the largest eigenvalue exceeds ``lmax``; 0 for ``"exact"`` and
             ``"gershgorin"``.
