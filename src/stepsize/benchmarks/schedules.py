@@ -45,7 +45,8 @@ QUICK = {
             "lmax_scales": [1, 4, 16], "power_iterations": 20, "target": 0.02},
 }
 FULL = {
-    **QUICK, "seeds": 5, "lr_grid": [0.5, 1.0, 1.5, 1.9, 2.5, 4.0, 8.0, 16.0, 32.0, 64.0],
+    **QUICK, "seeds": 5, "lr_grid": [0.5, 1.0, 1.5, 1.9, 2.5, 4.0, 8.0, 16.0, 32.0, 64.0,
+                                 128.0],
     "gaussian": {**QUICK["gaussian"], "steps": 512, "periods": [16, 64, 256, 512]},
     "ridge": {**QUICK["ridge"], "mu": 1e-3, "steps": 2048, "periods": [64, 256]},
     "logistic": {**QUICK["logistic"], "mu": 1e-3, "steps": 1024, "periods": [64, 256]},
