@@ -206,8 +206,9 @@ def test_cholesky_certificate_proves_only_true_lower_bounds(kind):
 
 
 def test_probabilistic_upper_bound_formula():
-    # epsilon_k = (ln(1.648 sqrt(n) / delta) / (2k - 1))^2
-    assert _kw_epsilon(10_000, 50, 1e-4) == pytest.approx((np.log(1.648e6) / 99) ** 2)
+    # epsilon_k = (ln(1.648 sqrt(n) / delta) / (2j - 1))^2 with j = k - 1 products
+    assert _kw_epsilon(10_000, 50, 1e-4) == pytest.approx((np.log(1.648e6) / 97) ** 2)
+    assert _kw_epsilon(10_000, 1, 1e-4) == np.inf
     W = gaussian_gram(300, 600, 12)
     low, high = _extremes(W)
     few = estimate_spectrum(spla.aslinearoperator(W), max_matvecs=20, max_exact_size=0, seed=0,

@@ -24,11 +24,14 @@ Upper end
     residual :math:`r_{\max} = \beta_k |s_{k,\max}| + 2 k \varepsilon_{\rm mach}\theta_{\max}`,
     :math:`l_{\max} = \max\big(\text{safety}\,(\theta_{\max} + r_{\max}),\;
     \theta_{\max} / (1 - \varepsilon_k)\big)`,
-    :math:`\varepsilon_k = \big(\ln(1.648 \sqrt n / \delta) / (2k - 1)\big)^2`. Kuczynski and
-    Wozniakowski (1992, Theorem 4.2) prove, for a start vector uniform on the sphere and any
-    positive semidefinite W, :math:`P\big(\theta_{\max} < (1 - \varepsilon)\lambda_{\max}\big) \le
-    1.648 \sqrt n\, e^{-(2k - 1)\sqrt\varepsilon}`, so :math:`\lambda_{\max} \le l_{\max}` with
-    probability at least :math:`1 - \delta` (exact arithmetic; the basis is fully
+    :math:`\varepsilon_k = \big(\ln(1.648 \sqrt n / \delta) / (2k - 3)\big)^2`. Kuczynski and
+    Wozniakowski (1992) prove, for a start vector uniform on the sphere and any
+    positive semidefinite W, that Lanczos with j products fails
+    :math:`\theta_{\max} \ge (1 - \varepsilon)\lambda_{\max}` with probability at most
+    :math:`1.648 \sqrt n\, e^{-(2j - 1)\sqrt\varepsilon}`; k steps spend k products and we count
+    j = k - 1 (one fewer, safe under either counting convention), so
+    :math:`\lambda_{\max} \le l_{\max}` with probability at least :math:`1 - \delta` (exact
+    arithmetic; the basis is fully
     reorthogonalized while it fits in 128 MiB). ``Spectrum.lmax_failure_probability`` is the bound
     at the returned ``lmax``. The ``safety`` term is the residual widening PETSc and PyAMG use.
     ``"exact"``: see below.
@@ -329,17 +332,25 @@ def _gershgorin(W) -> tuple[float, float]:
     return float(np.min(2 * diagonal - row_sums - margin)), float(np.max(row_sums + margin))
 
 
+def _kw_exponent(steps: int) -> int:
+    """``2j - 1`` of Kuczynski-Wozniakowski with j = ``steps - 1`` products: one fewer than
+    spent, safe whether their count is of products or of basis vectors."""
+    return 2 * (steps - 1) - 1
+
+
 def _kw_epsilon(n: int, steps: int, failure_probability: float) -> float:
     """Relative underestimate of lambda_max after ``steps`` Lanczos steps, exceeded with
-    probability at most ``failure_probability`` (Kuczynski-Wozniakowski Theorem 4.2)."""
-    return (math.log(1.648 * math.sqrt(n) / failure_probability) / (2 * steps - 1)) ** 2
+    probability at most ``failure_probability`` (Kuczynski-Wozniakowski 1992)."""
+    if _kw_exponent(steps) <= 0:
+        return np.inf
+    return (math.log(1.648 * math.sqrt(n) / failure_probability) / _kw_exponent(steps)) ** 2
 
 
 def _kw_failure_probability(n: int, steps: int, theta_max: float, lmax: float) -> float:
-    if not lmax > theta_max > 0:
+    if not lmax > theta_max > 0 or _kw_exponent(steps) <= 0:
         return 1.0
     epsilon = 1.0 - theta_max / lmax
-    return min(1.0, 1.648 * math.sqrt(n) * math.exp(-(2 * steps - 1) * math.sqrt(epsilon)))
+    return min(1.0, 1.648 * math.sqrt(n) * math.exp(-_kw_exponent(steps) * math.sqrt(epsilon)))
 
 
 @dataclass
