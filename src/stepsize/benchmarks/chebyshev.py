@@ -19,13 +19,15 @@ every peer, relative residual tolerance 1e-8 (as ``rtol`` in ``scipy.sparse.lina
   petsc4py is importable: in this interpreter, or in a system Python (Debian's
   ``python3-petsc4py``) run as a subprocess. Otherwise the rows say it was skipped.
 
-Every solve runs with one BLAS thread. A ``goal`` column holds the issue's target for
-preconditioned Chebyshev: matvecs at most 1.5x and time at most 2x those of PCG with the same M.
-Further tables: batched solves (k right-hand sides: ours, our batched CG, the factorization
-reused), the safety of ``estimate_spectrum`` against ``eigvalsh``/``eigsh``, the rate and
-stability of T-periodic Chebyshev steps (the paper's rate goal), and, when
-``stepsize.chebyshev.smoothers`` exists, the V-cycle convergence factor of our Chebyshev smoother
-against pyamg's at degree 3.
+Every solve runs with one BLAS thread; times are medians (:func:`timed`). A ``goal`` column
+holds the issue's target for preconditioned Chebyshev: matvecs at most 1.5x and time at most 2x
+those of PCG with the same M. Further tables: batched solves (k right-hand sides, no
+preconditioner and Jacobi: ours, our batched CG, the factorization reused for all columns), the
+safety of ``estimate_spectrum`` (its interval against ``eigvalsh``/``eigsh``; pyamg's singular
+``unit_square`` and a log-spaced diagonal included), the V-cycle convergence factor and time per
+cycle of our Chebyshev smoother (``attach_smoothers``) against pyamg's at degree 3 (left out,
+with the reason in ``smoother_note``, when ``stepsize.chebyshev.smoothers`` is missing), and the
+rate and stability of T-periodic Chebyshev steps (the paper's rate goal).
 """
 
 from __future__ import annotations
@@ -50,14 +52,12 @@ QUICK = {"examples": ["airfoil", "knot", "unit_cube"], "poisson_2d": 48, "poisso
          "dtypes": ["float64", "float32"], "threads": 1}
 FULL = {"examples": None, "poisson_2d": 200, "poisson_3d": 30, "elasticity": 60,
         "anisotropic": 150, "dense_n": 2000, "dense_kappa": 1e3, "diagonal_n": 2000, "rhs": 32,
-        "batched": ["airfoil", "bar", "knot", "local_disc_galerkin_diffusion", "unit_cube",
-                    "poisson 3-D", "elasticity", "dense"],
+        "batched": None,
         "tol": 1e-8, "repeats": 3, "fill_s": 0.2, "petsc": True, "smoother_grid": 300,
         "smoother_cycles": 10,
         "kappas": [30, 100, 1000], "periods": [64, 128, 256], "rate_n": 1000,
         "dtypes": ["float64", "float32"], "threads": 1}
-# examples=None: every SPD matrix pyamg ships; batched=None: every problem, else name prefixes
-# (the full run leaves out the two largest 2-D grids, about 30 s per batched solve each).
+# examples=None: every SPD matrix pyamg ships; batched=None: every problem, else name prefixes.
 # PETSc's estimate uses 15 CG steps, as ours does.
 PETSC_ESTIMATE_STEPS = 15
 PRECONDITIONERS = ("none", "jacobi", "amg")
@@ -353,12 +353,22 @@ def petsc_python() -> tuple[list[str], dict] | str:
 _PETSC_DIVERGED = {-3: "iteration cap", -4: "diverged", -9: "NaN or Inf"}
 
 
+def _petsc_version(command) -> str:
+    python, env = command
+    try:
+        done = subprocess.run([*python, "-c", "import petsc4py; print(petsc4py.__version__)"],
+                              env=env, capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired):
+        return "(version unknown)"
+    return done.stdout.strip() or "(version unknown)"
+
+
 def _petsc_rows(command, A, b, config, cg_matvecs) -> dict:
     """PETSc rows by preconditioner name, or ``{"reason": ...}`` when the run failed."""
     import scipy.sparse as sp
 
     if not sp.issparse(A):
-        return {"reason": "dense matrix: PETSc run on sparse problems only"}
+        return {}  # PETSc runs on the sparse problems (the note says so)
     python, env = command
     A = sp.csr_array(A)
     with tempfile.TemporaryDirectory() as folder:
@@ -522,18 +532,24 @@ def _smoother_rows(config, seed) -> list[dict] | str:
         except (TypeError, ValueError) as exc:
             return f"attach_smoothers failed: {type(exc).__name__}: {exc}"
         variants["chebyshev_smoother (ours)"] = ours
-        measured = {}
+        factors = {}
         for label, ml in variants.items():
             residuals = []
             ml.solve(b, x0=x0.copy(), tol=1e-300, maxiter=cycles, residuals=residuals)
-            factor = (residuals[-1] / residuals[0]) ** (1 / (len(residuals) - 1))
-            seconds, _ = timed(
-                lambda ml=ml, b=b, x0=x0: ml.solve(b, x0=x0.copy(), tol=1e-300,
-                                                   maxiter=cycles), config)
-            seconds /= cycles
-            measured[label] = (factor, seconds)
+            factors[label] = (residuals[-1] / residuals[0]) ** (1 / (len(residuals) - 1))
+        # the two hierarchies alternate, so that load on the machine hits both alike
+        times = {label: [] for label in variants}
+        for _ in range(max(config["repeats"], 5)):
+            for label, ml in variants.items():
+                start = time.perf_counter()
+                ml.solve(b, x0=x0.copy(), tol=1e-300, maxiter=cycles)
+                times[label].append((time.perf_counter() - start) / cycles)
+        measured = {}
+        for label in variants:
+            seconds = float(np.median(times[label]))
+            measured[label] = (factors[label], seconds)
             rows.append({"problem": name, "n": A.shape[0], "degree": degree, "smoother": label,
-                         "factor": float(factor), "seconds_per_cycle": seconds})
+                         "factor": float(factors[label]), "seconds_per_cycle": seconds})
         ref_factor, ref_seconds = measured["pyamg chebyshev"]
         for row in rows[-2:]:
             row["time_ratio"] = row["seconds_per_cycle"] / ref_seconds
@@ -603,7 +619,7 @@ def run(config: dict, seed: int) -> dict:
     from stepsize.benchmarks._timing import pinned_threads
 
     petsc_command = petsc_python() if config["petsc"] else "off in this configuration"
-    rows, batched, safety = [], [], []
+    rows, batched, safety, petsc_failures = [], [], [], []
     with pinned_threads(config["threads"]):
         chosen, skipped = problems(config, seed)
         for index, (name, A) in enumerate(chosen):
@@ -620,6 +636,8 @@ def run(config: dict, seed: int) -> dict:
             else:
                 _, cg_matvecs, _ = _scipy_cg(A, b, None, config["tol"])
                 petsc = _petsc_rows(petsc_command, A, b, config, cg_matvecs)
+            if "reason" in petsc:
+                petsc_failures.append(f"{name}: {petsc['reason']}")
             direct = _direct(A)
             rows += _solve_rows(name, A, amg, amg_setup, direct, b, config, seed, petsc)
             if config["batched"] is None or name.startswith(tuple(config["batched"])):
@@ -638,10 +656,12 @@ def run(config: dict, seed: int) -> dict:
                     safety.append(_safety_row(f"{name} (singular)", A, seed))
         smoothers = _smoother_rows(config, seed)
         rate_rows = _rate_and_stability(config, seed)
-    return _assemble(rows, batched, safety, smoothers, rate_rows, skipped, petsc_command, config)
+    return _assemble(rows, batched, safety, smoothers, rate_rows, skipped, petsc_command,
+                     petsc_failures, config)
 
 
-def _assemble(rows, batched, safety, smoothers, rate_rows, skipped, petsc_command, config):
+def _assemble(rows, batched, safety, smoothers, rate_rows, skipped, petsc_command,
+              petsc_failures, config):
     from stepsize.report import table
 
     def goal(row):
@@ -649,8 +669,15 @@ def _assemble(rows, batched, safety, smoothers, rate_rows, skipped, petsc_comman
             return "-"
         return "met" if row["goal"] else "MISSED"
 
-    petsc_note = (f"PETSc skipped: {petsc_command}" if isinstance(petsc_command, str)
-                  else "PETSc ran in " + " ".join(petsc_command[0]))
+    if isinstance(petsc_command, str):
+        petsc_note = f"PETSc skipped: {petsc_command}"
+    else:
+        petsc_note = (f"PETSc {_petsc_version(petsc_command)} ran in "
+                      f"{' '.join(petsc_command[0])} on the sparse problems, KSPCHEBYSHEV with "
+                      f"-ksp_chebyshev_esteig 1,0,0,1.1 and {PETSC_ESTIMATE_STEPS} estimation "
+                      f"steps, unpreconditioned residual norm")
+        if petsc_failures:
+            petsc_note += "; failed: " + "; ".join(petsc_failures)
     ours = [r for r in rows if r.get("ours")]
     met = sum(r["goal"] for r in ours)
     tables = [table(
@@ -659,7 +686,7 @@ def _assemble(rows, batched, safety, smoothers, rate_rows, skipped, petsc_comman
         ["problem", "n", "M", "solver", "matvecs", "setup s", "solve s", "conv", "rel. res",
          "x PCG matvecs", "x PCG time", "goal"],
         [[r["problem"], r["n"], r["M"], r["solver"], r["matvecs"], r["setup_s"], r["seconds"],
-          r.get("skipped", r.get("status", r["converged"])), r["residual"],
+          "skipped" if "skipped" in r else r.get("status", r["converged"]), r["residual"],
           r["matvec_ratio"], r["time_ratio"], goal(r)] for r in rows],
         note="PCG = scipy cg with the same M (none; Jacobi; one pyamg smoothed-aggregation "
              "V-cycle). matvecs per right-hand side include ours' 15 CG estimation steps and "
@@ -707,7 +734,7 @@ def _assemble(rows, batched, safety, smoothers, rate_rows, skipped, petsc_comman
              for r in smoothers],
             note="factor = (||r_N|| / ||r_0||)^(1/N) over N cycles on A x = 0 from a random x; "
                  "goal = factor <= pyamg's (0.1% slack) and time per cycle <= 1.2x pyamg's; s per "
-                 "cycle = median over repeats of N cycles, divided by N."))
+                 "cycle = median of at least 5 alternating runs of N cycles, divided by N."))
     tables.append(table(
         "Rate and stability of T-periodic Chebyshev steps (dense, one period; stable = error at "
         "the bound or at the round-off floor 10 kappa eps)",
