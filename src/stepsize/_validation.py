@@ -122,6 +122,9 @@ def check_array(
     if value is None:
         raise TypeError(f"{name} must be an array, got None")
     if hasattr(value, "detach") and hasattr(value, "cpu"):
+        if getattr(value, "is_meta", False):
+            raise ValueError(f"{name} is a tensor on the meta device (it has no data), got "
+                             f"{describe(value)}")
         value = value.detach().cpu().numpy()
     try:
         raw = np.asarray(value)

@@ -1,5 +1,7 @@
 """Preconditioned Chebyshev solves, the CG-Lanczos estimate, torch gradients and batches."""
 
+import warnings
+
 import numpy as np
 import pytest
 import scipy.sparse as sp
@@ -139,6 +141,10 @@ def test_singular_indefinite_and_complex_systems_are_refused():
         chebyshev_gd(np.diag([0.0, 1.0, 2.0, 3.0]), np.ones(4), tol=1e-8)
     with pytest.raises(ValueError, match="W must be symmetric positive definite"):
         chebyshev_gd(np.diag([-1.0, 1.0, 2.0, 3.0]), np.ones(4), tol=1e-8)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no overflow warning on the way to the error
+        with pytest.raises(ValueError, match=r"p\^T W p = 0"):
+            chebyshev_gd(np.zeros((5, 5)), np.ones(5), tol=1e-8)
     with pytest.raises(ValueError, match="'jacobi' needs a positive diagonal"):
         chebyshev_gd(np.diag([0.0, 1.0]), np.ones(2), M="jacobi")
     with pytest.raises(TypeError, match="c must be real"):

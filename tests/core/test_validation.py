@@ -105,3 +105,9 @@ def test_check_rng():
         check_rng("x")
     with pytest.raises(ValueError, match="seed must be non-negative"):
         check_rng(-1)
+
+
+def test_meta_tensors_are_refused_by_name():
+    torch = pytest.importorskip("torch")
+    with pytest.raises(ValueError, match="X is a tensor on the meta device"):
+        check_array(torch.empty(3, 3, device="meta"), "X")

@@ -648,8 +648,8 @@ def _check_positive(values, left, right, name, what, strict=False):
     scale = _column_norms(left.reshape(left.shape[0], -1)) * _column_norms(
         right.reshape(right.shape[0], -1))
     bad = values < -1e-12 * scale
-    if strict:
-        bad |= (values <= 0) & (scale > 0)
+    if strict:  # p != 0 with p^T W p <= 0 (W p may vanish: a singular W)
+        bad |= (values <= 0) & (_column_norms(left.reshape(left.shape[0], -1)) > 0)
     if np.any(bad):
         value = float(values[np.argmax(bad)])
         raise ValueError(f"{name} must be symmetric positive definite, but CG met "
