@@ -224,3 +224,13 @@ def test_tiny_schedules_benchmark_runs_and_chebyshev_meets_its_bound(tmp_path):
             assert row["reached"] == 2
     paths = plot(result, tmp_path)
     assert [p.name for p in paths] == ["bench_schedules_curves.png"] and paths[0].stat().st_size
+
+
+def test_chebyshev_lr_is_exported_lazily():
+    pytest.importorskip("torch")
+    import stepsize.chebyshev as chebyshev
+    from stepsize.chebyshev._torch_schedules import ChebyshevLR
+
+    assert chebyshev.ChebyshevLR is ChebyshevLR
+    with pytest.raises(AttributeError, match="no attribute 'ChebyshevLr'"):
+        chebyshev.ChebyshevLr  # noqa: B018

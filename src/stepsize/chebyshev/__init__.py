@@ -6,6 +6,7 @@ S. Takabe and T. Wadayama, arXiv:2001.05142 and arXiv:2010.13335.
 
 from stepsize.chebyshev.preconditioning import as_preconditioner
 from stepsize.chebyshev.psor import chebyshev_psor, jacobi_map, jacobi_spectrum, psor
+from stepsize.chebyshev.schedules import chebyshev_schedule
 from stepsize.chebyshev.smoothers import ChebyshevSmoother, attach_smoothers, chebyshev_smoother
 from stepsize.chebyshev.solvers import (
     NormalOperator,
@@ -35,6 +36,7 @@ from stepsize.chebyshev.steps import (
 __all__ = [
     "ChebyshevSmoother",
     "attach_smoothers",
+    "chebyshev_schedule",
     "chebyshev_smoother",
     "ORDERS",
     "NormalOperator",
@@ -64,3 +66,12 @@ __all__ = [
     "preconditioned_spectrum",
     "psor",
 ]
+
+
+def __getattr__(name):
+    # ChebyshevLR needs torch: loaded on first access so that this package stays numpy-only
+    if name == "ChebyshevLR":
+        from stepsize.chebyshev._torch_schedules import ChebyshevLR
+
+        return ChebyshevLR
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
