@@ -146,22 +146,33 @@ def _relative_residual(A, x, b) -> float:
     return value if np.isfinite(value) else float("inf")
 
 
-def timed(func, config: dict):
-    """(median seconds, output) of ``func``: one warm-up, then ``config["repeats"]`` runs, or
-    enough runs to fill about ``config["fill_s"]`` seconds (at most 25) when one takes under
-    20 ms, since the machine's noise is of that order; a warm-up over 2 s is the only
-    measurement (as in ``median_time``)."""
-    from stepsize.benchmarks._timing import median_time
+def timed(funcs: dict, config: dict) -> dict:
+    """``{name: (median seconds, output)}`` for the callables ``funcs``, measured alternately.
 
-    repeats, fill_s = config["repeats"], config["fill_s"]
-    start = time.perf_counter()
-    output = func()
-    first = time.perf_counter() - start
-    if first > 2.0:
-        return first, output
-    if first < 0.02:
-        repeats = max(repeats, min(25, int(fill_s / max(first, 1e-6))))
-    return median_time(func, repeats=repeats, warmup=0)
+    One warm-up run each, then ``config["repeats"]`` rounds (or, when the slowest takes under
+    20 ms, enough rounds to fill about ``config["fill_s"]`` seconds, at most 25: the noise of a
+    shared machine is of that order) that run every callable once, in turn, so that a change
+    of load hits the compared methods alike. When a warm-up takes over 2 s the warm-ups are the
+    only measurement (as in :func:`stepsize.benchmarks._timing.median_time`).
+    """
+    outputs, times = {}, {}
+    for name, func in funcs.items():
+        start = time.perf_counter()
+        outputs[name] = func()
+        times[name] = [time.perf_counter() - start]
+    slowest = max(t[0] for t in times.values())
+    if slowest > 2.0:
+        return {name: (times[name][0], outputs[name]) for name in funcs}
+    rounds = config["repeats"]
+    if slowest < 0.02:
+        rounds = max(rounds, min(25, int(config["fill_s"] / max(slowest, 1e-6))))
+    times = {name: [] for name in funcs}
+    for _ in range(rounds):
+        for name, func in funcs.items():
+            start = time.perf_counter()
+            outputs[name] = func()
+            times[name].append(time.perf_counter() - start)
+    return {name: (float(np.median(times[name])), outputs[name]) for name in funcs}
 
 
 def _scipy_preconditioner(A, name, amg):
@@ -223,15 +234,17 @@ def _solve_rows(name, A, amg, amg_setup, direct, b, config, seed, petsc):
             continue
         setup = amg_setup if precond == "amg" else 0.0
         M = _scipy_preconditioner(A, precond, amg)
-        seconds, (x, matvecs, converged) = timed(lambda M=M: _scipy_cg(A, b, M, tol), config)
+        ours = _our_preconditioner(precond, amg)
+        measured = timed({
+            "scipy": lambda M=M: _scipy_cg(A, b, M, tol),
+            "ours": lambda ours=ours: chebyshev_gd(A, b, M=ours, tol=tol, warn=False, seed=seed),
+        }, config)
+        seconds, (x, matvecs, converged) = measured["scipy"]
         reference = {"matvecs": matvecs, "seconds": seconds}
         rows.append({**base, "M": precond, "solver": "scipy cg", "matvecs": matvecs,
                      "setup_s": setup, "seconds": seconds, "converged": converged,
                      "residual": _relative_residual(A, x, b), "reference": reference})
-        ours = _our_preconditioner(precond, amg)
-        seconds, result = timed(
-            lambda ours=ours: chebyshev_gd(A, b, M=ours, tol=tol, warn=False, seed=seed),
-            config)
+        seconds, result = measured["ours"]
         rows.append({**base, "M": precond, "solver": "chebyshev_gd (ours)",
                      "matvecs": int(result.info["matvecs"]), "setup_s": setup,
                      "seconds": seconds, "converged": bool(result.converged),
@@ -240,7 +253,7 @@ def _solve_rows(name, A, amg, amg_setup, direct, b, config, seed, petsc):
         for row in petsc.get(precond, []):
             rows.append({**base, "M": precond, **row, "setup_s": 0.0, "reference": reference})
     factor_s, solve, direct_name = direct
-    seconds, x = timed(lambda: solve(b), config)
+    seconds, x = timed({"direct": lambda: solve(b)}, config)["direct"]
     rows.append({**base, "M": "-", "solver": direct_name, "matvecs": None, "setup_s": factor_s,
                  "seconds": seconds, "converged": True, "residual": _relative_residual(A, x, b),
                  "reference": None})
@@ -423,21 +436,20 @@ def _batched_rows(name, A, direct, B, config, seed):
     for precond in ("none", "jacobi"):
         M = _our_preconditioner(precond, None)
         setup = 0.0
-        measured = {}
-        for solver, method in (("conjugate_gradient (ours)", conjugate_gradient),
-                               ("chebyshev_gd (ours)", chebyshev_gd)):
-            options = {"seed": seed} if method is chebyshev_gd else {}
-            seconds, result = timed(
-                lambda method=method, options=options, M=M: method(
-                    A, B, M=M, tol=tol, warn=False, **options), config)
-            measured[solver] = seconds
+        measured = timed({
+            "conjugate_gradient (ours)": lambda M=M: conjugate_gradient(A, B, M=M, tol=tol,
+                                                                        warn=False),
+            "chebyshev_gd (ours)": lambda M=M: chebyshev_gd(A, B, M=M, tol=tol, warn=False,
+                                                            seed=seed),
+        }, config)
+        for solver, (seconds, result) in measured.items():
             rows.append({**base, "M": precond, "solver": solver,
                          "matvecs_per_rhs": result.info["matvecs"] / k, "setup_s": setup,
                          "seconds": seconds, "converged": bool(result.converged),
                          "residual": _relative_residual(A, result.x, B),
-                         "time_ratio_vs_cg": seconds / measured["conjugate_gradient (ours)"]})
+                         "time_ratio_vs_cg": seconds / measured["conjugate_gradient (ours)"][0]})
     factor_s, solve, direct_name = direct
-    seconds, X = timed(lambda: solve(B), config)
+    seconds, X = timed({"direct": lambda: solve(B)}, config)["direct"]
     rows.append({**base, "M": "-", "solver": f"{direct_name} (factor reused)",
                  "matvecs_per_rhs": None, "setup_s": factor_s, "seconds": seconds,
                  "converged": True, "residual": _relative_residual(A, X, B),
@@ -692,7 +704,8 @@ def _assemble(rows, batched, safety, smoothers, rate_rows, skipped, petsc_comman
              "V-cycle). matvecs per right-hand side include ours' 15 CG estimation steps and "
              "PETSc chebyshev's 15 estimation steps; CG's = iterations + 1. setup = AMG "
              "hierarchy (shared by all AMG rows) or the factorization. solve s = median wall "
-             "time with one thread. goal = ours' matvecs <= 1.5x and time <= 2x PCG's. "
+             "time with one thread (scipy cg and ours timed in alternation). goal = ours' "
+             "matvecs <= 1.5x and time <= 2x PCG's. "
              f"{petsc_note}. pyamg examples left out: {', '.join(skipped) or 'none'}.")]
     tables.append(table(
         f"Batched solves, k = {config['rhs']} right-hand sides: ours vs our batched CG vs the "
