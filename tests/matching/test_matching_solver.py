@@ -127,16 +127,17 @@ def test_asm_preset_recovers_seeded_pairs_with_few_iterations():
 
 def test_apfp_restarts_from_a_soft_fixed_point_with_the_adaptive_softassign():
     A, B, truth = edm_pair(30, kind="edm", jitter=0.02, seed=1)
-    plain = match_graphs(A, B, restart_epsilon=None)
+    # polish=0: the restart alone (the sharpening is tested in test_matching_qap.py).
+    plain = match_graphs(A, B, restart_epsilon=None, polish=0)
     assert plain.converged and plain.X.max(axis=1).mean() < 0.5  # a soft fixed point
-    result = match_graphs(A, B)
+    result = match_graphs(A, B, polish=0)
     restart = result.info["restart"]
     assert restart["first_objective"] == pytest.approx(plain.objective)
     assert restart["first_n_iter"] == plain.n_iter
     # Measured: the restart (adaptive softassign from the barycenter) scores higher and is kept;
     # accuracy 1.0 (the first run: 0.933).
     assert restart["kept"] == "restart" and result.objective > plain.objective
-    again = match_graphs(A, B, epsilon=1.0, beta_max=1e7)
+    again = match_graphs(A, B, epsilon=1.0, beta_max=1e7, polish=0)
     assert result.n_iter == plain.n_iter + again.n_iter
     assert result.objective == pytest.approx(again.objective)
     assert matching_accuracy(result.col_ind, truth) == 1.0 > matching_accuracy(plain.col_ind, truth)
@@ -228,16 +229,18 @@ def test_bad_inputs():
         match_graphs(A, A, method="nope")
     with pytest.raises(ValueError, match="A must be a square matrix"):
         match_graphs(np.ones((2, 3)), A)
-    with pytest.raises(ValueError, match="B must be symmetric"):
-        match_graphs(A, np.triu(np.ones((3, 3))))
     with pytest.raises(ValueError, match="A must be finite"):
         match_graphs(np.full((2, 2), np.nan), A)
     with pytest.raises(ValueError, match="A must be finite"):
         match_graphs(sp.csr_array(np.array([[0, np.inf], [np.inf, 0]])), A)
     with pytest.raises(ValueError, match="K must have shape"):
         match_graphs(A, A, np.ones((3, 2)))
-    with pytest.raises(ValueError, match="undirected"):
-        match_graphs(nx.DiGraph([(0, 1)]), A)
+    with pytest.raises(ValueError, match="n_init must be >= 1, got 0"):
+        match_graphs(A, A, n_init=0)
+    with pytest.raises(TypeError, match="n_init must be an integer"):
+        match_graphs(A, A, n_init=2.5)
+    with pytest.raises(TypeError, match="maximize must be True or False"):
+        match_graphs(A, A, maximize="min")
     with pytest.raises(ValueError, match="at least one node"):
         match_graphs(nx.Graph(), A)
     with pytest.raises(TypeError, match="A must be numeric"):

@@ -193,7 +193,8 @@ def cli_match(args) -> int:
     summary = []
     for name, path, graph in (("graph 1", args.graph1, first), ("graph 2", args.graph2, second)):
         header = f", header {graph.header!r} skipped" if graph.header else ""
-        summary.append(f"{name}: {path} ({len(graph.labels)} nodes, {graph.n_edges} edges"
+        kind = "arcs, directed" if graph.directed else "edges"
+        summary.append(f"{name}: {path} ({len(graph.labels)} nodes, {graph.n_edges} {kind}"
                        f"{header})")
     summary += [
         f"method {method}: {matched} nodes matched, objective {result.objective:.6g}, "

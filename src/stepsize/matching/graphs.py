@@ -3,10 +3,12 @@
 :func:`read_graph` reads three file formats, chosen by the suffix: ``.npz``, ``.graphml`` or
 ``.xml`` (GraphML), anything else an edge list. The same rules hold in every format:
 
-- **Undirected.** An edge-list line is an undirected edge (either direction, or both with the
-  same weight). A ``.npz`` adjacency must be symmetric; a directed GraphML graph is accepted only
-  when every edge has its reverse with the same weight (it is then the same undirected graph),
-  and is refused otherwise, naming an edge without its reverse. Nothing is symmetrized silently.
+- **Directed or undirected.** An edge-list line is an undirected edge (either direction, or both
+  with the same weight). A ``.npz`` adjacency is read as it is: symmetric, an undirected graph;
+  asymmetric, a directed one (row i, column j: the arc i -> j). A directed GraphML graph is
+  directed (its arcs as given), an undirected one undirected. :attr:`Graph.directed` says which
+  (a directed file whose every arc has its reverse with the same weight is the same undirected
+  graph, and reads as one). Nothing is symmetrized: directed graphs are matched as directed.
 - **Weights.** Finite and non-negative; a nonzero weight must lie in ``[1e-100, 1e100]`` (the
   matcher multiplies weights of both graphs over ``n^2`` pairs; outside this range the products
   overflow or underflow float64). A weight of 0 means "no edge": its nodes are kept. A repeated
@@ -95,19 +97,23 @@ class Graph:
     """A graph read from a file.
 
     Attributes:
-        adjacency: symmetric weighted adjacency (``scipy.sparse.csr_array``, float64, no stored
-            zeros).
+        adjacency: weighted adjacency (``scipy.sparse.csr_array``, float64, no stored zeros);
+            symmetric for an undirected graph, ``adjacency[i, j]`` the arc i -> j otherwise.
         labels: node labels, ``labels[i]`` names row i of ``adjacency``.
         header: the header line skipped at the top of an edge list, or None.
+        directed: whether ``adjacency`` is asymmetric (a directed graph).
     """
 
     adjacency: sp.csr_array
     labels: list[str]
     header: str | None = None
+    directed: bool = False
 
     @property
     def n_edges(self) -> int:
-        """Number of undirected edges, self-loops included."""
+        """Number of edges (arcs for a directed graph), self-loops included."""
+        if self.directed:
+            return int(self.adjacency.nnz)
         return (self.adjacency.nnz + int(np.count_nonzero(self.adjacency.diagonal()))) // 2
 
 
@@ -115,13 +121,15 @@ def _is_networkx(graph) -> bool:
     return type(graph).__module__.split(".")[0] == "networkx"
 
 
-def as_adjacency(graph, name: str):
+def as_adjacency(graph, name: str, *, directed: bool = False):
     """Validate a graph and return ``(adjacency, labels)``.
 
     Args:
-        graph: a square symmetric numpy array (or array-like), a scipy sparse matrix, or an
-            undirected networkx graph (edge attribute ``weight``, default 1).
+        graph: a square numpy array (or array-like), a scipy sparse matrix, or a networkx graph
+            (edge attribute ``weight``, default 1).
         name: argument name for error messages.
+        directed: accept directed graphs (asymmetric matrices, directed networkx graphs); when
+            False (default) the matrix must be symmetric and the networkx graph undirected.
 
     Returns:
         ``(adjacency, labels)``: a float64 ndarray or ``csr_array``, and the node list for a
@@ -134,7 +142,7 @@ def as_adjacency(graph, name: str):
     if _is_networkx(graph):
         import networkx as nx
 
-        if graph.is_directed():
+        if graph.is_directed() and not directed:
             raise ValueError(f"{name} must be an undirected graph, got a directed networkx graph")
         labels = list(graph.nodes)
         if not labels:
@@ -149,7 +157,8 @@ def as_adjacency(graph, name: str):
         check_finite(matrix.data, name)
     else:
         matrix = check_square(check_array(graph, name, ndim=2), name)
-    check_symmetric(matrix, name)
+    if not directed:
+        check_symmetric(matrix, name)
     return matrix, labels
 
 
@@ -194,7 +203,7 @@ class TooManyNodesError(ValueError):
 
 
 def _finish(path: str, matrix, labels: list[str], header: str | None = None) -> Graph:
-    """Check a square adjacency read from ``path`` and return it as an undirected Graph."""
+    """Check a square adjacency read from ``path`` and return it as a Graph."""
     matrix = sp.csr_array(matrix, dtype=np.float64)
     matrix.sum_duplicates()
     n = matrix.shape[0]
@@ -217,25 +226,15 @@ def _finish(path: str, matrix, labels: list[str], header: str | None = None) -> 
     matrix.eliminate_zeros()
     if matrix.nnz == 0:
         raise ValueError(f"{path}: {_NO_EDGES}")
-    _check_undirected(matrix, labels, path)
-    return Graph(sp.csr_array((matrix + matrix.T) * 0.5), labels, header)
+    if _is_symmetric(matrix):
+        return Graph(sp.csr_array((matrix + matrix.T) * 0.5), labels, header)
+    return Graph(matrix, labels, header, directed=True)
 
 
-def _check_undirected(matrix: sp.csr_array, labels: list[str], path: str) -> None:
-    scale = float(abs(matrix).max())
-    difference = (matrix - matrix.T).tocoo()
-    if difference.nnz == 0:
-        return
-    # The entry that most exceeds its reverse: an edge whose reverse is missing or lighter.
-    worst = int(np.argmax(difference.data))
-    if difference.data[worst] <= 1e-10 * scale:
-        return
-    i, j = int(difference.row[worst]), int(difference.col[worst])
-    raise ValueError(
-        f"{path}: the graph is directed: edge ({labels[i]}, {labels[j]}) has weight "
-        f"{matrix[i, j]:g} but its reverse ({labels[j]}, {labels[i]}) has weight "
-        f"{matrix[j, i]:g}; graphs must be undirected"
-    )
+def _is_symmetric(matrix: sp.csr_array) -> bool:
+    """Whether every arc has its reverse with the same weight (to 1e-10 of the largest)."""
+    difference = abs(matrix - matrix.T)
+    return difference.nnz == 0 or float(difference.max()) <= 1e-10 * float(abs(matrix).max())
 
 
 def _from_edges(path, labels, edges, header=None) -> Graph:
@@ -520,11 +519,11 @@ def _check_input_file(path: str) -> None:
 
 
 def read_graph(path: str | os.PathLike, *, max_nodes: int | None = None) -> Graph:
-    """Read an undirected weighted graph from an edge list, ``.npz`` or GraphML file.
+    """Read a weighted graph, directed or not, from an edge list, ``.npz`` or GraphML file.
 
     The format follows the suffix: ``.npz``, ``.graphml`` / ``.xml``, anything else an edge list.
-    The rules shared by the formats (undirected, weights, isolated nodes, labels, header lines
-    and comments) are in the module docstring.
+    The rules shared by the formats (directed or undirected, weights, isolated nodes, labels,
+    header lines and comments) are in the module docstring.
 
     Args:
         path: a regular file.

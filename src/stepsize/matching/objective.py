@@ -1,14 +1,21 @@
 """The Koopmans-Beckmann matching objective, its gradient, and one scorer for every method.
 
-For undirected graphs with symmetric weighted adjacencies ``A`` (n1 x n1) and ``B`` (n2 x n2), a
-node affinity ``K`` (n1 x n2) and a weight ``lam``, the objective of a (relaxed) matching
-``M`` (n1 x n2, ``M[i, j]`` = node i of A matched to node j of B) is
+For graphs with weighted adjacencies ``A`` (n1 x n1) and ``B`` (n2 x n2), directed (asymmetric)
+or not, with or without self-loops (diagonals), a node affinity ``K`` (n1 x n2) and a weight
+``lam``, the objective of a (relaxed) matching ``M`` (n1 x n2, ``M[i, j]`` = node i of A matched
+to node j of B) is
 
-    Z(M) = 1/2 tr(M^T A M B) + lam tr(M^T K),      grad Z(M) = A M B + lam K.
+    Z(M) = 1/2 <A, M B M^T> + lam <K, M>,
+    grad Z(M) = 1/2 (A M B^T + A^T M B) + lam K.
 
-For a permutation ``M``, ``tr(M^T A M B) = sum_ik A[i, k] B[s(i), s(k)]`` with ``s = col_ind``,
-which is the quantity ``scipy.optimize.quadratic_assignment(A, B, options={"maximize": True})``
-maximizes: ``Z = fun / 2`` when ``K`` is absent.
+For symmetric ``A`` and ``B`` this is ``1/2 tr(M^T A M B) + lam tr(M^T K)`` with gradient
+``A M B + lam K``; when only one of them is symmetric the other may be replaced by its symmetric
+part ``(B + B^T) / 2`` without changing ``Z``. Nothing here symmetrizes the input, though: the
+general formula is exact for every pair.
+
+For a permutation ``M``, ``<A, M B M^T> = sum_ik A[i, k] B[s(i), s(k)]`` with ``s = col_ind``,
+which is the objective ``fun`` of ``scipy.optimize.quadratic_assignment(A, B)`` (minimized by
+default, maximized with ``options={"maximize": True}``): ``Z = fun / 2`` when ``K`` is absent.
 
 Reference: Shen, Niu, Zhu, "Dynamical softassign and adaptive parameter tuning for graph
 matching", arXiv:2208.08233 (2022), section 2; Lu, Huang, Liu, "A fast projected fixed-point
@@ -50,12 +57,28 @@ def _inner(X, Y) -> float:
     return float(np.vdot(X, Y))
 
 
+def _is_symmetric(matrix) -> bool:
+    if sp.issparse(matrix):
+        return (abs(matrix - matrix.T) > 0).nnz == 0
+    matrix = np.asarray(matrix)
+    return bool(np.array_equal(matrix, matrix.T))
+
+
+def _quadratic_gradient(A, B, M):
+    """``1/2 (A M B^T + A^T M B)``: ``A M B`` when both are symmetric."""
+    if _is_symmetric(A) and _is_symmetric(B):
+        return np.asarray((A @ M) @ B)
+    return 0.5 * (np.asarray((A @ M) @ B.T) + np.asarray((A.T @ M) @ B))
+
+
 def gradient(A, B, M: np.ndarray, K: np.ndarray | None = None, lam: float = 1.0) -> np.ndarray:
-    """The gradient ``A M B + lam K`` of :func:`objective` (symmetric ``A`` and ``B``).
+    """The gradient ``1/2 (A M B^T + A^T M B) + lam K`` of :func:`objective`.
+
+    For symmetric ``A`` and ``B`` it is ``A M B + lam K``.
 
     Args:
-        A: symmetric adjacency of the first graph, dense or sparse (n1 x n1).
-        B: symmetric adjacency of the second graph, dense or sparse (n2 x n2).
+        A: adjacency of the first graph, dense or sparse (n1 x n1), directed or not.
+        B: adjacency of the second graph, dense or sparse (n2 x n2).
         M: matching matrix (n1 x n2).
         K: optional node affinity (n1 x n2).
         lam: weight of the node term.
@@ -66,30 +89,35 @@ def gradient(A, B, M: np.ndarray, K: np.ndarray | None = None, lam: float = 1.0)
     >>> A = np.array([[0., 1.], [1., 0.]])
     >>> gradient(A, A, np.eye(2)).tolist()
     [[1.0, 0.0], [0.0, 1.0]]
+    >>> arc = np.array([[0., 1.], [0., 0.]])          # one arc 0 -> 1
+    >>> gradient(arc, arc, np.eye(2)).tolist()
+    [[0.5, 0.0], [0.0, 0.5]]
     """
     _no_meta(A=A, B=B, M=M, K=K)
-    product = np.asarray((A @ M) @ B)
+    product = _quadratic_gradient(A, B, M)
     if K is not None:
         product = product + lam * np.asarray(K)
     return product
 
 
 def objective(A, B, M: np.ndarray, K: np.ndarray | None = None, lam: float = 1.0) -> float:
-    """``Z(M) = 1/2 tr(M^T A M B) + lam tr(M^T K)`` for a relaxed or discrete matching ``M``.
+    """``Z(M) = 1/2 <A, M B M^T> + lam <K, M>`` for a relaxed or discrete matching ``M``.
 
     Args:
         A, B, M, K, lam: as in :func:`gradient`.
 
     Returns:
-        The objective value (float).
+        The objective value (float); ``1/2 tr(M^T A M B) + lam tr(M^T K)`` for symmetric graphs.
 
     >>> A = np.array([[0., 2.], [2., 0.]])
     >>> objective(A, A, np.eye(2))
     4.0
+    >>> arc = np.array([[0., 1.], [0., 0.]])
+    >>> objective(arc, arc, np.eye(2)), objective(arc, arc, np.eye(2)[::-1])
+    (0.5, 0.0)
     """
     _no_meta(A=A, B=B, M=M, K=K)
-    quadratic = np.asarray((A @ M) @ B)
-    value = 0.5 * _inner(M, quadratic)
+    value = 0.5 * _inner(M, _quadratic_gradient(A, B, M))
     if K is not None:
         value += lam * _inner(M, np.asarray(K))
     return value
@@ -111,6 +139,8 @@ def _matched(col_ind: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def assignment_objective(A, B, col_ind, K: np.ndarray | None = None, lam: float = 1.0) -> float:
     """:func:`objective` of the 0/1 matching ``M[i, col_ind[i]] = 1`` in O(n^2) (or O(nnz)).
 
+    ``1/2 sum_ik A[i, k] B[col_ind[i], col_ind[k]] + lam sum_i K[i, col_ind[i]]``, for directed
+    graphs too: half of ``scipy.optimize.quadratic_assignment``'s ``fun`` without ``K``.
     Entries ``col_ind[i] = -1`` mark nodes of A left unmatched (when A has more nodes than B).
 
     >>> A = np.array([[0., 2.], [2., 0.]])

@@ -39,6 +39,13 @@ ipfp      Hungarian                               adaptive            Leordeanu 
 dspfp     doubly stochastic projection            fixed 0.5           Lu, Huang, Liu 2016
 ========  ======================================  ==================  ==========================
 
+apfp and asm end with at most 30 IPFP iterations (``polish``) from their last iterate when it is
+not yet a matching; that sharpening halves the mean QAPLIB gap (docs/matching.md).
+
+Directed graphs and the QAP (``maximize=False``, scipy's minimization) use the exact gradient
+``1/2 (A M B^T + A^T M B)`` (two more products when both graphs are directed); ``n_init``
+starts, stall restarts and ``seeds`` are described in :func:`projected_fixed_point`.
+
 A soft fixed point (apfp): the iteration converged with a mean row maximum of ``X`` below 1/2,
 which happens when a few large scores (the hubs of a power-law graph) set the range of the
 dynamical softassign and every other row stays nearly uniform. The restart runs the same
@@ -49,13 +56,14 @@ the matching with the higher objective is returned.
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
 
-from stepsize._results import SolverResult, warn_not_converged
+from stepsize._results import ConvergenceWarning, SolverResult, warn_not_converged
 from stepsize._validation import (
     check_array,
     check_choice,
@@ -103,6 +111,7 @@ METHODS: dict[str, dict[str, Any]] = {
         "beta": "auto",
         "restart_epsilon": 1.0,
         "beta_max": ADAPTIVE_BETA_MAX,
+        "polish": 30,
     },
     "asm": {
         "projection": "dynamical_softassign",
@@ -110,6 +119,7 @@ METHODS: dict[str, dict[str, Any]] = {
         "beta": 1.0,
         "epsilon": 1.0,
         "beta_max": ADAPTIVE_BETA_MAX,
+        "polish": 30,
     },
     "ga": {
         "projection": "softassign",
@@ -301,24 +311,108 @@ def _rescale(value: float, log_scale: float) -> float:
     return math.copysign(magnitude, value)
 
 
-def _to_user_units(result: MatchingResult, log_scale: float, A, B, K, lam: float) -> None:
-    """Report the objective values of a run on the normalized problem in the user's units."""
-    info = result.info
-    info["normalized_objective"] = result.objective
-    info["log_scale"] = log_scale
-    if log_scale == 0.0:
-        return
+def _user_objective(A, B, K, lam: float, col_ind: np.ndarray, maximize: bool) -> float:
+    """The objective of the 0/1 matching ``col_ind`` in the user's units and convention.
+
+    ``maximize``: ``Z = 1/2 <A, P B P^T> + lam <K, P>``; else scipy's ``fun``,
+    ``<A, P B P^T> + lam <K, P>``.
+    """
     with np.errstate(over="ignore", under="ignore", invalid="ignore"):
-        result.objective = assignment_objective(A, B, result.col_ind, K, lam)
-    if not math.isfinite(result.objective):  # the true value is beyond float64: its sign
-        result.objective = _rescale(info["normalized_objective"], log_scale)
-    result.history = [_rescale(value, log_scale) for value in result.history]
-    for key in ("c1", "c2"):
-        info[key] = [_rescale(value, log_scale) for value in info[key]]
-    info["relaxed_objective"] = _rescale(info["relaxed_objective"], log_scale)
-    if "restart" in info:
-        restart = info["restart"]
-        restart["first_objective"] = _rescale(restart["first_objective"], log_scale)
+        quadratic = assignment_objective(A, B, col_ind)
+        linear = 0.0
+        if K is not None and lam != 0.0:
+            rows = np.flatnonzero(col_ind >= 0)
+            linear = lam * float(np.asarray(K)[rows, col_ind[rows]].sum())
+        return (quadratic if maximize else 2.0 * quadratic) + linear
+
+
+def _from_internal(value: float, maximize: bool) -> float:
+    """A value of the internal maximization ``Z_int`` in the user's convention."""
+    return value if maximize else -2.0 * value
+
+
+def _check_seeds(seeds, n1: int, n2: int) -> np.ndarray | None:
+    """``seeds`` as an (m, 2) integer array of distinct, in-range pairs (scipy's partial_match)."""
+    if seeds is None:
+        return None
+    pairs = np.asarray(seeds)
+    if pairs.size == 0:
+        return None
+    if pairs.ndim != 2 or pairs.shape[1] != 2:
+        raise ValueError(
+            f"seeds must be an (m, 2) array of pairs (node of A, node of B), as scipy's "
+            f"partial_match, got shape {pairs.shape}"
+        )
+    if pairs.dtype.kind not in "iu":
+        raise TypeError(f"seeds must hold integer node indices, got dtype {pairs.dtype}")
+    pairs = pairs.astype(np.intp)
+    for column, name, n in ((0, "A", n1), (1, "B", n2)):
+        nodes = pairs[:, column]
+        bad = nodes[(nodes < 0) | (nodes >= n)]
+        if bad.size:
+            raise ValueError(f"seeds: node {int(bad[0])} of {name} is out of range [0, {n})")
+        values, counts = np.unique(nodes, return_counts=True)
+        if np.any(counts > 1):
+            raise ValueError(
+                f"seeds: node {int(values[np.argmax(counts > 1)])} of {name} is seeded twice"
+            )
+    return pairs
+
+
+def _dense(matrix) -> np.ndarray:
+    return matrix.toarray() if sp.issparse(matrix) else np.asarray(matrix)
+
+
+def _block(matrix, rows: np.ndarray, cols: np.ndarray):
+    if sp.issparse(matrix):
+        return sp.csr_array(matrix)[rows][:, cols]
+    return matrix[np.ix_(rows, cols)]
+
+
+def _internal_problem(A, B, K, lam: float, maximize: bool, seeds: np.ndarray | None):
+    """The maximization actually solved, on the nodes not fixed by ``seeds``.
+
+    ``Z_int(X) = 1/2 <A_f, X B_f X^T> + <L, X>``, with ``A_int = A`` (``-A`` to minimize) and
+    ``L = lam K`` (``-lam K / 2``); each seed pair ``(s, t)`` adds the linear term of its edges
+    to the free nodes, ``1/2 (A_int[s, f]^T B[t, g] + A_int[f, s] B[g, t]^T)``, as
+    ``partial_match`` does in scipy's FAQ. Returns ``(A_f, B_f, L, free_a, free_b)``.
+    """
+    n1, n2 = A.shape[0], B.shape[0]
+    A_int = A if maximize else -A
+    linear = None
+    if K is not None and lam != 0.0:
+        linear = (lam if maximize else -0.5 * lam) * np.asarray(K, dtype=np.float64)
+    if seeds is None:
+        return A_int, B, linear, np.arange(n1), np.arange(n2)
+    seed_a, seed_b = seeds[:, 0], seeds[:, 1]
+    free_a = np.setdiff1d(np.arange(n1), seed_a)
+    free_b = np.setdiff1d(np.arange(n2), seed_b)
+    seeded = 0.5 * (_dense(_block(A_int, seed_a, free_a).T @ _block(B, seed_b, free_b))
+                    + _dense(_block(A_int, free_a, seed_a) @ _block(B, free_b, seed_b).T))
+    if linear is not None:
+        seeded = seeded + linear[np.ix_(free_a, free_b)]
+    return (_block(A_int, free_a, free_a), _block(B, free_b, free_b), seeded, free_a, free_b)
+
+
+def _is_symmetric(matrix) -> bool:
+    if sp.issparse(matrix):
+        return (abs(matrix - matrix.T) > 0).nnz == 0
+    return bool(np.array_equal(matrix, matrix.T))
+
+
+def _product_operands(A, B):
+    """``(A, B, A^T, B^T)`` of the gradient ``1/2 (A M B^T + A^T M B)``, transposes None when
+    the gradient is ``A M B``: both symmetric, or one symmetric and the other replaced by its
+    symmetric part (``<A, M B M^T> = <A, M (B + B^T)/2 M^T>`` for symmetric ``A``), exactly."""
+    symmetric_a, symmetric_b = _is_symmetric(A), _is_symmetric(B)
+    if symmetric_a and symmetric_b:
+        return A, B, None, None
+    if symmetric_a:
+        return A, (B + B.T) * 0.5, None, None
+    if symmetric_b:
+        return (A + A.T) * 0.5, B, None, None
+    transpose = (lambda m: sp.csr_array(m.T)) if sp.issparse(A) else (lambda m: m.T.copy())
+    return A, B, transpose(A), transpose(B)
 
 
 def projected_fixed_point(
@@ -326,6 +420,9 @@ def projected_fixed_point(
     B,
     K=None,
     *,
+    maximize: bool = True,
+    n_init: int = 1,
+    seeds=None,
     projection: str = "dynamical_softassign",
     step="adaptive",
     lam: float = 1.0,
@@ -341,19 +438,51 @@ def projected_fixed_point(
     tol: float = 1e-3,
     inner_tol: float = 1e-3,
     inner_max_iter: int = 100,
+    polish: int = 0,
     history: bool = False,
 ) -> MatchingResult:
-    """Maximize ``Z(M) = 1/2 tr(M^T A M B) + lam tr(M^T K)`` by projected fixed-point steps.
+    """Maximize (or minimize) ``Z(M) = 1/2 <A, M B M^T> + lam <K, M>`` by projected fixed points.
 
-    Iterates ``M <- M + alpha_k (P(A M B + lam K) - M)`` from ``init`` and rounds the last
-    iterate to a matching with the Hungarian algorithm. With a discrete projection (Hungarian)
-    the best discrete iterate ``D_k`` is kept when it scores higher, as IPFP does. Each iteration
-    costs two products with A and B (sparse or dense) plus the projection.
+    Iterates ``M <- M + alpha_k (P(grad Z(M)) - M)``, ``grad Z(M) = 1/2 (A M B^T + A^T M B) +
+    lam K`` (``A M B + lam K`` for undirected graphs), from ``init`` and rounds the last
+    iterate to a matching with the Hungarian algorithm. Directed graphs (asymmetric ``A``, ``B``)
+    and self-loops (non-zero diagonals) enter the objective and gradient exactly, never
+    symmetrized. With a discrete projection (Hungarian) the best discrete iterate ``D_k`` is
+    kept when it scores higher, as IPFP does. Each iteration costs two products with A and B
+    (sparse or dense; four when both graphs are directed) plus the projection.
+
+    ``maximize=False`` minimizes ``f(P) = <A, P B P^T> + lam <K, P> = sum_ik A[i, k]
+    B[col_ind[i], col_ind[k]] + lam sum_i K[i, col_ind[i]]``, the quadratic assignment problem
+    exactly as ``scipy.optimize.quadratic_assignment(A, B)`` defines it (its ``fun`` without
+    ``K``), by maximizing ``-f / 2``; ``objective`` is then ``f`` (with ``maximize=True`` it is
+    ``Z = fun / 2``, as before).
+
+    **Starts.** ``n_init`` runs: the first from ``init``, the others from FAQ's randomized
+    doubly stochastic starts drawn from ``seed``; the best objective is kept, and
+    ``info["start_objectives"]`` lists every start's (``info["starts"]`` has their
+    ``n_iter``, ``converged`` and ``stall``). **Stalls.** A run that stops within 5% of the
+    barycenter ``11^T / N`` (mean row maximum of ``X`` below ``1/N + 0.05 (1 - 1/N)``: the
+    barycenter is a fixed point whenever the row sums of a graph are all equal, as in the
+    ``esc`` instances of QAPLIB) or, with a softassign projection, at a soft fixed point (mean
+    row maximum below 1/2) has stalled. A stall is answered first by ``restart_epsilon`` (the
+    adaptive softassign from the same start, for a soft fixed point), then by up to three more
+    randomized starts; if the kept run is still stalled the result has ``converged=False``, a
+    :class:`~stepsize.ConvergenceWarning` is emitted and ``message`` says so.
+    ``n_iter`` counts the iterations of every run.
+
+    **Seeds.** ``seeds``, an (m, 2) integer array of known pairs ``(node of A, node of B)``
+    (scipy's ``partial_match`` layout), fixes those nodes: the iteration runs on the free nodes
+    only, with the seeds' edges to them as a linear term, and ``col_ind[seeds[:, 0]] =
+    seeds[:, 1]``. ``X`` is the full n1 x n2 matrix (seed rows 0/1).
 
     Args:
-        A: symmetric adjacency of graph 1 (n1 x n1): ndarray, scipy.sparse or networkx graph.
-        B: symmetric adjacency of graph 2 (n2 x n2), same kinds.
-        K: optional node affinity (n1 x n2); the node term is ``lam tr(M^T K)``.
+        A: adjacency of graph 1 (n1 x n1): ndarray, scipy.sparse or networkx graph (directed
+            or not).
+        B: adjacency of graph 2 (n2 x n2), same kinds.
+        K: optional node affinity (n1 x n2); the node term is ``lam <K, M>``.
+        maximize: maximize ``Z`` (default; graph matching) or minimize ``f`` (the QAP).
+        n_init: number of starts, >= 1.
+        seeds: known correspondences, an (m, 2) integer array, or None.
         projection: ``"dynamical_softassign"``, ``"softassign"``, ``"hungarian"`` or
             ``"doubly_stochastic"``.
         step: ``"adaptive"`` (closed-form line search, monotone), a fixed ``alpha`` in (0, 1],
@@ -372,54 +501,72 @@ def projected_fixed_point(
             ``beta`` carries over to the next iteration. Needs a finite ``beta_max``. None
             (default): ``beta`` follows ``beta_growth`` only.
         restart_epsilon: when the softassign iteration (``epsilon=None``) converges to a soft
-            fixed point (mean row maximum of ``X`` below 1/2), run it again from ``init`` with
-            ``epsilon=restart_epsilon`` and keep the matching with the higher objective
+            fixed point (mean row maximum of ``X`` below 1/2), run it again from the same start
+            with ``epsilon=restart_epsilon`` and keep the matching with the higher objective
             (``info["restart"]`` says which; ``n_iter`` counts both runs, ``history`` and
-            ``info`` are the kept run's). None (default): no restart.
+            ``info`` are the kept run's). None (default): no such restart.
         init: ``"barycenter"`` (``11^T / N``), ``"randomized"`` (FAQ's random start, uses
-            ``seed``) or an n1 x n2 array.
-        seed: int or ``numpy.random.Generator`` for ``init="randomized"``.
-        max_iter: cap on outer iterations.
+            ``seed``) or an n1 x n2 array: the first start.
+        seed: int or ``numpy.random.Generator`` for the randomized starts.
+        max_iter: cap on outer iterations of each run.
         tol: stop when ``alpha ||D - M||_F / ||M_{k+1}||_F < tol``.
         inner_tol, inner_max_iter: Sinkhorn (row-sum error) or doubly stochastic projection
             tolerance and cap. The cap of 100 binds only near convergence, where softassign at a
             large beta scales slowly and the direction needs no precision: the step stays exact
             (and monotone) for any ``D``, and the final rounding is a Hungarian step.
-        history: store ``Z(M_k)`` for every iterate in ``result.history``.
+        polish: sharpening: at most this many IPFP iterations (Hungarian projection, exact
+            line search, best discrete iterate kept) from the last iterate of every run that
+            has not reached a matching (mean row maximum of ``X`` below 0.95), for
+            ``N <= 1000`` (each iteration solves an N x N linear assignment); the better of
+            the two matchings is kept (``info["polish"]``). 0 (default): none.
+        history: store the relaxed objective of every iterate of the kept run in
+            ``result.history`` (in the user's convention: ``Z``, or ``f`` to minimize).
 
     The iteration runs on the normalized problem of the module docstring (``A / max|A|``, ...),
     so the matching does not depend on the units of the weights; ``beta`` (fixed or annealed)
-    applies to the normalized scores. ``objective``, ``history`` and the ``c1``, ``c2`` and
-    ``relaxed_objective`` of ``info`` are in the user's units (``+-inf`` or 0 where that value
-    is outside the float64 range; ``info["normalized_objective"]`` is always finite).
+    applies to the normalized scores. ``objective`` and ``history`` are in the user's units;
+    ``info["c1"]``, ``info["c2"]`` and ``info["relaxed_objective"]`` are those of the internal
+    maximization of the free nodes (``-f/2`` when minimizing), in the user's units (``+-inf``
+    or 0 where outside the float64 range; ``info["normalized_objective"]`` is always finite).
 
     Returns:
         A :class:`MatchingResult`.
 
     Raises:
         ValueError, TypeError: naming the argument, for a bad value (``step`` outside (0, 1],
-            a meta-device tensor, complex or non-finite weights, ...).
+            ``n_init < 1``, seeds out of range or repeated, a meta-device tensor, complex or
+            non-finite weights, ...).
 
     >>> A = np.array([[0, 3, 1], [3, 0, 2], [1, 2, 0]], dtype=float)
     >>> B = A[np.ix_([2, 0, 1], [2, 0, 1])]
     >>> projected_fixed_point(A, B).col_ind.tolist()
     [1, 2, 0]
+    >>> F = np.array([[0, 5, 1], [0, 0, 2], [3, 0, 0]], dtype=float)   # directed flows
+    >>> D = np.array([[0, 1, 4], [2, 0, 1], [1, 3, 0]], dtype=float)   # directed distances
+    >>> result = projected_fixed_point(F, D, maximize=False, projection="hungarian")
+    >>> result.col_ind.tolist(), result.objective
+    ([2, 1, 0], 10.0)
 
     Reference: Shen, Niu, Zhu, "Dynamical softassign and adaptive parameter tuning for graph
-    matching", arXiv:2208.08233 (2022).
+    matching", arXiv:2208.08233 (2022); Vogelstein et al., "Fast approximate quadratic
+    programming for graph matching", PLOS ONE 10 (2015) (QAP, seeds, randomized starts).
     """
-    A, _ = as_adjacency(_check_graph_input(A, "A"), "A")
-    B, _ = as_adjacency(_check_graph_input(B, "B"), "B")
+    A, _ = as_adjacency(_check_graph_input(A, "A"), "A", directed=True)
+    B, _ = as_adjacency(_check_graph_input(B, "B"), "B", directed=True)
     n1, n2 = A.shape[0], B.shape[0]
     if K is not None:
         K = check_array(_check_graph_input(K, "K"), "K", shape=(n1, n2))
+    if not isinstance(maximize, (bool, np.bool_)):
+        raise TypeError(f"maximize must be True or False, got {describe(maximize)}")
+    maximize = bool(maximize)
+    n_init = check_int(n_init, "n_init", low=1)
+    seeds = _check_seeds(seeds, n1, n2)
     projection = check_choice(projection, "projection", PROJECTIONS)
     rule = _step_rule(step)
     lam = check_real(lam, "lam")
-    size = max(n1, n2)
     if isinstance(beta, str):
         check_choice(beta, "beta", ("auto",))
-        beta = AUTO_BETA * math.sqrt(size)
+        beta = AUTO_BETA * math.sqrt(max(n1, n2))
     beta = check_real(beta, "beta", low=0, low_inclusive=False)
     scale = check_choice(scale, "scale", DYNAMICAL_SCALES)
     beta_growth = check_real(beta_growth, "beta_growth", low=1)
@@ -441,25 +588,159 @@ def projected_fixed_point(
     tol = check_real(tol, "tol", low=0)
     inner_tol = check_real(inner_tol, "inner_tol", low=0, low_inclusive=False)
     inner_max_iter = check_int(inner_max_iter, "inner_max_iter", low=1)
+    polish = check_int(polish, "polish", low=0)
+    if isinstance(init, str):
+        check_choice(init, "init", ("barycenter", "randomized"))
+    else:
+        init = check_array(_check_graph_input(init, "init"), "init", shape=(n1, n2))
 
-    if not isinstance(init, str):
-        init = _check_graph_input(init, "init")
-
-    sparse = (_nonzeros(A) + _nonzeros(B)) / (n1 * n1 + n2 * n2) < _SPARSE_DENSITY
-    a, b, node_term, log_scale = _normalize(A, B, K, lam)
-    linear = None
-    if node_term is not None:
-        linear = np.zeros((size, size))
-        linear[:n1, :n2] = node_term
-    problem = _Problem(node_term, _scaled(_pad(A, size, sparse), a, sparse),
-                       _scaled(_pad(B, size, sparse), b, sparse), linear, n1, n2, sparse)
+    A_free, B_free, linear, free_a, free_b = _internal_problem(A, B, K, lam, maximize, seeds)
+    m1, m2 = free_a.size, free_b.size
+    if isinstance(init, np.ndarray):
+        init = init[np.ix_(free_a, free_b)]
     settings = _Settings(projection, rule, beta, scale, beta_growth, beta_max, epsilon,
-                         max_iter, tol, inner_tol, inner_max_iter)
-    start = _initial_matrix(init, n1, n2, size, rng)
-    barycenter = isinstance(init, str) and init == "barycenter"
+                         max_iter, tol, inner_tol, inner_max_iter, polish)
+    if m1 == 0 or m2 == 0:  # every node of one graph is seeded: nothing left to match
+        result = MatchingResult(x=np.zeros((m1, m2)), n_iter=0, converged=True, history=[],
+                                message="every node is seeded", info={}, col_ind=np.full(
+                                    m1, -1, dtype=np.intp), objective=0.0)
+        log_scale = 0.0
+        result.info.update(normalized_objective=0.0, log_scale=0.0, starts=[],
+                           start_objectives=[])
+    else:
+        result, log_scale = _solve(A_free, B_free, linear, settings, init, rng, n_init,
+                                   restart_epsilon)
+    # Back to the full problem: seeds and free nodes, objectives in the user's convention.
+    col_ind = np.full(n1, -1, dtype=np.intp)
+    if seeds is not None:
+        col_ind[seeds[:, 0]] = seeds[:, 1]
+    col_ind[free_a] = np.where(result.col_ind >= 0, free_b[np.maximum(result.col_ind, 0)], -1)
+    X = np.zeros((n1, n2))
+    X[np.ix_(free_a, free_b)] = result.x
+    if seeds is not None:
+        X[seeds[:, 0], seeds[:, 1]] = 1.0
+    constant = 0.0
+    if seeds is not None:
+        partial = np.full(n1, -1, dtype=np.intp)
+        partial[seeds[:, 0]] = seeds[:, 1]
+        constant = _user_objective(A, B, K, lam, partial, maximize)
+    info = result.info
+    for start in info["starts"]:
+        start["objective"] = _user_objective(A, B, K, lam, _full_col_ind(
+            start.pop("col_ind"), seeds, free_a, free_b, n1), maximize)
+    info["start_objectives"] = [start["objective"] for start in info["starts"]]
+    objective_value = _user_objective(A, B, K, lam, col_ind, maximize)
+    if not math.isfinite(objective_value) and seeds is None:  # beyond float64: its sign
+        objective_value = _from_internal(_rescale(info["normalized_objective"], log_scale),
+                                         maximize)
+    result.x, result.col_ind, result.objective = X, col_ind, objective_value
+    result.history = [constant + _from_internal(_rescale(value, log_scale), maximize)
+                      for value in result.history]
+    info["maximize"] = maximize
+    if seeds is not None:
+        info["seeds"] = seeds
+    if not history:
+        result.history = None
+    return result
+
+
+def _full_col_ind(free_col_ind, seeds, free_a, free_b, n1: int) -> np.ndarray:
+    col_ind = np.full(n1, -1, dtype=np.intp)
+    if seeds is not None:
+        col_ind[seeds[:, 0]] = seeds[:, 1]
+    col_ind[free_a] = np.where(free_col_ind >= 0, free_b[np.maximum(free_col_ind, 0)], -1)
+    return col_ind
+
+
+# A run stalls at the barycenter when its mean row maximum is within this fraction of the way
+# from the barycenter's (1/N) to a permutation's (1).
+_UNIFORM_FRACTION = 0.05
+# Randomized starts tried, one after the other, when the kept run has stalled.
+_STALL_RESTARTS = 3
+# Polish runs whose mean row maximum is below this (not yet a matching), up to this size.
+_POLISH_ROW_MAX = 0.95
+_POLISH_MAX_N = 1000
+
+
+def _stall(result: MatchingResult, size: int, projection: str) -> str | None:
+    """``"uniform"``, ``"soft"`` or None: how a converged run stopped short of a matching."""
+    if not result.converged:
+        return None
+    row_max = result.info["mean_row_max"]
+    if row_max <= 1.0 / size + _UNIFORM_FRACTION * (1.0 - 1.0 / size):
+        return "uniform"
+    # A soft fixed point whose rounding scores at least the relaxed value is a mixture of
+    # equally good matchings (ties, isolated nodes): an answer. One whose rounding loses value
+    # has not decided.
+    info = result.info
+    if (projection in _SOFTASSIGNS and row_max < _SOFT_ROW_MAX
+            and result.objective < info["relaxed_objective"]
+            - 1e-9 * abs(info["relaxed_objective"])):
+        return "soft"
+    return None
+
+
+def _solve(A, B, linear, settings: _Settings, init, rng, n_init: int, restart_epsilon):
+    """Normalize, pad, run every start (and the stall restarts); the best run, ``log s``."""
+    n1, n2 = A.shape[0], B.shape[0]
+    size = max(n1, n2)
+    sparse = (_nonzeros(A) + _nonzeros(B)) / (n1 * n1 + n2 * n2) < _SPARSE_DENSITY
+    a, b, node_term, log_scale = _normalize(A, B, linear, 1.0)
+    A_ops, B_ops, A_t, B_t = _product_operands(_scaled(_pad(A, size, sparse), a, sparse),
+                                               _scaled(_pad(B, size, sparse), b, sparse))
+    padded_linear = None
+    if node_term is not None:
+        padded_linear = np.zeros((size, size))
+        padded_linear[:n1, :n2] = node_term
+    problem = _Problem(node_term, A_ops, B_ops, A_t, B_t, padded_linear, n1, n2, sparse)
+
+    def run(start_init):
+        start = _initial_matrix(start_init, n1, n2, size, rng)
+        barycenter = isinstance(start_init, str) and start_init == "barycenter"
+        return _run_start(problem, settings, start, barycenter, restart_epsilon)
+
+    runs = [run(init if k == 0 else "randomized") for k in range(n_init)]
+    stalls = [_stall(r, size, settings.projection) for r in runs]
+    best = max(range(len(runs)), key=lambda k: runs[k].objective)
+    for _ in range(_STALL_RESTARTS):
+        if stalls[best] is None:
+            break
+        runs.append(run("randomized"))
+        stalls.append(_stall(runs[-1], size, settings.projection))
+        if runs[-1].objective > runs[best].objective or stalls[best] is not None and (
+                stalls[-1] is None and runs[-1].objective >= runs[best].objective):
+            best = len(runs) - 1
+    result = runs[best]
+    result.info["starts"] = [
+        {"init": "first" if k == 0 else "randomized", "n_iter": r.n_iter,
+         "converged": r.converged, "stall": stall, "col_ind": r.col_ind}
+        for k, (r, stall) in enumerate(zip(runs, stalls))
+    ]
+    result.info["best_start"] = best
+    result.info["stall"] = stalls[best]
+    result.n_iter = sum(r.n_iter for r in runs)
+    what = f"projected_fixed_point ({settings.projection})"
+    if stalls[best] is not None:
+        place = ("the barycenter 11^T/N (a fixed point, e.g. when every row sum of a graph is "
+                 "equal)" if stalls[best] == "uniform" else "a soft fixed point (mean row "
+                 f"maximum {result.info['mean_row_max']:.3g} < {_SOFT_ROW_MAX})")
+        result.converged = False
+        result.message = (f"stalled at {place} after {len(runs)} start(s); the rounding of "
+                          f"that iterate is returned")
+        warnings.warn(f"{what} {result.message}", ConvergenceWarning, stacklevel=4)
+    elif not result.converged and settings.max_iter > 0:
+        warn_not_converged(what, result.n_iter, stacklevel=4)
+    _to_user_units(result, log_scale)
+    return result, log_scale
+
+
+def _run_start(problem, settings: _Settings, start: np.ndarray, barycenter: bool,
+               restart_epsilon):
+    """One start, and its adaptive-softassign restart from a soft fixed point."""
     result = _iterate(problem, settings, start.copy(), barycenter)
-    if (restart_epsilon is not None and epsilon is None and projection in _SOFTASSIGNS
-            and result.converged and result.info["mean_row_max"] < _SOFT_ROW_MAX):
+    if (restart_epsilon is not None and settings.epsilon is None and result.converged
+            and settings.projection in _SOFTASSIGNS
+            and result.info["mean_row_max"] < _SOFT_ROW_MAX):
         again = _iterate(problem, replace(settings, epsilon=restart_epsilon), start, barycenter)
         first = result
         result = again if again.objective > first.objective else first
@@ -469,30 +750,74 @@ def projected_fixed_point(
             "first_n_iter": first.n_iter,
         }
         result.n_iter = first.n_iter + again.n_iter
-    if not result.converged and max_iter > 0:
-        warn_not_converged(f"projected_fixed_point ({projection})", result.n_iter)
-    _to_user_units(result, log_scale, A, B, K, lam)
-    if not history:
-        result.history = None
+    padded = result.info.pop("_padded")
+    size = padded.shape[0]
+    if (settings.polish and result.info["mean_row_max"] < _POLISH_ROW_MAX
+            and size <= _POLISH_MAX_N):
+        # Sharpen: IPFP steps (Hungarian directions, exact line search) from the last relaxed
+        # iterate, keeping the best discrete iterate, as FAQ polishes from its start.
+        sharp = _iterate(problem, replace(settings, projection="hungarian", rule=adaptive_step,
+                                          epsilon=None, max_iter=settings.polish),
+                         padded.copy(), False)
+        sharp.info.pop("_padded")
+        result.info["polish"] = {"n_iter": sharp.n_iter, "objective": sharp.objective,
+                                 "kept": sharp.objective > result.objective}
+        if sharp.objective > result.objective:
+            result.col_ind, result.objective = sharp.col_ind, sharp.objective
     return result
+
+
+def _to_user_units(result: MatchingResult, log_scale: float) -> None:
+    """Report the values of a run on the normalized problem in the user's units."""
+    info = result.info
+    info["normalized_objective"] = result.objective
+    info["log_scale"] = log_scale
+    result.history = list(result.history)
+    if log_scale == 0.0:
+        return
+    for key in ("c1", "c2"):
+        info[key] = [_rescale(value, log_scale) for value in info[key]]
+    info["relaxed_objective"] = _rescale(info["relaxed_objective"], log_scale)
+    if "restart" in info:
+        restart = info["restart"]
+        restart["first_objective"] = _rescale(restart["first_objective"], log_scale)
 
 
 @dataclass(frozen=True)
 class _Problem:
     """Validated inputs of one matching problem, normalized and padded to ``N = max(n1, n2)``.
 
-    ``K`` is the normalized node term ``lam K / s`` (None without one).
+    ``K`` is the normalized linear term (None without one). ``A_T``, ``B_T``: the transposes
+    when both graphs are directed (the gradient then has two terms), else None.
     """
 
     K: np.ndarray | None
     A_pad: Any
     B_pad: Any
+    A_T: Any
+    B_T: Any
     linear: np.ndarray | None
     n1: int
     n2: int
     sparse: bool
 
 
+def _quadratic(problem: _Problem, X: np.ndarray) -> np.ndarray:
+    """``1/2 (A X B^T + A^T X B)`` (``A X B`` without transposes): two or four products."""
+    if problem.A_T is None:
+        return np.asarray((problem.A_pad @ X) @ problem.B_pad)
+    return 0.5 * (np.asarray((problem.A_pad @ X) @ problem.B_T)
+                  + np.asarray((problem.A_T @ X) @ problem.B_pad))
+
+
+def _barycenter_quadratic(problem: _Problem, size: int) -> np.ndarray:
+    """``_quadratic`` at ``11^T / N``, a sum of rank-one terms (no product)."""
+    A, B = problem.A_pad, problem.B_pad
+    rows_a, cols_a = np.asarray(A.sum(axis=1)).ravel(), np.asarray(A.sum(axis=0)).ravel()
+    rows_b, cols_b = np.asarray(B.sum(axis=1)).ravel(), np.asarray(B.sum(axis=0)).ravel()
+    if problem.A_T is None:
+        return np.outer(rows_a, cols_b / size)
+    return 0.5 * (np.outer(rows_a, rows_b / size) + np.outer(cols_a, cols_b / size))
 @dataclass(frozen=True)
 class _Settings:
     """Validated options of the iteration (see :func:`projected_fixed_point`)."""
@@ -508,18 +833,14 @@ class _Settings:
     tol: float
     inner_tol: float
     inner_max_iter: int
+    polish: int = 0
 
 
 def _iterate(problem: _Problem, settings: _Settings, M: np.ndarray, barycenter: bool):
     """The projected fixed-point loop from ``M`` (updated in place) and the final rounding."""
     A_pad, B_pad, linear = problem.A_pad, problem.B_pad, problem.linear
     n1, n2, size = problem.n1, problem.n2, M.shape[0]
-    if barycenter:
-        row_sums = np.asarray(A_pad.sum(axis=1)).ravel()
-        col_sums = np.asarray(B_pad.sum(axis=0)).ravel()
-        quadratic = np.outer(row_sums, col_sums / size)
-    else:
-        quadratic = np.asarray((A_pad @ M) @ B_pad)
+    quadratic = _barycenter_quadratic(problem, size) if barycenter else _quadratic(problem, M)
     grad = quadratic if linear is None else quadratic + linear
     value = 0.5 * float(np.vdot(M, quadratic))
     if linear is not None:
@@ -549,8 +870,8 @@ def _iterate(problem: _Problem, settings: _Settings, M: np.ndarray, barycenter: 
             direction, inner = _doubly_stochastic_projection(grad, settings.inner_tol,
                                                              settings.inner_max_iter)
         direction -= M
-        # The only two products of the iteration: H = A Delta B.
-        curvature = np.asarray((A_pad @ direction) @ B_pad)
+        # The only products of the iteration: H = A Delta B (both directed: the two terms).
+        curvature = _quadratic(problem, direction)
         c1 = float(np.vdot(direction, grad))
         c2 = 0.5 * float(np.vdot(direction, curvature))
         if columns is not None and value + c1 + c2 > best_discrete[0]:
@@ -572,7 +893,8 @@ def _iterate(problem: _Problem, settings: _Settings, M: np.ndarray, barycenter: 
             converged, message = True, f"relative change below tol = {settings.tol:g}"
             break
 
-    # The padding is zero, so the objective of the padded matrices is that of the real blocks.
+    # The padding is zero, so the objective of the padded matrices is that of the real blocks
+    # (and a symmetric part stands in for a directed graph only where that is exact).
     A, B, K, lam = A_pad, B_pad, problem.K, 1.0
     rounded = _hungarian_columns(M)
     rounding = "hungarian"
@@ -592,6 +914,7 @@ def _iterate(problem: _Problem, settings: _Settings, M: np.ndarray, barycenter: 
         "sparse": problem.sparse,
         # Over the padded columns too: a node of A sent to a dummy node is not soft.
         "mean_row_max": float(M[:n1].max(axis=1).mean()),
+        "_padded": M,
     }
     return MatchingResult(
         x=M[:n1, :n2],
@@ -611,28 +934,59 @@ def _to_col_ind(columns: np.ndarray, n1: int, n2: int) -> np.ndarray:
     return col_ind
 
 
-def match_graphs(A, B, K=None, *, method: str = "apfp", seed=None, **options) -> MatchingResult:
-    """Match the nodes of two undirected weighted graphs.
+def match_graphs(
+    A,
+    B,
+    K=None,
+    *,
+    method: str = "apfp",
+    maximize: bool = True,
+    n_init: int = 1,
+    seeds=None,
+    seed=None,
+    **options,
+) -> MatchingResult:
+    """Match the nodes of two weighted graphs, directed or not; or solve a QAP.
 
-    Maximizes ``Z(M) = 1/2 tr(M^T A M B) + lam tr(M^T K)`` with one of the presets of
-    ``METHODS`` (see the module docstring), run by :func:`projected_fixed_point`. The default
-    ``"apfp"`` is the paper's adaptive projected fixed-point method with dynamical softassign:
-    monotone in ``Z``, two products per iteration, robust to graph size and weight units, and
-    restarted with the adaptive softassign of ``"asm"`` when it stops at a soft fixed point.
+    Maximizes ``Z(M) = 1/2 <A, M B M^T> + lam <K, M>`` (``1/2 tr(M^T A M B) + lam tr(M^T K)``
+    for undirected graphs), or with ``maximize=False`` minimizes the quadratic assignment
+    objective of ``scipy.optimize.quadratic_assignment``, ``f = sum_ik A[i, k] B[col_ind[i],
+    col_ind[k]]`` (+ ``lam <K, P>``), with one of the presets of ``METHODS`` (see the module
+    docstring), run by :func:`projected_fixed_point`. Asymmetric matrices (directed graphs,
+    QAPLIB's flow and distance matrices) and non-zero diagonals are handled exactly: every
+    preset accepts them, so no ``maximize=True`` input is refused for being directed. The
+    default ``"apfp"`` is the paper's adaptive projected fixed-point method with dynamical
+    softassign: monotone in ``Z``, two products per iteration, robust to graph size and weight
+    units, and restarted with the adaptive softassign of ``"asm"`` when it stops at a soft fixed
+    point. A run that stalls (at the barycenter, or at a soft fixed point) is restarted from
+    random starts, and reported with ``converged=False`` and a ``ConvergenceWarning`` if every
+    restart stalls too.
 
     Args:
-        A: graph 1: symmetric ndarray, scipy.sparse matrix or undirected networkx graph (nodes
-            in ``list(G.nodes)`` order).
+        A: graph 1: ndarray, scipy.sparse matrix or networkx graph, directed or not (nodes in
+            ``list(G.nodes)`` order).
         B: graph 2, same kinds; its size may differ from A's.
         K: optional node affinity (n1 x n2).
         method: ``"apfp"`` (default), ``"asm"``, ``"ga"``, ``"ipfp"`` or ``"dspfp"``.
-        seed: int or Generator, used by ``init="randomized"``.
+        maximize: True (default): graph matching, ``objective = Z`` (half of scipy's ``fun``
+            with ``maximize=True``). False: the QAP minimization, ``objective`` = scipy's
+            ``fun`` for the returned ``col_ind``.
+        n_init: number of starts (>= 1): the barycenter (or ``init``), then randomized doubly
+            stochastic starts drawn from ``seed``; the best objective is kept and
+            ``info["start_objectives"]`` has each start's.
+        seeds: known correspondences as in scipy's ``partial_match``: an (m, 2) integer array
+            whose row ``(i, j)`` fixes ``col_ind[i] = j``; None for none.
+        seed: int or Generator for the randomized starts.
         **options: any keyword of :func:`projected_fixed_point` overriding the preset
             (``beta``, ``step``, ``max_iter``, ``tol``, ``lam``, ``init``, ``history``, ...).
 
     Returns:
         A :class:`MatchingResult` with ``col_ind``, ``X``, ``objective``, ``n_iter``,
         ``converged``.
+
+    Raises:
+        ValueError: naming the argument: an unknown method, ``n_init < 1``, seeds out of range,
+            repeated or not of shape (m, 2), and the checks of :func:`projected_fixed_point`.
 
     >>> rng = np.random.default_rng(0)
     >>> A = rng.uniform(size=(30, 30)); A = np.triu(A, 1) + np.triu(A, 1).T
@@ -641,6 +995,10 @@ def match_graphs(A, B, K=None, *, method: str = "apfp", seed=None, **options) ->
     >>> result = match_graphs(A, B, seed=0)
     >>> bool(np.all(perm[result.col_ind] == np.arange(30)))
     True
+    >>> F, D = rng.uniform(size=(2, 12, 12))  # a directed QAP, diagonals included
+    >>> ours = match_graphs(F, D, maximize=False, n_init=5, seed=0)
+    >>> bool(np.isclose(ours.objective, np.sum(F * D[np.ix_(ours.col_ind, ours.col_ind)])))
+    True
 
     Reference: Shen, Niu, Zhu, "Dynamical softassign and adaptive parameter tuning for graph
     matching", arXiv:2208.08233 (2022); Shen, Niu, Zhu, "Adaptive softassign via
@@ -648,6 +1006,7 @@ def match_graphs(A, B, K=None, *, method: str = "apfp", seed=None, **options) ->
     """
     method = check_choice(method, "method", METHODS)
     settings = {**METHODS[method], **options}
-    result = projected_fixed_point(A, B, K, seed=seed, **settings)
+    result = projected_fixed_point(A, B, K, maximize=maximize, n_init=n_init, seeds=seeds,
+                                   seed=seed, **settings)
     result.method = method
     return result
