@@ -120,3 +120,12 @@ def test_rate_table_keeps_the_papers_goal(result):
     assert all(abs(row["rate_gap"]) < 0.03 for row in fractal if row["spectrum"] == "exact")
     tables = [t["title"] for t in result["tables"]]
     assert len(tables) == 5 and tables[-1].startswith("Rate and stability")
+
+
+def test_docstring_examples_of_the_benchmark_helpers():
+    import doctest
+
+    import stepsize.benchmarks.chebyshev as module
+
+    failures, attempted = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
+    assert failures == 0 and attempted >= 5

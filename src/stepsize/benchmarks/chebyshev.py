@@ -19,7 +19,7 @@ every peer, relative residual tolerance 1e-8 (as ``rtol`` in ``scipy.sparse.lina
   petsc4py is importable: in this interpreter, or in a system Python (Debian's
   ``python3-petsc4py``) run as a subprocess. Otherwise the rows say it was skipped.
 
-Every solve runs with one BLAS thread; times are medians (:func:`timed`). A ``goal`` column
+Every solve runs with one BLAS thread; times are medians (:func:`_timed`). A ``goal`` column
 holds the issue's target for preconditioned Chebyshev: matvecs at most 1.5x and time at most 2x
 those of PCG with the same M. Further tables: batched solves (k right-hand sides, no
 preconditioner and Jacobi: ours, our batched CG, the factorization reused for all columns), the
@@ -68,14 +68,19 @@ PRECONDITIONERS = ("none", "jacobi", "amg")
 
 
 def dense_problem(n: int, kappa: float, seed: int) -> np.ndarray:
-    """Q diag(lambda) Q^T with eigenvalues log-spaced on [1/kappa, 1]."""
+    """Q diag(lambda) Q^T with eigenvalues log-spaced on [1/kappa, 1] (Q Haar-random by ``seed``).
+
+    >>> values = np.linalg.eigvalsh(dense_problem(50, 100.0, seed=0))
+    >>> round(float(values[0]), 10), round(float(values[-1]), 10)
+    (0.01, 1.0)
+    """
     rng = np.random.default_rng(seed)
     Q, _ = np.linalg.qr(rng.standard_normal((n, n)))
     W = (Q * np.geomspace(1.0 / kappa, 1.0, n)) @ Q.T
     return (W + W.T) / 2
 
 
-def pyamg_examples() -> list[str]:
+def _pyamg_examples() -> list[str]:
     """Names of the matrices shipped in ``pyamg/gallery/example_data``."""
     import pyamg.gallery
 
@@ -85,7 +90,14 @@ def pyamg_examples() -> list[str]:
 
 def spd_check(A) -> str | None:
     """None when the sparse ``A`` is SPD (checked: real, symmetric, positive diagonal, and
-    ``eigvalsh`` smallest eigenvalue above 1e-12 of the largest), else the reason it is not."""
+    ``eigvalsh`` smallest eigenvalue above 1e-12 of the largest), else the reason it is not.
+
+    >>> import scipy.sparse as sp
+    >>> spd_check(sp.csr_array(np.diag([2.0, 1.0]))) is None
+    True
+    >>> spd_check(sp.csr_array(np.array([[1.0, 1.0], [1.0, 1.0]])))
+    'singular (lmin / lmax = 0.0e+00)'
+    """
     if np.iscomplexobj(A.data):
         return "complex"
     asymmetry = abs(A - A.T).max() if A.nnz else 0.0
@@ -100,7 +112,7 @@ def spd_check(A) -> str | None:
     return None
 
 
-def problems(config: dict, seed: int) -> tuple[list[tuple[str, object]], list[str]]:
+def _problems(config: dict, seed: int) -> tuple[list[tuple[str, object]], list[str]]:
     """The benchmark matrices ``[(name, A)]`` and the pyamg examples left out, with why."""
     import scipy.sparse as sp
     from pyamg.gallery import (
@@ -111,7 +123,7 @@ def problems(config: dict, seed: int) -> tuple[list[tuple[str, object]], list[st
         stencil_grid,
     )
 
-    names = config["examples"] if config["examples"] is not None else pyamg_examples()
+    names = config["examples"] if config["examples"] is not None else _pyamg_examples()
     chosen, skipped = [], []
     for name in names:
         A = sp.csr_array(load_example(name)["A"])
@@ -146,7 +158,7 @@ def _relative_residual(A, x, b) -> float:
     return value if np.isfinite(value) else float("inf")
 
 
-def timed(funcs: dict, config: dict) -> dict:
+def _timed(funcs: dict, config: dict) -> dict:
     """``{name: (median seconds, output)}`` for the callables ``funcs``, measured alternately.
 
     One warm-up run each, then ``config["repeats"]`` rounds (or, when the slowest takes under
@@ -235,7 +247,7 @@ def _solve_rows(name, A, amg, amg_setup, direct, b, config, seed, petsc):
         setup = amg_setup if precond == "amg" else 0.0
         M = _scipy_preconditioner(A, precond, amg)
         ours = _our_preconditioner(precond, amg)
-        measured = timed({
+        measured = _timed({
             "scipy": lambda M=M: _scipy_cg(A, b, M, tol),
             "ours": lambda ours=ours: chebyshev_gd(A, b, M=ours, tol=tol, warn=False, seed=seed),
         }, config)
@@ -253,7 +265,7 @@ def _solve_rows(name, A, amg, amg_setup, direct, b, config, seed, petsc):
         for row in petsc.get(precond, []):
             rows.append({**base, "M": precond, **row, "setup_s": 0.0, "reference": reference})
     factor_s, solve, direct_name = direct
-    seconds, x = timed({"direct": lambda: solve(b)}, config)["direct"]
+    seconds, x = _timed({"direct": lambda: solve(b)}, config)["direct"]
     rows.append({**base, "M": "-", "solver": direct_name, "matvecs": None, "setup_s": factor_s,
                  "seconds": seconds, "converged": True, "residual": _relative_residual(A, x, b),
                  "reference": None})
@@ -332,7 +344,7 @@ os._exit(0)
 '''
 
 
-def petsc_python() -> tuple[list[str], dict] | str:
+def _petsc_python() -> tuple[list[str], dict] | str:
     """The command and environment of a Python that imports petsc4py, or why there is none.
 
     This interpreter first; then the system ``python3`` with ``PETSC_DIR`` pointing at a Debian
@@ -436,7 +448,7 @@ def _batched_rows(name, A, direct, B, config, seed):
     for precond in ("none", "jacobi"):
         M = _our_preconditioner(precond, None)
         setup = 0.0
-        measured = timed({
+        measured = _timed({
             "conjugate_gradient (ours)": lambda M=M: conjugate_gradient(A, B, M=M, tol=tol,
                                                                         warn=False),
             "chebyshev_gd (ours)": lambda M=M: chebyshev_gd(A, B, M=M, tol=tol, warn=False,
@@ -449,7 +461,7 @@ def _batched_rows(name, A, direct, B, config, seed):
                          "residual": _relative_residual(A, result.x, B),
                          "time_ratio_vs_cg": seconds / measured["conjugate_gradient (ours)"][0]})
     factor_s, solve, direct_name = direct
-    seconds, X = timed({"direct": lambda: solve(B)}, config)["direct"]
+    seconds, X = _timed({"direct": lambda: solve(B)}, config)["direct"]
     rows.append({**base, "M": "-", "solver": f"{direct_name} (factor reused)",
                  "matvecs_per_rhs": None, "setup_s": factor_s, "seconds": seconds,
                  "converged": True, "residual": _relative_residual(A, X, B),
@@ -467,7 +479,11 @@ def _batched_rows(name, A, direct, B, config, seed):
 def true_extremes(A, solve=None) -> tuple[float, float, str]:
     """Smallest and largest eigenvalues: ``eigvalsh`` up to n = 3000, else ``eigsh`` (largest
     algebraic, and shift-invert at 0 for the smallest, through ``solve`` (b -> A^{-1} b) when
-    given, else a fresh ``splu``)."""
+    given, else a fresh ``splu``), and which method gave them.
+
+    >>> true_extremes(np.diag([3.0, 1.0, 2.0]))
+    (1.0, 3.0, 'eigvalsh')
+    """
     import scipy.sparse as sp
     from scipy.sparse.linalg import LinearOperator, eigsh
 
@@ -630,10 +646,10 @@ def run(config: dict, seed: int) -> dict:
 
     from stepsize.benchmarks._timing import pinned_threads
 
-    petsc_command = petsc_python() if config["petsc"] else "off in this configuration"
+    petsc_command = _petsc_python() if config["petsc"] else "off in this configuration"
     rows, batched, safety, petsc_failures = [], [], [], []
     with pinned_threads(config["threads"]):
-        chosen, skipped = problems(config, seed)
+        chosen, skipped = _problems(config, seed)
         for index, (name, A) in enumerate(chosen):
             rng = np.random.default_rng([seed, index])
             b = rng.standard_normal(A.shape[0])
