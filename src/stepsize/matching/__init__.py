@@ -1,7 +1,9 @@
 """Graph matching by projected fixed-point iterations with an adaptive step (Shen, Niu, Zhu).
 
-Maximizes the Koopmans-Beckmann objective ``Z(M) = 1/2 tr(M^T A M B) + lam tr(M^T K)`` over
-matchings ``M`` by ``M <- M + alpha (P(grad Z(M)) - M)``. The front door is
+Maximizes the Koopmans-Beckmann objective ``Z(M) = 1/2 <A, M B M^T> + lam <K, M>`` over
+matchings ``M`` by ``M <- M + alpha (P(grad Z(M)) - M)``, for directed graphs too, or minimizes
+the quadratic assignment objective of ``scipy.optimize.quadratic_assignment``
+(``maximize=False``; QAPLIB instances through :func:`read_qaplib`). The front door is
 :func:`match_graphs`; the framework is :func:`projected_fixed_point`; the projections, step
 rules, objective and scorer, graph I/O and synthetic generators are public building blocks.
 
@@ -32,6 +34,7 @@ from stepsize.matching.projections import (
     softassign_gap_bound,
     softassign_transition,
 )
+from stepsize.matching.qaplib import QAPInstance, read_qaplib, read_qaplib_solutions
 from stepsize.matching.solver import (
     ADAPTIVE_BETA_MAX,
     METHODS,
@@ -47,6 +50,7 @@ __all__ = [
     "METHODS",
     "PROJECTIONS",
     "Graph",
+    "QAPInstance",
     "MatchScore",
     "MatchingResult",
     "SinkhornResult",
@@ -68,6 +72,8 @@ __all__ = [
     "objective",
     "projected_fixed_point",
     "read_graph",
+    "read_qaplib",
+    "read_qaplib_solutions",
     "score_matching",
     "sinkhorn",
     "softassign",

@@ -543,9 +543,11 @@ def projected_fixed_point(
     [1, 2, 0]
     >>> F = np.array([[0, 5, 1], [0, 0, 2], [3, 0, 0]], dtype=float)   # directed flows
     >>> D = np.array([[0, 1, 4], [2, 0, 1], [1, 3, 0]], dtype=float)   # directed distances
-    >>> result = projected_fixed_point(F, D, maximize=False, projection="hungarian")
-    >>> result.col_ind.tolist(), result.objective
-    ([2, 1, 0], 10.0)
+    >>> result = projected_fixed_point(F, D, maximize=False, n_init=3, seed=3)
+    >>> result.col_ind.tolist(), result.objective, result.info["start_objectives"]
+    ([1, 2, 0], 12.0, [13.0, 13.0, 12.0])
+    >>> float(np.sum(F * D[np.ix_([1, 2, 0], [1, 2, 0])]))  # scipy's fun; the optimum (brute force)
+    12.0
 
     Reference: Shen, Niu, Zhu, "Dynamical softassign and adaptive parameter tuning for graph
     matching", arXiv:2208.08233 (2022); Vogelstein et al., "Fast approximate quadratic
@@ -669,10 +671,12 @@ def _stall(result: MatchingResult, size: int, projection: str) -> str | None:
     row_max = result.info["mean_row_max"]
     if row_max <= 1.0 / size + _UNIFORM_FRACTION * (1.0 - 1.0 / size):
         return "uniform"
-    # A soft fixed point whose rounding scores at least the relaxed value is a mixture of
-    # equally good matchings (ties, isolated nodes): an answer. One whose rounding loses value
-    # has not decided.
+    # A soft fixed point that was sharpened (polish) ends at a discrete local optimum; one whose
+    # rounding scores at least the relaxed value is a mixture of equally good matchings (ties,
+    # isolated nodes). Either is an answer; a rounding that loses value has not decided.
     info = result.info
+    if "polish" in info:
+        return None
     if (projection in _SOFTASSIGNS and row_max < _SOFT_ROW_MAX
             and result.objective < info["relaxed_objective"]
             - 1e-9 * abs(info["relaxed_objective"])):
@@ -699,8 +703,10 @@ def _solve(A, B, linear, settings: _Settings, init, rng, n_init: int, restart_ep
         barycenter = isinstance(start_init, str) and start_init == "barycenter"
         return _run_start(problem, settings, start, barycenter, restart_epsilon)
 
+    # A zero graph (and no linear term) makes every matching optimal: nothing can stall.
+    constant = node_term is None and (_max_abs(A) == 0.0 or _max_abs(B) == 0.0)
     runs = [run(init if k == 0 else "randomized") for k in range(n_init)]
-    stalls = [_stall(r, size, settings.projection) for r in runs]
+    stalls = [None if constant else _stall(r, size, settings.projection) for r in runs]
     best = max(range(len(runs)), key=lambda k: runs[k].objective)
     for _ in range(_STALL_RESTARTS):
         if stalls[best] is None:
