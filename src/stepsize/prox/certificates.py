@@ -39,16 +39,25 @@ __all__ = ["KKTResiduals", "kkt_residuals", "project_conjugate_domain"]
 class KKTResiduals:
     """Relative optimality residuals of a candidate ``(Omega, eta) = prox_{sigma phi}(X, y)``.
 
-    All are computed in the units of ``sigma = 1`` (data divided by ``sigma``) and divided by
-    the size of the quantities they compare, so that they are scale free.
+    Each residual is divided by the size of the terms whose cancellation it measures (the scale
+    of its own rounding error), never by an absolute 1, so every residual is scale free: it is
+    unchanged when ``(X, y, sigma, Omega, eta)`` are multiplied by one ``c > 0``, and it is
+    ``O(eps)`` for a prox exact to rounding whatever ``||(X, y)|| / sigma`` is (a wrong ``(0, 0)``
+    next to a large ``sigma`` gives a dual infeasibility near 1). With ``dX = X - Omega`` and
+    ``dy = y - eta`` (``V = dX / sigma``, ``u = dy / sigma``), computed in data units:
 
     Attributes:
-        dual_infeasibility: ``max(lambda_max(V + u u^T / 2), 0) / max(1, ||V||_2 + ||u||^2 / 2)``.
-        primal_infeasibility: ``max(-lambda_min(Omega), 0) / max(1, ||Omega||_2)``.
-        range_residual: ``||(I - Omega Omega^+) eta|| / max(1, ||eta||)``.
-        fenchel_young_gap: ``|<V, Omega> + u^T eta - phi(Omega, eta)|`` over ``max(1, |<V, Omega>|
-            + |u^T eta| + phi)``, with ``phi`` taken on the numerical range of ``Omega``.
-        lifted_complementarity: ``|<S, Lambda>| / max(1, ||S||_F ||Lambda||_F)``.
+        dual_infeasibility: ``lambda_max(sigma dX + dy dy^T / 2)_+`` (``sigma^2 lambda_max(V + u
+            u^T / 2)``) over ``sigma (||X||_2 + ||Omega||_2) + ||dy|| (||dy|| + ||y|| +
+            ||eta||) / 2``.
+        primal_infeasibility: ``max(-lambda_min(Omega), 0) / ||Omega||_2``.
+        range_residual: ``||(I - Omega Omega^+) eta|| / ||eta||``.
+        fenchel_young_gap: ``|<dX, Omega> + dy^T eta - sigma phi(Omega, eta)|`` (``sigma`` times
+            ``<V, Omega> + u^T eta - phi``) over ``(||X|| + ||Omega||) ||Omega|| + (||y|| +
+            ||eta||) ||eta|| + sigma phi``, with ``phi`` taken on the numerical range of ``Omega``.
+        lifted_complementarity: ``|<S, sigma Lambda>|`` with ``S = [[Omega, eta/sqrt(2)], [.,
+            phi]]``, ``sigma Lambda = [[-dX, -dy/sqrt(2)], [., sigma]]``, over ``||S||_F (||X||_F
+            + ||Omega||_F + ||y|| + ||eta|| + sigma)``.
     """
 
     dual_infeasibility: float
@@ -69,8 +78,20 @@ class KKTResiduals:
         )
 
 
+def _ratio(numerator: float, denominator: float) -> float:
+    """``numerator / denominator`` with ``0 / 0 = 0`` (all terms exactly zero)."""
+    return numerator / denominator if denominator > 0 else (0.0 if numerator == 0 else math.inf)
+
+
 def kkt_residuals(X, y, sigma, Omega, eta, *, rtol: float = 1e-10) -> KKTResiduals:
-    """Residuals of the optimality conditions of ``(Omega, eta) = prox_{sigma phi}(X, y)``.
+    """Scale-free residuals of the optimality conditions of ``(Omega, eta) = prox_{sigma phi}(X,
+    y)``.
+
+    ``(Omega, eta)`` is the prox if and only if ``(V, u) = ((X - Omega) / sigma, (y - eta) /
+    sigma)`` is a subgradient of ``phi`` there: ``V + u u^T / 2 <= 0`` (dual feasibility),
+    ``Omega >= 0`` with ``eta`` in its range (primal feasibility) and ``<V, Omega> + u^T eta =
+    phi(Omega, eta)`` (Fenchel-Young). The data are first divided by a power of two near
+    ``max(|X|, |y|, |Omega|, |eta|)`` (exact), so nothing overflows for any finite input.
 
     Args:
         X: symmetric matrix, p x p (the prox input).
@@ -88,6 +109,8 @@ def kkt_residuals(X, y, sigma, Omega, eta, *, rtol: float = 1e-10) -> KKTResidua
         >>> X, y = np.diag([1.0, 0.0, -1.0]), np.array([1.0, 2.0, 0.0])
         >>> kkt_residuals(X, y, 1.0, *prox_matrix_perspective(X, y, 1.0)).max < 1e-12
         True
+        >>> kkt_residuals(1e-20 * X, 1e-20 * y, 1.0, np.zeros((3, 3)), np.zeros(3)).max > 0.1
+        True
 
     Reference: research note section 6.7 (Won, NeurIPS 2020).
     """
@@ -97,22 +120,37 @@ def kkt_residuals(X, y, sigma, Omega, eta, *, rtol: float = 1e-10) -> KKTResidua
         raise ValueError(f"Omega must have shape {X.shape} like X, got {Omega.shape}")
     sigma = check_real(sigma, "sigma", low=0, low_inclusive=False)
     rtol = check_real(rtol, "rtol", low=0, high=1, low_inclusive=False)
-    X, y, Omega, eta = X / sigma, y / sigma, Omega / sigma, eta / sigma
-    V = X - Omega
-    u = y - eta
+    largest = max(
+        float(np.max(np.abs(X))), float(np.max(np.abs(y))),
+        float(np.max(np.abs(Omega))), float(np.max(np.abs(eta))), np.finfo(float).tiny,
+    )
+    shift = math.frexp(largest)[1]
+    X, y, Omega, eta = (np.ldexp(a, -shift) for a in (X, y, Omega, eta))
+    # sigma in these units, kept within 2^-1000..2^1000 (beyond, the terms it weighs are
+    # negligible next to the others), and the dual condition divided by max(1, sigma)
+    sigma = min(max(math.ldexp(sigma, -shift), 2.0**-1000), 2.0**1000)
+    weight_dX, weight_dy = sigma / max(1.0, sigma), 1.0 / max(1.0, sigma)
+    dX, dy = X - Omega, y - eta
+    norm_X, norm_Omega = float(np.linalg.norm(X, 2)), float(np.linalg.norm(Omega, 2))
+    norm_y, norm_eta, norm_dy = (float(np.linalg.norm(a)) for a in (y, eta, dy))
 
-    dual = V + 0.5 * np.outer(u, u)
-    dual_scale = max(1.0, float(np.linalg.norm(V, 2)) + 0.5 * float(u @ u))
-    dual_infeasibility = max(float(np.linalg.eigvalsh(dual)[-1]), 0.0) / dual_scale
+    dual = weight_dX * dX + (0.5 * weight_dy) * np.outer(dy, dy)
+    dual_infeasibility = _ratio(
+        max(float(np.linalg.eigvalsh(dual)[-1]), 0.0),
+        weight_dX * (norm_X + norm_Omega)
+        + 0.5 * weight_dy * norm_dy * (norm_dy + norm_y + norm_eta),
+    )
 
     value, lowest, null_part = perspective_parts(Omega, eta, rtol)
-    omega_norm = float(np.linalg.norm(Omega, 2))
-    primal_infeasibility = max(-lowest, 0.0) / max(1.0, omega_norm)
-    range_residual = null_part / max(1.0, float(np.linalg.norm(eta)))
+    primal_infeasibility = _ratio(max(-lowest, 0.0), norm_Omega)
+    range_residual = _ratio(null_part, norm_eta)
 
-    pairing = float(np.sum(V * Omega))
-    linear = float(u @ eta)
-    fenchel_young_gap = abs(pairing + linear - value) / max(1.0, abs(pairing) + abs(linear) + value)
+    pairing = float(np.sum(dX * Omega)) + float(dy @ eta)
+    fenchel_young_gap = _ratio(
+        abs(pairing - sigma * value),
+        (norm_X + norm_Omega) * float(np.linalg.norm(Omega)) + (norm_y + norm_eta) * norm_eta
+        + sigma * value,
+    )
 
     p = X.shape[0]
     lifted = np.empty((p + 1, p + 1))
@@ -120,12 +158,13 @@ def kkt_residuals(X, y, sigma, Omega, eta, *, rtol: float = 1e-10) -> KKTResidua
     lifted[:p, p] = lifted[p, :p] = eta / math.sqrt(2.0)
     lifted[p, p] = value
     multiplier = np.empty((p + 1, p + 1))
-    multiplier[:p, :p] = -V
-    multiplier[:p, p] = multiplier[p, :p] = -u / math.sqrt(2.0)
-    multiplier[p, p] = 1.0
-    inner = float(np.sum(lifted * multiplier))
-    lifted_complementarity = abs(inner) / max(
-        1.0, float(np.linalg.norm(lifted) * np.linalg.norm(multiplier))
+    multiplier[:p, :p] = -dX
+    multiplier[:p, p] = multiplier[p, :p] = -dy / math.sqrt(2.0)
+    multiplier[p, p] = sigma
+    lifted_complementarity = _ratio(
+        abs(float(np.sum(lifted * multiplier))),
+        float(np.linalg.norm(lifted))
+        * (float(np.linalg.norm(X)) + float(np.linalg.norm(Omega)) + norm_y + norm_eta + sigma),
     )
     return KKTResiduals(
         dual_infeasibility=dual_infeasibility,

@@ -70,6 +70,7 @@ __all__ = [
 ]
 
 _EPS = np.finfo(float).eps
+_SQRT_EPS = math.sqrt(_EPS)
 _SQRT2 = math.sqrt(2.0)
 METHODS = ("newton", "bisection")
 
@@ -84,7 +85,7 @@ def check_pair(X, y, *, X_name: str = "X", y_name: str = "y", symmetrize: bool =
     check_square(X, X_name)
     if not symmetrize:
         check_symmetric(X, X_name)
-    X = 0.5 * (X + X.T)
+    X = 0.5 * X + 0.5 * X.T  # not (X + X^T) / 2, which overflows near the largest float
     y = check_array(y, y_name, ndim=1)
     if y.shape[0] != X.shape[0]:
         raise ValueError(
@@ -177,23 +178,28 @@ class PerspectiveProxInfo(SolverResult):
 
 
 class _SecularRootFunction:
-    """``h(t) = e^T [A(t)]_- e - 1`` and ``h'`` through the arrowhead ``A(t)`` (sigma = 1).
+    """``m(t) = e^T [A(t)]_- e`` and ``m'`` through the arrowhead ``A(t)``; ``h = m - sigma``.
 
     One ``eigh`` of ``X`` in the constructor; each call then costs O(p^2). Only the roots on one
     side of zero are needed: ``e^T A_- e = sum_{lambda < 0} -lambda q^2`` or, through ``e^T A e =
     -t``, ``e^T A_- e = t + sum_{lambda > 0} lambda q^2``; the smaller set is used (interlacing
     tells in advance which roots are negative, up to one), except that the second form, which
-    cancels when ``t << -1``, is then avoided. The derivative follows from ``d
+    cancels when ``t << -sigma``, is then avoided. The derivative follows from ``d
     lambda_i / dt = -q_i^2`` and ``d q_i^2 / dt = -2 q_i^6 sum_j b_j^2 / (lambda_i - d_j)^3``:
     it is the Loewner divided-difference formula of the note, summed over one side only.
+
+    The mass ``m`` is returned itself, not ``h = m - sigma``: near ``M(t) >= 0`` it is far below
+    ``sigma`` and ``log m`` (the log-Newton step) needs its relative accuracy, which ``m - sigma``
+    loses. Each root ``d_k + delta`` carries an absolute error of order ``eps (|d_k| + |lambda|)``;
+    summed with the weights ``q^2`` this is the rounding floor of ``m`` (third return value).
     """
 
-    def __init__(self, X, y):
+    def __init__(self, X, y, sigma: float = 1.0):
         a, U = scipy.linalg.eigh(X, driver="evd", check_finite=False)
         self.arrow = deflate(a, U, (U.T @ y) / _SQRT2)
         self.poles = self.arrow.poles
         self.weights = self.arrow.weights
-        self.scale = max(1.0, float(np.max(np.abs(a))), float(np.sqrt(self.weights.sum())))
+        self.sigma = sigma
         n = self.poles.size
         negatives = int(np.searchsorted(self.poles, 0.0, side="left"))
         self.fewer_negative = negatives + 1 <= n - negatives + 1
@@ -201,21 +207,57 @@ class _SecularRootFunction:
         self.positive_index = np.arange(negatives, n + 1)
         self.roots: Roots | None = None
 
-    def __call__(self, t: float) -> tuple[float, float]:
+    def __call__(self, t: float) -> tuple[float, float, float]:
         if self.poles.size == 0:  # A(t) = diag(a, -t): the corner is an eigenvalue
-            return max(t, 0.0) - 1.0, 1.0 if t > 0 else 0.0
-        # the positive side subtracts ~|t| from ~|t| when t << -1: use it only when it is stable
-        use_negative = self.fewer_negative or t < -1.0
+            return max(t, 0.0), 1.0 if t > 0 else 0.0, _EPS * abs(t)
+        # the positive side subtracts ~|t| from ~|t| when t << -sigma: use it only when stable
+        use_negative = self.fewer_negative or t < -self.sigma
         index = self.negative_index if use_negative else self.positive_index
         self.roots = secular_roots(self.poles, self.weights, -t, index, self.roots)
         lam = self.roots.values(self.poles)
         q2 = 1.0 / (1.0 + self.roots.second)
         rate = q2 * q2 + 2.0 * lam * q2**3 * self.roots.third
+        side = lam < 0 if use_negative else lam > 0
+        # each root's secular function g is known to eps (|t| + |d_k| + |lambda|) at least, so
+        # the root to that over |g'| = 1 / q^2, and its term of m, lambda q^2, to that times q^2
+        # plus eps |lambda| q^2 (the relative rounding of q^2)
+        size = abs(t) + np.abs(self.poles[self.roots.origin[side]]) + np.abs(lam[side])
+        noise = 16 * _EPS * float(np.sum((size * q2[side] + np.abs(lam[side])) * q2[side]))
         if use_negative:
-            side = lam < 0
-            return float(np.sum(-lam[side] * q2[side])) - 1.0, float(np.sum(rate[side]))
-        side = lam > 0
-        return t + float(np.sum(lam[side] * q2[side])) - 1.0, 1.0 - float(np.sum(rate[side]))
+            return float(np.sum(-lam[side] * q2[side])), float(np.sum(rate[side])), noise
+        mass = t + float(np.sum(lam[side] * q2[side]))
+        return mass, 1.0 - float(np.sum(rate[side])), noise + 4 * _EPS * abs(t)
+
+    def root_lower_bound(self) -> float:
+        """A lower bound on ``t* = sigma - phi(Omega*, eta*)`` from a feasible point.
+
+        The prox objective at ``(Pi_+(X) + eps I, y)`` bounds the optimal one, and ``1/2
+        ||Omega - X||^2 >= 1/2 ||Pi_-(X)||^2`` for every PSD ``Omega``, so ``phi(Omega*, eta*) <=
+        sum_j b_j^2 / (max(d_j, 0) + eps) + (eps tr Pi_-(X) + p eps^2 / 2) / sigma`` for every
+        ``eps > 0``; minimized over ``eps`` on a grid of powers of two, refined twice. When ``y``
+        lies mostly in the range of ``Pi_+(X)`` this is within a hair of ``t*``, far above the
+        generic ``sigma / 2 - (||X||^2 + ||y||^2) / (2 sigma)``, and it keeps model steps from
+        overshooting into the flat region where ``M(t) >= 0``.
+        """
+        sigma = self.sigma
+        positive = np.maximum(self.poles, 0.0)
+        negative_trace = float(-np.sum(np.minimum(self.arrow.diagonal, 0.0)))
+        size = self.arrow.diagonal.size
+
+        def bound(log2_eps):
+            eps = np.exp2(log2_eps)[:, None]
+            value = np.sum(self.weights / (positive + eps), axis=1)
+            return value + (eps[:, 0] * negative_trace + 0.5 * size * eps[:, 0] ** 2) / sigma
+
+        best, step = 0.0, 8.0
+        grid = np.arange(-1000.0, 64.0, step)
+        for _ in range(3):
+            values = bound(grid)
+            best = float(grid[int(np.argmin(values))])
+            step /= 8.0
+            grid = best + np.arange(-8.0, 8.5, 1.0) * step
+        phi_bound = float(np.min(bound(np.array([best]))))
+        return sigma - phi_bound * (1.0 + 1e-10) - 1e-300
 
     def largest_eigenvalue(self, t: float) -> float:
         """Largest eigenvalue of ``A(t)``: the last secular root or a deflated diagonal entry."""
@@ -288,7 +330,7 @@ class _DenseRootFunction:
     lambda_j)`` on pairs ``lambda_i < 0 <= lambda_j``.
     """
 
-    def __init__(self, X, y):
+    def __init__(self, X, y, sigma: float = 1.0):
         p = X.shape[0]
         lifted = np.empty((p + 1, p + 1))
         lifted[1:, 1:] = X
@@ -299,9 +341,6 @@ class _DenseRootFunction:
             raise np.linalg.LinAlgError(f"dsytrd failed with info = {status}")
         self._reflectors = (reduced, tau)
         self._last = None
-        # ||M(1)|| bounds ||X|| and ||y|| / sqrt(2) from above (interlacing, ||M e||) and by at
-        # most their sum + 1 from below; M(1) is decomposed anyway (zero-region test, first h)
-        self.scale = max(1.0, float(np.max(np.abs(self._eigh(1.0)[0]))))
 
     def _eigh(self, t: float):
         # the last decomposition is reused: the zero-region test and h share t = 1, and the
@@ -315,16 +354,20 @@ class _DenseRootFunction:
             self._last = (t, lam, vectors)
         return self._last[1], self._last[2]
 
-    def __call__(self, t: float) -> tuple[float, float]:
+    def __call__(self, t: float) -> tuple[float, float, float]:
         lam, vectors = self._eigh(t)
-        q2 = vectors[0] ** 2
+        q = vectors[0]
+        q2 = q**2
         negative = lam < 0
-        mass = float(np.sum(q2[negative]))
-        value = float(np.sum(-lam[negative] * q2[negative])) - 1.0
+        mass = float(q2[negative].sum())
+        value = float(np.sum(-lam[negative] * q2[negative]))
         lam_neg, lam_pos = lam[negative], lam[~negative]
         divided = lam_neg[:, None] / (lam_neg[:, None] - lam_pos[None, :])
         slope = mass * mass + 2.0 * float(q2[negative] @ divided @ q2[~negative])
-        return value, slope
+        # absolute rounding: eps ||M|| in each eigenvalue, eps in each eigenvector entry
+        top = float(np.max(np.abs(lam)))
+        noise = 8 * _EPS * (top * mass + float(np.sum(np.abs(lam[negative] * q[negative]))))
+        return value, slope, noise
 
     def largest_eigenvalue(self, t: float) -> float:
         return float(self._eigh(t)[0][-1])
@@ -345,10 +388,15 @@ class _DenseRootFunction:
 
 
 # Below this size (p + 1) a tridiagonal eigensolver per Newton step is faster than the secular
-# equation (measured crossover p ~ 200, one thread); above this ||(X, y)|| / sigma its absolute
-# rounding in small eigenvector entries shows.
+# equation (measured crossover p ~ 200, one thread). Its absolute rounding (eps ||M(t)||) in small
+# eigenvalues and eigenvector entries shows outside a band of ratios ||(X, y)|| / sigma, so it is
+# used only for DENSE_MIN_RATIO <= ratio <= DENSE_MAX_RATIO.
 DENSE_MAX_SIZE = 192
-DENSE_MAX_SCALE = 1e4
+DENSE_MIN_RATIO = 2.0**-4
+DENSE_MAX_RATIO = 1e4
+# Ratios ||(X, y)||_max / sigma outside [2^SMALL_LOG2_RATIO, 2^LARGE_LOG2_RATIO] (see _prox).
+SMALL_LOG2_RATIO = -56
+LARGE_LOG2_RATIO = 900
 
 
 def prox_matrix_perspective(
@@ -413,91 +461,239 @@ def prox_matrix_perspective(
 
 
 def _prox(X, y, sigma, method, tol, maxiter):
-    """The prox on validated input; returns ``(Omega, eta, info)``."""
+    """The prox on validated input; returns ``(Omega, eta, info)``.
+
+    Exact power-of-two normalization (homogeneity: ``prox(cX, cy, c sigma) = c prox(X, y,
+    sigma)``, and scaling by ``c = 2^-k`` rounds nothing): with ``D = max(|X_ij|, |y_i|)``
+    and ``k`` the binary exponent of ``max(D, sigma)``, the problem is solved for ``(X, y,
+    sigma) 2^-k``, whose largest number lies in ``[1/2, 1)``, so no square or reciprocal below
+    overflows or loses the data to underflow. The ratio ``r = D / sigma`` picks the regime:
+
+    * ``r < 2^-56``: the closed form ``Omega = Pi_+(X)``, ``eta = Omega y / sigma``, whose error
+      is at most ``||y||^2 / (2 sigma) + ||X|| ||y|| / sigma <= (1/2 + sqrt(p)) r D sqrt(p)``:
+      below rounding;
+    * ``r > 2^900``: ``sigma`` is raised to ``2^-900 D``, which moves the prox by ``O(D
+      (sigma / D)^(1/3)) = O(2^-300 D)`` (the slowest rate, of an eigenvalue of ``Omega``
+      growing from 0 as ``(sigma ||y||^2)^(1/3)``): below rounding;
+    * otherwise the root of ``h(t) = e^T [M(t)]_- e - sigma`` in these units.
+    """
     p = X.shape[0]
-    X_scaled = X / sigma
-    y_scaled = y / sigma
-    # the dense path's rounding grows with ||X|| / sigma (see below): keep it to tame scales
-    size = max(float(np.linalg.norm(X_scaled)), float(np.linalg.norm(y_scaled)))
-    dense = p + 1 <= DENSE_MAX_SIZE and size <= DENSE_MAX_SCALE
-    h = (_DenseRootFunction if dense else _SecularRootFunction)(X_scaled, y_scaled)
     info = PerspectiveProxInfo(x=None, n_iter=0, converged=True, method=method, history=[])
-    if h.largest_eigenvalue(1.0) <= 64 * _EPS * h.scale:
-        info.zero_region = True
-        info.root, info.certificate, info.residual = sigma, 0.0, 0.0
-        info.message = "zero region: X + y y^T / (2 sigma) is negative semidefinite"
-        info.x = (np.zeros((p, p)), np.zeros(p))
-        return info.x[0], info.x[1], info
-
-    # h is a sum of positive terms of size ~1 (sigma = 1): tol is absolute, whatever ||X||
-    target = max(tol, 16 * _EPS)
-    low = 0.5 - 0.5 * (float(np.sum(X_scaled**2)) + float(y_scaled @ y_scaled))
-    t, value = _find_root(h, method, target, maxiter, low, info)
-    if dense and abs(value) > target:
-        # a dense eigenvector's small last components carry absolute (not relative) rounding
-        # errors, which can leave h above tol on badly scaled data: redo it on the arrowhead
-        h = _SecularRootFunction(X_scaled, y_scaled)
-        t, value = _find_root(h, method, target, maxiter, low, info)
-    if not info.converged:
-        warn_not_converged(f"prox_matrix_perspective ({method})", info.n_iter, info.message)
-
-    Omega_scaled, eta_scaled, rank = h.assemble(t, X_scaled, y_scaled)
-    info.x = (sigma * Omega_scaled, sigma * eta_scaled)
-    info.root = sigma * t
-    info.certificate = sigma * (1.0 - t)
-    info.residual = abs(value)
-    info.rank = rank
+    largest = max(float(np.max(np.abs(X))), float(np.max(np.abs(y))))
+    if largest == 0.0:
+        return _zero_region(info, p, sigma)
+    log2_ratio = math.log2(largest) - math.log2(sigma)
+    if log2_ratio < SMALL_LOG2_RATIO:
+        return _large_sigma(info, X, y, sigma)
+    shift = max(math.frexp(largest)[1], math.frexp(sigma)[1])
+    X_n, y_n = np.ldexp(X, -shift), np.ldexp(y, -shift)
+    sigma_n = math.ldexp(sigma, -shift)
+    if log2_ratio > LARGE_LOG2_RATIO:
+        sigma_n = math.ldexp(math.ldexp(largest, -shift), -LARGE_LOG2_RATIO)
+    Omega_n, eta_n, root_n = _normalized_prox(X_n, y_n, sigma_n, method, tol, maxiter, info)
+    if Omega_n is None:
+        return _zero_region(info, p, sigma)
+    info.x = (np.ldexp(Omega_n, shift), np.ldexp(eta_n, shift))
+    info.root = math.ldexp(root_n, shift)
+    info.certificate = math.ldexp(sigma_n - root_n, shift)
     return info.x[0], info.x[1], info
 
 
-def _find_root(h, method, target, maxiter, low, info):
-    """Safeguarded Newton on ``log(1 + h)`` (or bisection) for ``h(t) = 0`` on ``[low, 1]``.
+def _zero_region(info, p, sigma):
+    info.zero_region = True
+    info.root, info.certificate, info.residual = sigma, 0.0, 0.0
+    info.message = "zero region: X + y y^T / (2 sigma) is negative semidefinite"
+    info.x = (np.zeros((p, p)), np.zeros(p))
+    return info.x[0], info.x[1], info
 
-    Returns ``(t, h(t))``.
 
-    Stops when ``|h| <= target``, when a Newton step no longer moves ``t`` (``h`` at its
-    rounding level) or when the bracket has shrunk to rounding level.
+def _large_sigma(info, X, y, sigma):
+    """``(Pi_+(X), Pi_+(X) y / sigma)`` for ``max|X, y| < 2^-56 sigma``, exact to rounding."""
+    shift = math.frexp(max(float(np.max(np.abs(X))), float(np.max(np.abs(y)))))[1]
+    X_n, y_n = np.ldexp(X, -shift), np.ldexp(y, -shift)
+    w, Q = np.linalg.eigh(X_n)
+    if w[-1] <= 0.0:
+        return _zero_region(info, X.shape[0], sigma)
+    Omega_n = (Q * np.maximum(w, 0.0)) @ Q.T
+    Omega_n = 0.5 * (Omega_n + Omega_n.T)
+    ratio = math.ldexp(1.0, shift) / sigma  # < 2^-55: no overflow
+    product = Omega_n @ y_n
+    info.x = (np.ldexp(Omega_n, shift), np.ldexp(product * ratio, shift))
+    # phi(Omega, eta) = 1/2 eta^T Omega^+ eta = 1/2 y^T Omega y / sigma^2 on the range of Omega
+    info.certificate = math.ldexp(0.5 * float(y_n @ product) * ratio * ratio, shift)
+    info.root = sigma - info.certificate
+    info.residual = 0.0
+    info.rank = int(np.sum(w > 0.0))
+    info.message = "sigma >= 2^56 max|X, y|: closed form (Pi_+(X), Pi_+(X) y / sigma)"
+    return info.x[0], info.x[1], info
+
+
+def _normalized_prox(X, y, sigma, method, tol, maxiter, info):
+    """The root and ``S* = [M(t*)]_+`` on normalized data; ``(None, None, sigma)`` in the
+    zero region."""
+    p = X.shape[0]
+    size = max(float(np.linalg.norm(X)), float(np.linalg.norm(y)))
+    dense = p + 1 <= DENSE_MAX_SIZE and DENSE_MIN_RATIO * sigma <= size <= DENSE_MAX_RATIO * sigma
+    h = (_DenseRootFunction if dense else _SecularRootFunction)(X, y, sigma)
+    # zero region: lambda_max(M(sigma)) <= 0 <=> lambda_max(X + y y^T / (2 sigma)) <= 0, tested
+    # to the rounding of the eigenvalues of M(sigma) near zero, those of its (X, y) part: relative
+    # to ||(X, y)||, not to sigma (a tiny X is not "zero" next to a large sigma)
+    zero_scale = float(np.linalg.norm(X)) + float(np.linalg.norm(y))
+    if h.largest_eigenvalue(sigma) <= 64 * _EPS * zero_scale:
+        return None, None, sigma
+
+    target = max(tol, 16 * _EPS) * sigma
+    low = 0.5 * sigma - 0.5 * (float(np.sum(X**2)) + float(y @ y)) / sigma
+    bounded = isinstance(h, _SecularRootFunction)
+    if bounded:
+        low = max(low, h.root_lower_bound())
+    scale = float(np.linalg.norm(X)) + float(np.linalg.norm(y))
+    t, value = _find_root(h, method, sigma, target, maxiter, low, info, scale, bounded)
+    if dense and not info.converged:
+        # a dense eigenvector's small last components carry absolute (not relative) rounding
+        # errors, which can leave h above tol on badly scaled data: redo it on the arrowhead
+        h = _SecularRootFunction(X, y, sigma)
+        low = max(low, h.root_lower_bound())
+        t, value = _find_root(h, method, sigma, target, maxiter, low, info, scale, True)
+    if not info.converged:
+        warn_not_converged(f"prox_matrix_perspective ({method})", info.n_iter, info.message)
+    Omega, eta, rank = h.assemble(t, X, y)
+    info.residual = abs(value) / sigma
+    info.rank = rank
+    return Omega, eta, t
+
+
+def _find_root(h, method, sigma, target, maxiter, low, info, scale=1.0, low_is_bound=False):
+    """Safeguarded Newton-type steps (or bisection) for ``m(t) = sigma`` on ``[low, sigma]``.
+
+    ``h`` returns ``(m, m', rounding of m)`` with ``m(t) = e^T [M(t)]_- e``; ``scale`` is the
+    size of ``(X, y)``. Returns ``(t, m(t) - sigma)``.
+
+    Steps. ``m`` decays like a power ``C |t|^-k`` for ``t << -scale`` (``k = 2`` from the
+    negative eigenvalues of ``X``, whose weights are ``q^2 ~ b^2 / t^2``, ``k = 3`` from its zero
+    eigenvalues), where Newton on ``h`` crawls: ``t*`` can be 1e50 ``sigma`` below the start.
+    There the step is Newton on ``log m`` against ``log |t|``, ``t (m / sigma)^(1 / k)`` with the
+    local exponent ``k = m' |t| / m`` (exact on a power law). Nearer, the step solves the model
+    ``C / (tau - t)^2`` fitted to ``m`` and ``m'`` (``tau = t + 2 m / m'``): ``t + 2 (m / m') (1 -
+    sqrt(m / sigma))``, which equals Newton on ``log m`` near the root; once it fails to reduce
+    ``|h|`` (``m ~ t`` for ``t >> 0``, where ``h`` is nearly linear) plain Newton on ``h``. A
+    point far below the root (``m < sigma / 1000``: ``M(t)`` nearly PSD, where no model of ``m``
+    holds) is followed by one plain Newton step from the last point above the root, which a
+    convex ``m`` never overshoots. Any step that leaves the bracket ``[low, high]`` (from the
+    signs of ``h``) is replaced by bisection, of ``log |t|`` when the bracket spans more than a
+    factor 4 below zero.
+
+    Stops when ``|m - sigma| <= target``, when ``|m - sigma|`` is within the rounding floor of
+    ``m`` (the computed ``m`` cannot tell ``t`` from ``t*`` any more), when a step no longer
+    moves ``t``, or when the bracket has shrunk to rounding level.
     """
-    t, (value, slope) = 1.0, h(1.0)
-    info.history.append(abs(value))
-    high = 1.0
-    converged = value <= target
+    t = sigma
+    mass, slope, noise = h(t)
+    value = mass - sigma
+    info.history.append(abs(value) / sigma)
+    high = sigma
+    converged = value <= max(target, noise)
     iterations = 0
-    # Newton on g = log(1 + h) = log(e^T [M(t)]_- e) has the same root and is nearly linear
-    # where 1 + h ~ C / t^2 (t << 0), so it needs far fewer steps than Newton on h from the far
-    # start; where 1 + h ~ t (t >> 0) it overshoots instead, and h itself is nearly linear. So
-    # the log step runs until a step fails to reduce |h|, and plain Newton after that.
-    log_steps = True
-    upper, restarted_from = (t, value, slope), None
+    rational_steps = True
+    root_sigma = math.sqrt(sigma)
+    log_sigma = math.log(sigma)
+    upper, restarted_from, last, far = (t, value, slope), None, None, None
+    low_is_flat = False
     while not converged and iterations < maxiter:
+        far_below = value < 0 and mass < 1e-3 * sigma
         if value > 0:
             high, upper = t, (t, value, slope)
         else:
-            low = t
+            low, low_is_bound, low_is_flat = t, False, far_below
         candidate = math.nan
-        if method == "newton" and slope > 0:
-            numerator = math.log1p(value) * (1.0 + value) if log_steps else value
-            candidate = t - numerator / slope
-        elif method == "newton" and upper[2] > 0 and restarted_from != upper[0]:
-            # no slope here (M(t) >= 0, h = -1: a log step overshot): plain Newton from the
-            # last point above the root, once, instead of bisecting a wide bracket
+        usable = method == "newton" and slope > 0 and mass > 0
+        fitted = False
+        if usable and not far_below and last is not None and t >= -4.0 * scale:
+            # the power law C |t - tau|^k through this point and the last one: the ratio
+            # L = m / m' = (t - tau) / k is linear in t, so two values give k and tau
+            ratio = mass / slope
+            exponent = (t - last[0]) / (ratio - last[1]) if ratio != last[1] else math.inf
+            if 0.25 <= abs(exponent) <= 16:
+                tau = t - exponent * ratio
+                power = (log_sigma - math.log(mass)) / exponent
+                candidate = tau + (t - tau) * math.exp(min(power, 700.0))
+                fitted = True
+            elif abs(exponent) > 16:
+                # L nearly constant: m ~ exp(t / L), the limit k -> inf (Newton on log m)
+                candidate = t + ratio * (log_sigma - math.log(mass))
+                fitted = True
+        if fitted:
+            pass
+        elif usable and far_below:
+            candidate = math.nan
+        elif method == "newton" and mass > 0 and t < -4.0 * scale:
+            # m ~ C |t|^-k: the exponent from the last far point (a secant of log m against
+            # log |t|; m' itself underflows or cancels out here), else from m', else k = 2
+            exponent = math.nan
+            if far is not None and far[0] != t:
+                exponent = (far[1] - math.log(mass)) / (math.log(-t) - math.log(-far[0]))
+            elif slope > 0:
+                exponent = slope * -t / mass
+            if not 0.5 <= exponent <= 8:
+                exponent = 2.0
+            candidate = t * math.exp(min((math.log(mass) - log_sigma) / exponent, 700.0))
+        elif usable and rational_steps:
+            candidate = t + 2.0 * (mass / slope) * (1.0 - math.sqrt(mass) / root_sigma)
+        elif usable:
+            candidate = t - value / slope
+        if method == "newton" and far_below and restarted_from == upper[0]:
+            # m ~ 0 here and the Newton step from above also fell past the root: the root is
+            # just above the kink where M(t) stops being PSD (t* - t0 ~ sigma / m'), so look just
+            # above this point instead of bisecting
+            candidate = low + (high - low) / 1024
+        elif math.isfinite(candidate) and candidate <= low and (low_is_bound or low_is_flat):
+            # a model step past the a-priori lower bound (nearly t* when y is mostly in the
+            # range of Pi_+(X)): try just above it instead of a slow Newton step from above
+            candidate = low + (high - low) / 1024
+        if (
+            method == "newton"
+            and not low < candidate < high
+            and upper[2] > 0
+            and restarted_from != upper[0]
+        ):
             candidate, restarted_from = upper[0] - upper[1] / upper[2], upper[0]
-        if low < candidate < high:
-            if abs(candidate - t) <= 4 * _EPS * max(1.0, abs(t)):
+        candidate_is_step = low < candidate < high
+        if candidate_is_step:
+            if abs(candidate - t) <= 4 * _EPS * max(sigma, abs(t)):
                 converged = True
                 break
             info.n_newton += 1
+        elif high < 0 and low < 4 * high:
+            candidate = -math.exp(0.5 * (math.log(-low) + math.log(-high)))
+            info.n_bisection += 1
         else:
             candidate = 0.5 * (low + high)
             info.n_bisection += 1
+        last = (t, mass / slope) if usable and not far_below else None
+        if mass > 0 and t < -4.0 * scale and not far_below:
+            far = (t, math.log(mass))
         t = candidate
         previous = abs(value)
-        value, slope = h(t)
-        log_steps = log_steps and abs(value) < previous
+        mass, slope, noise = h(t)
+        value = mass - sigma
+        rational_steps = rational_steps and abs(value) < previous
         iterations += 1
         info.n_iter += 1
-        info.history.append(abs(value))
-        converged = abs(value) <= target or high - low <= 4 * _EPS * max(1.0, abs(low), abs(high))
+        info.history.append(abs(value) / sigma)
+        # a Newton-type step from |h| <= sqrt(eps) sigma that does not halve |h| has met the
+        # rounding of the computed m (near a simple root Newton squares the error)
+        stalled = (
+            candidate_is_step and previous <= _SQRT_EPS * sigma and abs(value) > 0.5 * previous
+        )
+        # the floor of m: its own rounding plus the change of m over one rounding step of t
+        floor = noise + abs(slope) * 4 * _EPS * max(sigma, abs(t))
+        converged = (
+            abs(value) <= max(target, floor)
+            or stalled
+            or high - low <= 4 * _EPS * max(sigma, abs(low), abs(high))
+        )
     info.converged = bool(converged)
-    info.message = "converged" if converged else f"|h(t)| = {abs(value):.3g} > {target:.3g}"
+    info.message = (
+        "converged" if converged else f"|h(t)| / sigma = {abs(value) / sigma:.3g} > {target:.3g}"
+    )
     return t, value
