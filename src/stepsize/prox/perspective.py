@@ -216,7 +216,8 @@ class _SecularRootFunction:
         self.roots = secular_roots(self.poles, self.weights, -t, index, self.roots)
         lam = self.roots.values(self.poles)
         q2 = 1.0 / (1.0 + self.roots.second)
-        rate = q2 * q2 + 2.0 * lam * q2**3 * self.roots.third
+        # q^4 (1 + 2 lambda q^2 sum b^2 / (lambda - d)^3), grouped so that q^6 cannot underflow
+        rate = q2 * q2 * (1.0 + 2.0 * (lam * self.roots.third) * q2)
         side = lam < 0 if use_negative else lam > 0
         # each root's secular function g is known to eps (|t| + |d_k| + |lambda|) at least, so
         # the root to that over |g'| = 1 / q^2, and its term of m, lambda q^2, to that times q^2
@@ -608,7 +609,7 @@ def _find_root(h, method, sigma, target, maxiter, low, info, scale=1.0, low_is_b
         candidate = math.nan
         usable = method == "newton" and slope > 0 and mass > 0
         fitted = False
-        if usable and not far_below and last is not None and t >= -4.0 * scale:
+        if usable and not far_below and last is not None:
             # the power law C |t - tau|^k through this point and the last one: the ratio
             # L = m / m' = (t - tau) / k is linear in t, so two values give k and tau
             ratio = mass / slope
