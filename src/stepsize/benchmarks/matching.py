@@ -10,10 +10,17 @@ pinned to one thread for every method, one warm-up and the median of repeats. On
 two: on the shared 2-core machine a second BLAS thread oversubscribes the cores, and the
 many small matrix-vector products of Sinkhorn (and of RRWM) then run 5-15x slower (measured,
 docs/matching.md), which would make the comparison measure the machine's load.
+
+The ``qaplib`` section (config key ``qaplib``; off in ``--quick``) solves the QAPLIB instances
+of ``../shared/data/qaplib/`` up to ``max_n`` as scipy defines the QAP (``maximize=False``) with
+apfp and scipy's FAQ, one start and five starts each, and reports the relative gap to the
+best-known value and the CPU time (``time.process_time``, one BLAS thread). It also runs alone:
+:func:`qaplib_benchmark`.
 """
 
 from __future__ import annotations
 
+import time
 import warnings
 from pathlib import Path
 from typing import Any
@@ -41,6 +48,7 @@ QUICK = {
     "two_opt_max_n": 50,
     "pygm_budget_bytes": 200_000_000,
     "threads": 1,
+    "qaplib": None,
 }
 
 # Sized to finish well within half an hour on 2 shared cores (docs/matching.md has the measured
@@ -68,7 +76,11 @@ FULL = {
     "two_opt_max_n": 50,
     "pygm_budget_bytes": 200_000_000,
     "threads": 1,
+    "qaplib": {"dir": None, "max_n": 50, "starts": [1, 5]},
 }
+
+# Where the QAPLIB instances live: ../shared/data/qaplib next to the repository.
+QAPLIB_DIR = Path(__file__).resolve().parents[3].parent / "shared" / "data" / "qaplib"
 
 
 def _dense(matrix) -> np.ndarray:
@@ -217,6 +229,12 @@ def run(config: dict[str, Any], seed: int) -> dict[str, Any]:
             if setting["family"] == "sparse" and n == max(config["sizes"]):
                 A, B, _ = instances[0]
                 memory.append({"n": n, "nnz": int(A.nnz), "peak_bytes": _memory_of_apfp(A, B)})
+    qaplib = None
+    if config.get("qaplib"):
+        options = config["qaplib"]
+        qaplib = qaplib_benchmark(options.get("dir") or QAPLIB_DIR, max_n=options["max_n"],
+                                  starts=options["starts"], seed=seed,
+                                  threads=config["threads"])
     goals = _goals(rows, memory)
     tables = [
         table(
@@ -236,7 +254,102 @@ def run(config: dict[str, Any], seed: int) -> dict[str, Any]:
             note=goals["memory_note"],
         ),
     ]
-    return {"rows": rows, "memory": memory, "goals": goals, "tables": tables}
+    if qaplib is not None:
+        tables.append(qaplib["table"])
+    return {"rows": rows, "memory": memory, "goals": goals, "tables": tables,
+            "qaplib": None if qaplib is None else {k: v for k, v in qaplib.items()
+                                                   if k != "table"}}
+
+
+def _qaplib_methods(starts: list[int]) -> dict[str, Any]:
+    """Name -> callable(A, B, seed) -> (objective, stalled), for each start count."""
+    from scipy.optimize import quadratic_assignment
+
+    from stepsize.matching import match_graphs
+
+    def apfp(count):
+        def solve(A, B, seed):
+            result = match_graphs(A, B, maximize=False, n_init=count, seed=seed)
+            return result.objective, not result.converged
+
+        return solve
+
+    def faq(count):
+        # FAQ's barycenter start, then its randomized starts (as our n_init): best of `count`.
+        def solve(A, B, seed):
+            rng = np.random.default_rng(seed)
+            best = quadratic_assignment(A, B, options={"rng": rng}).fun
+            for _ in range(count - 1):
+                best = min(best, quadratic_assignment(
+                    A, B, options={"rng": rng, "P0": "randomized"}).fun)
+            return best, False
+
+        return solve
+
+    methods = {}
+    for count in starts:
+        methods[f"apfp x{count}"] = apfp(count)
+        methods[f"scipy faq x{count}"] = faq(count)
+    return methods
+
+
+def qaplib_benchmark(directory, *, max_n: int = 50, starts=(1, 5), seed: int = 0,
+                     threads: int = 1) -> dict[str, Any]:
+    """QAPLIB: gap to the best-known value and CPU time, apfp vs scipy FAQ, 1 and 5 starts.
+
+    Every instance ``NAME.dat`` of ``directory`` with ``n <= max_n`` and a row in its
+    ``solutions.csv`` is solved as ``min_p sum_ij A[i, j] B[p(i), p(j)]``; the gap is
+    ``100 (value - best) / max(best, 1)`` percent. CPU time is ``time.process_time`` around each
+    solve, BLAS pinned to ``threads``.
+
+    Returns:
+        ``{"rows": per instance and method, "summary": per method (mean and median gap, summed
+        CPU seconds, instances at the best-known value, runs reported not converged),
+        "table": a report table}``.
+    """
+    from stepsize.benchmarks._timing import pinned_threads
+    from stepsize.matching.qaplib import read_qaplib, read_qaplib_solutions
+    from stepsize.report import table
+
+    directory = Path(directory)
+    best = read_qaplib_solutions(directory / "solutions.csv")
+    instances = [read_qaplib(path) for path in sorted(directory.glob("*.dat"))]
+    instances = [q for q in instances if q.n <= max_n and q.name in best]
+    methods = _qaplib_methods(list(starts))
+    rows = []
+    with pinned_threads(threads), warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        for instance in instances:
+            reference = best[instance.name]
+            for name, solve in methods.items():
+                start = time.process_time()
+                value, stalled = solve(instance.A, instance.B, seed)
+                seconds = time.process_time() - start
+                rows.append({"instance": instance.name, "n": instance.n, "method": name,
+                             "objective": float(value), "best_known": reference,
+                             "gap": 100.0 * (value - reference) / max(reference, 1.0),
+                             "cpu_time": seconds, "not_converged": bool(stalled)})
+    summary = []
+    for name in methods:
+        mine = [r for r in rows if r["method"] == name]
+        gaps = np.array([r["gap"] for r in mine])
+        summary.append({
+            "method": name, "instances": len(mine), "mean_gap": float(gaps.mean()),
+            "median_gap": float(np.median(gaps)), "max_gap": float(gaps.max()),
+            "at_best_known": int(np.sum(gaps <= 1e-9)),
+            "cpu_time": float(sum(r["cpu_time"] for r in mine)),
+            "not_converged": int(sum(r["not_converged"] for r in mine)),
+        })
+    report = table(
+        f"QAPLIB, n <= {max_n} ({len(instances)} instances): gap to the best-known value",
+        ["method", "mean gap %", "median gap %", "max gap %", "at best-known", "CPU s",
+         "not converged"],
+        [[r["method"], r["mean_gap"], r["median_gap"], r["max_gap"], r["at_best_known"],
+          r["cpu_time"], r["not_converged"]] for r in summary],
+        note="CPU s: summed time.process_time, one BLAS thread; x5: best of the barycenter "
+             "and 4 randomized starts",
+    )
+    return {"rows": rows, "summary": summary, "table": report}
 
 
 def _goals(rows: list[dict], memory: list[dict]) -> dict[str, Any]:

@@ -731,8 +731,10 @@ def _solve(A, B, linear, settings: _Settings, init, rng, n_init: int, restart_ep
                  "equal)" if stalls[best] == "uniform" else "a soft fixed point (mean row "
                  f"maximum {result.info['mean_row_max']:.3g} < {_SOFT_ROW_MAX})")
         result.converged = False
-        result.message = (f"stalled at {place} after {len(runs)} start(s); the rounding of "
-                          f"that iterate is returned")
+        answer = ("its IPFP polish" if result.info.get("polish", {}).get("kept")
+                  else "the rounding of that iterate")
+        result.message = (f"stalled at {place}; no other of {len(runs)} start(s) did better, "
+                          f"and {answer} is returned")
         warnings.warn(f"{what} {result.message}", ConvergenceWarning, stacklevel=4)
     elif not result.converged and settings.max_iter > 0:
         warn_not_converged(what, result.n_iter, stacklevel=4)
