@@ -248,3 +248,22 @@ def test_bad_restart_and_seed_arguments(kwargs, error, message):
     A = np.arange(16.0).reshape(4, 4)
     with pytest.raises(error, match=message):
         match_graphs(A, A, **kwargs)
+
+
+def test_qaplib_benchmark_section_on_the_test_instances():
+    pytest.importorskip("threadpoolctl")
+    from stepsize.benchmarks.matching import qaplib_benchmark
+
+    out = qaplib_benchmark(DATA, max_n=12, starts=(1, 2), seed=0)
+    assert sorted({r["instance"] for r in out["rows"]}) == ["lipa10a", "nug12"]
+    by_method = {s["method"]: s for s in out["summary"]}
+    assert set(by_method) == {"apfp x1", "scipy faq x1", "apfp x2", "scipy faq x2"}
+    for row in out["rows"]:
+        best = BEST[row["instance"]]
+        assert row["gap"] == pytest.approx(100 * (row["objective"] - best) / best)
+        assert row["objective"] >= best
+    nug = {r["method"]: r["objective"] for r in out["rows"] if r["instance"] == "nug12"}
+    instance = read_qaplib(DATA / "nug12.dat")
+    assert nug["scipy faq x1"] == quadratic_assignment(instance.A, instance.B).fun
+    assert nug["apfp x2"] <= nug["apfp x1"] and nug["scipy faq x2"] <= nug["scipy faq x1"]
+    assert out["table"]["columns"][0] == "method" and len(out["table"]["rows"]) == 4
