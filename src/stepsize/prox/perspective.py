@@ -599,7 +599,7 @@ def _find_root(h, method, sigma, target, maxiter, low, info, scale=1.0, low_is_b
     root_sigma = math.sqrt(sigma)
     log_sigma = math.log(sigma)
     upper, restarted_from, last, far = (t, value, slope), None, None, None
-    low_is_flat = False
+    low_is_flat, bisected_last = False, False
     while not converged and iterations < maxiter:
         far_below = value < 0 and mass < 1e-3 * sigma
         if value > 0:
@@ -658,7 +658,13 @@ def _find_root(h, method, sigma, target, maxiter, low, info, scale=1.0, low_is_b
             and restarted_from != upper[0]
         ):
             candidate, restarted_from = upper[0] - upper[1] / upper[2], upper[0]
+        # the models can cycle (a two-point fit alternating about the root): when two steps
+        # have not halved |h|, bisect once
+        slow = len(info.history) >= 3 and abs(value) > 0.5 * info.history[-3] * sigma
+        if slow and not bisected_last:
+            candidate = math.nan
         candidate_is_step = low < candidate < high
+        bisected_last = not candidate_is_step
         if candidate_is_step:
             if abs(candidate - t) <= 4 * _EPS * max(sigma, abs(t)):
                 converged = True
