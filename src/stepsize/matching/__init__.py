@@ -41,6 +41,7 @@ from stepsize.matching.solver import (
     PROJECTIONS,
     MatchingResult,
     match_graphs,
+    match_lawler,
     projected_fixed_point,
 )
 from stepsize.matching.steps import adaptive_step, fixed_step, line_search_coefficients
@@ -68,6 +69,7 @@ __all__ = [
     "hungarian",
     "line_search_coefficients",
     "match_graphs",
+    "match_lawler",
     "matching_accuracy",
     "objective",
     "projected_fixed_point",

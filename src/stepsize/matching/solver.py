@@ -67,6 +67,7 @@ from stepsize._results import ConvergenceWarning, SolverResult, warn_not_converg
 from stepsize._validation import (
     check_array,
     check_choice,
+    check_finite,
     check_int,
     check_real,
     check_rng,
@@ -94,6 +95,7 @@ __all__ = [
     "PROJECTIONS",
     "MatchingResult",
     "match_graphs",
+    "match_lawler",
     "projected_fixed_point",
 ]
 
@@ -415,6 +417,41 @@ def _product_operands(A, B):
     return A, B, transpose(A), transpose(B)
 
 
+def _check_settings(projection, step, beta, scale, beta_growth, beta_max, epsilon,
+                    restart_epsilon, max_iter, tol, inner_tol, inner_max_iter, polish,
+                    size: int):
+    """Validate the iteration options once; ``(settings, restart_epsilon)``."""
+    projection = check_choice(projection, "projection", PROJECTIONS)
+    rule = _step_rule(step)
+    if isinstance(beta, str):
+        check_choice(beta, "beta", ("auto",))
+        beta = AUTO_BETA * math.sqrt(size)
+    beta = check_real(beta, "beta", low=0, low_inclusive=False)
+    scale = check_choice(scale, "scale", DYNAMICAL_SCALES)
+    beta_growth = check_real(beta_growth, "beta_growth", low=1)
+    if not (isinstance(beta_max, (int, float)) and beta_max > 0):
+        raise ValueError(f"beta_max must be a positive number or inf, got {beta_max!r}")
+    epsilon, restart_epsilon = (
+        None if value is None else check_real(value, name, low=0, low_inclusive=False)
+        for value, name in ((epsilon, "epsilon"), (restart_epsilon, "restart_epsilon"))
+    )
+    if (epsilon, restart_epsilon) != (None, None) and (
+        projection not in _SOFTASSIGNS or math.isinf(beta_max)
+    ):
+        raise ValueError(
+            f"epsilon and restart_epsilon (adaptive softassign) need a softassign projection "
+            f"and a finite beta_max, got projection={projection!r}, beta_max={beta_max!r}"
+        )
+    max_iter = check_int(max_iter, "max_iter", low=0)
+    tol = check_real(tol, "tol", low=0)
+    inner_tol = check_real(inner_tol, "inner_tol", low=0, low_inclusive=False)
+    inner_max_iter = check_int(inner_max_iter, "inner_max_iter", low=1)
+    polish = check_int(polish, "polish", low=0)
+    settings = _Settings(projection, rule, beta, scale, beta_growth, beta_max, epsilon,
+                         max_iter, tol, inner_tol, inner_max_iter, polish)
+    return settings, restart_epsilon
+
+
 def projected_fixed_point(
     A,
     B,
@@ -563,34 +600,11 @@ def projected_fixed_point(
     maximize = bool(maximize)
     n_init = check_int(n_init, "n_init", low=1)
     seeds = _check_seeds(seeds, n1, n2)
-    projection = check_choice(projection, "projection", PROJECTIONS)
-    rule = _step_rule(step)
     lam = check_real(lam, "lam")
-    if isinstance(beta, str):
-        check_choice(beta, "beta", ("auto",))
-        beta = AUTO_BETA * math.sqrt(max(n1, n2))
-    beta = check_real(beta, "beta", low=0, low_inclusive=False)
-    scale = check_choice(scale, "scale", DYNAMICAL_SCALES)
-    beta_growth = check_real(beta_growth, "beta_growth", low=1)
-    if not (isinstance(beta_max, (int, float)) and beta_max > 0):
-        raise ValueError(f"beta_max must be a positive number or inf, got {beta_max!r}")
-    epsilon, restart_epsilon = (
-        None if value is None else check_real(value, name, low=0, low_inclusive=False)
-        for value, name in ((epsilon, "epsilon"), (restart_epsilon, "restart_epsilon"))
-    )
-    if (epsilon, restart_epsilon) != (None, None) and (
-        projection not in _SOFTASSIGNS or math.isinf(beta_max)
-    ):
-        raise ValueError(
-            f"epsilon and restart_epsilon (adaptive softassign) need a softassign projection "
-            f"and a finite beta_max, got projection={projection!r}, beta_max={beta_max!r}"
-        )
+    settings, restart_epsilon = _check_settings(
+        projection, step, beta, scale, beta_growth, beta_max, epsilon, restart_epsilon,
+        max_iter, tol, inner_tol, inner_max_iter, polish, max(n1, n2))
     rng = check_rng(seed)
-    max_iter = check_int(max_iter, "max_iter", low=0)
-    tol = check_real(tol, "tol", low=0)
-    inner_tol = check_real(inner_tol, "inner_tol", low=0, low_inclusive=False)
-    inner_max_iter = check_int(inner_max_iter, "inner_max_iter", low=1)
-    polish = check_int(polish, "polish", low=0)
     if isinstance(init, str):
         check_choice(init, "init", ("barycenter", "randomized"))
     else:
@@ -600,8 +614,6 @@ def projected_fixed_point(
     m1, m2 = free_a.size, free_b.size
     if isinstance(init, np.ndarray):
         init = init[np.ix_(free_a, free_b)]
-    settings = _Settings(projection, rule, beta, scale, beta_growth, beta_max, epsilon,
-                         max_iter, tol, inner_tol, inner_max_iter, polish)
     if m1 == 0 or m2 == 0:  # every node of one graph is seeded: nothing left to match
         result = MatchingResult(x=np.zeros((m1, m2)), n_iter=0, converged=True, history=[],
                                 message="every node is seeded", info={}, col_ind=np.full(
@@ -697,14 +709,24 @@ def _solve(A, B, linear, settings: _Settings, init, rng, n_init: int, restart_ep
         padded_linear = np.zeros((size, size))
         padded_linear[:n1, :n2] = node_term
     problem = _Problem(node_term, A_ops, B_ops, A_t, B_t, padded_linear, n1, n2, sparse)
+    # A zero graph (and no linear term) makes every matching optimal: nothing can stall.
+    constant = node_term is None and (_max_abs(A) == 0.0 or _max_abs(B) == 0.0)
+    result = _run_starts(problem, settings, init, rng, n_init, restart_epsilon, constant)
+    _to_user_units(result, log_scale)
+    return result, log_scale
+
+
+def _run_starts(problem, settings: _Settings, init, rng, n_init: int, restart_epsilon,
+                constant: bool) -> MatchingResult:
+    """Every start (and the stall restarts) on a prepared problem; the best run."""
+    n1, n2 = problem.n1, problem.n2
+    size = max(n1, n2)
 
     def run(start_init):
         start = _initial_matrix(start_init, n1, n2, size, rng)
         barycenter = isinstance(start_init, str) and start_init == "barycenter"
         return _run_start(problem, settings, start, barycenter, restart_epsilon)
 
-    # A zero graph (and no linear term) makes every matching optimal: nothing can stall.
-    constant = node_term is None and (_max_abs(A) == 0.0 or _max_abs(B) == 0.0)
     runs = [run(init if k == 0 else "randomized") for k in range(n_init)]
     stalls = [None if constant else _stall(r, size, settings.projection) for r in runs]
     best = max(range(len(runs)), key=lambda k: runs[k].objective)
@@ -735,11 +757,10 @@ def _solve(A, B, linear, settings: _Settings, init, rng, n_init: int, restart_ep
                   else "the rounding of that iterate")
         result.message = (f"stalled at {place}; no other of {len(runs)} start(s) did better, "
                           f"and {answer} is returned")
-        warnings.warn(f"{what} {result.message}", ConvergenceWarning, stacklevel=4)
+        warnings.warn(f"{what} {result.message}", ConvergenceWarning, stacklevel=5)
     elif not result.converged and settings.max_iter > 0:
-        warn_not_converged(what, result.n_iter, stacklevel=4)
-    _to_user_units(result, log_scale)
-    return result, log_scale
+        warn_not_converged(what, result.n_iter, stacklevel=5)
+    return result
 
 
 def _run_start(problem, settings: _Settings, start: np.ndarray, barycenter: bool,
@@ -808,10 +829,20 @@ class _Problem:
     n1: int
     n2: int
     sparse: bool
+    lawler: Any = None
 
 
 def _quadratic(problem: _Problem, X: np.ndarray) -> np.ndarray:
-    """``1/2 (A X B^T + A^T X B)`` (``A X B`` without transposes): two or four products."""
+    """``1/2 (A X B^T + A^T X B)`` (``A X B`` without transposes): two or four products.
+
+    Lawler form: ``sym(K) vec(X)`` (column-major ``vec`` of the real block), reshaped.
+    """
+    if problem.lawler is not None:
+        n1, n2 = problem.n1, problem.n2
+        product = problem.lawler @ X[:n1, :n2].reshape(-1, order="F")
+        out = np.zeros_like(X)
+        out[:n1, :n2] = np.asarray(product).reshape(n1, n2, order="F")
+        return out
     if problem.A_T is None:
         return np.asarray((problem.A_pad @ X) @ problem.B_pad)
     return 0.5 * (np.asarray((problem.A_pad @ X) @ problem.B_T)
@@ -820,6 +851,8 @@ def _quadratic(problem: _Problem, X: np.ndarray) -> np.ndarray:
 
 def _barycenter_quadratic(problem: _Problem, size: int) -> np.ndarray:
     """``_quadratic`` at ``11^T / N``, a sum of rank-one terms (no product)."""
+    if problem.lawler is not None:
+        return _quadratic(problem, np.full((size, size), 1.0 / size))
     A, B = problem.A_pad, problem.B_pad
     rows_a, cols_a = np.asarray(A.sum(axis=1)).ravel(), np.asarray(A.sum(axis=0)).ravel()
     rows_b, cols_b = np.asarray(B.sum(axis=1)).ravel(), np.asarray(B.sum(axis=0)).ravel()
@@ -846,7 +879,7 @@ class _Settings:
 
 def _iterate(problem: _Problem, settings: _Settings, M: np.ndarray, barycenter: bool):
     """The projected fixed-point loop from ``M`` (updated in place) and the final rounding."""
-    A_pad, B_pad, linear = problem.A_pad, problem.B_pad, problem.linear
+    linear = problem.linear
     n1, n2, size = problem.n1, problem.n2, M.shape[0]
     quadratic = _barycenter_quadratic(problem, size) if barycenter else _quadratic(problem, M)
     grad = quadratic if linear is None else quadratic + linear
@@ -903,18 +936,17 @@ def _iterate(problem: _Problem, settings: _Settings, M: np.ndarray, barycenter: 
 
     # The padding is zero, so the objective of the padded matrices is that of the real blocks
     # (and a symmetric part stands in for a directed graph only where that is exact).
-    A, B, K, lam = A_pad, B_pad, problem.K, 1.0
     rounded = _hungarian_columns(M)
     rounding = "hungarian"
     if best_discrete[1] is not None:
         candidates = [_to_col_ind(rounded, n1, n2), _to_col_ind(best_discrete[1], n1, n2)]
-        scores = [assignment_objective(A, B, c, K, lam) for c in candidates]
+        scores = [_score(problem, c) for c in candidates]
         pick = int(np.argmax(scores))
         col_ind, objective_value = candidates[pick], scores[pick]
         rounding = ("hungarian", "best_discrete_iterate")[pick]
     else:
         col_ind = _to_col_ind(rounded, n1, n2)
-        objective_value = assignment_objective(A, B, col_ind, K, lam)
+        objective_value = _score(problem, col_ind)
     info = {
         **trace,
         "relaxed_objective": value,
@@ -934,6 +966,21 @@ def _iterate(problem: _Problem, settings: _Settings, M: np.ndarray, barycenter: 
         col_ind=col_ind,
         objective=objective_value,
     )
+
+
+def _lawler_value(K, col_ind: np.ndarray, n1: int) -> float:
+    """``vec(X)^T K vec(X)`` of the 0/1 matching ``col_ind`` (column-major ``vec``)."""
+    rows = np.flatnonzero(col_ind >= 0)
+    index = col_ind[rows] * n1 + rows
+    block = K[index][:, index] if sp.issparse(K) else K[np.ix_(index, index)]
+    return float(block.sum())
+
+
+def _score(problem: _Problem, col_ind: np.ndarray) -> float:
+    """The internal objective of a 0/1 matching of the (normalized, padded) problem."""
+    if problem.lawler is not None:
+        return 0.5 * _lawler_value(problem.lawler, col_ind, problem.n1)
+    return assignment_objective(problem.A_pad, problem.B_pad, col_ind, problem.K, 1.0)
 
 
 def _to_col_ind(columns: np.ndarray, n1: int, n2: int) -> np.ndarray:
@@ -1016,5 +1063,120 @@ def match_graphs(
     settings = {**METHODS[method], **options}
     result = projected_fixed_point(A, B, K, maximize=maximize, n_init=n_init, seeds=seeds,
                                    seed=seed, **settings)
+    result.method = method
+    return result
+
+
+_LAWLER_OPTIONS = ("projection", "step", "beta", "scale", "beta_growth", "beta_max", "epsilon",
+                   "restart_epsilon", "max_iter", "tol", "inner_tol", "inner_max_iter",
+                   "polish")
+
+
+def match_lawler(
+    K,
+    n1: int,
+    n2: int,
+    *,
+    method: str = "apfp",
+    maximize: bool = True,
+    n_init: int = 1,
+    seed=None,
+    init="barycenter",
+    history: bool = False,
+    **options,
+) -> MatchingResult:
+    """Solve the Lawler QAP ``max_X vec(X)^T K vec(X)`` by projected fixed points.
+
+    ``K`` is an ``n1 n2 x n1 n2`` affinity in pygmtools' layout: ``vec`` is column-major, so
+    entry ``(i + a n1, j + b n1)`` scores matching node i of graph 1 to node a of graph 2
+    together with j to b, and node affinities sit on the diagonal; a
+    ``pygmtools.utils.build_aff_mat`` affinity passes unchanged, and ``K = kron(B, A)`` gives
+    ``tr(X^T A X B)``, twice the Koopmans-Beckmann ``Z`` of :func:`match_graphs`. The iteration
+    is that of :func:`projected_fixed_point` with the gradient ``sym(K) vec(X)`` (``sym(K) =
+    (K + K^T) / 2``; one product with K per step, dense or sparse) on ``sym(K) / max|sym(K)|``,
+    the same presets, starts, stall restarts and sharpening. Graphs of different sizes are
+    padded with dummy nodes (``col_ind = -1``: unmatched), as in :func:`match_graphs`.
+
+    Args:
+        K: affinity, dense or scipy.sparse, shape ``(n1 n2, n1 n2)``, real and finite.
+        n1, n2: node counts of the two graphs.
+        method: a preset of ``METHODS`` (default ``"apfp"``).
+        maximize: maximize (default) or minimize ``vec(X)^T K vec(X)``.
+        n_init, seed, init, history: as in :func:`projected_fixed_point` (``init``: a string).
+        **options: iteration options overriding the preset (``max_iter``, ``tol``, ``beta``,
+            ``step``, ``polish``, ...).
+
+    Returns:
+        A :class:`MatchingResult`; ``objective`` is ``vec(X)^T K vec(X)`` of the 0/1 matching
+        (no 1/2), ``info["start_objectives"]`` every start's.
+
+    Raises:
+        ValueError, TypeError: naming the argument: ``K`` not of shape ``(n1 n2, n1 n2)``,
+            complex or non-finite, ``n1`` or ``n2`` < 1, an unknown option.
+
+    >>> rng = np.random.default_rng(1)
+    >>> A = rng.uniform(size=(8, 8)); A = A + A.T
+    >>> perm = rng.permutation(8)
+    >>> B = A[np.ix_(perm, perm)]
+    >>> result = match_lawler(np.kron(B, A), 8, 8)
+    >>> bool(np.all(perm[result.col_ind] == np.arange(8)))
+    True
+    >>> bool(np.isclose(result.objective, np.sum(A * B[np.ix_(result.col_ind, result.col_ind)])))
+    True
+
+    Reference: Lawler, "The quadratic assignment problem", Management Science 9 (1963);
+    Shen, Niu, Zhu, arXiv:2208.08233 (2022); pygmtools' affinity layout (Wang et al.,
+    "Pygmtools: a Python graph matching toolkit", JMLR 25 (2024)).
+    """
+    method = check_choice(method, "method", METHODS)
+    unknown = sorted(set(options) - set(_LAWLER_OPTIONS))
+    if unknown:
+        raise TypeError(f"match_lawler got unexpected option(s) {', '.join(unknown)}; "
+                        f"options are {', '.join(_LAWLER_OPTIONS)}")
+    n1, n2 = check_int(n1, "n1", low=1), check_int(n2, "n2", low=1)
+    size = n1 * n2
+    _check_graph_input(K, "K")
+    if sp.issparse(K):
+        K = sp.csr_array(K, dtype=np.float64)
+        if K.shape != (size, size):
+            raise ValueError(f"K must have shape (n1 n2, n1 n2) = ({size}, {size}), "
+                             f"got {K.shape}")
+        check_finite(K.data, "K")
+    else:
+        K = check_array(K, "K", ndim=2)
+        if K.shape != (size, size):
+            raise ValueError(f"K must have shape (n1 n2, n1 n2) = ({size}, {size}), "
+                             f"got {K.shape}")
+    if not isinstance(maximize, (bool, np.bool_)):
+        raise TypeError(f"maximize must be True or False, got {describe(maximize)}")
+    maximize = bool(maximize)
+    n_init = check_int(n_init, "n_init", low=1)
+    check_choice(init, "init", ("barycenter", "randomized"))
+    preset = {key: value for key, value in METHODS[method].items() if key in _LAWLER_OPTIONS}
+    settings = {"projection": "dynamical_softassign", "step": "adaptive", "beta": "auto",
+                "scale": "range", "beta_growth": 1.0, "beta_max": math.inf, "epsilon": None,
+                "restart_epsilon": None, "max_iter": 100, "tol": 1e-3, "inner_tol": 1e-3,
+                "inner_max_iter": 100, "polish": 0, **preset, **options}
+    settings, restart_epsilon = _check_settings(
+        *(settings[key] for key in _LAWLER_OPTIONS), max(n1, n2))
+    rng = check_rng(seed)
+
+    symmetric = (K + K.T) * 0.5
+    if not maximize:
+        symmetric = -symmetric
+    scale = _max_abs(symmetric)
+    log_scale = math.log(scale) if scale > 0 else 0.0
+    lawler = symmetric / scale if scale > 0 else symmetric
+    problem = _Problem(None, None, None, None, None, None, n1, n2, sp.issparse(K), lawler)
+    result = _run_starts(problem, settings, init, rng, n_init, restart_epsilon, scale == 0.0)
+    _to_user_units(result, log_scale)
+    sign = 2.0 if maximize else -2.0
+    for start in result.info["starts"]:
+        start["objective"] = _lawler_value(K, start.pop("col_ind"), n1)
+    result.info["start_objectives"] = [start["objective"] for start in result.info["starts"]]
+    result.info["maximize"] = maximize
+    result.objective = _lawler_value(K, result.col_ind, n1)
+    result.history = [sign * _rescale(value, log_scale) for value in result.history] \
+        if history else None
     result.method = method
     return result
