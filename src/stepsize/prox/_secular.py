@@ -131,6 +131,14 @@ def secular_sums(poles, weights, origin, offset, powers, *, magnitude: bool = Fa
     row blocks.
     """
     out = [np.empty(offset.size) for _ in range(len(powers) + magnitude)]
+    # at ratios ||(X, y)|| / sigma near 1e300 a root can sit 1e-110 from its pole and its third
+    # power overflow: that sum is then inf, which the callers treat as such (q^2 -> 0)
+    with np.errstate(over="ignore"):
+        _fill_sums(out, poles, weights, origin, offset, powers, magnitude)
+    return out
+
+
+def _fill_sums(out, poles, weights, origin, offset, powers, magnitude):
     for rows in _blocks(offset.size, poles.size):
         differences = (poles[origin[rows], None] - poles[None, :]) + offset[rows, None]
         inverse = 1.0 / differences
@@ -143,7 +151,6 @@ def secular_sums(poles, weights, origin, offset, powers, *, magnitude: bool = Fa
                 term = term * inverse
                 power_now += 1
             out[slot][rows] = term.sum(axis=1)
-    return out
 
 
 @dataclass

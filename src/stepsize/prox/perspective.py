@@ -217,7 +217,11 @@ class _SecularRootFunction:
         lam = self.roots.values(self.poles)
         q2 = 1.0 / (1.0 + self.roots.second)
         # q^4 (1 + 2 lambda q^2 sum b^2 / (lambda - d)^3), grouped so that q^6 cannot underflow
-        rate = q2 * q2 * (1.0 + 2.0 * (lam * self.roots.third) * q2)
+        with np.errstate(over="ignore", invalid="ignore"):
+            rate = q2 * q2 * (1.0 + 2.0 * (lam * self.roots.third) * q2)
+        # an overflowed sum (a root 1e-110 from its pole, q^2 ~ 1e-220): that term's rate is
+        # negligible, and q^4 is its leading part
+        rate = np.where(np.isfinite(rate), rate, q2 * q2)
         side = lam < 0 if use_negative else lam > 0
         # each root's secular function g is known to eps (|t| + |d_k| + |lambda|) at least, so
         # the root to that over |g'| = 1 / q^2, and its term of m, lambda q^2, to that times q^2
@@ -495,9 +499,17 @@ def _prox(X, y, sigma, method, tol, maxiter):
     if Omega_n is None:
         return _zero_region(info, p, sigma)
     info.x = (np.ldexp(Omega_n, shift), np.ldexp(eta_n, shift))
-    info.root = math.ldexp(root_n, shift)
-    info.certificate = math.ldexp(sigma_n - root_n, shift)
+    # root and certificate can exceed the float range (phi ~ 1e308): inf then, not an error
+    info.root = _ldexp(root_n, shift)
+    info.certificate = _ldexp(sigma_n - root_n, shift)
     return info.x[0], info.x[1], info
+
+
+def _ldexp(value: float, shift: int) -> float:
+    try:
+        return math.ldexp(value, shift)
+    except OverflowError:
+        return math.copysign(math.inf, value)
 
 
 def _zero_region(info, p, sigma):
@@ -521,7 +533,7 @@ def _large_sigma(info, X, y, sigma):
     product = Omega_n @ y_n
     info.x = (np.ldexp(Omega_n, shift), np.ldexp(product * ratio, shift))
     # phi(Omega, eta) = 1/2 eta^T Omega^+ eta = 1/2 y^T Omega y / sigma^2 on the range of Omega
-    info.certificate = math.ldexp(0.5 * float(y_n @ product) * ratio * ratio, shift)
+    info.certificate = _ldexp(0.5 * float(y_n @ product) * ratio * ratio, shift)
     info.root = sigma - info.certificate
     info.residual = 0.0
     info.rank = int(np.sum(w > 0.0))
