@@ -12,16 +12,18 @@ except ImportError as exc:  # pragma: no cover - exercised in a subprocess test
         "pip install 'stepsize[torch]'"
     ) from exc
 
-from stepsize.unfolding.models import UnfoldedGD, UnfoldedPSOR
+from stepsize.unfolding.models import UnfoldedGD, UnfoldedISTA, UnfoldedPSOR, soft_threshold
 from stepsize.unfolding.operators import (
     CallableOperator,
     DenseOperator,
     DiagonalOperator,
     Operator,
     as_operator,
+    gram_matrix,
 )
 from stepsize.unfolding.training import (
     TrainingResult,
+    expected_loss,
     train_expected_loss,
     train_incremental,
 )
@@ -33,8 +35,12 @@ __all__ = [
     "Operator",
     "TrainingResult",
     "UnfoldedGD",
+    "UnfoldedISTA",
     "UnfoldedPSOR",
     "as_operator",
+    "expected_loss",
+    "gram_matrix",
+    "soft_threshold",
     "train_expected_loss",
     "train_incremental",
 ]

@@ -33,10 +33,11 @@ from stepsize.unfolding.operators import (
     Operator,
     as_operator,
     checked_array,
+    gram_matrix,
     refuse_meta,
 )
 
-__all__ = ["UnfoldedGD", "UnfoldedPSOR"]
+__all__ = ["UnfoldedGD", "UnfoldedISTA", "UnfoldedPSOR", "soft_threshold"]
 
 
 def _initial_values(init, T: int, name: str) -> np.ndarray:
@@ -180,24 +181,46 @@ class UnfoldedGD(nn.Module):
         y = _check_batch(y, "y", self.operator.m, self.steps)
         return self._unroll(y, _check_n_steps(n_steps, self.T, self.T))
 
-    def _training_loss(self, batch_size: int, generator: torch.Generator, n_layers: int):
-        """Minibatch MSE of :math:`x_{n\\_layers}` on fresh noiseless data.
+    def _training_loss(
+        self,
+        batch_size: int,
+        generator: torch.Generator,
+        n_layers: int,
+        signal_root: torch.Tensor | None = None,
+        noise_std: float = 0.0,
+    ):
+        """Minibatch MSE of :math:`x_{n\\_layers}` on fresh synthetic data.
 
-        Draws :math:`x^* \\sim N(0, I)` and :math:`y = A x^*`. In the eigenbasis the error of
-        every coordinate is :math:`\\beta(\\lambda_i) x^*_i` with :math:`\\beta(\\lambda) =
-        \\prod_{t<g}(1 - |\\gamma_t| \\lambda)`, so the same minibatch loss is computed in
-        O(bn + gn) instead of O(bng) by unrolling.
+        Draws :math:`x^* = S z`, :math:`z \\sim N(0, I)` (:math:`S` = ``signal_root``, identity
+        when None) and :math:`y = A x^* + \\sigma \\varepsilon`. For the eigenbasis operator with
+        :math:`S = I` and :math:`\\sigma = 0` the error of every coordinate is
+        :math:`\\beta(\\lambda_i) x^*_i` with :math:`\\beta(\\lambda) = \\prod_{t<g}(1 -
+        |\\gamma_t| \\lambda)`, so the same minibatch loss is computed in O(bn + gn) instead of
+        O(bng) by unrolling.
         """
         x_true = torch.randn(
             batch_size, self.operator.n, generator=generator, dtype=self.steps.dtype,
             device=generator.device,
         ).to(self.steps.device)
-        if isinstance(self.operator, DiagonalOperator):
+        plain = signal_root is None and noise_std == 0.0
+        if plain and isinstance(self.operator, DiagonalOperator):
             gammas = self.steps[:n_layers, None].abs()
             beta = (1.0 - gammas * self.operator.eigenvalues[None, :]).prod(dim=0)
             return (beta.square() * x_true.square().mean(dim=0)).mean()
-        x = self._unroll(self.operator.apply(x_true), n_layers)
-        return (x - x_true).square().mean()
+        if signal_root is not None:
+            x_true = x_true @ signal_root.T
+        y = self.operator.apply(x_true)
+        if noise_std:
+            noise = torch.randn(
+                batch_size, self.operator.m, generator=generator, dtype=self.steps.dtype,
+                device=generator.device,
+            ).to(self.steps.device)
+            y = y + noise_std * noise
+        return self._data_loss(x_true, y, n_layers)
+
+    def _data_loss(self, x_true: torch.Tensor, y: torch.Tensor, n_layers: int):
+        """MSE of :math:`x_{n\\_layers}(y)` against ``x_true`` (mean over batch and coordinates)."""
+        return (self._unroll(y, n_layers) - x_true).square().mean()
 
     def extra_repr(self) -> str:
         return f"T={self.T}"
@@ -332,3 +355,162 @@ class UnfoldedPSOR(nn.Module):
 
     def extra_repr(self) -> str:
         return f"T={self.T}, n={self.fixed_point.shape[0]}"
+
+
+def soft_threshold(v: torch.Tensor, threshold) -> torch.Tensor:
+    r"""The proximal map of :math:`\theta\|\cdot\|_1`: :math:`\operatorname{sign}(v)
+    \max(|v| - \theta, 0)`, elementwise (differentiable in ``v`` and ``threshold``).
+
+    >>> soft_threshold(torch.tensor([-2.0, 0.5, 3.0]), 1.0).tolist()
+    [-1.0, 0.0, 2.0]
+    """
+    return torch.sign(v) * torch.clamp(v.abs() - threshold, min=0.0)
+
+
+def _gram_spectrum(operator: Operator) -> np.ndarray:
+    """Sorted eigenvalues of A^T A: the operator's own when it knows them, else from the Gram."""
+    eigenvalues = operator.gram_eigenvalues()
+    if eigenvalues is None:
+        eigenvalues = np.linalg.eigvalsh(gram_matrix(operator))
+    return np.sort(np.asarray(eigenvalues, dtype=np.float64))
+
+
+class UnfoldedISTA(nn.Module):
+    r"""Deep-unfolded ISTA for the lasso :math:`\min_x \tfrac12\|y - Ax\|^2 + \lambda\|x\|_1`.
+
+    .. math::
+
+        x_0 = 0, \qquad x_{t+1} = \eta_{\theta_t}\big(x_t + |\gamma_t|\, A^\top (y - A x_t)\big),
+        \qquad \eta_\theta(v) = \operatorname{sign}(v)\max(|v| - \theta, 0),
+
+    with one learned step :math:`\gamma_t` per layer and the threshold :math:`\theta_t =
+    |\gamma_t|\lambda` of ISTA (``learn_thresholds=False``) or a learned threshold per layer
+    :math:`\theta_t = |\tau_t|` (``learn_thresholds=True``, initialized at :math:`|\gamma_t|
+    \lambda`). At ``init="ista"`` every step is :math:`1/L`, :math:`L = \lambda_{\max}(A^\top A)`,
+    so the untrained model *is* T iterations of ISTA. Trained incrementally like DUGD
+    (:func:`~stepsize.unfolding.train_incremental` with ``data=(x, y)``).
+
+    Args:
+        T: number of layers, ``T >= 1``.
+        operator: ``A`` (m x n): dense array or tensor, scipy sparse matrix or ``LinearOperator``,
+            or an :class:`~stepsize.unfolding.Operator`.
+        lam: the l1 weight :math:`\lambda \ge 0`.
+        init: ``"ista"`` (steps 1/L), ``"chebyshev"`` (the Chebyshev steps of
+            ``chebyshev_interval``), a number, or an array of T steps.
+        learn_thresholds: learn one threshold per layer as well.
+        chebyshev_interval: ``(lmin, lmax)`` for ``init="chebyshev"``; default the smallest
+            positive and the largest eigenvalue of :math:`A^\top A`.
+        chebyshev_order: order of the Chebyshev steps (default ``"fractal"``).
+        dtype: dtype of the parameters (default: the operator's, else float64).
+
+    Attributes:
+        steps: ``nn.Parameter`` of shape ``(T,)``; the steps used are ``steps.abs()``.
+        thresholds: ``nn.Parameter`` of shape ``(T,)`` with ``learn_thresholds``, else None.
+        lipschitz: :math:`L = \lambda_{\max}(A^\top A)` (float).
+
+    Reference: K. Gregor and Y. LeCun, "Learning Fast Approximations of Sparse Coding", ICML 2010
+    (LISTA); D. Ito, S. Takabe and T. Wadayama, "Trainable ISTA for Sparse Signal Recovery", IEEE
+    Trans. Signal Process. 67(12), 2019 (TISTA: learned steps only).
+
+    >>> model = UnfoldedISTA(2, np.eye(2), lam=0.5)
+    >>> model(torch.tensor([2.0, 0.25], dtype=torch.float64)).tolist()
+    [1.5, 0.0]
+    """
+
+    def __init__(
+        self,
+        T: int,
+        operator,
+        lam: float,
+        *,
+        init="ista",
+        learn_thresholds: bool = False,
+        chebyshev_interval: tuple[float, float] | None = None,
+        chebyshev_order: str = "fractal",
+        dtype: torch.dtype | None = None,
+    ):
+        super().__init__()
+        self.T = check_int(T, "T", low=1)
+        self.lam = check_real(lam, "lam", low=0)
+        if not isinstance(learn_thresholds, bool):
+            raise TypeError(f"learn_thresholds must be a bool, got {describe(learn_thresholds)}")
+        check_choice(chebyshev_order, "chebyshev_order", ORDERS)
+        self.operator: Operator = as_operator(operator, dtype=dtype)
+        reference = self.operator.reference()
+        if dtype is None:
+            dtype = reference.dtype if reference is not None else torch.float64
+        device = reference.device if reference is not None else None
+        spectrum = _gram_spectrum(self.operator)
+        self.lipschitz = float(spectrum[-1])
+        if self.lipschitz <= 0:
+            raise ValueError("operator must not be zero (the largest eigenvalue of A^T A is 0)")
+        if isinstance(init, str):
+            check_choice(init, "init", ("ista", "chebyshev"))
+            if init == "ista":
+                values = np.full(self.T, 1.0 / self.lipschitz)
+            else:
+                if chebyshev_interval is None:
+                    positive = spectrum[spectrum > 1e-12 * self.lipschitz]
+                    chebyshev_interval = (float(positive[0]), self.lipschitz)
+                if not isinstance(chebyshev_interval, (tuple, list)) or len(
+                    chebyshev_interval
+                ) != 2:
+                    raise ValueError("chebyshev_interval must be a pair (lmin, lmax), got "
+                                     f"{describe(chebyshev_interval)}")
+                low = check_real(chebyshev_interval[0], "chebyshev_interval[0]", low=0,
+                                 low_inclusive=False)
+                high = check_real(chebyshev_interval[1], "chebyshev_interval[1]", low=low)
+                values = chebyshev_steps(low, high, self.T, chebyshev_order)
+        else:
+            values = _initial_values(init, self.T, "init")
+        self.steps = nn.Parameter(torch.as_tensor(values, dtype=dtype, device=device))
+        self.thresholds = None
+        if learn_thresholds:
+            self.thresholds = nn.Parameter(
+                torch.as_tensor(np.abs(values) * self.lam, dtype=dtype, device=device)
+            )
+
+    @property
+    def step_sizes(self) -> torch.Tensor:
+        """The effective steps :math:`|\\gamma_t|` (detached), layer order."""
+        return self.steps.detach().abs()
+
+    @property
+    def threshold_values(self) -> torch.Tensor:
+        """The effective thresholds :math:`\\theta_t` (detached), layer order."""
+        return self._thresholds().detach()
+
+    def _thresholds(self) -> torch.Tensor:
+        if self.thresholds is None:
+            return self.steps.abs() * self.lam
+        return self.thresholds.abs()
+
+    def _unroll(self, y: torch.Tensor, n_steps: int) -> torch.Tensor:
+        shape = y.shape[:-1] + (self.operator.n,)
+        rows = y.reshape(-1, y.shape[-1])
+        x = rows.new_zeros(rows.shape[0], self.operator.n)
+        gammas, thresholds = self.steps.abs(), self._thresholds()
+        for t in range(n_steps):
+            gradient_step = x + gammas[t] * self.operator.adjoint(rows - self.operator.apply(x))
+            x = soft_threshold(gradient_step, thresholds[t])
+        return x.reshape(shape)
+
+    def forward(self, y, n_steps: int | None = None) -> torch.Tensor:
+        """Run the first ``n_steps`` layers (default all T) from :math:`x_0 = 0`.
+
+        Args:
+            y: observations, shape ``(m,)`` or ``(batch, m)``.
+            n_steps: ``0 <= n_steps <= T``.
+
+        Returns:
+            :math:`x_{n\\_steps}`, shape ``(n,)`` or ``(batch, n)``.
+        """
+        y = _check_batch(y, "y", self.operator.m, self.steps)
+        return self._unroll(y, _check_n_steps(n_steps, self.T, self.T))
+
+    def _data_loss(self, x_true: torch.Tensor, y: torch.Tensor, n_layers: int):
+        """MSE of :math:`x_{n\\_layers}(y)` against ``x_true``."""
+        return (self._unroll(y, n_layers) - x_true).square().mean()
+
+    def extra_repr(self) -> str:
+        return f"T={self.T}, lam={self.lam:g}, learn_thresholds={self.thresholds is not None}"

@@ -22,7 +22,14 @@ from torch import nn
 
 from stepsize._validation import check_array, check_int, describe
 
-__all__ = ["CallableOperator", "DenseOperator", "DiagonalOperator", "Operator", "as_operator"]
+__all__ = [
+    "CallableOperator",
+    "DenseOperator",
+    "DiagonalOperator",
+    "Operator",
+    "as_operator",
+    "gram_matrix",
+]
 
 
 class Operator(nn.Module):
@@ -272,3 +279,43 @@ def as_operator(operator, *, dtype: torch.dtype | None = None) -> Operator:
         "operator must be a dense matrix, a scipy LinearOperator, or a stepsize.unfolding "
         f"Operator (DiagonalOperator, CallableOperator), got {describe(operator)}"
     )
+
+
+def gram_matrix(operator, *, block: int = 256) -> np.ndarray:
+    r"""The Gram matrix :math:`W = A^\top A` (n x n, float64) of any operator.
+
+    A dense matrix gives ``A.T @ A`` in float64; a diagonal operator ``diag(lambda)``; any other
+    operator (sparse, ``LinearOperator``, callable) is applied to the rows of the identity in
+    blocks of ``block`` rows (n applications of A and of A^T in all), so it costs n matvecs and
+    O(n^2) memory. The result is symmetrized.
+
+    Args:
+        operator: anything :func:`as_operator` accepts.
+        block: rows of the identity per application.
+
+    Returns:
+        float64 array of shape ``(n, n)``.
+
+    >>> gram_matrix(np.array([[1.0, 0.0], [1.0, 2.0]])).tolist()
+    [[2.0, 2.0], [2.0, 4.0]]
+    """
+    operator = as_operator(operator)
+    block = check_int(block, "block", low=1)
+    if isinstance(operator, DenseOperator):
+        matrix = operator.matrix.detach().cpu().to(torch.float64).numpy()
+        return matrix.T @ matrix
+    if isinstance(operator, DiagonalOperator):
+        return np.diag(operator.eigenvalues.detach().cpu().to(torch.float64).numpy())
+    reference = operator.reference()
+    dtype = reference.dtype if reference is not None else torch.float64
+    device = reference.device if reference is not None else None
+    n, rows = operator.n, []
+    with torch.no_grad():
+        for start in range(0, n, block):
+            stop = min(start + block, n)
+            probe = torch.zeros(stop - start, n, dtype=dtype, device=device)
+            probe[torch.arange(stop - start), torch.arange(start, stop)] = 1.0
+            image = operator.adjoint(operator.apply(probe))
+            rows.append(image.detach().cpu().to(torch.float64).numpy())
+    gram = np.vstack(rows)
+    return 0.5 * (gram + gram.T)
