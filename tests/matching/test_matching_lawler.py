@@ -113,3 +113,18 @@ def test_history_and_starts():
 def test_bad_lawler_inputs(call, error, message):
     with pytest.raises(error, match=message):
         call()
+
+
+def test_lawler_benchmark_section():
+    pytest.importorskip("pygmtools")
+    pytest.importorskip("threadpoolctl")
+    from stepsize.benchmarks.matching import lawler_benchmark
+
+    out = lawler_benchmark(8, (0, 3), 2, seed=0, repeats=1)
+    summary = {(r["outliers"], r["method"]): r for r in out["summary"]}
+    assert len(summary) == 10 and len(out["rows"]) == 20
+    for count in (0, 3):
+        # Our IPFP on pygmtools' own K reaches pygmtools' IPFP objective (same method).
+        assert summary[(count, "ours ipfp")]["objective"] == pytest.approx(
+            summary[(count, "pygm ipfp")]["objective"], rel=1e-9)
+    assert summary[(0, "ours apfp")]["accuracy"] == summary[(0, "pygm rrwm")]["accuracy"] == 1.0

@@ -15,7 +15,8 @@ The ``qaplib`` section (config key ``qaplib``; off in ``--quick``) solves the QA
 of ``../shared/data/qaplib/`` up to ``max_n`` as scipy defines the QAP (``maximize=False``) with
 apfp and scipy's FAQ, one start and five starts each, and reports the relative gap to the
 best-known value and the CPU time (``time.process_time``, one BLAS thread). It also runs alone:
-:func:`qaplib_benchmark`.
+:func:`qaplib_benchmark`. The ``lawler`` section (:func:`lawler_benchmark`; off in ``--quick``)
+passes pygmtools' own Lawler affinities with outliers to ``match_lawler`` and to RRWM.
 """
 
 from __future__ import annotations
@@ -49,6 +50,7 @@ QUICK = {
     "pygm_budget_bytes": 200_000_000,
     "threads": 1,
     "qaplib": None,
+    "lawler": None,
 }
 
 # Sized to finish well within half an hour on 2 shared cores (docs/matching.md has the measured
@@ -77,6 +79,7 @@ FULL = {
     "pygm_budget_bytes": 200_000_000,
     "threads": 1,
     "qaplib": {"dir": None, "max_n": 50, "starts": [1, 5]},
+    "lawler": {"inliers": 20, "outliers": [0, 4, 10], "seeds": 5},
 }
 
 # Where the QAPLIB instances live: ../shared/data/qaplib next to the repository.
@@ -235,6 +238,11 @@ def run(config: dict[str, Any], seed: int) -> dict[str, Any]:
         qaplib = qaplib_benchmark(options.get("dir") or QAPLIB_DIR, max_n=options["max_n"],
                                   starts=options["starts"], seed=seed,
                                   threads=config["threads"])
+    lawler = None
+    if config.get("lawler"):
+        options = config["lawler"]
+        lawler = lawler_benchmark(options["inliers"], options["outliers"], options["seeds"],
+                                  seed=seed, threads=config["threads"])
     goals = _goals(rows, memory)
     tables = [
         table(
@@ -254,11 +262,87 @@ def run(config: dict[str, Any], seed: int) -> dict[str, Any]:
             note=goals["memory_note"],
         ),
     ]
-    if qaplib is not None:
-        tables.append(qaplib["table"])
-    return {"rows": rows, "memory": memory, "goals": goals, "tables": tables,
-            "qaplib": None if qaplib is None else {k: v for k, v in qaplib.items()
-                                                   if k != "table"}}
+    extras = {}
+    for name, section in (("qaplib", qaplib), ("lawler", lawler)):
+        if section is not None:
+            tables.append(section["table"])
+        extras[name] = None if section is None else {k: v for k, v in section.items()
+                                                     if k != "table"}
+    return {"rows": rows, "memory": memory, "goals": goals, "tables": tables, **extras}
+
+
+def lawler_benchmark(inliers: int = 20, outliers=(0, 4, 10), seeds: int = 5, *, seed: int = 0,
+                     threads: int = 1, repeats: int = 3) -> dict[str, Any]:
+    """Lawler affinities with outliers: ``match_lawler`` vs pygmtools RRWM on the same ``K``.
+
+    Pairs ``outlier_pair(inliers, k, deformation=0.05)``; ``K`` is built by
+    ``pygmtools.utils.build_aff_mat`` from the edge weights with
+    ``gaussian_aff_fn(sigma=0.15)`` and passed unchanged to every method (RRWM and pygmtools'
+    IPFP followed by ``hungarian``, numpy backend). Reports mean inlier accuracy, mean
+    ``vec(X)^T K vec(X)`` and median wall time (affinity construction excluded: shared).
+    """
+    import functools
+
+    import pygmtools
+
+    from stepsize.benchmarks._timing import median_time, pinned_threads
+    from stepsize.matching import match_lawler, matching_accuracy
+    from stepsize.matching.generators import outlier_pair
+    from stepsize.report import table
+
+    pygmtools.set_backend("numpy")
+    affinity = functools.partial(pygmtools.utils.gaussian_aff_fn, sigma=0.15)
+
+    def ours(method):
+        return lambda K, n: match_lawler(K, n, n, method=method).col_ind
+
+    def peer(name):
+        def solve(K, n):
+            soft = getattr(pygmtools.classic_solvers, name)(K, n, n)
+            return pygmtools.hungarian(soft).argmax(axis=1)
+
+        return solve
+
+    methods = {"ours apfp": ours("apfp"), "ours asm": ours("asm"), "ours ipfp": ours("ipfp"),
+               "pygm rrwm": peer("rrwm"), "pygm ipfp": peer("ipfp")}
+    rows = []
+    with pinned_threads(threads), warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        warnings.filterwarnings("ignore", category=RuntimeWarning, module="pygmtools")
+        for count in outliers:
+            for offset in range(seeds):
+                A, B, truth = outlier_pair(inliers, count, deformation=0.05, seed=seed + offset)
+                edges_a, edges_b = np.argwhere(A), np.argwhere(B)
+                K = pygmtools.utils.build_aff_mat(
+                    None, A[tuple(edges_a.T)][:, None], edges_a, None,
+                    B[tuple(edges_b.T)][:, None], edges_b, edge_aff_fn=affinity)
+                n = A.shape[0]
+                for name, solve in methods.items():
+                    seconds, col_ind = median_time(functools.partial(solve, K, n),
+                                                   repeats=repeats, warmup=min(repeats - 1, 1))
+                    X = np.zeros((n, n))
+                    X[np.arange(n), col_ind] = 1.0
+                    v = X.reshape(-1, order="F")
+                    rows.append({"outliers": count, "seed": seed + offset, "method": name,
+                                 "accuracy": matching_accuracy(col_ind, truth),
+                                 "objective": float(v @ K @ v), "time": seconds})
+    summary = []
+    for count in outliers:
+        for name in methods:
+            mine = [r for r in rows if r["outliers"] == count and r["method"] == name]
+            summary.append({"outliers": count, "method": name,
+                            "accuracy": float(np.mean([r["accuracy"] for r in mine])),
+                            "objective": float(np.mean([r["objective"] for r in mine])),
+                            "time": float(np.median([r["time"] for r in mine]))})
+    report = table(
+        f"Lawler affinities (pygmtools build_aff_mat), {inliers} inliers + outliers",
+        ["outliers", "method", "inlier accuracy", "vec(X)^T K vec(X)", "time s"],
+        [[r["outliers"], r["method"], r["accuracy"], r["objective"], r["time"]]
+         for r in summary],
+        note=f"mean over {seeds} pairs; time: median over pairs of the median of {repeats} "
+             f"runs",
+    )
+    return {"rows": rows, "summary": summary, "table": report}
 
 
 def _qaplib_methods(starts: list[int]) -> dict[str, Any]:
