@@ -23,6 +23,7 @@ from stepsize.matching import (
     edge_correctness,
     gradient,
     match_graphs,
+    match_lawler,
     matching_accuracy,
     objective,
     score_matching,
@@ -128,6 +129,21 @@ MATCHING = [
      r"^A must have real edge weights"),
     ("complex K", lambda: match_graphs(A3, A3, A3 * 1j), TypeError, r"^K must be real"),
     ("NaN A", lambda: match_graphs(A3 * np.nan, A3), ValueError, r"^A must be finite"),
+    # issue 17: restarts, seeds, the QAP direction, the Lawler form
+    ("n_init 0", lambda: match_graphs(A3, A3, n_init=0), ValueError,
+     r"^n_init must be >= 1, got 0"),
+    ("n_init float", lambda: match_graphs(A3, A3, n_init=2.0), TypeError,
+     r"^n_init must be an integer"),
+    ("seed pair repeated", lambda: match_graphs(A3, A3, seeds=[[0, 1], [2, 1]]), ValueError,
+     r"^seeds: node 1 of B is seeded twice"),
+    ("seed out of range", lambda: match_graphs(A3, A3, seeds=[[3, 0]]), ValueError,
+     r"^seeds: node 3 of A is out of range \[0, 3\)"),
+    ("seeds as two index arrays", lambda: match_graphs(A3, A3, seeds=([0, 1, 2], [2, 1, 0])),
+     ValueError, r"^seeds must be an \(m, 2\) array of pairs"),
+    ("maximize text", lambda: match_graphs(A3, A3, maximize="no"), TypeError,
+     r"^maximize must be True or False"),
+    ("lawler K of the wrong size", lambda: match_lawler(np.eye(8), 3, 3), ValueError,
+     r"^K must have shape \(n1 n2, n1 n2\) = \(9, 9\), got \(8, 8\)"),
 ]
 
 MATCHING_TORCH = [
