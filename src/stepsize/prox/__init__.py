@@ -13,7 +13,6 @@ from stepsize.prox.gaussian_mle import (
     gaussian_mle_objective,
     sample_moments,
 )
-from stepsize.prox.operator import MatrixPerspective
 from stepsize.prox.perspective import (
     PerspectiveProxInfo,
     matrix_perspective,
@@ -33,3 +32,13 @@ __all__ = [
     "prox_matrix_perspective",
     "sample_moments",
 ]
+
+
+def __getattr__(name: str):
+    # MatrixPerspective subclasses pyproximal.ProxOperator when PyProximal is installed; it is
+    # built on first access so that importing stepsize.prox does not import PyProximal
+    if name == "MatrixPerspective":
+        from stepsize.prox import operator
+
+        return operator.MatrixPerspective
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
