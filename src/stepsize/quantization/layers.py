@@ -9,6 +9,7 @@ Reference: Esser et al., "Learned Step Size Quantization", ICLR 2020.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterable, Iterator
 
 import torch
@@ -19,10 +20,13 @@ from stepsize._validation import describe
 from stepsize.quantization.quantizer import GradScale, LSQQuantizer, check_bits
 
 __all__ = [
+    "FLOAT_LAYER_TYPES",
     "QUANTIZABLE_TYPES",
     "QuantConv1d",
     "QuantConv2d",
     "QuantLinear",
+    "float_layers",
+    "forward_order",
     "quant_layers",
     "quantize_model",
     "step_size_parameters",
@@ -175,11 +179,65 @@ QUANTIZABLE_TYPES: dict[type[nn.Module], type[nn.Module]] = {
 }
 _QUANT_TYPES = tuple(QUANTIZABLE_TYPES.values())
 
+#: layers with weights that :func:`quantize_model` cannot quantize: it leaves them in float and
+#: warns, naming each (batch/layer/group norms are float by design and not listed)
+FLOAT_LAYER_TYPES: tuple[type[nn.Module], ...] = (
+    nn.MultiheadAttention, nn.RNNBase, nn.RNNCellBase, nn.Embedding, nn.EmbeddingBag,
+    nn.Bilinear, nn.Linear, nn.modules.conv._ConvNd,
+)
+
+
+class _QuantSubclassMixin(_QuantMixin):
+    """Quantization for a subclass of ``nn.Linear`` / ``nn.Conv1d`` / ``nn.Conv2d`` (timm's
+    ``Conv2dSame``, torch's ``NonDynamicallyQuantizableLinear``, ...), whose own ``forward`` may
+    pad, reshape or call a functional op on ``self.weight``.
+
+    ``forward(x)`` runs the subclass's ``forward`` on ``Q_x(x)`` with ``self.weight`` read as
+    ``Q_w(W)``: the weight entry of ``_parameters`` is swapped for the quantized tensor during
+    the call (as ``torch.func.functional_call`` does) and restored afterwards, so the gradient
+    reaches ``W`` and both step sizes. Zero padding inside the subclass commutes with ``Q_x``
+    (0 is a code).
+    """
+
+    def forward(self, x, *args, **kwargs):
+        weight = self._parameters["weight"]
+        quantized = self.weight_quantizer(weight)
+        self._parameters["weight"] = quantized
+        try:
+            return super().forward(self.input_quantizer(x), *args, **kwargs)
+        finally:
+            self._parameters["weight"] = weight
+
+
+_SUBCLASS_TYPES: dict[type[nn.Module], type[nn.Module]] = {}
+
+
+def _quantized_subclass(cls: type[nn.Module]) -> type[nn.Module]:
+    """The quantized class of a float subclass ``cls``: ``Quant<cls>(_QuantSubclassMixin, cls)``."""
+    if cls not in _SUBCLASS_TYPES:
+        _SUBCLASS_TYPES[cls] = type(
+            f"Quant{cls.__name__}", (_QuantSubclassMixin, cls),
+            {"__module__": __name__, "__doc__": f"{cls.__name__} with LSQ quantizers."},
+        )
+    return _SUBCLASS_TYPES[cls]
+
+
+def _convert(module: nn.Module, **quantization) -> nn.Module:
+    """The quantized version of a float Conv1d/Conv2d/Linear or subclass (shares its tensors)."""
+    if type(module) in QUANTIZABLE_TYPES:
+        return QUANTIZABLE_TYPES[type(module)].from_float(module, **quantization)
+    # a subclass: its constructor signature is unknown, so the module changes class in place
+    module.__class__ = _quantized_subclass(type(module))
+    module._attach_quantizers(**{**_LAYER_DEFAULTS, **quantization})
+    module.weight_quantizer.to(module.weight.device)
+    module.input_quantizer.to(module.weight.device)
+    return module
+
 
 def quant_layers(model: nn.Module) -> Iterator[tuple[str, nn.Module]]:
     """``(name, layer)`` for every quantized layer of ``model`` in registration order."""
     for name, module in model.named_modules():
-        if isinstance(module, _QUANT_TYPES):
+        if isinstance(module, _QuantMixin):
             yield name, module
 
 
@@ -190,6 +248,150 @@ def step_size_parameters(model: nn.Module) -> Iterator[nn.Parameter]:
             yield from module.parameters(recurse=False)
 
 
+def _candidates(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    """Float ``nn.Linear`` / ``nn.Conv1d`` / ``nn.Conv2d`` layers and their subclasses, minus the
+    output projections of ``nn.MultiheadAttention`` (whose forward reads their weight directly)."""
+    attention = {f"{n}.out_proj" if n else "out_proj"
+                 for n, m in model.named_modules() if isinstance(m, nn.MultiheadAttention)}
+    return [
+        (n, m) for n, m in model.named_modules()
+        if isinstance(m, tuple(QUANTIZABLE_TYPES)) and not isinstance(m, _QuantMixin)
+        and n not in attention and not isinstance(m.weight, nn.parameter.UninitializedParameter)
+    ]
+
+
+def _call_order_by_hooks(model, layers, example_inputs) -> list[str]:
+    order: list[str] = []
+    handles = [m.register_forward_pre_hook(lambda module, args, name=n: order.append(name))
+               for n, m in layers]
+    modes = [(m, m.training) for m in model.modules()]
+    try:
+        model.eval()  # no batch-norm statistics update, no dropout
+        with torch.no_grad():
+            model(*example_inputs) if isinstance(example_inputs, tuple) else model(example_inputs)
+    finally:
+        for handle in handles:
+            handle.remove()
+        for module, mode in modes:
+            module.training = mode
+    return list(dict.fromkeys(order))
+
+
+def _call_order_by_fx(model, layers) -> list[str] | None:
+    import torch.fx
+
+    leaves = {id(m) for _, m in layers}
+
+    class _Tracer(torch.fx.Tracer):
+        def is_leaf_module(self, module, qualified_name):
+            return id(module) in leaves or super().is_leaf_module(module, qualified_name)
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            graph = _Tracer().trace(model)
+    except Exception:  # noqa: BLE001 - any failure of symbolic tracing means "order unknown"
+        return None
+    names = {n for n, _ in layers}
+    return list(dict.fromkeys(
+        node.target for node in graph.nodes if node.op == "call_module" and node.target in names
+    ))
+
+
+def forward_order(model: nn.Module, example_inputs=None) -> list[str]:
+    """Names of the float Conv1d/Conv2d/Linear layers of ``model`` in the order a forward pass
+    calls them (the order that decides the first and last layer in :func:`quantize_model`).
+
+    With ``example_inputs`` (a tensor, or a tuple of positional arguments) the model runs once in
+    eval mode under ``no_grad`` with a pre-hook on every layer (modes are restored afterwards);
+    without, the order is read from a ``torch.fx`` symbolic trace. Layers a forward pass does
+    not call are left out. If tracing fails, registration order is returned with a warning.
+
+    Example:
+        >>> from torch import nn
+        >>> class StemLast(nn.Module):           # the stem is registered after the body
+        ...     def __init__(self):
+        ...         super().__init__()
+        ...         self.body, self.head = nn.Linear(8, 8), nn.Linear(8, 2)
+        ...         self.stem = nn.Linear(4, 8)
+        ...     def forward(self, x):
+        ...         return self.head(self.body(self.stem(x)).relu())
+        >>> forward_order(StemLast())
+        ['stem', 'body', 'head']
+    """
+    layers = _candidates(model)
+    if example_inputs is not None:
+        return _call_order_by_hooks(model, layers, example_inputs)
+    order = _call_order_by_fx(model, layers)
+    if order is None:
+        warnings.warn(
+            f"torch.fx could not trace {type(model).__name__}, so its first and last layers are "
+            "taken in registration order; pass example_inputs to quantize_model to use the "
+            "order of a forward pass", UserWarning, stacklevel=3,
+        )
+        order = [n for n, _ in layers]
+    return order
+
+
+_FLOAT_REASONS = (
+    (nn.MultiheadAttention, "attention projections computed from raw weights"),
+    (nn.RNNBase, "recurrent layer"),
+    (nn.RNNCellBase, "recurrent cell"),
+    (nn.Embedding, "embedding lookup"),
+    (nn.EmbeddingBag, "embedding lookup"),
+    (nn.Module, "no quantized version"),
+)
+
+
+def float_layers(model: nn.Module, skip: Iterable[str] = ()) -> list[tuple[str, str]]:
+    """``(name, description)`` of every layer with weights that is not quantized.
+
+    Layers of :data:`FLOAT_LAYER_TYPES` (attention, recurrent, embedding, bilinear, conv and
+    linear layers) that are not quantized, except those named in ``skip`` and those inside a
+    listed or quantized layer; normalization layers are not listed.
+
+    >>> from torch import nn
+    >>> float_layers(nn.Sequential(nn.Embedding(10, 4), nn.Linear(4, 2)))
+    [('0', 'Embedding (embedding lookup)'), ('1', 'Linear (no quantized version)')]
+    """
+    skip = set(skip)
+    found: list[tuple[str, str]] = []
+    covered: list[str] = []
+    for name, module in model.named_modules():
+        if any(name.startswith(prefix + ".") for prefix in covered):
+            continue
+        if isinstance(module, _QuantMixin) or name in skip:
+            covered.append(name)
+            continue
+        if isinstance(module, FLOAT_LAYER_TYPES):
+            reason = next(text for kind, text in _FLOAT_REASONS if isinstance(module, kind))
+            if isinstance(module, tuple(QUANTIZABLE_TYPES)) and reason == "no quantized version":
+                reason = "not converted"
+            found.append((name, f"{type(module).__name__} ({reason})"))
+            covered.append(name)
+    return found
+
+
+def _disable_transformer_fast_paths(model: nn.Module) -> None:
+    """Make ``nn.TransformerEncoderLayer`` / ``nn.TransformerEncoder`` run their Python path.
+
+    In eval mode under ``no_grad`` both have a fused "fast path"
+    (``torch._transformer_encoder_layer_fwd``, nested tensors) that reads ``linear1.weight``,
+    ``linear2.weight`` and the attention weights directly and never calls the layers' forward,
+    so it would skip the quantizers. The layer takes the fast path only when
+    ``activation_relu_or_gelu`` is nonzero (an attribute read nowhere else; the Python path calls
+    ``self.activation``), and the encoder converts to nested tensors only when
+    ``use_nested_tensor`` is true: both are cleared on modules holding a quantized layer.
+    """
+    for module in model.modules():
+        if not any(isinstance(m, _QuantMixin) for m in module.modules()):
+            continue
+        if isinstance(module, nn.TransformerEncoderLayer):
+            module.activation_relu_or_gelu = 0
+        elif isinstance(module, nn.TransformerEncoder):
+            module.use_nested_tensor = False
+
+
 def quantize_model(
     model: nn.Module,
     bits: int = 4,
@@ -197,16 +399,27 @@ def quantize_model(
     *,
     activation_bits: int | None = None,
     exclude: Iterable[str] = (),
+    example_inputs=None,
     **quantization,
 ) -> nn.Module:
-    """Swap every ``nn.Conv1d``, ``nn.Conv2d`` and ``nn.Linear`` of ``model`` for its quantized
-    version, in place.
+    """Swap every ``nn.Conv1d``, ``nn.Conv2d`` and ``nn.Linear`` of ``model`` (subclasses
+    included) for its quantized version, in place.
 
-    The first and last quantizable layers (in registration order, which is the forward order of
-    ``nn.Sequential`` models) get ``first_last_bits`` for weights and inputs, as in the paper
-    (8-bit); ``first_last_bits=None`` leaves them in full precision. Every other layer gets ``bits``
-    for weights and ``activation_bits`` (default ``bits``) for its input. Batch norm, biases and
-    all other modules are left in full precision. Step sizes initialize on the first forward pass.
+    The first and last quantizable layers in forward order (:func:`forward_order`: a hooked
+    forward pass on ``example_inputs``, else a ``torch.fx`` trace) get ``first_last_bits`` for
+    weights and inputs, as in the paper (8-bit); ``first_last_bits=None`` leaves them in full
+    precision. Every other layer gets ``bits`` for weights and ``activation_bits`` (default
+    ``bits``) for its input. Batch norm, biases and all other modules are left in full precision.
+    Step sizes initialize on the first forward pass.
+
+    Subclasses of the three layer types (timm's ``Conv2dSame``, ...) keep their own ``forward``,
+    run on quantized inputs and weights (:class:`_QuantSubclassMixin`). Layers with weights that
+    stay in float (``nn.MultiheadAttention`` and its ``out_proj``, LSTM/GRU/RNN, Embedding,
+    Conv3d, transposed convolutions, ...) are named in one ``UserWarning``; the layers in
+    ``exclude`` and, with ``first_last_bits=None``, the first and last layer are float on
+    purpose and not warned about. ``nn.TransformerEncoderLayer`` / ``nn.TransformerEncoder``
+    modules holding a quantized layer have their fused eval-mode fast path disabled, since it
+    would read the float weights and skip the quantizers.
 
     Args:
         model: the float model (modified in place and returned).
@@ -215,6 +428,8 @@ def quantize_model(
         activation_bits: input bit width of the middle layers (default ``bits``).
         exclude: names (as in ``model.named_modules()``) of layers to leave in full precision;
             a single string is one name.
+        example_inputs: an input batch (a tensor, or a tuple of positional arguments) used once,
+            in eval mode without gradients, to find the forward order; default: torch.fx.
         **quantization: ``per_channel``, ``weight_init``, ``activation_init``, ``grad_scale``,
             ``activation_signed`` for every layer (see :class:`QuantLinear`).
 
@@ -243,31 +458,49 @@ def quantize_model(
     unknown = set(quantization) - set(_LAYER_DEFAULTS) - {"weight_bits"}
     if unknown or "weight_bits" in quantization:
         raise TypeError(f"quantize_model got unexpected keyword arguments {sorted(unknown)}")
+    if example_inputs is not None and not isinstance(example_inputs, (torch.Tensor, tuple)):
+        raise TypeError(
+            "example_inputs must be a tensor or a tuple of arguments, got "
+            f"{describe(example_inputs)}"
+        )
     exclude = {exclude} if isinstance(exclude, str) else set(exclude)  # one name, not its letters
-    candidates = [(n, m) for n, m in model.named_modules() if type(m) in QUANTIZABLE_TYPES]
+    candidates = _candidates(model)
     missing = exclude - {n for n, _ in candidates}
     if missing:
         raise ValueError(f"exclude names no quantizable layer: {sorted(missing)}")
     if not candidates:
+        left = float_layers(model)
         raise ValueError(
-            f"model {type(model).__name__} has no quantizable layer (nn.Conv1d, nn.Conv2d or "
-            "nn.Linear) left to quantize"
+            f"model {type(model).__name__} has no quantizable layer (nn.Conv1d, nn.Conv2d, "
+            "nn.Linear or a subclass) left to quantize"
+            + (f"; layers with weights it has: {left[:8]}" if left else "")
         )
-    first, last = candidates[0][0], candidates[-1][0]
+    order = forward_order(model, example_inputs) or [n for n, _ in candidates]
+    first, last = order[0], order[-1]
+    intended_float = set(exclude)
     for name, module in candidates:
         if name in exclude:
             continue
         if name in (first, last):
             if first_last_bits is None:
+                intended_float.add(name)
                 continue
             layer_bits = dict(weight_bits=first_last_bits, activation_bits=first_last_bits)
         else:
             layer_bits = dict(weight_bits=bits, activation_bits=activation_bits)
-        quantized = QUANTIZABLE_TYPES[type(module)].from_float(module, **layer_bits, **quantization)
+        quantized = _convert(module, **layer_bits, **quantization)
         parent_name, _, child = name.rpartition(".")
         setattr(model.get_submodule(parent_name) if parent_name else model, child, quantized)
     if not any(True for _ in quant_layers(model)):
         raise ValueError("quantize_model left every layer in full precision (check exclude)")
+    _disable_transformer_fast_paths(model)
+    left = float_layers(model, skip=intended_float)
+    if left:
+        listing = ", ".join(f"{name!r}: {text}" for name, text in left)
+        warnings.warn(
+            f"quantize_model left {len(left)} layer(s) with weights in full precision: {listing}",
+            UserWarning, stacklevel=2,
+        )
     return model
 
 

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import warnings
 from collections.abc import Callable
 
 import torch
@@ -318,10 +319,24 @@ class LSQQuantizer(nn.Module):
     ``forward`` (weights or the first training batch), by default to ``2 mean|v| / sqrt(Q_P)``.
     Its gradient is scaled by ``g = 1/sqrt(N Q_P)`` with ``N`` the number of elements sharing one
     step (for activations the whole batch tensor, as in the paper's pseudocode and torch's
-    ``_LearnableFakeQuantize``). ``s`` is clamped to at least float32 eps before every use, so it
-    stays positive. Every input is checked (a floating-point tensor, finite, on a device with
-    data): a NaN batch is refused, not quantized to NaN. Under ``torch.distributed`` the initial
-    step is averaged over processes, so all ranks start, and therefore stay, identical.
+    ``_LearnableFakeQuantize``).
+
+    Positivity: an optimizer step can drive ``s`` to zero or below (SGD with momentum on a small
+    batch does, on depthwise networks). Before every use ``s`` is projected back: an entry that
+    is not above float32 eps, or not finite, is replaced by half its value at the previous
+    forward pass (kept in the buffer ``previous_step``), never by eps itself. Clamping to eps
+    (what torch's ``_LearnableFakeQuantize`` does) saturates every code, whose step gradient
+    ``Q_P sum dL/dv_hat`` then throws ``s`` far off again; halving keeps the codes and the
+    gradient on the scale of the last good step. The projection changes only the value, not
+    the gradient formula.
+
+    Initialization needs a batch with information: a first batch whose entries are all equal
+    (all zeros from a shape check, a constant image) would fix the sign as unsigned and the
+    step at eps for good. Such a batch is passed through unquantized with a ``RuntimeWarning``
+    and initialization waits for the next non-constant one. Every input is checked (a
+    floating-point tensor, finite, on a device with data): a NaN batch is refused, not quantized
+    to NaN. Under ``torch.distributed`` the initial step is averaged over processes, so all ranks
+    start, and therefore stay, identical (a constant batch on any rank defers all ranks).
 
     Args:
         bits: bit width ``b`` in 2..16.
@@ -382,6 +397,8 @@ class LSQQuantizer(nn.Module):
         self.step_size = nn.Parameter(torch.ones(shape))
         self.offset = nn.Parameter(torch.zeros(shape)) if offset else None
         self.register_buffer("initialized", torch.tensor(False))
+        # the step size at the previous forward pass: the projection's fallback (see the class doc)
+        self.register_buffer("previous_step", torch.ones(shape))
         # -1: decided by the first batch; 0: unsigned; 1: signed. A buffer, so state_dict keeps it.
         self.register_buffer("signed_code", torch.tensor(-1 if signed is None else int(signed)))
 
@@ -447,6 +464,7 @@ class LSQQuantizer(nn.Module):
             step = initial_step_size(v, self.bits, self.signed, self.init, axis)
         step = _all_reduce_(step.to(self.step_size), "mean")
         self.step_size.copy_(step)
+        self.previous_step.copy_(step)
         if self.offset is not None:
             if shift is None:
                 shift = torch.zeros_like(self.offset)
@@ -459,16 +477,49 @@ class LSQQuantizer(nn.Module):
         elements = v.numel() // self.step_size.numel()
         return _resolve_grad_scale(self.grad_scale, elements, self.bounds[1])
 
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing, *args):
+        # state dicts written before ``previous_step`` existed: start it at the loaded step
+        key = prefix + "previous_step"
+        if key not in state_dict and prefix + "step_size" in state_dict:
+            state_dict[key] = state_dict[prefix + "step_size"].detach().clone()
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing, *args)
+
+    @torch.no_grad()
+    def _degenerate(self, v: torch.Tensor) -> bool:
+        """Whether ``v`` is constant (all entries equal) on this or any other process."""
+        constant = torch.tensor(float(bool(v.amax() == v.amin())), device=v.device)
+        return bool(_all_reduce_(constant, "max").item())
+
+    @torch.no_grad()
+    def project_step_size(self) -> None:
+        """Keep ``s`` positive: entries ``<= eps`` or not finite become half their previous value.
+
+        Called by :meth:`forward` before every use; see the class doc.
+        """
+        step, previous = self.step_size, self.previous_step
+        fallback = (previous * 0.5).clamp_(MIN_STEP_SIZE, MAX_STEP_SIZE)
+        good = (step > MIN_STEP_SIZE) & torch.isfinite(step)
+        step.copy_(torch.where(good, step, fallback))
+        previous.copy_(step)
+
     def forward(self, v: torch.Tensor) -> torch.Tensor:
         if not self.initialized:
+            v = self._check_input(v)
+            if self._degenerate(v):
+                warnings.warn(
+                    f"LSQQuantizer(bits={self.bits}) got a constant first batch (every entry "
+                    f"{float(v.flatten()[0])!r}, shape {tuple(v.shape)}): it passes through "
+                    "unquantized and the step size initializes on the next non-constant batch",
+                    RuntimeWarning, stacklevel=2,
+                )
+                return v
             self.initialize(v)
         elif not (torch.jit.is_tracing() or torch.compiler.is_compiling()):
             # a NaN batch after the first would otherwise come out as NaN; the check is one sum
             # (about 8% of the forward on 1M float32 entries, on CPU) and, on an accelerator, one
             # host sync; it is skipped where Python control flow cannot run (tracing, compiling)
             self._check_input(v)
-        with torch.no_grad():
-            self.step_size.clamp_(min=MIN_STEP_SIZE)
+        self.project_step_size()
         q_n, q_p = self.bounds
         g = _resolve_grad_scale(self.grad_scale, v.numel() // self.step_size.numel(), q_p)
         shape = self._step_shape(v)

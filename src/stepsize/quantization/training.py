@@ -8,9 +8,11 @@ full-precision teacher at temperature 1, with the standard and distillation loss
 
 Training checkpoints after every epoch (through :mod:`stepsize._checkpoint`: ``weights_only``
 loading, a content hash, atomic writes) and resumes from the checkpoint; the data order of each
-epoch depends only on ``(seed, epoch)``, so an interrupted and resumed run equals an uninterrupted
-one. The checkpoint records every setting that changes the result, including fingerprints of the
-data, the model's structure and the teacher, and refuses to resume a run with other ones. Under
+epoch depends only on ``(seed, epoch)`` and the checkpoint holds torch's global RNG state (which
+Dropout draws from), so an interrupted and resumed run equals an uninterrupted one (under
+torch.distributed the state saved is rank 0's, so there resumed dropout masks differ). The
+checkpoint records every setting that changes the result, including fingerprints of the data, the
+model's structure and the teacher, and refuses to resume a run with other ones. Under
 ``torch.distributed`` the model is wrapped in DDP, each process takes its share of every epoch's
 permutation, and only rank 0 writes the checkpoint.
 
@@ -108,6 +110,27 @@ def _epoch_batches(count: int, batch_size: int, seed: int, epoch: int, rank: int
     if padding:
         order = torch.cat([order, order[:padding]])
     return order[rank::world].split(batch_size)
+
+
+def _rng_state() -> dict:
+    """torch's global generator states (CPU, and CUDA if initialized) as plain tensors.
+
+    Dropout, stochastic depth and any other random module draw from them, so a resumed run
+    needs them to continue exactly as an uninterrupted one (the data order has its own seeded
+    generator).
+    """
+    state = {"cpu": torch.get_rng_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = list(torch.cuda.get_rng_state_all())
+    return state
+
+
+def _set_rng_state(state: dict | None) -> None:
+    if state is None:  # a checkpoint written before the RNG state was saved
+        return
+    torch.set_rng_state(state["cpu"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
 
 
 def _parameter_groups(model: nn.Module, weight_decay: float) -> list[dict]:
@@ -248,6 +271,7 @@ def train_model(
                 opt.load_state_dict(state["optimizer"])
                 result.epochs, result.steps = int(state["epoch"]), int(state["step"])
                 result.losses = [float(loss) for loss in state["losses"]]
+                _set_rng_state(state.get("rng"))
             result.resumed_from_epoch = result.epochs
 
     batches_per_epoch = len(_epoch_batches(len(inputs), batch_size, seed, 0, rank, world))
@@ -289,7 +313,8 @@ def train_model(
         if checkpoint_path is not None:
             if rank == 0:
                 state = dict(epoch=result.epochs, step=result.steps, losses=result.losses,
-                             model=base.state_dict(), optimizer=opt.state_dict())
+                             model=base.state_dict(), optimizer=opt.state_dict(),
+                             rng=_rng_state())
                 save_checkpoint(checkpoint_path, kind=_CHECKPOINT_KIND, settings=settings,
                                 state=state)
             if world > 1:

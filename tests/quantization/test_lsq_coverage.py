@@ -1,0 +1,324 @@
+"""Issue 16: no silent float paths (transformer fast path, constant first batch, layers left in
+float, first/last layer by forward order), positive step sizes under SGD, exact resume with
+Dropout, and torchvision architectures (skipped without torchvision)."""
+
+import copy
+import warnings
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from stepsize.quantization import (
+    LSQQuantizer,
+    initial_step_size,
+    quant_layers,
+    quantize_model,
+    step_size_parameters,
+    train_model,
+)
+from stepsize.quantization.layers import float_layers, forward_order
+
+
+# --- transformer fast path -------------------------------------------------------------------
+
+
+class _Tiny(nn.Module):
+    def __init__(self, encoder):
+        super().__init__()
+        self.embed, self.encoder, self.head = nn.Linear(6, 16), encoder, nn.Linear(16, 3)
+
+    def forward(self, x, mask=None):
+        if isinstance(self.encoder, nn.TransformerEncoder):
+            h = self.encoder(self.embed(x), src_key_padding_mask=mask)
+        else:
+            h = self.encoder(self.embed(x))
+        return self.head(h.mean(dim=1))
+
+
+def _encoder_layer():
+    return nn.TransformerEncoderLayer(16, 2, dim_feedforward=32, dropout=0.0, batch_first=True)
+
+
+def _slow_layer(layer, x):
+    """The Python path of TransformerEncoderLayer (norm_first=False), written out."""
+    x = layer.norm1(x + layer._sa_block(x, None, None))
+    return layer.norm2(x + layer._ff_block(x))
+
+
+def test_transformer_encoder_layer_fast_path_cannot_skip_the_quantizers():
+    model = _Tiny(_encoder_layer())
+    float_model = copy.deepcopy(model).eval()
+    with pytest.warns(UserWarning, match=r"'encoder\.self_attn': MultiheadAttention"):
+        quantize_model(model, bits=2)
+    x = torch.randn(8, 5, 6)
+    model(x)  # initializes the step sizes (train mode)
+    model.eval()
+    with torch.no_grad():
+        out = model(x)
+        explicit = model.head(_slow_layer(model.encoder, model.embed(x)).mean(dim=1))
+        reference = float_model(x)
+    torch.testing.assert_close(out, explicit, rtol=0, atol=1e-6)
+    # the quantizers do act: the float model (what the fast path computed) is far away
+    assert (out - reference).abs().max() > 0.05
+    assert model.encoder.linear1.weight_quantizer.bits == 2
+
+
+def test_transformer_encoder_nested_tensor_path_is_disabled():
+    encoder = nn.TransformerEncoder(_encoder_layer(), num_layers=2, enable_nested_tensor=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = quantize_model(_Tiny(encoder), bits=2)
+    x = torch.randn(4, 6, 6)
+    mask = torch.zeros(4, 6, dtype=torch.bool)
+    mask[:, 4:] = True  # padding: the condition under which the encoder builds nested tensors
+    model(x, mask)
+    model.eval()
+    with torch.no_grad():
+        out = model(x, mask)
+        torch.backends.mha.set_fastpath_enabled(False)  # torch's own switch: the Python path
+        try:
+            slow = model(x, mask)
+        finally:
+            torch.backends.mha.set_fastpath_enabled(True)
+    torch.testing.assert_close(out, slow, rtol=0, atol=1e-6)
+    assert encoder.use_nested_tensor is False
+    assert all(layer.activation_relu_or_gelu == 0 for layer in encoder.layers)
+
+
+# --- degenerate first batch ------------------------------------------------------------------
+
+
+def test_constant_first_batch_defers_initialization():
+    quantizer = LSQQuantizer(4, signed=None)
+    zeros = torch.zeros(8, 5)
+    with pytest.warns(RuntimeWarning, match="constant first batch"):
+        out = quantizer(zeros)
+    assert torch.equal(out, zeros) and not quantizer.is_initialized and quantizer.signed is None
+    with pytest.warns(RuntimeWarning, match="every entry 3.0"):
+        quantizer(torch.full((4,), 3.0))
+    batch = torch.randn(8, 5)
+    quantizer(batch)
+    assert quantizer.is_initialized and quantizer.signed is True
+    expected = initial_step_size(batch, 4, signed=True)
+    assert float(quantizer.step_size.detach()) == pytest.approx(float(expected), rel=1e-6)
+
+
+def test_shape_check_with_zeros_does_not_fix_the_first_layer():
+    """The issue's case: one forward with zeros, then normalised (signed) images."""
+    torch.manual_seed(0)
+    net = quantize_model(nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.Flatten(),
+                                       nn.Linear(4 * 6 * 6, 3)), bits=4)
+    with pytest.warns(RuntimeWarning, match="constant first batch"):
+        net(torch.zeros(2, 1, 8, 8))
+    images = torch.randn(16, 1, 8, 8)
+    net(images)
+    first = net[0].input_quantizer
+    assert first.signed is True  # was fixed to unsigned by the zeros
+    assert float(first.step_size) == pytest.approx(
+        float(initial_step_size(images, 8, signed=True)), rel=1e-6)
+    assert float(first.step_size) > 1e-3  # was 1.19e-7 (float32 eps) for good
+
+
+# --- step sizes stay positive ----------------------------------------------------------------
+
+
+def test_step_projection_halves_the_previous_step():
+    quantizer = LSQQuantizer(4, signed=True, init=0.5)
+    quantizer(torch.randn(10))
+    for bad in (-2.0, 0.0, float("nan")):
+        previous = float(quantizer.step_size)
+        with torch.no_grad():
+            quantizer.step_size.fill_(bad)
+        out = quantizer(torch.randn(10))
+        assert float(quantizer.step_size) == previous / 2 and torch.isfinite(out).all()
+    with torch.no_grad():
+        quantizer.step_size.fill_(0.3)  # a positive step is left as it is
+    quantizer(torch.randn(10))
+    assert float(quantizer.step_size) == pytest.approx(0.3)
+
+
+def test_state_dict_without_previous_step_still_loads():
+    quantizer = LSQQuantizer(4, signed=True, init=0.5)
+    quantizer(torch.randn(10))
+    state = {k: v for k, v in quantizer.state_dict().items() if k != "previous_step"}
+    other = LSQQuantizer(4, signed=True)
+    other.load_state_dict(state)
+    assert float(other.previous_step) == 0.5
+
+
+def _depthwise_net():
+    layers = [nn.Conv2d(3, 16, 3, 2, 1, bias=False), nn.BatchNorm2d(16), nn.ReLU6()]
+    for cin, cout, stride in ((16, 24, 2), (24, 32, 1), (32, 32, 2)):
+        layers += [nn.Conv2d(cin, cin, 3, stride, 1, groups=cin, bias=False),
+                   nn.BatchNorm2d(cin), nn.ReLU6(),
+                   nn.Conv2d(cin, cout, 1, bias=False), nn.BatchNorm2d(cout), nn.ReLU6()]
+    layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(0.2), nn.Linear(32, 10)]
+    return nn.Sequential(*layers)
+
+
+# --- coverage: subclasses, layers left in float, forward order --------------------------------
+
+
+class _Conv2dSame(nn.Conv2d):
+    """timm's Conv2dSame in short: its own forward pads "same" and calls F.conv2d on self.weight."""
+
+    def forward(self, x):
+        pad_h = max((-(-x.shape[-2] // self.stride[0]) - 1) * self.stride[0]
+                    + self.kernel_size[0] - x.shape[-2], 0)
+        pad_w = max((-(-x.shape[-1] // self.stride[1]) - 1) * self.stride[1]
+                    + self.kernel_size[1] - x.shape[-1], 0)
+        x = F.pad(x, [pad_w // 2, pad_w - pad_w // 2, pad_h // 2, pad_h - pad_h // 2])
+        return F.conv2d(x, self.weight, self.bias, self.stride, 0, self.dilation, self.groups)
+
+
+class _ScaledLinear(nn.Linear):
+    """A Linear subclass that only adds an attribute (forward inherited)."""
+
+    scale = 2.0
+
+
+def test_subclasses_of_conv_and_linear_are_quantized_with_their_own_forward():
+    model = nn.Sequential(nn.Conv2d(2, 4, 3, padding=1), nn.ReLU(), _Conv2dSame(4, 4, 3, 2),
+                          nn.ReLU(), nn.Flatten(), _ScaledLinear(4 * 4 * 4, 8), nn.ReLU(),
+                          nn.Linear(8, 3))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # nothing is left in float, so no warning
+        quantize_model(model, bits=3)
+    assert [name for name, _ in quant_layers(model)] == ["0", "2", "5", "7"]
+    assert isinstance(model[2], _Conv2dSame) and type(model[2]).__name__ == "Quant_Conv2dSame"
+    assert model[2].weight_quantizer.bits == 3 and model[5].scale == 2.0
+    x = torch.randn(6, 2, 7, 7)
+    model(x)
+    same, linear = model[2], model[5]
+    h = torch.relu(model[0](x))
+    expected = _Conv2dSame.forward(same, same.input_quantizer(h))  # float weight: compare below
+    with torch.no_grad():
+        weight = same.weight.detach().clone()
+        qw = same.weight_quantizer(weight)
+        same.weight.copy_(qw)  # the float forward with the quantized weight written in
+        expected = _Conv2dSame.forward(same, same.input_quantizer(h))
+        same.weight.copy_(weight)
+    torch.testing.assert_close(same(h), expected, rtol=0, atol=1e-6)
+    assert same.weight is not qw and isinstance(same.weight, nn.Parameter)  # restored
+    # gradients reach the float weight and both step sizes of the subclass layer
+    model(x).square().sum().backward()
+    assert same.weight.grad.abs().sum() > 0
+    assert same.weight_quantizer.step_size.grad != 0 and same.input_quantizer.step_size.grad != 0
+    z = torch.randn(6, 64)
+    torch.testing.assert_close(
+        linear(z), F.linear(linear.input_quantizer(z), linear.quantized_weight(), linear.bias))
+    state = copy.deepcopy(model).state_dict()
+    assert "2.weight_quantizer.step_size" in state and "2.weight" in state
+
+
+def test_layers_left_in_float_are_named_in_one_warning():
+    class Mixed(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.embed = nn.Embedding(20, 8)
+            self.lstm = nn.LSTM(8, 8, batch_first=True)
+            self.attn = nn.MultiheadAttention(8, 2, batch_first=True)
+            self.head = nn.Linear(8, 2)
+
+        def forward(self, tokens):
+            h, _ = self.lstm(self.embed(tokens))
+            h, _ = self.attn(h, h, h)
+            return self.head(h.mean(dim=1))
+
+    model = Mixed()
+    with pytest.warns(UserWarning) as record:
+        quantize_model(model, bits=4)
+    messages = [str(w.message) for w in record if "full precision" in str(w.message)]
+    assert len(messages) == 1
+    for text in ("'embed': Embedding", "'lstm': LSTM", "'attn': MultiheadAttention"):
+        assert text in messages[0]
+    assert "out_proj" not in messages[0]  # part of 'attn', which is named
+    assert type(model.attn.out_proj) is nn.modules.linear.NonDynamicallyQuantizableLinear
+    assert [name for name, _ in quant_layers(model)] == ["head"]
+    assert float_layers(model) == [("embed", "Embedding (embedding lookup)"),
+                                   ("lstm", "LSTM (recurrent layer)"),
+                                   ("attn", "MultiheadAttention (attention projections computed "
+                                            "from raw weights)")]
+    # excluded layers, and first/last kept float on purpose, are not warned about
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        quantize_model(nn.Sequential(nn.Linear(4, 4), nn.Linear(4, 4), nn.Linear(4, 2)),
+                       first_last_bits=None)
+    only_attention = nn.Sequential(nn.MultiheadAttention(8, 2))
+    with pytest.raises(ValueError, match=r"no quantizable layer.*MultiheadAttention"):
+        quantize_model(only_attention)
+
+
+class _StemLast(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.body, self.head, self.stem = nn.Linear(8, 8), nn.Linear(8, 2), nn.Linear(4, 8)
+
+    def forward(self, x):
+        return self.head(self.body(self.stem(x)).relu())
+
+
+class _Branchy(_StemLast):
+    def forward(self, x):
+        if x.sum() > 0:  # data-dependent control flow: torch.fx cannot trace this
+            x = -x
+        return super().forward(x)
+
+
+def _bits(model):
+    return {name: layer.weight_quantizer.bits for name, layer in quant_layers(model)}
+
+
+def test_first_and_last_layers_follow_the_forward_order():
+    assert forward_order(_StemLast()) == ["stem", "body", "head"]
+    assert _bits(quantize_model(_StemLast(), bits=2)) == {"body": 2, "head": 8, "stem": 8}
+    x = torch.randn(3, 4)
+    with pytest.warns(UserWarning, match="registration order"):
+        fallback = quantize_model(_Branchy(), bits=2)
+    assert _bits(fallback) == {"body": 8, "head": 2, "stem": 8}
+    model = _Branchy()
+    model.train()
+    dropout_free = quantize_model(model, bits=2, example_inputs=x)
+    assert _bits(dropout_free) == {"body": 2, "head": 8, "stem": 8}
+    assert model.training and all(m.training for m in model.modules())  # modes restored
+    with pytest.raises(TypeError, match="example_inputs"):
+        quantize_model(_StemLast(), example_inputs=[x])
+
+
+# --- exact resume with Dropout ---------------------------------------------------------------
+
+
+def test_resume_with_dropout_equals_uninterrupted_run(tmp_path):
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(32, 3, 8, 8, generator=generator)
+    y = torch.randint(0, 10, (32,), generator=generator)
+
+    def fresh(seed):
+        torch.manual_seed(seed)
+        return quantize_model(_depthwise_net(), bits=4)
+
+    settings = dict(epochs=3, lr=0.01, batch_size=8, progress=False, seed=2)
+    torch.manual_seed(7)
+    reference = fresh(1)
+    train_model(reference, (x, y), **settings)
+
+    class Interrupt(Exception):
+        pass
+
+    def stop(step, model):
+        if step == 10:  # inside the third epoch
+            raise Interrupt
+
+    path = tmp_path / "run.pt"
+    interrupted = fresh(1)
+    with pytest.raises(Interrupt):
+        train_model(interrupted, (x, y), checkpoint=path, callback=stop, **settings)
+    resumed = fresh(1)
+    torch.manual_seed(12345)  # another global RNG state: the checkpoint's must be used
+    result = train_model(resumed, (x, y), checkpoint=path, **settings)
+    assert result.resumed_from_epoch == 2
+    for (name, a), b in zip(reference.state_dict().items(), resumed.state_dict().values(),
+                            strict=True):
+        assert torch.equal(a, b), name
