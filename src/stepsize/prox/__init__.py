@@ -3,9 +3,11 @@ a PyProximal-style operator and the constrained Gaussian MLE that uses the prox.
 
     phi(Omega, eta) = 1/2 eta^T Omega^+ eta  (Omega PSD, eta in its range; +inf otherwise)
 
-Main entry: ``prox_matrix_perspective(X, y, sigma) -> (Omega, eta)``.
+Main entry: ``prox_matrix_perspective(X, y, sigma) -> (Omega, eta)``; for stacks of small
+problems ``prox_matrix_perspective_batch(X, y, sigma)`` with ``X`` of shape ``(b, p, p)``.
 """
 
+from stepsize.prox.batch import BatchProxInfo, prox_matrix_perspective_batch
 from stepsize.prox.certificates import KKTResiduals, kkt_residuals, project_conjugate_domain
 from stepsize.prox.gaussian_mle import (
     GaussianMLEResult,
@@ -20,6 +22,7 @@ from stepsize.prox.perspective import (
 )
 
 __all__ = [
+    "BatchProxInfo",
     "GaussianMLEResult",
     "KKTResiduals",
     "MatrixPerspective",
@@ -30,6 +33,7 @@ __all__ = [
     "matrix_perspective",
     "project_conjugate_domain",
     "prox_matrix_perspective",
+    "prox_matrix_perspective_batch",
     "sample_moments",
 ]
 
