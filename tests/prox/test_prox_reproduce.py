@@ -20,6 +20,8 @@ TINY_EXPERIMENT = {
 TINY_BENCHMARK = {
     "compare_size": 6, "compare_instances": 1, "ours_repeats": 2, "peer_repeats": 1,
     "sizes": [100, 120], "size_instances": 1, "size_repeats": 1, "threads": [1],
+    "sweep_instances": 10, "ratio_exponents": [-300, -20, 0, 20, 80, 300], "ratio_instances": 1,
+    "batch_sizes": [5], "batch_count": 20, "batch_repeats": 1,
 }
 
 
@@ -50,4 +52,9 @@ def test_benchmark_runs_and_reports(tmp_path):
     floor = result["eigh_floor"]
     assert set(floor["best_possible_speedup"]) == set(result["comparison"]) - {
         "stepsize prox_matrix_perspective"}
+    for name, record in result["robustness"].items():
+        assert record["crashes"] == record["nan"] == record["not_converged"] == 0, name
+        assert record["max_kkt"] <= 1e-9 and record["max_steps"] <= 16, name
+        assert record["asymptote_error"] <= 1e-13, name
+    assert result["batch"][5]["max_difference"] <= 1e-10
     assert entry.plot(result, tmp_path)[0].exists()
