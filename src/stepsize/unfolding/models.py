@@ -41,9 +41,11 @@ __all__ = ["UnfoldedGD", "UnfoldedISTA", "UnfoldedPSOR", "soft_threshold"]
 
 
 def _initial_values(init, T: int, name: str) -> np.ndarray:
-    """A constant or a length-T array of finite initial values, as float64."""
+    """A constant or a length-T array of finite initial values, as a new float64 array (a copy:
+    the parameter built from it must not share memory with the caller's array, which training
+    would otherwise overwrite)."""
     if isinstance(init, (np.ndarray, torch.Tensor, list, tuple)):
-        return checked_array(init, name, shape=(T,))
+        return np.array(checked_array(init, name, shape=(T,)), dtype=np.float64, copy=True)
     return np.full(T, check_real(init, name))
 
 

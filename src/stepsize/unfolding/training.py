@@ -436,7 +436,8 @@ class _Batches:
                 raise ValueError(f"data must be a pair (x, y), got a {type(data).__name__} of "
                                  f"length {len(data)}")
             x, y = data
-        elif hasattr(data, "__getitem__") and hasattr(data, "__len__"):
+        elif (hasattr(data, "__getitem__") and hasattr(data, "__len__")
+              and not isinstance(data, (str, bytes, np.ndarray, torch.Tensor))):
             x, y = self._stack_dataset(data)
         else:
             raise TypeError("data must be a pair (x, y) of arrays or tensors, a map-style torch "
@@ -479,7 +480,8 @@ class _Batches:
         if x.shape[0] != y.shape[0] or x.shape[0] == 0:
             raise ValueError(f"{name} x and y must hold the same positive number of samples, "
                              f"got {x.shape[0]} and {y.shape[0]}")
-        return (x.detach().to(self.dtype, self.device), y.detach().to(self.dtype, self.device))
+        return (x.detach().to(device=self.device, dtype=self.dtype),
+                y.detach().to(device=self.device, dtype=self.dtype))
 
     def seek(self, position: int) -> None:
         self.position = 0
