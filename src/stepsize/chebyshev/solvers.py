@@ -164,6 +164,8 @@ def _column_norms(X):
         import torch
 
         return torch.linalg.vector_norm(X, dim=0).cpu().numpy().astype(np.float64)
+    if X.ndim == 2 and X.shape[1] == 1 and X.dtype == np.float64:  # one column: BLAS ddot
+        return np.array([np.sqrt(np.dot(X[:, 0], X[:, 0]))])
     if X.ndim == 2:  # einsum avoids the temporary of X * X
         return np.sqrt(np.einsum("ij,ij->j", X, X, dtype=np.float64))
     return np.linalg.norm(X, axis=0).astype(np.float64)
@@ -199,6 +201,8 @@ def _residual(W, c, x, out):
 
 
 def _dot_columns(X, Y):
+    if X.ndim == 1 and isinstance(X, np.ndarray):
+        return np.dot(X, Y)
     return (X * Y).sum(0)
 
 
@@ -586,11 +590,21 @@ def _pcg_estimate(W, c, x, r, precondition, steps):
         _check_positive(rz_next, r, z, "M", "r^T M r")
         beta = rz_next / (rz + (rz == 0) * tiny)
         p = z + beta * p
-        alphas.append(_to_numpy(alpha).reshape(-1))
-        betas.append(_to_numpy(beta).reshape(-1))
+        alphas.append(alpha)
+        betas.append(beta)
         rz = rz_next
         yield x, r
-    return _ritz_interval(np.array(alphas), np.array(betas))
+    return _ritz_interval(_stacked(alphas), _stacked(betas))
+
+
+def _stacked(values) -> np.ndarray:
+    """Per-step scalars or per-column vectors as a (steps, columns) float64 array (one transfer
+    from the device for torch)."""
+    if values and _is_torch(values[0]):
+        import torch
+
+        return _to_numpy(torch.stack([v.reshape(-1) for v in values]))
+    return np.asarray(values, dtype=np.float64).reshape(len(values), -1)
 
 
 def preconditioned_spectrum(W, M=None, *, max_matvecs=15, seed=None) -> Spectrum:
@@ -642,6 +656,10 @@ def _check_positive(values, left, right, name, what, strict=False):
 
     The norms that scale the rounding allowance are computed only when a value is suspect.
     """
+    if not _is_torch(values):
+        smallest = np.min(values)
+        if smallest > 0 or (not strict and smallest == 0):
+            return
     values = _to_numpy(values).reshape(-1)
     if values.min() > 0 or (not strict and values.min() == 0):
         return
