@@ -3,6 +3,7 @@ float, first/last layer by forward order), positive step sizes under SGD, exact 
 Dropout, and torchvision architectures (skipped without torchvision)."""
 
 import copy
+import math
 import warnings
 
 import pytest
@@ -19,7 +20,6 @@ from stepsize.quantization import (
     train_model,
 )
 from stepsize.quantization.layers import float_layers, forward_order
-
 
 # --- transformer fast path -------------------------------------------------------------------
 
@@ -116,9 +116,9 @@ def test_shape_check_with_zeros_does_not_fix_the_first_layer():
     net(images)
     first = net[0].input_quantizer
     assert first.signed is True  # was fixed to unsigned by the zeros
-    assert float(first.step_size) == pytest.approx(
+    assert float(first.step_size.detach()) == pytest.approx(
         float(initial_step_size(images, 8, signed=True)), rel=1e-6)
-    assert float(first.step_size) > 1e-3  # was 1.19e-7 (float32 eps) for good
+    assert float(first.step_size.detach()) > 1e-3  # was 1.19e-7 (float32 eps) for good
 
 
 # --- step sizes stay positive ----------------------------------------------------------------
@@ -133,8 +133,14 @@ def test_step_projection_halves_the_previous_step():
             quantizer.step_size.fill_(bad)
         out = quantizer(torch.randn(10))
         assert float(quantizer.step_size) == previous / 2 and torch.isfinite(out).all()
+    previous = float(quantizer.step_size)
     with torch.no_grad():
-        quantizer.step_size.fill_(0.3)  # a positive step is left as it is
+        quantizer.step_size.fill_(100.0)  # training mode: at most a factor 2 per step
+    quantizer(torch.randn(10))
+    assert float(quantizer.step_size) == 2 * previous
+    quantizer.eval()
+    with torch.no_grad():
+        quantizer.step_size.fill_(0.3)  # eval mode: a positive step is left as it is
     quantizer(torch.randn(10))
     assert float(quantizer.step_size) == pytest.approx(0.3)
 
@@ -322,3 +328,89 @@ def test_resume_with_dropout_equals_uninterrupted_run(tmp_path):
     for (name, a), b in zip(reference.state_dict().items(), resumed.state_dict().values(),
                             strict=True):
         assert torch.equal(a, b), name
+
+
+def _eps_clamp(quantizer):
+    """The pre-issue-16 rule (and torch's _LearnableFakeQuantize's): clamp s to float32 eps."""
+    with torch.no_grad():
+        quantizer.step_size.clamp_(min=torch.finfo(torch.float32).eps)
+
+
+def test_overshooting_sgd_step_keeps_codes_in_use(monkeypatch):
+    """The failure mode: one SGD step drives a depthwise layer's weight step below zero."""
+    torch.manual_seed(0)
+    layer = nn.Sequential(nn.Conv2d(8, 8, 5, padding=2, groups=8, bias=False), nn.BatchNorm2d(8))
+    nn.init.kaiming_normal_(layer[0].weight, mode="fan_out")  # tiny depthwise weights
+    model = quantize_model(nn.Sequential(nn.Conv2d(3, 8, 1), layer, nn.Flatten(),
+                                         nn.Linear(8 * 6 * 6, 4)), bits=4)
+    x = torch.randn(8, 3, 6, 6)
+    model(x)
+    quantizer = model[1][0].weight_quantizer
+    step = float(quantizer.step_size.detach())
+    optimizer = torch.optim.SGD([quantizer.step_size], lr=0.01, momentum=0.9)
+    quantizer.step_size.grad = torch.tensor(3 * step / 0.01)  # the update overshoots to -2 s
+    optimizer.step()
+    assert float(quantizer.step_size.detach()) == pytest.approx(-2 * step)
+    model(x)
+    assert float(quantizer.step_size.detach()) == pytest.approx(step / 2)
+    codes = model[1][0].weight / quantizer.step_size
+    assert (codes.abs() < 7).float().mean() > 0.5  # most weights keep an unsaturated code
+    # the eps rule saturates every code of the layer: its output is then ~1e-6 of the input
+    monkeypatch.setattr(LSQQuantizer, "project_step_size", _eps_clamp)
+    with torch.no_grad():
+        quantizer.step_size.fill_(-2 * step)
+    model(x)
+    codes = model[1][0].weight / quantizer.step_size
+    assert (codes.abs() >= 7).all()
+
+
+# --- torchvision architectures (skipped without torchvision) ---------------------------------
+
+
+def test_efficientnet_b0_trains_without_nan_where_the_eps_clamp_diverged(monkeypatch):
+    """Issue 16's failure: efficientnet_b0, batch 8, lr 0.01, 4 bits; NaN within the first steps
+    with the eps clamp (checked here too, so the test can fail), finite losses now."""
+    from conftest import import_torchvision
+
+    models = import_torchvision()
+
+    def run():
+        torch.manual_seed(0)
+        net = models.efficientnet_b0(num_classes=10)
+        x, y = torch.randn(40, 3, 32, 32), torch.randint(0, 10, (40,))
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # no layer left in float
+            quantize_model(net, bits=4, example_inputs=x[:2])
+        steps = []
+        result = train_model(net, (x, y), epochs=1, lr=0.01, batch_size=8, progress=False,
+                             callback=lambda step, m: steps.append(min(
+                                 float(p.detach().min()) for p in step_size_parameters(m))))
+        return result, min(steps)
+
+    result, lowest = run()
+    assert all(map(math.isfinite, result.losses)) and result.steps == 5
+    assert lowest < 0  # an SGD update did drive a step size below zero: the projection caught it
+    monkeypatch.setattr(LSQQuantizer, "project_step_size", _eps_clamp)
+    with pytest.raises((FloatingPointError, ValueError), match="NaN|finite"):
+        run()
+
+
+def test_torchvision_models_convert_with_forward_order_and_no_float_layers():
+    from conftest import import_torchvision
+
+    models = import_torchvision()
+    torch.manual_seed(0)
+    x = torch.randn(2, 3, 32, 32)
+    for builder, first, last in ((models.mobilenet_v2, "features.0.0", "classifier.1"),
+                                 (models.resnet18, "conv1", "fc")):
+        net = builder(num_classes=5)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            quantize_model(net, bits=3)
+        bits = _bits(net)
+        assert bits[first] == 8 and bits[last] == 8
+        assert sorted(set(bits.values())) == [3, 8] and list(bits.values()).count(8) == 2
+        net(x)
+        net.eval()
+        with torch.no_grad():
+            assert torch.isfinite(net(x)).all()

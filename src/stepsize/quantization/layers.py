@@ -292,10 +292,15 @@ def _call_order_by_fx(model, layers) -> list[str] | None:
             graph = _Tracer().trace(model)
     except Exception:  # noqa: BLE001 - any failure of symbolic tracing means "order unknown"
         return None
-    names = {n for n, _ in layers}
-    return list(dict.fromkeys(
-        node.target for node in graph.nodes if node.op == "call_module" and node.target in names
-    ))
+    # a torch.nn module that fx keeps as a leaf (TransformerEncoderLayer, ...) stands for the
+    # layers inside it, taken in registration order
+    names = [n for n, _ in layers]
+    order: list[str] = []
+    for node in graph.nodes:
+        if node.op == "call_module":
+            target = str(node.target)
+            order += [n for n in names if n == target or n.startswith(target + ".")]
+    return list(dict.fromkeys(order))
 
 
 def forward_order(model: nn.Module, example_inputs=None) -> list[str]:
@@ -304,8 +309,10 @@ def forward_order(model: nn.Module, example_inputs=None) -> list[str]:
 
     With ``example_inputs`` (a tensor, or a tuple of positional arguments) the model runs once in
     eval mode under ``no_grad`` with a pre-hook on every layer (modes are restored afterwards);
-    without, the order is read from a ``torch.fx`` symbolic trace. Layers a forward pass does
-    not call are left out. If tracing fails, registration order is returned with a warning.
+    without, the order is read from a ``torch.fx`` symbolic trace (a torch.nn module that fx
+    keeps whole, such as ``nn.TransformerEncoderLayer``, contributes its layers in registration
+    order). Layers a forward pass does not call are left out. If tracing fails, registration
+    order is returned with a warning.
 
     Example:
         >>> from torch import nn
@@ -352,7 +359,7 @@ def float_layers(model: nn.Module, skip: Iterable[str] = ()) -> list[tuple[str, 
 
     >>> from torch import nn
     >>> float_layers(nn.Sequential(nn.Embedding(10, 4), nn.Linear(4, 2)))
-    [('0', 'Embedding (embedding lookup)'), ('1', 'Linear (no quantized version)')]
+    [('0', 'Embedding (embedding lookup)'), ('1', 'Linear (not converted)')]
     """
     skip = set(skip)
     found: list[tuple[str, str]] = []

@@ -365,6 +365,10 @@ class LSQQuantizer(nn.Module):
     CVPRW 2020) for the offset.
     """
 
+    #: in training mode, the most ``s`` may change by one optimizer step: a factor in
+    #: ``[1/max_change, max_change]`` from its value at the previous forward pass (None: no bound)
+    max_change: float | None = 2.0
+
     def __init__(
         self,
         bits: int,
@@ -500,6 +504,9 @@ class LSQQuantizer(nn.Module):
         fallback = (previous * 0.5).clamp_(MIN_STEP_SIZE, MAX_STEP_SIZE)
         good = (step > MIN_STEP_SIZE) & torch.isfinite(step)
         step.copy_(torch.where(good, step, fallback))
+        if self.training and self.max_change is not None:
+            low = (previous / self.max_change).clamp_(MIN_STEP_SIZE, MAX_STEP_SIZE)
+            step.copy_(torch.minimum(torch.maximum(step, low), previous * self.max_change))
         previous.copy_(step)
 
     def forward(self, v: torch.Tensor) -> torch.Tensor:
