@@ -316,7 +316,7 @@ def test_nonfinite_eigenvalues_are_refused():
 
 
 def test_trainers_reject_other_models():
-    with pytest.raises(TypeError, match="model must be an UnfoldedGD, UnfoldedISTA or UnfoldedPSOR"):
+    with pytest.raises(TypeError, match="must be an UnfoldedGD, UnfoldedISTA or UnfoldedPSOR"):
         train_incremental(torch.nn.Linear(2, 2))
     with pytest.raises(TypeError, match="model must be an UnfoldedGD"):
         train_expected_loss(UnfoldedPSOR(2, lambda x: x, np.zeros(2)))

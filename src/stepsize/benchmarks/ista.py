@@ -1,0 +1,249 @@
+"""Unfolded ISTA against ISTA and FISTA on Bernoulli-Gaussian sparse recovery (`stepsize bench
+ista`).
+
+The setting of the learned-ISTA literature (LISTA-CPSS, ALISTA, TISTA): n = 500 unknowns,
+m = 250 measurements, A with i.i.d. N(0, 1/m) entries and unit-norm columns, x* Bernoulli(0.1)
+times N(0, 1), y = A x* + noise at 40 dB SNR (noise variance p n / m * 10^(-4), the expected
+signal power per measurement over 10^4). Metric: NMSE = sum ||x_hat - x*||^2 / sum ||x*||^2 on
+fresh test samples, in dB.
+
+Methods, every one in float64 on the same test set:
+
+- ISTA and FISTA (Beck-Teboulle) with step 1/L, L = lambda_max(A^T A), at T and at 100
+  iterations; each gets its own best lambda from a grid on a validation set (a tuned peer, not
+  the plainest call);
+- the lasso solution itself (scikit-learn's coordinate-descent ``Lasso``, to tolerance 1e-10,
+  at FISTA-100's lambda): what ISTA and FISTA converge to;
+- ``UnfoldedISTA`` with T layers: learned steps (TISTA-like) and learned steps plus thresholds,
+  initialized at ISTA (1/L, lambda of the tuned ISTA-T), trained incrementally with Adam on a
+  fixed training set (float32 for speed, evaluated in float64).
+
+The goal of issue 14: T = 16 learned layers at least match FISTA's NMSE after 100 iterations, on
+3 seeds (the full configuration; ``--quick`` runs one seed with a shorter training).
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+
+from stepsize.benchmarks import Entry, register
+
+QUICK = {
+    "n": 500, "m": 250, "sparsity": 0.1, "snr_db": 40.0, "T": 16, "long_iterations": 100,
+    "train_samples": 4000, "validation_samples": 500, "test_samples": 1000,
+    "lambda_grid": [0.005, 0.01, 0.02, 0.04, 0.08, 0.16],
+    "batch_size": 128, "steps_per_generation": 40, "final_steps": 200, "lr": 1e-3,
+    "seeds": [0], "threads": 1, "lasso_samples": 50,
+}
+FULL = {**QUICK, "train_samples": 10000, "test_samples": 2000, "steps_per_generation": 150,
+        "final_steps": 1500, "seeds": [0, 1, 2], "lasso_samples": 200}
+
+
+def bernoulli_gaussian_problem(n: int, m: int, sparsity: float, snr_db: float, seed: int):
+    """The operator and a sampler of (x*, y) pairs.
+
+    Returns ``(A, draw, noise_std)``; ``draw(count)`` gives float64 arrays ``x`` (count, n),
+    ``y`` (count, m) from the problem's own random stream.
+
+    >>> A, draw, noise_std = bernoulli_gaussian_problem(20, 10, 0.1, 40.0, 0)
+    >>> A.shape, round(float(np.linalg.norm(A[:, 0])), 12), round(noise_std, 6)
+    ((10, 20), 1.0, 0.001414)
+    """
+    rng = np.random.default_rng(seed)
+    A = rng.normal(0.0, 1.0 / np.sqrt(m), size=(m, n))
+    A /= np.linalg.norm(A, axis=0)
+    noise_std = float(np.sqrt(sparsity * n / m * 10.0 ** (-snr_db / 10.0)))
+
+    def draw(count: int):
+        x = rng.binomial(1, sparsity, size=(count, n)) * rng.normal(size=(count, n))
+        y = x @ A.T + noise_std * rng.normal(size=(count, m))
+        return x, y
+
+    return A, draw, noise_std
+
+
+def _soft(v, threshold):
+    return np.sign(v) * np.maximum(np.abs(v) - threshold, 0.0)
+
+
+def ista(A, Y, lam: float, iterations: int, *, accelerated: bool = False) -> np.ndarray:
+    """ISTA (or FISTA) with step 1/L on row batches ``Y`` (count, m), from x_0 = 0.
+
+    >>> ista(np.eye(2), np.array([[2.0, 0.25]]), 0.5, 1).tolist()
+    [[1.5, 0.0]]
+    """
+    L = float(np.linalg.eigvalsh(A.T @ A)[-1])
+    x = np.zeros((Y.shape[0], A.shape[1]))
+    z, t = x, 1.0
+    for _ in range(iterations):
+        x_new = _soft(z + (Y - z @ A.T) @ A / L, lam / L)
+        if accelerated:
+            t_new = (1.0 + np.sqrt(1.0 + 4.0 * t * t)) / 2.0
+            z = x_new + (t - 1.0) / t_new * (x_new - x)
+            t = t_new
+        else:
+            z = x_new
+        x = x_new
+    return x
+
+
+def nmse_db(x_hat, x_true) -> float:
+    """10 log10(sum ||x_hat - x*||^2 / sum ||x*||^2).
+
+    >>> nmse_db(np.array([[1.1, 0.0]]), np.array([[1.0, 0.0]]))
+    -20.0
+    """
+    return float(10.0 * np.log10(np.sum((x_hat - x_true) ** 2) / np.sum(x_true**2)))
+
+
+def _best_lambda(A, validation, grid, iterations, accelerated):
+    x, y = validation
+    scores = [nmse_db(ista(A, y, lam, iterations, accelerated=accelerated), x) for lam in grid]
+    best = int(np.argmin(scores))
+    return float(grid[best]), scores
+
+
+def _train_unfolded(A, train, lam, config, learn_thresholds: bool, seed: int):
+    import torch
+
+    from stepsize.unfolding import UnfoldedISTA, train_incremental
+
+    operator = torch.as_tensor(A, dtype=torch.float32)
+    model = UnfoldedISTA(config["T"], operator, lam, learn_thresholds=learn_thresholds)
+    data = (torch.as_tensor(train[0], dtype=torch.float32),
+            torch.as_tensor(train[1], dtype=torch.float32))
+    settings = dict(data=data, batch_size=config["batch_size"], lr=config["lr"], seed=seed,
+                    progress=False)
+    began = time.perf_counter()
+    incremental = train_incremental(model, steps_per_generation=config["steps_per_generation"],
+                                    **settings)
+    final = train_incremental(model, steps_per_generation=config["final_steps"], generations=1,
+                              incremental=False, **settings)
+    seconds = time.perf_counter() - began
+    evaluation = UnfoldedISTA(config["T"], A, lam, init=final.steps.astype(np.float64),
+                              learn_thresholds=learn_thresholds)
+    if learn_thresholds:
+        with torch.no_grad():
+            evaluation.thresholds.copy_(torch.as_tensor(final.thresholds, dtype=torch.float64))
+    return evaluation, seconds, incremental.generation_loss + final.generation_loss
+
+
+def _lasso(A, Y, lam: float) -> np.ndarray:
+    from sklearn.linear_model import Lasso
+
+    # sklearn minimizes 1/(2m) ||y - A x||^2 + alpha ||x||_1: alpha = lam / m
+    solver = Lasso(alpha=lam / A.shape[0], fit_intercept=False, tol=1e-10, max_iter=100000)
+    return np.stack([solver.fit(A, y).coef_.copy() for y in Y])
+
+
+def _one_seed(config: dict, seed: int) -> dict:
+    import torch
+
+    A, draw, noise_std = bernoulli_gaussian_problem(
+        config["n"], config["m"], config["sparsity"], config["snr_db"], seed)
+    train = draw(config["train_samples"])
+    validation = draw(config["validation_samples"])
+    x_test, y_test = draw(config["test_samples"])
+    T, long = config["T"], config["long_iterations"]
+    grid = config["lambda_grid"]
+    rows, lambdas = {}, {}
+    for name, iterations, accelerated in [
+        (f"ISTA, {T} iterations", T, False), (f"FISTA, {T} iterations", T, True),
+        (f"ISTA, {long} iterations", long, False), (f"FISTA, {long} iterations", long, True),
+    ]:
+        lam, _ = _best_lambda(A, validation, grid, iterations, accelerated)
+        began = time.perf_counter()
+        estimate = ista(A, y_test, lam, iterations, accelerated=accelerated)
+        rows[name] = {"nmse_db": nmse_db(estimate, x_test), "lambda": lam, "layers": iterations,
+                      "seconds": time.perf_counter() - began}
+        lambdas[name] = lam
+    fista_lambda = lambdas[f"FISTA, {long} iterations"]
+    count = config["lasso_samples"]
+    lasso = _lasso(A, y_test[:count], fista_lambda)
+    rows["lasso solution (sklearn, tol 1e-10)"] = {
+        "nmse_db": nmse_db(lasso, x_test[:count]), "lambda": fista_lambda, "layers": None,
+        "seconds": None, "note": f"first {count} test samples",
+    }
+    ista_lambda = lambdas[f"ISTA, {T} iterations"]
+    for label, learn in [("steps", False), ("steps and thresholds", True)]:
+        model, seconds, losses = _train_unfolded(A, train, ista_lambda, config, learn, seed)
+        with torch.no_grad():
+            estimate = model(torch.as_tensor(y_test)).numpy()
+        rows[f"UnfoldedISTA, {T} layers, learned {label}"] = {
+            "nmse_db": nmse_db(estimate, x_test), "lambda": ista_lambda, "layers": T,
+            "train_s": seconds, "final_train_loss": losses[-1],
+            "steps": model.step_sizes.tolist(), "thresholds": model.threshold_values.tolist(),
+        }
+    return {"noise_std": noise_std, "methods": rows}
+
+
+def run(config: dict, seed: int) -> dict:
+    from stepsize.benchmarks._timing import pinned_threads
+    from stepsize.report import table
+
+    with pinned_threads(config["threads"]):
+        seeds = [seed + s for s in config["seeds"]]
+        per_seed = {str(s): _one_seed(config, s) for s in seeds}
+    names = list(next(iter(per_seed.values()))["methods"])
+    T, long = config["T"], config["long_iterations"]
+    rows = []
+    for name in names:
+        values = [per_seed[str(s)]["methods"][name]["nmse_db"] for s in seeds]
+        first = per_seed[str(seeds[0])]["methods"][name]
+        rows.append([name, first["layers"] if first["layers"] is not None else "-",
+                     ", ".join(f"{v:.2f}" for v in values), first["lambda"],
+                     first.get("train_s", "-")])
+    learned = f"UnfoldedISTA, {T} layers, learned steps and thresholds"
+    reference = f"FISTA, {long} iterations"
+    margins = [per_seed[str(s)]["methods"][reference]["nmse_db"]
+               - per_seed[str(s)]["methods"][learned]["nmse_db"] for s in seeds]
+    met = all(margin >= 0 for margin in margins)
+    tables = [
+        table(
+            f"Sparse recovery, n = {config['n']}, m = {config['m']}, Bernoulli-Gaussian "
+            f"p = {config['sparsity']}, SNR {config['snr_db']:g} dB; seeds {seeds}",
+            ["method", "layers", "test NMSE dB (per seed)", "lambda (seed 1)",
+             "train s (seed 1)"],
+            rows,
+            note="lambda: each ISTA/FISTA row's best on a validation set from "
+                 f"{config['lambda_grid']}; UnfoldedISTA starts at ISTA-{T}'s; training: "
+                 f"{config['train_samples']} samples, batch {config['batch_size']}, "
+                 f"{T} generations x {config['steps_per_generation']} Adam steps (lr "
+                 f"{config['lr']}) then {config['final_steps']} steps on all layers, float32",
+        ),
+        table(
+            "Goal of issue 14",
+            ["goal", "margin dB per seed (FISTA-100 minus learned)", "met"],
+            [[f"UnfoldedISTA, {T} layers, NMSE <= FISTA after {long} iterations, every seed",
+              ", ".join(f"{m:.2f}" for m in margins), met]],
+            note="met only when the learned layers' test NMSE is at or below FISTA's on every "
+                 "seed",
+        ),
+    ]
+    return {"per_seed": per_seed, "margins_db": margins, "goal_met": met, "tables": tables}
+
+
+def plot(result: dict, out_dir: Path) -> list[Path]:
+    from stepsize.report import new_figure, save_figure
+
+    fig, (ax,) = new_figure(width=8.0, height=6.0)
+    for seed, measured in result["per_seed"].items():
+        names = list(measured["methods"])
+        ax.barh([f"{name} (seed {seed})" for name in names],
+                [measured["methods"][name]["nmse_db"] for name in names])
+    ax.set_xlabel("test NMSE (dB)")
+    return [save_figure(fig, Path(out_dir) / "bench_ista.png")]
+
+
+register(Entry(
+    name="ista",
+    description="Unfolded ISTA (learned steps/thresholds) vs ISTA, FISTA and the lasso solution",
+    quick=QUICK,
+    full=FULL,
+    run=run,
+    plot=plot,
+    requires=("torch",),
+))
