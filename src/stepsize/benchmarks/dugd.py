@@ -192,6 +192,8 @@ def run(config: dict, seed: int) -> dict:
     speedup = extrapolated / measured["expected_loss"]["wall_s"]
     mse_ratio = notebook_steps_mse / measured["chebyshev_init"]["test_mse"]
     mse_ratio_reduced = measured["notebook"]["test_mse"] / measured["chebyshev_init"]["test_mse"]
+    # a speed-up counts only if (c) reached the loss it is timed to: the notebook's final MSE
+    reached = bool(measured["expected_loss"]["test_mse"] <= NOTEBOOK_TEST_MSE)
 
     labels = {
         "notebook": (f"(a) notebook procedure, dense float32, batch {config['notebook_batch_size']}"
@@ -227,14 +229,15 @@ def run(config: dict, seed: int) -> dict:
             ["goal", "ratio", "target", "met"],
             [
                 ["(c) reaches the notebook's final loss faster than (a), full settings",
-                 speedup, 100, speedup >= 100],
+                 speedup, 100, speedup >= 100 and reached],
                 ["(e) test MSE below the notebook's learned steps", mse_ratio, 10,
                  mse_ratio >= 10],
                 ["same, against our reduced-budget run of (a)", mse_ratio_reduced, 10,
                  mse_ratio_reduced >= 10],
             ],
             note=f"(c) ends at test MSE {measured['expected_loss']['test_mse']:.3g} (the notebook: "
-                 f"{NOTEBOOK_TEST_MSE:.3g}); our reduced run of (a) ends at "
+                 f"{NOTEBOOK_TEST_MSE:.3g}; the speed-up is 'met' only if (c) reaches it: "
+                 f"{'reached' if reached else 'NOT reached'}); our reduced run of (a) ends at "
                  f"{measured['notebook']['test_mse']:.3g} after "
                  f"{measured['notebook']['wall_s']:.3g} s, so it does not reach that loss",
         ),
@@ -247,6 +250,7 @@ def run(config: dict, seed: int) -> dict:
         "goal_speedup": speedup,
         "goal_mse_ratio": mse_ratio,
         "goal_mse_ratio_reduced": mse_ratio_reduced,
+        "goal_loss_reached": reached,
         "tables": tables,
     }
 
