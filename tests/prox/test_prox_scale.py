@@ -144,7 +144,7 @@ def test_tiny_psd_input_is_not_zero_region():
     y = 1e-20 * np.array([1.0, -1.0, 0.3])
     Omega, eta, info = prox_matrix_perspective(X, y, 1.0, return_info=True)
     assert not info.zero_region
-    np.testing.assert_allclose(Omega, X, rtol=1e-15, atol=0)
+    np.testing.assert_allclose(Omega, X, rtol=0, atol=1e-15 * np.abs(X).max())
     assert np.abs(eta).max() <= 1e-39
     # the same at a ratio of 1e-10 (the root finder, not the closed form; t* = sigma to
     # rounding, so no step is needed)

@@ -259,11 +259,13 @@ def secular_roots(
 def _model_step(poles, weights, k, k_other, delta, value, slope, lo, hi):
     """Root of the rational model at ``delta``: the one in ``[lo, hi]``, else the nearer one."""
     pole_weight = weights[k]
-    rest_value = value - pole_weight / delta
-    rest_slope = slope + pole_weight / delta**2
     gap = poles[k_other] - poles[k]
     two_poles = k_other != k
-    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+    # at ratios near 1e300 delta^2 can underflow: the model is then non-finite and the caller
+    # bisects
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore", under="ignore"):
+        rest_value = value - pole_weight / delta
+        rest_slope = slope + pole_weight / delta**2
         # two poles: c d^2 + (b_k^2 + w - c D) d - b_k^2 D = 0 with w from the slope of the rest
         distance = delta - gap
         far_weight = -rest_slope * distance**2

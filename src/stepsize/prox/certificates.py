@@ -141,29 +141,26 @@ def kkt_residuals(X, y, sigma, Omega, eta, *, rtol: float = 1e-10) -> KKTResidua
         + 0.5 * weight_dy * norm_dy * (norm_dy + norm_y + norm_eta),
     )
 
-    value, lowest, null_part = perspective_parts(Omega, eta, rtol)
+    # sigma phi directly: at ratios ~1e-140 phi's terms c^2 underflow, sigma phi's do not
+    weighted, lowest, null_part = perspective_parts(Omega, eta, rtol, weight=sigma)
+    value = weighted / sigma
     primal_infeasibility = _ratio(max(-lowest, 0.0), norm_Omega)
     range_residual = _ratio(null_part, norm_eta)
 
     pairing = float(np.sum(dX * Omega)) + float(dy @ eta)
     fenchel_young_gap = _ratio(
-        abs(pairing - sigma * value),
+        abs(pairing - weighted),
         (norm_X + norm_Omega) * float(np.linalg.norm(Omega)) + (norm_y + norm_eta) * norm_eta
-        + sigma * value,
+        + weighted,
     )
 
-    p = X.shape[0]
-    lifted = np.empty((p + 1, p + 1))
-    lifted[:p, :p] = Omega
-    lifted[:p, p] = lifted[p, :p] = eta / math.sqrt(2.0)
-    lifted[p, p] = value
-    multiplier = np.empty((p + 1, p + 1))
-    multiplier[:p, :p] = -dX
-    multiplier[:p, p] = multiplier[p, :p] = -dy / math.sqrt(2.0)
-    multiplier[p, p] = sigma
+    # <S, sigma Lambda> with S = [[Omega, eta/sqrt(2)], [., phi]], sigma Lambda = [[-dX,
+    # -dy/sqrt(2)], [., sigma]] is -(<dX, Omega> + dy^T eta - sigma phi): the Fenchel-Young
+    # numerator, here over ||S||_F times the size of (X, y, Omega, eta, sigma)
+    lifted_norm = math.sqrt(float(np.sum(Omega**2)) + float(eta @ eta) + value**2)
     lifted_complementarity = _ratio(
-        abs(float(np.sum(lifted * multiplier))),
-        float(np.linalg.norm(lifted))
+        abs(pairing - weighted),
+        lifted_norm
         * (float(np.linalg.norm(X)) + float(np.linalg.norm(Omega)) + norm_y + norm_eta + sigma),
     )
     return KKTResiduals(

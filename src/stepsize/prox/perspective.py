@@ -136,18 +136,20 @@ def perspective_value(Omega: np.ndarray, eta: np.ndarray, rtol: float = 1e-10) -
 
 
 def perspective_parts(
-    Omega: np.ndarray, eta: np.ndarray, rtol: float
+    Omega: np.ndarray, eta: np.ndarray, rtol: float, weight: float = 1.0
 ) -> tuple[float, float, float]:
-    """``(value on the range, smallest eigenvalue, ||eta part in the null space||)``.
+    """``(weight * value on the range, smallest eigenvalue, ||eta part in the null space||)``.
 
     The value is ``1/2 sum_{w_i > tau} c_i^2 / w_i`` with ``c = Q^T eta`` and ``tau = rtol *
-    max(w)``: the perspective of the projection of ``eta`` onto the numerical range.
+    max(w)``: the perspective of the projection of ``eta`` onto the numerical range. It is
+    summed as ``(c_i sqrt(weight / w_i))^2``, so that ``weight * value`` does not underflow when
+    ``c_i^2`` alone would.
     """
     w, Q = np.linalg.eigh(Omega)
     threshold = rtol * max(float(w[-1]), 0.0)
     c = Q.T @ eta
     null = w <= threshold
-    value = 0.5 * float(np.sum(c[~null] ** 2 / w[~null]))
+    value = 0.5 * float(np.sum((c[~null] * (np.sqrt(weight) / np.sqrt(w[~null]))) ** 2))
     return value, float(w[0]), float(np.linalg.norm(c[null]))
 
 
@@ -474,8 +476,9 @@ def _prox(X, y, sigma, method, tol, maxiter):
     sigma) 2^-k``, whose largest number lies in ``[1/2, 1)``, so no square or reciprocal below
     overflows or loses the data to underflow. The ratio ``r = D / sigma`` picks the regime:
 
-    * ``r < 2^-56``: the closed form ``Omega = Pi_+(X)``, ``eta = Omega y / sigma``, whose error
-      is at most ``||y||^2 / (2 sigma) + ||X|| ||y|| / sigma <= (1/2 + sqrt(p)) r D sqrt(p)``:
+    * ``r < 2^-56``: the closed form ``Omega = Pi_+(X + y y^T / (2 sigma))``, ``eta = Omega y /
+      sigma``, exact to first order in ``r`` (the optimality condition ``eta = Omega (Omega +
+      sigma I)^-1 y``); its error is ``O(r^2 D)``, and ``O(r D)`` bounds even ``(Pi_+(X), 0)``'s:
       below rounding;
     * ``r > 2^900``: ``sigma`` is raised to ``2^-900 D``, which moves the prox by ``O(D
       (sigma / D)^(1/3)) = O(2^-300 D)`` (the slowest rate, of an eigenvalue of ``Omega``
@@ -521,15 +524,17 @@ def _zero_region(info, p, sigma):
 
 
 def _large_sigma(info, X, y, sigma):
-    """``(Pi_+(X), Pi_+(X) y / sigma)`` for ``max|X, y| < 2^-56 sigma``, exact to rounding."""
+    """``Omega = Pi_+(X + y y^T / (2 sigma))``, ``eta = Omega y / sigma`` for ``max|X, y| <
+    2^-56 sigma``: exact to rounding, and to first order in ``||y||^2 / sigma`` (which keeps it
+    right relative to the answer when ``X`` is zero or negative semidefinite)."""
     shift = math.frexp(max(float(np.max(np.abs(X))), float(np.max(np.abs(y)))))[1]
     X_n, y_n = np.ldexp(X, -shift), np.ldexp(y, -shift)
-    w, Q = np.linalg.eigh(X_n)
+    ratio = math.ldexp(1.0, shift) / sigma  # < 2^-55: no overflow
+    w, Q = np.linalg.eigh(X_n + (0.5 * ratio) * np.outer(y_n, y_n))
     if w[-1] <= 0.0:
         return _zero_region(info, X.shape[0], sigma)
     Omega_n = (Q * np.maximum(w, 0.0)) @ Q.T
     Omega_n = 0.5 * (Omega_n + Omega_n.T)
-    ratio = math.ldexp(1.0, shift) / sigma  # < 2^-55: no overflow
     product = Omega_n @ y_n
     info.x = (np.ldexp(Omega_n, shift), np.ldexp(product * ratio, shift))
     # phi(Omega, eta) = 1/2 eta^T Omega^+ eta = 1/2 y^T Omega y / sigma^2 on the range of Omega
@@ -537,7 +542,8 @@ def _large_sigma(info, X, y, sigma):
     info.root = sigma - info.certificate
     info.residual = 0.0
     info.rank = int(np.sum(w > 0.0))
-    info.message = "sigma >= 2^56 max|X, y|: closed form (Pi_+(X), Pi_+(X) y / sigma)"
+    info.message = "sigma >= 2^56 max|X, y|: closed form Omega = Pi_+(X + y y^T / (2 sigma)), " \
+        "eta = Omega y / sigma"
     return info.x[0], info.x[1], info
 
 
@@ -621,6 +627,7 @@ def _find_root(h, method, sigma, target, maxiter, low, info, scale=1.0, low_is_b
         candidate = math.nan
         usable = method == "newton" and slope > 0 and mass > 0
         fitted = False
+        far_out = method == "newton" and mass > 0 and t < -4.0 * scale
         if usable and not far_below and last is not None:
             # the power law C |t - tau|^k through this point and the last one: the ratio
             # L = m / m' = (t - tau) / k is linear in t, so two values give k and tau
@@ -639,7 +646,7 @@ def _find_root(h, method, sigma, target, maxiter, low, info, scale=1.0, low_is_b
             pass
         elif usable and far_below:
             candidate = math.nan
-        elif method == "newton" and mass > 0 and t < -4.0 * scale:
+        elif far_out:
             # m ~ C |t|^-k: the exponent from the last far point (a secant of log m against
             # log |t|; m' itself underflows or cancels out here), else from m', else k = 2
             exponent = math.nan
@@ -672,7 +679,12 @@ def _find_root(h, method, sigma, target, maxiter, low, info, scale=1.0, low_is_b
             candidate, restarted_from = upper[0] - upper[1] / upper[2], upper[0]
         # the models can cycle (a two-point fit alternating about the root): when two steps
         # have not halved |h|, bisect once
-        slow = len(info.history) >= 3 and abs(value) > 0.5 * info.history[-3] * sigma
+        # (not against a flat lower end, whose |h| = sigma says nothing about progress)
+        slow = (
+            len(info.history) >= 3
+            and abs(value) > 0.5 * info.history[-3] * sigma
+            and not low_is_flat
+        )
         if slow and not bisected_last:
             candidate = math.nan
         candidate_is_step = low < candidate < high
