@@ -392,6 +392,11 @@ class UnfoldedISTA(nn.Module):
     so the untrained model *is* T iterations of ISTA. Trained incrementally like DUGD
     (:func:`~stepsize.unfolding.train_incremental` with ``data=(x, y)``).
 
+    With ``support_selection=(p, p_max)`` layer t keeps the :math:`\min(p(t+1), p_{\max})`
+    fraction of largest-magnitude entries of each sample unshrunk (LISTA-CPSS's "support
+    selection", Chen et al. 2018), so entries already found on the support lose the
+    :math:`\theta_t` bias; off by default (plain ISTA).
+
     Args:
         T: number of layers, ``T >= 1``.
         operator: ``A`` (m x n): dense array or tensor, scipy sparse matrix or ``LinearOperator``,
@@ -403,6 +408,8 @@ class UnfoldedISTA(nn.Module):
         chebyshev_interval: ``(lmin, lmax)`` for ``init="chebyshev"``; default the smallest
             positive and the largest eigenvalue of :math:`A^\top A`.
         chebyshev_order: order of the Chebyshev steps (default ``"fractal"``).
+        support_selection: None, or ``(p, p_max)`` with ``0 <= p <= p_max <= 1`` (LISTA-CPSS
+            uses (0.012, 0.13) for sparsity 0.1).
         dtype: dtype of the parameters (default: the operator's, else float64).
 
     Attributes:
@@ -429,11 +436,21 @@ class UnfoldedISTA(nn.Module):
         learn_thresholds: bool = False,
         chebyshev_interval: tuple[float, float] | None = None,
         chebyshev_order: str = "fractal",
+        support_selection: tuple[float, float] | None = None,
         dtype: torch.dtype | None = None,
     ):
         super().__init__()
         self.T = check_int(T, "T", low=1)
         self.lam = check_real(lam, "lam", low=0)
+        self.support_selection = None
+        if support_selection is not None:
+            if not isinstance(support_selection, (tuple, list)) or len(support_selection) != 2:
+                raise ValueError("support_selection must be None or a pair (p, p_max), got "
+                                 f"{describe(support_selection)}")
+            maximum = check_real(support_selection[1], "support_selection[1]", low=0, high=1)
+            increment = check_real(support_selection[0], "support_selection[0]", low=0,
+                                   high=maximum)
+            self.support_selection = (increment, maximum)
         if not isinstance(learn_thresholds, bool):
             raise TypeError(f"learn_thresholds must be a bool, got {describe(learn_thresholds)}")
         check_choice(chebyshev_order, "chebyshev_order", ORDERS)
@@ -495,7 +512,19 @@ class UnfoldedISTA(nn.Module):
         for t in range(n_steps):
             gradient_step = x + gammas[t] * self.operator.adjoint(rows - self.operator.apply(x))
             x = soft_threshold(gradient_step, thresholds[t])
+            kept = self._kept(t)
+            if kept:
+                magnitude = gradient_step.detach().abs()
+                cutoff = torch.topk(magnitude, kept, dim=1).values[:, -1:]
+                x = torch.where(magnitude >= cutoff, gradient_step, x)
         return x.reshape(shape)
+
+    def _kept(self, t: int) -> int:
+        """Entries per sample that layer t keeps unshrunk (support selection; 0 when off)."""
+        if self.support_selection is None:
+            return 0
+        increment, maximum = self.support_selection
+        return int(round(min(increment * (t + 1), maximum) * self.operator.n))
 
     def forward(self, y, n_steps: int | None = None) -> torch.Tensor:
         """Run the first ``n_steps`` layers (default all T) from :math:`x_0 = 0`.
@@ -515,4 +544,5 @@ class UnfoldedISTA(nn.Module):
         return (self._unroll(y, n_layers) - x_true).square().mean()
 
     def extra_repr(self) -> str:
-        return f"T={self.T}, lam={self.lam:g}, learn_thresholds={self.thresholds is not None}"
+        return (f"T={self.T}, lam={self.lam:g}, learn_thresholds={self.thresholds is not None}, "
+                f"support_selection={self.support_selection}")

@@ -295,6 +295,7 @@ def _common_config(model, kind, generations, steps_per_generation, lr, optimizer
     }
     if isinstance(model, UnfoldedISTA):
         config["lam"] = model.lam
+        config["support_selection"] = model.support_selection
     return config, generations, steps_per_generation, lr
 
 
