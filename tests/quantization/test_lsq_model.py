@@ -334,6 +334,42 @@ def test_onnx_export_runs_in_onnxruntime(trained, tmp_path):
     assert np.abs(out - fake).max() <= 1e-3 * np.abs(fake).max()
 
 
+def test_onnx_export_with_batch_norm_folded(trained, tmp_path):
+    """Issue 16: BN folded into the quantized convs (per-channel scale s_w gamma/sigma, int32 bias
+    codes at s_x s_w'), so onnxruntime sees DequantizeLinear -> Conv without BatchNormalization."""
+    ort = pytest.importorskip("onnxruntime")
+    onnx = pytest.importorskip("onnx")
+    net, x, _ = trained
+    path = export_onnx(net, tmp_path / "net.onnx", x[:2], fold_batch_norm=True)
+    graph = onnx.load(str(path)).graph
+    ops = [node.op_type for node in graph.node]
+    assert "BatchNormalization" not in ops and ops.count("Conv") == 3
+    assert ops.count("DequantizeLinear") == 4 + 4  # activations, weights; biases stay float
+    assert not {i.name for i in graph.input} - {"input"}  # no initializer as a graph input
+    # the exported graph is exact; onnxruntime's own optimizer rounds float conv biases to int32
+    # at s_x s_w (its bias quantization of DQ -> Conv), which flips some 3-bit codes, so the
+    # exactness check runs with graph optimizations off
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    out = session.run(None, {"input": x.numpy()})[0]
+    with torch.no_grad():
+        fake = net(x).numpy()
+    assert float((out.argmax(1) == fake.argmax(1)).mean()) >= 0.999
+    assert np.abs(out - fake).max() <= 1e-3 * np.abs(fake).max()
+    path = export_onnx(net, tmp_path / "codes.onnx", x[:2], fold_batch_norm=True,
+                       bias_codes=True)
+    ops = [node.op_type for node in onnx.load(str(path)).graph.node]
+    assert ops.count("DequantizeLinear") == 4 + 4 + 3  # activations, weights, int32 biases
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    out = session.run(None, {"input": x.numpy()})[0]
+    assert float((out.argmax(1) == fake.argmax(1)).mean()) >= 0.9  # measured 0.967: inexact
+    with pytest.raises(ValueError, match="bias_codes=True needs fold_batch_norm"):
+        export_onnx(net, tmp_path / "x.onnx", x[:2], bias_codes=True)
+    with pytest.raises(TypeError, match="fold_batch_norm"):
+        export_onnx(net, tmp_path / "x.onnx", x[:2], fold_batch_norm=1)
+
+
 def test_export_before_calibration_and_unsupported_models_are_refused(tmp_path):
     net = quantize_model(_conv_net(), 4)
     with pytest.raises(ValueError, match="layer '0' is not calibrated"):
