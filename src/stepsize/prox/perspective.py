@@ -149,7 +149,10 @@ def perspective_parts(
     threshold = rtol * max(float(w[-1]), 0.0)
     c = Q.T @ eta
     null = w <= threshold
-    value = 0.5 * float(np.sum((c[~null] * (np.sqrt(weight) / np.sqrt(w[~null]))) ** 2))
+    if weight == 1.0:
+        value = 0.5 * float(np.sum(c[~null] ** 2 / w[~null]))
+    else:
+        value = 0.5 * float(np.sum((c[~null] * (np.sqrt(weight) / np.sqrt(w[~null]))) ** 2))
     return value, float(w[0]), float(np.linalg.norm(c[null]))
 
 
