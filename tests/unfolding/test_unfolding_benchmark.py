@@ -1,5 +1,6 @@
 """The `dugd` benchmark end to end on a tiny budget (structure and the ratio arithmetic)."""
 
+import numpy as np
 import pytest
 
 pytest.importorskip("torch")
@@ -16,6 +17,7 @@ def test_dugd_benchmark_tiny_budget(tmp_path):
         "notebook_batch_size": 8, "notebook_steps_per_generation": 2,
         "notebook_full_batch_size": 50, "timing_layers": [1, 2],
         "eigenbasis_batch_size": 16, "eigenbasis_steps_per_generation": 2,
+        "deblur_n": 32, "deblur_T": [3], "deblur_steps_per_generation": 5,
     }
     result = entry.run(config, 0)
     methods = result["methods"]
@@ -38,3 +40,18 @@ def test_dugd_benchmark_tiny_budget(tmp_path):
     speed_row = result["tables"][1]["rows"][0]
     assert not speed_row[-1]
     assert all(p.exists() for p in entry.plot(result, tmp_path))
+    row = result["deblurring"]["rows"][3]
+    assert row["limit"] <= row["learned"] and row["limit"] <= row["constant"]
+    # 6 generations x 5 steps is far from the bound: the goal must not read "met"
+    assert row["learned"] > 1.02 * row["limit"] and result["goal_deblurring_met"] is False
+
+
+def test_best_gd_bound_is_attained_by_one_step():
+    """T = 1: the bound is min over gamma of a quadratic, reached by a single step."""
+    from stepsize.benchmarks.dugd import best_gd_loss, deblurring_problem
+    from stepsize.unfolding import UnfoldedGD, expected_loss
+
+    A, covariance = deblurring_problem(24)
+    grid = [expected_loss(UnfoldedGD(1, A, init=g), signal_covariance=covariance,
+                          noise_std=0.05) for g in np.linspace(0.5, 1.5, 2001)]
+    assert best_gd_loss(A, covariance, 0.05, 1) == pytest.approx(min(grid), rel=1e-6)
