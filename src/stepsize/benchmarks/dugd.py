@@ -38,7 +38,7 @@ NOTEBOOK_STEPS = [
 
 QUICK = {
     "deblur_n": 128, "deblur_T": [8, 16], "deblur_noise_std": 0.01, "deblur_lr": 0.02,
-    "deblur_steps_per_generation": 100,
+    "deblur_steps_per_generation": 250,
     "T": 25, "lr": 0.002, "chebyshev_init_lr": 5e-4, "init": 0.3, "generations": 25,
     "threads": 1, "test_samples": 2000,
     "notebook_batch_size": 200, "notebook_steps_per_generation": 4,
