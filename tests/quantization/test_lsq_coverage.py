@@ -128,21 +128,21 @@ def test_step_projection_halves_the_previous_step():
     quantizer = LSQQuantizer(4, signed=True, init=0.5)
     quantizer(torch.randn(10))
     for bad in (-2.0, 0.0, float("nan")):
-        previous = float(quantizer.step_size)
+        previous = quantizer.step_size.item()
         with torch.no_grad():
             quantizer.step_size.fill_(bad)
         out = quantizer(torch.randn(10))
-        assert float(quantizer.step_size) == previous / 2 and torch.isfinite(out).all()
-    previous = float(quantizer.step_size)
+        assert quantizer.step_size.item() == previous / 2 and torch.isfinite(out).all()
+    previous = quantizer.step_size.item()
     with torch.no_grad():
         quantizer.step_size.fill_(100.0)  # training mode: at most a factor 2 per step
     quantizer(torch.randn(10))
-    assert float(quantizer.step_size) == 2 * previous
+    assert quantizer.step_size.item() == 2 * previous
     quantizer.eval()
     with torch.no_grad():
         quantizer.step_size.fill_(0.3)  # eval mode: a positive step is left as it is
     quantizer(torch.randn(10))
-    assert float(quantizer.step_size) == pytest.approx(0.3)
+    assert quantizer.step_size.item() == pytest.approx(0.3)
 
 
 def test_state_dict_without_previous_step_still_loads():
@@ -377,7 +377,7 @@ def test_efficientnet_b0_trains_without_nan_where_the_eps_clamp_diverged(monkeyp
     def run():
         torch.manual_seed(0)
         net = models.efficientnet_b0(num_classes=10)
-        x, y = torch.randn(40, 3, 32, 32), torch.randint(0, 10, (40,))
+        x, y = torch.randn(24, 3, 32, 32), torch.randint(0, 10, (24,))
         with warnings.catch_warnings():
             warnings.simplefilter("error")  # no layer left in float
             quantize_model(net, bits=4, example_inputs=x[:2])
@@ -388,7 +388,7 @@ def test_efficientnet_b0_trains_without_nan_where_the_eps_clamp_diverged(monkeyp
         return result, min(steps)
 
     result, lowest = run()
-    assert all(map(math.isfinite, result.losses)) and result.steps == 5
+    assert all(map(math.isfinite, result.losses)) and result.steps == 3
     assert lowest < 0  # an SGD update did drive a step size below zero: the projection caught it
     monkeypatch.setattr(LSQQuantizer, "project_step_size", _eps_clamp)
     with pytest.raises((FloatingPointError, ValueError), match="NaN|finite"):
