@@ -55,3 +55,30 @@ def test_best_gd_bound_is_attained_by_one_step():
     grid = [expected_loss(UnfoldedGD(1, A, init=g), signal_covariance=covariance,
                           noise_std=0.05) for g in np.linspace(0.5, 1.5, 2001)]
     assert best_gd_loss(A, covariance, 0.05, 1) == pytest.approx(min(grid), rel=1e-6)
+
+
+def test_ista_benchmark_tiny_budget(tmp_path):
+    entry = BENCHMARKS.get("ista")
+    assert (entry.full["n"], entry.full["m"], entry.full["T"]) == (500, 250, 16)
+    assert entry.full["seeds"] == [0, 1, 2] and entry.full["snr_db"] == 40.0
+    config = {
+        **entry.quick, "n": 40, "m": 20, "T": 3, "long_iterations": 10, "train_samples": 64,
+        "validation_samples": 20, "test_samples": 30, "lambda_grid": [0.01, 0.1],
+        "batch_size": 16, "steps_per_generation": 2, "final_steps": 2, "lasso_samples": 3,
+        "seeds": [0, 1],
+    }
+    result = entry.run(config, 0)
+    assert set(result["per_seed"]) == {"0", "1"}
+    methods = result["per_seed"]["0"]["methods"]
+    assert len(methods) == 8
+    # ISTA-T at its tuned lambda is exactly what an untrained UnfoldedISTA computes; the
+    # learned variants start there, so each row is a number, and the goal is their margin
+    fista, learned = methods["FISTA, 10 iterations"], methods[
+        "UnfoldedISTA, 3 layers, learned steps and thresholds, support selection"]
+    assert fista["lambda"] in (0.01, 0.1) and learned["layers"] == 3
+    margins = result["margins_db_by_method"][
+        "UnfoldedISTA, 3 layers, learned steps and thresholds, support selection"]
+    assert margins[0] == pytest.approx(fista["nmse_db"] - learned["nmse_db"])
+    assert result["goal_met"] == all(m >= 0 for m in result["margins_db"])
+    assert result["tables"][1]["rows"][0][-1] == result["goal_met"]
+    assert all(p.exists() for p in entry.plot(result, tmp_path))
