@@ -28,8 +28,14 @@ def import_torchvision():
     detection op is ever called by these tests. The library itself never imports torchvision.
     """
     import importlib.util
+    import sys
 
-    if importlib.util.find_spec("torchvision") is None:
+    try:
+        missing = sys.modules.get("torchvision", False) is None or \
+            importlib.util.find_spec("torchvision") is None
+    except (ImportError, ValueError):
+        missing = True
+    if missing:
         pytest.skip("torchvision is not installed (pip install -c constraints.txt "
                     "torchvision==0.28.0)")
     try:
@@ -39,8 +45,6 @@ def import_torchvision():
     except RuntimeError as error:
         if "torchvision::nms" not in str(error):
             raise
-    import sys
-
     for name in [n for n in sys.modules if n == "torchvision" or n.startswith("torchvision.")]:
         del sys.modules[name]  # the failed import left half-initialized modules behind
     if not _TORCHVISION_LIBRARY:
