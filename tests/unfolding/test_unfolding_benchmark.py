@@ -47,14 +47,23 @@ def test_dugd_benchmark_tiny_budget(tmp_path):
 
 
 def test_best_gd_bound_is_attained_by_one_step():
-    """T = 1: the bound is min over gamma of a quadratic, reached by a single step."""
+    """T = 1: the bound is the minimum of a quadratic in gamma, reached by the single step
+    g* = sum l_i d_i / sum (l_i^2 d_i + s^2 l_i); no step does better."""
     from stepsize.benchmarks.dugd import best_gd_loss, deblurring_problem
     from stepsize.unfolding import UnfoldedGD, expected_loss
 
     A, covariance = deblurring_problem(24)
-    grid = [expected_loss(UnfoldedGD(1, A, init=g), signal_covariance=covariance,
-                          noise_std=0.05) for g in np.linspace(0.5, 1.5, 2001)]
-    assert best_gd_loss(A, covariance, 0.05, 1) == pytest.approx(min(grid), rel=1e-6)
+    eigenvalues, vectors = np.linalg.eigh(A.T @ A)
+    d = np.einsum("ij,ik,kj->j", vectors, covariance, vectors)
+    best = (eigenvalues @ d) / (eigenvalues**2 @ d + 0.05**2 * eigenvalues.sum())
+
+    def loss(gamma):
+        return expected_loss(UnfoldedGD(1, A, init=gamma), signal_covariance=covariance,
+                             noise_std=0.05)
+
+    bound = best_gd_loss(A, covariance, 0.05, 1)
+    assert bound == pytest.approx(loss(best), rel=1e-9)
+    assert min(loss(best * (1 + h)) for h in (-1e-3, 1e-3)) > bound
 
 
 def test_ista_benchmark_tiny_budget(tmp_path):
