@@ -19,7 +19,11 @@ from stepsize.quantization import (
     step_size_parameters,
     train_model,
 )
-from stepsize.quantization.layers import float_layers, forward_order
+from stepsize.quantization.layers import (
+    QuantMultiheadAttention,
+    float_layers,
+    forward_order,
+)
 
 # --- transformer fast path -------------------------------------------------------------------
 
@@ -50,8 +54,10 @@ def _slow_layer(layer, x):
 def test_transformer_encoder_layer_fast_path_cannot_skip_the_quantizers():
     model = _Tiny(_encoder_layer())
     float_model = copy.deepcopy(model).eval()
-    with pytest.warns(UserWarning, match=r"'encoder\.self_attn': MultiheadAttention"):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # attention is quantized too: nothing left in float
         quantize_model(model, bits=2)
+    assert isinstance(model.encoder.self_attn, QuantMultiheadAttention)
     x = torch.randn(8, 5, 6)
     model(x)  # initializes the step sizes (train mode)
     model.eval()
@@ -238,23 +244,27 @@ def test_layers_left_in_float_are_named_in_one_warning():
         quantize_model(model, bits=4)
     messages = [str(w.message) for w in record if "full precision" in str(w.message)]
     assert len(messages) == 1
-    for text in ("'embed': Embedding", "'lstm': LSTM", "'attn': MultiheadAttention"):
+    for text in ("'embed': Embedding", "'lstm': LSTM"):
         assert text in messages[0]
-    assert "out_proj" not in messages[0]  # part of 'attn', which is named
-    assert type(model.attn.out_proj) is nn.modules.linear.NonDynamicallyQuantizableLinear
-    assert [name for name, _ in quant_layers(model)] == ["head"]
+    assert "attn" not in messages[0]  # attention is quantized (QuantMultiheadAttention)
+    assert [name for name, _ in quant_layers(model)] == ["attn.out_proj", "head"]
     assert float_layers(model) == [("embed", "Embedding (embedding lookup)"),
-                                   ("lstm", "LSTM (recurrent layer)"),
-                                   ("attn", "MultiheadAttention (attention projections computed "
-                                            "from raw weights)")]
+                                   ("lstm", "LSTM (recurrent layer)")]
+    excluded = Mixed()
+    with pytest.warns(UserWarning) as record:
+        quantize_model(excluded, bits=4, exclude=["attn"])
+    assert type(excluded.attn) is nn.MultiheadAttention
+    assert type(excluded.attn.out_proj) is nn.modules.linear.NonDynamicallyQuantizableLinear
+    assert "'attn'" not in str(record[0].message)  # excluded on purpose
+    assert float_layers(excluded)[-1] == ("attn", "MultiheadAttention (attention projections "
+                                                  "computed from raw weights)")
     # excluded layers, and first/last kept float on purpose, are not warned about
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         quantize_model(nn.Sequential(nn.Linear(4, 4), nn.Linear(4, 4), nn.Linear(4, 2)),
                        first_last_bits=None)
-    only_attention = nn.Sequential(nn.MultiheadAttention(8, 2))
-    with pytest.raises(ValueError, match=r"no quantizable layer.*MultiheadAttention"):
-        quantize_model(only_attention)
+    with pytest.raises(ValueError, match=r"no quantizable layer.*LSTM"):
+        quantize_model(nn.Sequential(nn.LSTM(4, 4)))
 
 
 class _StemLast(nn.Module):
@@ -414,3 +424,68 @@ def test_torchvision_models_convert_with_forward_order_and_no_float_layers():
         net.eval()
         with torch.no_grad():
             assert torch.isfinite(net(x)).all()
+
+
+@pytest.mark.parametrize("batch_first", [True, False])
+def test_quantized_attention_equals_the_functional_composition(batch_first):
+    """Only nn.MultiheadAttention in the model: inputs, in_proj and out_proj all quantized."""
+    attention = nn.MultiheadAttention(8, 2, batch_first=batch_first)
+    float_attention = copy.deepcopy(attention)
+    model = nn.Sequential(attention)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        quantize_model(model, bits=3)
+    assert isinstance(attention, QuantMultiheadAttention)
+    assert attention.in_proj_weight_quantizer.bits == 3
+    x = torch.randn(4, 5, 8)  # (batch, length, embed) or (length, batch, embed)
+    memory = torch.randn(4, 7, 8) if batch_first else torch.randn(7, 5, 8)
+    out, weights = attention(x, memory, memory)  # cross-attention: key is value
+    assert not attention.value_quantizer.is_initialized  # value reused the key's codes
+    q, kv = attention.query_quantizer(x), attention.key_quantizer(memory)
+    if batch_first:
+        q, kv = q.transpose(0, 1), kv.transpose(0, 1)
+    w = attention.in_proj_weight_quantizer(attention.in_proj_weight)
+    inner, expected_weights = F.multi_head_attention_forward(
+        q, kv, kv, 8, 2, w, attention.in_proj_bias, None, None, False, 0.0,
+        torch.eye(8), None, training=True)
+    expected = attention.out_proj(inner)  # QuantLinear: its own input and weight quantizers
+    if batch_first:
+        expected = expected.transpose(0, 1)
+    torch.testing.assert_close(out, expected, rtol=0, atol=1e-6)
+    torch.testing.assert_close(weights, expected_weights)
+    with torch.no_grad():
+        reference, _ = float_attention(x, memory, memory)
+    assert (out - reference).abs().max() > 1e-2  # 3-bit: quantization shows
+    out.square().sum().backward()
+    assert attention.in_proj_weight.grad.abs().sum() > 0
+    assert attention.in_proj_weight_quantizer.step_size.grad != 0
+    assert attention.query_quantizer.step_size.grad != 0
+
+
+def test_quantized_attention_exports_to_onnx(tmp_path):
+    ort = pytest.importorskip("onnxruntime")
+    from stepsize.quantization import export_onnx
+
+    class SelfAttention(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.embed = nn.Linear(6, 8)
+            self.attn = nn.MultiheadAttention(8, 2, batch_first=True)
+            self.head = nn.Linear(8, 3)
+
+        def forward(self, x):
+            h = self.embed(x)
+            return self.head(self.attn(h, h, h, need_weights=False)[0].mean(dim=1))
+
+    model = quantize_model(SelfAttention(), bits=4)
+    x = torch.randn(16, 5, 6)
+    model(x)
+    model.eval()
+    path = export_onnx(model, tmp_path / "attn.onnx", x[:2])
+    out = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(
+        None, {"input": x.numpy()})[0]
+    with torch.no_grad():
+        fake = model(x).numpy()
+    assert abs(out - fake).max() <= 1e-4 * abs(fake).max()
+    with pytest.raises(ValueError, match="is not calibrated"):
+        export_onnx(quantize_model(SelfAttention(), bits=4), tmp_path / "x.onnx", x[:2])

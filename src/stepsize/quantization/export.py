@@ -36,6 +36,7 @@ from stepsize.quantization.layers import (
     QuantConv1d,
     QuantConv2d,
     QuantLinear,
+    QuantMultiheadAttention,
     _QuantMixin,
     check_calibrated,
 )
@@ -444,9 +445,27 @@ def export_onnx(
             raise TypeError(f"{flag} must be a bool, got {describe(value)}")
     if bias_codes and not fold_batch_norm:
         raise ValueError("bias_codes=True needs fold_batch_norm=True")
+    for name, attention in model.named_modules():
+        if isinstance(attention, QuantMultiheadAttention):
+            quantizers = [attention.query_quantizer] + [
+                getattr(attention, w + "_quantizer") for w in attention._weight_names()]
+            if not all(q.is_initialized for q in quantizers):
+                raise ValueError(f"attention {name!r} is not calibrated: run a forward pass")
+            if any(q.bits > 8 or q.offset is not None for q in quantizers):
+                raise ValueError(f"attention {name!r}: ONNX export supports up to 8 bits "
+                                 "without offsets")
     exported = copy.deepcopy(model).eval()
     if fold_batch_norm:
         _fold_batch_norms(exported, bias_codes)
+    for _, attention in list(exported.named_modules()):
+        if isinstance(attention, QuantMultiheadAttention):
+            for w in attention._weight_names():
+                setattr(attention, w + "_quantizer", _OnnxWeight(
+                    getattr(attention, w + "_quantizer"), getattr(attention, w)))
+            for role in ("query", "key", "value"):
+                quantizer = getattr(attention, role + "_quantizer")
+                if quantizer.is_initialized:
+                    setattr(attention, role + "_quantizer", _OnnxActivation(quantizer))
     for _, layer in list(exported.named_modules()):
         if isinstance(layer, _QuantMixin):
             if isinstance(layer.weight_quantizer, LSQQuantizer):

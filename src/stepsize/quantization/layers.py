@@ -25,6 +25,7 @@ __all__ = [
     "QuantConv1d",
     "QuantConv2d",
     "QuantLinear",
+    "QuantMultiheadAttention",
     "float_layers",
     "forward_order",
     "quant_layers",
@@ -209,6 +210,84 @@ class _QuantSubclassMixin(_QuantMixin):
             self._parameters["weight"] = weight
 
 
+class QuantMultiheadAttention(nn.MultiheadAttention):
+    """``nn.MultiheadAttention`` with LSQ quantizers on every matmul operand.
+
+    Query, key and value pass through their own input quantizers (one call when two of them are
+    the same tensor, as in self-attention), the packed input projection ``in_proj_weight`` (or
+    ``q/k/v_proj_weight``) through a signed weight quantizer; ``out_proj`` is a quantized
+    linear layer applied by this forward (``F.multi_head_attention_forward`` runs with an
+    identity output projection, so its attention output reaches ``out_proj``'s own input
+    quantizer). The attention scores and softmax stay in float. Built by :func:`quantize_model`
+    (``from_float`` converts a float module in place); there is no fused fast path.
+    """
+
+    def _attach_quantizers(self, weight_bits, activation_bits, activation_signed, per_channel,
+                           weight_init, activation_init, grad_scale) -> None:
+        weight_bits = check_bits(weight_bits, "weight_bits")
+        activation_bits = weight_bits if activation_bits is None else activation_bits
+        activation_bits = check_bits(activation_bits, "activation_bits")
+
+        def weight_quantizer(parameter):
+            return LSQQuantizer(weight_bits, True, per_channel=per_channel,
+                                channels=parameter.shape[0], init=weight_init,
+                                grad_scale=grad_scale).to(parameter.device)
+
+        for name in self._weight_names():
+            setattr(self, name + "_quantizer", weight_quantizer(getattr(self, name)))
+        for role in ("query", "key", "value"):
+            setattr(self, role + "_quantizer", LSQQuantizer(
+                activation_bits, activation_signed, init=activation_init, grad_scale=grad_scale,
+            ).to(self.out_proj.weight.device))
+
+    def _weight_names(self) -> tuple[str, ...]:
+        if self._qkv_same_embed_dim:
+            return ("in_proj_weight",)
+        return ("q_proj_weight", "k_proj_weight", "v_proj_weight")
+
+    @classmethod
+    def from_float(cls, module: nn.MultiheadAttention, **quantization):
+        """Convert a float ``nn.MultiheadAttention`` in place (its ``out_proj`` stays as it is:
+        :func:`quantize_model` quantizes it as a linear layer)."""
+        if type(module) is not nn.MultiheadAttention:
+            raise TypeError(f"{cls.__name__}.from_float needs an nn.MultiheadAttention, got "
+                            f"{describe(module)}")
+        module.__class__ = cls
+        module._attach_quantizers(**{**_LAYER_DEFAULTS, **quantization})
+        return module
+
+    def forward(self, query, key, value, key_padding_mask=None, need_weights=True,
+                attn_mask=None, average_attn_weights=True, is_causal=False):
+        inputs: list[tuple[torch.Tensor, torch.Tensor]] = []
+        quantized = []
+        for tensor, quantizer in ((query, self.query_quantizer), (key, self.key_quantizer),
+                                  (value, self.value_quantizer)):
+            same = next((q for t, q in inputs if t is tensor), None)
+            quantized.append(same if same is not None else quantizer(tensor))
+            inputs.append((tensor, quantized[-1]))
+        q, k, v = quantized
+        batched = query.dim() == 3
+        if self.batch_first and batched:
+            q, k, v = (t.transpose(0, 1) for t in (q, k, v))
+        weights = {name: getattr(self, name + "_quantizer")(getattr(self, name))
+                   for name in self._weight_names()}
+        identity = torch.eye(self.embed_dim, dtype=q.dtype, device=q.device)
+        out, attention = F.multi_head_attention_forward(
+            q, k, v, self.embed_dim, self.num_heads,
+            weights.get("in_proj_weight"), self.in_proj_bias, self.bias_k, self.bias_v,
+            self.add_zero_attn, self.dropout, identity, None, training=self.training,
+            key_padding_mask=key_padding_mask, need_weights=need_weights, attn_mask=attn_mask,
+            use_separate_proj_weight=not self._qkv_same_embed_dim,
+            q_proj_weight=weights.get("q_proj_weight"), k_proj_weight=weights.get("k_proj_weight"),
+            v_proj_weight=weights.get("v_proj_weight"), average_attn_weights=average_attn_weights,
+            is_causal=is_causal,
+        )
+        out = self.out_proj(out)
+        if self.batch_first and batched:
+            out = out.transpose(0, 1)
+        return out, attention
+
+
 _SUBCLASS_TYPES: dict[type[nn.Module], type[nn.Module]] = {}
 
 
@@ -252,7 +331,9 @@ def _candidates(model: nn.Module) -> list[tuple[str, nn.Module]]:
     """Float ``nn.Linear`` / ``nn.Conv1d`` / ``nn.Conv2d`` layers and their subclasses, minus the
     output projections of ``nn.MultiheadAttention`` (whose forward reads their weight directly)."""
     attention = {f"{n}.out_proj" if n else "out_proj"
-                 for n, m in model.named_modules() if isinstance(m, nn.MultiheadAttention)}
+                 for n, m in model.named_modules()
+                 if isinstance(m, nn.MultiheadAttention)
+                 and not isinstance(m, QuantMultiheadAttention)}
     return [
         (n, m) for n, m in model.named_modules()
         if isinstance(m, tuple(QUANTIZABLE_TYPES)) and not isinstance(m, _QuantMixin)
@@ -367,7 +448,7 @@ def float_layers(model: nn.Module, skip: Iterable[str] = ()) -> list[tuple[str, 
     for name, module in model.named_modules():
         if any(name.startswith(prefix + ".") for prefix in covered):
             continue
-        if isinstance(module, _QuantMixin) or name in skip:
+        if isinstance(module, (_QuantMixin, QuantMultiheadAttention)) or name in skip:
             covered.append(name)
             continue
         if isinstance(module, FLOAT_LAYER_TYPES):
@@ -472,19 +553,27 @@ def quantize_model(
         )
     exclude = {exclude} if isinstance(exclude, str) else set(exclude)  # one name, not its letters
     candidates = _candidates(model)
-    missing = exclude - {n for n, _ in candidates}
+    attention = [(n, m) for n, m in model.named_modules()
+                 if type(m) is nn.MultiheadAttention and n not in exclude]
+    missing = exclude - {n for n, _ in candidates} - {
+        n for n, m in model.named_modules() if type(m) is nn.MultiheadAttention}
     if missing:
         raise ValueError(f"exclude names no quantizable layer: {sorted(missing)}")
-    if not candidates:
+    if not candidates and not attention:
         left = float_layers(model)
         raise ValueError(
             f"model {type(model).__name__} has no quantizable layer (nn.Conv1d, nn.Conv2d, "
             "nn.Linear or a subclass) left to quantize"
             + (f"; layers with weights it has: {left[:8]}" if left else "")
         )
-    order = forward_order(model, example_inputs) or [n for n, _ in candidates]
+    order = (forward_order(model, example_inputs) if candidates else []) or \
+        [n for n, _ in candidates] or [""]
     first, last = order[0], order[-1]
     intended_float = set(exclude)
+    middle = dict(weight_bits=bits, activation_bits=activation_bits)
+    for _, module in attention:  # never first or last: attention sits inside the model
+        QuantMultiheadAttention.from_float(module, **middle, **quantization)
+        module.out_proj = _convert(module.out_proj, **middle, **quantization)
     for name, module in candidates:
         if name in exclude:
             continue
@@ -494,7 +583,7 @@ def quantize_model(
                 continue
             layer_bits = dict(weight_bits=first_last_bits, activation_bits=first_last_bits)
         else:
-            layer_bits = dict(weight_bits=bits, activation_bits=activation_bits)
+            layer_bits = middle
         quantized = _convert(module, **layer_bits, **quantization)
         parent_name, _, child = name.rpartition(".")
         setattr(model.get_submodule(parent_name) if parent_name else model, child, quantized)

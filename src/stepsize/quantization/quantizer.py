@@ -503,10 +503,15 @@ class LSQQuantizer(nn.Module):
         step, previous = self.step_size, self.previous_step
         fallback = (previous * 0.5).clamp_(MIN_STEP_SIZE, MAX_STEP_SIZE)
         good = (step > MIN_STEP_SIZE) & torch.isfinite(step)
-        step.copy_(torch.where(good, step, fallback))
+        projected = torch.where(good, step, fallback)
         if self.training and self.max_change is not None:
             low = (previous / self.max_change).clamp_(MIN_STEP_SIZE, MAX_STEP_SIZE)
-            step.copy_(torch.minimum(torch.maximum(step, low), previous * self.max_change))
+            projected = torch.minimum(torch.maximum(projected, low), previous * self.max_change)
+        # written only when it changes: an in-place write bumps the parameter's version and
+        # would invalidate an earlier use of s in the same autograd graph (a quantizer called
+        # twice before backward); where control flow cannot run, it is always written
+        if torch.compiler.is_compiling() or not torch.equal(projected, step):
+            step.copy_(projected)
         previous.copy_(step)
 
     def forward(self, v: torch.Tensor) -> torch.Tensor:
