@@ -352,3 +352,13 @@ def test_noisy_deblurring_reaches_the_best_any_gd_can_do():
     constant = min(expected_loss(UnfoldedGD(T, A, init=gamma), **settings)
                    for gamma in np.linspace(0.1, 2.0, 20))
     assert constant > 1.1 * limit
+
+
+@pytest.mark.parametrize("form", [sp.csr_matrix, spla.aslinearoperator])
+def test_sparse_and_linear_operators_take_a_single_observation(cs_problem, form):
+    A, _, _ = cs_problem
+    y = np.random.default_rng(0).normal(size=128)
+    want = UnfoldedGD(4, A, init=STEPS)(y).detach().numpy()
+    got = UnfoldedGD(4, form(A), init=STEPS)(y)
+    assert got.shape == (256,)
+    np.testing.assert_allclose(got.detach().numpy(), want, rtol=1e-12, atol=1e-12)
