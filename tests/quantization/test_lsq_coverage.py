@@ -151,6 +151,21 @@ def test_step_projection_halves_the_previous_step():
     assert quantizer.step_size.item() == pytest.approx(0.3)
 
 
+def test_per_channel_step_projection():
+    quantizer = LSQQuantizer(4, signed=True, per_channel=True, channels=4, init=0.5)
+    quantizer(torch.randn(4, 10))
+    with torch.no_grad():
+        quantizer.step_size.copy_(torch.tensor([-1.0, float("nan"), 0.6, 5.0]))
+    quantizer(torch.randn(4, 10))
+    assert quantizer.step_size.detach().tolist() == pytest.approx([0.25, 0.25, 0.6, 1.0])  # x2
+    assert quantizer.previous_step.tolist() == pytest.approx([0.25, 0.25, 0.6, 1.0])
+    quantizer.eval()
+    with torch.no_grad():
+        quantizer.step_size.copy_(torch.tensor([0.1, 0.2, 30.0, 0.0]))
+    quantizer(torch.randn(4, 10))
+    assert quantizer.step_size.detach().tolist() == pytest.approx([0.1, 0.2, 30.0, 0.5])
+
+
 def test_state_dict_without_previous_step_still_loads():
     quantizer = LSQQuantizer(4, signed=True, init=0.5)
     quantizer(torch.randn(10))

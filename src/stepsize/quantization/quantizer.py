@@ -501,12 +501,25 @@ class LSQQuantizer(nn.Module):
         Called by :meth:`forward` before every use; see the class doc.
         """
         step, previous = self.step_size, self.previous_step
+        bound = self.max_change if self.training else None
+        if step.numel() == 1 and not torch.compiler.is_compiling():
+            # one step size: the same rule on Python floats (about 10x fewer tensor ops)
+            value, last = step.detach().item(), previous.item()
+            new = value
+            if not (value > MIN_STEP_SIZE and math.isfinite(value)):
+                new = min(max(last * 0.5, MIN_STEP_SIZE), MAX_STEP_SIZE)
+            if bound is not None:
+                new = min(max(new, last / bound, MIN_STEP_SIZE), last * bound)
+            if new != value:
+                step.fill_(new)
+            previous.fill_(step.detach().item())
+            return
         fallback = (previous * 0.5).clamp_(MIN_STEP_SIZE, MAX_STEP_SIZE)
         good = (step > MIN_STEP_SIZE) & torch.isfinite(step)
         projected = torch.where(good, step, fallback)
-        if self.training and self.max_change is not None:
-            low = (previous / self.max_change).clamp_(MIN_STEP_SIZE, MAX_STEP_SIZE)
-            projected = torch.minimum(torch.maximum(projected, low), previous * self.max_change)
+        if bound is not None:
+            low = (previous / bound).clamp_(MIN_STEP_SIZE, MAX_STEP_SIZE)
+            projected = torch.minimum(torch.maximum(projected, low), previous * bound)
         # written only when it changes: an in-place write bumps the parameter's version and
         # would invalidate an earlier use of s in the same autograd graph (a quantizer called
         # twice before backward); where control flow cannot run, it is always written
@@ -520,8 +533,9 @@ class LSQQuantizer(nn.Module):
             if self._degenerate(v):
                 warnings.warn(
                     f"LSQQuantizer(bits={self.bits}) got a constant first batch (every entry "
-                    f"{float(v.flatten()[0])!r}, shape {tuple(v.shape)}): it passes through "
-                    "unquantized and the step size initializes on the next non-constant batch",
+                    f"{float(v.detach().flatten()[0])!r}, shape {tuple(v.shape)}): it passes "
+                    "through unquantized and the step size initializes on the next non-constant "
+                    "batch",
                     RuntimeWarning, stacklevel=2,
                 )
                 return v
