@@ -439,6 +439,17 @@ def test_torchvision_models_convert_with_forward_order_and_no_float_layers():
         net.eval()
         with torch.no_grad():
             assert torch.isfinite(net(x)).all()
+    from torchvision.models.vision_transformer import VisionTransformer
+
+    vit = VisionTransformer(image_size=32, patch_size=8, num_layers=2, num_heads=2,
+                            hidden_dim=16, mlp_dim=32, num_classes=5)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # attention included: nothing left in float
+        quantize_model(vit, bits=4, example_inputs=x)
+    bits = _bits(vit)
+    assert len(bits) == 1 + 2 * 3 + 1 and bits["conv_proj"] == bits["heads.head"] == 8
+    assert bits["encoder.layers.encoder_layer_0.self_attention.out_proj"] == 4
+    assert sum(isinstance(m, QuantMultiheadAttention) for m in vit.modules()) == 2
 
 
 @pytest.mark.parametrize("batch_first", [True, False])
