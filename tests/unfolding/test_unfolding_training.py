@@ -50,10 +50,11 @@ def test_expected_loss_trainer_equals_independent_numpy_adam(notebook_eigenvalue
 
 
 @pytest.fixture(scope="module")
-def notebook_run(notebook_matrix):
+def notebook_run(notebook_matrix, two_blas_threads):
     """The notebook's schedule on the exact loss: 25 generations x 500 Adam steps, lr 0.002."""
-    model = UnfoldedGD(25, notebook_matrix, init=0.3)
-    return train_expected_loss(model, progress=False)
+    with two_blas_threads():  # the spectrum is computed inside: see conftest
+        model = UnfoldedGD(25, notebook_matrix, init=0.3)
+        return train_expected_loss(model, progress=False)
 
 
 def test_generation_losses_match_the_note(notebook_run):
