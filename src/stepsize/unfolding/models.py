@@ -86,7 +86,8 @@ class UnfoldedGD(nn.Module):
             (:class:`DiagonalOperator` for the eigenbasis form, :class:`CallableOperator`).
         init: initial steps: a number (the paper uses 0.3), an array of T steps, or
             ``"chebyshev"`` (the Chebyshev steps of the operator's exact spectrum, in
-            ``chebyshev_order``; needs an operator with known eigenvalues).
+            ``chebyshev_order``; from its Gram matrix when the operator does not know it;
+            needs :math:`A^\top A` positive definite).
         chebyshev_order: order of the Chebyshev initial steps (default ``"fractal"``, stable in
             float32).
         dtype: dtype of the steps and of a numpy operator; default: the operator's dtype for
@@ -127,12 +128,9 @@ class UnfoldedGD(nn.Module):
         self.steps = nn.Parameter(torch.as_tensor(values, dtype=dtype, device=device))
 
     def _require_eigenvalues(self, purpose: str) -> np.ndarray:
-        eigenvalues = self.operator.gram_eigenvalues()
-        if eigenvalues is None:
-            raise ValueError(
-                f"{purpose} needs the spectrum of A^T A, which this operator does not know; pass "
-                "eigenvalues= to CallableOperator or give the steps explicitly"
-            )
+        # an operator that does not know its spectrum (sparse, LinearOperator, callable) gets it
+        # from its Gram matrix, formed with n applications of A and A^T
+        eigenvalues = _gram_spectrum(self.operator)
         if eigenvalues[0] <= 0:
             raise ValueError(
                 f"{purpose} needs A^T A positive definite, but its smallest eigenvalue is "
