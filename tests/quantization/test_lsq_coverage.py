@@ -515,3 +515,38 @@ def test_quantized_attention_exports_to_onnx(tmp_path):
     assert abs(out - fake).max() <= 1e-4 * abs(fake).max()
     with pytest.raises(ValueError, match="is not calibrated"):
         export_onnx(quantize_model(SelfAttention(), bits=4), tmp_path / "x.onnx", x[:2])
+
+
+def _five_layers():
+    return nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 8), nn.ReLU(),
+                         nn.Sequential(nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 8)), nn.ReLU(),
+                         nn.Linear(8, 2))
+
+
+def test_bits_as_a_mapping_or_a_callable():
+    net = quantize_model(_five_layers(), bits={"2": 3, "4.*": 2, "6": 6}, first_last_bits=8)
+    assert _bits(net) == {"0": 8, "2": 3, "4.0": 2, "4.2": 2, "6": 6}  # "6" named: overrides 8
+    assert net[2].input_quantizer.bits == 3  # activation_bits default: the layer's own bits
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # None is float on purpose: no warning
+        net = quantize_model(_five_layers(), bits={"4.2": None, "*": 3})
+    assert _bits(net) == {"0": 8, "2": 3, "4.0": 3, "6": 8}
+    net = quantize_model(_five_layers(), bits={"2": 2})  # unmatched layers: 4
+    assert _bits(net) == {"0": 8, "2": 2, "4.0": 4, "4.2": 4, "6": 8}
+    seen = []
+
+    def rule(name, module):
+        seen.append(name)
+        return 2 if module.in_features == 8 else 5
+
+    net = quantize_model(_five_layers(), bits=rule, activation_bits=4)
+    assert _bits(net) == {"0": 8, "2": 2, "4.0": 2, "4.2": 2, "6": 8}
+    assert net[2].input_quantizer.bits == 4 and seen == ["0", "2", "4.0", "4.2", "6"]
+    with pytest.raises(ValueError, match=r"bits names no quantizable layer: \['layer9'\]"):
+        quantize_model(_five_layers(), bits={"2": 3, "layer9": 2})
+    with pytest.raises(ValueError, match=r"bits\['2'\]"):
+        quantize_model(_five_layers(), bits={"2": 1})
+    with pytest.raises(ValueError, match=r"bits\('0'\) must be <= 16"):
+        quantize_model(_five_layers(), bits=lambda name, module: 40)
+    with pytest.raises(TypeError, match="bits keys"):
+        quantize_model(_five_layers(), bits={2: 3})

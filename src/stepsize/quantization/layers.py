@@ -9,8 +9,9 @@ Reference: Esser et al., "Learned Step Size Quantization", ICLR 2020.
 
 from __future__ import annotations
 
+import fnmatch
 import warnings
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 
 import torch
 import torch.nn.functional as F
@@ -480,9 +481,40 @@ def _disable_transformer_fast_paths(model: nn.Module) -> None:
             module.use_nested_tensor = False
 
 
+def _bits_rule(bits, names: list[str]):
+    """``rule(name, module) -> (bits or None, explicit)`` from an int, a mapping or a callable."""
+    if isinstance(bits, Mapping):
+        if not bits:
+            raise ValueError("bits must not be an empty mapping")
+        table = {}
+        for key, value in bits.items():
+            if not isinstance(key, str):
+                raise TypeError(f"bits keys must be layer names or patterns, got {describe(key)}")
+            table[key] = None if value is None else check_bits(value, f"bits[{key!r}]")
+        unused = [k for k in table if not any(fnmatch.fnmatchcase(n, k) for n in names)]
+        if unused:
+            raise ValueError(f"bits names no quantizable layer: {unused} (layers: {names[:8]}"
+                             f"{' ...' if len(names) > 8 else ''})")
+
+        def rule(name, module):
+            if name in table:
+                return table[name], True
+            return next((v for k, v in table.items() if fnmatch.fnmatchcase(name, k)), 4), False
+
+        return rule
+    if callable(bits):
+        def rule(name, module):
+            value = bits(name, module)
+            return (None if value is None else check_bits(value, f"bits({name!r})")), False
+
+        return rule
+    value = check_bits(bits)
+    return lambda name, module: (value, False)
+
+
 def quantize_model(
     model: nn.Module,
-    bits: int = 4,
+    bits: int | Mapping[str, int | None] | Callable[[str, nn.Module], int | None] = 4,
     first_last_bits: int | None = 8,
     *,
     activation_bits: int | None = None,
@@ -511,9 +543,14 @@ def quantize_model(
 
     Args:
         model: the float model (modified in place and returned).
-        bits: bit width of the middle layers, 2..16.
+        bits: bit width of the middle layers, 2..16; or a mapping from layer names or
+            ``fnmatch`` patterns (``"layer3.*"``) to bit widths or None (leave in float): an
+            exact name wins, then the first matching pattern, then 4; an exact name also
+            overrides ``first_last_bits``, and a key that matches no layer is a ValueError; or a
+            callable ``(name, module) -> bits or None``, called for every layer (the first and
+            last still take ``first_last_bits``).
         first_last_bits: bit width of the first and last layers, or None for full precision.
-        activation_bits: input bit width of the middle layers (default ``bits``).
+        activation_bits: input bit width of the middle layers (default: the layer's bits).
         exclude: names (as in ``model.named_modules()``) of layers to leave in full precision;
             a single string is one name.
         example_inputs: an input batch (a tensor, or a tuple of positional arguments) used once,
@@ -538,7 +575,6 @@ def quantize_model(
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {describe(model)}")
-    bits = check_bits(bits)
     if first_last_bits is not None:
         first_last_bits = check_bits(first_last_bits, "first_last_bits")
     if activation_bits is not None:
@@ -566,24 +602,31 @@ def quantize_model(
             "nn.Linear or a subclass) left to quantize"
             + (f"; layers with weights it has: {left[:8]}" if left else "")
         )
+    rule = _bits_rule(bits, [n for n, _ in candidates] + [n for n, _ in attention])
     order = (forward_order(model, example_inputs) if candidates else []) or \
         [n for n, _ in candidates] or [""]
     first, last = order[0], order[-1]
     intended_float = set(exclude)
-    middle = dict(weight_bits=bits, activation_bits=activation_bits)
-    for _, module in attention:  # never first or last: attention sits inside the model
+    for name, module in attention:  # never first or last: attention sits inside the model
+        width, _ = rule(name, module)
+        if width is None:
+            intended_float.add(name)
+            continue
+        middle = dict(weight_bits=width, activation_bits=activation_bits)
         QuantMultiheadAttention.from_float(module, **middle, **quantization)
         module.out_proj = _convert(module.out_proj, **middle, **quantization)
     for name, module in candidates:
         if name in exclude:
             continue
-        if name in (first, last):
-            if first_last_bits is None:
-                intended_float.add(name)
-                continue
-            layer_bits = dict(weight_bits=first_last_bits, activation_bits=first_last_bits)
+        width, explicit = rule(name, module)
+        if name in (first, last) and not explicit:
+            width = first_last_bits
+            layer_bits = dict(weight_bits=width, activation_bits=width)
         else:
-            layer_bits = middle
+            layer_bits = dict(weight_bits=width, activation_bits=activation_bits)
+        if width is None:
+            intended_float.add(name)
+            continue
         quantized = _convert(module, **layer_bits, **quantization)
         parent_name, _, child = name.rpartition(".")
         setattr(model.get_submodule(parent_name) if parent_name else model, child, quantized)
