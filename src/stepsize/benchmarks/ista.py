@@ -223,8 +223,8 @@ def run(config: dict, seed: int) -> dict:
         table(
             f"Sparse recovery, n = {config['n']}, m = {config['m']}, Bernoulli-Gaussian "
             f"p = {config['sparsity']}, SNR {config['snr_db']:g} dB; seeds {seeds}",
-            ["method", "layers", "test NMSE dB (per seed)", "lambda (seed 1)",
-             "train s (seed 1)"],
+            ["method", "layers", "test NMSE dB (per seed)", "lambda (first seed)",
+             "train s (first seed)"],
             rows,
             note="lambda: each ISTA/FISTA row's best on a validation set from "
                  f"{config['lambda_grid']}; UnfoldedISTA starts at ISTA-{T}'s; training: "
