@@ -355,8 +355,10 @@ def test_trainers_refuse_planted_hostile_and_bit_flipped_files(tmp_path, trainer
     path = tmp_path / "real.pt"
     train(path)
     saved = torch.load(path, weights_only=True)
-    tensor = next(v for v in (saved.get("parameter"), *saved.get("model", {}).values())
-                  if v is not None and v.is_floating_point())
+    candidates = (saved.get("parameter"), *saved.get("parameters", ()),
+                  *saved.get("model", {}).values())
+    tensor = next(v for v in candidates
+                  if isinstance(v, torch.Tensor) and v.is_floating_point())
     data = path.read_bytes()
     offset = data.find(tensor.numpy().tobytes())
     assert offset > 0

@@ -1,5 +1,7 @@
 """Shared settings of the quantization tests: one torch thread, deterministic seeds, and the one
-helper that imports torchvision (:func:`import_torchvision`)."""
+helper that imports torchvision (:func:`import_torchvision`, given to tests as the
+``torchvision_models`` fixture: test modules cannot import from a conftest by name, since several
+test folders have one)."""
 
 import pytest
 
@@ -55,3 +57,9 @@ def import_torchvision():
     import torchvision.models as models
 
     return models
+
+
+@pytest.fixture
+def torchvision_models():
+    """``torchvision.models`` through :func:`import_torchvision` (skips without torchvision)."""
+    return import_torchvision()

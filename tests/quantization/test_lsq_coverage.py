@@ -392,12 +392,11 @@ def test_overshooting_sgd_step_keeps_codes_in_use(monkeypatch):
 # --- torchvision architectures (skipped without torchvision) ---------------------------------
 
 
-def test_efficientnet_b0_trains_without_nan_where_the_eps_clamp_diverged(monkeypatch):
+def test_efficientnet_b0_trains_without_nan_where_the_eps_clamp_diverged(monkeypatch,
+                                                                          torchvision_models):
     """Issue 16's failure: efficientnet_b0, batch 8, lr 0.01, 4 bits; NaN within the first steps
     with the eps clamp (checked here too, so the test can fail), finite losses now."""
-    from conftest import import_torchvision
-
-    models = import_torchvision()
+    models = torchvision_models
 
     def run():
         torch.manual_seed(0)
@@ -420,10 +419,8 @@ def test_efficientnet_b0_trains_without_nan_where_the_eps_clamp_diverged(monkeyp
         run()
 
 
-def test_torchvision_models_convert_with_forward_order_and_no_float_layers():
-    from conftest import import_torchvision
-
-    models = import_torchvision()
+def test_torchvision_models_convert_with_forward_order_and_no_float_layers(torchvision_models):
+    models = torchvision_models
     torch.manual_seed(0)
     x = torch.randn(2, 3, 32, 32)
     for builder, first, last in ((models.mobilenet_v2, "features.0.0", "classifier.1"),
