@@ -317,7 +317,19 @@ class OutputDir:
             return
         lock_path = self.path / LOCK_NAME
         while True:
-            fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+            # O_NOFOLLOW: a planted symlink must not make us truncate the file it points to
+            try:
+                fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC,
+                             0o644)
+            except OSError as exc:
+                raise OutputError(f"cannot use the lock file {str(lock_path)!r} in {self.name} "
+                                  f"({exc.strerror}); remove it if it is not a stepsize "
+                                  f"lock") from None
+            status = os.fstat(fd)
+            if not stat.S_ISREG(status.st_mode) or status.st_nlink != 1:
+                os.close(fd)
+                raise OutputError(f"the lock file {str(lock_path)!r} in {self.name} is not a "
+                                  f"plain file; remove it")
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except OSError:

@@ -588,6 +588,18 @@ def test_output_dir_lock_is_exclusive(tmp_path):
         pass
 
 
+def test_planted_lock_symlink_is_refused_and_its_target_untouched(tmp_path):
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious data")
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / ".stepsize.lock").symlink_to(victim)
+    with pytest.raises(ValueError, match="lock file"):
+        with OutputDir(out):
+            pass
+    assert victim.read_text() == "precious data"
+
+
 def test_failing_experiment_is_an_internal_error_and_writes_nothing(tmp_path, capsys,
                                                                     monkeypatch):
     entry = _fake_entry(fail=ValueError("config key 'n' must be positive"))
