@@ -7,6 +7,7 @@ import pytest
 import scipy.sparse as sp
 import scipy.sparse.linalg as spla
 
+from stepsize import ConvergenceWarning
 from stepsize.chebyshev import (
     as_preconditioner,
     chebyshev_gd,
@@ -205,3 +206,34 @@ def test_torch_inputs_refused_clearly():
         chebyshev_gd(W, c.to(torch.complex128))
     with pytest.raises(ValueError, match="share device and dtype"):
         chebyshev_gd(W, c.float(), tol=1e-6)
+
+
+def test_given_interval_missing_the_spectrum_is_reported_not_returned_as_an_answer():
+    A = _poisson((20, 20))  # largest eigenvalue 7.95
+    b = np.ones(A.shape[0])
+    with pytest.warns(ConvergenceWarning, match=r"diverged: the residual norm grew .*raise lmax"):
+        result = chebyshev_gd(A, b, lmin=0.04, lmax=6.0, tol=1e-8, max_iter=3000)
+    assert result.converged is False and result.info["diverged"]
+    assert result.n_iter < 3000  # stopped at the first period that grew
+    with pytest.warns(ConvergenceWarning, match="diverged"):
+        fixed = chebyshev_gd(A, b, lmin=0.04, lmax=6.0, max_iter=300)
+    assert fixed.converged is None and fixed.info["diverged"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        good = chebyshev_gd(A, b, lmin=0.04, lmax=7.96, tol=1e-8)
+    assert good.converged and "diverged" not in good.info
+
+
+def test_column_blocks_without_tolerance_report_converged_none():
+    W = sp.diags([-1.0, 2.5, -1.0], [-1, 0, 1], shape=(10_000, 10_000)).tocsr()
+    C = np.random.default_rng(0).standard_normal((10_000, 64))
+    for solver in (chebyshev_gd, chebyshev_semi_iterative):
+        result = solver(W, C, lmin=0.5, lmax=4.5, max_iter=16)
+        assert result.info["column_blocks"] >= 2 and result.converged is None
+
+
+def test_no_gradients_through_a_batch_of_systems():
+    torch = pytest.importorskip("torch")
+    W = torch.stack([torch.eye(4, dtype=torch.float64) * 2] * 2).requires_grad_()
+    with pytest.raises(TypeError, match="gradients through a batch"):
+        chebyshev_gd(W, torch.ones(2, 4, dtype=torch.float64), tol=1e-10)

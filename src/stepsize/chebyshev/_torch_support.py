@@ -12,9 +12,10 @@ without building a graph, and the backward pass is one more solve with the same 
 options, so memory does not grow with the iteration count (unrolling would keep every iterate).
 The gradient is that of the exact solution: accurate to about ``tol`` when a tolerance is met.
 
-**Batches.** A torch ``W`` of shape (b, n, n) with ``c`` of shape (b, n) or (b, n, k) is solved as
-one system of b k columns: each column is multiplied by its own matrix, and the Chebyshev interval
-covers the union of the b spectra (the CG estimate takes the extreme Ritz values over columns).
+**Batches** (without gradients). A torch ``W`` of shape (b, n, n) with ``c`` of shape (b, n) or
+(b, n, k) is solved as one system of b k columns: each column is multiplied by its own matrix, and
+the Chebyshev interval covers the union of the b spectra (the CG estimate takes the extreme Ritz
+values over columns).
 """
 
 from __future__ import annotations
@@ -146,6 +147,9 @@ def torch_extensions(solver):
         if not _is_torch(W) and not _is_torch(c):
             return solver(W, c, *args, **options)
         if _is_torch(W) and W.ndim == 3:
+            if any(getattr(value, "requires_grad", False) for value in (W, c)):
+                raise TypeError("gradients through a batch W (b, n, n) are not supported; solve "
+                                "each system (n, n) with requires_grad, or detach W and c")
             return _batched(wrapper, W, c, args, options)
         if any(getattr(value, "requires_grad", False) for value in (W, c)):
             return _differentiated(solver, W, c, args, options)

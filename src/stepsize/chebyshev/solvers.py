@@ -22,13 +22,14 @@ Least squares :math:`\min \|A x - y\|` runs through :func:`normal_equations`, wh
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Iterator
 
 import numpy as np
 import scipy.sparse as sp
 import scipy.sparse.linalg as spla
 
-from stepsize._results import SolverResult, warn_not_converged
+from stepsize._results import ConvergenceWarning, SolverResult, warn_not_converged
 from stepsize._validation import check_array, check_choice, check_int, check_real, check_rng
 from stepsize.chebyshev._torch_support import BatchedMatrices, torch_extensions
 from stepsize.chebyshev.preconditioning import LMAX_WIDENING, as_preconditioner, lanczos_bounds
@@ -329,7 +330,8 @@ def _in_column_blocks(solver, kernel, W, c, x0, *, entry_bytes, history, warn, e
     result = parts[0]
     result.x = np.hstack([part.x for part in parts])
     result.n_iter = max(part.n_iter for part in parts)
-    result.converged = all(part.converged for part in parts)
+    result.converged = (None if options.get("tol") is None
+                        else all(part.converged for part in parts))
     result.info["matvecs"] = sum(part.info["matvecs"] for part in parts) + extra_matvecs
     result.info["column_blocks"] = len(blocks)
     tol = options.get("tol")
@@ -741,7 +743,8 @@ def _chebyshev_periods(W, c, x0, *, name, precondition, interval, T, order, esti
     state = {"lmin": None, "lmax": None, "estimated": 0}
 
     def relative_residual(r):
-        return float(np.max(_column_norms(r.reshape(r.shape[0], -1)) / c_norms))
+        with np.errstate(over="ignore", invalid="ignore"):
+            return float(np.max(_column_norms(r.reshape(r.shape[0], -1)) / c_norms))
 
     def method():
         x, r = _copy(x0), _residual(W, c, x0, c * 0)
@@ -769,6 +772,8 @@ def _chebyshev_periods(W, c, x0, *, name, precondition, interval, T, order, esti
             if user_cap is not None:
                 period = min(period, user_cap - done)
             saved = (_copy(x), _copy(r)) if adaptive else None
+            if interval is not None:
+                state["before"] = _largest_norm(r)
             kernel = _chebyshev_period_kernel(name, W, c, x, r, precondition, lmin, lmax, period,
                                               order)
             for x, r in kernel:  # noqa: B020 (the kernel updates x and r, maybe rebinding r)
@@ -777,6 +782,9 @@ def _chebyshev_periods(W, c, x0, *, name, precondition, interval, T, order, esti
             if not history:
                 yield x, r, period, 0
             done += period
+            if interval is not None and _diverged(state, _largest_norm(r)):
+                if tol is not None:
+                    return  # a given interval that misses the spectrum: more periods only grow
             if user_cap is None and tol is None:  # no tolerance and no cap: one period
                 return
             if not adaptive:
@@ -798,11 +806,43 @@ def _chebyshev_periods(W, c, x0, *, name, precondition, interval, T, order, esti
 
     result = _drive(name, method(), W, c, x0, n_iter=n_iter, tol=tol, x_true=x_true,
                     history=history, warn=warn, extra_matvecs=extra_matvecs)
+    if "diverged" in state:
+        before, after = state["diverged"]
+        detail = (f"the residual norm grew from {before:.3g} to {after:.3g} over one period: "
+                  f"the interval [{state['lmin']:.6g}, {state['lmax']:.6g}] does not contain the "
+                  f"spectrum of M W (raise lmax, or leave lmin/lmax out to estimate them), or "
+                  f"the step order is unstable in this precision")
+        result.converged = None if tol is None else False
+        result.message = f"diverged: {detail}"
+        result.info["diverged"] = True
+        if warn:
+            warnings.warn(f"{name} diverged: {detail}", ConvergenceWarning, stacklevel=4)
     columns = 1 if c.ndim == 1 else c.shape[1]
     result.info.update(lmin=state["lmin"], lmax=state["lmax"], intervals=intervals,
                        estimation_matvecs=state["estimated"] * columns + extra_matvecs,
                        preconditioned=precondition is not None)
     return result
+
+
+# Growth of the residual over one period beyond which a given interval is declared wrong: a
+# Chebyshev period on an interval holding the spectrum never amplifies the residual (by more
+# than the preconditioner's conditioning), while outside the interval it grows exponentially.
+_DIVERGENCE_FACTOR = 10.0
+
+
+def _largest_norm(r) -> float:
+    with np.errstate(over="ignore", invalid="ignore"):
+        return float(np.max(_column_norms(r.reshape(r.shape[0], -1))))
+
+
+def _diverged(state, after) -> bool:
+    """Record in ``state`` whether the period just run grew the largest residual norm by more
+    than ``_DIVERGENCE_FACTOR`` (or made it non-finite); absolute norms, so c = 0 works too."""
+    before = state["before"]
+    if np.isfinite(after) and after <= _DIVERGENCE_FACTOR * max(before, 1e-300):
+        return False
+    state.setdefault("diverged", (before, after))
+    return True
 
 
 def _derived_cap(lmin, lmax, tol, estimation_steps) -> int:
