@@ -250,6 +250,8 @@ def save_checkpoint(path: str | os.PathLike, *, kind: str, settings: Mapping,
     if clash:
         raise ValueError(f"state keys {clash} are reserved for the checkpoint format")
     sha256, settings, state = _digest(kind, settings, state)
+    _refuse_arrays(settings, "settings")
+    _refuse_arrays(state, "state")
     payload = {"format": FORMAT, "kind": kind, "settings": settings, "sha256": sha256, **state}
     temporary = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
     try:
@@ -364,6 +366,31 @@ def load_checkpoint(path: str | os.PathLike, *, kind: str, settings: Mapping,
     return state
 
 
+def _refuse_arrays(value: Any, where: str) -> None:
+    """numpy arrays hash fine (fingerprints) but ``weights_only`` loading refuses them: a file
+    holding one could never be resumed, so it is refused when written."""
+    if isinstance(value, np.ndarray):
+        raise TypeError(f"{where} is a numpy array; store it as a tensor (torch.from_numpy) so "
+                        f"that the checkpoint loads with weights_only=True")
+    if isinstance(value, Mapping):
+        for key, item in value.items():
+            _refuse_arrays(item, f"{where}[{key!r}]")
+    elif isinstance(value, (list, tuple)):
+        for i, item in enumerate(value):
+            _refuse_arrays(item, f"{where}[{i}]")
+
+
+def _same(saved: Any, current: Any) -> bool:
+    """Equal as stored: compared through their content hashes, so tensors compare by value and
+    a NaN setting equals itself."""
+    digests = []
+    for value in (saved, current):
+        hasher = hashlib.sha256()
+        _plain(value, hasher, "settings")
+        digests.append(hasher.digest())
+    return digests[0] == digests[1]
+
+
 def _check_settings(path: Path, saved: dict, current: dict, hints: Mapping[str, str]) -> None:
     current = _plain(current, hashlib.sha256(), "settings")  # the types the file holds
     differences, advice = [], ""
@@ -372,7 +399,7 @@ def _check_settings(path: Path, saved: dict, current: dict, hints: Mapping[str, 
             differences.append(f"{key} is not recorded there but {current[key]!r} here")
         elif key not in current:
             differences.append(f"{key} is {saved[key]!r} there but not set here")
-        elif saved[key] != current[key]:
+        elif not _same(saved[key], current[key]):
             differences.append(f"{key} is {saved[key]!r} there but {current[key]!r} here")
         else:
             continue

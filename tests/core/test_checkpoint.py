@@ -367,3 +367,18 @@ def test_trainers_refuse_planted_hostile_and_bit_flipped_files(tmp_path, trainer
         train(path)
     path.write_bytes(data)
     assert train(path) is not None  # the intact file still resumes
+
+
+def test_arrays_are_refused_when_written_and_nan_or_tensor_settings_compare_by_value(tmp_path):
+    path = tmp_path / "run.pt"
+    with pytest.raises(TypeError, match=r"state\['arr'\] is a numpy array"):
+        save_checkpoint(path, kind="k", settings={"a": 1}, state={"arr": np.arange(3.0)})
+    assert not path.exists()
+    settings = {"lr": float("nan"), "mask": torch.tensor([1.0, 2.0])}
+    save_checkpoint(path, kind="k", settings=settings, state={"w": torch.ones(2)})
+    loaded = load_checkpoint(path, kind="k", settings={"lr": float("nan"),
+                                                       "mask": torch.tensor([1.0, 2.0])})
+    assert torch.equal(loaded["w"], torch.ones(2))
+    with pytest.raises(ValueError, match="mask is"):
+        load_checkpoint(path, kind="k", settings={"lr": float("nan"),
+                                                  "mask": torch.tensor([1.0, 3.0])})
