@@ -284,6 +284,8 @@ def test_other_bad_arguments():
         lsq_quantize(torch.arange(3), 0.1, 4, True)
     with pytest.raises(ValueError, match="does not broadcast"):
         lsq_quantize(torch.randn(3, 4), torch.ones(5), 4, True)
+    with pytest.raises(ValueError, match="does not broadcast"):  # more steps than elements
+        lsq_quantize(torch.tensor([0.5]), torch.tensor([0.1, 0.2, 0.3]), 4, True)
     with pytest.raises(ValueError, match="grad_scale"):
         lsq_quantize(torch.randn(3), 0.1, 4, True, grad_scale=-1.0)
     with pytest.raises(ValueError, match="init"):

@@ -202,12 +202,14 @@ def lsq_quantize(
     if not bool((step_size > 0).all()):
         raise ValueError(f"step_size must be positive, got minimum {float(step_size.min())!r}")
     try:
-        torch.broadcast_shapes(step_size.shape, v.shape)
+        broadcast = torch.broadcast_shapes(step_size.shape, v.shape)
     except RuntimeError:
+        broadcast = None
+    if broadcast != v.shape:  # one step per element or per group of v, never more than v has
         raise ValueError(
             f"step_size of shape {tuple(step_size.shape)} does not broadcast to v of shape "
             f"{tuple(v.shape)}"
-        ) from None
+        )
     g = _resolve_grad_scale(grad_scale, v.numel() // step_size.numel(), q_p)
     return _lsq(v, step_size, q_n, q_p, g)
 
