@@ -356,3 +356,13 @@ def test_bad_options(options, match):
 def test_exact_needs_an_explicit_matrix():
     with pytest.raises(ValueError, match="LinearOperator"):
         estimate_spectrum(spla.aslinearoperator(np.eye(5)), method="exact")
+
+
+def test_normal_operator_is_estimated_as_an_operator():
+    from stepsize.chebyshev import normal_equations
+
+    A = np.random.default_rng(0).standard_normal((60, 20))
+    W, _ = normal_equations(A, np.ones(60))
+    estimate = estimate_spectrum(W, seed=0)
+    eigenvalues = np.linalg.eigvalsh(A.T @ A)
+    assert estimate.lmin <= eigenvalues[0] and estimate.lmax >= eigenvalues[-1]

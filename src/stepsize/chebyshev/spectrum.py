@@ -149,6 +149,13 @@ def as_matrix_or_operator(W, name: str = "W", *, check_symmetry: bool = True):
     as given (its symmetry cannot be checked without applying it n times). Complex input is
     refused with a ``TypeError``.
     """
+    if not (isinstance(W, (np.ndarray, spla.LinearOperator)) or sp.issparse(W)
+            or type(W).__module__[:5] == "torch") and hasattr(W, "__matmul__") and len(
+                getattr(W, "shape", ())) == 2:
+        # an operator object with shape and @ (such as NormalOperator): applied as given
+        operator = W
+        W = spla.LinearOperator(tuple(W.shape), matvec=lambda v: np.asarray(operator @ v),
+                                dtype=np.float64)
     if isinstance(W, spla.LinearOperator):
         check_square(W, name)
         if np.dtype(W.dtype).kind == "c":
