@@ -45,6 +45,7 @@ __all__ = [
 MANIFEST_NAME = ".stepsize-files.json"
 LOCK_NAME = ".stepsize.lock"
 _STAGING_PREFIX = ".stepsize-staging-"
+_KEPT_MARKER = ".kept"
 _REPORT_TITLE = "# stepsize: reproduction report"
 
 
@@ -307,7 +308,16 @@ class OutputDir:
         except OSError as exc:
             raise OutputError(f"{shown} is not a writable directory ({exc.strerror})") from None
         self._lock()
+        self._remove_abandoned_stages()
         return self
+
+    def _remove_abandoned_stages(self) -> None:
+        """Staging folders of runs that were killed (SIGKILL, out of memory) before cleaning
+        up; safe under the lock, which no other run holds. Kept stages (a refused commit whose
+        files the message pointed to) stay."""
+        for stage in self.path.glob(_STAGING_PREFIX + "*"):
+            if stage.is_dir() and not stage.is_symlink() and not (stage / _KEPT_MARKER).exists():
+                shutil.rmtree(stage, ignore_errors=True)
 
     def __exit__(self, *exc_info) -> None:
         self._unlock()
@@ -448,6 +458,7 @@ class OutputDir:
             self.check(names)
         except OutputError as exc:
             self._kept.add(stage)
+            (stage / _KEPT_MARKER).touch()  # a later run leaves this one in place
             raise OutputError(f"{exc}; this run's files are kept in {str(stage)!r}") from None
         manifest = self._manifest()
         written = []

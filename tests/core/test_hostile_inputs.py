@@ -746,3 +746,15 @@ def test_edge_list_reader_never_raises_anything_but_value_error(text, tmp_path_f
     again = read_graph(bom)
     assert again.labels == graph.labels
     assert (again.adjacency != graph.adjacency).nnz == 0
+
+
+def test_a_killed_runs_staging_folder_is_removed_by_the_next_run(tmp_path):
+    abandoned = tmp_path / ".stepsize-staging-abc123"
+    abandoned.mkdir()
+    (abandoned / "psor.json").write_text("{}")
+    kept = tmp_path / ".stepsize-staging-kept01"
+    kept.mkdir()
+    (kept / ".kept").touch()
+    with OutputDir(tmp_path):
+        pass
+    assert not abandoned.exists() and kept.exists()

@@ -87,7 +87,7 @@ def test_output_dir_commit_keeps_a_run_that_meets_a_new_user_file(tmp_path):
                                "stepsize; pass --force") as caught:
                 folder.commit(stage)
             assert str(stage) in str(caught.value)
-        assert sorted(p.name for p in stage.iterdir()) == ["a.json", "b.png"]  # kept
+        assert sorted(p.name for p in stage.iterdir()) == [".kept", "a.json", "b.png"]  # kept
         assert (tmp_path / "a.json").read_text() == "1"  # nothing moved
         assert (tmp_path / "b.png").read_bytes() == b"the user's"
     manifest = json.loads((tmp_path / MANIFEST_NAME).read_text())["files"]
