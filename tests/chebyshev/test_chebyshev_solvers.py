@@ -6,6 +6,7 @@ import scipy.sparse as sp
 import scipy.sparse.linalg as spla
 
 from stepsize import ConvergenceWarning
+from stepsize._reference.instances import gaussian_gram, gaussian_operator, jacobi_instance
 from stepsize.chebyshev import (
     chebyshev_bound,
     chebyshev_gd,
@@ -23,7 +24,6 @@ from stepsize.chebyshev import (
     optimal_constant_step,
     psor,
 )
-from stepsize.experiments._instances import gaussian_gram, gaussian_operator, jacobi_instance
 
 
 @pytest.fixture(scope="module")

@@ -8,9 +8,9 @@ import scipy.sparse.linalg as spla
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from stepsize._reference.instances import gaussian_gram
 from stepsize.chebyshev import estimate_spectrum, marchenko_pastur_edges
 from stepsize.chebyshev.spectrum import _cholesky_certificate, _kw_epsilon
-from stepsize.experiments._instances import gaussian_gram
 
 pyamg = pytest.importorskip("pyamg")
 

@@ -5,6 +5,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from stepsize._reference.instances import gaussian_gram
 from stepsize.chebyshev import (
     ORDERS,
     chebyshev_bound,
@@ -17,7 +18,6 @@ from stepsize.chebyshev import (
     optimal_rate,
     per_step_rate,
 )
-from stepsize.experiments._instances import gaussian_gram
 
 # Research note section 3: the T = 25 steps of the seed-12 (300, 600) instance, code order.
 NOTE_STEPS = [0.1763, 0.1776, 0.1804, 0.1846, 0.1904, 0.1981, 0.2078, 0.2200, 0.2350, 0.2536,

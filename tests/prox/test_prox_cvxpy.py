@@ -15,7 +15,7 @@ from stepsize.prox import (
 )
 
 cp = pytest.importorskip("cvxpy")
-from stepsize.prox._cvxpy_reference import cvxpy_gaussian_mle, cvxpy_prox  # noqa: E402
+from stepsize._reference.cvxpy_prox import cvxpy_gaussian_mle, cvxpy_prox  # noqa: E402
 
 
 def prox_objective(X, y, sigma, Omega, eta):

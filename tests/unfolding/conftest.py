@@ -5,7 +5,7 @@ import contextlib
 import numpy as np
 import pytest
 
-from stepsize.experiments._instances import gaussian_operator
+from stepsize._reference.instances import gaussian_operator
 
 torch = pytest.importorskip("torch")
 

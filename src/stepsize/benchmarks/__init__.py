@@ -2,7 +2,7 @@
 
 Each module registers an :class:`~stepsize._registry.Entry`; ``stepsize bench NAME`` runs it and
 writes ``bench_NAME.json``. Peers are imported inside ``run``. Timings use
-:func:`stepsize.benchmarks._timing.median_time` (one warm-up, then the median of repeats).
+:func:`stepsize._reference.timing.median_time` (one warm-up, then the median of repeats).
 """
 
 from stepsize._registry import BENCHMARKS, Entry

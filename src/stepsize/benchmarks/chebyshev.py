@@ -165,7 +165,7 @@ def _timed(funcs: dict, config: dict) -> dict:
     20 ms, enough rounds to fill about ``config["fill_s"]`` seconds, at most 25: the noise of a
     shared machine is of that order) that run every callable once, in turn, so that a change
     of load hits the compared methods alike. When a warm-up takes over 2 s the warm-ups are the
-    only measurement (as in :func:`stepsize.benchmarks._timing.median_time`).
+    only measurement (as in :func:`stepsize._reference.timing.median_time`).
     """
     outputs, times = {}, {}
     for name, func in funcs.items():
@@ -670,7 +670,7 @@ def run(config: dict, seed: int) -> dict:
     import scipy.sparse as sp
     from pyamg import smoothed_aggregation_solver
 
-    from stepsize.benchmarks._timing import pinned_threads
+    from stepsize._reference.timing import pinned_threads
 
     petsc_command = _petsc_python() if config["petsc"] else "off in this configuration"
     rows, batched, safety, petsc_failures = [], [], [], []

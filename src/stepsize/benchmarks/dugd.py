@@ -26,8 +26,8 @@ from pathlib import Path
 
 import numpy as np
 
+from stepsize._reference.instances import gaussian_operator
 from stepsize.benchmarks import Entry, register
-from stepsize.experiments._instances import gaussian_operator
 
 NOTEBOOK_TEST_MSE = 3.86385e-7  # DUGD_LMS_example.ipynb, MSE at t = 25 with its learned steps
 NOTEBOOK_STEPS = [
@@ -167,7 +167,7 @@ def _step_cost(config: dict, seed: int, A) -> dict:
     """Seconds per Adam step of the notebook procedure at batch 10000, per number of layers."""
     import torch
 
-    from stepsize.benchmarks._timing import median_time
+    from stepsize._reference.timing import median_time
     from stepsize.unfolding import UnfoldedGD, train_incremental
 
     costs = {}
@@ -202,7 +202,7 @@ def _measure(task: str, config: dict, seed: int) -> dict:
     import resource
     import time
 
-    from stepsize.benchmarks._timing import pinned_threads
+    from stepsize._reference.timing import pinned_threads
     from stepsize.unfolding import UnfoldedGD, train_expected_loss, train_incremental
 
     A = _instance()

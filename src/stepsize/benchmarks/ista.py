@@ -193,7 +193,7 @@ def _one_seed(config: dict, seed: int) -> dict:
 
 
 def run(config: dict, seed: int) -> dict:
-    from stepsize.benchmarks._timing import pinned_threads
+    from stepsize._reference.timing import pinned_threads
     from stepsize.report import table
 
     with pinned_threads(config["threads"]):

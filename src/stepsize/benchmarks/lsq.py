@@ -246,8 +246,8 @@ def _train_together(models: dict, data, config, bits, seed, timing_steps):
 def run(config: dict[str, Any], seed: int) -> dict[str, Any]:
     import torch
 
-    from stepsize.benchmarks._timing import pinned_threads
-    from stepsize.experiments.lsq import build_model, load_dataset
+    from stepsize._reference.lsq_data import build_model, load_dataset
+    from stepsize._reference.timing import pinned_threads
     from stepsize.quantization import evaluate, quantize_model, train_model
     from stepsize.report import table
 

@@ -159,7 +159,7 @@ def _methods(config: dict, n: int) -> dict[str, Any]:
 
 
 def _measure(solve, A, B, truth, seed: int, repeats: int) -> dict[str, Any]:
-    from stepsize.benchmarks._timing import median_time
+    from stepsize._reference.timing import median_time
     from stepsize.matching import score_matching
 
     n = A.shape[0]
@@ -178,7 +178,7 @@ def _measure(solve, A, B, truth, seed: int, repeats: int) -> dict[str, Any]:
 
 
 def _memory_of_apfp(A, B) -> int:
-    from stepsize.benchmarks._timing import peak_python_memory
+    from stepsize._reference.timing import peak_python_memory
     from stepsize.matching import match_graphs
 
     peak, _ = peak_python_memory(lambda: match_graphs(A, B))
@@ -208,7 +208,7 @@ def _instance_for(setting: dict, seed: int):
 
 def run(config: dict[str, Any], seed: int) -> dict[str, Any]:
     from stepsize._progress import progress_bar
-    from stepsize.benchmarks._timing import pinned_threads
+    from stepsize._reference.timing import pinned_threads
     from stepsize.report import table
 
     rows, memory = [], []
@@ -285,7 +285,7 @@ def lawler_benchmark(inliers: int = 20, outliers=(0, 4, 10), seeds: int = 5, *, 
 
     import pygmtools
 
-    from stepsize.benchmarks._timing import median_time, pinned_threads
+    from stepsize._reference.timing import median_time, pinned_threads
     from stepsize.matching import match_lawler, matching_accuracy
     from stepsize.matching.generators import outlier_pair
     from stepsize.report import table
@@ -391,7 +391,7 @@ def qaplib_benchmark(directory, *, max_n: int = 50, starts=(1, 5), seed: int = 0
         CPU seconds, instances at the best-known value, runs reported not converged),
         "table": a report table}``.
     """
-    from stepsize.benchmarks._timing import pinned_threads
+    from stepsize._reference.timing import pinned_threads
     from stepsize.matching.qaplib import read_qaplib, read_qaplib_solutions
     from stepsize.report import table
 

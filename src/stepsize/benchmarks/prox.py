@@ -51,10 +51,10 @@ def _objective(X, y, sigma, Omega, eta) -> float:
 
 
 def _compare(config, rng):
-    from stepsize.benchmarks._timing import median_time, pinned_threads
+    from stepsize._reference.cvxpy_prox import cvxpy_prox
+    from stepsize._reference.prox_instances import random_prox_instance
+    from stepsize._reference.timing import median_time, pinned_threads
     from stepsize.prox import kkt_residuals, prox_matrix_perspective
-    from stepsize.prox._cvxpy_reference import cvxpy_prox
-    from stepsize.prox._instances import random_prox_instance
 
     p = config["compare_size"]
     solvers = {
@@ -100,9 +100,13 @@ def _compare(config, rng):
 
 
 def _sizes(config, rng):
-    from stepsize.benchmarks._timing import median_time, pinned_threads
+    from stepsize._reference.prox_instances import (
+        AUTHOR_TIMINGS,
+        loglog_slope,
+        random_prox_instance,
+    )
+    from stepsize._reference.timing import median_time, pinned_threads
     from stepsize.prox import prox_matrix_perspective
-    from stepsize.prox._instances import AUTHOR_TIMINGS, loglog_slope, random_prox_instance
 
     instances = {p: [random_prox_instance(rng, p) for _ in range(config["size_instances"])]
                  for p in config["sizes"]}
@@ -142,8 +146,8 @@ def _robustness(config, rng):
     import warnings
 
     from stepsize import ConvergenceWarning
+    from stepsize._reference.prox_instances import HARD_KINDS, hard_instance
     from stepsize.prox import kkt_residuals, prox_matrix_perspective
-    from stepsize.prox._instances import HARD_KINDS, hard_instance
 
     def solve(X, y, sigma, record):
         try:
@@ -210,7 +214,7 @@ def _robustness(config, rng):
 
 def _batch(config, rng):
     """Batched prox vs a loop of single calls, per problem (1 BLAS thread)."""
-    from stepsize.benchmarks._timing import median_time, pinned_threads
+    from stepsize._reference.timing import median_time, pinned_threads
     from stepsize.prox import prox_matrix_perspective, prox_matrix_perspective_batch
 
     rows, summary = [], {}
@@ -285,7 +289,7 @@ def run(config: dict, seed: int) -> dict:
 
 
 def plot(result: dict, out_dir: Path) -> list[Path]:
-    from stepsize.prox._instances import AUTHOR_TIMINGS
+    from stepsize._reference.prox_instances import AUTHOR_TIMINGS
     from stepsize.report import new_figure, save_figure
 
     fig, (ax,) = new_figure()

@@ -351,7 +351,7 @@ def _summarize(problem, runs, target, relative):
 
 
 def run(config: dict, seed: int) -> dict:
-    from stepsize.benchmarks._timing import pinned_threads
+    from stepsize._reference.timing import pinned_threads
     from stepsize.report import table
 
     seeds = [seed + i for i in range(config["seeds"])]

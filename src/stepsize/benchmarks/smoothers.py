@@ -252,7 +252,7 @@ def stability_rows(grid: int, degrees, seed: int) -> list[dict]:
 
 
 def run(config: dict, seed: int) -> dict:
-    from stepsize.benchmarks._timing import pinned_threads
+    from stepsize._reference.timing import pinned_threads
     from stepsize.report import table
 
     rows, skipped = [], []

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
+from stepsize._reference.instances import gaussian_gram
 from stepsize.experiments import Entry, register
-from stepsize.experiments._instances import gaussian_gram
 
 NOTEBOOK = {
     "lmin": 0.184191, "lmax": 5.678371,

@@ -25,8 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
+from stepsize._reference.instances import gaussian_operator
 from stepsize.experiments import Entry, register
-from stepsize.experiments._instances import gaussian_operator
 
 # DUGD_LMS_example.ipynb printed outputs and the note's [COMP] values (sections 2.3, 2.4, 3, 9).
 NOTEBOOK_STEPS = [

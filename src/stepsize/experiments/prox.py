@@ -35,9 +35,9 @@ def _prox_objective(X, y, sigma, Omega, eta):
 
 
 def _cvxpy_agreement(config, rng):
+    from stepsize._reference.cvxpy_prox import cvxpy_prox
+    from stepsize._reference.prox_instances import random_prox_instance
     from stepsize.prox import kkt_residuals, prox_matrix_perspective
-    from stepsize.prox._cvxpy_reference import cvxpy_prox
-    from stepsize.prox._instances import random_prox_instance
 
     rows, gaps, kkts = [], [], []
     for p in config["cvxpy_sizes"]:
@@ -116,8 +116,8 @@ def _special_cases(rng):
 
 
 def _firm_nonexpansiveness(config, rng):
+    from stepsize._reference.prox_instances import random_prox_instance
     from stepsize.prox import prox_matrix_perspective
-    from stepsize.prox._instances import random_prox_instance
 
     rows = []
     for p in config["pair_sizes"]:
@@ -138,9 +138,13 @@ def _firm_nonexpansiveness(config, rng):
 
 
 def _speed(config, rng):
-    from stepsize.benchmarks._timing import median_time, pinned_threads
+    from stepsize._reference.prox_instances import (
+        AUTHOR_TIMINGS,
+        loglog_slope,
+        random_prox_instance,
+    )
+    from stepsize._reference.timing import median_time, pinned_threads
     from stepsize.prox import kkt_residuals, prox_matrix_perspective
-    from stepsize.prox._instances import AUTHOR_TIMINGS, loglog_slope, random_prox_instance
 
     rows, time_by_p, iterations_by_p, kkt_max = [], {}, {}, 0.0
     with pinned_threads(config["threads"]):
@@ -166,8 +170,8 @@ def _speed(config, rng):
 
 
 def _mle(config, rng):
+    from stepsize._reference.cvxpy_prox import cvxpy_gaussian_mle
     from stepsize.prox import constrained_gaussian_mle, sample_moments
-    from stepsize.prox._cvxpy_reference import cvxpy_gaussian_mle
 
     cases = []
     for p in config["mle_sizes"]:
@@ -248,7 +252,7 @@ def run(config: dict, seed: int) -> dict:
 
 
 def plot(result: dict, out_dir: Path) -> list[Path]:
-    from stepsize.prox._instances import AUTHOR_TIMINGS
+    from stepsize._reference.prox_instances import AUTHOR_TIMINGS
     from stepsize.report import new_figure, save_figure
 
     paths = []

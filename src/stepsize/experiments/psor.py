@@ -12,8 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
+from stepsize._reference.instances import jacobi_instance
 from stepsize.experiments import Entry, register
-from stepsize.experiments._instances import jacobi_instance
 
 NOTEBOOK = {"lmin": 0.676575, "lmax": 1.921624, "omega_sor": 0.76976,
             "factor": {"jacobi": 0.9216, "constant": 0.4792, "chebyshev": 0.2783},

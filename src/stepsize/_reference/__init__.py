@@ -1,0 +1,12 @@
+"""Internal: what experiments, benchmarks and tests share, so that they never import each other.
+
+- :mod:`~stepsize._reference.instances`: the papers' problem instances (Gaussian operators and
+  Gram matrices, the Jacobi instance of Chebyshev-PSOR).
+- :mod:`~stepsize._reference.prox_instances`: random prox instances and the author's timings.
+- :mod:`~stepsize._reference.cvxpy_prox`: the CVXPY references of the prox and the Gaussian MLE.
+- :mod:`~stepsize._reference.lsq_data`: the LSQ note's datasets and models.
+- :mod:`~stepsize._reference.timing`: pinned BLAS threads, medians, peak memory.
+
+Layering: ``_validation``, ``_results`` <- method subpackages <- ``_reference`` <- experiments,
+benchmarks <- cli. Nothing in the method subpackages imports from here.
+"""
