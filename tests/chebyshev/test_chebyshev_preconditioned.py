@@ -237,3 +237,12 @@ def test_no_gradients_through_a_batch_of_systems():
     W = torch.stack([torch.eye(4, dtype=torch.float64) * 2] * 2).requires_grad_()
     with pytest.raises(TypeError, match="gradients through a batch"):
         chebyshev_gd(W, torch.ones(2, 4, dtype=torch.float64), tol=1e-10)
+
+
+def test_divergence_in_a_column_block_is_reported_for_the_batch():
+    W = sp.diags([-1.0, 2.5, -1.0], [-1, 0, 1], shape=(10_000, 10_000)).tocsr()  # spectrum in
+    C = np.random.default_rng(0).standard_normal((10_000, 64))                    # (0.5, 4.5)
+    with pytest.warns(ConvergenceWarning, match="diverged"):
+        result = chebyshev_gd(W, C, lmin=0.5, lmax=3.0, max_iter=200)
+    assert result.info["column_blocks"] >= 2 and result.info["diverged"]
+    assert result.converged is None and result.message.startswith("diverged")

@@ -341,6 +341,12 @@ def _in_column_blocks(solver, kernel, W, c, x0, *, entry_bytes, history, warn, e
                           f"iterations ({len(blocks)} column blocks)")
         if warn and not result.converged:
             warn_not_converged(solver, result.n_iter, f"tol={tol:g}", stacklevel=4)
+    diverged = [part for part in parts if part.info.get("diverged")]
+    if diverged:  # the blocks ran without warnings: say it once for the whole batch
+        result.info["diverged"] = True
+        result.message = diverged[0].message
+        if warn:
+            warnings.warn(f"{solver} {diverged[0].message}", ConvergenceWarning, stacklevel=4)
     return result
 
 
