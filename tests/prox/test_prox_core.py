@@ -203,7 +203,7 @@ def test_iteration_cap_warns():
     X, y = random_instance(rng, 20)
     with pytest.warns(ConvergenceWarning):
         _, _, info = prox_matrix_perspective(
-            X, y, 1.0, method="bisection", maxiter=3, return_info=True
+            X, y, 1.0, method="bisection", max_iter=3, return_info=True
         )
     assert not info.converged
 
@@ -286,8 +286,8 @@ def test_bad_options_raise():
         prox_matrix_perspective(np.eye(2), np.ones(2), 1.0, method="admm")
     with pytest.raises(ValueError, match="tol"):
         prox_matrix_perspective(np.eye(2), np.ones(2), 1.0, tol=0)
-    with pytest.raises(ValueError, match="maxiter"):
-        prox_matrix_perspective(np.eye(2), np.ones(2), 1.0, maxiter=0)
+    with pytest.raises(ValueError, match="max_iter"):
+        prox_matrix_perspective(np.eye(2), np.ones(2), 1.0, max_iter=0)
     with pytest.raises(TypeError, match="sigma"):
         prox_matrix_perspective(np.eye(2), np.ones(2), "1")
 

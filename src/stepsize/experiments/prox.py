@@ -187,7 +187,7 @@ def _mle(config, rng):
     rows, gaps, histories = [], [], {}
     for name, data, caps in cases:
         start = time.perf_counter()
-        result = constrained_gaussian_mle(data, caps, maxiter=config["mle_maxiter"])
+        result = constrained_gaussian_mle(data, caps, max_iter=config["mle_maxiter"])
         ours_s = time.perf_counter() - start
         second, mean = sample_moments(data)
         start = time.perf_counter()

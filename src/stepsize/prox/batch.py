@@ -17,7 +17,7 @@ gives ``Omega = sigma S[:p, :p]``, ``eta = sqrt(2) sigma S[:p, p]``.
 
 Problems outside the band of ratios ``||(X, y)|| / sigma`` where a dense eigensolver is accurate
 (``[2^-4, 1e4]``, as for the single prox's dense path), and any that have not converged in
-``maxiter`` batched steps, are handed to :func:`prox_matrix_perspective` one by one, so every
+``max_iter`` batched steps, are handed to :func:`prox_matrix_perspective` one by one, so every
 answer is the single prox's answer to rounding.
 
 Reference: Won, NeurIPS 2020 (the prox); the single-problem solver in
@@ -64,7 +64,7 @@ def prox_matrix_perspective_batch(
     sigma,
     *,
     tol: float = 1e-12,
-    maxiter: int = 30,
+    max_iter: int = 30,
     symmetrize: bool = False,
     return_info: bool = False,
 ):
@@ -79,7 +79,7 @@ def prox_matrix_perspective_batch(
         y: stack of vectors, shape ``(b, p)``.
         sigma: ``sigma > 0``, a number or one per problem, shape ``(b,)``.
         tol: stop a problem when ``|h| <= tol`` (data divided by ``sigma``).
-        maxiter: cap on batched steps; problems still running then get a single call.
+        max_iter: cap on batched steps; problems still running then get a single call.
         symmetrize: use ``(X_k + X_k^T) / 2`` instead of raising on a non-symmetric ``X_k``.
         return_info: also return a :class:`BatchProxInfo`.
 
@@ -110,7 +110,7 @@ def prox_matrix_perspective_batch(
                          f"got {y.shape}")
     sigma = _check_sigmas(sigma, b)
     tol = check_real(tol, "tol", low=0, low_inclusive=False)
-    maxiter = check_int(maxiter, "maxiter", low=1)
+    max_iter = check_int(max_iter, "max_iter", low=1)
     if not symmetrize:
         asymmetry = np.abs(X - X.transpose(0, 2, 1)).max(axis=(1, 2))
         size = np.maximum(np.abs(X).max(axis=(1, 2)), np.finfo(float).tiny)
@@ -134,7 +134,7 @@ def prox_matrix_perspective_batch(
     steps = 0
     if index.size:
         results, steps = _batched(
-            X[index] / sigma[index, None, None], y[index] / sigma[index, None], tol, maxiter
+            X[index] / sigma[index, None, None], y[index] / sigma[index, None], tol, max_iter
         )
         Omega_b, eta_b, done, zero, count = results
         Omega[index] = Omega_b * sigma[index, None, None]

@@ -117,7 +117,7 @@ def constrained_gaussian_mle(
     *,
     primal_step: float | None = None,
     start: tuple | None = None,
-    maxiter: int = 20000,
+    max_iter: int = 20000,
     tol: float = 1e-8,
     progress: bool | None = False,
 ) -> GaussianMLEResult:
@@ -135,7 +135,7 @@ def constrained_gaussian_mle(
             as ``s`` plus the squared mean; the factor 3 was the fastest of 1, 3, 10, 30 on the
             synthetic and diabetes problems). A heuristic: tune it for speed, not accuracy.
         start: initial ``(Omega, eta)``; default the unconstrained solution (closed form).
-        maxiter: iteration cap.
+        max_iter: iteration cap.
         tol: stop when the relative primal and dual residuals of the iteration (the distance of
             the last step to the optimality conditions) are both below ``tol``.
         progress: show a progress bar.
@@ -175,7 +175,7 @@ def constrained_gaussian_mle(
         primal_step = 3.0 * (1.0 + mean_share) / (math.sqrt(1.0 + m) * average_variance)
     tau = check_real(primal_step, "primal_step", low=0, low_inclusive=False)
     dual_step = 0.99 / (tau * (1.0 + m))
-    maxiter = check_int(maxiter, "maxiter", low=1)
+    max_iter = check_int(max_iter, "max_iter", low=1)
     tol = check_real(tol, "tol", low=0, low_inclusive=False)
     outer = np.einsum("ip,iq->ipq", caps, caps)
 
@@ -195,7 +195,7 @@ def constrained_gaussian_mle(
     start_time = time.perf_counter()
     converged = False
     iteration = 0
-    for iteration in progress_bar(range(1, maxiter + 1), progress=progress, desc="CP MLE"):
+    for iteration in progress_bar(range(1, max_iter + 1), progress=progress, desc="CP MLE"):
         shifted = Omega - tau * (dual_matrix + dual_caps.sum(axis=0)) - tau * second_moment
         d, Q = np.linalg.eigh(0.5 * (shifted + shifted.T))
         Omega_next = (Q * (0.5 * (d + np.sqrt(d * d + 4.0 * tau)))) @ Q.T

@@ -416,7 +416,7 @@ def prox_matrix_perspective(
     *,
     method: str = "newton",
     tol: float = 1e-12,
-    maxiter: int | None = None,
+    max_iter: int | None = None,
     symmetrize: bool = False,
     return_info: bool = False,
 ):
@@ -440,7 +440,7 @@ def prox_matrix_perspective(
         method: ``"newton"`` (safeguarded semismooth Newton) or ``"bisection"``.
         tol: stop when ``|h(t)| <= tol * sigma`` (or when the bracket of ``t*`` has shrunk to
             rounding level).
-        maxiter: cap on root-finding steps (default 50 for Newton, 200 for bisection).
+        max_iter: cap on root-finding steps (default 50 for Newton, 200 for bisection).
         symmetrize: use ``(X + X^T) / 2`` instead of raising on a non-symmetric ``X``.
         return_info: also return a :class:`PerspectiveProxInfo`.
 
@@ -463,10 +463,10 @@ def prox_matrix_perspective(
     sigma = check_real(sigma, "sigma", low=0, low_inclusive=False)
     method = check_choice(method, "method", METHODS)
     tol = check_real(tol, "tol", low=0, low_inclusive=False)
-    if maxiter is None:
-        maxiter = 50 if method == "newton" else 200
-    maxiter = check_int(maxiter, "maxiter", low=1)
-    Omega, eta, info = _prox(X, y, sigma, method, tol, maxiter)
+    if max_iter is None:
+        max_iter = 50 if method == "newton" else 200
+    max_iter = check_int(max_iter, "max_iter", low=1)
+    Omega, eta, info = _prox(X, y, sigma, method, tol, max_iter)
     return (Omega, eta, info) if return_info else (Omega, eta)
 
 
