@@ -12,36 +12,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from stepsize import ConvergenceWarning
+from stepsize._reference.prox_instances import hard_instance
 from stepsize.prox import kkt_residuals, prox_matrix_perspective
 
 # PyProximal's backtracking ProximalGradient crashed here with log1p(-1) (issue 13)
 CRASH_X = np.diag([0, 0, 0.323, 1.496, 2.704, 12.938])
 CRASH_Y = np.array([-2.55e-7, 8.98e-8, -0.0764, -1.96, 0.00432, 2.89])
 CRASH_SIGMA = 9.5367431640625e-07
-
-
-def instance(kind, rng, p):
-    """Random, and the structures that were hard: zero eigenvalues of X with tiny y there (the
-    crash), X = -c I with large y, low rank, clustered eigenvalues."""
-    if kind == "random":
-        B = rng.standard_normal((p, p))
-        return (B + B.T) / 2, rng.standard_normal(p)
-    if kind == "zeros":
-        d = np.r_[np.zeros(min(2, p)), np.abs(rng.standard_normal(max(p - 2, 0)))]
-        Q = np.linalg.qr(rng.standard_normal((p, p)))[0]
-        y = rng.standard_normal(p)
-        y[:2] *= 10 ** rng.uniform(-9, -5)
-        X = (Q * d) @ Q.T
-        return 0.5 * (X + X.T), Q @ y
-    if kind == "negative":
-        return -rng.uniform(0.1, 3) * np.eye(p), 10 * rng.standard_normal(p)
-    if kind == "lowrank":
-        G = rng.standard_normal((p, 2))
-        return G @ G.T - rng.uniform(0, 1) * np.eye(p), rng.standard_normal(p)
-    values = np.repeat(rng.standard_normal(3), [p // 3, p // 3, p - 2 * (p // 3)])
-    Q = np.linalg.qr(rng.standard_normal((p, p)))[0]
-    X = (Q * values) @ Q.T
-    return 0.5 * (X + X.T), Q[:, :2] @ rng.standard_normal(2)
 
 
 def optimality(X, y, sigma, Omega, eta):
@@ -102,7 +79,7 @@ def bisection_reference(X, y, sigma):
 @pytest.mark.parametrize("exponent", range(-300, 301, 50))
 def test_homogeneity_against_unit_scale(exponent):
     rng = np.random.default_rng(abs(exponent))
-    X, y = instance("random", rng, 6)
+    X, y = hard_instance("random", rng, 6)
     Omega, eta = prox_matrix_perspective(X, y, 0.7)
     # a power of two: bit for bit (the internal normalization is the same)
     c = 2.0 ** round(exponent * math.log2(10))
@@ -120,7 +97,7 @@ def test_homogeneity_against_unit_scale(exponent):
 @pytest.mark.parametrize("kind", ["random", "zeros", "negative", "lowrank", "clusters"])
 def test_ratio_sweep_1e_minus300_to_1e300(kind):
     rng = np.random.default_rng(len(kind))
-    X, y = instance(kind, rng, 7)
+    X, y = hard_instance(kind, rng, 7)
     data = max(np.abs(X).max(), np.abs(y).max())
     small, large = psd_part(X), psd_part(X)
     for exponent in range(-300, 301, 20):
@@ -155,7 +132,7 @@ def test_tiny_psd_input_is_not_zero_region():
 
 def test_regime_boundaries_agree():
     rng = np.random.default_rng(21)
-    X, y = instance("random", rng, 5)
+    X, y = hard_instance("random", rng, 5)
     data = max(np.abs(X).max(), np.abs(y).max())
     # closed form (ratio < 2^-56) against the root finder just above it
     below = prox_matrix_perspective(X, y, data * 2.0**57)
@@ -182,7 +159,7 @@ def test_regime_boundaries_agree():
 )
 def test_extreme_finite_inputs_stay_finite(x_scale, y_scale, sigma):
     rng = np.random.default_rng(5)
-    X, y = instance("random", rng, 5)
+    X, y = hard_instance("random", rng, 5)
     X, y = x_scale * X / np.abs(X).max(), y_scale * y / np.abs(y).max()
     with warnings.catch_warnings():
         warnings.simplefilter("error")
@@ -199,7 +176,7 @@ def test_newton_steps_in_the_issue_range(kind):
     with warnings.catch_warnings():
         warnings.simplefilter("error", ConvergenceWarning)
         for _ in range(40):
-            X, y = instance(kind, rng, int(rng.integers(2, 30)))
+            X, y = hard_instance(kind, rng, int(rng.integers(2, 30)))
             sigma = 10 ** rng.uniform(-8, -4)
             Omega, eta, info = prox_matrix_perspective(X, y, sigma, return_info=True)
             steps.append(info.n_iter)
@@ -211,7 +188,7 @@ def test_newton_steps_in_the_issue_range(kind):
 
 def test_kkt_residuals_are_scale_free():
     rng = np.random.default_rng(22)
-    X, y = instance("random", rng, 6)
+    X, y = hard_instance("random", rng, 6)
     Omega, eta = prox_matrix_perspective(X, y, 0.3)
     base = kkt_residuals(X, y, 0.3, Omega, eta)
     scaled = kkt_residuals(1e150 * X, 1e150 * y, 1e150 * 0.3, 1e150 * Omega, 1e150 * eta)
@@ -233,7 +210,7 @@ def test_kkt_residuals_are_scale_free():
 )
 def test_any_scale_any_ratio(kind, p, log10_ratio, scale, seed):
     rng = np.random.default_rng(seed)
-    X, y = instance(kind if p >= 3 else "random", rng, p)
+    X, y = hard_instance(kind if p >= 3 else "random", rng, p)
     data = max(np.abs(X).max(), np.abs(y).max())
     sigma = data * 10.0 ** (-log10_ratio)
     # any power of two that keeps data and sigma within the normal floats

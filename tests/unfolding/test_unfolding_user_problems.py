@@ -313,20 +313,6 @@ def test_synthetic_settings_do_not_mix_with_user_data(user_data):
         train_incremental(UnfoldedGD(1, A), data=(x, y), noise_std=0.1, progress=False)
 
 
-def best_polynomial_loss(eigenvalues, weights, noise_std, T):
-    """Independent lower bound: every T-step GD has x_T error polynomial p(W) = prod(I - g W),
-    p(0) = 1, degree T; minimizing (1/n) sum_i [d_i p_i^2 + s^2 (1 - p_i)^2 / l_i] over ALL such
-    polynomials (real roots or not) is a linear least-squares problem in a Chebyshev basis."""
-    basis = np.polynomial.chebyshev.chebvander(2 * eigenvalues / eigenvalues[-1] - 1, T - 1)
-    design = eigenvalues[:, None] * basis  # p = 1 + design @ c
-    rows = np.vstack([np.sqrt(weights)[:, None] * design,
-                      (noise_std / np.sqrt(eigenvalues))[:, None] * design])
-    target = np.concatenate([-np.sqrt(weights), np.zeros_like(eigenvalues)])
-    coefficients, *_ = np.linalg.lstsq(rows, target, rcond=None)
-    p = 1 + design @ coefficients
-    return float(np.mean(weights * p**2 + noise_std**2 * (1 - p) ** 2 / eigenvalues))
-
-
 def test_noisy_deblurring_reaches_the_best_any_gd_can_do():
     """A 1-D Gaussian blur (width 2, n = 64; A^T A is numerically singular), signals with
     covariance exp(-|i - j| / 10), noise 0.01: the learned 6 steps end within 2% of the best MSE
@@ -334,15 +320,14 @@ def test_noisy_deblurring_reaches_the_best_any_gd_can_do():
     best constant step is more than 10% above it (measured 19%)."""
     from scipy.linalg import toeplitz
 
+    from stepsize.benchmarks.dugd import best_gd_loss
+
     n, T, noise_std = 64, 6, 0.01
     kernel = np.exp(-0.5 * (np.arange(n) / 2.0) ** 2)
     A = toeplitz(kernel / (kernel[0] + 2 * kernel[1:].sum()))
     index = np.arange(n)
     covariance = np.exp(-np.abs(index[:, None] - index[None, :]) / 10.0)
-    eigenvalues, vectors = np.linalg.eigh(A.T @ A)
-    eigenvalues = np.maximum(eigenvalues, 1e-300)
-    weights = np.einsum("ij,ik,kj->j", vectors, covariance, vectors)
-    limit = best_polynomial_loss(eigenvalues, weights, noise_std, T)
+    limit = best_gd_loss(A, covariance, noise_std, T)  # least squares over all GD polynomials
     model = UnfoldedGD(T, A, init=1.0)
     settings = dict(signal_covariance=covariance, noise_std=noise_std)
     train_expected_loss(model, lr=0.02, steps_per_generation=100, generations=2 * T,

@@ -664,12 +664,9 @@ def _check_positive(values, left, right, name, what, strict=False):
 
     The norms that scale the rounding allowance are computed only when a value is suspect.
     """
-    if not _is_torch(values):
-        smallest = np.min(values)
-        if smallest > 0 or (not strict and smallest == 0):
-            return
-    values = _to_numpy(values).reshape(-1)
-    if values.min() > 0 or (not strict and values.min() == 0):
+    values = (_to_numpy(values) if _is_torch(values) else np.asarray(values)).reshape(-1)
+    smallest = values.min()
+    if smallest > 0 or (not strict and smallest == 0):
         return
     scale = _column_norms(left.reshape(left.shape[0], -1)) * _column_norms(
         right.reshape(right.shape[0], -1))

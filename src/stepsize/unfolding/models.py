@@ -68,6 +68,14 @@ def _check_batch(tensor, name: str, size: int, reference: torch.Tensor) -> torch
     return tensor.to(dtype=reference.dtype, device=reference.device)
 
 
+def _placement(operator: Operator, dtype) -> tuple[torch.dtype, torch.device | None]:
+    """The dtype (given, else the operator's, else float64) and device of a model's parameters."""
+    reference = operator.reference()
+    if dtype is None:
+        dtype = reference.dtype if reference is not None else torch.float64
+    return dtype, (reference.device if reference is not None else None)
+
+
 def _check_n_steps(n_steps, default: int, high: int | None) -> int:
     return default if n_steps is None else check_int(n_steps, "n_steps", low=0, high=high)
 
@@ -115,10 +123,7 @@ class UnfoldedGD(nn.Module):
         self.T = check_int(T, "T", low=1)
         check_choice(chebyshev_order, "chebyshev_order", ORDERS)
         self.operator: Operator = as_operator(operator, dtype=dtype)
-        reference = self.operator.reference()
-        if dtype is None:
-            dtype = reference.dtype if reference is not None else torch.float64
-        device = reference.device if reference is not None else None
+        dtype, device = _placement(self.operator, dtype)
         if isinstance(init, str):
             check_choice(init, "init", ("chebyshev",))
             eigenvalues = self._require_eigenvalues("init='chebyshev'")
@@ -453,10 +458,7 @@ class UnfoldedISTA(nn.Module):
             raise TypeError(f"learn_thresholds must be a bool, got {describe(learn_thresholds)}")
         check_choice(chebyshev_order, "chebyshev_order", ORDERS)
         self.operator: Operator = as_operator(operator, dtype=dtype)
-        reference = self.operator.reference()
-        if dtype is None:
-            dtype = reference.dtype if reference is not None else torch.float64
-        device = reference.device if reference is not None else None
+        dtype, device = _placement(self.operator, dtype)
         spectrum = _gram_spectrum(self.operator)
         self.lipschitz = float(spectrum[-1])
         if self.lipschitz <= 0:
