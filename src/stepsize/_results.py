@@ -11,7 +11,7 @@ import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["ConvergenceWarning", "SolverResult", "warn_not_converged"]
+__all__ = ["ConvergenceWarning", "SolverResult", "TrainingResult", "warn_not_converged"]
 
 
 class ConvergenceWarning(UserWarning):
@@ -37,6 +37,39 @@ class SolverResult:
     converged: bool | None
     history: list[float] | None = None
     message: str = ""
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class TrainingResult:
+    """Outcome of a training run, the same shape for every trainer.
+
+    ``train_expected_loss`` and ``train_incremental`` (deep unfolding: a round is a generation)
+    and ``train_model`` (LSQ: a round is an epoch) all return this.
+
+    Attributes:
+        losses: the training loss of each completed round (a generation's last optimizer step
+            for the unfolding trainers; an epoch's mean loss for ``train_model``), resumed
+            rounds included.
+        rounds: rounds completed (generations or epochs), those of a resumed checkpoint
+            included.
+        optimizer_steps: optimizer steps taken over all rounds, resumed ones included.
+        wall_time_s: training time in seconds, summed over resumed sessions.
+        resumed_from: the round restored from the checkpoint (0 for a fresh run).
+        checkpoint: the checkpoint file, or None.
+        steps: the learned step sizes in layer order (float64 numpy array) for the unfolding
+            trainers; None for ``train_model`` (its step sizes live in the model's quantizers).
+        info: trainer-specific extras (e.g. ``spectral_radius`` and ``thresholds`` for deep
+            unfolding).
+    """
+
+    losses: list[float]
+    rounds: int
+    optimizer_steps: int = 0
+    wall_time_s: float = 0.0
+    resumed_from: int = 0
+    checkpoint: Any = None
+    steps: Any = None
     info: dict[str, Any] = field(default_factory=dict)
 
 
