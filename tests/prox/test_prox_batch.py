@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from stepsize.prox import prox_matrix_perspective, prox_matrix_perspective_batch
+from stepsize.prox import prox_matrix_perspective
 
 
 def stack(rng, b, p):
@@ -18,13 +18,20 @@ def test_matches_single_calls(p):
     rng = np.random.default_rng(p)
     X, y = stack(rng, 60, p)
     sigma = 10 ** rng.uniform(-1, 1, 60)
-    Omega, eta, info = prox_matrix_perspective_batch(X, y, sigma, return_info=True)
-    assert info.iterations.max() <= 10
-    assert info.single_calls == 0 or p == 1  # p = 1: some draws have ratio < 1/16
+    result = prox_matrix_perspective(X, y, sigma)
+    Omega, eta = result.x
+    assert Omega.shape == (60, p, p) and eta.shape == (60, p)
+    assert result.converged and result.info["converged"].all()
+    assert result.n_iter == result.info["n_iter"].max() <= 10
+    assert result.info["single_calls"] == 0 or p == 1  # p = 1: some draws have ratio < 1/16
     for k in range(60):
-        Omega_k, eta_k = prox_matrix_perspective(X[k], y[k], sigma[k])
-        np.testing.assert_allclose(Omega[k], Omega_k, rtol=0, atol=1e-11)
-        np.testing.assert_allclose(eta[k], eta_k, rtol=0, atol=1e-11)
+        single = prox_matrix_perspective(X[k], y[k], sigma[k])
+        np.testing.assert_allclose(Omega[k], single.Omega, rtol=0, atol=1e-11)
+        np.testing.assert_allclose(eta[k], single.eta, rtol=0, atol=1e-11)
+        # the per-problem certificates are the single prox's
+        assert result.certificate[k] == pytest.approx(single.certificate, rel=1e-9, abs=1e-12)
+        assert result.root[k] == pytest.approx(single.root, rel=1e-9, abs=1e-12)
+        assert result.rank[k] == single.rank
 
 
 def test_mixed_stack_zero_region_and_extreme_ratios():
@@ -37,11 +44,12 @@ def test_mixed_stack_zero_region_and_extreme_ratios():
     y[4] = 0.0  # t* = sigma: (Pi_+(X), 0)
     X[5] = np.diag([0.0, 0.0, 0.323, 1.496])  # zero eigenvalues, tiny y there
     y[5] = [-2.55e-7, 8.98e-8, -0.0764, -1.96]
-    Omega, eta, info = prox_matrix_perspective_batch(X, y, 0.5, return_info=True)
-    assert info.zero_region[1] and not Omega[1].any() and not eta[1].any()
-    assert info.single_calls == 2
+    result = prox_matrix_perspective(X, y, 0.5)
+    Omega, eta = result.x
+    assert result.zero_region[1] and not Omega[1].any() and not eta[1].any()
+    assert result.zero_region.sum() == 1 and result.info["single_calls"] == 2
     for k in range(8):
-        Omega_k, eta_k = prox_matrix_perspective(X[k], y[k], 0.5)
+        Omega_k, eta_k = prox_matrix_perspective(X[k], y[k], 0.5).x
         size = max(1.0, np.abs(X[k]).max())
         np.testing.assert_allclose(Omega[k], Omega_k, rtol=0, atol=1e-11 * size)
         np.testing.assert_allclose(eta[k], eta_k, rtol=0, atol=1e-11 * size)
@@ -50,13 +58,24 @@ def test_mixed_stack_zero_region_and_extreme_ratios():
 def test_scalar_and_vector_sigma_agree_and_symmetrize():
     rng = np.random.default_rng(8)
     X, y = stack(rng, 5, 3)
-    a = prox_matrix_perspective_batch(X, y, 0.7)
-    b = prox_matrix_perspective_batch(X, y, np.full(5, 0.7))
+    a = prox_matrix_perspective(X, y, 0.7).x
+    b = prox_matrix_perspective(X, y, np.full(5, 0.7)).x
     np.testing.assert_array_equal(a[0], b[0])
     skew = X + np.triu(np.ones((3, 3)), 1)
-    c = prox_matrix_perspective_batch(skew, y, 0.7, symmetrize=True)
-    d = prox_matrix_perspective_batch(0.5 * (skew + skew.transpose(0, 2, 1)), y, 0.7)
+    c = prox_matrix_perspective(skew, y, 0.7, symmetrize=True).x
+    d = prox_matrix_perspective(0.5 * (skew + skew.transpose(0, 2, 1)), y, 0.7).x
     np.testing.assert_allclose(c[0], d[0], atol=1e-15)
+
+
+def test_bisection_on_a_stack_is_single_calls():
+    rng = np.random.default_rng(9)
+    X, y = stack(rng, 3, 4)
+    result = prox_matrix_perspective(X, y, 0.6, method="bisection")
+    assert result.info["single_calls"] == 3 and result.method == "bisection"
+    for k in range(3):
+        single = prox_matrix_perspective(X[k], y[k], 0.6, method="bisection")
+        np.testing.assert_array_equal(result.Omega[k], single.Omega)
+        assert result.info["n_iter"][k] == single.n_iter
 
 
 @pytest.mark.parametrize(
@@ -75,4 +94,4 @@ def test_scalar_and_vector_sigma_agree_and_symmetrize():
 )
 def test_bad_input(X, y, sigma, match):
     with pytest.raises(ValueError, match=match):
-        prox_matrix_perspective_batch(X, y, sigma)
+        prox_matrix_perspective(X, y, sigma)

@@ -76,7 +76,8 @@ def scalar_prox(omega, eta, sigma):
 
 
 def test_author_instance_to_1e12(path):
-    Omega, eta, info = prox_matrix_perspective(AUTHOR_X, AUTHOR_Y, 1.0, return_info=True)
+    info = prox_matrix_perspective(AUTHOR_X, AUTHOR_Y, 1.0)
+    Omega, eta = info.x
     np.testing.assert_allclose(Omega, AUTHOR_OMEGA, rtol=0, atol=1e-12)
     np.testing.assert_allclose(eta, AUTHOR_ETA, rtol=0, atol=1e-12)
     assert info.root == pytest.approx(AUTHOR_ROOT, abs=1e-12)
@@ -87,7 +88,8 @@ def test_author_instance_to_1e12(path):
 
 
 def test_zero_region_returns_zero(path):
-    Omega, eta, info = prox_matrix_perspective(-10 * np.eye(3), AUTHOR_Y, 1.0, return_info=True)
+    info = prox_matrix_perspective(-10 * np.eye(3), AUTHOR_Y, 1.0)
+    Omega, eta = info.x
     assert info.zero_region and info.n_iter == 0
     assert not Omega.any() and not eta.any()
 
@@ -97,7 +99,7 @@ def test_zero_region_boundary(path, shift):
     y = np.array([1.0, -2.0, 0.5])
     sigma = 0.7
     X = -np.outer(y, y) / (2 * sigma) + shift * np.eye(3)
-    Omega, eta = prox_matrix_perspective(X, y, sigma)
+    Omega, eta = prox_matrix_perspective(X, y, sigma).x
     assert np.abs(Omega).max() <= 1e-10 and np.abs(eta).max() <= 1e-10
 
 
@@ -105,7 +107,7 @@ def test_y_zero_gives_psd_part(path):
     rng = np.random.default_rng(1)
     X, _ = random_instance(rng, 6)
     w, V = np.linalg.eigh(X)
-    Omega, eta = prox_matrix_perspective(X, np.zeros(6), 2.0)
+    Omega, eta = prox_matrix_perspective(X, np.zeros(6), 2.0).x
     np.testing.assert_allclose(Omega, (V * np.maximum(w, 0)) @ V.T, atol=1e-12)
     assert not eta.any()
 
@@ -114,7 +116,7 @@ def test_y_zero_gives_psd_part(path):
 def test_scalar_case_matches_cubic(path, seed):
     rng = np.random.default_rng(seed)
     omega, eta, sigma = rng.normal(0, 2), rng.normal(0, 2), 10 ** rng.uniform(-2, 2)
-    Omega, eta_out = prox_matrix_perspective([[omega]], [eta], sigma)
+    Omega, eta_out = prox_matrix_perspective([[omega]], [eta], sigma).x
     expected = scalar_prox(omega, eta, sigma)
     assert Omega[0, 0] == pytest.approx(expected[0], rel=1e-10, abs=1e-12)
     assert eta_out[0] == pytest.approx(expected[1], rel=1e-10, abs=1e-12)
@@ -123,7 +125,7 @@ def test_scalar_case_matches_cubic(path, seed):
 def test_diagonal_input_decouples(path):
     diagonal = np.array([0.8, -0.3, 2.0, 0.0])
     y = np.array([1.5, 0.0, 0.0, 0.0])
-    Omega, eta = prox_matrix_perspective(np.diag(diagonal), y, 0.9)
+    Omega, eta = prox_matrix_perspective(np.diag(diagonal), y, 0.9).x
     first = scalar_prox(diagonal[0], y[0], 0.9)
     expected = np.diag(np.r_[first[0], np.maximum(diagonal[1:], 0)])
     np.testing.assert_allclose(Omega, expected, atol=1e-12)
@@ -135,7 +137,7 @@ def test_diagonal_input_decouples(path):
 def test_matches_dense_reference(path, p, sigma):
     rng = np.random.default_rng(p)
     X, y = random_instance(rng, p)
-    Omega, eta = prox_matrix_perspective(X, y, sigma)
+    Omega, eta = prox_matrix_perspective(X, y, sigma).x
     Omega_ref, eta_ref = dense_reference(X, y, sigma)
     np.testing.assert_allclose(Omega, Omega_ref, atol=1e-9 * max(1, np.abs(Omega_ref).max()))
     np.testing.assert_allclose(eta, eta_ref, atol=1e-9 * max(1, np.abs(eta_ref).max()))
@@ -145,8 +147,8 @@ def test_orthogonal_equivariance(path):
     rng = np.random.default_rng(3)
     X, y = random_instance(rng, 9)
     Q, _ = np.linalg.qr(rng.standard_normal((9, 9)))
-    Omega, eta = prox_matrix_perspective(X, y, 1.3)
-    Omega_q, eta_q = prox_matrix_perspective(Q @ X @ Q.T, Q @ y, 1.3, symmetrize=True)
+    Omega, eta = prox_matrix_perspective(X, y, 1.3).x
+    Omega_q, eta_q = prox_matrix_perspective(Q @ X @ Q.T, Q @ y, 1.3, symmetrize=True).x
     np.testing.assert_allclose(Omega_q, Q @ Omega @ Q.T, atol=1e-11)
     np.testing.assert_allclose(eta_q, Q @ eta, atol=1e-11)
 
@@ -155,8 +157,8 @@ def test_orthogonal_equivariance(path):
 def test_positive_homogeneity(path, factor):
     rng = np.random.default_rng(4)
     X, y = random_instance(rng, 8)
-    Omega, eta = prox_matrix_perspective(X, y, 0.5)
-    Omega_c, eta_c = prox_matrix_perspective(factor * X, factor * y, 0.5 * factor)
+    Omega, eta = prox_matrix_perspective(X, y, 0.5).x
+    Omega_c, eta_c = prox_matrix_perspective(factor * X, factor * y, 0.5 * factor).x
     np.testing.assert_allclose(Omega_c, factor * Omega, rtol=1e-10, atol=1e-12 * factor)
     np.testing.assert_allclose(eta_c, factor * eta, rtol=1e-10, atol=1e-12 * factor)
 
@@ -165,7 +167,8 @@ def test_positive_homogeneity(path, factor):
 def test_kkt_residuals_and_certificate(path, p):
     rng = np.random.default_rng(p)
     X, y = random_instance(rng, p)
-    Omega, eta, info = prox_matrix_perspective(X, y, 1.0, return_info=True)
+    info = prox_matrix_perspective(X, y, 1.0)
+    Omega, eta = info.x
     residuals = kkt_residuals(X, y, 1.0, Omega, eta)
     assert residuals.max <= 1e-9
     assert matrix_perspective(Omega, eta) == pytest.approx(info.certificate, rel=1e-9)
@@ -175,10 +178,10 @@ def test_kkt_residuals_and_certificate(path, p):
 def test_bisection_agrees_with_newton(path):
     rng = np.random.default_rng(5)
     X, y = random_instance(rng, 60)
-    Omega, eta, info = prox_matrix_perspective(X, y, 2.0, return_info=True)
-    Omega_b, eta_b, info_b = prox_matrix_perspective(
-        X, y, 2.0, method="bisection", return_info=True
-    )
+    info = prox_matrix_perspective(X, y, 2.0)
+    Omega, eta = info.x
+    info_b = prox_matrix_perspective(X, y, 2.0, method="bisection")
+    Omega_b, eta_b = info_b.x
     assert info_b.n_newton == 0 and info_b.n_bisection > info.n_iter
     np.testing.assert_allclose(Omega_b, Omega, atol=1e-10)
     np.testing.assert_allclose(eta_b, eta, atol=1e-10)
@@ -202,9 +205,7 @@ def test_iteration_cap_warns():
     rng = np.random.default_rng(7)
     X, y = random_instance(rng, 20)
     with pytest.warns(ConvergenceWarning):
-        _, _, info = prox_matrix_perspective(
-            X, y, 1.0, method="bisection", max_iter=3, return_info=True
-        )
+        info = prox_matrix_perspective(X, y, 1.0, method="bisection", max_iter=3)
     assert not info.converged
 
 
@@ -220,7 +221,8 @@ HARD = {
 @pytest.mark.parametrize("sigma", [1e-6, 1e-2, 1.0, 1e2, 1e6])
 def test_hard_inputs_have_certificates(path, name, sigma):
     X, y = HARD[name]
-    Omega, eta, info = prox_matrix_perspective(X, y, sigma, return_info=True)
+    info = prox_matrix_perspective(X, y, sigma)
+    Omega, eta = info.x
     assert np.all(np.isfinite(Omega)) and np.all(np.isfinite(eta)) and info.converged
     assert kkt_residuals(X, y, sigma, Omega, eta).max <= 1e-8
     # Newton on log(1 + h): at most 9 steps here (Newton on h took up to 24, at sigma = 1e-6)
@@ -232,7 +234,8 @@ def test_hard_inputs_have_certificates(path, name, sigma):
 def test_ill_scaled_inputs(path, scale, sigma):
     rng = np.random.default_rng(8)
     X, y = random_instance(rng, 40, scale)
-    Omega, eta, info = prox_matrix_perspective(X, y, sigma, return_info=True)
+    info = prox_matrix_perspective(X, y, sigma)
+    Omega, eta = info.x
     assert np.all(np.isfinite(Omega)) and info.converged
     size = max(scale, sigma)
     # at ||X|| / sigma = 1e12 the eigenvalues of M(t*) span 12 orders of magnitude, and this
@@ -294,7 +297,7 @@ def test_bad_options_raise():
 
 def test_symmetrize_on_request():
     X = np.array([[1.0, 2.0], [0.0, 1.0]])
-    Omega, eta = prox_matrix_perspective(X, np.ones(2), 1.0, symmetrize=True)
-    Omega_ref, eta_ref = prox_matrix_perspective(0.5 * (X + X.T), np.ones(2), 1.0)
+    Omega, eta = prox_matrix_perspective(X, np.ones(2), 1.0, symmetrize=True).x
+    Omega_ref, eta_ref = prox_matrix_perspective(0.5 * (X + X.T), np.ones(2), 1.0).x
     np.testing.assert_array_equal(Omega, Omega_ref)
     np.testing.assert_array_equal(eta, eta_ref)

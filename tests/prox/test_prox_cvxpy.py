@@ -31,7 +31,7 @@ def test_prox_matches_cvxpy(p, sigma):
     rng = np.random.default_rng(p)
     B = rng.standard_normal((p, p))
     X, y = (B + B.T) / 2, rng.standard_normal(p)
-    Omega, eta = prox_matrix_perspective(X, y, sigma)
+    Omega, eta = prox_matrix_perspective(X, y, sigma).x
     Omega_cvx, eta_cvx, value_cvx = cvxpy_prox(X, y, sigma)
     ours = prox_objective(X, y, sigma, Omega, eta)
     assert abs(ours - value_cvx) <= 1e-7 * max(1.0, abs(value_cvx))

@@ -28,7 +28,8 @@ def test_certificates_hold(p, log_scale, log_sigma, seed, secular, shift):
     old = perspective.DENSE_MAX_SIZE
     perspective.DENSE_MAX_SIZE = 0 if secular else old
     try:
-        Omega, eta, info = prox_matrix_perspective(X, y, sigma, return_info=True)
+        info = prox_matrix_perspective(X, y, sigma)
+        Omega, eta = info.x
     finally:
         perspective.DENSE_MAX_SIZE = old
     assert info.converged

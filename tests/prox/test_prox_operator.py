@@ -27,8 +27,8 @@ def test_firm_nonexpansiveness(p):
     worst = -math.inf
     for _ in range(30):
         (Xa, ya), (Xb, yb) = random_pair(rng, p), random_pair(rng, p, rng.uniform(0.1, 3))
-        Oa, ea = prox_matrix_perspective(Xa, ya, 1.0)
-        Ob, eb = prox_matrix_perspective(Xb, yb, 1.0)
+        Oa, ea = prox_matrix_perspective(Xa, ya, 1.0).x
+        Ob, eb = prox_matrix_perspective(Xb, yb, 1.0).x
         moved = np.sum((Oa - Ob) ** 2) + np.sum((ea - eb) ** 2)
         inner = np.sum((Oa - Ob) * (Xa - Xb)) + (ea - eb) @ (ya - yb)
         distance = np.sum((Xa - Xb) ** 2) + np.sum((ya - yb) ** 2)
@@ -78,7 +78,7 @@ def test_operator_prox_and_moreau_identity():
     f = MatrixPerspective(p, sigma=sigma)
     X, y = random_pair(rng, p)
     x = f.pack(X + np.triu(rng.standard_normal((p, p)), 1), y)  # non-symmetric input
-    Omega, eta = prox_matrix_perspective(f.unpack(x)[0], y, tau * sigma, symmetrize=True)
+    Omega, eta = prox_matrix_perspective(f.unpack(x)[0], y, tau * sigma, symmetrize=True).x
     np.testing.assert_allclose(f.prox(x, tau), f.pack(Omega, eta), atol=1e-12)
     # PyProximal's Moreau identity: x = prox_{tau f}(x) + tau prox_{f*/tau}(x / tau)
     np.testing.assert_allclose(f.prox(x, tau) + tau * f.proxdual(x / tau, 1 / tau), x, atol=1e-10)
@@ -110,9 +110,10 @@ def test_secular_path_on_clusters(monkeypatch):
     values = np.repeat([-2.0, -0.5, 0.0, 1e-14, 1.0, 3.0], 5) + 1e-15 * rng.standard_normal(30)
     X = (Q * values) @ Q.T
     y = Q[:, :12] @ rng.standard_normal(12)
-    Omega, eta, info = prox_matrix_perspective(X, y, 0.8, symmetrize=True, return_info=True)
+    info = prox_matrix_perspective(X, y, 0.8, symmetrize=True)
+    Omega, eta = info.x
     monkeypatch.setattr(perspective, "DENSE_MAX_SIZE", 100)
-    Omega_d, eta_d = prox_matrix_perspective(X, y, 0.8, symmetrize=True)
+    Omega_d, eta_d = prox_matrix_perspective(X, y, 0.8, symmetrize=True).x
     np.testing.assert_allclose(Omega, Omega_d, atol=1e-10)
     np.testing.assert_allclose(eta, eta_d, atol=1e-10)
     assert matrix_perspective(Omega, eta) == pytest.approx(info.certificate, rel=1e-9)

@@ -181,5 +181,5 @@ def test_backtracking_prox_calls_are_the_exact_prox(least_squares):
     assert len(calls) >= 5
     for x, tau in calls:
         Omega, eta = f.unpack(x)
-        expected = prox_matrix_perspective(Omega, eta, tau * f.sigma, symmetrize=True)
+        expected = prox_matrix_perspective(Omega, eta, tau * f.sigma, symmetrize=True).x
         np.testing.assert_allclose(f.unpack(f.prox(x, tau))[0], expected[0], atol=1e-15)

@@ -42,9 +42,8 @@ def psd_part(X):
 def test_issue_crash_instance():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        Omega, eta, info = prox_matrix_perspective(
-            CRASH_X, CRASH_Y, CRASH_SIGMA, return_info=True
-        )
+        info = prox_matrix_perspective(CRASH_X, CRASH_Y, CRASH_SIGMA)
+        Omega, eta = info.x
     assert np.all(np.isfinite(Omega)) and np.all(np.isfinite(eta))
     assert info.converged and info.n_iter <= 10 and not info.zero_region
     assert optimality(CRASH_X, CRASH_Y, CRASH_SIGMA, Omega, eta) <= 1e-12
@@ -80,15 +79,15 @@ def bisection_reference(X, y, sigma):
 def test_homogeneity_against_unit_scale(exponent):
     rng = np.random.default_rng(abs(exponent))
     X, y = hard_instance("random", rng, 6)
-    Omega, eta = prox_matrix_perspective(X, y, 0.7)
+    Omega, eta = prox_matrix_perspective(X, y, 0.7).x
     # a power of two: bit for bit (the internal normalization is the same)
     c = 2.0 ** round(exponent * math.log2(10))
-    Omega_c, eta_c = prox_matrix_perspective(c * X, c * y, c * 0.7)
+    Omega_c, eta_c = prox_matrix_perspective(c * X, c * y, c * 0.7).x
     np.testing.assert_array_equal(Omega_c, c * Omega)
     np.testing.assert_array_equal(eta_c, c * eta)
     # a power of ten: to rounding
     c = 10.0**exponent
-    Omega_c, eta_c = prox_matrix_perspective(c * X, c * y, c * 0.7)
+    Omega_c, eta_c = prox_matrix_perspective(c * X, c * y, c * 0.7).x
     size = c * max(np.abs(X).max(), np.abs(y).max())
     np.testing.assert_allclose(Omega_c, c * Omega, rtol=0, atol=1e-13 * size)
     np.testing.assert_allclose(eta_c, c * eta, rtol=0, atol=1e-13 * size)
@@ -104,7 +103,8 @@ def test_ratio_sweep_1e_minus300_to_1e300(kind):
         sigma = data * 10.0 ** (-exponent)  # ratio 10^exponent
         with warnings.catch_warnings():
             warnings.simplefilter("error")
-            Omega, eta, info = prox_matrix_perspective(X, y, sigma, return_info=True)
+            info = prox_matrix_perspective(X, y, sigma)
+            Omega, eta = info.x
         assert np.all(np.isfinite(Omega)) and np.all(np.isfinite(eta)), exponent
         assert info.converged and info.n_iter <= 12, (exponent, info.n_iter)
         assert optimality(X, y, sigma, Omega, eta) <= 1e-10, exponent
@@ -119,13 +119,15 @@ def test_ratio_sweep_1e_minus300_to_1e300(kind):
 def test_tiny_psd_input_is_not_zero_region():
     X = 1e-20 * np.diag([1.0, 2.0, 0.5])
     y = 1e-20 * np.array([1.0, -1.0, 0.3])
-    Omega, eta, info = prox_matrix_perspective(X, y, 1.0, return_info=True)
+    info = prox_matrix_perspective(X, y, 1.0)
+    Omega, eta = info.x
     assert not info.zero_region
     np.testing.assert_allclose(Omega, X, rtol=0, atol=1e-15 * np.abs(X).max())
     assert np.abs(eta).max() <= 1e-39
     # the same at a ratio of 1e-10 (the root finder, not the closed form; t* = sigma to
     # rounding, so no step is needed)
-    Omega, eta, info = prox_matrix_perspective(X, y, 1e-10, return_info=True)
+    info = prox_matrix_perspective(X, y, 1e-10)
+    Omega, eta = info.x
     assert not info.zero_region and "closed form" not in info.message
     assert kkt_residuals(X, y, 1e-10, Omega, eta).max <= 1e-12
 
@@ -135,13 +137,13 @@ def test_regime_boundaries_agree():
     X, y = hard_instance("random", rng, 5)
     data = max(np.abs(X).max(), np.abs(y).max())
     # closed form (ratio < 2^-56) against the root finder just above it
-    below = prox_matrix_perspective(X, y, data * 2.0**57)
-    above = prox_matrix_perspective(X, y, data * 2.0**50)
+    below = prox_matrix_perspective(X, y, data * 2.0**57).x
+    above = prox_matrix_perspective(X, y, data * 2.0**50).x
     np.testing.assert_allclose(below[0], above[0], rtol=0, atol=1e-14 * data)
     np.testing.assert_allclose(below[1], above[1], rtol=0, atol=1e-14 * data)
     # sigma raised to 2^-900 data (ratio > 2^900) against the root finder at 2^-880
-    clamped = prox_matrix_perspective(X, y, data * 2.0**-1000)
-    solved = prox_matrix_perspective(X, y, data * 2.0**-880)
+    clamped = prox_matrix_perspective(X, y, data * 2.0**-1000).x
+    solved = prox_matrix_perspective(X, y, data * 2.0**-880).x
     np.testing.assert_allclose(clamped[0], solved[0], rtol=0, atol=4e-14 * data)
     np.testing.assert_allclose(clamped[1], solved[1], rtol=0, atol=4e-14 * data)
 
@@ -163,7 +165,8 @@ def test_extreme_finite_inputs_stay_finite(x_scale, y_scale, sigma):
     X, y = x_scale * X / np.abs(X).max(), y_scale * y / np.abs(y).max()
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        Omega, eta, info = prox_matrix_perspective(X, y, sigma, return_info=True)
+        info = prox_matrix_perspective(X, y, sigma)
+        Omega, eta = info.x
     assert np.all(np.isfinite(Omega)) and np.all(np.isfinite(eta)) and info.converged
     assert not math.isnan(info.root) and not math.isnan(info.certificate)
 
@@ -178,7 +181,8 @@ def test_newton_steps_in_the_issue_range(kind):
         for _ in range(40):
             X, y = hard_instance(kind, rng, int(rng.integers(2, 30)))
             sigma = 10 ** rng.uniform(-8, -4)
-            Omega, eta, info = prox_matrix_perspective(X, y, sigma, return_info=True)
+            info = prox_matrix_perspective(X, y, sigma)
+            Omega, eta = info.x
             steps.append(info.n_iter)
             assert optimality(X, y, sigma, Omega, eta) <= 1e-10
     # measured over 5100 such instances: mean 4.0, max 15 (6 of them above 10, all of the
@@ -189,7 +193,7 @@ def test_newton_steps_in_the_issue_range(kind):
 def test_kkt_residuals_are_scale_free():
     rng = np.random.default_rng(22)
     X, y = hard_instance("random", rng, 6)
-    Omega, eta = prox_matrix_perspective(X, y, 0.3)
+    Omega, eta = prox_matrix_perspective(X, y, 0.3).x
     base = kkt_residuals(X, y, 0.3, Omega, eta)
     scaled = kkt_residuals(1e150 * X, 1e150 * y, 1e150 * 0.3, 1e150 * Omega, 1e150 * eta)
     for name in ("dual_infeasibility", "fenchel_young_gap", "lifted_complementarity"):
@@ -218,11 +222,12 @@ def test_any_scale_any_ratio(kind, p, log10_ratio, scale, seed):
     shift = round(-1000 - lowest + scale * (2000 - (highest - lowest)))
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        Omega, eta, info = prox_matrix_perspective(X, y, sigma, return_info=True)
+        info = prox_matrix_perspective(X, y, sigma)
+        Omega, eta = info.x
     assert np.all(np.isfinite(Omega)) and np.all(np.isfinite(eta))
     assert info.converged and info.n_iter <= 16
     assert optimality(X, y, sigma, Omega, eta) <= 1e-9
     c = 2.0**shift  # exact homogeneity through the power-of-two normalization
-    Omega_c, eta_c = prox_matrix_perspective(c * X, c * y, c * sigma)
+    Omega_c, eta_c = prox_matrix_perspective(c * X, c * y, c * sigma).x
     np.testing.assert_array_equal(Omega_c, c * Omega)
     np.testing.assert_array_equal(eta_c, c * eta)

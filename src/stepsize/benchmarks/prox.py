@@ -18,8 +18,8 @@
   the distance to the asymptotic answers ``(Pi_+(X), 0)`` below 1e-16 and ``(Pi_+(X), y)`` above
   1e60), and ``sigma`` from 1e-8 to 1e-4 on 5100 instances (``--quick``: 1000) of those kinds,
   where PyProximal's backtracking made the old prox run to its 50-step cap;
-- the batched prox (``prox_matrix_perspective_batch``) against a loop of single calls at p = 5
-  and 10: time per problem and the largest difference.
+- the batched prox (``prox_matrix_perspective`` on a stack ``(b, p, p)``) against a loop of
+  single calls at p = 5 and 10: time per problem and the largest difference.
 
 Times are medians after one warm-up (``median_time``); the machine is shared, so treat them as
 upper bounds.
@@ -59,7 +59,7 @@ def _compare(config, rng):
     p = config["compare_size"]
     solvers = {
         "stepsize prox_matrix_perspective": (
-            lambda X, y: prox_matrix_perspective(X, y, 1.0), config["ours_repeats"]),
+            lambda X, y: prox_matrix_perspective(X, y, 1.0).x, config["ours_repeats"]),
         "CVXPY + Clarabel": (lambda X, y: cvxpy_prox(X, y, 1.0)[:2], config["peer_repeats"]),
         "CVXPY + SCS (eps 1e-9)": (
             lambda X, y: cvxpy_prox(X, y, 1.0, "SCS", eps_abs=1e-9, eps_rel=1e-9,
@@ -117,8 +117,8 @@ def _sizes(config, rng):
             for p, pairs in instances.items():
                 seconds, iterations = [], []
                 for X, y in pairs:
-                    elapsed, (_, _, info) = median_time(
-                        lambda X=X, y=y: prox_matrix_perspective(X, y, 1.0, return_info=True),
+                    elapsed, info = median_time(
+                        lambda X=X, y=y: prox_matrix_perspective(X, y, 1.0),
                         repeats=config["size_repeats"])
                     seconds.append(elapsed)
                     iterations.append(info.n_iter)
@@ -153,7 +153,8 @@ def _robustness(config, rng):
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("error", ConvergenceWarning)
-                Omega, eta, info = prox_matrix_perspective(X, y, sigma, return_info=True)
+                info = prox_matrix_perspective(X, y, sigma)
+                Omega, eta = info.x
         except ConvergenceWarning:
             record["not_converged"] += 1
             return None
@@ -215,7 +216,7 @@ def _robustness(config, rng):
 def _batch(config, rng):
     """Batched prox vs a loop of single calls, per problem (1 BLAS thread)."""
     from stepsize._reference.timing import median_time, pinned_threads
-    from stepsize.prox import prox_matrix_perspective, prox_matrix_perspective_batch
+    from stepsize.prox import prox_matrix_perspective
 
     rows, summary = [], {}
     count = config["batch_count"]
@@ -225,10 +226,10 @@ def _batch(config, rng):
             X, y = (B + B.transpose(0, 2, 1)) / 2, rng.standard_normal((count, p))
             sigma = 10 ** rng.uniform(-1, 1, count)
             batched, (Omega, eta) = median_time(
-                lambda X=X, y=y, s=sigma: prox_matrix_perspective_batch(X, y, s),
+                lambda X=X, y=y, s=sigma: prox_matrix_perspective(X, y, s).x,
                 repeats=config["batch_repeats"])
             looped, singles = median_time(
-                lambda X=X, y=y, s=sigma: [prox_matrix_perspective(X[k], y[k], s[k])
+                lambda X=X, y=y, s=sigma: [prox_matrix_perspective(X[k], y[k], s[k]).x
                                            for k in range(len(s))],
                 repeats=max(1, config["batch_repeats"] // 2))
             difference = max(max(np.abs(Omega[k] - o).max(), np.abs(eta[k] - e).max())

@@ -3,11 +3,10 @@ a PyProximal-style operator and the constrained Gaussian MLE that uses the prox.
 
     phi(Omega, eta) = 1/2 eta^T Omega^+ eta  (Omega PSD, eta in its range; +inf otherwise)
 
-Main entry: ``prox_matrix_perspective(X, y, sigma) -> (Omega, eta)``; for stacks of small
-problems ``prox_matrix_perspective_batch(X, y, sigma)`` with ``X`` of shape ``(b, p, p)``.
+Main entry: ``prox_matrix_perspective(X, y, sigma)``, returning a ``PerspectiveProxResult``
+(``Omega, eta = result.x``); the same call solves a stack with ``X`` of shape ``(b, p, p)``.
 """
 
-from stepsize.prox.batch import BatchProxInfo, prox_matrix_perspective_batch
 from stepsize.prox.certificates import KKTResiduals, kkt_residuals, project_conjugate_domain
 from stepsize.prox.gaussian_mle import (
     GaussianMLEResult,
@@ -16,24 +15,22 @@ from stepsize.prox.gaussian_mle import (
     sample_moments,
 )
 from stepsize.prox.perspective import (
-    PerspectiveProxInfo,
+    PerspectiveProxResult,
     matrix_perspective,
     prox_matrix_perspective,
 )
 
 __all__ = [
-    "BatchProxInfo",
     "GaussianMLEResult",
     "KKTResiduals",
     "MatrixPerspective",
-    "PerspectiveProxInfo",
+    "PerspectiveProxResult",
     "constrained_gaussian_mle",
     "gaussian_mle_objective",
     "kkt_residuals",
     "matrix_perspective",
     "project_conjugate_domain",
     "prox_matrix_perspective",
-    "prox_matrix_perspective_batch",
     "sample_moments",
 ]
 

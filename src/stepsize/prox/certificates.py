@@ -107,7 +107,7 @@ def kkt_residuals(X, y, sigma, Omega, eta, *, rtol: float = 1e-10) -> KKTResidua
     Example:
         >>> from stepsize.prox import prox_matrix_perspective
         >>> X, y = np.diag([1.0, 0.0, -1.0]), np.array([1.0, 2.0, 0.0])
-        >>> kkt_residuals(X, y, 1.0, *prox_matrix_perspective(X, y, 1.0)).max < 1e-12
+        >>> kkt_residuals(X, y, 1.0, *prox_matrix_perspective(X, y, 1.0).x).max < 1e-12
         True
         >>> kkt_residuals(1e-20 * X, 1e-20 * y, 1.0, np.zeros((3, 3)), np.zeros(3)).max > 0.1
         True

@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import scipy.linalg
@@ -64,7 +65,7 @@ from stepsize.prox._secular import (
 )
 
 __all__ = [
-    "PerspectiveProxInfo",
+    "PerspectiveProxResult",
     "matrix_perspective",
     "prox_matrix_perspective",
 ]
@@ -157,8 +158,16 @@ def perspective_parts(
 
 
 @dataclass
-class PerspectiveProxInfo(SolverResult):
-    """Diagnostics of :func:`prox_matrix_perspective` (``x`` is the pair ``(Omega, eta)``).
+class PerspectiveProxResult(SolverResult):
+    """Result of :func:`prox_matrix_perspective`.
+
+    ``x`` is the pair ``(Omega, eta)`` (so ``Omega, eta = result.x``); ``Omega`` and ``eta``
+    name its two parts. For one problem the diagnostics below are numbers; for a batch (``X``
+    of shape ``(b, p, p)``) ``Omega`` is ``(b, p, p)``, ``eta`` is ``(b, p)`` (or ``(b, p, k)``)
+    and every diagnostic is an array of shape ``(b,)``, while ``n_iter`` is the largest
+    per-problem step count, ``converged`` is whether every problem converged, and
+    ``info["n_iter"]`` and ``info["converged"]`` hold the per-problem values (``(b,)`` arrays;
+    ``info["single_calls"]`` counts the problems solved one by one).
 
     Attributes:
         root: ``t*``, the root of ``h(t) = e^T [M(t)]_- e - sigma`` (``sigma`` in the zero region).
@@ -171,15 +180,25 @@ class PerspectiveProxInfo(SolverResult):
         rank: rank of the lifted solution ``S*`` (its positive eigenvalues).
     """
 
-    root: float = math.nan
-    certificate: float = math.nan
-    residual: float = math.nan
-    zero_region: bool = False
-    n_newton: int = 0
-    n_bisection: int = 0
+    root: Any = math.nan
+    certificate: Any = math.nan
+    residual: Any = math.nan
+    zero_region: Any = False
+    n_newton: Any = 0
+    n_bisection: Any = 0
     method: str = "newton"
-    rank: int = 0
+    rank: Any = 0
     history: list[float] | None = field(default=None)
+
+    @property
+    def Omega(self) -> np.ndarray:  # noqa: N802 (the paper's name)
+        """The matrix part of the prox, ``x[0]``."""
+        return self.x[0]
+
+    @property
+    def eta(self) -> np.ndarray:
+        """The vector (or p x k matrix) part of the prox, ``x[1]``."""
+        return self.x[1]
 
 
 class _SecularRootFunction:
@@ -418,56 +437,68 @@ def prox_matrix_perspective(
     tol: float = 1e-12,
     max_iter: int | None = None,
     symmetrize: bool = False,
-    return_info: bool = False,
-):
+) -> PerspectiveProxResult:
     """Exact proximity operator of ``sigma * phi``, the matrix perspective function.
 
     Solves ``min sigma phi(Omega, eta) + 1/2 ||Omega - X||_F^2 + 1/2 ||eta - y||^2`` through the
     root ``t*`` of ``h(t) = e^T [M(t)]_- e - sigma``, ``M(t) = [[X, y/sqrt(2)], [y^T/sqrt(2),
-    -t]]`` (module docstring). Steps: rescale by ``sigma`` (``prox_{sigma phi}(v) = sigma
-    prox_phi(v / sigma)``); one ``eigh`` of ``X`` (below ``p + 1 = DENSE_MAX_SIZE``, one
-    tridiagonal reduction of the lifted matrix instead); the zero-region test ``lambda_max(X + y
-    y^T / (2 sigma)) <= 0``; ``h(sigma) = 0`` gives ``t* = sigma`` (e.g. ``y = 0``); otherwise a
-    safeguarded semismooth Newton iteration, on ``log(1 + h / sigma)`` (same root) until a step
-    fails to reduce ``|h|`` and on ``h`` after that, on the bracket ``[sigma/2 - (||X||_F^2 +
-    ||y||^2) / (2 sigma), sigma]`` with bisection whenever the Newton point leaves it; finally
-    ``S* = [M(t*)]_+`` from the arrowhead eigenvectors.
+    -t]]`` (module docstring): an exact power-of-two rescaling, one ``eigh`` of ``X`` (below
+    ``p + 1 = DENSE_MAX_SIZE``, one tridiagonal reduction of the lifted matrix instead), the
+    zero-region test ``lambda_max(X + y y^T / (2 sigma)) <= 0``, then safeguarded Newton-type
+    steps on the bracket ``[sigma/2 - (||X||_F^2 + ||y||^2) / (2 sigma), sigma]`` (bisection
+    whenever a step leaves it), and ``S* = [M(t*)]_+``.
+
+    A stack is solved at once: ``X`` of shape ``(b, p, p)`` (``X.ndim`` decides), ``y`` of
+    shape ``(b, p)``, ``sigma`` a number or shape ``(b,)``; the Newton steps are vectorized over
+    the stack (batched ``eigh``) and problems outside the dense solver's accurate band get a
+    single call each, so every answer is the single prox's to rounding.
 
     Args:
-        X: symmetric matrix, p x p.
-        y: vector of length p.
-        sigma: the scale ``sigma > 0``.
+        X: symmetric matrix, p x p, or a stack ``(b, p, p)``.
+        y: vector of length p, or a stack ``(b, p)``.
+        sigma: the scale ``sigma > 0`` (for a stack: a number or one per problem).
         method: ``"newton"`` (safeguarded semismooth Newton) or ``"bisection"``.
         tol: stop when ``|h(t)| <= tol * sigma`` (or when the bracket of ``t*`` has shrunk to
             rounding level).
         max_iter: cap on root-finding steps (default 50 for Newton, 200 for bisection).
         symmetrize: use ``(X + X^T) / 2`` instead of raising on a non-symmetric ``X``.
-        return_info: also return a :class:`PerspectiveProxInfo`.
 
     Returns:
-        ``(Omega, eta)``, or ``(Omega, eta, info)`` when ``return_info`` is set.
+        A :class:`PerspectiveProxResult`: ``x = (Omega, eta)`` (also ``.Omega``, ``.eta``),
+        ``n_iter``, ``converged``, ``history`` (``|h| / sigma`` per step), ``message`` and the
+        certificate fields (per-problem arrays for a stack, see the class).
 
     Raises:
-        ValueError: non-square, non-symmetric or non-finite ``X``, ``y`` of the wrong length,
+        ValueError: non-square, non-symmetric or non-finite ``X``, ``y`` of the wrong shape,
             ``sigma <= 0``, empty input.
 
     Example:
-        >>> Omega, eta = prox_matrix_perspective(np.diag([1.0, 0.0, -1.0]), [1.0, 2.0, 0.0], 1.0)
+        >>> result = prox_matrix_perspective(np.diag([1.0, 0.0, -1.0]), [1.0, 2.0, 0.0], 1.0)
+        >>> Omega, eta = result.x
         >>> np.round(eta, 6)
         array([0.634093, 0.845887, 0.      ])
+        >>> result.converged, round(result.certificate, 6)
+        (True, 0.604134)
+        >>> X = np.stack([np.eye(3), -10 * np.eye(3)])
+        >>> stack = prox_matrix_perspective(X, np.ones((2, 3)), 1.0)
+        >>> stack.Omega.shape, stack.zero_region
+        ((2, 3, 3), array([False,  True]))
 
     Reference: Won, "Proximity Operator of the Matrix Perspective Function and its
     Applications", NeurIPS 2020.
     """
-    X, y = check_pair(X, y, symmetrize=symmetrize)
-    sigma = check_real(sigma, "sigma", low=0, low_inclusive=False)
     method = check_choice(method, "method", METHODS)
     tol = check_real(tol, "tol", low=0, low_inclusive=False)
     if max_iter is None:
         max_iter = 50 if method == "newton" else 200
     max_iter = check_int(max_iter, "max_iter", low=1)
-    Omega, eta, info = _prox(X, y, sigma, method, tol, max_iter)
-    return (Omega, eta, info) if return_info else (Omega, eta)
+    if np.ndim(X) == 3:
+        from stepsize.prox._batch import prox_batch
+
+        return prox_batch(X, y, sigma, method, tol, max_iter, symmetrize)
+    X, y = check_pair(X, y, symmetrize=symmetrize)
+    sigma = check_real(sigma, "sigma", low=0, low_inclusive=False)
+    return _prox(X, y, sigma, method, tol, max_iter)[2]
 
 
 def _prox(X, y, sigma, method, tol, maxiter):
@@ -489,7 +520,7 @@ def _prox(X, y, sigma, method, tol, maxiter):
     * otherwise the root of ``h(t) = e^T [M(t)]_- e - sigma`` in these units.
     """
     p = X.shape[0]
-    info = PerspectiveProxInfo(x=None, n_iter=0, converged=True, method=method, history=[])
+    info = PerspectiveProxResult(x=None, n_iter=0, converged=True, method=method, history=[])
     largest = max(float(np.max(np.abs(X))), float(np.max(np.abs(y))))
     if largest == 0.0:
         return _zero_region(info, p, sigma)
