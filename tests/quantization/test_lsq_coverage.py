@@ -349,7 +349,7 @@ def test_resume_with_dropout_equals_uninterrupted_run(tmp_path):
     resumed = fresh(1)
     torch.manual_seed(12345)  # another global RNG state: the checkpoint's must be used
     result = train_model(resumed, (x, y), checkpoint=path, **settings)
-    assert result.resumed_from_epoch == 2
+    assert result.resumed_from == 2
     for (name, a), b in zip(reference.state_dict().items(), resumed.state_dict().values(),
                             strict=True):
         assert torch.equal(a, b), name
@@ -412,7 +412,7 @@ def test_efficientnet_b0_trains_without_nan_where_the_eps_clamp_diverged(monkeyp
         return result, min(steps)
 
     result, lowest = run()
-    assert all(map(math.isfinite, result.losses)) and result.steps == 3
+    assert all(map(math.isfinite, result.losses)) and result.optimizer_steps == 3
     assert lowest < 0  # an SGD update did drive a step size below zero: the projection caught it
     monkeypatch.setattr(LSQQuantizer, "project_step_size", _eps_clamp)
     with pytest.raises((FloatingPointError, ValueError), match="NaN|finite"):

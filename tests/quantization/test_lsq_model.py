@@ -143,7 +143,8 @@ def test_training_improves_accuracy_and_checks_arguments():
     net = _conv_net()
     before = evaluate(net, (x, y))
     result = train_model(net, (x, y), epochs=2, lr=0.1, batch_size=40, progress=False)
-    assert result.steps == 20 and len(result.losses) == 2 and result.losses[1] < result.losses[0]
+    assert result.optimizer_steps == 20 and len(result.losses) == 2
+    assert result.losses[1] < result.losses[0]
     assert evaluate(net, (x, y)) > before + 0.2
     with pytest.raises(ValueError, match="epochs"):
         train_model(net, (x, y), epochs=0, lr=0.1)
@@ -184,7 +185,7 @@ def test_checkpoint_resume_equals_uninterrupted_run(tmp_path):
     resumed_model = _fresh_quantized(99)  # other initial weights: everything comes from the file
     result = train_model(resumed_model, data, epochs=3, lr=0.02, batch_size=50, progress=False,
                          seed=5, checkpoint=path)
-    assert result.resumed_from_epoch == 2 and result.steps == 12 and result.epochs == 3
+    assert result.resumed_from == 2 and result.optimizer_steps == 12 and result.rounds == 3
     for (name, a), b in zip(reference.state_dict().items(), resumed_model.state_dict().values(),
                             strict=True):
         assert torch.equal(a, b), name
@@ -209,7 +210,7 @@ def test_resume_refuses_other_data_temperature_teacher_or_model(tmp_path):
     torch.manual_seed(7)
     teacher = nn.Sequential(nn.Linear(4, 2))
     _small_run(path, teacher=teacher, temperature=2.0)
-    assert _small_run(path, teacher=teacher, temperature=2.0).resumed_from_epoch == 1
+    assert _small_run(path, teacher=teacher, temperature=2.0).resumed_from == 1
     x = torch.randn(32, 4, generator=torch.Generator().manual_seed(1))
     x[5, 2] = torch.nextafter(x[5, 2], torch.tensor(10.0))  # one ulp in one input
     other_teacher = nn.Sequential(nn.Linear(4, 2))

@@ -32,12 +32,8 @@ from stepsize.quantization.quantizer import (
     lsq_quantize,
     quantization_range,
 )
-from stepsize.quantization.training import (
-    TrainingResult,
-    default_weight_decay,
-    evaluate,
-    train_model,
-)
+from stepsize._results import TrainingResult
+from stepsize.quantization.training import default_weight_decay, evaluate, train_model
 
 __all__ = [
     "IntegerModel",

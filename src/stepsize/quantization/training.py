@@ -6,26 +6,35 @@ learning-rate decay without restarts, weight decay ``1e-4`` at 4 and 8 bits, low
 already scaled by ``g``) and, here, without weight decay. Optional knowledge distillation uses a
 full-precision teacher at temperature 1, with the standard and distillation losses weighted 1:1.
 
+Data is a pair of tensors, a map-style ``Dataset`` of ``(input, target)`` items or a
+``DataLoader`` yielding ``(inputs, targets)`` batches; the loss is any ``loss_fn(outputs,
+targets)`` (cross-entropy by default); optional autocast and gradient accumulation.
+
 Training checkpoints after every epoch (through :mod:`stepsize._checkpoint`: ``weights_only``
 loading, a content hash, atomic writes) and resumes from the checkpoint; the data order of each
-epoch depends only on ``(seed, epoch)`` and the checkpoint holds torch's global RNG state (which
+epoch depends only on ``(seed, epoch)`` (a DataLoader's own sampler draws from torch's global
+generator or its own, both saved) and the checkpoint holds torch's global RNG state (which
 Dropout draws from), so an interrupted and resumed run equals an uninterrupted one (under
 torch.distributed the state saved is rank 0's, so there resumed dropout masks differ). The
 checkpoint records every setting that changes the result, including fingerprints of the data, the
-model's structure and the teacher, and refuses to resume a run with other ones. Under
-``torch.distributed`` the model is wrapped in DDP, each process takes its share of every epoch's
-permutation, and only rank 0 writes the checkpoint.
+model's structure and the teacher, and refuses to resume a run with other ones; ``epochs`` is not
+one of them, so a finished run resumed with more epochs is extended. Under ``torch.distributed``
+the model is wrapped in DDP, each process takes its share of every epoch's permutation, and only
+rank 0 writes the checkpoint.
 
 Reference: Esser et al., "Learned Step Size Quantization", ICLR 2020.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
-from collections.abc import Callable
-from dataclasses import dataclass, field
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -40,12 +49,14 @@ from stepsize._checkpoint import (
     save_checkpoint,
 )
 from stepsize._progress import progress_bar
+from stepsize._results import TrainingResult
 from stepsize._validation import check_choice, check_int, check_real, describe
 from stepsize.quantization.layers import quant_layers, step_size_parameters
 
-__all__ = ["TrainingResult", "default_weight_decay", "evaluate", "train_model"]
+__all__ = ["default_weight_decay", "evaluate", "train_model"]
 
 _CHECKPOINT_KIND = "stepsize.quantization.train_model"
+_AUTOCAST_DTYPES = (torch.bfloat16, torch.float16)
 
 
 def default_weight_decay(bits: int | None) -> float:
@@ -57,48 +68,12 @@ def default_weight_decay(bits: int | None) -> float:
     return {2: 2.5e-5, 3: 5e-5}.get(bits, 1e-4)
 
 
-@dataclass
-class TrainingResult:
-    """Outcome of :func:`train_model`.
-
-    Attributes:
-        epochs: epochs completed (including those of a resumed checkpoint).
-        steps: optimizer steps completed.
-        losses: mean training loss of each epoch.
-        resumed_from_epoch: the epoch the run resumed from (0 for a fresh run).
-        checkpoint: the checkpoint path, if any.
-    """
-
-    epochs: int
-    steps: int
-    losses: list[float] = field(default_factory=list)
-    resumed_from_epoch: int = 0
-    checkpoint: Path | None = None
-
-
 def _distributed() -> tuple[int, int]:
     import torch.distributed as dist
 
     if dist.is_available() and dist.is_initialized():
         return dist.get_rank(), dist.get_world_size()
     return 0, 1
-
-
-def _check_data(data, name: str) -> tuple[torch.Tensor, torch.Tensor]:
-    if not (isinstance(data, (tuple, list)) and len(data) == 2):
-        raise TypeError(f"{name} must be a pair (inputs, targets) of tensors, got {describe(data)}")
-    inputs, targets = data
-    if not isinstance(inputs, torch.Tensor) or not isinstance(targets, torch.Tensor):
-        raise TypeError(
-            f"{name} must hold torch tensors, got {describe(inputs)}, {describe(targets)}"
-        )
-    if len(inputs) != len(targets) or len(inputs) == 0:
-        raise ValueError(
-            f"{name} needs as many targets as inputs (> 0), got {len(inputs)} and {len(targets)}"
-        )
-    if inputs.is_floating_point() and not bool(torch.isfinite(inputs).all()):
-        raise ValueError(f"{name} inputs must be finite, but they hold NaN or inf")
-    return inputs, targets.long()
 
 
 def _epoch_batches(count: int, batch_size: int, seed: int, epoch: int, rank: int, world: int):
@@ -110,6 +85,120 @@ def _epoch_batches(count: int, batch_size: int, seed: int, epoch: int, rank: int
     if padding:
         order = torch.cat([order, order[:padding]])
     return order[rank::world].split(batch_size)
+
+
+def _is_dataset(data) -> bool:
+    return (hasattr(data, "__getitem__") and hasattr(data, "__len__")
+            and not isinstance(data, (str, bytes, torch.Tensor, tuple, list, dict)))
+
+
+class _Data:
+    """``(inputs, targets)`` batches from a pair of tensors, a map-style Dataset or a DataLoader.
+
+    A pair is indexed directly and a Dataset through a DataLoader whose batches are the seeded
+    permutation of :func:`_epoch_batches`; a DataLoader is read in its own order (its sampler's
+    ``set_epoch`` is called when it has one, as a ``DistributedSampler`` needs). ``description``
+    identifies the data in checkpoint settings: the content hash of a pair; the length, type and
+    a hash of the first and last items of a Dataset (hashing all of it would read it whole).
+    """
+
+    def __init__(self, data, name: str, *, classify: bool):
+        self.name, self.classify = name, classify
+        self.loader = data if isinstance(data, torch.utils.data.DataLoader) else None
+        self.dataset = None
+        if self.loader is not None:
+            self.description = "loader:" + self._describe_dataset(data.dataset) + (
+                f":batch={data.batch_size}:sampler={type(data.sampler).__name__}"
+                f":drop_last={data.drop_last}")
+        elif isinstance(data, (tuple, list)):
+            self.inputs, self.targets = self._check_pair(data)
+            self.description = "pair:" + fingerprint(self.inputs, self.targets)
+        elif _is_dataset(data):
+            if len(data) == 0:
+                raise ValueError(f"{name} must not be an empty Dataset")
+            self.dataset, self.description = data, "dataset:" + self._describe_dataset(data)
+        else:
+            raise TypeError(f"{name} must be a pair (inputs, targets) of tensors, a map-style "
+                            f"Dataset of (input, target) items or a DataLoader, got "
+                            f"{describe(data)}")
+
+    def _check_pair(self, data):
+        if len(data) != 2:
+            raise TypeError(f"{self.name} must be a pair (inputs, targets) of tensors, got a "
+                            f"{type(data).__name__} of length {len(data)}")
+        inputs, targets = data
+        if not isinstance(inputs, torch.Tensor) or not isinstance(targets, torch.Tensor):
+            raise TypeError(f"{self.name} must hold torch tensors, got {describe(inputs)}, "
+                            f"{describe(targets)}")
+        if len(inputs) != len(targets) or len(inputs) == 0:
+            raise ValueError(f"{self.name} needs as many targets as inputs (> 0), got "
+                             f"{len(inputs)} and {len(targets)}")
+        if inputs.is_floating_point() and not bool(torch.isfinite(inputs).all()):
+            raise ValueError(f"{self.name} inputs must be finite, but they hold NaN or inf")
+        return inputs, targets
+
+    @staticmethod
+    def _describe_dataset(dataset) -> str:
+        kind = f"{type(dataset).__module__}.{type(dataset).__qualname__}"
+        if not _is_dataset(dataset):
+            return kind
+        if len(dataset) == 0:
+            return f"{kind}:0"
+        ends = [dataset[0], dataset[len(dataset) - 1]]
+        try:
+            return f"{kind}:{len(dataset)}:{fingerprint(ends)}"
+        except TypeError:  # items that are not plain data: identified by length and type only
+            return f"{kind}:{len(dataset)}"
+
+    def _batch(self, item, device) -> tuple[Any, torch.Tensor]:
+        if not (isinstance(item, (tuple, list)) and len(item) == 2):
+            raise ValueError(f"{self.name} must yield (inputs, targets) pairs, got "
+                             f"{describe(item)}")
+        inputs, targets = (torch.as_tensor(v) if not isinstance(v, torch.Tensor) else v
+                           for v in item)
+        targets = targets.to(device, non_blocking=True)
+        return inputs.to(device, non_blocking=True), targets.long() if self.classify else targets
+
+    def batches(self, batch_size, seed, epoch, rank, world, device) -> Iterator:
+        """This process's batches of ``epoch``, moved to ``device``."""
+        if self.loader is not None:
+            if hasattr(self.loader.sampler, "set_epoch"):
+                self.loader.sampler.set_epoch(epoch)
+            source = self.loader
+        elif self.dataset is not None:
+            order = _epoch_batches(len(self.dataset), batch_size, seed, epoch, rank, world)
+            source = torch.utils.data.DataLoader(
+                self.dataset, batch_sampler=[index.tolist() for index in order])
+        else:
+            order = _epoch_batches(len(self.inputs), batch_size, seed, epoch, rank, world)
+            source = ((self.inputs[index], self.targets[index]) for index in order)
+        return (self._batch(item, device) for item in source)
+
+    def in_order(self, batch_size, device) -> Iterator:
+        """All batches in data order (for evaluation), moved to ``device``."""
+        if self.loader is not None:
+            source = self.loader
+        elif self.dataset is not None:
+            source = torch.utils.data.DataLoader(self.dataset, batch_size=batch_size)
+        else:
+            source = zip(self.inputs.split(batch_size), self.targets.split(batch_size),
+                         strict=True)
+        return (self._batch(item, device) for item in source)
+
+    def batches_per_epoch(self, batch_size, rank, world) -> int | None:
+        if self.loader is not None:
+            try:
+                return len(self.loader)
+            except TypeError:  # an iterable dataset without a length
+                return None
+        count = len(self.dataset) if self.dataset is not None else len(self.inputs)
+        return len(_epoch_batches(count, batch_size, 0, 0, rank, world))
+
+    def generator(self) -> torch.Generator | None:
+        """The DataLoader's own generator (its state is checkpointed), if it has one."""
+        if self.loader is None:
+            return None
+        return getattr(self.loader.sampler, "generator", None) or self.loader.generator
 
 
 def _rng_state() -> dict:
@@ -142,22 +231,249 @@ def _parameter_groups(model: nn.Module, weight_decay: float) -> list[dict]:
     ]
 
 
-def _loss(logits, targets, teacher_logits, temperature):
-    loss = F.cross_entropy(logits, targets)
-    if teacher_logits is None:
-        return loss
-    distill = F.kl_div(
+def _distillation(logits, teacher_logits, temperature):
+    return F.kl_div(
         F.log_softmax(logits / temperature, dim=1),
         F.log_softmax(teacher_logits / temperature, dim=1),
         log_target=True,
         reduction="batchmean",
     ) * temperature**2
-    return 0.5 * loss + 0.5 * distill
+
+
+@dataclass
+class _Plan:
+    """The validated arguments of one :func:`train_model` call."""
+
+    data: _Data
+    epochs: int
+    lr: float
+    batch_size: int
+    optimizer: str
+    momentum: float
+    weight_decay: float
+    schedule: str
+    teacher: nn.Module | None
+    temperature: float
+    checkpoint: Path | None
+    resume: bool
+    seed: int
+    loss_fn: Callable | None
+    accumulate: int
+    autocast: torch.dtype | None
+    callback: Callable | None
+    progress: bool | None
+
+    def settings(self, base: nn.Module, world: int) -> dict:
+        """Every setting that changes the result (``epochs`` excepted: a run can be extended)."""
+        loss = None if self.loss_fn is None else getattr(
+            self.loss_fn, "__qualname__", type(self.loss_fn).__qualname__)
+        return dict(
+            lr=self.lr, batch_size=self.batch_size, optimizer=self.optimizer,
+            momentum=self.momentum, weight_decay=self.weight_decay, schedule=self.schedule,
+            seed=self.seed, world_size=world, data=self.data.description,
+            model=module_fingerprint(base, weights=False), temperature=self.temperature,
+            teacher=None if self.teacher is None else module_fingerprint(self.teacher,
+                                                                         weights=True),
+            loss_fn=loss, accumulate=self.accumulate, autocast=str(self.autocast),
+        )
+
+
+def _plan(model, data, **options) -> _Plan:
+    """Validate every argument of :func:`train_model` once, naming the bad one."""
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {describe(model)}")
+    loss_fn, teacher = options["loss_fn"], options["teacher"]
+    if loss_fn is not None and not callable(loss_fn):
+        raise TypeError(f"loss_fn must be None or a callable (outputs, targets) -> loss, got "
+                        f"{describe(loss_fn)}")
+    if teacher is not None and not isinstance(teacher, nn.Module):
+        raise TypeError(f"teacher must be a torch.nn.Module or None, got {describe(teacher)}")
+    if options["autocast"] is not None and options["autocast"] not in _AUTOCAST_DTYPES:
+        raise ValueError(f"autocast must be None, torch.bfloat16 or torch.float16, got "
+                         f"{options['autocast']!r}")
+    if not isinstance(options["resume"], bool):
+        raise TypeError(f"resume must be a bool, got {describe(options['resume'])}")
+    check_choice(options["optimizer"], "optimizer", ("sgd", "adam"))
+    check_choice(options["schedule"], "schedule", ("cosine", "constant"))
+    weight_decay = options["weight_decay"]
+    if weight_decay is None:
+        base = model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
+        bits = [layer.weight_quantizer.bits for _, layer in quant_layers(base)]
+        weight_decay = default_weight_decay(min(bits) if bits else None)
+    return _Plan(**{
+        **options,
+        "data": _Data(data, "data", classify=loss_fn is None),
+        "epochs": check_int(options["epochs"], "epochs", low=1),
+        "lr": check_real(options["lr"], "lr", low=0, low_inclusive=False),
+        "batch_size": check_int(options["batch_size"], "batch_size", low=1),
+        "momentum": check_real(options["momentum"], "momentum", low=0, high=1,
+                               high_inclusive=False),
+        "weight_decay": check_real(weight_decay, "weight_decay", low=0),
+        "temperature": check_real(options["temperature"], "temperature", low=0,
+                                  low_inclusive=False),
+        "checkpoint": check_checkpoint_path(options["checkpoint"]),
+        "seed": check_int(options["seed"], "seed", low=0),
+        "accumulate": check_int(options["accumulate"], "accumulate", low=1),
+    })
+
+
+class _Trainer:
+    """One :func:`train_model` run: optimizer, checkpoint, epochs."""
+
+    def __init__(self, model: nn.Module, plan: _Plan):
+        self.plan = plan
+        self.rank, self.world = _distributed()
+        ddp = isinstance(model, nn.parallel.DistributedDataParallel)
+        self.base = model.module if ddp else model
+        self.network = model
+        if self.world > 1 and not ddp:
+            self.network = nn.parallel.DistributedDataParallel(self.base)
+        groups = _parameter_groups(self.base, plan.weight_decay)
+        if plan.optimizer == "sgd":
+            self.opt = torch.optim.SGD(groups, lr=plan.lr, momentum=plan.momentum)
+        else:
+            self.opt = torch.optim.Adam(groups, lr=plan.lr)
+        reference = next(self.base.parameters(), None)
+        self.device = reference.device if reference is not None else torch.device("cpu")
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=(
+            plan.autocast == torch.float16 and self.device.type == "cuda"))
+        self.result = TrainingResult(losses=[], rounds=0, checkpoint=plan.checkpoint)
+        self.settings = plan.settings(self.base, self.world) if plan.checkpoint else None
+        per_epoch = plan.data.batches_per_epoch(plan.batch_size, self.rank, self.world)
+        if per_epoch is None and plan.schedule == "cosine":
+            raise ValueError("schedule='cosine' needs the number of batches per epoch, but the "
+                             "DataLoader has no length (pass schedule='constant')")
+        self.steps_per_epoch = None if per_epoch is None else -(-per_epoch // plan.accumulate)
+
+    def restore(self) -> None:
+        """Continue from the checkpoint, if there is one to resume."""
+        path, result = self.plan.checkpoint, self.result
+        if path is None or not self.plan.resume or not path.exists():
+            return
+        state = load_checkpoint(path, kind=_CHECKPOINT_KIND, settings=self.settings)
+        done = int(state["epoch"])
+        if done > self.plan.epochs:
+            raise ValueError(
+                f"epochs={self.plan.epochs} is fewer than the {done} epochs already trained in "
+                f"checkpoint {path} (pass epochs >= {done}, resume=False, or another file)")
+        with restoring(path):
+            self.base.load_state_dict(state["model"])
+            self.opt.load_state_dict(state["optimizer"])
+            self.scaler.load_state_dict(state.get("scaler") or {})
+            result.rounds, result.optimizer_steps = done, int(state["step"])
+            result.losses = [float(loss) for loss in state["losses"]]
+            result.wall_time_s = float(state.get("wall_time_s", 0.0))
+            _set_rng_state(state.get("rng"))
+            generator = self.plan.data.generator()
+            if generator is not None and state.get("loader_rng") is not None:
+                generator.set_state(state["loader_rng"])
+        result.resumed_from = done
+
+    def save(self) -> None:
+        result, generator = self.result, self.plan.data.generator()
+        if self.rank == 0:
+            state = dict(epoch=result.rounds, step=result.optimizer_steps, losses=result.losses,
+                         model=self.base.state_dict(), optimizer=self.opt.state_dict(),
+                         scaler=self.scaler.state_dict(), rng=_rng_state(),
+                         wall_time_s=result.wall_time_s,
+                         loader_rng=None if generator is None else generator.get_state())
+            save_checkpoint(self.plan.checkpoint, kind=_CHECKPOINT_KIND, settings=self.settings,
+                            state=state)
+        if self.world > 1:
+            torch.distributed.barrier()
+
+    def loss(self, batch, targets) -> torch.Tensor:
+        plan = self.plan
+        autocast = (torch.autocast(self.device.type, dtype=plan.autocast) if plan.autocast
+                    else contextlib.nullcontext())
+        with autocast:
+            outputs = self.network(batch)
+            loss_fn = plan.loss_fn or F.cross_entropy
+            loss = loss_fn(outputs, targets)
+            if plan.teacher is not None:
+                with torch.no_grad():
+                    teacher_outputs = plan.teacher(batch)
+                loss = 0.5 * loss + 0.5 * _distillation(outputs, teacher_outputs,
+                                                        plan.temperature)
+        return loss
+
+    def set_learning_rate(self) -> None:
+        plan = self.plan
+        if plan.schedule == "cosine":
+            total = plan.epochs * self.steps_per_epoch
+            lr = 0.5 * plan.lr * (1 + math.cos(math.pi * self.result.optimizer_steps / total))
+            for group in self.opt.param_groups:
+                group["lr"] = lr
+
+    def step(self, micro_batches: int) -> None:
+        """One optimizer step on the gradient summed over ``micro_batches`` backward passes."""
+        if micro_batches > 1:  # the mean over the micro-batches, as one larger batch would give
+            for group in self.opt.param_groups:
+                for parameter in group["params"]:
+                    if parameter.grad is not None:
+                        parameter.grad.div_(micro_batches)
+        self.scaler.step(self.opt)
+        self.scaler.update()
+        self.opt.zero_grad(set_to_none=True)
+        self.result.optimizer_steps += 1
+        if self.plan.callback is not None:
+            self.plan.callback(self.result.optimizer_steps, self.base)
+
+    def epoch(self, epoch: int) -> float:
+        """Train one epoch; return its mean loss (weighted by batch size)."""
+        plan, total, count, pending = self.plan, 0.0, 0, 0
+        self.network.train()
+        batches = plan.data.batches(plan.batch_size, plan.seed, epoch, self.rank, self.world,
+                                    self.device)
+        for batch, targets in batches:
+            if pending == 0:
+                self.set_learning_rate()
+            loss = self.loss(batch, targets)
+            if not torch.isfinite(loss):
+                raise FloatingPointError(
+                    f"training loss became {loss.item()} at epoch {epoch + 1}, step "
+                    f"{self.result.optimizer_steps + 1} (lr {self.opt.param_groups[0]['lr']:.3g})"
+                    "; lower lr")
+            self.scaler.scale(loss).backward()
+            pending += 1
+            total += loss.item() * len(targets)
+            count += len(targets)
+            if pending == plan.accumulate:
+                self.step(pending)
+                pending = 0
+        if pending:
+            self.step(pending)
+        if count == 0:
+            raise ValueError("data yielded no batch in this epoch")
+        return total / count
+
+    def run(self) -> TrainingResult:
+        self.restore()
+        plan, result = self.plan, self.result
+        teacher_mode = plan.teacher.training if plan.teacher is not None else False
+        if plan.teacher is not None:
+            plan.teacher.eval()
+        bar = progress_bar(range(result.rounds, plan.epochs),
+                           progress=plan.progress if self.rank == 0 else False,
+                           desc="train", unit="epoch")
+        for epoch in bar:
+            began = time.perf_counter()
+            result.losses.append(self.epoch(epoch))
+            result.rounds = epoch + 1
+            result.wall_time_s += time.perf_counter() - began
+            bar.set_postfix(loss=f"{result.losses[-1]:.4f}")
+            if plan.checkpoint is not None:
+                self.save()
+        if plan.teacher is not None:
+            plan.teacher.train(teacher_mode)
+        result.info.update(epochs=plan.epochs, steps_per_epoch=self.steps_per_epoch,
+                           final_lr=self.opt.param_groups[0]["lr"])
+        return result
 
 
 def train_model(
     model: nn.Module,
-    data: tuple[torch.Tensor, torch.Tensor],
+    data,
     *,
     epochs: int,
     lr: float,
@@ -166,6 +482,9 @@ def train_model(
     momentum: float = 0.9,
     weight_decay: float | None = None,
     schedule: str = "cosine",
+    loss_fn: Callable[[Any, torch.Tensor], torch.Tensor] | None = None,
+    accumulate: int = 1,
+    autocast: torch.dtype | None = None,
     teacher: nn.Module | None = None,
     temperature: float = 1.0,
     checkpoint: str | os.PathLike | None = None,
@@ -176,39 +495,45 @@ def train_model(
 ) -> TrainingResult:
     """Train ``model`` (full precision or quantized) on ``data`` with the LSQ recipe.
 
-    The learning rate at step ``t`` of ``T`` is ``lr (1 + cos(pi t / T)) / 2`` (``schedule=
-    "cosine"``) or ``lr`` (``"constant"``); step sizes get no weight decay.
+    Optimizer step ``t`` of ``T = epochs * ceil(batches / accumulate)`` uses learning rate
+    ``lr (1 + cos(pi t / T)) / 2`` (``schedule="cosine"``) or ``lr`` (``"constant"``); step sizes
+    get no weight decay. The loss is ``loss_fn(model(x), y)``, with a teacher
+    ``(loss + T^2 KL(softmax(teacher/T) || softmax(model/T))) / 2``.
 
     Args:
-        model: the model, trained in place; under torch.distributed it is wrapped in DDP.
-        data: ``(inputs, targets)`` tensors on the model's device; targets are class indices.
-        epochs: number of epochs (>= 1).
+        model: trained in place; under torch.distributed it is wrapped in DDP.
+        data: ``(inputs, targets)`` tensors, a map-style Dataset of ``(input, target)`` items
+            (both batched by the seeded permutation) or a DataLoader (its own order); batches
+            are moved to the model's device.
+        epochs: total epochs (>= 1); more than a finished checkpoint holds extends that run (the
+            cosine schedule then spans the new total from the step where it resumes).
         lr: initial learning rate (> 0); the paper uses 0.01 for 2-4 bits, 0.001 for 8 bits.
-        batch_size: examples per step and per process.
-        optimizer: ``"sgd"`` (the paper's, with ``momentum``) or ``"adam"`` (the control of the
-            gradient-scale ablation: Adam cancels a constant gradient factor).
-        momentum: SGD momentum in [0, 1).
-        weight_decay: L2 weight decay on all parameters but step sizes; default
-            :func:`default_weight_decay` of the lowest bit width in the model.
+        batch_size: examples per step and process (pairs and Datasets).
+        optimizer: ``"sgd"`` (with ``momentum`` in [0, 1)) or ``"adam"``.
+        weight_decay: L2 decay of all but step sizes (default :func:`default_weight_decay` of
+            the lowest bit width in the model).
         schedule: ``"cosine"`` or ``"constant"``.
-        teacher: a full-precision model for knowledge distillation (optional).
-        temperature: distillation temperature.
-        checkpoint: file written (atomically) after every epoch; with ``resume`` an existing one
-            is loaded and training continues from its epoch.
-        resume: resume from ``checkpoint`` if it exists. Its settings must match: every argument
-            above but ``model``'s weights, ``callback`` and ``progress``, with ``data`` and
-            ``teacher`` compared by content hash and ``model`` by structure (layers, sizes, bit
-            widths, dtypes); the world size too.
+        loss_fn: ``(outputs, targets) -> loss``; None: cross-entropy on class indices.
+        accumulate: batches whose gradients are averaged into one optimizer step.
+        autocast: None, ``torch.bfloat16`` or ``torch.float16`` (mixed precision; float16 on
+            CUDA with a gradient scaler).
+        teacher, temperature: a full-precision model for knowledge distillation, and ``T``.
+        checkpoint: file written (atomically) after every epoch.
+        resume: continue from ``checkpoint`` if it exists; its settings (all arguments above
+            but ``model``'s weights and ``epochs``; data, model structure and teacher by hash;
+            the world size) must match.
         seed: seed of the data order.
-        callback: called as ``callback(step, model)`` after every optimizer step.
-        progress: show a progress bar (None: only on a terminal).
+        callback: ``callback(optimizer_step, model)`` after every optimizer step.
+        progress: progress bar (None: only on a terminal).
 
     Returns:
-        A :class:`TrainingResult`.
+        :class:`stepsize._results.TrainingResult`: ``rounds`` epochs, per-epoch mean ``losses``,
+        ``optimizer_steps``, ``wall_time_s``, ``resumed_from``, ``checkpoint``; ``steps`` is None;
+        ``info`` holds ``epochs``, ``steps_per_epoch`` and ``final_lr``.
 
     Raises:
-        ValueError: for a bad argument, or a checkpoint that is corrupt, foreign, or written with
-            other settings (the message names the file and the settings that differ).
+        ValueError: a bad argument, or a checkpoint that is corrupt, foreign, written with other
+            settings or holding more epochs (the message names the file and the differences).
         FloatingPointError: if the loss becomes NaN or infinite (the message says where).
 
     Example:
@@ -218,129 +543,48 @@ def train_model(
         >>> torch.manual_seed(0) and None
         >>> x = torch.randn(64, 4); y = (x[:, 0] > 0).long()
         >>> net = quantize_model(nn.Sequential(nn.Linear(4, 16), nn.ReLU(), nn.Linear(16, 2)), 4)
-        >>> train_model(net, (x, y), epochs=3, lr=0.05, batch_size=16, progress=False).steps
-        12
+        >>> train_model(net, (x, y), epochs=3, lr=0.05, batch_size=16, progress=False).rounds
+        3
 
     Reference: Esser et al., "Learned Step Size Quantization", ICLR 2020, section 3.
     """
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be a torch.nn.Module, got {describe(model)}")
-    inputs, targets = _check_data(data, "data")
-    epochs = check_int(epochs, "epochs", low=1)
-    lr = check_real(lr, "lr", low=0, low_inclusive=False)
-    batch_size = check_int(batch_size, "batch_size", low=1)
-    check_choice(optimizer, "optimizer", ("sgd", "adam"))
-    momentum = check_real(momentum, "momentum", low=0, high=1, high_inclusive=False)
-    check_choice(schedule, "schedule", ("cosine", "constant"))
-    temperature = check_real(temperature, "temperature", low=0, low_inclusive=False)
-    if teacher is not None and not isinstance(teacher, nn.Module):
-        raise TypeError(f"teacher must be a torch.nn.Module or None, got {describe(teacher)}")
-    seed = check_int(seed, "seed", low=0)
-    checkpoint_path = check_checkpoint_path(checkpoint)
-    if not isinstance(resume, bool):
-        raise TypeError(f"resume must be a bool, got {describe(resume)}")
-    base = model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
-    if weight_decay is None:
-        bits = [layer.weight_quantizer.bits for _, layer in quant_layers(base)]
-        weight_decay = default_weight_decay(min(bits) if bits else None)
-    weight_decay = check_real(weight_decay, "weight_decay", low=0)
-
-    rank, world = _distributed()
-    network = model
-    if world > 1 and not isinstance(model, nn.parallel.DistributedDataParallel):
-        network = nn.parallel.DistributedDataParallel(base)
-    groups = _parameter_groups(base, weight_decay)
-    if optimizer == "sgd":
-        opt = torch.optim.SGD(groups, lr=lr, momentum=momentum)
-    else:
-        opt = torch.optim.Adam(groups, lr=lr)
-
-    result = TrainingResult(epochs=0, steps=0, checkpoint=checkpoint_path)
-    if checkpoint_path is not None:
-        settings = dict(
-            epochs=epochs, lr=lr, batch_size=batch_size, optimizer=optimizer, momentum=momentum,
-            weight_decay=weight_decay, schedule=schedule, seed=seed, world_size=world,
-            examples=len(inputs), data=fingerprint(inputs, targets),
-            model=module_fingerprint(base, weights=False), temperature=temperature,
-            teacher=None if teacher is None else module_fingerprint(teacher, weights=True),
-        )
-        if resume and checkpoint_path.exists():
-            state = load_checkpoint(checkpoint_path, kind=_CHECKPOINT_KIND, settings=settings)
-            with restoring(checkpoint_path):
-                base.load_state_dict(state["model"])
-                opt.load_state_dict(state["optimizer"])
-                result.epochs, result.steps = int(state["epoch"]), int(state["step"])
-                result.losses = [float(loss) for loss in state["losses"]]
-                _set_rng_state(state.get("rng"))
-            result.resumed_from_epoch = result.epochs
-
-    batches_per_epoch = len(_epoch_batches(len(inputs), batch_size, seed, 0, rank, world))
-    total_steps = epochs * batches_per_epoch
-    teacher_mode = teacher.training if teacher is not None else False
-    if teacher is not None:
-        teacher.eval()
-    bar = progress_bar(range(result.epochs, epochs), progress=progress if rank == 0 else False,
-                       desc="train", unit="epoch")
-    for epoch in bar:
-        network.train()
-        total, count = 0.0, 0
-        for index in _epoch_batches(len(inputs), batch_size, seed, epoch, rank, world):
-            if schedule == "cosine":
-                for group in opt.param_groups:
-                    group["lr"] = 0.5 * lr * (1 + math.cos(math.pi * result.steps / total_steps))
-            batch, labels = inputs[index], targets[index]
-            teacher_logits = None
-            if teacher is not None:
-                with torch.no_grad():
-                    teacher_logits = teacher(batch)
-            loss = _loss(network(batch), labels, teacher_logits, temperature)
-            if not torch.isfinite(loss):
-                raise FloatingPointError(
-                    f"training loss became {loss.item()} at epoch {epoch + 1}, step "
-                    f"{result.steps + 1} (lr {opt.param_groups[0]['lr']:.3g}); lower lr"
-                )
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            result.steps += 1
-            total += loss.item() * len(index)
-            count += len(index)
-            if callback is not None:
-                callback(result.steps, base)
-        result.losses.append(total / count)
-        result.epochs = epoch + 1
-        bar.set_postfix(loss=f"{result.losses[-1]:.4f}")
-        if checkpoint_path is not None:
-            if rank == 0:
-                state = dict(epoch=result.epochs, step=result.steps, losses=result.losses,
-                             model=base.state_dict(), optimizer=opt.state_dict(),
-                             rng=_rng_state())
-                save_checkpoint(checkpoint_path, kind=_CHECKPOINT_KIND, settings=settings,
-                                state=state)
-            if world > 1:
-                torch.distributed.barrier()
-    if teacher is not None:
-        teacher.train(teacher_mode)
-    return result
+    options = {k: v for k, v in locals().items() if k not in ("model", "data")}
+    return _Trainer(model, _plan(model, data, **options)).run()
 
 
 @torch.no_grad()
-def evaluate(
-    model: nn.Module, data: tuple[torch.Tensor, torch.Tensor], batch_size: int = 1000
-) -> float:
-    """Top-1 accuracy of ``model`` (in eval mode) on ``(inputs, targets)``, in [0, 1].
+def evaluate(model: nn.Module, data, batch_size: int = 1000, *,
+             metric: str | Callable[[Any, torch.Tensor], torch.Tensor] = "accuracy") -> float:
+    """``metric`` of ``model`` (in eval mode) on ``data``, averaged over examples.
+
+    ``"accuracy"`` is the top-1 accuracy ``mean(argmax model(x) == y)`` in [0, 1]; a callable
+    ``metric(outputs, targets)`` returns a batch mean (e.g. ``F.mse_loss``), weighted here by
+    the batch size. ``data`` is a pair of tensors, a map-style Dataset or a DataLoader, as in
+    :func:`train_model` (taken in order).
 
     >>> import torch
     >>> evaluate(torch.nn.Identity(), (torch.eye(3), torch.tensor([0, 1, 0])))
     0.6666666666666666
+    >>> evaluate(torch.nn.Identity(), (torch.ones(4, 1), torch.zeros(4, 1)),
+    ...          metric=torch.nn.functional.mse_loss)
+    1.0
     """
-    inputs, targets = _check_data(data, "data")
+    if metric != "accuracy" and not callable(metric):
+        raise ValueError(f"metric must be 'accuracy' or a callable, got {metric!r}")
+    source = _Data(data, "data", classify=metric == "accuracy")
     batch_size = check_int(batch_size, "batch_size", low=1)
-    mode = model.training
+    reference = next(model.parameters(), None)
+    device = reference.device if reference is not None else torch.device("cpu")
+    mode, total, count = model.training, 0.0, 0
     model.eval()
-    correct = sum(
-        int((model(x).argmax(dim=1) == y).sum())
-        for x, y in zip(inputs.split(batch_size), targets.split(batch_size), strict=True)
-    )
-    model.train(mode)
-    return correct / len(inputs)
+    try:
+        for batch, targets in source.in_order(batch_size, device):
+            outputs = model(batch)
+            if metric == "accuracy":
+                total += float((outputs.argmax(dim=1) == targets).sum())
+            else:
+                total += float(metric(outputs, targets)) * len(targets)
+            count += len(targets)
+    finally:
+        model.train(mode)
+    return total / count
