@@ -1,20 +1,11 @@
-"""From fake quantization to integer inference: integer codes, folded requantization, ONNX.
+"""From fake quantization to integer inference and ONNX.
 
-For a quantized layer with input codes ``x_bar`` (step ``s_x``), weight codes ``W_bar`` (step
-``s_w``, per tensor or per output channel ``c``), bias ``b``, an optional batch norm
-``(gamma, beta, mu, sigma = sqrt(var + eps))`` and the next layer's input quantizer (step ``s'``,
-range ``-Q_N'..Q_P'``)::
-
-    acc     = W_bar * x_bar                       (integer conv / matmul, int32 accumulator)
-    M_c     = gamma_c s_w,c s_x / (sigma_c s')    (requantization multiplier, float32)
-    B_c     = (gamma_c (b_c - mu_c) / sigma_c + beta_c) / s'
-    x_bar'  = clamp(round(M_c acc + B_c), -Q_N', Q_P')
-
-A ReLU (and any max pooling or flattening after it) before an unsigned quantizer is absorbed by the
-clamp at 0. The last layer returns the logits ``s_w s_x acc + b``. Average pooling and flattening
-commute with the positive scale ``1/s'``, so they run on ``M_c acc + B_c`` before rounding.
-The accumulation is done exactly: integer-valued float64 tensors (exact below 2^53), checked to
-fit int32 and stored as int32.
+:func:`export_integer` turns any ``torch.fx``-traceable quantized model into integer layers
+(``acc = W_bar * x_bar`` exact in int32, batch norm folded, requantization at each consumer; see
+:mod:`stepsize.quantization._fx_export`). :func:`export_onnx` writes the model with
+QuantizeLinear/DequantizeLinear nodes; with ``integer_kernels=True`` the graph is laid out so
+that onnxruntime fuses it into QLinearConv / QLinearMatMul / QLinearAdd (see
+:mod:`stepsize.quantization._onnx_integer`).
 
 Reference: Esser et al., "Learned Step Size Quantization", ICLR 2020 (section 2: ``y_bar =
 W_bar x_bar``, ``y_hat = s_w s_x y_bar``); Jacob et al., "Quantization and Training of Neural
@@ -32,10 +23,10 @@ import torch
 from torch import nn
 
 from stepsize._validation import check_int, describe
+from stepsize.quantization._fx_export import IntegerModel, build_integer_model
 from stepsize.quantization.layers import (
     QuantConv1d,
     QuantConv2d,
-    QuantLinear,
     QuantMultiheadAttention,
     _QuantMixin,
     check_calibrated,
@@ -44,23 +35,8 @@ from stepsize.quantization.quantizer import LSQQuantizer
 
 __all__ = ["IntegerModel", "export_integer", "export_onnx"]
 
-_QUANT = (QuantConv1d, QuantConv2d, QuantLinear)
 _BATCH_NORM = (nn.BatchNorm1d, nn.BatchNorm2d)
-# ops that commute with multiplication by a positive scalar, so 1/s' folds through them
-_HOMOGENEOUS = (nn.ReLU, nn.MaxPool1d, nn.MaxPool2d, nn.AvgPool1d, nn.AvgPool2d,
-                nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.Flatten, nn.Dropout, nn.Identity)
-# ops that also commute with round and clamp, so a ReLU among them folds into the clamp at 0
-_MONOTONE = (nn.ReLU, nn.MaxPool1d, nn.MaxPool2d, nn.Flatten, nn.Dropout, nn.Identity)
 _INT32_MAX = 2**31 - 1
-
-
-def _leaves(module: nn.Module, prefix: str = ""):
-    for name, child in module.named_children():
-        full = f"{prefix}{name}"
-        if type(child) is nn.Sequential:
-            yield from _leaves(child, full + ".")
-        else:
-            yield full, child
 
 
 def _codes(values: torch.Tensor, bounds: tuple[int, int]) -> torch.Tensor:
@@ -68,167 +44,51 @@ def _codes(values: torch.Tensor, bounds: tuple[int, int]) -> torch.Tensor:
     return torch.clamp(torch.round(values), -q_n, q_p)
 
 
-def _code_dtype(bits: int) -> torch.dtype:
-    return torch.int8 if bits <= 8 else torch.int16
-
-
-class _IntegerStage(nn.Module):
-    """One quantized layer: integer accumulate, then folded requantization (or logits)."""
-
-    def __init__(self, name, layer, batch_norm, ops, next_quantizer):
-        super().__init__()
-        self.name = name
-        self.layer = layer
-        weight_quantizer: LSQQuantizer = layer.weight_quantizer
-        weight_step = weight_quantizer.step_size.detach().double()
-        shape = (-1,) + (1,) * (layer.weight.dim() - 1)
-        weight_codes = _codes(layer.weight.detach().double() / weight_step.reshape(
-            shape if weight_quantizer.per_channel else ()), weight_quantizer.bounds)
-        self.register_buffer("weight_codes", weight_codes.to(_code_dtype(weight_quantizer.bits)))
-        input_step = layer.input_quantizer.step_size.detach().double()
-        channels = layer.weight.shape[0]
-        scale = (weight_step * input_step).expand(channels).clone()
-        bias = (layer.bias.detach().double() if layer.bias is not None
-                else torch.zeros(channels, dtype=torch.float64))
-        if batch_norm is not None:
-            sigma = torch.sqrt(batch_norm.running_var.double() + batch_norm.eps)
-            gamma = (batch_norm.weight.detach().double() if batch_norm.affine
-                     else torch.ones_like(sigma))
-            beta = (batch_norm.bias.detach().double() if batch_norm.affine
-                    else torch.zeros_like(sigma))
-            scale = gamma * scale / sigma
-            bias = gamma * (bias - batch_norm.running_mean.double()) / sigma + beta
-        self.output_bounds = None
-        if next_quantizer is not None:
-            next_step = next_quantizer.step_size.detach().double()
-            scale, bias = scale / next_step, bias / next_step
-            self.output_bounds = next_quantizer.bounds
-            if self.output_bounds[0] == 0 and all(isinstance(op, _MONOTONE) for op in ops):
-                ops = [op for op in ops if not isinstance(op, nn.ReLU)]
-        self.register_buffer("multiplier", scale.float())
-        self.register_buffer("offset", bias.float())
-        self.ops = nn.Sequential(*ops)
-
-    def accumulate(self, codes: torch.Tensor) -> torch.Tensor:
-        """The integer accumulator ``W_bar * x_bar`` (int32), computed exactly."""
-        weight = self.weight_codes.double()
-        if isinstance(self.layer, QuantLinear):
-            acc = codes.double() @ weight.T
-        else:
-            acc = self.layer._conv_forward(codes.double(), weight, None)
-        peak = float(acc.abs().max()) if acc.numel() else 0.0
-        if peak > _INT32_MAX:
-            raise OverflowError(f"layer {self.name!r}: accumulator {peak:.3g} overflows int32")
-        return acc.to(torch.int32)
-
-    def forward(self, codes: torch.Tensor) -> torch.Tensor:
-        acc = self.accumulate(codes)
-        shape = (1, -1) + (1,) * (acc.dim() - 2)
-        values = self.ops(acc.float() * self.multiplier.view(shape) + self.offset.view(shape))
-        if self.output_bounds is None:
-            return values
-        return _codes(values, self.output_bounds).to(torch.int32)
-
-
-class IntegerModel(nn.Module):
-    """Integer-arithmetic inference of a quantized ``nn.Sequential`` model (see the module doc).
-
-    ``forward(x)`` returns the logits; :meth:`input_codes` returns the integer input codes of every
-    quantized layer, for checking against the fake-quantized model.
-    """
-
-    def __init__(self, prefix: nn.Sequential, input_quantizer: LSQQuantizer, stages: list):
-        super().__init__()
-        self.prefix = prefix
-        self.register_buffer("input_step", input_quantizer.step_size.detach().clone())
-        self.input_bounds = input_quantizer.bounds
-        self.stages = nn.ModuleList(stages)
-
-    @torch.no_grad()
-    def input_codes(self, x: torch.Tensor) -> list[torch.Tensor]:
-        """Integer codes entering each quantized layer (int32), in order."""
-        codes = [_codes(self.prefix(x) / self.input_step, self.input_bounds).to(torch.int32)]
-        for stage in self.stages[:-1]:
-            codes.append(stage(codes[-1]))
-        return codes
-
-    @torch.no_grad()
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.stages[-1](self.input_codes(x)[-1])
-
-
-def _structure(model: nn.Module):
-    if type(model) is not nn.Sequential:
-        raise TypeError(
-            f"export_integer needs an nn.Sequential model (nesting allowed), got "
-            f"{type(model).__name__}; residual graphs are not supported"
-        )
-    prefix, layers = [], []
-    for name, module in _leaves(model):
-        if isinstance(module, _QUANT):
-            layers.append([name, module, None, []])
-        elif isinstance(module, _QuantMixin):
-            raise ValueError(
-                f"layer {name!r} ({type(module).__name__}) is a quantized subclass with its own "
-                "forward, which integer export cannot map to integer arithmetic"
-            )
-        elif isinstance(module, _BATCH_NORM) and layers and layers[-1][2] is None \
-                and not layers[-1][3]:
-            layers[-1][2] = module
-        elif isinstance(module, _HOMOGENEOUS):
-            (layers[-1][3] if layers else prefix).append(module)
-        elif isinstance(module, (nn.Linear, nn.Conv1d, nn.Conv2d)):
-            raise ValueError(
-                f"layer {name!r} ({type(module).__name__}) is not quantized; integer export needs "
-                "every conv/linear layer quantized (quantize_model with first_last_bits=8)"
-            )
-        else:
-            raise ValueError(
-                f"module {name!r} ({type(module).__name__}) is not supported by integer export: "
-                "batch norm must directly follow a quantized layer, and other modules must be "
-                "ReLU, pooling, Flatten, Dropout or Identity"
-            )
-    return prefix, layers
-
-
 def export_integer(model: nn.Module) -> IntegerModel:
     """Integer weight codes, folded scales and an integer-arithmetic forward of ``model``.
 
+    The model is traced with ``torch.fx`` (quantized layers as leaves) and run in graph order.
+    Each quantized conv/linear layer (and each projection of a ``QuantMultiheadAttention``)
+    computes, from its input codes ``x_bar = clamp(round(y / s_x), -Q_N, Q_P)`` and weight codes
+    ``W_bar``::
+
+        acc = W_bar * x_bar  (int32, exact),   y' = M_c acc + B_c,
+        M_c = gamma_c s_w,c s_x / sigma_c,     B_c = gamma_c (b_c - mu_c) / sigma_c + beta_c
+
+    with the batch norm ``(gamma, beta, mu, sigma)`` that directly follows a convolution folded
+    in (``M_c = s_w,c s_x``, ``B_c = b_c`` without one). Residual adds, concatenations, pooling
+    and ReLU act on ``y'``; the next layer requantizes what reaches it. Activations without an
+    integer form (SiLU, GELU, hardswish, softmax, layer norm, ...) run in float between integer
+    layers and are listed in ``IntegerModel.float_ops``.
+
     Args:
-        model: a calibrated quantized ``nn.Sequential`` (after :func:`quantize_model` and at least
-            one forward pass), made of quantized layers, batch norm directly after them, ReLU,
-            pooling, Flatten, Dropout and Identity.
+        model: a calibrated quantized model (after :func:`quantize_model` and at least one
+            forward pass) that ``torch.fx`` can trace, without LSQ+ offsets.
 
     Returns:
-        An :class:`IntegerModel` whose ``forward`` agrees with ``model.eval()`` up to rare
-        rounding-tie flips; its stages hold ``weight_codes`` (int8 up to 8 bits, else int16),
-        ``multiplier`` and ``offset`` (float32 per output channel).
+        An :class:`IntegerModel`: ``forward`` agrees with ``model.eval()`` up to rare
+        rounding-tie flips; ``stages`` are the integer layers in graph order (``weight_codes``
+        int8 up to 8 bits, else int16; ``multiplier`` and ``offset`` per output channel);
+        ``input_codes(x)`` the integer codes entering each; ``float_ops`` the float operations.
 
     Raises:
-        ValueError: if a layer is not calibrated or not quantized, or a module is unsupported.
+        ValueError: a layer is not calibrated, has an offset, or is a conv/linear/attention (or
+            other layer with weights) left in float, or a quantized subclass with its own
+            forward; each named.
+        TypeError: ``torch.fx`` cannot trace the model (the tracer's message is included).
+        OverflowError: an accumulator does not fit int32.
 
     Example:
         >>> import torch
         >>> from torch import nn
         >>> from stepsize.quantization import quantize_model
-        >>> net = quantize_model(nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 3)), 4)
+        >>> net = quantize_model(nn.Sequential(nn.Linear(4, 8), nn.SiLU(), nn.Linear(8, 3)), 4)
         >>> x = torch.randn(16, 4); _ = net(x)
         >>> integer = export_integer(net.eval())
-        >>> bool((integer(x).argmax(1) == net(x).argmax(1)).all())
-        True
+        >>> bool((integer(x).argmax(1) == net(x).argmax(1)).all()), integer.float_ops
+        (True, ['1 (SiLU)'])
     """
-    check_calibrated(model)
-    for name, module in model.named_modules():
-        if isinstance(module, LSQQuantizer) and module.offset is not None:
-            raise ValueError(f"quantizer {name!r} has an LSQ+ offset, which integer export does "
-                             "not fold; export a model without offsets")
-    prefix, layers = _structure(model)
-    stages = []
-    for index, (name, layer, batch_norm, ops) in enumerate(layers):
-        following = layers[index + 1][1].input_quantizer if index + 1 < len(layers) else None
-        stages.append(_IntegerStage(name, layer, batch_norm, ops, following))
-    return IntegerModel(copy.deepcopy(nn.Sequential(*prefix)), layers[0][1].input_quantizer,
-                        stages).eval()
+    return build_integer_model(model)
 
 
 class _QuantizeDequantize(torch.autograd.Function):
