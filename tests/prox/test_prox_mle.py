@@ -1,0 +1,125 @@
+"""The constrained Gaussian MLE: closed forms, CVXPY (Clarabel), scale and location, the ridge."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from stepsize.prox.gaussian_mle import (
+    constrained_gaussian_mle,
+    gaussian_mle_objective,
+    sample_moments,
+)
+
+
+def correlated(rng, n, p, shift):
+    Sigma = 0.3 * np.ones((p, p)) + 0.7 * np.eye(p)
+    return rng.multivariate_normal(np.full(p, shift), Sigma, size=n)
+
+
+def cvxpy_mle(data, caps, ridge=0.0):
+    """The uncentred problem in (Omega, eta) with ``matrix_frac``, solved by Clarabel."""
+    cp = pytest.importorskip("cvxpy")
+    second, mean = sample_moments(data)
+    p = mean.size
+    Omega, eta = cp.Variable((p, p), symmetric=True), cp.Variable(p)
+    objective = (-cp.log_det(Omega) + cp.trace(Omega @ second) - 2 * mean @ eta
+                 + cp.matrix_frac(eta, Omega) + ridge / 2 * cp.sum_squares(Omega))
+    problem = cp.Problem(cp.Minimize(objective), [Omega >> np.outer(c, c) for c in caps])
+    problem.solve(solver=cp.CLARABEL)
+    return Omega.value, float(problem.value)
+
+
+@pytest.mark.parametrize("shift", [0.0, 30.0])
+def test_unconstrained_is_the_sample_covariance(shift):
+    rng = np.random.default_rng(0)
+    data = rng.standard_normal((60, 5)) @ (np.eye(5) + 0.3 * rng.standard_normal((5, 5))) + shift
+    result = constrained_gaussian_mle(data)
+    covariance = np.cov(data.T, bias=True)
+    assert result.converged and result.n_iter == 0
+    np.testing.assert_allclose(result.covariance, covariance, rtol=1e-10, atol=0)
+    np.testing.assert_allclose(result.mean, data.mean(axis=0), rtol=1e-14)
+    second, mean = sample_moments(data)
+    Omega = np.linalg.inv(covariance)
+    best = gaussian_mle_objective(Omega, Omega @ mean, second, mean)
+    assert result.objective == pytest.approx(best, rel=1e-10)
+
+
+@pytest.mark.parametrize("method", ["dual_newton", "pdhg"])
+def test_caps_match_cvxpy_on_diabetes(method):
+    datasets = pytest.importorskip("sklearn.datasets")
+    data = datasets.load_diabetes().data
+    data = (data - data.mean(axis=0)) / data.std(axis=0)
+    caps = np.eye(10)[:4] / np.sqrt(0.8)  # variance of the first 4 features capped at 0.8
+    result = constrained_gaussian_mle(data, caps, method=method)
+    Omega_cvx, value_cvx = cvxpy_mle(data, caps)
+    assert result.converged and result.constraint_violation <= 1e-12
+    # Clarabel stops about 1e-8 above the optimum; ours is the lower one
+    assert abs(result.objective - value_cvx) <= 1e-7 * abs(value_cvx)
+    assert result.objective <= value_cvx + 1e-10
+    assert np.linalg.norm(result.x[0] - Omega_cvx) <= 1e-3 * np.linalg.norm(Omega_cvx)
+    np.testing.assert_allclose(np.diag(result.covariance)[:4], 0.8, atol=1e-9)
+
+
+@pytest.mark.parametrize("shift", [10.0, 30.0])
+def test_location_and_scale_do_not_matter(shift):
+    """Mean 10x and 30x the spread, and data in units 1e3 times larger: the same answer (up to
+    the units), a handful of Newton steps, caps satisfied to 1e-12, a certified duality gap."""
+    rng = np.random.default_rng(1)
+    p = 12
+    data = correlated(rng, 2 * p, p, 0.0)
+    caps = np.eye(p)[:4] / np.sqrt(0.6)
+    base = constrained_gaussian_mle(data, caps)
+    moved = constrained_gaussian_mle(1e3 * (data + shift), caps / 1e3)
+    assert base.converged and moved.converged and moved.n_iter <= 12
+    np.testing.assert_allclose(moved.covariance / 1e6, base.covariance, rtol=1e-8, atol=1e-12)
+    np.testing.assert_allclose(moved.mean / 1e3, base.mean + shift, rtol=1e-12)
+    assert moved.constraint_violation <= 1e-12
+    assert 0 <= moved.info["duality_gap"] <= 1e-9 * abs(moved.objective) + 1e-12
+    _, value_cvx = cvxpy_mle(data, caps)
+    assert base.objective == pytest.approx(value_cvx, rel=1e-7)
+
+
+def test_methods_agree_when_caps_bind():
+    rng = np.random.default_rng(2)
+    data = correlated(rng, 16, 8, 0.5)
+    caps = np.vstack([np.eye(8)[:3], np.ones((1, 8)) / 4])
+    newton = constrained_gaussian_mle(data, caps, method="dual_newton")
+    pdhg = constrained_gaussian_mle(data, caps, method="pdhg")
+    assert newton.info["multipliers"].max() > 0.1  # some cap binds
+    assert pdhg.objective == pytest.approx(newton.objective, rel=1e-7)
+    np.testing.assert_allclose(pdhg.covariance, newton.covariance, atol=1e-4)
+
+
+def test_ridge_for_fewer_samples_than_variables_matches_cvxpy():
+    rng = np.random.default_rng(3)
+    n, p, ridge = 8, 10, 0.5
+    data = correlated(rng, n, p, 5.0)
+    caps = np.eye(p)[:3] / np.sqrt(0.5)
+    result = constrained_gaussian_mle(data, caps, ridge=ridge)
+    Omega_cvx, value_cvx = cvxpy_mle(data, caps, ridge)
+    assert result.method == "pdhg" and result.converged
+    assert result.constraint_violation <= 1e-12
+    assert result.objective == pytest.approx(value_cvx, rel=1e-7)
+    assert np.linalg.norm(result.x[0] - Omega_cvx) <= 1e-4 * np.linalg.norm(Omega_cvx)
+    second, mean = sample_moments(data)
+    direct = gaussian_mle_objective(*result.x, second, mean, ridge=ridge)
+    assert direct == pytest.approx(result.objective, rel=1e-9)
+
+
+def test_bad_input():
+    rng = np.random.default_rng(4)
+    with pytest.raises(ValueError, match="ridge > 0"):
+        constrained_gaussian_mle(rng.standard_normal((3, 5)))
+    with pytest.raises(ValueError, match="dual_newton"):
+        constrained_gaussian_mle(rng.standard_normal((3, 5)), ridge=1.0, method="dual_newton")
+    with pytest.raises(ValueError, match="method"):
+        constrained_gaussian_mle(rng.standard_normal((30, 3)), method="admm")
+    with pytest.raises(ValueError, match="ridge"):
+        constrained_gaussian_mle(rng.standard_normal((30, 3)), ridge=-1.0)
+    with pytest.raises(ValueError, match="constant"):
+        constrained_gaussian_mle(np.ones((30, 3)), ridge=1.0)
+    with pytest.raises(ValueError, match="caps"):
+        constrained_gaussian_mle(rng.standard_normal((30, 3)), np.ones((2, 4)))
+    with pytest.raises(ValueError, match="primal_step"):
+        constrained_gaussian_mle(rng.standard_normal((30, 3)), primal_step=-1.0)
