@@ -242,24 +242,36 @@ def test_mixed_precision_torch():
     np.testing.assert_allclose(result.x.numpy(), X, atol=1e-9)
 
 
-def test_sparse_column_blocks_are_exact(monkeypatch):
-    import stepsize.chebyshev.solvers as solvers
-
-    W = _grid_laplacian(16, 0.2)
-    C = np.random.default_rng(5).standard_normal((256, 40))
-    whole = chebyshev_gd(W, C, lmin=0.2, lmax=8.2, T=16, max_iter=48)
-    # 16 float64 columns of four work arrays (32 float32 columns in mixed precision) per block
-    monkeypatch.setattr(solvers, "_BLOCK_BYTES", 32 * 256 * 16)
+def test_sparse_column_blocks_are_exact():
+    # n = 2500 and 300 columns: four float64 work arrays of 12 MiB / (32 * 2500) = 157 columns
+    # round down to blocks of 128 (128 + 128 + 44); with a history the batch runs in one piece
+    W = _grid_laplacian(50, 0.2)
+    C = np.random.default_rng(5).standard_normal((2500, 300))
+    whole = chebyshev_gd(W, C, lmin=0.2, lmax=8.2, T=16, max_iter=48, history=True)
     blocked = chebyshev_gd(W, C, lmin=0.2, lmax=8.2, T=16, max_iter=48)
     assert blocked.info["column_blocks"] == 3 and "column_blocks" not in whole.info
     np.testing.assert_allclose(blocked.x, whole.x, rtol=0, atol=1e-13)
-    assert blocked.info["matvecs"] == whole.info["matvecs"] == 49 * 40
+    assert blocked.info["matvecs"] == whole.info["matvecs"] == 49 * 300
+    # mixed precision: four float32 arrays, 12 MiB / (16 * 2500) = 314 columns -> blocks of 256
     solved = chebyshev_gd(W, C, tol=1e-9, max_iter=2000, seed=0, mixed_precision=True)
     assert solved.converged and solved.info["column_blocks"] == 2
     residual = np.linalg.norm(C - W @ solved.x, axis=0) / np.linalg.norm(C, axis=0)
     assert residual.max() <= 1e-9
     with pytest.warns(ConvergenceWarning):
         chebyshev_gd(W, C, lmin=0.2, lmax=8.2, tol=1e-12, max_iter=3)
+
+
+def test_column_blocks_follow_the_byte_budget():
+    from stepsize.chebyshev._drivers import column_blocks
+
+    W, C = _grid_laplacian(16, 0.2), np.zeros((256, 40))
+    # 32 bytes per entry: a 16 * 256 * 32 byte budget holds 16 columns
+    assert column_blocks(W, C, False, 32, block_bytes=16 * 256 * 32) == [
+        slice(0, 16), slice(16, 32), slice(32, 48)]
+    assert column_blocks(W, C, False, 32, block_bytes=4 * 256 * 32)[0] == slice(0, 8)  # >= 8
+    assert column_blocks(W, C, False, 32) is None  # 12 MiB holds all 40 columns
+    assert column_blocks(W, C, True, 32, block_bytes=1) is None  # a history needs the batch
+    assert column_blocks(W.toarray(), C, False, 32, block_bytes=1) is None  # dense: one GEMM
 
 
 @pytest.mark.parametrize("call, error, match", [

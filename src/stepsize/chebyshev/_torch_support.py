@@ -22,11 +22,9 @@ from __future__ import annotations
 
 import functools
 
+from stepsize.chebyshev._backend import is_torch as _is_torch
+
 __all__ = ["torch_extensions"]
-
-
-def _is_torch(value) -> bool:
-    return type(value).__module__[:5] == "torch"
 
 
 class BatchedMatrices:

@@ -40,16 +40,13 @@ import scipy.sparse as sp
 import scipy.sparse.linalg as spla
 
 from stepsize._validation import check_symmetric, describe
+from stepsize.chebyshev._backend import is_torch as _is_torch
 
 __all__ = ["LMAX_WIDENING", "as_preconditioner", "lanczos_bounds"]
 
 # PETSc's default upper transform for estimated Chebyshev intervals (KSPChebyshevEstEigSet
 # b = 1.1): a 10% overestimate of lmax costs little, an underestimate makes the iteration grow.
 LMAX_WIDENING = 1.1
-
-
-def _is_torch(value) -> bool:
-    return type(value).__module__.startswith("torch")
 
 
 def _is_multilevel_solver(value) -> bool:

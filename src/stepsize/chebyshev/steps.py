@@ -41,6 +41,7 @@ __all__ = [
     "ORDERS",
     "chebyshev_bound",
     "chebyshev_order",
+    "chebyshev_period",
     "chebyshev_steps",
     "contraction_factor",
     "expected_squared_error",
@@ -176,6 +177,22 @@ def chebyshev_bound(lmin: float, lmax: float, T: int) -> float:
         return 0.0
     # 2 r^T / (1 + r^(2T)) never overflows, unlike cosh(T arccosh(.)).
     return float(2.0 * r**T / (1.0 + r ** (2 * T)))
+
+
+def chebyshev_period(lmin: float, lmax: float, reduction: float) -> int:
+    r"""Period ``T`` whose Chebyshev bound reaches ``reduction``, clipped to [8, 256].
+
+    :math:`1/T_T((\kappa+1)/(\kappa-1)) \le 2 r^T` with
+    :math:`r = (\sqrt\kappa - 1)/(\sqrt\kappa + 1) \approx e^{-2/\sqrt\kappa}`, so
+    :math:`T = \lceil \sqrt\kappa\,\ln(2/\epsilon)/2 \rceil` suffices; the cap keeps float32
+    runs within the tested stability range of the fractal order.
+
+    >>> chebyshev_period(1.0, 30.0, 1e-10)
+    65
+    """
+    lmin, lmax = _check_interval(lmin, lmax)
+    reduction = check_real(reduction, "reduction", low=0, high=1, low_inclusive=False)
+    return int(np.clip(np.ceil(np.sqrt(lmax / lmin) * np.log(2 / reduction) / 2), 8, 256))
 
 
 def optimal_rate(lmin: float, lmax: float) -> float:
