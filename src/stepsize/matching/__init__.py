@@ -14,6 +14,7 @@ matching", arXiv:2208.08233 (2022).
 from stepsize.matching import generators
 from stepsize.matching._cli import cli_match
 from stepsize.matching.graphs import Graph, as_adjacency, read_graph, write_correspondence
+from stepsize.matching.lawler import LAWLER_AUTO_BETA, FactorizedAffinity, match_lawler
 from stepsize.matching.objective import (
     MatchScore,
     assignment_objective,
@@ -41,15 +42,16 @@ from stepsize.matching.solver import (
     PROJECTIONS,
     MatchingResult,
     match_graphs,
-    match_lawler,
     projected_fixed_point,
 )
 from stepsize.matching.steps import adaptive_step, fixed_step, line_search_coefficients
 
 __all__ = [
     "ADAPTIVE_BETA_MAX",
+    "LAWLER_AUTO_BETA",
     "METHODS",
     "PROJECTIONS",
+    "FactorizedAffinity",
     "Graph",
     "QAPInstance",
     "MatchScore",

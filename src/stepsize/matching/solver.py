@@ -67,7 +67,6 @@ from stepsize._results import ConvergenceWarning, SolverResult, warn_not_converg
 from stepsize._validation import (
     check_array,
     check_choice,
-    check_finite,
     check_int,
     check_real,
     check_rng,
@@ -95,7 +94,6 @@ __all__ = [
     "PROJECTIONS",
     "MatchingResult",
     "match_graphs",
-    "match_lawler",
     "projected_fixed_point",
 ]
 
@@ -720,7 +718,7 @@ def _run_starts(problem, settings: _Settings, init, rng, n_init: int, restart_ep
                 constant: bool) -> MatchingResult:
     """Every start (and the stall restarts) on a prepared problem; the best run."""
     n1, n2 = problem.n1, problem.n2
-    size = max(n1, n2)
+    size = problem.padded_size
 
     def run(start_init):
         start = _initial_matrix(start_init, n1, n2, size, rng)
@@ -830,18 +828,23 @@ class _Problem:
     n2: int
     sparse: bool
     lawler: Any = None
+    size: int = 0
+
+    @property
+    def padded_size(self) -> int:
+        """``N``: ``max(n1, n2)``, or the size set by the caller (slack nodes)."""
+        return self.size or max(self.n1, self.n2)
 
 
 def _quadratic(problem: _Problem, X: np.ndarray) -> np.ndarray:
     """``1/2 (A X B^T + A^T X B)`` (``A X B`` without transposes): two or four products.
 
-    Lawler form: ``sym(K) vec(X)`` (column-major ``vec`` of the real block), reshaped.
+    Lawler form: the operator's ``sym(K) vec(X)`` (column-major ``vec`` of the real block).
     """
     if problem.lawler is not None:
         n1, n2 = problem.n1, problem.n2
-        product = problem.lawler @ X[:n1, :n2].reshape(-1, order="F")
         out = np.zeros_like(X)
-        out[:n1, :n2] = np.asarray(product).reshape(n1, n2, order="F")
+        out[:n1, :n2] = problem.lawler.product(X[:n1, :n2])
         return out
     if problem.A_T is None:
         return np.asarray((problem.A_pad @ X) @ problem.B_pad)
@@ -968,18 +971,10 @@ def _iterate(problem: _Problem, settings: _Settings, M: np.ndarray, barycenter: 
     )
 
 
-def _lawler_value(K, col_ind: np.ndarray, n1: int) -> float:
-    """``vec(X)^T K vec(X)`` of the 0/1 matching ``col_ind`` (column-major ``vec``)."""
-    rows = np.flatnonzero(col_ind >= 0)
-    index = col_ind[rows] * n1 + rows
-    block = K[index][:, index] if sp.issparse(K) else K[np.ix_(index, index)]
-    return float(block.sum())
-
-
 def _score(problem: _Problem, col_ind: np.ndarray) -> float:
     """The internal objective of a 0/1 matching of the (normalized, padded) problem."""
     if problem.lawler is not None:
-        return 0.5 * _lawler_value(problem.lawler, col_ind, problem.n1)
+        return problem.lawler.score(col_ind)
     return assignment_objective(problem.A_pad, problem.B_pad, col_ind, problem.K, 1.0)
 
 
@@ -1063,120 +1058,5 @@ def match_graphs(
     settings = {**METHODS[method], **options}
     result = projected_fixed_point(A, B, K, maximize=maximize, n_init=n_init, seeds=seeds,
                                    seed=seed, **settings)
-    result.method = method
-    return result
-
-
-_LAWLER_OPTIONS = ("projection", "step", "beta", "scale", "beta_growth", "beta_max", "epsilon",
-                   "restart_epsilon", "max_iter", "tol", "inner_tol", "inner_max_iter",
-                   "polish")
-
-
-def match_lawler(
-    K,
-    n1: int,
-    n2: int,
-    *,
-    method: str = "apfp",
-    maximize: bool = True,
-    n_init: int = 1,
-    seed=None,
-    init="barycenter",
-    history: bool = False,
-    **options,
-) -> MatchingResult:
-    """Solve the Lawler QAP ``max_X vec(X)^T K vec(X)`` by projected fixed points.
-
-    ``K`` is an ``n1 n2 x n1 n2`` affinity in pygmtools' layout: ``vec`` is column-major, so
-    entry ``(i + a n1, j + b n1)`` scores matching node i of graph 1 to node a of graph 2
-    together with j to b, and node affinities sit on the diagonal; a
-    ``pygmtools.utils.build_aff_mat`` affinity passes unchanged, and ``K = kron(B, A)`` gives
-    ``tr(X^T A X B)``, twice the Koopmans-Beckmann ``Z`` of :func:`match_graphs`. The iteration
-    is that of :func:`projected_fixed_point` with the gradient ``sym(K) vec(X)`` (``sym(K) =
-    (K + K^T) / 2``; one product with K per step, dense or sparse) on ``sym(K) / max|sym(K)|``,
-    the same presets, starts, stall restarts and sharpening. Graphs of different sizes are
-    padded with dummy nodes (``col_ind = -1``: unmatched), as in :func:`match_graphs`.
-
-    Args:
-        K: affinity, dense or scipy.sparse, shape ``(n1 n2, n1 n2)``, real and finite.
-        n1, n2: node counts of the two graphs.
-        method: a preset of ``METHODS`` (default ``"apfp"``).
-        maximize: maximize (default) or minimize ``vec(X)^T K vec(X)``.
-        n_init, seed, init, history: as in :func:`projected_fixed_point` (``init``: a string).
-        **options: iteration options overriding the preset (``max_iter``, ``tol``, ``beta``,
-            ``step``, ``polish``, ...).
-
-    Returns:
-        A :class:`MatchingResult`; ``objective`` is ``vec(X)^T K vec(X)`` of the 0/1 matching
-        (no 1/2), ``info["start_objectives"]`` every start's.
-
-    Raises:
-        ValueError, TypeError: naming the argument: ``K`` not of shape ``(n1 n2, n1 n2)``,
-            complex or non-finite, ``n1`` or ``n2`` < 1, an unknown option.
-
-    >>> rng = np.random.default_rng(1)
-    >>> A = rng.uniform(size=(8, 8)); A = A + A.T
-    >>> perm = rng.permutation(8)
-    >>> B = A[np.ix_(perm, perm)]
-    >>> result = match_lawler(np.kron(B, A), 8, 8)
-    >>> bool(np.all(perm[result.col_ind] == np.arange(8)))
-    True
-    >>> bool(np.isclose(result.objective, np.sum(A * B[np.ix_(result.col_ind, result.col_ind)])))
-    True
-
-    Reference: Lawler, "The quadratic assignment problem", Management Science 9 (1963);
-    Shen, Niu, Zhu, arXiv:2208.08233 (2022); pygmtools' affinity layout (Wang et al.,
-    "Pygmtools: a Python graph matching toolkit", JMLR 25 (2024)).
-    """
-    method = check_choice(method, "method", METHODS)
-    unknown = sorted(set(options) - set(_LAWLER_OPTIONS))
-    if unknown:
-        raise TypeError(f"match_lawler got unexpected option(s) {', '.join(unknown)}; "
-                        f"options are {', '.join(_LAWLER_OPTIONS)}")
-    n1, n2 = check_int(n1, "n1", low=1), check_int(n2, "n2", low=1)
-    size = n1 * n2
-    _check_graph_input(K, "K")
-    if sp.issparse(K):
-        K = sp.csr_array(K, dtype=np.float64)
-        if K.shape != (size, size):
-            raise ValueError(f"K must have shape (n1 n2, n1 n2) = ({size}, {size}), "
-                             f"got {K.shape}")
-        check_finite(K.data, "K")
-    else:
-        K = check_array(K, "K", ndim=2)
-        if K.shape != (size, size):
-            raise ValueError(f"K must have shape (n1 n2, n1 n2) = ({size}, {size}), "
-                             f"got {K.shape}")
-    if not isinstance(maximize, (bool, np.bool_)):
-        raise TypeError(f"maximize must be True or False, got {describe(maximize)}")
-    maximize = bool(maximize)
-    n_init = check_int(n_init, "n_init", low=1)
-    check_choice(init, "init", ("barycenter", "randomized"))
-    preset = {key: value for key, value in METHODS[method].items() if key in _LAWLER_OPTIONS}
-    settings = {"projection": "dynamical_softassign", "step": "adaptive", "beta": "auto",
-                "scale": "range", "beta_growth": 1.0, "beta_max": math.inf, "epsilon": None,
-                "restart_epsilon": None, "max_iter": 100, "tol": 1e-3, "inner_tol": 1e-3,
-                "inner_max_iter": 100, "polish": 0, **preset, **options}
-    settings, restart_epsilon = _check_settings(
-        *(settings[key] for key in _LAWLER_OPTIONS), max(n1, n2))
-    rng = check_rng(seed)
-
-    symmetric = (K + K.T) * 0.5
-    if not maximize:
-        symmetric = -symmetric
-    scale = _max_abs(symmetric)
-    log_scale = math.log(scale) if scale > 0 else 0.0
-    lawler = symmetric / scale if scale > 0 else symmetric
-    problem = _Problem(None, None, None, None, None, None, n1, n2, sp.issparse(K), lawler)
-    result = _run_starts(problem, settings, init, rng, n_init, restart_epsilon, scale == 0.0)
-    _to_user_units(result, log_scale)
-    sign = 2.0 if maximize else -2.0
-    for start in result.info["starts"]:
-        start["objective"] = _lawler_value(K, start.pop("col_ind"), n1)
-    result.info["start_objectives"] = [start["objective"] for start in result.info["starts"]]
-    result.info["maximize"] = maximize
-    result.objective = _lawler_value(K, result.col_ind, n1)
-    result.history = [sign * _rescale(value, log_scale) for value in result.history] \
-        if history else None
     result.method = method
     return result
