@@ -107,10 +107,10 @@ def test_training_lowers_the_test_error(sparse_problem, learn_thresholds):
     assert before == pytest.approx(nmse_db(ista(A, y_test, 0.05, 5), x_test), abs=1e-9)
     # plain ISTA at 5 layers: about -2.7 dB; learned steps gain 1.1-1.4 dB, with thresholds ~5 dB
     assert after < before - (3.0 if learn_thresholds else 1.0)
-    assert result.spectral_radius is None and len(result.generation_loss) == 5
-    assert (result.thresholds is not None) and result.thresholds.shape == (5,)
+    assert result.info["spectral_radius"] is None and len(result.losses) == 5
+    assert (result.info["thresholds"] is not None) and result.info["thresholds"].shape == (5,)
     if not learn_thresholds:
-        np.testing.assert_allclose(result.thresholds, 0.05 * result.steps)
+        np.testing.assert_allclose(result.info["thresholds"], 0.05 * result.steps)
 
 
 def test_learned_thresholds_are_checkpointed(tmp_path, sparse_problem):
@@ -128,7 +128,7 @@ def test_learned_thresholds_are_checkpointed(tmp_path, sparse_problem):
         train(checkpoint=path, callback=_interrupt_at(1))
     resumed = train(checkpoint=path, resume=True)
     np.testing.assert_array_equal(resumed.steps, whole.steps)
-    np.testing.assert_array_equal(resumed.thresholds, whole.thresholds)
+    np.testing.assert_array_equal(resumed.info["thresholds"], whole.info["thresholds"])
     with pytest.raises(ValueError, match="lam is 0.05 there but 0.1 here"):
         train_incremental(UnfoldedISTA(3, A, lam=0.1, learn_thresholds=True), data=data,
                           batch_size=50, steps_per_generation=5, lr=0.01, seed=1,

@@ -8,6 +8,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+from stepsize._results import TrainingResult  # noqa: E402
 from stepsize.chebyshev import chebyshev_steps, expected_squared_error  # noqa: E402
 from stepsize.unfolding import (  # noqa: E402
     CallableOperator,
@@ -64,7 +65,7 @@ def test_generation_losses_match_the_note(notebook_run):
     and runs that differ only in summation order end apart at g = 25: 3.78e-7 with torch's AVX2
     kernels, 4.31e-7 with its AVX-512 ones (same code and seed), against the note's 3.5e-7, so
     the late generations get rel 0.05 / 0.3."""
-    losses = notebook_run.generation_loss
+    losses = notebook_run.losses
     assert len(losses) == 25
     for generation, value, rel in [
         (1, 0.333, 1e-2), (2, 0.143, 1e-2), (5, 1.6e-2, 5e-2), (10, 7.8e-4, 1e-2),
@@ -94,7 +95,7 @@ def test_learned_steps_zigzag_like_the_notebook(notebook_run, notebook_eigenvalu
 
 
 def test_training_lowers_the_spectral_radius(notebook_run, notebook_eigenvalues):
-    radius = notebook_run.spectral_radius
+    radius = notebook_run.info["spectral_radius"]
     assert all(a > b for a, b in zip(radius, radius[1:]))
     assert radius[-1] == pytest.approx(7.56e-3, rel=0.05)  # learned DUGD rho(Q_25), note 3
     assert expected_squared_error(notebook_run.steps, notebook_eigenvalues) == pytest.approx(
@@ -108,7 +109,7 @@ def test_non_incremental_control_stays_in_the_symmetry_trap(notebook_eigenvalues
     result = train_expected_loss(model, incremental=False, progress=False)
     assert np.ptp(result.steps) == 0.0
     assert result.steps[0] == pytest.approx(0.337, abs=1e-3)
-    assert result.generation_loss[-1] == pytest.approx(9.8e-4, rel=1e-2)
+    assert result.losses[-1] == pytest.approx(9.8e-4, rel=1e-2)
 
 
 def test_training_from_chebyshev_steps(notebook_eigenvalues):
@@ -138,7 +139,7 @@ def test_stochastic_training_in_the_eigenbasis_tracks_the_expected_loss(notebook
     want = expected_squared_error(exact.steps, notebook_eigenvalues)
     got = expected_squared_error(stochastic.steps, notebook_eigenvalues)
     assert got == pytest.approx(want, rel=0.2)
-    assert stochastic.spectral_radius is not None and len(stochastic.spectral_radius) == 6
+    assert len(stochastic.info["spectral_radius"]) == 6
 
 
 def test_stochastic_training_on_the_dense_operator_runs_and_is_seeded():
@@ -157,7 +158,7 @@ def test_stochastic_training_on_the_dense_operator_runs_and_is_seeded():
         progress=False,
     )
     assert not np.array_equal(other.steps, runs[0].steps)
-    assert runs[0].generation_loss[-1] < 0.5
+    assert runs[0].losses[-1] < 0.5
 
 
 def test_psor_training_finds_the_optimal_single_factor():
@@ -174,7 +175,7 @@ def test_psor_training_finds_the_optimal_single_factor():
         progress=False,
     )
     assert result.steps[0] == pytest.approx(optimum, rel=2e-2)
-    assert result.spectral_radius is None
+    assert result.info["spectral_radius"] is None
 
 
 def _interrupt_at(generation):
@@ -201,11 +202,36 @@ def test_resume_equals_an_uninterrupted_run(tmp_path, notebook_eigenvalues, trai
     resumed = train(checkpoint=path, resume=True)
     assert resumed.resumed_from == 2
     np.testing.assert_array_equal(resumed.steps, uninterrupted.steps)
-    assert resumed.generation_loss == uninterrupted.generation_loss
-    assert resumed.spectral_radius == uninterrupted.spectral_radius
+    assert resumed.losses == uninterrupted.losses
+    assert resumed.info["spectral_radius"] == uninterrupted.info["spectral_radius"]
     finished = train(checkpoint=path, resume=True)  # complete checkpoint: nothing left to do
     assert finished.resumed_from == 5
     np.testing.assert_array_equal(finished.steps, uninterrupted.steps)
+
+
+@pytest.mark.parametrize("trainer", [train_expected_loss, train_incremental])
+def test_shared_result_shape_and_resume_by_default(tmp_path, trainer):
+    """Both trainers return stepsize._results.TrainingResult; resume is on by default (as in
+    LSQ's train_model), resume=False starts afresh and overwrites the file."""
+    path = tmp_path / "run.pt"
+
+    def train(generations, **kwargs):
+        model = UnfoldedGD(2, np.diag([1.0, 3.0]), init=0.3)
+        extra = dict(batch_size=8, seed=0) if trainer is train_incremental else {}
+        return trainer(model, steps_per_generation=7, lr=0.01, generations=generations,
+                       checkpoint=path, progress=False, **extra, **kwargs)
+
+    first = train(2)
+    assert isinstance(first, TrainingResult) and first.checkpoint == path
+    assert (first.rounds, first.optimizer_steps, first.resumed_from) == (2, 14, 0)
+    assert len(first.losses) == 2 and first.wall_time_s > 0
+    assert first.info["thresholds"] is None and len(first.info["spectral_radius"]) == 2
+    resumed = train(3)  # no resume argument: continues the checkpoint
+    assert (resumed.rounds, resumed.optimizer_steps, resumed.resumed_from) == (3, 21, 2)
+    assert resumed.losses[:2] == first.losses and resumed.wall_time_s >= first.wall_time_s
+    fresh = train(1, resume=False)
+    assert (fresh.rounds, fresh.resumed_from) == (1, 0) and fresh.losses == first.losses[:1]
+    assert train(1).resumed_from == 1  # the file now holds the fresh one-generation run
 
 
 def test_resume_with_a_generator_seed(tmp_path):

@@ -100,8 +100,8 @@ def test_every_operator_form_gives_the_same_loss_and_training(cs_problem, form):
     want = train_expected_loss(dense, **settings, **train)
     got = train_expected_loss(other, **other_settings, **train)
     np.testing.assert_allclose(got.steps, want.steps, rtol=1e-7)
-    np.testing.assert_allclose(got.generation_loss, want.generation_loss, rtol=1e-7)
-    assert got.spectral_radius[-1] >= 1.0  # a null direction of A^T A never contracts
+    np.testing.assert_allclose(got.losses, want.losses, rtol=1e-7)
+    assert got.info["spectral_radius"][-1] >= 1.0  # a null direction of A^T A never contracts
 
 
 def test_one_step_optimum_with_noise_and_covariance(cs_problem):
@@ -171,7 +171,7 @@ def test_minibatches_of_user_data_are_seeded_and_resumable(tmp_path, user_data):
         train(checkpoint=path, callback=_interrupt_at(1))
     resumed = train(checkpoint=path, resume=True)
     np.testing.assert_array_equal(resumed.steps, whole.steps)
-    assert resumed.generation_loss == whole.generation_loss
+    assert resumed.losses == whole.losses
     with pytest.raises(ValueError, match="different configuration: data is 'data:"):
         train(data=(x, y + 1e-9), checkpoint=path, resume=True)
 
@@ -232,9 +232,9 @@ def test_extending_a_finished_run_keeps_what_was_trained(tmp_path, cs_problem, u
     short = train(3, short_log, checkpoint=path)
     extended = train(8, extended_log, checkpoint=path, resume=True)  # past T = 6 too
     whole = train(8, whole_log)
-    assert extended.resumed_from == 3 and len(extended.generation_loss) == 8
-    assert extended.generation_loss[:3] == short.generation_loss  # bit for bit
-    assert extended.generation_loss == whole.generation_loss
+    assert extended.resumed_from == 3 and len(extended.losses) == 8
+    assert extended.losses[:3] == short.losses  # bit for bit
+    assert extended.losses == whole.losses
     for a, b in zip(short_log, whole_log[:3]):
         assert torch.equal(a, b)
     for a, b in zip(extended_log, whole_log[3:]):

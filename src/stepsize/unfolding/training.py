@@ -19,11 +19,11 @@ with :math:`\lambda_i` the eigenvalues of :math:`A^\top A`. Training on :math:`L
 (float64, O(gn) per step) reproduces the notebook's minibatch training in about a second.
 
 Checkpoints are written after every generation through :mod:`stepsize._checkpoint`
-(``weights_only`` loading, a content hash, atomic writes) and ``resume=True`` continues from the
-last one: parameters, optimizer state, the ``torch.Generator`` state and the history are
-restored, so a resumed run equals an uninterrupted one bit for bit. The checkpoint records the
-model, its operator (data hash and its response to a fixed probe), the initial steps, the seed and
-every training setting, and refuses to resume a run that differs in any of them.
+(``weights_only`` loading, a content hash, atomic writes) and ``resume=True`` (the default)
+continues from the last one: parameters, optimizer state, the ``torch.Generator`` state and the
+history are restored, so a resumed run equals an uninterrupted one bit for bit. The checkpoint
+records the model, its operator (data hash and its response to a fixed probe), the initial steps,
+the seed and every training setting, and refuses to resume a run that differs in any of them.
 
 Reference: S. Takabe and T. Wadayama, arXiv:2001.05142 (incremental training, Section 2);
 notebook ``DUGD_LMS_example.ipynb`` in github.com/wadayama/Chebyshev.
@@ -48,6 +48,7 @@ from stepsize._checkpoint import (
     save_checkpoint,
 )
 from stepsize._progress import progress_bar
+from stepsize._results import TrainingResult
 from stepsize._validation import check_choice, check_int, check_real, describe
 from stepsize.chebyshev import contraction_factor
 from stepsize.unfolding.models import UnfoldedGD, UnfoldedISTA, UnfoldedPSOR
@@ -61,34 +62,6 @@ _HINTS = {
     "initial steps of that run, e.g. because it was already trained)",
 }
 _OPTIMIZERS = {"adam": torch.optim.Adam, "sgd": torch.optim.SGD}
-
-
-@dataclass
-class TrainingResult:
-    """Outcome of a training run.
-
-    Attributes:
-        steps: the learned effective steps (``|gamma|`` for DUGD, ``omega`` for PSOR), layer
-            order, float64 numpy array of length T.
-        generation_loss: the training loss of the last optimizer step of each generation (the
-            value the notebook prints).
-        spectral_radius: per generation, :math:`\\rho(Q_g) = \\max_i |\\prod_{t<g}(1 -
-            \\gamma_t \\lambda_i)|` of the layers trained so far (None when the spectrum is
-            unknown).
-        generations: generations completed.
-        wall_time_s: training time in seconds, summed over resumed sessions.
-        resumed_from: generation restored from the checkpoint (0 for a fresh run).
-        thresholds: the learned thresholds of an :class:`UnfoldedISTA` with
-            ``learn_thresholds=True`` (its effective thresholds otherwise), else None.
-    """
-
-    steps: np.ndarray
-    generation_loss: list[float]
-    spectral_radius: list[float] | None
-    generations: int
-    wall_time_s: float
-    resumed_from: int = 0
-    thresholds: np.ndarray | None = None
 
 
 def _expected_loss(
@@ -155,16 +128,86 @@ class _History:
     wall_time_s: float = 0.0
 
 
+@dataclass
+class _Loop:
+    """What one training run iterates with: the learned parameters, their optimizer, the
+    training generator and data source (restored together on resume)."""
+
+    model: torch.nn.Module
+    parameters: list
+    optimizer: torch.optim.Optimizer
+    generator: torch.Generator | None
+    source: _Batches | None
+    history: _History
+    done: int = 0
+
+
+def _restore(loop: _Loop, checkpoint: Path, config: dict, generations: int) -> None:
+    """Load ``checkpoint`` into ``loop`` (parameters, optimizer, generator, data position,
+    history); refuse one with more generations than asked for."""
+    state = load_checkpoint(checkpoint, kind=_CHECKPOINT_KIND, settings=config, hints=_HINTS)
+    done = int(state.get("generation", 0))
+    if done > generations:
+        raise ValueError(
+            f"generations={generations} is fewer than the {done} generations already trained "
+            f"in checkpoint {checkpoint}; resuming would have to undo trained layers (pass "
+            f"generations >= {done}, resume=False, or another file)"
+        )
+    with restoring(checkpoint):
+        with torch.no_grad():
+            for parameter, saved in zip(loop.parameters, state["parameters"], strict=True):
+                parameter.copy_(saved.to(parameter))
+        loop.optimizer.load_state_dict(state["optimizer"])
+        if loop.generator is not None:
+            loop.generator.set_state(state["generator"])
+        if loop.source is not None:
+            loop.source.seek(int(state["batches"]))
+        loop.history = _History(**state["history"])
+        loop.done = done
+
+
+def _save(loop: _Loop, checkpoint: Path, config: dict) -> None:
+    save_checkpoint(checkpoint, kind=_CHECKPOINT_KIND, settings=config, state={
+        "generation": loop.done,
+        "parameters": [p.detach().cpu().clone() for p in loop.parameters],
+        "optimizer": loop.optimizer.state_dict(),
+        "generator": loop.generator.get_state() if loop.generator is not None else None,
+        "batches": loop.source.position if loop.source is not None else 0,
+        "history": vars(loop.history),
+    })
+
+
+def _train_generation(loop: _Loop, loss_of, n_layers: int, steps: int, lr: float,
+                      eigenvalues: np.ndarray | None) -> float:
+    """``steps`` optimizer steps on the first ``n_layers`` layers; records the history."""
+    began = time.perf_counter()
+    for _ in range(steps):
+        loop.optimizer.zero_grad(set_to_none=True)
+        loss = loss_of(n_layers)
+        loss.backward()
+        loop.optimizer.step()
+    last_loss = float(loss.detach())
+    if not np.isfinite(last_loss):
+        # stop before the checkpoint, which keeps the last finite generation
+        raise FloatingPointError(
+            f"training diverged in generation {loop.done + 1}: the loss is {last_loss}; "
+            f"lower lr (now {lr})"
+        )
+    loop.history.generation_loss.append(last_loss)
+    if loop.history.spectral_radius is not None:
+        trained = _effective(loop.model)[:n_layers]
+        loop.history.spectral_radius.append(contraction_factor(trained, eigenvalues))
+    loop.history.wall_time_s += time.perf_counter() - began
+    loop.done += 1
+    return last_loss
+
+
 def _run_generations(
     model,
     loss_of: Callable[[int], torch.Tensor],
     *,
     config: dict,
     generations: int,
-    steps_per_generation: int,
-    lr: float,
-    optimizer: str,
-    incremental: bool,
     checkpoint: Path | None,
     resume: bool,
     progress: bool | None,
@@ -182,75 +225,37 @@ def _run_generations(
     if not isinstance(resume, bool):
         raise TypeError(f"resume must be a bool, got {describe(resume)}")
     parameters = _learned_parameters(model)
-    opt = _OPTIMIZERS[optimizer](parameters, lr=lr)
+    optimizer = _OPTIMIZERS[config["optimizer"]](parameters, lr=config["lr"])
     history = _History([], [] if eigenvalues is not None else None)
-    start = 0
+    loop = _Loop(model, parameters, optimizer, generator, source, history)
     if checkpoint is not None and resume and checkpoint.exists():
-        state = load_checkpoint(checkpoint, kind=_CHECKPOINT_KIND, settings=config, hints=_HINTS)
-        done = int(state.get("generation", 0))
-        if done > generations:
-            raise ValueError(
-                f"generations={generations} is fewer than the {done} generations already trained "
-                f"in checkpoint {checkpoint}; resuming would have to undo trained layers (pass "
-                f"generations >= {done}, resume=False, or another file)"
-            )
-        with restoring(checkpoint):
-            with torch.no_grad():
-                for parameter, saved in zip(parameters, state["parameters"], strict=True):
-                    parameter.copy_(saved.to(parameter))
-            opt.load_state_dict(state["optimizer"])
-            if generator is not None:
-                generator.set_state(state["generator"])
-            if source is not None:
-                source.seek(int(state["batches"]))
-            history = _History(**state["history"])
-            start = done
-    resumed_from = start
+        _restore(loop, checkpoint, config, generations)
+    resumed_from = loop.done
     bar = progress_bar(
-        range(start, generations), progress=progress, total=generations, initial=start,
-        desc=f"{type(model).__name__} generations",
+        range(resumed_from, generations), progress=progress, total=generations,
+        initial=resumed_from, desc=f"{type(model).__name__} generations",
     )
     for generation in bar:
-        began = time.perf_counter()
-        n_layers = min(generation + 1, model.T) if incremental else model.T
-        for _ in range(steps_per_generation):
-            opt.zero_grad(set_to_none=True)
-            loss = loss_of(n_layers)
-            loss.backward()
-            opt.step()
-        last_loss = float(loss.detach())
-        if not np.isfinite(last_loss):
-            # stop before the checkpoint, which keeps the last finite generation
-            raise FloatingPointError(
-                f"training diverged in generation {generation + 1}: the loss is {last_loss}; "
-                f"lower lr (now {lr})"
-            )
-        history.generation_loss.append(last_loss)
-        if history.spectral_radius is not None:
-            trained = _effective(model)[:n_layers]
-            history.spectral_radius.append(contraction_factor(trained, eigenvalues))
-        history.wall_time_s += time.perf_counter() - began
+        n_layers = min(generation + 1, model.T) if config["incremental"] else model.T
+        last_loss = _train_generation(loop, loss_of, n_layers, config["steps_per_generation"],
+                                      config["lr"], eigenvalues)
         bar.set_postfix(loss=f"{last_loss:.3e}")
         if checkpoint is not None:
-            save_checkpoint(checkpoint, kind=_CHECKPOINT_KIND, settings=config, state={
-                "generation": generation + 1,
-                "parameters": [p.detach().cpu().clone() for p in parameters],
-                "optimizer": opt.state_dict(),
-                "generator": generator.get_state() if generator is not None else None,
-                "batches": source.position if source is not None else 0,
-                "history": vars(history),
-            })
+            _save(loop, checkpoint, config)
         if callback is not None:
             callback(generation + 1, last_loss)
     bar.close()
+    radius = loop.history.spectral_radius
     return TrainingResult(
-        steps=_effective(model),
-        generation_loss=list(history.generation_loss),
-        spectral_radius=None if history.spectral_radius is None else list(history.spectral_radius),
-        generations=generations,
-        wall_time_s=history.wall_time_s,
+        losses=list(loop.history.generation_loss),
+        rounds=loop.done,
+        optimizer_steps=loop.done * config["steps_per_generation"],
+        wall_time_s=loop.history.wall_time_s,
         resumed_from=resumed_from,
-        thresholds=_effective_thresholds(model),
+        checkpoint=checkpoint,
+        steps=_effective(model),
+        info={"spectral_radius": None if radius is None else list(radius),
+              "thresholds": _effective_thresholds(model)},
     )
 
 
@@ -296,7 +301,7 @@ def _common_config(model, kind, generations, steps_per_generation, lr, optimizer
     if isinstance(model, UnfoldedISTA):
         config["lam"] = model.lam
         config["support_selection"] = model.support_selection
-    return config, generations, steps_per_generation, lr
+    return config, generations
 
 
 def _check_noise_std(noise_std) -> float:
@@ -533,7 +538,7 @@ def train_incremental(
     optimizer: str = "adam",
     seed: int | torch.Generator | None = None,
     checkpoint: str | os.PathLike | None = None,
-    resume: bool = False,
+    resume: bool = True,
     progress: bool | None = None,
     callback: Callable[[int, float], None] | None = None,
 ) -> TrainingResult:
@@ -554,10 +559,9 @@ def train_incremental(
             batch size). None: synthetic Gaussian data.
         signal_covariance: :math:`\Sigma` of the synthetic signals ((n, n) PSD, or its diagonal);
             None is I. DUGD without ``data`` only.
-        noise_std: :math:`\sigma \ge 0` of the synthetic measurement noise. DUGD without
-            ``data`` only.
-        batch_size: minibatch size (the notebook's effective value is 10000; with ``data``, the
-            number of distinct samples per step, all of them if fewer).
+        noise_std: :math:`\sigma \ge 0` of the synthetic noise. DUGD without ``data`` only.
+        batch_size: minibatch size (the notebook's: 10000; with ``data``, distinct samples per
+            step, all if fewer).
         steps_per_generation: optimizer steps per generation (the notebook: 500).
         lr: learning rate (the notebook: Adam, 0.002).
         generations: number of generations (default T). A finished checkpointed run resumed
@@ -565,28 +569,47 @@ def train_incremental(
         incremental: False trains all layers in every generation (the control).
         optimizer: ``"adam"`` (default, betas (0.9, 0.999), eps 1e-8) or ``"sgd"``.
         seed: int, ``torch.Generator`` (advanced in place) or None.
-        checkpoint: file written after every generation; None for no checkpoint.
-        resume: continue from ``checkpoint`` if it exists (it must come from the same
-            configuration: model, operator, initial steps, seed, data fingerprint, covariance
-            fingerprint, noise and every setting above except ``generations``).
+        checkpoint: file written after every generation, or None.
+        resume: continue from ``checkpoint`` if it exists (the default, as in ``train_model``);
+            one written with other settings (any above but ``generations``, the model, operator,
+            initial steps, data, covariance) is a ``ValueError``. False: start afresh.
         progress: progress bar (None: only on a terminal).
         callback: ``callback(generation, loss)`` after each generation's checkpoint.
 
     Returns:
-        :class:`TrainingResult`.
+        :class:`stepsize._results.TrainingResult`: ``losses`` (last loss of each generation),
+        ``rounds`` (generations), ``steps`` (learned ``|gamma|``, or PSOR's ``omega``), ``info``
+        with ``spectral_radius`` (:math:`\rho(Q_g)` per generation, None if the spectrum is
+        unknown) and ``thresholds`` (an :class:`UnfoldedISTA`'s, else None).
 
     >>> model = UnfoldedGD(2, np.diag([1.0, 2.0]), init=0.3)
     >>> result = train_incremental(model, batch_size=64, steps_per_generation=50, lr=0.05,
     ...                            seed=0, progress=False)
-    >>> len(result.generation_loss)
-    2
+    >>> len(result.losses), result.rounds, result.optimizer_steps
+    (2, 2, 100)
     """
     batch_size = check_int(batch_size, "batch_size", low=1)
-    config, generations, steps_per_generation, lr = _common_config(
+    config, generations = _common_config(
         model, "incremental", generations, steps_per_generation, lr, optimizer, incremental
     )
     checkpoint = check_checkpoint_path(checkpoint)
     noise_std = _check_noise_std(noise_std)
+    generator, seed_description = _generator(seed)
+    config.update(batch_size=batch_size, seed=seed_description)
+    loss_of, source = _minibatch_loss(model, data, signal_covariance, noise_std, batch_size,
+                                      generator, config)
+    eigenvalues = model.operator.gram_eigenvalues() if isinstance(model, UnfoldedGD) else None
+    return _run_generations(
+        model, loss_of, config=config, generations=generations, checkpoint=checkpoint,
+        resume=resume, progress=progress, callback=callback, generator=generator,
+        eigenvalues=eigenvalues, source=source,
+    )
+
+
+def _minibatch_loss(model, data, signal_covariance, noise_std: float, batch_size: int,
+                    generator: torch.Generator, config: dict):
+    """The minibatch loss of ``train_incremental`` as a function of the number of layers, and
+    the data source it draws from (None for synthetic data); records the data in ``config``."""
     synthetic_gd = data is None and isinstance(model, UnfoldedGD)
     if (signal_covariance is not None or noise_std) and not synthetic_gd:
         raise ValueError("signal_covariance and noise_std describe synthetic data for an "
@@ -597,10 +620,6 @@ def train_incremental(
     if data is not None and isinstance(model, UnfoldedPSOR):
         raise ValueError("data is not supported for an UnfoldedPSOR (it trains on x_0 ~ "
                          "N(x*, I)); pass data=None")
-    generator, seed_description = _generator(seed)
-    config.update(batch_size=batch_size, seed=seed_description)
-    eigenvalues = model.operator.gram_eigenvalues() if isinstance(model, UnfoldedGD) else None
-    source = None
     if data is not None:
         source = _Batches(data, model, batch_size, generator)
         config["data"] = source.description
@@ -608,23 +627,16 @@ def train_incremental(
         def loss_of(n_layers: int) -> torch.Tensor:
             x_true, y = source.draw()
             return model._data_loss(x_true, y, n_layers)
-    elif synthetic_gd:
-        covariance = _check_covariance(signal_covariance, model.operator.n)
-        config.update(signal=_signal_setting(covariance), noise_std=noise_std)
-        root = None if covariance is None else _signal_root(covariance, model.steps)
+        return loss_of, source
+    if not synthetic_gd:
+        return (lambda n_layers: model._training_loss(batch_size, generator, n_layers)), None
+    covariance = _check_covariance(signal_covariance, model.operator.n)
+    config.update(signal=_signal_setting(covariance), noise_std=noise_std)
+    root = None if covariance is None else _signal_root(covariance, model.steps)
 
-        def loss_of(n_layers: int) -> torch.Tensor:
-            return model._training_loss(batch_size, generator, n_layers, root, noise_std)
-    else:
-        def loss_of(n_layers: int) -> torch.Tensor:
-            return model._training_loss(batch_size, generator, n_layers)
-
-    return _run_generations(
-        model, loss_of, config=config, generations=generations,
-        steps_per_generation=steps_per_generation, lr=lr, optimizer=optimizer,
-        incremental=incremental, checkpoint=checkpoint, resume=resume, progress=progress,
-        callback=callback, generator=generator, eigenvalues=eigenvalues, source=source,
-    )
+    def synthetic_loss(n_layers: int) -> torch.Tensor:
+        return model._training_loss(batch_size, generator, n_layers, root, noise_std)
+    return synthetic_loss, None
 
 
 def train_expected_loss(
@@ -638,7 +650,7 @@ def train_expected_loss(
     incremental: bool = True,
     optimizer: str = "adam",
     checkpoint: str | os.PathLike | None = None,
-    resume: bool = False,
+    resume: bool = True,
     progress: bool | None = None,
     callback: Callable[[int, float], None] | None = None,
 ) -> TrainingResult:
@@ -668,7 +680,8 @@ def train_expected_loss(
         progress, callback: as in :func:`train_incremental`.
 
     Returns:
-        :class:`TrainingResult`; its ``generation_loss`` values are exact expected losses.
+        :class:`stepsize._results.TrainingResult` as in :func:`train_incremental`; its
+        ``losses`` are exact expected losses.
 
     >>> model = UnfoldedGD(1, np.diag([1.0, 1.0]), init=0.3)
     >>> result = train_expected_loss(model, steps_per_generation=200, lr=0.05, progress=False)
@@ -677,7 +690,7 @@ def train_expected_loss(
     """
     if not isinstance(model, UnfoldedGD):
         raise TypeError(f"model must be an UnfoldedGD, got {describe(model)}")
-    config, generations, steps_per_generation, lr = _common_config(
+    config, generations = _common_config(
         model, "expected_loss", generations, steps_per_generation, lr, optimizer, incremental
     )
     checkpoint = check_checkpoint_path(checkpoint)
@@ -695,8 +708,7 @@ def train_expected_loss(
         return _expected_loss(model.steps, spectrum, n_layers, weights, noise_variance)
 
     return _run_generations(
-        model, loss_of, config=config, generations=generations,
-        steps_per_generation=steps_per_generation, lr=lr, optimizer=optimizer,
-        incremental=incremental, checkpoint=checkpoint, resume=resume, progress=progress,
-        callback=callback, generator=None, eigenvalues=np.sort(eigenvalues),
+        model, loss_of, config=config, generations=generations, checkpoint=checkpoint,
+        resume=resume, progress=progress, callback=callback, generator=None,
+        eigenvalues=np.sort(eigenvalues),
     )
