@@ -374,10 +374,12 @@ def test_overshooting_sgd_step_keeps_codes_in_use(monkeypatch):
     step = float(quantizer.step_size.detach())
     optimizer = torch.optim.SGD([quantizer.step_size], lr=0.01, momentum=0.9)
     quantizer.step_size.grad = torch.tensor(3 * step / 0.01)  # the update overshoots to -2 s
-    optimizer.step()
-    assert float(quantizer.step_size.detach()) == pytest.approx(-2 * step)
-    model(x)
+    optimizer.step()  # the optimizer hook projects at once: half the previous step
     assert float(quantizer.step_size.detach()) == pytest.approx(step / 2)
+    with torch.no_grad():  # a write outside any optimizer: the eager forward projects it
+        quantizer.step_size.fill_(-2 * step)
+    model(x)
+    assert float(quantizer.step_size.detach()) == pytest.approx(step / 4)
     codes = model[1][0].weight / quantizer.step_size
     assert (codes.abs() < 7).float().mean() > 0.5  # most weights keep an unsaturated code
     # the eps rule saturates every code of the layer: its output is then ~1e-6 of the input
@@ -411,9 +413,16 @@ def test_efficientnet_b0_trains_without_nan_where_the_eps_clamp_diverged(monkeyp
                                  float(p.detach().min()) for p in step_size_parameters(m))))
         return result, min(steps)
 
+    seen, project = [], LSQQuantizer.project_step_size
+
+    def recording(quantizer):
+        seen.append(float(quantizer.step_size.detach().min()))
+        project(quantizer)
+
+    monkeypatch.setattr(LSQQuantizer, "project_step_size", recording)
     result, lowest = run()
     assert all(map(math.isfinite, result.losses)) and result.optimizer_steps == 3
-    assert lowest < 0  # an SGD update did drive a step size below zero: the projection caught it
+    assert min(seen) < 0 < lowest  # an SGD update drove a step below zero; the hook caught it
     monkeypatch.setattr(LSQQuantizer, "project_step_size", _eps_clamp)
     with pytest.raises((FloatingPointError, ValueError), match="NaN|finite"):
         run()

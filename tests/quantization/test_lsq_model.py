@@ -432,3 +432,152 @@ def test_lsq_plus_offsets_are_refused_by_the_exporters(tmp_path):
         export_integer(net)
     with pytest.raises(ValueError, match="offset"):
         export_onnx(net, tmp_path / "offset.onnx", torch.randn(1, 3))
+
+
+# --- training for real data: Datasets, DataLoaders, any loss, accumulation, autocast, extension
+
+
+def _tiny_quantized(seed=0, **options):
+    torch.manual_seed(seed)
+    net = nn.Sequential(nn.Linear(6, 16), nn.ReLU(), nn.Dropout(0.2), nn.Linear(16, 16),
+                        nn.ReLU(), nn.Linear(16, 3))
+    return quantize_model(net, bits=4, **options)
+
+
+def _tiny_data(count=48):
+    generator = torch.Generator().manual_seed(3)
+    x = torch.randn(count, 6, generator=generator)
+    return x, (x[:, 0] > 0).long() + (x[:, 1] > 1).long()
+
+
+def _same_state(a, b):
+    for (name, left), right in zip(a.state_dict().items(), b.state_dict().values(), strict=True):
+        assert torch.equal(left, right), name
+
+
+def test_a_dataset_trains_exactly_as_the_pair_of_tensors():
+    x, y = _tiny_data()
+    settings = dict(epochs=2, lr=0.05, batch_size=16, progress=False, seed=4)
+    pair, dataset = _tiny_quantized(), _tiny_quantized()
+    torch.manual_seed(1)
+    first = train_model(pair, (x, y), **settings)
+    torch.manual_seed(1)
+    second = train_model(dataset, torch.utils.data.TensorDataset(x, y), **settings)
+    _same_state(pair, dataset)
+    assert first.losses == second.losses and second.optimizer_steps == 6
+    assert evaluate(pair, (x, y)) == evaluate(dataset, torch.utils.data.TensorDataset(x, y))
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=7)
+    assert evaluate(pair, loader) == evaluate(pair, (x, y), batch_size=5)
+
+
+@pytest.mark.parametrize("own_generator", [False, True])
+def test_a_shuffling_dataloader_resumes_exactly(tmp_path, own_generator):
+    x, y = _tiny_data()
+
+    def loader():
+        generator = torch.Generator().manual_seed(8) if own_generator else None
+        return torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=10,
+                                           shuffle=True, generator=generator)
+
+    settings = dict(epochs=3, lr=0.05, progress=False)
+    reference = _tiny_quantized()
+    torch.manual_seed(5)
+    train_model(reference, loader(), **settings)
+
+    class Interrupt(Exception):
+        pass
+
+    def stop(step, model):
+        if step == 12:  # inside the third epoch (5 batches per epoch)
+            raise Interrupt
+
+    path = tmp_path / "loader.pt"
+    interrupted = _tiny_quantized()
+    torch.manual_seed(5)
+    with pytest.raises(Interrupt):
+        train_model(interrupted, loader(), checkpoint=path, callback=stop, **settings)
+    resumed = _tiny_quantized(seed=9)
+    torch.manual_seed(123)
+    result = train_model(resumed, loader(), checkpoint=path, **settings)
+    assert (result.resumed_from, result.rounds, result.optimizer_steps) == (2, 3, 15)
+    _same_state(reference, resumed)
+
+
+def test_regression_loss_and_metric():
+    """Any loss: least squares with float targets (never cast to class indices)."""
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(256, 3, generator=generator)
+    y = x @ torch.tensor([[1.5], [-2.0], [0.5]]) + 0.25
+    torch.manual_seed(0)
+    net = nn.Linear(3, 1)
+    result = train_model(net, (x, y), epochs=30, lr=0.05, batch_size=32, optimizer="adam",
+                         loss_fn=nn.functional.mse_loss, weight_decay=0.0, progress=False)
+    with torch.no_grad():
+        direct = float(nn.functional.mse_loss(net(x), y))
+    assert result.losses[-1] < 1e-3 * result.losses[0]
+    assert evaluate(net, (x, y), batch_size=100, metric=nn.functional.mse_loss) == \
+        pytest.approx(direct, rel=1e-5)
+    torch.testing.assert_close(net.weight.detach(), torch.tensor([[1.5, -2.0, 0.5]]), atol=2e-2,
+                               rtol=0)
+    with pytest.raises(TypeError, match="loss_fn must be None or a callable"):
+        train_model(net, (x, y), epochs=1, lr=0.1, loss_fn="mse")
+    with pytest.raises(ValueError, match="metric must be 'accuracy' or a callable"):
+        evaluate(net, (x, y), metric="mse")
+
+
+def test_gradient_accumulation_equals_one_larger_batch():
+    """Two micro-batches of 16 average to the gradient of the batch of 32 they split."""
+    x, y = _tiny_data(64)
+    settings = dict(epochs=2, lr=0.05, progress=False, seed=2, schedule="constant")
+
+    def fresh():
+        torch.manual_seed(0)
+        return nn.Sequential(nn.Linear(6, 16), nn.ReLU(), nn.Linear(16, 3))
+
+    large, accumulated = fresh(), fresh()
+    one = train_model(large, (x, y), batch_size=32, **settings)
+    two = train_model(accumulated, (x, y), batch_size=16, accumulate=2, **settings)
+    assert one.optimizer_steps == two.optimizer_steps == 4
+    for a, b in zip(large.parameters(), accumulated.parameters(), strict=True):
+        torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-5)
+    odd = train_model(fresh(), (x, y), batch_size=16, accumulate=3, **settings)
+    assert odd.optimizer_steps == 4 and odd.info["steps_per_epoch"] == 2  # 3 + 1 batches
+    with pytest.raises(ValueError, match="accumulate"):
+        train_model(fresh(), (x, y), epochs=1, lr=0.1, accumulate=0)
+
+
+def test_bfloat16_autocast_trains_a_quantized_model():
+    x, y = _tiny_data(96)
+    net = _tiny_quantized()
+    result = train_model(net, (x, y), epochs=4, lr=0.05, batch_size=16, autocast=torch.bfloat16,
+                         progress=False)
+    assert all(math.isfinite(loss) for loss in result.losses)
+    assert result.losses[-1] < result.losses[0]
+    assert all(p.dtype == torch.float32 for p in net.parameters())
+    with pytest.raises(ValueError, match="autocast must be None, torch.bfloat16 or torch.float16"):
+        train_model(net, (x, y), epochs=1, lr=0.1, autocast=torch.float64)
+
+
+def test_extending_a_finished_run(tmp_path):
+    x, y = _tiny_data()
+    settings = dict(lr=0.05, batch_size=16, progress=False, schedule="constant")
+    reference = _tiny_quantized()
+    torch.manual_seed(3)
+    train_model(reference, (x, y), epochs=3, **settings)
+    path = tmp_path / "extend.pt"
+    extended = _tiny_quantized()
+    torch.manual_seed(3)
+    assert train_model(extended, (x, y), epochs=2, checkpoint=path, **settings).rounds == 2
+    finished = train_model(extended, (x, y), epochs=2, checkpoint=path, **settings)
+    assert (finished.resumed_from, finished.optimizer_steps, len(finished.losses)) == (2, 6, 2)
+    result = train_model(extended, (x, y), epochs=3, checkpoint=path, **settings)
+    assert (result.resumed_from, result.rounds, result.optimizer_steps) == (2, 3, 9)
+    _same_state(reference, extended)  # a constant schedule extends as one longer run
+    with pytest.raises(ValueError, match="epochs=2 is fewer than the 3 epochs already trained"):
+        train_model(extended, (x, y), epochs=2, checkpoint=path, **settings)
+    cosine = dict(settings, schedule="cosine")
+    path = tmp_path / "cosine.pt"
+    train_model(_tiny_quantized(), (x, y), epochs=2, checkpoint=path, **cosine)
+    longer = train_model(_tiny_quantized(), (x, y), epochs=4, checkpoint=path, **cosine)
+    total = 4 * 3  # the schedule spans the new total: the last of 12 steps
+    assert longer.info["final_lr"] == pytest.approx(0.025 * (1 + math.cos(math.pi * 11 / total)))

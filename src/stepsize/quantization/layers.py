@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from stepsize._validation import describe
+from stepsize._validation import check_int, describe
 from stepsize.quantization.quantizer import GradScale, LSQQuantizer, check_bits
 
 __all__ = [
@@ -35,8 +35,27 @@ __all__ = [
 ]
 
 
+def _activation_bits(activation_bits, weight_bits: int) -> int:
+    """None: the weight bits; 0: no input quantization (weight-only); else 2..16."""
+    if activation_bits is None:
+        return weight_bits
+    if check_int(activation_bits, "activation_bits", low=0, high=16) == 0:
+        return 0
+    return check_bits(activation_bits, "activation_bits")
+
+
+def _input_quantizer(activation_bits, activation_signed, activation_init, grad_scale, offset,
+                     device) -> LSQQuantizer | None:
+    """An input quantizer, or None for ``activation_bits=0`` (weight-only)."""
+    if activation_bits == 0:
+        return None
+    return LSQQuantizer(activation_bits, activation_signed, init=activation_init,
+                        grad_scale=grad_scale, offset=offset).to(device)
+
+
 class _QuantMixin:
-    """Adds ``weight_quantizer`` (signed) and ``input_quantizer`` to a conv/linear layer."""
+    """Adds ``weight_quantizer`` (signed) and ``input_quantizer`` (None in weight-only mode)
+    to a conv/linear layer."""
 
     weight: nn.Parameter
 
@@ -49,20 +68,24 @@ class _QuantMixin:
         weight_init: str | float,
         activation_init: str | float,
         grad_scale: GradScale,
+        offset: bool,
     ) -> None:
         weight_bits = check_bits(weight_bits, "weight_bits")
-        activation_bits = weight_bits if activation_bits is None else activation_bits
-        activation_bits = check_bits(activation_bits, "activation_bits")
+        activation_bits = _activation_bits(activation_bits, weight_bits)
         self.weight_quantizer = LSQQuantizer(
             weight_bits, True, per_channel=per_channel, channels=self.weight.shape[0],
             init=weight_init, grad_scale=grad_scale,
-        )
-        self.input_quantizer = LSQQuantizer(
-            activation_bits, activation_signed, init=activation_init, grad_scale=grad_scale
-        )
+        ).to(self.weight.device)
+        self.add_module("input_quantizer", _input_quantizer(
+            activation_bits, activation_signed, activation_init, grad_scale, offset,
+            self.weight.device))
 
     def quantized_weight(self) -> torch.Tensor:
         return self.weight_quantizer(self.weight)
+
+    def quantized_input(self, x: torch.Tensor) -> torch.Tensor:
+        """``Q_x(x)``, or ``x`` itself in weight-only mode."""
+        return x if self.input_quantizer is None else self.input_quantizer(x)
 
     @classmethod
     def from_float(cls, module: nn.Module, **quantization):
@@ -92,18 +115,20 @@ class _QuantMixin:
 
 _LAYER_DEFAULTS = dict(
     weight_bits=4, activation_bits=None, activation_signed=None, per_channel=False,
-    weight_init="lsq", activation_init="lsq", grad_scale=None,
+    weight_init="lsq", activation_init="lsq", grad_scale=None, offset=False,
 )
 
 _DOC_ARGS = """
     Quantization keyword arguments:
         weight_bits: bit width of the weight codes (signed, full two's-complement range).
-        activation_bits: bit width of the input codes (default: ``weight_bits``).
+        activation_bits: bit width of the input codes (default: ``weight_bits``); 0 leaves the
+            input in full precision (weight-only quantization, ``input_quantizer`` is None).
         activation_signed: signed input codes (True), unsigned (False), or None to decide on the
             first batch (unsigned after a ReLU, signed for normalised images).
         per_channel: one weight step per output channel (an extension; the paper uses one).
         weight_init, activation_init: the :func:`initial_step_size` methods (default ``"lsq"``).
         grad_scale: as in :func:`lsq_quantize` (default: the paper's ``1/sqrt(N Q_P)``).
+        offset: learn an LSQ+ offset for the input quantizer (Bhalgat et al. 2020).
 """
 
 
@@ -134,7 +159,7 @@ class QuantLinear(_QuantMixin, nn.Linear):
         self._attach_quantizers(**{**_LAYER_DEFAULTS, **quantization})
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.linear(self.input_quantizer(x), self.quantized_weight(), self.bias)
+        return F.linear(self.quantized_input(x), self.quantized_weight(), self.bias)
 
 
 class _QuantConvMixin(_QuantMixin):
@@ -146,7 +171,7 @@ class _QuantConvMixin(_QuantMixin):
         self._attach_quantizers(**{**_LAYER_DEFAULTS, **quantization})
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self._conv_forward(self.input_quantizer(x), self.quantized_weight(), self.bias)
+        return self._conv_forward(self.quantized_input(x), self.quantized_weight(), self.bias)
 
 
 class QuantConv1d(_QuantConvMixin, nn.Conv1d):
@@ -206,7 +231,7 @@ class _QuantSubclassMixin(_QuantMixin):
         quantized = self.weight_quantizer(weight)
         self._parameters["weight"] = quantized
         try:
-            return super().forward(self.input_quantizer(x), *args, **kwargs)
+            return super().forward(self.quantized_input(x), *args, **kwargs)
         finally:
             self._parameters["weight"] = weight
 
@@ -224,10 +249,9 @@ class QuantMultiheadAttention(nn.MultiheadAttention):
     """
 
     def _attach_quantizers(self, weight_bits, activation_bits, activation_signed, per_channel,
-                           weight_init, activation_init, grad_scale) -> None:
+                           weight_init, activation_init, grad_scale, offset) -> None:
         weight_bits = check_bits(weight_bits, "weight_bits")
-        activation_bits = weight_bits if activation_bits is None else activation_bits
-        activation_bits = check_bits(activation_bits, "activation_bits")
+        activation_bits = _activation_bits(activation_bits, weight_bits)
 
         def weight_quantizer(parameter):
             return LSQQuantizer(weight_bits, True, per_channel=per_channel,
@@ -237,9 +261,9 @@ class QuantMultiheadAttention(nn.MultiheadAttention):
         for name in self._weight_names():
             setattr(self, name + "_quantizer", weight_quantizer(getattr(self, name)))
         for role in ("query", "key", "value"):
-            setattr(self, role + "_quantizer", LSQQuantizer(
-                activation_bits, activation_signed, init=activation_init, grad_scale=grad_scale,
-            ).to(self.out_proj.weight.device))
+            self.add_module(role + "_quantizer", _input_quantizer(
+                activation_bits, activation_signed, activation_init, grad_scale, offset,
+                self.out_proj.weight.device))
 
     def _weight_names(self) -> tuple[str, ...]:
         if self._qkv_same_embed_dim:
@@ -249,8 +273,9 @@ class QuantMultiheadAttention(nn.MultiheadAttention):
     @classmethod
     def from_float(cls, module: nn.MultiheadAttention, **quantization):
         """Convert a float ``nn.MultiheadAttention`` in place (its ``out_proj`` stays as it is:
-        :func:`quantize_model` quantizes it as a linear layer)."""
-        if type(module) is not nn.MultiheadAttention:
+        :func:`quantize_model` quantizes it as a linear layer); a quantized one gets new
+        quantizers."""
+        if type(module) not in (nn.MultiheadAttention, cls):
             raise TypeError(f"{cls.__name__}.from_float needs an nn.MultiheadAttention, got "
                             f"{describe(module)}")
         module.__class__ = cls
@@ -264,7 +289,9 @@ class QuantMultiheadAttention(nn.MultiheadAttention):
         for tensor, quantizer in ((query, self.query_quantizer), (key, self.key_quantizer),
                                   (value, self.value_quantizer)):
             same = next((q for t, q in inputs if t is tensor), None)
-            quantized.append(same if same is not None else quantizer(tensor))
+            if same is None:
+                same = tensor if quantizer is None else quantizer(tensor)
+            quantized.append(same)
             inputs.append((tensor, quantized[-1]))
         q, k, v = quantized
         batched = query.dim() == 3
@@ -293,24 +320,31 @@ _SUBCLASS_TYPES: dict[type[nn.Module], type[nn.Module]] = {}
 
 
 def _quantized_subclass(cls: type[nn.Module]) -> type[nn.Module]:
-    """The quantized class of a float subclass ``cls``: ``Quant<cls>(_QuantSubclassMixin, cls)``."""
+    """The quantized class of a float subclass ``cls``.
+
+    A subclass that keeps its base's ``forward`` (torch's ``NonDynamicallyQuantizableLinear``)
+    becomes ``Quant<cls>(QuantLinear or QuantConvNd, cls)``, with the plain quantized forward;
+    one with its own ``forward`` (timm's ``Conv2dSame``) ``Quant<cls>(_QuantSubclassMixin,
+    cls)``."""
     if cls not in _SUBCLASS_TYPES:
+        base = next(b for b in QUANTIZABLE_TYPES if issubclass(cls, b))
+        mixin = QUANTIZABLE_TYPES[base] if cls.forward is base.forward else _QuantSubclassMixin
         _SUBCLASS_TYPES[cls] = type(
-            f"Quant{cls.__name__}", (_QuantSubclassMixin, cls),
+            f"Quant{cls.__name__}", (mixin, cls),
             {"__module__": __name__, "__doc__": f"{cls.__name__} with LSQ quantizers."},
         )
     return _SUBCLASS_TYPES[cls]
 
 
 def _convert(module: nn.Module, **quantization) -> nn.Module:
-    """The quantized version of a float Conv1d/Conv2d/Linear or subclass (shares its tensors)."""
+    """The quantized version of a float Conv1d/Conv2d/Linear or subclass (shares its tensors);
+    a quantized layer gets new quantizers (re-quantizing: step sizes initialize again)."""
     if type(module) in QUANTIZABLE_TYPES:
         return QUANTIZABLE_TYPES[type(module)].from_float(module, **quantization)
-    # a subclass: its constructor signature is unknown, so the module changes class in place
-    module.__class__ = _quantized_subclass(type(module))
+    if not isinstance(module, _QuantMixin):
+        # a subclass: its constructor signature is unknown, so the module changes class in place
+        module.__class__ = _quantized_subclass(type(module))
     module._attach_quantizers(**{**_LAYER_DEFAULTS, **quantization})
-    module.weight_quantizer.to(module.weight.device)
-    module.input_quantizer.to(module.weight.device)
     return module
 
 
@@ -329,16 +363,15 @@ def step_size_parameters(model: nn.Module) -> Iterator[nn.Parameter]:
 
 
 def _candidates(model: nn.Module) -> list[tuple[str, nn.Module]]:
-    """Float ``nn.Linear`` / ``nn.Conv1d`` / ``nn.Conv2d`` layers and their subclasses, minus the
-    output projections of ``nn.MultiheadAttention`` (whose forward reads their weight directly)."""
+    """``nn.Linear`` / ``nn.Conv1d`` / ``nn.Conv2d`` layers and their subclasses, float or
+    already quantized, minus the output projections of ``nn.MultiheadAttention`` (converted
+    with their attention module)."""
     attention = {f"{n}.out_proj" if n else "out_proj"
-                 for n, m in model.named_modules()
-                 if isinstance(m, nn.MultiheadAttention)
-                 and not isinstance(m, QuantMultiheadAttention)}
+                 for n, m in model.named_modules() if isinstance(m, nn.MultiheadAttention)}
     return [
         (n, m) for n, m in model.named_modules()
-        if isinstance(m, tuple(QUANTIZABLE_TYPES)) and not isinstance(m, _QuantMixin)
-        and n not in attention and not isinstance(m.weight, nn.parameter.UninitializedParameter)
+        if isinstance(m, tuple(QUANTIZABLE_TYPES)) and n not in attention
+        and not isinstance(m.weight, nn.parameter.UninitializedParameter)
     ]
 
 
@@ -512,6 +545,95 @@ def _bits_rule(bits, names: list[str]):
     return lambda name, module: (value, False)
 
 
+def _check_quantize_arguments(model, first_last_bits, activation_bits, example_inputs,
+                              quantization) -> None:
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {describe(model)}")
+    if first_last_bits is not None:
+        check_bits(first_last_bits, "first_last_bits")
+    _activation_bits(activation_bits, 2)
+    unknown = set(quantization) - set(_LAYER_DEFAULTS) - {"weight_bits"}
+    if unknown or "weight_bits" in quantization:
+        raise TypeError(f"quantize_model got unexpected keyword arguments {sorted(unknown)}")
+    if example_inputs is not None and not isinstance(example_inputs, (torch.Tensor, tuple)):
+        raise TypeError(
+            "example_inputs must be a tensor or a tuple of arguments, got "
+            f"{describe(example_inputs)}"
+        )
+
+
+def _targets(model: nn.Module, exclude: set[str]):
+    """``(candidates, attention)``: the layers and attention modules quantize_model converts."""
+    candidates = _candidates(model)
+    attention = [(n, m) for n, m in model.named_modules()
+                 if type(m) in (nn.MultiheadAttention, QuantMultiheadAttention)
+                 and n not in exclude]
+    missing = exclude - {n for n, _ in candidates} - {
+        n for n, m in model.named_modules() if isinstance(m, nn.MultiheadAttention)}
+    if missing:
+        raise ValueError(f"exclude names no quantizable layer: {sorted(missing)}")
+    if not candidates and not attention:
+        left = float_layers(model)
+        raise ValueError(
+            f"model {type(model).__name__} has no quantizable layer (nn.Conv1d, nn.Conv2d, "
+            "nn.Linear or a subclass) left to quantize"
+            + (f"; layers with weights it has: {left[:8]}" if left else "")
+        )
+    return candidates, attention
+
+
+class _LayerPlan:
+    """The quantization keywords of each layer: the bits rule, the first/last layer rule and
+    the keywords shared by every layer."""
+
+    def __init__(self, rule, edges, first_last_bits, activation_bits, quantization):
+        self.rule, self.edges, self.first_last_bits = rule, edges, first_last_bits
+        self.activation_bits, self.quantization = activation_bits, quantization
+
+    def settings(self, name: str, module: nn.Module, edge: bool = True) -> dict | None:
+        """The layer's keywords for :func:`_convert`, or None to leave it in float."""
+        width, explicit = self.rule(name, module)
+        activation = self.activation_bits
+        if edge and name in self.edges and not explicit:
+            width = self.first_last_bits
+            activation = 0 if activation == 0 else width  # weight-only stays weight-only
+        if width is None:
+            return None
+        return dict(weight_bits=width, activation_bits=activation, **self.quantization)
+
+
+def _warn_float_layers(model: nn.Module, intended_float: set[str]) -> None:
+    left = float_layers(model, skip=intended_float)
+    if left:
+        listing = ", ".join(f"{name!r}: {text}" for name, text in left)
+        warnings.warn(
+            f"quantize_model left {len(left)} layer(s) with weights in full precision: {listing}",
+            UserWarning, stacklevel=3,
+        )
+
+
+def _convert_all(model, candidates, attention, plan, exclude: set[str]) -> set[str]:
+    """Convert the attention modules and layers in place; return the names left in float on
+    purpose (excluded, or given no bits)."""
+    intended_float = set(exclude)
+    for name, module in attention:  # never first or last: attention sits inside the model
+        settings = plan.settings(name, module, edge=False)
+        if settings is None:
+            intended_float.add(name)
+            continue
+        QuantMultiheadAttention.from_float(module, **settings)
+        module.out_proj = _convert(module.out_proj, **settings)
+    for name, module in candidates:
+        settings = None if name in exclude else plan.settings(name, module)
+        if settings is None:
+            intended_float.add(name)
+            continue
+        parent_name, _, child = name.rpartition(".")
+        setattr(model.get_submodule(parent_name) if parent_name else model, child,
+                _convert(module, **settings))
+    return intended_float
+
+
 def quantize_model(
     model: nn.Module,
     bits: int | Mapping[str, int | None] | Callable[[str, nn.Module], int | None] = 4,
@@ -523,46 +645,42 @@ def quantize_model(
     **quantization,
 ) -> nn.Module:
     """Swap every ``nn.Conv1d``, ``nn.Conv2d`` and ``nn.Linear`` of ``model`` (subclasses
-    included) for its quantized version, in place.
+    included) for its quantized version, in place; quantized layers get new quantizers.
 
-    The first and last quantizable layers in forward order (:func:`forward_order`: a hooked
-    forward pass on ``example_inputs``, else a ``torch.fx`` trace) get ``first_last_bits`` for
-    weights and inputs, as in the paper (8-bit); ``first_last_bits=None`` leaves them in full
-    precision. Every other layer gets ``bits`` for weights and ``activation_bits`` (default
-    ``bits``) for its input. Batch norm, biases and all other modules are left in full precision.
-    Step sizes initialize on the first forward pass.
-
-    Subclasses of the three layer types (timm's ``Conv2dSame``, ...) keep their own ``forward``,
-    run on quantized inputs and weights (:class:`_QuantSubclassMixin`). Layers with weights that
-    stay in float (``nn.MultiheadAttention`` and its ``out_proj``, LSTM/GRU/RNN, Embedding,
-    Conv3d, transposed convolutions, ...) are named in one ``UserWarning``; the layers in
-    ``exclude`` and, with ``first_last_bits=None``, the first and last layer are float on
-    purpose and not warned about. ``nn.TransformerEncoderLayer`` / ``nn.TransformerEncoder``
-    modules holding a quantized layer have their fused eval-mode fast path disabled, since it
-    would read the float weights and skip the quantizers.
+    The first and last quantizable layers in forward order (:func:`forward_order`) get
+    ``first_last_bits`` for weights and inputs, as in the paper (8-bit; None: full precision);
+    every other layer gets ``bits`` for weights and ``activation_bits`` for its input. Batch
+    norm, biases and other modules stay in full precision; step sizes initialize on the first
+    forward pass. Subclasses (timm's ``Conv2dSame``, ...) keep their own ``forward``, run on
+    quantized inputs and weights; ``nn.MultiheadAttention`` gets quantized inputs and
+    projections (:class:`QuantMultiheadAttention`). Layers with weights left in float (LSTM/GRU,
+    Embedding, Conv3d, transposed convolutions, ...) are named in one ``UserWarning``, except
+    those left in float on purpose (``exclude``, bits None). ``nn.TransformerEncoderLayer`` /
+    ``nn.TransformerEncoder`` holding a quantized layer lose their fused eval-mode fast path,
+    which would read the float weights. Calling it again on a quantized model re-quantizes at
+    the new settings (new quantizers; step sizes initialize again, so build a new optimizer).
 
     Args:
-        model: the float model (modified in place and returned).
-        bits: bit width of the middle layers, 2..16; or a mapping from layer names or
-            ``fnmatch`` patterns (``"layer3.*"``) to bit widths or None (leave in float): an
-            exact name wins, then the first matching pattern, then 4; an exact name also
-            overrides ``first_last_bits``, and a key that matches no layer is a ValueError; or a
-            callable ``(name, module) -> bits or None``, called for every layer (the first and
-            last still take ``first_last_bits``).
+        model: the model (modified in place and returned).
+        bits: weight bit width of the middle layers, 2..16; or a mapping from layer names or
+            ``fnmatch`` patterns (``"layer3.*"``) to bit widths or None (float): an exact name
+            wins (over ``first_last_bits`` too), then the first matching pattern, then 4; a key
+            matching no layer is a ValueError; or a callable ``(name, module) -> bits or None``.
         first_last_bits: bit width of the first and last layers, or None for full precision.
-        activation_bits: input bit width of the middle layers (default: the layer's bits).
-        exclude: names (as in ``model.named_modules()``) of layers to leave in full precision;
-            a single string is one name.
-        example_inputs: an input batch (a tensor, or a tuple of positional arguments) used once,
-            in eval mode without gradients, to find the forward order; default: torch.fx.
-        **quantization: ``per_channel``, ``weight_init``, ``activation_init``, ``grad_scale``,
-            ``activation_signed`` for every layer (see :class:`QuantLinear`).
+        activation_bits: input bit width of the middle layers (None: the layer's bits; 0: no
+            input quantization anywhere, i.e. weight-only).
+        exclude: names (as in ``model.named_modules()``) of layers to leave in full precision.
+        example_inputs: a batch (tensor or tuple of arguments) run once in eval mode without
+            gradients to find the forward order; default: a torch.fx trace.
+        **quantization: ``per_channel`` (weights), ``offset`` (LSQ+ input offsets),
+            ``weight_init``, ``activation_init``, ``grad_scale``, ``activation_signed`` for every
+            layer (see :class:`QuantLinear`).
 
     Returns:
         ``model``.
 
     Raises:
-        ValueError: if ``model`` has no layer left to quantize, or ``exclude`` names no layer.
+        ValueError: if no layer is left to quantize, or ``exclude`` or ``bits`` name no layer.
 
     Example:
         >>> from torch import nn
@@ -570,76 +688,25 @@ def quantize_model(
         ...                                    nn.ReLU(), nn.Linear(8, 2)), bits=2)
         >>> [layer.weight_quantizer.bits for _, layer in quant_layers(net)]
         [8, 2, 8]
+        >>> net = quantize_model(net, bits=3, activation_bits=0)    # re-quantized, weight-only
+        >>> [(layer.weight_quantizer.bits, layer.input_quantizer) for _, layer in quant_layers(net)]
+        [(8, None), (3, None), (8, None)]
 
     Reference: Esser et al., "Learned Step Size Quantization", ICLR 2020, section 3.
     """
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be a torch.nn.Module, got {describe(model)}")
-    if first_last_bits is not None:
-        first_last_bits = check_bits(first_last_bits, "first_last_bits")
-    if activation_bits is not None:
-        activation_bits = check_bits(activation_bits, "activation_bits")
-    unknown = set(quantization) - set(_LAYER_DEFAULTS) - {"weight_bits"}
-    if unknown or "weight_bits" in quantization:
-        raise TypeError(f"quantize_model got unexpected keyword arguments {sorted(unknown)}")
-    if example_inputs is not None and not isinstance(example_inputs, (torch.Tensor, tuple)):
-        raise TypeError(
-            "example_inputs must be a tensor or a tuple of arguments, got "
-            f"{describe(example_inputs)}"
-        )
+    _check_quantize_arguments(model, first_last_bits, activation_bits, example_inputs,
+                              quantization)
     exclude = {exclude} if isinstance(exclude, str) else set(exclude)  # one name, not its letters
-    candidates = _candidates(model)
-    attention = [(n, m) for n, m in model.named_modules()
-                 if type(m) is nn.MultiheadAttention and n not in exclude]
-    missing = exclude - {n for n, _ in candidates} - {
-        n for n, m in model.named_modules() if type(m) is nn.MultiheadAttention}
-    if missing:
-        raise ValueError(f"exclude names no quantizable layer: {sorted(missing)}")
-    if not candidates and not attention:
-        left = float_layers(model)
-        raise ValueError(
-            f"model {type(model).__name__} has no quantizable layer (nn.Conv1d, nn.Conv2d, "
-            "nn.Linear or a subclass) left to quantize"
-            + (f"; layers with weights it has: {left[:8]}" if left else "")
-        )
+    candidates, attention = _targets(model, exclude)
     rule = _bits_rule(bits, [n for n, _ in candidates] + [n for n, _ in attention])
     order = (forward_order(model, example_inputs) if candidates else []) or \
         [n for n, _ in candidates] or [""]
-    first, last = order[0], order[-1]
-    intended_float = set(exclude)
-    for name, module in attention:  # never first or last: attention sits inside the model
-        width, _ = rule(name, module)
-        if width is None:
-            intended_float.add(name)
-            continue
-        middle = dict(weight_bits=width, activation_bits=activation_bits)
-        QuantMultiheadAttention.from_float(module, **middle, **quantization)
-        module.out_proj = _convert(module.out_proj, **middle, **quantization)
-    for name, module in candidates:
-        if name in exclude:
-            continue
-        width, explicit = rule(name, module)
-        if name in (first, last) and not explicit:
-            width = first_last_bits
-            layer_bits = dict(weight_bits=width, activation_bits=width)
-        else:
-            layer_bits = dict(weight_bits=width, activation_bits=activation_bits)
-        if width is None:
-            intended_float.add(name)
-            continue
-        quantized = _convert(module, **layer_bits, **quantization)
-        parent_name, _, child = name.rpartition(".")
-        setattr(model.get_submodule(parent_name) if parent_name else model, child, quantized)
+    plan = _LayerPlan(rule, (order[0], order[-1]), first_last_bits, activation_bits, quantization)
+    intended_float = _convert_all(model, candidates, attention, plan, exclude)
     if not any(True for _ in quant_layers(model)):
         raise ValueError("quantize_model left every layer in full precision (check exclude)")
     _disable_transformer_fast_paths(model)
-    left = float_layers(model, skip=intended_float)
-    if left:
-        listing = ", ".join(f"{name!r}: {text}" for name, text in left)
-        warnings.warn(
-            f"quantize_model left {len(left)} layer(s) with weights in full precision: {listing}",
-            UserWarning, stacklevel=2,
-        )
+    _warn_float_layers(model, intended_float)
     return model
 
 
@@ -652,7 +719,8 @@ def check_calibrated(model: nn.Module) -> list[tuple[str, nn.Module]]:
         )
     for name, layer in layers:
         for role in ("weight_quantizer", "input_quantizer"):
-            if not getattr(layer, role).is_initialized:
+            quantizer = getattr(layer, role)
+            if quantizer is not None and not quantizer.is_initialized:
                 raise ValueError(
                     f"layer {name!r} is not calibrated ({role} has no step size yet): run at least "
                     "one forward pass (training or calibration) before exporting"

@@ -26,10 +26,12 @@ from __future__ import annotations
 import math
 import numbers
 import warnings
+import weakref
 from collections.abc import Callable
 
 import torch
 from torch import nn
+from torch.optim.optimizer import register_optimizer_step_post_hook
 
 from stepsize._validation import check_choice, check_int, check_real, describe
 
@@ -407,23 +409,36 @@ class LSQQuantizer(nn.Module):
         self.register_buffer("previous_step", torch.ones(shape))
         # -1: decided by the first batch; 0: unsigned; 1: signed. A buffer, so state_dict keeps it.
         self.register_buffer("signed_code", torch.tensor(-1 if signed is None else int(signed)))
+        # Python mirrors of the two buffers above, read by forward: branching on a buffer's
+        # value would be a data-dependent branch, a graph break under torch.compile
+        self._initialized, self._signed = False, signed
+        _register_step_size(self)
 
     @property
     def signed(self) -> bool | None:
         """The code range in use (None until decided by the first batch)."""
-        code = int(self.signed_code)
-        return None if code < 0 else bool(code)
+        return self._signed
 
     @property
     def is_initialized(self) -> bool:
-        return bool(self.initialized)
+        return self._initialized
 
     @property
     def bounds(self) -> tuple[int, int]:
         """``(Q_N, Q_P)`` of the current range."""
-        if self.signed is None:
+        if self._signed is None:
             raise RuntimeError("the quantizer's sign is decided by its first forward pass")
-        return quantization_range(self.bits, self.signed)
+        return quantization_range(self.bits, self._signed)
+
+    def __setstate__(self, state) -> None:  # copy.deepcopy and pickle: a new step_size
+        super().__setstate__(state)
+        _register_step_size(self)
+
+    def _sync_flags(self) -> None:
+        """Read the Python mirrors from the buffers (after loading a state dict)."""
+        code = int(self.signed_code)
+        self._signed = None if code < 0 else bool(code)
+        self._initialized = bool(self.initialized)
 
     def _step_shape(self, v: torch.Tensor) -> tuple[int, ...]:
         if not self.per_channel:
@@ -456,6 +471,7 @@ class LSQQuantizer(nn.Module):
         if self.signed is None:
             negative = torch.tensor(float(bool((v < 0).any())), device=v.device)
             self.signed_code.fill_(int(_all_reduce_(negative, "max").item()))
+            self._signed = bool(self.signed_code)
         q_n, q_p = self.bounds
         axis = self.channel_axis if self.per_channel else None
         shift = None
@@ -477,6 +493,7 @@ class LSQQuantizer(nn.Module):
             shift = shift.reshape(self.offset.shape)
             self.offset.copy_(_all_reduce_(shift.to(self.offset), "mean"))
         self.initialized.fill_(True)
+        self._initialized = True
 
     def gradient_scale(self, v: torch.Tensor) -> float:
         """The ``g`` applied to this call's step-size gradient."""
@@ -489,6 +506,8 @@ class LSQQuantizer(nn.Module):
         if key not in state_dict and prefix + "step_size" in state_dict:
             state_dict[key] = state_dict[prefix + "step_size"].detach().clone()
         super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing, *args)
+        self._sync_flags()
+        _register_step_size(self)  # load_state_dict(assign=True) puts in a new parameter
 
     @torch.no_grad()
     def _degenerate(self, v: torch.Tensor) -> bool:
@@ -500,7 +519,9 @@ class LSQQuantizer(nn.Module):
     def project_step_size(self) -> None:
         """Keep ``s`` positive: entries ``<= eps`` or not finite become half their previous value.
 
-        Called by :meth:`forward` before every use; see the class doc.
+        Called after every optimizer step that updates ``s`` (a global optimizer hook, so any
+        training loop, compiled model or not) and by the eager :meth:`forward` before every use;
+        see the class doc.
         """
         step, previous = self.step_size, self.previous_step
         bound = self.max_change if self.training else None
@@ -530,7 +551,7 @@ class LSQQuantizer(nn.Module):
         previous.copy_(step)
 
     def forward(self, v: torch.Tensor) -> torch.Tensor:
-        if not self.initialized:
+        if not self._initialized:
             v = self._check_input(v)
             if self._degenerate(v):
                 warnings.warn(
@@ -545,9 +566,12 @@ class LSQQuantizer(nn.Module):
         elif not (torch.jit.is_tracing() or torch.compiler.is_compiling()):
             # a NaN batch after the first would otherwise come out as NaN; the check is one sum
             # (about 8% of the forward on 1M float32 entries, on CPU) and, on an accelerator, one
-            # host sync; it is skipped where Python control flow cannot run (tracing, compiling)
+            # host sync; it is skipped where Python control flow cannot run (tracing, compiling),
+            # as is the projection, which the optimizer hook applies after every step instead
+            # (writing a parameter inside a compiled forward bumps its version after autograd
+            # saved it: "modified by an inplace operation" in backward)
             self._check_input(v)
-        self.project_step_size()
+            self.project_step_size()
         q_n, q_p = self.bounds
         g = _resolve_grad_scale(self.grad_scale, v.numel() // self.step_size.numel(), q_p)
         shape = self._step_shape(v)
@@ -572,3 +596,25 @@ class LSQQuantizer(nn.Module):
         if self.offset is not None:
             text += f", offset={self.offset.detach().flatten()[:4].tolist()}"
         return text
+
+
+#: id(step_size parameter) -> its quantizer, for the optimizer hook (weak: no quantizer is kept)
+_STEP_OWNERS: weakref.WeakValueDictionary = weakref.WeakValueDictionary()
+
+
+def _register_step_size(quantizer: LSQQuantizer) -> None:
+    _STEP_OWNERS[id(quantizer.step_size)] = quantizer
+
+
+def _project_after_step(optimizer, args, kwargs) -> None:
+    """Global ``torch.optim`` step post-hook: project every LSQ step size the step updated."""
+    if not _STEP_OWNERS:
+        return
+    for group in optimizer.param_groups:
+        for parameter in group["params"]:
+            owner = _STEP_OWNERS.get(id(parameter))
+            if owner is not None and owner.step_size is parameter and owner._initialized:
+                owner.project_step_size()
+
+
+register_optimizer_step_post_hook(_project_after_step)
