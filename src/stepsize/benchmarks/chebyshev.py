@@ -61,6 +61,10 @@ FULL = {"examples": None, "poisson_2d": 200, "poisson_3d": 30, "elasticity": 60,
 # PETSc's estimate uses 15 CG steps, as ours does.
 PETSC_ESTIMATE_STEPS = 15
 PRECONDITIONERS = ("none", "jacobi", "amg")
+# The goal for preconditioned Chebyshev: converged, with matvecs and time at most these
+# multiples of PCG's with the same M.
+MATVEC_GOAL = 1.5
+TIME_GOAL = 2.0
 
 
 # ---------------------------------------------------------------------------------------------
@@ -276,14 +280,32 @@ def _solve_rows(name, A, amg, amg_setup, direct, b, config, seed, petsc):
         rows.append({**base, "M": "-", "solver": "PETSc chebyshev", "matvecs": None,
                      "setup_s": None, "seconds": None, "converged": None, "residual": None,
                      "reference": None, "skipped": petsc["reason"]})
+    return with_ratios(rows)
+
+
+def with_ratios(rows: list[dict]) -> list[dict]:
+    """Add ``matvec_ratio`` and ``time_ratio`` against each row's ``reference`` (the PCG row of
+    its group; removed) and, to our rows, ``goal``: converged, matvecs <= ``MATVEC_GOAL`` x and
+    time <= ``TIME_GOAL`` x the reference's.
+
+    >>> reference = {"matvecs": 20, "seconds": 1.0}
+    >>> rows = with_ratios([
+    ...     {"matvecs": 30, "seconds": 2.0, "converged": True, "ours": True,
+    ...      "reference": reference},
+    ...     {"matvecs": 31, "seconds": 1.0, "converged": True, "ours": True,
+    ...      "reference": reference},
+    ...     {"matvecs": None, "seconds": 0.5, "converged": True, "reference": None}])
+    >>> [(r["matvec_ratio"], r["time_ratio"], r.get("goal")) for r in rows]
+    [(1.5, 2.0, True), (1.55, 1.0, False), (None, None, None)]
+    """
     for row in rows:
         ref = row.pop("reference")
         ok = ref is not None and row["matvecs"] is not None and row["seconds"] is not None
         row["matvec_ratio"] = row["matvecs"] / ref["matvecs"] if ok else None
         row["time_ratio"] = row["seconds"] / ref["seconds"] if ok else None
         if row.get("ours"):
-            row["goal"] = bool(row["converged"] and row["matvec_ratio"] <= 1.5
-                               and row["time_ratio"] <= 2.0)
+            row["goal"] = bool(row["converged"] and row["matvec_ratio"] <= MATVEC_GOAL
+                               and row["time_ratio"] <= TIME_GOAL)
     return rows
 
 
@@ -716,42 +738,71 @@ def run(config: dict, seed: int) -> dict:
 
 def _assemble(rows, batched, safety, smoothers, rate_rows, skipped, petsc_command,
               petsc_failures, config):
-    from stepsize.report import table
-
-    def goal(row):
-        if "goal" not in row:
-            return "-"
-        return "met" if row["goal"] else "MISSED"
-
-    if isinstance(petsc_command, str):
-        petsc_note = f"PETSc skipped: {petsc_command}"
-    else:
-        petsc_note = (f"PETSc {_petsc_version(petsc_command)} ran in "
-                      f"{' '.join(petsc_command[0])} on the sparse problems, KSPCHEBYSHEV with "
-                      f"-ksp_chebyshev_esteig 1,0,0,1.1 and {PETSC_ESTIMATE_STEPS} estimation "
-                      f"steps, unpreconditioned residual norm")
-        if petsc_failures:
-            petsc_note += "; failed: " + "; ".join(petsc_failures)
     ours = [r for r in rows if r.get("ours")]
     met = sum(r["goal"] for r in ours)
-    tables = [table(
+    petsc_note = _petsc_note(petsc_command, petsc_failures)
+    tables = [_single_rhs_table(rows, len(ours), met, petsc_note, skipped, config),
+              _batched_table(batched, config), _safety_table(safety)]
+    if isinstance(smoothers, str):
+        smoother_note = smoothers
+    else:
+        smoother_note = None
+        tables.append(_smoother_table(smoothers))
+    tables.append(_rate_table(rate_rows))
+    time_ratios = [r["time_ratio"] for r in ours]
+    return {"rows": rows, "batched_rows": batched, "safety_rows": safety,
+            "smoother_rows": None if isinstance(smoothers, str) else smoothers,
+            "smoother_note": smoother_note, "rate_rows": rate_rows, "skipped_examples": skipped,
+            "petsc": petsc_note,
+            "goal_met": {"rows": len(ours), "met": int(met)},
+            "time_ratio_vs_pcg": {"min": min(time_ratios), "median": float(np.median(
+                time_ratios)), "max": max(time_ratios)},
+            "tables": tables}
+
+
+def _goal_cell(goal) -> str:
+    return "-" if goal is None else ("met" if goal else "MISSED")
+
+
+def _petsc_note(petsc_command, petsc_failures) -> str:
+    if isinstance(petsc_command, str):
+        return f"PETSc skipped: {petsc_command}"
+    note = (f"PETSc {_petsc_version(petsc_command)} ran in "
+            f"{' '.join(petsc_command[0])} on the sparse problems, KSPCHEBYSHEV with "
+            f"-ksp_chebyshev_esteig 1,0,0,1.1 and {PETSC_ESTIMATE_STEPS} estimation "
+            f"steps, unpreconditioned residual norm")
+    if petsc_failures:
+        note += "; failed: " + "; ".join(petsc_failures)
+    return note
+
+
+def _single_rhs_table(rows, n_ours, met, petsc_note, skipped, config):
+    from stepsize.report import table
+
+    return table(
         f"Real SPD matrices, one right-hand side, relative residual {config['tol']:g}: "
-        f"chebyshev_gd vs PCG with the same M (goal met in {met} of {len(ours)} rows)",
+        f"chebyshev_gd vs PCG with the same M (goal met in {met} of {n_ours} rows)",
         ["problem", "n", "M", "solver", "matvecs", "setup s", "solve s", "conv", "rel. res",
          "x PCG matvecs", "x PCG time", "goal"],
         [[r["problem"], r["n"], r["M"], r["solver"], r["matvecs"], r["setup_s"], r["seconds"],
           "skipped" if "skipped" in r else r.get("status", r["converged"]), r["residual"],
-          r["matvec_ratio"], r["time_ratio"], goal(r)] for r in rows],
+          r["matvec_ratio"], r["time_ratio"], _goal_cell(r.get("goal"))] for r in rows],
         note="PCG = scipy cg with the same M (none; Jacobi; one pyamg smoothed-aggregation "
              "V-cycle). matvecs per right-hand side include ours' 15 CG estimation steps and "
              "PETSc chebyshev's 15 estimation steps; CG's = iterations + 1. setup = AMG "
              "hierarchy (shared by all AMG rows) or the factorization. solve s = median wall "
              "time with one thread (scipy cg and ours timed in alternation). goal = ours' "
-             "matvecs <= 1.5x and time <= 2x PCG's. 'exact interval' = chebyshev_gd given "
+             f"matvecs <= {MATVEC_GOAL:g}x and time <= {TIME_GOAL:g}x PCG's. 'exact interval' "
+             "= chebyshev_gd given "
              "the exact extreme eigenvalues of M A (eigvalsh/eigsh): the matvecs that any "
              "Chebyshev polynomial on the spectrum's interval needs, estimation excluded. "
-             f"{petsc_note}. pyamg examples left out: {', '.join(skipped) or 'none'}.")]
-    tables.append(table(
+             f"{petsc_note}. pyamg examples left out: {', '.join(skipped) or 'none'}.")
+
+
+def _batched_table(batched, config):
+    from stepsize.report import table
+
+    return table(
         f"Batched solves, k = {config['rhs']} right-hand sides: ours vs our batched CG vs the "
         "factorization reused (no preconditioner and Jacobi)",
         ["problem", "n", "M", "solver", "matvecs/rhs", "setup s", "solve s", "conv",
@@ -765,8 +816,13 @@ def _assemble(rows, batched, safety, smoothers, rate_rows, skipped, petsc_comman
              "matvecs/rhs: column products per right-hand side, ours' estimation included. "
              "AMG is left out (pyamg's preconditioner applies its V-cycle one column at a "
              "time)" + ("" if config["batched"] is None else
-                        "; problems: " + ", ".join(config["batched"])) + "."))
-    tables.append(table(
+                        "; problems: " + ", ".join(config["batched"])) + ".")
+
+
+def _safety_table(safety):
+    from stepsize.report import table
+
+    return table(
         "estimate_spectrum safety: the returned interval vs the true extreme eigenvalues",
         ["problem", "n", "true lmin", "true lmax", "truth", "est. lmin", "est. lmax",
          "ends (lmin/lmax)", "matvecs", "seconds", "contains"],
@@ -775,40 +831,35 @@ def _assemble(rows, batched, safety, smoothers, rate_rows, skipped, petsc_comman
          for r in safety],
         note="estimate_spectrum(A, seed) with its defaults; contains = est. lmin <= lmin and "
              "est. lmax >= lmax (relative slack 1e-9); refused = a ValueError (message in the "
-             "JSON)."))
-    if isinstance(smoothers, str):
-        smoother_note = smoothers
-    else:
-        smoother_note = None
-        tables.append(table(
-            "AMG smoothing (smoothed aggregation V-cycle, pre and post smoother of degree 3): "
-            "our Chebyshev smoother vs pyamg's",
-            ["problem", "n", "degree", "smoother", "factor per cycle", "s per cycle",
-             "x pyamg time", "goal"],
-            [[r["problem"], r["n"], r["degree"], r["smoother"], r["factor"],
-              r["seconds_per_cycle"], r["time_ratio"],
-              "-" if r["goal"] is None else ("met" if r["goal"] else "MISSED")]
-             for r in smoothers],
-            note="factor = (||r_N|| / ||r_0||)^(1/N) over N cycles on A x = 0 from a random x; "
-                 "goal = factor <= pyamg's (0.1% slack) and time per cycle <= 1.2x pyamg's; s per "
-                 "cycle = median of at least 5 alternating runs of N cycles, divided by N."))
-    tables.append(table(
+             "JSON).")
+
+
+def _smoother_table(smoothers):
+    from stepsize.report import table
+
+    return table(
+        "AMG smoothing (smoothed aggregation V-cycle, pre and post smoother of degree 3): "
+        "our Chebyshev smoother vs pyamg's",
+        ["problem", "n", "degree", "smoother", "factor per cycle", "s per cycle",
+         "x pyamg time", "goal"],
+        [[r["problem"], r["n"], r["degree"], r["smoother"], r["factor"],
+          r["seconds_per_cycle"], r["time_ratio"], _goal_cell(r["goal"])] for r in smoothers],
+        note="factor = (||r_N|| / ||r_0||)^(1/N) over N cycles on A x = 0 from a random x; "
+             "goal = factor <= pyamg's (0.1% slack) and time per cycle <= 1.2x pyamg's; s per "
+             "cycle = median of at least 5 alternating runs of N cycles, divided by N.")
+
+
+def _rate_table(rate_rows):
+    from stepsize.report import table
+
+    return table(
         "Rate and stability of T-periodic Chebyshev steps (dense, one period; stable = error at "
         "the bound or at the round-off floor 10 kappa eps)",
         ["kappa", "T", "dtype", "spectrum", "order", "rel. error", "bound", "rate (bound)",
          "optimal rate", "gap", "stable"],
         [[r["kappa"], r["T"], r["dtype"], r["spectrum"], r["order"], r["relative_error"],
           r["bound"], r["rate_bound"], r["rate_optimal"], f"{100 * r['rate_gap']:.2f}%",
-          r["stable"]] for r in rate_rows]))
-    time_ratios = [r["time_ratio"] for r in ours]
-    return {"rows": rows, "batched_rows": batched, "safety_rows": safety,
-            "smoother_rows": None if isinstance(smoothers, str) else smoothers,
-            "smoother_note": smoother_note, "rate_rows": rate_rows, "skipped_examples": skipped,
-            "petsc": petsc_note,
-            "goal_met": {"rows": len(ours), "met": int(met)},
-            "time_ratio_vs_pcg": {"min": min(time_ratios), "median": float(np.median(
-                time_ratios)), "max": max(time_ratios)},
-            "tables": tables}
+          r["stable"]] for r in rate_rows])
 
 
 def plot(result: dict, out_dir: Path) -> list[Path]:
@@ -820,8 +871,8 @@ def plot(result: dict, out_dir: Path) -> list[Path]:
     problems_seen = list(dict.fromkeys(r["problem"] for r in ours))
     fig, axes = new_figure(ncols=2, width=max(6.0, 0.6 * len(problems_seen)))
     width = 0.8 / len(PRECONDITIONERS)
-    for ax, key, limit, label in ((axes[0], "matvec_ratio", 1.5, "matvecs"),
-                                  (axes[1], "time_ratio", 2.0, "time")):
+    for ax, key, limit, label in ((axes[0], "matvec_ratio", MATVEC_GOAL, "matvecs"),
+                                  (axes[1], "time_ratio", TIME_GOAL, "time")):
         for i, precond in enumerate(PRECONDITIONERS):
             values = {r["problem"]: r[key] for r in ours if r["M"] == precond}
             ax.bar(np.arange(len(problems_seen)) + i * width,

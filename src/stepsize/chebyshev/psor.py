@@ -154,11 +154,21 @@ def jacobi_map(P, q) -> Callable:
     return fixed_point_map
 
 
-def jacobi_spectrum(P, method: str = "exact", **options) -> Spectrum:
+def jacobi_spectrum(P, method: str = "exact", *, safety: float = 1.0, max_matvecs: int = 300,
+                    seed=None) -> Spectrum:
     r"""Spectrum of :math:`I - J = D^{-1} P` via the similar symmetric :math:`D^{-1/2} P D^{-1/2}`.
 
-    ``method`` and ``options`` are passed to :func:`estimate_spectrum` (default ``"exact"``
-    with ``safety=1`` unless given).
+    Args:
+        P: symmetric positive definite matrix (dense or sparse) with a positive diagonal.
+        method, safety, max_matvecs, seed: as in :func:`estimate_spectrum` (here ``"exact"``
+            with ``safety=1`` by default: the eigenvalues themselves).
+
+    Returns:
+        :class:`~stepsize.chebyshev.Spectrum` of :math:`D^{-1} P`.
+
+    >>> s = jacobi_spectrum(np.array([[2.0, 1.0], [1.0, 2.0]]))
+    >>> round(s.lmin, 12), round(s.lmax, 12)
+    (0.5, 1.5)
     """
     P = as_matrix_or_operator(P, "P")
     if isinstance(P, spla.LinearOperator):
@@ -168,5 +178,5 @@ def jacobi_spectrum(P, method: str = "exact", **options) -> Spectrum:
         scaled = sp.diags(inverse_root) @ P @ sp.diags(inverse_root)
     else:
         scaled = P * inverse_root[:, None] * inverse_root[None, :]
-    options.setdefault("safety", 1.0)
-    return estimate_spectrum(scaled, method=method, **options)
+    return estimate_spectrum(scaled, method=method, safety=safety, max_matvecs=max_matvecs,
+                             seed=seed)

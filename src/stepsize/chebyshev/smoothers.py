@@ -111,6 +111,20 @@ class ChebyshevSmoother:
         axpy(z, x, a=steps[last])
 
 
+def _validated_matrix(A):
+    """A as a checked float dense array or CSR matrix (not a LinearOperator: the smoother needs
+    its diagonal and entries)."""
+    if isinstance(A, spla.LinearOperator):
+        raise TypeError("A must be a dense array or a scipy sparse matrix (its diagonal and "
+                        "entries are needed), got a LinearOperator")
+    validated = as_matrix_or_operator(A, "A")
+    if validated.shape[0] == 0:
+        raise ValueError("A must not be empty, got shape (0, 0)")
+    if validated.dtype.kind != "f":
+        validated = validated.astype(np.float64)
+    return validated
+
+
 def _inverse_diagonal(A):
     diagonal = np.asarray(A.diagonal())
     smallest = float(diagonal.min())
@@ -192,15 +206,8 @@ def chebyshev_smoother(
     >>> round(float(np.linalg.norm(x) / np.sqrt(50)), 2)
     0.21
     """
-    if isinstance(A, spla.LinearOperator):
-        raise TypeError("A must be a dense array or a scipy sparse matrix (its diagonal and "
-                        "entries are needed), got a LinearOperator")
     matrix = A
-    validated = as_matrix_or_operator(A, "A")
-    if validated.shape[0] == 0:
-        raise ValueError("A must not be empty, got shape (0, 0)")
-    if validated.dtype.kind != "f":
-        validated = validated.astype(np.float64)
+    validated = _validated_matrix(A)
     degree = check_int(degree, "degree", low=1)
     if preconditioner not in PRECONDITIONERS:
         raise ValueError(f"preconditioner must be 'jacobi' or None, got {preconditioner!r}")
@@ -226,7 +233,18 @@ def chebyshev_smoother(
                              estimate, preconditioner)
 
 
-def attach_smoothers(ml, degree: int = 3, *, spectrum=None, **options):
+def attach_smoothers(
+    ml,
+    degree: int = 3,
+    *,
+    spectrum=None,
+    preconditioner: str | None = "jacobi",
+    lower: float = 1 / 30,
+    upper: float = 1.1,
+    order: str = "fractal",
+    max_matvecs: int = 15,
+    seed=None,
+):
     """Install a Chebyshev smoother as pre- and post-smoother on every level of a pyamg solver.
 
     Every level but the coarsest (which pyamg solves directly, as in
@@ -240,8 +258,9 @@ def attach_smoothers(ml, degree: int = 3, *, spectrum=None, **options):
         spectrum: None (estimate per level) or a sequence with one entry per smoothed level, each
             a :class:`~stepsize.chebyshev.Spectrum` or an interval pair, as in
             :func:`chebyshev_smoother`.
-        **options: the other keywords of :func:`chebyshev_smoother` (``preconditioner``,
-            ``lower``, ``upper``, ``order``, ``max_matvecs``, ``seed``).
+        preconditioner, lower, upper, order, max_matvecs: as in :func:`chebyshev_smoother`,
+            for every level.
+        seed: seed of the estimates' random starts (one generator across the levels).
 
     Returns:
         ``ml``, modified in place.
@@ -264,12 +283,12 @@ def attach_smoothers(ml, degree: int = 3, *, spectrum=None, **options):
         if not hasattr(spectrum, "__len__") or len(spectrum) != len(smoothed):
             raise ValueError(f"spectrum must be None or have one entry per smoothed level "
                              f"({len(smoothed)}), got {describe(spectrum)}")
-    seed = options.pop("seed", None)
     rng = check_rng(seed)
     for index, level in enumerate(smoothed):
         smoother = chebyshev_smoother(
-            level.A, degree, spectrum=None if spectrum is None else spectrum[index], seed=rng,
-            **options)
+            level.A, degree, preconditioner=preconditioner,
+            spectrum=None if spectrum is None else spectrum[index], lower=lower, upper=upper,
+            order=order, max_matvecs=max_matvecs, seed=rng)
         level.presmoother = smoother
         level.postsmoother = smoother
     ml.symmetric_smoothing = True

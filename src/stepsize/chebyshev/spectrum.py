@@ -276,44 +276,66 @@ def estimate_spectrum(
                                      low_inclusive=False, high_inclusive=False)
     rng = check_rng(seed)
     W = as_matrix_or_operator(W)
-    n = W.shape[0]
-    explicit = not isinstance(W, spla.LinearOperator)
-    if method == "exact" and not explicit:
+    rule = _StoppingRule(tol, safety, failure_probability)
+    if not isinstance(W, spla.LinearOperator):
+        return _explicit_spectrum(W, method, rng, rule, max_matvecs, max_exact_size)
+    if method == "exact":
         raise ValueError("method='exact' needs a dense or sparse W, not a LinearOperator")
-    if explicit:
-        scale = _power_of_two_scale(_largest_entry(W))
-        if scale == 0.0:
-            raise ValueError("W is the zero matrix; Chebyshev steps need W positive definite")
-        W = W / scale
-        if method == "exact" or n <= 3:
-            return _exact(W, scale, safety, matvecs=0, converged=True)
-        operator = _CountingOperator(W)
-        start = rng.standard_normal(n)
-    else:
-        start = rng.standard_normal(n)
-        start /= np.linalg.norm(start)
-        operator = _CountingOperator(W)
-        first_image = operator.matvec(start)
-        largest = float(np.max(np.abs(first_image)))
-        # divide first: squares of entries below 1e-154 underflow
-        scale = largest * float(np.linalg.norm(first_image / largest)) if largest > 0 else 0.0
-        scale = _power_of_two_scale(scale)
-        if scale == 0.0:
-            raise ValueError("W @ v = 0 for a random v: W appears to be the zero operator")
-        operator = _CountingOperator(W, scale)
-        operator.count = 1
-        start = (start, first_image / scale)
-    gershgorin = _gershgorin(W) if explicit else (-np.inf, np.inf)
-    state = _lanczos(operator, start, min(max_matvecs, n) if explicit else max_matvecs, tol,
-                     safety, failure_probability, gershgorin[1], scale)
+    operator, start, scale = _scaled_operator(W, rng)
+    state = _lanczos(operator, start, max_matvecs, rule, np.inf, scale)
+    return _assemble(state, None, -np.inf, scale, safety, max_matvecs)
+
+
+@dataclass(frozen=True)
+class _StoppingRule:
+    """When Lanczos stops, and how its Ritz values are widened (see :func:`estimate_spectrum`)."""
+
+    tol: float
+    safety: float
+    failure_probability: float
+
+
+def _explicit_spectrum(W, method, rng, rule: _StoppingRule, max_matvecs,
+                       max_exact_size) -> Spectrum:
+    """:func:`estimate_spectrum` of a dense or sparse W: Lanczos on W / s (s a power of two),
+    the lower end proven by Cholesky or computed by ``eigvalsh`` up to ``max_exact_size``."""
+    n = W.shape[0]
+    scale = _power_of_two_scale(_largest_entry(W))
+    if scale == 0.0:
+        raise ValueError("W is the zero matrix; Chebyshev steps need W positive definite")
+    W = W / scale
+    if method == "exact" or n <= 3:
+        return _exact(W, scale, rule.safety, matvecs=0, converged=True)
+    start = rng.standard_normal(n)
+    gershgorin = _gershgorin(W)
+    state = _lanczos(_CountingOperator(W), start, min(max_matvecs, n), rule, gershgorin[1],
+                     scale)
     certified = None
-    if explicit and n <= max_exact_size:
+    if n <= max_exact_size:
         if state.lower_converged:
             certified = _cholesky_certificate(W, state.theta_min - state.residual_min,
-                                              safety, gershgorin[1])
+                                              rule.safety, gershgorin[1])
         if certified is None:
-            return _exact(W, scale, safety, matvecs=state.matvecs, converged=state.converged)
-    return _assemble(state, certified, gershgorin[0], scale, safety, max_matvecs)
+            return _exact(W, scale, rule.safety, matvecs=state.matvecs,
+                          converged=state.converged)
+    return _assemble(state, certified, gershgorin[0], scale, rule.safety, max_matvecs)
+
+
+def _scaled_operator(W, rng):
+    r"""A LinearOperator divided by a power of two near :math:`\|W v_0\|`, for a random unit
+    :math:`v_0`: the counting operator, the start ``(v_0, W v_0 / s)`` and the scale s."""
+    start = rng.standard_normal(W.shape[0])
+    start /= np.linalg.norm(start)
+    first_image = _CountingOperator(W).matvec(start)
+    largest = float(np.max(np.abs(first_image)))
+    # divide first: squares of entries below 1e-154 underflow
+    scale = largest * float(np.linalg.norm(first_image / largest)) if largest > 0 else 0.0
+    scale = _power_of_two_scale(scale)
+    if scale == 0.0:
+        raise ValueError("W @ v = 0 for a random v: W appears to be the zero operator")
+    operator = _CountingOperator(W, scale)
+    operator.count = 1
+    return operator, (start, first_image / scale), scale
 
 
 def _power_of_two_scale(value: float) -> float:
@@ -380,7 +402,7 @@ class _LanczosState:
     matvecs: int
 
 
-def _lanczos(operator, start, max_steps, tol, safety, failure_probability, gershgorin_upper,
+def _lanczos(operator, start, max_steps, rule: _StoppingRule, gershgorin_upper,
              scale) -> _LanczosState:
     """Lanczos on the scaled operator until the stopping rule holds or ``max_steps`` products.
 
@@ -409,8 +431,8 @@ def _lanczos(operator, start, max_steps, tol, safety, failure_probability, gersh
         beta.append(b)
         # an exhausted Krylov space: for a random start, the Ritz values are all the eigenvalues
         exhausted = keep_basis and step + 1 == n or b <= 1e-13 * max(abs(x) for x in alpha)
-        state = _ritz_ends(alpha, beta, smallest, n, tol, safety, failure_probability,
-                           gershgorin_upper, operator.count, exhausted)
+        state = _ritz_ends(alpha, beta, smallest, n, rule, gershgorin_upper, operator.count,
+                           exhausted)
         smallest.append(state.theta_min)
         _check_definite(state, scale)
         if state.converged:
@@ -419,10 +441,11 @@ def _lanczos(operator, start, max_steps, tol, safety, failure_probability, gersh
     return state
 
 
-def _ritz_ends(alpha, beta, smallest, n, tol, safety, failure_probability, gershgorin_upper,
-               matvecs, exhausted) -> _LanczosState:
+def _ritz_ends(alpha, beta, smallest, n, rule: _StoppingRule, gershgorin_upper, matvecs,
+               exhausted) -> _LanczosState:
     """Extreme Ritz pairs after ``k = len(alpha)`` steps; ``smallest`` holds the earlier
     smallest Ritz values."""
+    tol, safety, failure_probability = rule.tol, rule.safety, rule.failure_probability
     k = len(alpha)
     if k == 1:
         theta_min = theta_max = alpha[0]

@@ -130,9 +130,7 @@ def run(config: dict, seed: int) -> dict:
         expected_squared_error,
         marchenko_pastur_edges,
         optimal_constant_step,
-        optimal_rate,
     )
-    from stepsize.report import table
 
     n, m, T = config["n"], config["m"], config["T"]
     W = gaussian_gram(n, m, config["seed_instance"])
@@ -157,14 +155,39 @@ def run(config: dict, seed: int) -> dict:
     misestimate = _misestimate(eigenvalues, T)
     rates = {t: chebyshev_bound(lmin, lmax, t) ** (1 / t) for t in (5, 10, 25, 50, 100, 400)}
 
+    result = {
+        "lmin": lmin, "lmax": lmax, "steps": steps, "mse_at_T": mse_at_T,
+        "expected_mse_at_T": expected, "contraction": contraction,
+        "float32_mse_by_order": float32, "mse_curves": curves,
+        "spectrum_estimate": {"lmin": estimate.lmin, "lmax": estimate.lmax,
+                              "matvecs": estimate.matvecs},
+        "eigenbasis": eigenbasis, "misestimate": misestimate,
+        "rate_by_T": {str(t): r for t, r in rates.items()},
+        "eigenvalues": eigenvalues,
+    }
+    result["tables"] = _tables(result, config, mp_edges, rates)
+    return result
+
+
+def _tables(result: dict, config: dict, mp_edges, rates: dict) -> list[dict]:
+    """The report's tables: ours beside the notebooks' and the research note's values."""
+    from stepsize.chebyshev import optimal_rate
+    from stepsize.report import table
+
+    T, lmin, lmax = config["T"], result["lmin"], result["lmax"]
+    estimate, mse_at_T, expected = (result["spectrum_estimate"], result["mse_at_T"],
+                                    result["expected_mse_at_T"])
+    curves, contraction, eigenbasis = (result["mse_curves"], result["contraction"],
+                                       result["eigenbasis"])
+    float32, misestimate = result["float32_mse_by_order"], result["misestimate"]
     ref = NOTEBOOK
-    tables = [
+    return [
         table("Spectrum of A^T A, (n, m) = (300, 600), seed 12", ["quantity", "ours", "notebook"], [
             ["lmin (exact)", lmin, ref["lmin"]], ["lmax (exact)", lmax, ref["lmax"]],
             ["kappa", lmax / lmin, 30.8288],
-            ["lmin, Lanczos + safety", estimate.lmin, None],
-            ["lmax, Lanczos + safety", estimate.lmax, None],
-            ["Lanczos matvecs", estimate.matvecs, None],
+            ["lmin, Lanczos + safety", estimate["lmin"], None],
+            ["lmax, Lanczos + safety", estimate["lmax"], None],
+            ["Lanczos matvecs", estimate["matvecs"], None],
             ["Marchenko-Pastur edges", f"[{mp_edges[0]:.4f}, {mp_edges[1]:.4f}]",
              "[0.1716, 5.8284]"]],
             note="notebook: DUGD_LMS_example.ipynb printed values"),
@@ -206,16 +229,6 @@ def run(config: dict, seed: int) -> dict:
         table("Per-step rate of Chebyshev steps vs T", ["T", "rate", "limit r"],
               [[t, rate, optimal_rate(lmin, lmax)] for t, rate in rates.items()]),
     ]
-    return {
-        "lmin": lmin, "lmax": lmax, "steps": steps, "mse_at_T": mse_at_T,
-        "expected_mse_at_T": expected, "contraction": contraction,
-        "float32_mse_by_order": float32, "mse_curves": curves,
-        "spectrum_estimate": {"lmin": estimate.lmin, "lmax": estimate.lmax,
-                              "matvecs": estimate.matvecs},
-        "eigenbasis": eigenbasis, "misestimate": misestimate,
-        "rate_by_T": {str(t): r for t, r in rates.items()},
-        "eigenvalues": eigenvalues, "tables": tables,
-    }
 
 
 def plot(result: dict, out_dir: Path) -> list[Path]:
