@@ -556,3 +556,118 @@ def test_bits_as_a_mapping_or_a_callable():
         quantize_model(_five_layers(), bits=lambda name, module: 40)
     with pytest.raises(TypeError, match="bits keys"):
         quantize_model(_five_layers(), bits={2: 3})
+
+
+# --- options: weight-only, LSQ+ offsets, per channel, re-quantizing ---------------------------
+
+
+def test_weight_only_mode_quantizes_no_input():
+    torch.manual_seed(0)
+    net = quantize_model(_five_layers(), bits=3, activation_bits=0)
+    layers = list(quant_layers(net))
+    assert [layer.input_quantizer for _, layer in layers] == [None] * 5  # first/last too
+    assert _bits(net) == {"0": 8, "2": 3, "4.0": 3, "4.2": 3, "6": 8}
+    x = torch.randn(16, 4)
+    out = net(x)
+    h = x
+    for index, module in enumerate([net[0], net[2], net[4][0], net[4][2], net[6]]):
+        q = module.weight_quantizer
+        q_n, q_p = q.bounds
+        weight = (module.weight / q.step_size).round().clamp(-q_n, q_p) * q.step_size
+        h = F.linear(h, weight, module.bias)  # the input enters unquantized
+        h = h if index == 4 else h.relu()
+    torch.testing.assert_close(out, h, atol=1e-6, rtol=1e-6)
+    assert {id(p) for p in step_size_parameters(net)} == {
+        id(layer.weight_quantizer.step_size) for _, layer in layers}
+    with pytest.raises(ValueError, match="activation_bits must be >= 2"):
+        quantize_model(_five_layers(), bits=3, activation_bits=1)
+
+
+def test_lsq_plus_offsets_and_per_channel_through_quantize_model():
+    torch.manual_seed(0)
+    net = quantize_model(_five_layers(), bits=4, offset=True, per_channel=True,
+                         activation_init="minmax", activation_signed=False)
+    x = torch.randn(32, 4) + 3.0  # shifted inputs: the offset moves the code range onto them
+    net(x)
+    first = net[0]
+    low, high = float(x.min()), float(x.max())
+    q = first.input_quantizer
+    assert q.offset is not None and q.bits == 8 and q.signed is False
+    step = (high - low) / 255  # LSQ+ min-max init: [min, max] onto the codes 0..255
+    assert float(q.step_size.detach()) == pytest.approx(step, rel=1e-5)
+    assert float(q.offset.detach()) == pytest.approx(low, rel=1e-5)
+    assert first.weight_quantizer.step_size.shape == (8,)
+    torch.testing.assert_close(first.weight_quantizer.step_size.detach(),
+                               initial_step_size(first.weight.detach(), 8, True,
+                                                 channel_axis=0))
+    net(x).sum().backward()
+    assert all(layer.input_quantizer.offset.grad is not None for _, layer in quant_layers(net))
+    beta, s = q.offset.detach(), q.step_size.detach()
+    expected = ((x - beta) / s).clamp(0, 255).round() * s + beta
+    torch.testing.assert_close(q(x), expected, atol=1e-6, rtol=0)
+
+
+def test_requantizing_at_other_bits_initializes_from_the_current_weights():
+    torch.manual_seed(0)
+    x = torch.randn(16, 4)
+    net = quantize_model(_five_layers(), bits=4)
+    train_model(net, (x, (x[:, 0] > 0).long()), epochs=2, lr=0.05, batch_size=8,
+                progress=False)
+    weights = [layer.weight for _, layer in quant_layers(net)]
+    quantize_model(net, bits=2, first_last_bits=6)
+    assert _bits(net) == {"0": 6, "2": 2, "4.0": 2, "4.2": 2, "6": 6}
+    assert [layer.weight for _, layer in quant_layers(net)] == weights  # the same tensors
+    assert not any(layer.weight_quantizer.is_initialized for _, layer in quant_layers(net))
+    net(x)
+    middle = net[2].weight_quantizer
+    assert float(middle.step_size.detach()) == pytest.approx(
+        float(initial_step_size(net[2].weight.detach(), 2, True)), rel=1e-6)
+    encoder = quantize_model(_Tiny(_encoder_layer()), bits=4)
+    quantize_model(encoder, bits=3)
+    attention = encoder.encoder.self_attn
+    assert isinstance(attention, QuantMultiheadAttention)
+    assert attention.in_proj_weight_quantizer.bits == 3
+    assert attention.out_proj.weight_quantizer.bits == 3
+
+
+# --- compile-friendly quantizers --------------------------------------------------------------
+
+
+def test_step_sizes_of_copies_are_projected_by_the_optimizer_hook():
+    torch.manual_seed(0)
+    net = quantize_model(_five_layers(), bits=4)
+    x = torch.randn(8, 4)
+    net(x)
+    twin = copy.deepcopy(net)
+    quantizer = twin[2].weight_quantizer
+    step = float(quantizer.step_size)
+    optimizer = torch.optim.SGD([quantizer.step_size], lr=1.0)
+    quantizer.step_size.grad = torch.tensor(3 * step)  # the update lands on -2 s
+    optimizer.step()
+    assert float(quantizer.step_size) == pytest.approx(step / 2)
+
+
+@pytest.mark.slow
+def test_compiled_quantized_model_has_no_graph_break_and_matches_eager():
+    """Issue 16: ``if not self.initialized`` and ``int(self.signed_code)`` broke the graph at
+    every quantizer (10 breaks on this model before), and the projection's in-place write of
+    the step size made a compiled backward fail."""
+    torch.manual_seed(0)
+    net = quantize_model(nn.Sequential(
+        nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Conv2d(4, 4, 3, groups=4), nn.ReLU(), nn.Flatten(),
+        nn.Linear(64, 3)), bits=4)
+    x = torch.randn(2, 3, 8, 8)
+    net(x)  # initializes every quantizer
+    explanation = torch._dynamo.explain(net)(x)
+    assert (explanation.graph_count, explanation.graph_break_count) == (1, 0)
+    torch._dynamo.reset()
+    twin = copy.deepcopy(net)
+    eager = net(x)
+    eager.square().sum().backward()
+    compiled = torch.compile(twin, backend="aot_eager")
+    out = compiled(x)
+    out.square().sum().backward()
+    torch.testing.assert_close(out, eager, atol=1e-6, rtol=1e-6)
+    for (name, a), b in zip(net.named_parameters(), twin.parameters(), strict=True):
+        torch.testing.assert_close(b.grad, a.grad, atol=1e-5, rtol=1e-5, msg=name)
+    torch._dynamo.reset()
