@@ -24,9 +24,10 @@ def test_factors_are_contractions_and_ours_matches_pyamg_on_poisson(result):
     for row in rows:
         for label in ("pyamg", "ours", "ours (D=I)"):
             assert 0 < row["factor"][label] < 1, (row["problem"], label)
-        assert row["cpu_per_cycle"]["ours"] > 0 and row["wall_per_cycle"]["pyamg"] > 0
         assert row["cpu_ratio"] == pytest.approx(
-            row["cpu_per_cycle"]["ours"] / row["cpu_per_cycle"]["pyamg"])
+            row["cpu_per_cycle"]["ours"] / row["cpu_per_cycle"]["pyamg"], rel=1e-15)
+        assert row["wall_ratio"] == pytest.approx(
+            row["wall_per_cycle"]["ours"] / row["wall_per_cycle"]["pyamg"], rel=1e-15)
     for row in rows[:2]:  # constant diagonal: Jacobi only rescales, as does pyamg's own rho
         for label in ("ours", "ours (D=I)"):
             assert row["factor"][label] == pytest.approx(row["factor"]["pyamg"], rel=0.02)
@@ -38,13 +39,19 @@ def test_factors_are_reproducible_for_a_seed(result):
 
 
 def test_goal_column_follows_the_stated_tolerances(result):
+    # the goal, as the docs state it: factor <= 1.005 x pyamg's, CPU time per cycle <= 1.2x
     table = result["tables"][0]
     goal = table["columns"].index("goal")
-    for row, cells in zip(result["rows"], table["rows"]):
-        met = (row["factor"]["ours"] <= 1.005 * row["factor"]["pyamg"]
-               and row["cpu_ratio"] <= 1.2)
-        assert cells[goal] == ("met" if met else "MISSED")
-    assert "1.005 x pyamg's" in table["title"]
+    met = 0
+    for row, cells in zip(result["rows"], table["rows"], strict=True):
+        cpu = row["cpu_per_cycle"]["ours"] / row["cpu_per_cycle"]["pyamg"]
+        expected = row["factor"]["ours"] <= 1.005 * row["factor"]["pyamg"] and cpu <= 1.2
+        assert row["goal"] is expected
+        assert cells[goal] == ("met" if expected else "MISSED")
+        met += expected
+    assert result["goal_met"] == {"rows": 4, "met": met}
+    assert f"met in {met} of 4 rows" in table["title"]
+    assert "1.005 x pyamg's" in table["title"] and "<= 1.2x pyamg's" in table["title"]
 
 
 def test_fractal_order_stays_exact_where_pyamg_horner_does_not(result):
