@@ -346,6 +346,7 @@ def _convert_graph(graph_module: torch.fx.GraphModule) -> list[str]:
         if not exact:
             float_ops.append(_describe_node(node, module))
     graph_module.graph.lint()
+    graph_module.delete_all_unused_submodules()
     graph_module.recompile()
     return float_ops
 

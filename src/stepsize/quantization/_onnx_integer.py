@@ -1,0 +1,315 @@
+"""QDQ placement that onnxruntime fuses into integer kernels (QLinearConv, QLinearAdd, ...).
+
+onnxruntime's QDQ fusion turns ``DequantizeLinear -> Conv -> [Relu] -> QuantizeLinear`` into
+QLinearConv, ``DQ, DQ -> Add -> [Relu] -> Q`` into QLinearAdd, ``DQ -> GlobalAveragePool -> Q``
+into QLinearGlobalAveragePool: every operator needs its inputs dequantized and its output
+quantized. A fake-quantized model only quantizes the inputs of its conv/linear layers, so this
+pass (on a ``torch.fx`` trace) adds an output quantizer ``Q_o`` after each quantized layer (after
+the ReLU/ReLU6 that follows it) and after each residual add:
+
+* when the output reaches a layer's 8-bit input quantizer (directly or through max pooling,
+  flattening, identities), ``Q_o`` is that quantizer (step ``s'``, zero point 0): exact, and the
+  consumer's own QuantizeLinear/DequantizeLinear pair becomes redundant;
+* otherwise (a branch into a residual add, an output into average pooling) ``Q_o`` is calibrated
+  on the example input: ``[min, max]`` mapped onto uint8, ``s = (max - min) / 255`` with zero
+  point ``round(-min / s)``. This is the one inexact step;
+* all activations are uint8 (a signed LSQ quantizer's int8 codes become uint8 with zero point
+  128: the same values), as QLinearAdd needs one type for both inputs and the output;
+* a ReLU6 (``clamp(y, 0, 6)``) whose range is wider than ``Q_o``'s is applied to the codes, as
+  ``clamp(q, z, z + round(6 / s))``, which equals quantizing the clamped value because
+  rounding is monotone; a ReLU in front of a signed ``Q_o`` likewise becomes ``clamp(q, 0, ...)``.
+
+Reference: Jacob et al., CVPR 2018 (integer-arithmetic-only inference); onnxruntime's QDQ
+format and its ``QDQSelectorActionTransformer``.
+"""
+
+from __future__ import annotations
+
+import operator
+
+import torch
+import torch.fx
+import torch.nn.functional as F
+from torch import nn
+
+from stepsize.quantization._fx_export import _Tracer
+from stepsize.quantization.layers import _QuantMixin
+from stepsize.quantization.quantizer import LSQQuantizer
+
+# ops that commute with quantization (x -> clamp(round(x/s)+z)): the same codes pass through
+_PASSTHROUGH_MODULES = (nn.MaxPool1d, nn.MaxPool2d, nn.Identity, nn.Dropout, nn.Flatten)
+_PASSTHROUGH_FUNCTIONS = {F.max_pool1d, F.max_pool2d, torch.flatten, torch.reshape, F.dropout}
+_PASSTHROUGH_METHODS = {"view", "reshape", "flatten", "contiguous"}
+_ADDS = {operator.add, torch.add}
+
+
+class _QuantizeDequantizeAffine(torch.autograd.Function):
+    """``(clamp(round(x / s) + z, low, high) - z) * s``; exported as QuantizeLinear [-> Clip]
+    -> DequantizeLinear with zero point ``z`` of type int8 or uint8."""
+
+    @staticmethod
+    def forward(ctx, x, scale, zero_point, low, high, signed):
+        if not zero_point:  # adding a literal 0 trips the TorchScript exporter's peephole pass
+            return torch.clamp(torch.round(x / scale), low, high) * scale
+        codes = torch.clamp(torch.round(x / scale) + zero_point, low, high)
+        return (codes - zero_point) * scale
+
+    @staticmethod
+    def symbolic(g, x, scale, zero_point, low, high, signed):
+        dtype = torch.int8 if signed else torch.uint8
+        zero = g.op("Constant", value_t=torch.tensor(zero_point, dtype=dtype))
+        codes = g.op("QuantizeLinear", x, scale, zero)
+        if (low, high) != (torch.iinfo(dtype).min, torch.iinfo(dtype).max):
+            codes = g.op("Clip", codes, g.op("Constant", value_t=torch.tensor(low, dtype=dtype)),
+                         g.op("Constant", value_t=torch.tensor(high, dtype=dtype)))
+        return g.op("DequantizeLinear", codes, scale, zero)
+
+
+class OutputQuantizer(nn.Module):
+    """An 8-bit quantize-dequantize ``Q_o`` (scale, zero point, code range) for ONNX export."""
+
+    def __init__(self, scale: float, zero_point: int, signed: bool, low=None, high=None):
+        super().__init__()
+        self.register_buffer("scale", torch.tensor(float(scale), dtype=torch.float32))
+        info = torch.iinfo(torch.int8 if signed else torch.uint8)
+        self.zero_point, self.signed = int(zero_point), bool(signed)
+        self.low = info.min if low is None else max(int(low), info.min)
+        self.high = info.max if high is None else min(int(high), info.max)
+
+    def same_as(self, quantizer: LSQQuantizer) -> bool:
+        """Whether ``quantizer`` computes exactly this quantization (same step and codes)."""
+        other = from_lsq(quantizer)
+        return (self.zero_point, self.low, self.high, self.signed, float(self.scale)) == (
+            other.zero_point, other.low, other.high, other.signed, float(other.scale))
+
+    def forward(self, x):
+        return _QuantizeDequantizeAffine.apply(x, self.scale, self.zero_point, self.low,
+                                               self.high, self.signed)
+
+
+def _calibrated(low: float, high: float, signed: bool | None) -> OutputQuantizer:
+    """8-bit quantizer covering ``[low, high]``: uint8 with a zero point (int8 symmetric if
+    ``signed``)."""
+    if signed:
+        return OutputQuantizer(max(abs(low), abs(high), 1e-12) / 127, 0, True)
+    low = min(low, 0.0)
+    scale = max(high - low, 1e-12) / 255
+    return OutputQuantizer(scale, round(-low / scale), False)
+
+
+def from_lsq(quantizer: LSQQuantizer) -> OutputQuantizer:
+    """The LSQ quantizer as uint8 codes: zero point 0 (unsigned) or 128 (signed, the int8 codes
+    shifted by 128: the same values, and uint8 is the activation type of onnxruntime's fastest
+    u8s8 kernels and the one type QLinearAdd fuses here)."""
+    q_n, q_p = quantizer.bounds
+    zero = 128 if quantizer.signed else 0
+    return OutputQuantizer(float(quantizer.step_size.detach().float()), zero, False,
+                           zero - q_n, zero + q_p)
+
+
+class _Recorder(torch.fx.Interpreter):
+    """Runs the graph and keeps ``(min, max)`` of every tensor a node produces."""
+
+    def __init__(self, module):
+        super().__init__(module)
+        self.ranges: dict[str, tuple[float, float, int]] = {}
+
+    def run_node(self, node):
+        result = super().run_node(node)
+        if torch.is_tensor(result) and result.is_floating_point() and result.numel():
+            self.ranges[node.name] = (float(result.min()), float(result.max()), result.dim())
+        return result
+
+
+def _kind(node: torch.fx.Node, modules: dict) -> str | None:
+    """'layer', 'relu', 'relu6', 'pass' (commutes with quantization), 'add', or None."""
+    if node.op == "call_module":
+        module = modules[node.target]
+        if isinstance(module, _QuantMixin):
+            return "layer"
+        if isinstance(module, nn.ReLU):
+            return "relu"
+        if isinstance(module, nn.Hardtanh) and (module.min_val, module.max_val) == (0.0, 6.0):
+            return "relu6"
+        return "pass" if isinstance(module, _PASSTHROUGH_MODULES) else None
+    tensors = [a for a in node.args if isinstance(a, torch.fx.Node)]
+    if node.op == "call_function":
+        if node.target in (F.relu, torch.relu):
+            return "relu"
+        if node.target is F.relu6:
+            return "relu6"
+        if node.target in _ADDS and len(tensors) == 2 and not node.kwargs:
+            return "add"
+        return "pass" if node.target in _PASSTHROUGH_FUNCTIONS else None
+    if node.op == "call_method":
+        if node.target == "relu":
+            return "relu"
+        if node.target == "add" and len(tensors) == 2 and not node.kwargs:
+            return "add"
+        return "pass" if node.target in _PASSTHROUGH_METHODS else None
+    return None
+
+
+def _tail(node: torch.fx.Node, modules: dict) -> tuple[torch.fx.Node, torch.fx.Node | None]:
+    """The last node of ``node -> [Identity...] -> [ReLU | ReLU6]`` and the activation node."""
+    activation = None
+    while len(node.users) == 1:
+        user = next(iter(node.users))
+        kind = _kind(user, modules)
+        if user.args[:1] != (node,) or (kind == "pass" and not isinstance(
+                modules.get(user.target), nn.Identity)):
+            break
+        if kind in ("relu", "relu6") and activation is None:
+            activation = user
+        elif kind != "pass":
+            break
+        node = user
+    return node, activation
+
+
+def _consumer_quantizers(node: torch.fx.Node, modules: dict) -> list[LSQQuantizer]:
+    """Input quantizers of the layers that read ``node`` directly or through pass-through ops."""
+    found = []
+    for user in node.users:
+        kind = _kind(user, modules)
+        if user.args[:1] != (node,):
+            continue
+        if kind == "layer":
+            found.append(modules[user.target].input_quantizer)
+        elif kind == "pass":
+            found.extend(_consumer_quantizers(user, modules))
+    return found
+
+
+class _Placement:
+    """The state of one placement pass over a traced, calibrated graph module."""
+
+    def __init__(self, graph_module: torch.fx.GraphModule, ranges: dict):
+        self.module, self.graph, self.ranges = graph_module, graph_module.graph, ranges
+        self.modules = dict(graph_module.named_modules())
+        self.specs: dict[torch.fx.Node, OutputQuantizer] = {}
+
+    def spec_of(self, node) -> OutputQuantizer | None:
+        """The output quantizer whose codes ``node`` carries (through pass-through ops)."""
+        while isinstance(node, torch.fx.Node):
+            if node in self.specs:
+                return self.specs[node]
+            if _kind(node, self.modules) != "pass" or not node.args:
+                return None
+            node = node.args[0]
+        return None
+
+    def insert(self, source: torch.fx.Node, quantizer: OutputQuantizer, users=None):
+        """Insert ``quantizer`` after ``source``, for all its users (or only ``users``)."""
+        name = f"output_quantizer_{len(self.specs)}"
+        self.module.add_submodule(name, quantizer)
+        self.modules[name] = quantizer
+        with self.graph.inserting_after(source):
+            new = self.graph.call_module(name, (source,))
+        targets = set(source.users if users is None else users) - {new}
+        for user in targets:
+            user.replace_input_with(source, new)
+        self.specs[new] = quantizer
+        return new
+
+    def other_add_input_signed(self, node: torch.fx.Node) -> bool | None:
+        for user in node.users:
+            if _kind(user, self.modules) == "add":
+                for arg in user.args:
+                    spec = self.spec_of(arg) if arg is not node else None
+                    if spec is not None:
+                        return spec.signed
+        return None
+
+    def choose(self, tail: torch.fx.Node, signed: bool | None) -> OutputQuantizer:
+        """The consumer's 8-bit input quantizer if there is one of the right type, else a
+        quantizer calibrated on the recorded range."""
+        consumers = [q for q in _consumer_quantizers(tail, self.modules)
+                     if q.bits <= 8 and q.step_size.numel() == 1 and q.offset is None]
+        if consumers and not signed:
+            return from_lsq(consumers[0])
+        low, high, _ = self.ranges[tail.name]
+        return _calibrated(low, high, signed)
+
+    def absorb(self, activation: torch.fx.Node, quantizer: OutputQuantizer) -> bool:
+        """Apply a ReLU/ReLU6 to the codes (and drop it) unless onnxruntime removes it itself
+        (a uint8 zero point 0 for ReLU, a range within [0, 6] for ReLU6)."""
+        relu6 = _kind(activation, self.modules) == "relu6"
+        step, zero = float(quantizer.scale), quantizer.zero_point
+        if not quantizer.signed and zero == 0 and (not relu6 or quantizer.high * step <= 6):
+            return False
+        quantizer.low = max(quantizer.low, zero)
+        if relu6:
+            quantizer.high = min(quantizer.high, zero + round(6 / step))
+        activation.replace_all_uses_with(activation.args[0])
+        self.graph.erase_node(activation)
+        return True
+
+    def place(self, node: torch.fx.Node, signed: bool | None) -> None:
+        """Quantize the output of a layer or add (after its ReLU/ReLU6), unless it is a model
+        output, or a linear layer on more than 2 dimensions (MatMul, not fused)."""
+        tail, activation = _tail(node, self.modules)
+        if tail.name not in self.ranges or any(u.op == "output" for u in tail.users):
+            return
+        module = self.modules.get(node.target) if node.op == "call_module" else None
+        if isinstance(module, nn.Linear) and self.ranges[tail.name][2] != 2:
+            return
+        if signed is None:
+            signed = self.other_add_input_signed(tail)
+        quantizer = self.choose(tail, signed)
+        if activation is not None and self.absorb(activation, quantizer):
+            tail = _tail(node, self.modules)[0]
+        self.insert(tail, quantizer)
+
+    def quantize_add_inputs(self, node: torch.fx.Node) -> bool | None:
+        """Give both inputs of an add a DequantizeLinear of one integer type; returns it."""
+        arguments = [a for a in node.args if isinstance(a, torch.fx.Node)]
+        specs = [self.spec_of(a) for a in arguments]
+        signed = next((spec.signed for spec in specs if spec is not None), None)
+        for argument, spec in zip(arguments, specs):
+            if argument in self.specs:
+                continue
+            if spec is None:
+                if argument.name not in self.ranges:
+                    return signed
+                spec = _calibrated(*self.ranges[argument.name][:2], signed)
+                signed = spec.signed
+            else:
+                spec = OutputQuantizer(float(spec.scale), spec.zero_point, spec.signed,
+                                       spec.low, spec.high)
+            self.insert(argument, spec, users=[node])
+        return signed
+
+
+def place_output_quantizers(graph_module: torch.fx.GraphModule, example_inputs) -> set[str]:
+    """Insert the output quantizers (see the module docstring) into ``graph_module`` in place.
+
+    Returns:
+        The names of the quantized layers whose input quantizer is now redundant (their input
+        is already the output quantizer's dequantized codes).
+    """
+    recorder = _Recorder(graph_module)
+    with torch.no_grad():
+        recorder.run(*example_inputs)
+    placement = _Placement(graph_module, recorder.ranges)
+    for node in list(placement.graph.nodes):
+        kind = _kind(node, placement.modules)
+        if kind == "add":
+            placement.place(node, placement.quantize_add_inputs(node))
+        elif kind == "layer":
+            placement.place(node, None)
+    redundant = set()
+    for node in placement.graph.nodes:
+        if _kind(node, placement.modules) == "layer" and node.args[:1] and \
+                node.args[0] in placement.specs:
+            layer = placement.modules[node.target]
+            if placement.specs[node.args[0]].same_as(layer.input_quantizer):
+                redundant.add(node.target)
+    placement.graph.lint()
+    graph_module.recompile()
+    return redundant
+
+
+def trace_for_onnx(model: nn.Module) -> torch.fx.GraphModule:
+    """``torch.fx`` trace of ``model`` (already copied) with quantized layers as leaves."""
+    return torch.fx.GraphModule(model, _Tracer().trace(model))
