@@ -198,8 +198,10 @@ def chebyshev_period(lmin: float, lmax: float, reduction: float) -> int:
 def optimal_rate(lmin: float, lmax: float) -> float:
     r"""First-order lower bound on the per-step rate, :math:`(\sqrt\kappa-1)/(\sqrt\kappa+1)`."""
     lmin, lmax = _check_interval(lmin, lmax)
-    # square roots of finite floats neither overflow nor underflow, unlike lmax + lmin
-    return (math.sqrt(lmax) - math.sqrt(lmin)) / (math.sqrt(lmax) + math.sqrt(lmin))
+    # (sqrt(lmax) - sqrt(lmin)) / (sqrt(lmax) + sqrt(lmin)) as (lmax - lmin) / (sqrt(lmax) +
+    # sqrt(lmin))^2 divided through by lmax: no overflow, no cancellation when kappa is near 1
+    # (lmax - lmin is exact there), and exactly invariant under scaling by a power of two
+    return ((lmax - lmin) / lmax) / (1.0 + math.sqrt(lmin / lmax)) ** 2
 
 
 def optimal_constant_step(lmin: float, lmax: float) -> float:
