@@ -22,11 +22,11 @@ demo: $(STAMP)
 	$(BIN)/stepsize reproduce all --quick --out results/
 
 test: $(STAMP)
-	$(BIN)/ruff check src tests
+	$(BIN)/ruff check src tests examples
 	$(BIN)/python -m pytest -q -n 2 --dist loadfile
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests
+	$(BIN)/ruff check src tests examples
 
 clean:
 	rm -rf $(VENV) results build src/*.egg-info

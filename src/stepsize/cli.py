@@ -176,8 +176,23 @@ def _cmd_match(args: argparse.Namespace) -> int:
         raise UsageError(str(exc)) from None
 
 
+DESCRIPTION = """stepsize: the step-size parameter of iterative algorithms. Chebyshev steps,
+deep-unfolded gradient descent, learned step size quantization, graph matching with adaptive
+steps and the matrix perspective prox, with paper reproductions and peer benchmarks."""
+EPILOG = """examples:
+  stepsize list                                  experiments and benchmarks
+  stepsize reproduce chebyshev --quick --out results/
+  stepsize reproduce all --quick --out results/  every paper, results/REPORT.md
+  stepsize bench chebyshev --quick --out results/
+  stepsize match examples/g1.edgelist examples/g2.edgelist
+
+exit status: 0 success, 2 bad arguments or input (one line on stderr), 1 internal error
+(rerun with --traceback for the full traceback)"""
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="stepsize", description=__doc__.split("\n\n")[0])
+    parser = _Parser(prog="stepsize", description=DESCRIPTION, epilog=EPILOG,
+                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"stepsize {__version__}")
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--traceback", action="store_true", default=argparse.SUPPRESS,
@@ -198,8 +213,9 @@ def build_parser() -> argparse.ArgumentParser:
                          help="overwrite files in --out that stepsize did not write")
 
     match = commands.add_parser("match", help="match two graph files", parents=[common],
-                                description="Match the nodes of two undirected graph files "
-                                "and print or write the correspondence as CSV.")
+                                description="Match the nodes of two graph files (directed "
+                                "GraphML and .npz graphs are matched as directed) and print or "
+                                "write the correspondence as CSV.")
     match.add_argument("graph1", help="edge list ('u v [w]' or 'u' lines, '#' comments, an "
                        "optional header line), .npz adjacency or .graphml")
     match.add_argument("graph2", help="same formats")
