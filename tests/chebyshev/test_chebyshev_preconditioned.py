@@ -1,5 +1,6 @@
 """Preconditioned Chebyshev solves, the CG-Lanczos estimate, torch gradients and batches."""
 
+import re
 import warnings
 
 import numpy as np
@@ -47,6 +48,7 @@ def test_lanczos_bounds_are_the_eigenvalues_after_n_cg_steps():
     assert spectrum.ritz_max == pytest.approx(40.0, rel=1e-8)
     assert spectrum.lmax == pytest.approx(44.0, rel=1e-8)
     assert spectrum.matvecs == 12
+    assert (spectrum.converged, spectrum.method) == (None, "cg-lanczos")  # nothing tested
     # the Jacobi-preconditioned interval is that of D^{-1/2} W D^{-1/2}
     d = 1 / np.sqrt(np.diag(W))
     exact = np.linalg.eigvalsh(W * d[:, None] * d[None, :])
@@ -211,8 +213,11 @@ def test_torch_inputs_refused_clearly():
 def test_given_interval_missing_the_spectrum_is_reported_not_returned_as_an_answer():
     A = _poisson((20, 20))  # largest eigenvalue 7.95
     b = np.ones(A.shape[0])
-    with pytest.warns(ConvergenceWarning, match=r"diverged: the residual norm grew .*raise lmax"):
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
         result = chebyshev_gd(A, b, lmin=0.04, lmax=6.0, tol=1e-8, max_iter=3000)
+    assert len(caught) == 1 and caught[0].category is ConvergenceWarning  # once, as divergence
+    assert re.search(r"diverged: the residual norm grew .*raise lmax", str(caught[0].message))
     assert result.converged is False and result.info["diverged"]
     assert result.n_iter < 3000  # stopped at the first period that grew
     with pytest.warns(ConvergenceWarning, match="diverged"):
@@ -246,3 +251,9 @@ def test_divergence_in_a_column_block_is_reported_for_the_batch():
         result = chebyshev_gd(W, C, lmin=0.5, lmax=3.0, max_iter=200)
     assert result.info["column_blocks"] >= 2 and result.info["diverged"]
     assert result.converged is None and result.message.startswith("diverged")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = chebyshev_gd(W, C, lmin=0.5, lmax=3.0, tol=1e-8, max_iter=2000)
+    assert [str(w.message).split(":")[0] for w in caught] == ["chebyshev_gd diverged"]
+    assert result.converged is False and result.info["column_blocks"] >= 2
+    assert result.message.startswith("diverged: the residual norm grew")

@@ -162,6 +162,8 @@ def in_column_blocks(kernel: Kernel, W, c, x0, options: DriveOptions, *, entry_b
     quiet = dataclasses.replace(options, history=False, warn=False, extra_matvecs=0)
     parts = [kernel(W, np.ascontiguousarray(c[:, b]), np.ascontiguousarray(x0[:, b]), quiet)
              for b in blocks]
+    # read before parts[0] becomes the merged result and its message is rewritten
+    diverged = [part.message for part in parts if part.info.get("diverged")]
     result = parts[0]
     result.x = np.hstack([part.x for part in parts])
     result.n_iter = max(part.n_iter for part in parts)
@@ -173,15 +175,13 @@ def in_column_blocks(kernel: Kernel, W, c, x0, options: DriveOptions, *, entry_b
         state = "<=" if result.converged else "above"
         result.message = (f"relative residual {state} {tol:g} after at most {result.n_iter} "
                           f"iterations ({len(blocks)} column blocks)")
-        if options.warn and not result.converged:
-            warn_not_converged(options.name, result.n_iter, f"tol={tol:g}", stacklevel=4)
-    diverged = [part for part in parts if part.info.get("diverged")]
     if diverged:  # the blocks ran without warnings: say it once for the whole batch
         result.info["diverged"] = True
-        result.message = diverged[0].message
+        result.message = diverged[0]
         if options.warn:
-            warnings.warn(f"{options.name} {diverged[0].message}", ConvergenceWarning,
-                          stacklevel=4)
+            warnings.warn(f"{options.name} {diverged[0]}", ConvergenceWarning, stacklevel=4)
+    elif options.warn and result.converged is False:
+        warn_not_converged(options.name, result.n_iter, f"tol={tol:g}", stacklevel=4)
     return result
 
 

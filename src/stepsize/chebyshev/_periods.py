@@ -11,12 +11,13 @@ are :func:`~stepsize.chebyshev.conjugate_gradient` when run without a cap.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 
-from stepsize._results import SolverResult
+from stepsize._results import SolverResult, warn_not_converged
 from stepsize.chebyshev._backend import (
     axpy,
     cast_steps,
@@ -281,8 +282,12 @@ def chebyshev_periods(W, c, x0, options: DriveOptions, *, plan: ChebyshevPlan) -
     """Solve by Chebyshev periods as ``plan`` says; ``info`` gets the final interval, the list of
     intervals, the estimation matvecs and whether a given interval diverged."""
     periods = _Periods(W, c, x0, plan, options.tol, options.history)
-    result = drive(periods.iterate(), W, c, x0, options)
-    periods.monitor.report(result, options, periods.lmin, periods.lmax)
+    # one warning per failure: a divergence is reported as such, not also as a miss of tol
+    result = drive(periods.iterate(), W, c, x0, dataclasses.replace(options, warn=False))
+    if periods.monitor.growth is not None:
+        periods.monitor.report(result, options, periods.lmin, periods.lmax)
+    elif options.warn and result.converged is False:
+        warn_not_converged(options.name, result.n_iter, f"tol={options.tol:g}", stacklevel=4)
     columns = 1 if c.ndim == 1 else c.shape[1]
     result.info.update(lmin=periods.lmin, lmax=periods.lmax, intervals=periods.intervals,
                        estimation_matvecs=periods.estimated * columns + options.extra_matvecs,

@@ -368,7 +368,8 @@ def preconditioned_spectrum(W, M=None, *, max_matvecs=15, seed=None) -> Spectrum
         seed: seed of the random right-hand side.
 
     Returns:
-        :class:`~stepsize.chebyshev.Spectrum` with ``method="cg-lanczos"``.
+        :class:`~stepsize.chebyshev.Spectrum` with ``method="cg-lanczos"`` and
+        ``converged=None`` (a fixed number of steps: no stopping rule was tested).
 
     >>> s = preconditioned_spectrum(np.diag(np.arange(1.0, 11.0)), max_matvecs=10, seed=0)
     >>> round(s.ritz_min, 6), round(s.ritz_max, 6), round(s.lmax, 6)
@@ -391,5 +392,6 @@ def preconditioned_spectrum(W, M=None, *, max_matvecs=15, seed=None) -> Spectrum
         ritz = stop.value
     if ritz is None:
         raise ValueError("W has no spectrum to estimate: CG stopped at its first step")
-    return Spectrum(ritz[0], LMAX_WIDENING * ritz[1], ritz[0], ritz[1], steps, True,
+    # a fixed number of steps, no stopping rule: nothing was tested
+    return Spectrum(ritz[0], LMAX_WIDENING * ritz[1], ritz[0], ritz[1], steps, None,
                     "cg-lanczos")

@@ -114,8 +114,10 @@ class Spectrum:
         ritz_min, ritz_max: the raw extreme estimates before widening (eigenvalues for
             ``"exact"``).
         matvecs: operator applications spent (0 for ``method="exact"``, which factorizes).
-        converged: whether Lanczos met its stopping rule within ``max_matvecs``.
-        method: ``"lanczos"`` or ``"exact"`` (also when ``eigvalsh`` was the fallback).
+        converged: whether Lanczos met its stopping rule within ``max_matvecs``; None when no
+            rule was tested (``preconditioned_spectrum``'s fixed number of CG steps).
+        method: ``"lanczos"`` or ``"exact"`` (also when ``eigvalsh`` was the fallback), or
+            ``"cg-lanczos"`` (``preconditioned_spectrum``).
         lmin_method, lmax_method: ``"exact"``, ``"gershgorin"``, ``"lanczos"`` or (lower end)
             ``"cholesky"``; all but a ``"lanczos"`` lower end are proven bounds, a ``"lanczos"``
             upper end holds with probability ``1 - lmax_failure_probability``.
@@ -129,7 +131,7 @@ class Spectrum:
     ritz_min: float
     ritz_max: float
     matvecs: int
-    converged: bool
+    converged: bool | None
     method: str
     lmin_method: str = ""
     lmax_method: str = ""
