@@ -39,7 +39,8 @@ def test_benchmark_compares_the_peers(tmp_path):
     from stepsize._registry import BENCHMARKS
 
     entry = BENCHMARKS.get("lsq")
-    config = dict(entry.quick, width=0.25, train=500, fp_epochs=1, timing_steps=3)
+    config = dict(entry.quick, width=0.25, train=500, fp_epochs=1, timing_steps=3,
+                  architectures=[])
     result = entry.run(config, 0)
     cells = result["results"]["4"]
     assert cells["ours"]["time_ratio_vs_ours"] == 1.0
@@ -48,3 +49,39 @@ def test_benchmark_compares_the_peers(tmp_path):
             assert cells[name]["gradient_parity_max_rel_error"] < 1e-3
             assert abs(cells[name]["accuracy"] - cells["ours"]["accuracy"]) < 0.05
     assert entry.plot(result, tmp_path)[0].exists()
+
+
+def test_architecture_goals_are_judged_on_every_architecture():
+    """The bench's issue-16 goals: a failed export or one unwarned float layer is a miss."""
+    pytest.importorskip("torch")
+    from torch import nn
+
+    from stepsize.benchmarks.lsq import _architecture_goals, _architecture_rows, _convert
+
+    class WithRecurrent(nn.Module):  # an LSTM that no forward calls: stays float, warned
+        def __init__(self):
+            super().__init__()
+            self.body = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 3))
+            self.memory = nn.LSTM(4, 4)
+
+        def forward(self, x):
+            return self.body(x)
+
+    import torch
+
+    converted = _convert(WithRecurrent(), 4, torch.randn(2, 4))
+    assert converted == {"quantized_layers": 2, "float_layers": ["memory"],
+                         "float_layers_unwarned": []}
+    good = dict(converted, train_finite=True, train_steps=20, last_loss=2.3, graph_breaks=0,
+                compiled_backward="ok", median_step_s={"ours": 1.0, "torch native": 1.0},
+                integer_agreement=1.0, onnx_agreement=0.999)
+    assert all(_architecture_goals({"a": good}).values())
+    bad = dict(good, graph_breaks=3, median_step_s={"ours": 1.1, "torch native": 1.0},
+               onnx_agreement="failed: ValueError: x", float_layers_unwarned=["memory"])
+    goals = _architecture_goals({"a": good, "b": bad})
+    assert goals == {"convert_and_train_20_steps_without_nan": True,
+                     "no_layer_in_float_without_warning": False, "zero_graph_breaks": False,
+                     "compiled_backward_runs": True, "step_time_at_most_1.05x_native": False,
+                     "integer_export_argmax_99.9": True, "onnx_argmax_99.9": False}
+    rows = _architecture_rows({"b": bad})
+    assert rows[0][-1] == "failed: ValueError: x" and rows[0][8] == pytest.approx(1.1)

@@ -412,6 +412,7 @@ class LSQQuantizer(nn.Module):
         # Python mirrors of the two buffers above, read by forward: branching on a buffer's
         # value would be a data-dependent branch, a graph break under torch.compile
         self._initialized, self._signed = False, signed
+        self._bounds: tuple | None = None  # (signed, (Q_N, Q_P)) cached for forward
         _register_step_size(self)
 
     @property
@@ -428,7 +429,9 @@ class LSQQuantizer(nn.Module):
         """``(Q_N, Q_P)`` of the current range."""
         if self._signed is None:
             raise RuntimeError("the quantizer's sign is decided by its first forward pass")
-        return quantization_range(self.bits, self._signed)
+        if self._bounds is None or self._bounds[0] != self._signed:
+            self._bounds = (self._signed, quantization_range(self.bits, self._signed))
+        return self._bounds[1]
 
     def __setstate__(self, state) -> None:  # copy.deepcopy and pickle: a new step_size
         super().__setstate__(state)
@@ -535,7 +538,8 @@ class LSQQuantizer(nn.Module):
                 new = min(max(new, last / bound, MIN_STEP_SIZE), last * bound)
             if new != value:
                 step.fill_(new)
-            previous.fill_(step.detach().item())
+            if new != last:
+                previous.fill_(new)
             return
         fallback = (previous * 0.5).clamp_(MIN_STEP_SIZE, MAX_STEP_SIZE)
         good = (step > MIN_STEP_SIZE) & torch.isfinite(step)
