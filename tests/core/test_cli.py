@@ -100,3 +100,15 @@ def test_import_is_light():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout
     torch_loaded, scipy_loaded = out.split()
     assert torch_loaded == "False" and scipy_loaded == "False"  # what makes it light; no timing
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["reproduce", "--help"], ["bench", "--help"],
+                                  ["match", "--help"], ["list", "--help"]])
+def test_help_is_plain_text(argv, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(argv)
+    assert exit_info.value.code == 0
+    text = capsys.readouterr().out
+    assert text.startswith("usage: stepsize")
+    for markup in ("``", ":class:", ":func:", ":math:"):
+        assert markup not in text, (argv, markup)
