@@ -1,0 +1,144 @@
+"""ONNX export that onnxruntime runs on integer kernels (issue 16): output quantizers placed so
+that its QDQ fusion makes QLinearConv / QLinearAdd, batch norm folded, int32 biases, constant
+initializers; exact where every output reaches a layer's own quantizer."""
+
+import collections
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from stepsize.quantization import export_onnx, quantize_model
+from stepsize.quantization._onnx_integer import (
+    OutputQuantizer,
+    place_output_quantizers,
+    trace_for_onnx,
+)
+
+onnx = pytest.importorskip("onnx")
+ort = pytest.importorskip("onnxruntime")
+speed = pytest.importorskip("stepsize.quantization._onnx_speed")
+
+
+def _run(path, x, optimize=True):
+    options = ort.SessionOptions()
+    if not optimize:
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    return session.run(None, {"input": x.numpy()})[0]
+
+
+def _optimized(path, folder):
+    """(operator counts, QLinearConv nodes with an int32 constant bias) of the graph that
+    onnxruntime runs after its optimizations."""
+    optimized = folder / (path.stem + "_optimized.onnx")
+    speed.session(path, 1, optimized)
+    graph = onnx.load(str(optimized)).graph
+    int32 = {t.name for t in graph.initializer if t.data_type == onnx.TensorProto.INT32}
+    biases = sum(n.op_type == "QLinearConv" and len(n.input) == 9 and n.input[8] in int32
+                 for n in graph.node)
+    return collections.Counter(n.op_type for n in graph.node), biases
+
+
+def _chain():
+    return nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
+        nn.Conv2d(8, 16, 1), nn.BatchNorm2d(16), nn.ReLU6(),
+        nn.Conv2d(16, 16, 3, padding=1, groups=16), nn.BatchNorm2d(16), nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, 10),
+    )
+
+
+def test_chain_is_integer_and_exact_in_onnxruntime(tmp_path):
+    torch.manual_seed(0)
+    model = quantize_model(_chain(), bits=8).eval()
+    for norm in (model[1], model[4], model[7]):
+        norm.running_mean.uniform_(-0.2, 0.2)
+        norm.running_var.uniform_(0.5, 2.0)
+    calibration = torch.randn(32, 3, 8, 8)
+    with torch.no_grad():
+        model(calibration)
+        model[3].input_quantizer.step_size.fill_(0.05)  # so that 255 s > 6: ReLU6 on the codes
+    path = export_onnx(model, tmp_path / "chain.onnx", calibration[:1], integer_kernels=True)
+    kernels, biases = _optimized(path, tmp_path)
+    assert kernels.get("QLinearConv") == 3 and "Conv" not in kernels
+    assert "BatchNormalization" not in kernels
+    graph = onnx.load(str(path)).graph
+    assert [i.name for i in graph.input] == ["input"]  # initializers are constants
+    assert biases == 3  # the last layer (float logits) stays a Gemm on int8 weights
+    clips = [n for n in graph.node if n.op_type == "Clip"]
+    assert len(clips) == 1  # ReLU6 -> clamp(q, 0, round(6 / 0.05)) on the uint8 codes
+    x = torch.randn(256, 3, 8, 8)
+    with torch.no_grad():
+        fake = model(x).numpy()
+    out = _run(path, x)
+    assert float((out.argmax(1) == fake.argmax(1)).mean()) >= 0.999
+    # only the int32 bias rounding (<= s_x s_w / 2 per output) differs from fake quantization
+    assert np.abs(out - fake).max() <= 2e-2 * np.abs(fake).max()
+
+
+class _Residual(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU())
+        self.branch = nn.Conv2d(8, 8, 3, padding=1)
+        self.head = nn.Linear(8, 4)
+
+    def forward(self, x):
+        y = self.stem(x)
+        z = torch.relu(self.branch(y) + y)
+        return self.head(z.mean((2, 3)))
+
+
+def test_residual_add_gets_a_calibrated_branch_quantizer_and_fuses(tmp_path):
+    torch.manual_seed(0)
+    model = quantize_model(_Residual(), bits=8).eval()
+    calibration = torch.randn(32, 3, 8, 8)
+    with torch.no_grad():
+        model(calibration)
+        branch = model.branch(model.stem(calibration))
+    traced = trace_for_onnx(model)
+    place_output_quantizers(traced, (calibration,))
+    quantizers = [m for m in traced.modules() if isinstance(m, OutputQuantizer)]
+    # stem output (the branch conv's own step), branch output (calibrated), add output
+    assert len(quantizers) == 3
+    low, high = float(branch.min()), float(branch.max())
+    scale = (high - min(low, 0.0)) / 255
+    assert float(quantizers[1].scale) == pytest.approx(scale, rel=1e-6)
+    assert quantizers[1].zero_point == round(-min(low, 0.0) / scale)
+    assert float(quantizers[0].scale) == float(model.branch.input_quantizer.step_size)
+    path = export_onnx(model, tmp_path / "residual.onnx", calibration[:1], integer_kernels=True,
+                       calibration_input=calibration)
+    kernels = _optimized(path, tmp_path)[0]
+    assert kernels.get("QLinearConv") == 2 and kernels.get("QLinearAdd") == 1
+    assert "Conv" not in kernels and "Add" not in kernels
+    x = torch.randn(16, 3, 8, 8)
+    with torch.no_grad():
+        placed = traced(x).numpy()  # the graph with the output quantizers, in torch
+    assert np.abs(_run(path, x, optimize=False) - placed).max() <= 5e-2 * np.abs(placed).max()
+
+
+def test_resnet18_fuses_every_conv_and_add(torchvision_models, tmp_path):
+    torch.manual_seed(0)
+    model = quantize_model(torchvision_models.resnet18(num_classes=10), bits=8).eval()
+    calibration = torch.randn(8, 3, 32, 32)
+    with torch.no_grad():
+        model(calibration)
+    path = export_onnx(model, tmp_path / "resnet18.onnx", calibration[:1], integer_kernels=True,
+                       calibration_input=calibration)
+    kernels, biases = _optimized(path, tmp_path)
+    assert kernels.get("QLinearConv") == 20 and kernels.get("QLinearAdd") == 8
+    assert not {"Conv", "FusedConv", "Add", "BatchNormalization"} & set(kernels)
+    assert biases == 20
+
+
+def test_integer_kernel_arguments_are_checked(tmp_path):
+    model = quantize_model(_chain(), bits=8).eval()
+    x = torch.randn(4, 3, 8, 8)
+    model(x)
+    with pytest.raises(TypeError, match="integer_kernels"):
+        export_onnx(model, tmp_path / "x.onnx", x, integer_kernels=1)
+    with pytest.raises(TypeError, match="calibration_input"):
+        export_onnx(model, tmp_path / "x.onnx", x, integer_kernels=True,
+                    calibration_input=x.numpy())
