@@ -86,6 +86,8 @@ def test_pygmtools_affinity_with_outliers():
         reference = pygm.hungarian(pygm.rrwm(K, 30, 30)).argmax(axis=1)
         assert result.objective == pytest.approx(_value(K, result.col_ind), rel=1e-12)
         # The factorized affinity takes the same path to the same matching.
+        assert factorized.symmetric  # undirected: one product per step
+        np.testing.assert_allclose(factorized.toarray(), K, rtol=0, atol=1e-12)
         again = match_lawler(factorized, 30, 30)
         np.testing.assert_array_equal(again.col_ind, result.col_ind)
         assert again.objective == pytest.approx(result.objective, rel=1e-12)
@@ -103,6 +105,7 @@ def test_factorized_products_equal_the_explicit_affinity():
     edges2 = np.argwhere(rng.uniform(size=(n2, n2)) < 0.4)       # directed, loops included
     node, edge = rng.normal(size=(n1, n2)), rng.normal(size=(len(edges1), len(edges2)))
     K = FactorizedAffinity(edge, edges1, edges2, node)
+    assert not K.symmetric
     # The explicit K from its definition, entry by entry (edges summed, node term added).
     explicit = np.zeros((n1 * n2, n1 * n2))
     for e, (i, j) in enumerate(edges1):
@@ -225,9 +228,12 @@ def test_lawler_benchmark_section():
 
     out = lawler_benchmark(8, (0, 3), 2, seed=0, repeats=1)
     summary = {(r["outliers"], r["method"]): r for r in out["summary"]}
-    assert len(summary) == 10 and len(out["rows"]) == 20
+    assert len(summary) == 12 and len(out["rows"]) == 24
     for count in (0, 3):
         # Our IPFP on pygmtools' own K reaches pygmtools' IPFP objective (same method).
         assert summary[(count, "ours ipfp")]["objective"] == pytest.approx(
             summary[(count, "pygm ipfp")]["objective"], rel=1e-9)
     assert summary[(0, "ours apfp")]["accuracy"] == summary[(0, "pygm rrwm")]["accuracy"] == 1.0
+    for count in (0, 3):  # the factorized affinity reaches the same matchings
+        assert summary[(count, "ours apfp factorized")]["objective"] == pytest.approx(
+            summary[(count, "ours apfp")]["objective"], rel=1e-9)

@@ -86,6 +86,20 @@ def _check_edges(edges, name: str, n: int | None) -> tuple[np.ndarray, int]:
     return pairs, int(pairs.max()) + 1 if n is None else n
 
 
+def _reverse(edges: np.ndarray, n: int) -> np.ndarray | None:
+    """``r`` with ``edges[r[e]] = reversed(edges[e])``; None without every reverse, or with a
+    repeated edge."""
+    keys = edges[:, 0] * n + edges[:, 1]
+    order = np.argsort(keys)
+    if np.any(np.diff(keys[order]) == 0):
+        return None
+    wanted = edges[:, 1] * n + edges[:, 0]
+    where = np.minimum(np.searchsorted(keys[order], wanted), keys.size - 1)
+    if not np.array_equal(keys[order][where], wanted):
+        return None
+    return order[where]
+
+
 def _incidence(nodes: np.ndarray, n: int) -> sp.csr_array:
     """``G[i, e] = 1`` when edge ``e`` has node ``i`` at this end (n x m, sparse)."""
     m = nodes.size
@@ -107,6 +121,11 @@ class FactorizedAffinity:
             (list both directions for an undirected graph), pygmtools' ``connectivity``.
         node_affinity: ``Kp``, shape (n1, n2), or None (zero).
         n1, n2: node counts (default: from ``node_affinity``, else the largest node index + 1).
+
+    Attributes:
+        symmetric: whether ``K = K^T`` is known from the factors (every edge listed in both
+            directions, once, and ``Kq[e, f] = Kq[reverse e, reverse f]``): then
+            ``sym(K) vec(X)`` costs one product instead of two.
 
     >>> edges = np.array([[0, 1], [1, 0], [1, 2], [2, 1]])      # the path 0 - 1 - 2
     >>> K = FactorizedAffinity(np.eye(4), edges, edges)
@@ -137,6 +156,11 @@ class FactorizedAffinity:
                        _incidence(self.edges2[:, 0], self.n2))
         self._end = (_incidence(self.edges1[:, 1], self.n1),
                      _incidence(self.edges2[:, 1], self.n2))
+        reverse1, reverse2 = _reverse(self.edges1, self.n1), _reverse(self.edges2, self.n2)
+        self.symmetric = bool(
+            reverse1 is not None and reverse2 is not None
+            and np.array_equal(self.edge_affinity,
+                               self.edge_affinity.take(reverse1, 0).take(reverse2, 1)))
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -144,7 +168,7 @@ class FactorizedAffinity:
         return size, size
 
     def _product(self, X: np.ndarray, gather: int, scatter) -> np.ndarray:
-        gathered = X[np.ix_(self.edges1[:, gather], self.edges2[:, gather])]
+        gathered = X.take(self.edges1[:, gather], 0).take(self.edges2[:, gather], 1)
         gathered *= self.edge_affinity
         out = np.asarray(scatter[0] @ gathered @ scatter[1].T)
         if self.node_affinity is not None:
@@ -232,8 +256,12 @@ def _factorized_term(K: FactorizedAffinity, sign: float) -> _LawlerTerm:
         X[rows, col_ind[rows]] = 1.0
         return float(np.vdot(X, K.matvec(X)))
 
-    return _LawlerTerm(lambda X: (0.5 * factor) * (K.matvec(X) + K.rmatvec(X)), value,
-                       factor, K.n2, scale == 0)
+    def product(X):
+        if K.symmetric:
+            return factor * K.matvec(X)
+        return (0.5 * factor) * (K.matvec(X) + K.rmatvec(X))
+
+    return _LawlerTerm(product, value, factor, K.n2, scale == 0)
 
 
 def _checked_affinity(K, n1: int, n2: int):

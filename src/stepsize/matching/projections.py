@@ -55,6 +55,9 @@ __all__ = [
 # Scaling vectors are absorbed into the log potentials before they leave this range, so the
 # kernel exp(S - f - g) and the products K v never overflow or underflow to zero everywhere.
 _ABSORB_BOUND = 1e100
+_ABSORB_LOW = 1.0 / _ABSORB_BOUND
+# The reductions without ndarray.min's Python wrapper (it dominates at n <= 100).
+_min, _max = np.minimum.reduce, np.maximum.reduce
 # exp underflows to 0 below about -745; a warm-started column is re-centred below this.
 _UNDERFLOW_LOG = -600.0
 
@@ -105,32 +108,41 @@ def _sinkhorn(
     log_kernel += g[None, :]
     potential = g if warm is None else warm + g
     kernel = np.exp(log_kernel, out=log_kernel)
-    u = np.ones(n)
-    v = np.ones(n)
+    # Preallocated vectors and out= arguments: at n <= 100 the loop is numpy call overhead.
+    u, v, row, kernel_v = np.ones(n), np.ones(n), np.empty(n), np.empty(n)
+    np.dot(kernel, v, out=kernel_v)
     error = np.inf
     iteration = 0
     for iteration in range(1, max_iter + 1):
-        kernel_v = kernel @ v
         if iteration > 1:
-            error = float(np.max(np.abs(u * kernel_v - 1.0)))
+            error = _row_error(u, kernel_v, row)
             if error < tol:
                 iteration -= 1
                 break
-        u = 1.0 / kernel_v
-        v = 1.0 / (u @ kernel)
-        if u.max() > _ABSORB_BOUND or v.max() > _ABSORB_BOUND:
-            # Fold the scalings into the kernel; its entries become those of the current
-            # doubly stochastic estimate, hence <= 1 again.
+        np.divide(1.0, kernel_v, out=u)
+        np.dot(u, kernel, out=row)
+        np.divide(1.0, row, out=v)
+        np.dot(kernel, v, out=kernel_v)
+        if _min(row) < _ABSORB_LOW or _min(kernel_v) < _ABSORB_LOW:
+            # Fold the scalings into the kernel before u = 1 / (K v) or v overflows; its
+            # entries become those of the current doubly stochastic estimate, hence <= 1.
             kernel *= u[:, None]
             kernel *= v[None, :]
             potential = potential + np.log(v)
-            u = np.ones(n)
-            v = np.ones(n)
+            u.fill(1.0)
+            v.fill(1.0)
+            np.dot(kernel, v, out=kernel_v)
     else:
-        error = float(np.max(np.abs(u * (kernel @ v) - 1.0)))
+        error = _row_error(u, kernel_v, row)
     kernel *= u[:, None]
     kernel *= v[None, :]
     return SinkhornResult(kernel, iteration, error < tol, error, potential + np.log(v))
+
+
+def _row_error(u: np.ndarray, kernel_v: np.ndarray, out: np.ndarray) -> float:
+    """``max |u o (K v) - 1|``, the row-sum error (columns are exact after each update)."""
+    np.multiply(u, kernel_v, out=out)
+    return float(max(_max(out) - 1.0, 1.0 - _min(out)))
 
 
 def _refuse_meta(value, name: str):
