@@ -1,0 +1,148 @@
+"""The matrix scaled lasso and pseudolikelihood graph selection: CVXPY (Clarabel), closed forms,
+homogeneity, and the p = 1 perspective prox they use."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from stepsize.prox.perspective import _prox
+from stepsize.prox.pseudolikelihood import (
+    _scalar_perspective_prox,
+    pseudolikelihood_graph,
+    pseudolikelihood_objective,
+)
+from stepsize.prox.regression import matrix_scaled_lasso, matrix_scaled_lasso_objective
+
+
+def regression(seed, n, d, k):
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((n, d))
+    coef = np.zeros((d, k))
+    coef[:2] = rng.standard_normal((2, k))
+    noise = np.linalg.cholesky(0.5 * np.ones((k, k)) + 0.5 * np.eye(k))
+    return X, X @ coef + rng.standard_normal((n, k)) @ noise.T
+
+
+def chain_data(seed, p, n):
+    rng = np.random.default_rng(seed)
+    chain = np.eye(p) + 0.4 * (np.eye(p, k=1) + np.eye(p, k=-1))
+    return rng.multivariate_normal(np.zeros(p), np.linalg.inv(chain), size=n)
+
+
+def test_scaled_lasso_matches_cvxpy_perspective_form():
+    pytest.importorskip("cvxpy")
+    from stepsize.benchmarks.prox_applications import cvxpy_matrix_scaled_lasso
+
+    X, Y = regression(0, 24, 6, 3)
+    lam = 0.15
+    result = matrix_scaled_lasso(X, Y, lam)
+    coef_cvx, Omega_cvx, value_cvx = cvxpy_matrix_scaled_lasso(X, Y, lam)
+    assert result.converged and result.duality_gap <= 1e-8 * result.objective
+    assert result.objective == pytest.approx(value_cvx, rel=1e-7)
+    assert result.objective <= value_cvx + 1e-10
+    np.testing.assert_allclose(result.coef, coef_cvx, atol=1e-3)
+    np.testing.assert_allclose(result.noise_covariance, Omega_cvx, atol=1e-3)
+    joint = matrix_scaled_lasso_objective(result.coef, result.noise_covariance, X, Y, lam)
+    assert joint == pytest.approx(result.objective, rel=1e-10)
+
+
+def test_one_response_is_the_scaled_lasso():
+    """k = 1: Sun and Zhang's ``|r|^2/(2 n s) + s/2 + lam |b|_1`` with ``s = |r| / sqrt(n)``."""
+    cp = pytest.importorskip("cvxpy")
+    X, Y = regression(1, 30, 8, 1)
+    y, lam = Y[:, 0], 0.1
+    result = matrix_scaled_lasso(X, y, lam)
+    b, s = cp.Variable(8), cp.Variable()
+    objective = cp.quad_over_lin(y - X @ b, s) / (2 * 30) + s / 2 + lam * cp.norm1(b)
+    value = cp.Problem(cp.Minimize(objective)).solve(solver=cp.CLARABEL)
+    assert result.objective == pytest.approx(value, rel=1e-7)
+    residual = np.linalg.norm(y - X @ result.coef[:, 0])
+    assert result.noise_covariance[0, 0] == pytest.approx(residual / math.sqrt(30), rel=1e-12)
+    np.testing.assert_allclose(result.coef[:, 0], b.value, atol=1e-4)
+
+
+def test_scaled_lasso_zero_threshold_and_homogeneity():
+    """``B = 0`` exactly when ``lam >= ||X^T polar(Y)||_max / sqrt(n)`` (the dual certificate of
+    ``B = 0``); ``B`` scales with the responses at a fixed ``lam`` (no noise level in it)."""
+    X, Y = regression(2, 40, 5, 2)
+    left, _, right = np.linalg.svd(Y, full_matrices=False)
+    threshold = float(np.max(np.abs(X.T @ (left @ right)))) / math.sqrt(40)
+    assert np.all(matrix_scaled_lasso(X, Y, 1.01 * threshold).coef == 0)
+    assert np.any(matrix_scaled_lasso(X, Y, 0.95 * threshold).coef != 0)
+    base = matrix_scaled_lasso(X, Y, 0.1, tol=1e-10)
+    scaled = matrix_scaled_lasso(X, 1e3 * Y, 0.1, tol=1e-10)
+    np.testing.assert_allclose(scaled.coef / 1e3, base.coef, atol=1e-6)
+    np.testing.assert_allclose(scaled.noise_covariance / 1e3, base.noise_covariance, rtol=1e-6)
+
+
+def test_scaled_lasso_bad_input():
+    X, Y = regression(3, 10, 3, 2)
+    with pytest.raises(ValueError, match="Y"):
+        matrix_scaled_lasso(X, Y[:5], 0.1)
+    with pytest.raises(ValueError, match="lam"):
+        matrix_scaled_lasso(X, Y, -1.0)
+    with pytest.raises(ValueError, match="max_iter"):
+        matrix_scaled_lasso(X, Y, 0.1, max_iter=0)
+    with pytest.raises(ValueError, match="coef"):
+        matrix_scaled_lasso_objective(np.zeros((2, 2)), np.eye(2), X, Y, 0.1)
+    assert matrix_scaled_lasso_objective(np.zeros((3, 2)), -np.eye(2), X, Y, 0.1) == math.inf
+
+
+def test_scalar_perspective_prox_is_the_p1_matrix_prox():
+    """Along each column, the prox of ``|v|^2 / (2 a)`` is Won's prox at p = 1 of ``(a, |v|)``,
+    zero region and ``v = 0`` included."""
+    rng = np.random.default_rng(4)
+    a = np.concatenate([3 * rng.standard_normal(60), [-1.0, 2.0, -3.0, 0.0]])
+    V = rng.standard_normal((4, 64)) * rng.exponential(1.0, 64)
+    V[:, -3] = 0.0  # a = 2, v = 0: (2, 0)
+    V[:, -2] = [0.1, 0.0, 0.0, 0.0]  # a = -3: deep in the zero region
+    for sigma in (0.5, 2.0):
+        w, U = _scalar_perspective_prox(a, V, sigma)
+        for i in range(64):
+            norm = np.linalg.norm(V[:, i])
+            Omega, eta, _ = _prox(np.array([[a[i]]]), np.array([norm]), sigma, "newton", 1e-14, 50)
+            assert w[i] == pytest.approx(Omega[0, 0], abs=1e-12 * max(1.0, abs(a[i])))
+            assert np.linalg.norm(U[:, i]) == pytest.approx(eta[0], abs=1e-12 * max(1.0, norm))
+            assert float(U[:, i] @ V[:, i]) >= 0.0  # along v
+    assert w[-3] == 2.0 and np.all(U[:, -3] == 0) and w[-2] == 0.0
+
+
+def test_pseudolikelihood_matches_cvxpy():
+    pytest.importorskip("cvxpy")
+    from stepsize.benchmarks.prox_applications import cvxpy_pseudolikelihood
+
+    data = 3.0 * chain_data(5, 6, 18) + 10.0
+    lam = 0.1
+    result = pseudolikelihood_graph(data, lam)
+    Omega_cvx, value_cvx = cvxpy_pseudolikelihood(data, lam)
+    assert result.converged
+    assert result.objective == pytest.approx(value_cvx, rel=1e-7)
+    assert result.objective <= value_cvx + 1e-10
+    np.testing.assert_allclose(result.precision, Omega_cvx, atol=1e-3)
+    centred = data - data.mean(axis=0)
+    direct = pseudolikelihood_objective(result.precision, centred.T @ centred / 18, lam)
+    assert direct == pytest.approx(result.objective, rel=1e-12)
+
+
+def test_pseudolikelihood_without_penalty_is_the_inverse_covariance():
+    """Node-wise least squares are the conditionals of ``S^{-1}``, which is symmetric: the
+    unpenalized optimum is ``Omega = S^{-1}``."""
+    data = chain_data(6, 5, 40)
+    result = pseudolikelihood_graph(data, 0.0, tol=1e-10)
+    np.testing.assert_allclose(result.precision, np.linalg.inv(np.cov(data.T, bias=True)),
+                               rtol=1e-6, atol=1e-7)
+
+
+def test_pseudolikelihood_recovers_a_chain_and_bad_input():
+    result = pseudolikelihood_graph(chain_data(7, 6, 600), 0.3)
+    assert result.edges == [(i, i + 1) for i in range(5)]
+    with pytest.raises(ValueError, match="constant"):
+        pseudolikelihood_graph(np.ones((10, 3)), 0.1)
+    with pytest.raises(ValueError, match="lam"):
+        pseudolikelihood_graph(chain_data(8, 3, 10), -0.1)
+    with pytest.raises(ValueError, match="samples"):
+        pseudolikelihood_graph(np.ones(5), 0.1)
+    assert pseudolikelihood_objective(-np.eye(2), np.eye(2), 0.1) == math.inf
