@@ -4,19 +4,17 @@ numpy/scipy only; solvers also accept torch tensors (any device and float dtype)
 S. Takabe and T. Wadayama, arXiv:2001.05142 and arXiv:2010.13335.
 """
 
+from stepsize.chebyshev.operators import NormalOperator, normal_equations
 from stepsize.chebyshev.preconditioning import as_preconditioner
 from stepsize.chebyshev.psor import chebyshev_psor, jacobi_map, jacobi_spectrum, psor
 from stepsize.chebyshev.schedules import chebyshev_schedule
 from stepsize.chebyshev.smoothers import ChebyshevSmoother, attach_smoothers, chebyshev_smoother
 from stepsize.chebyshev.solvers import (
-    NormalOperator,
     chebyshev_gd,
-    chebyshev_period,
     chebyshev_semi_iterative,
     conjugate_gradient,
     gradient_descent,
     heavy_ball,
-    normal_equations,
     preconditioned_spectrum,
 )
 from stepsize.chebyshev.spectrum import Spectrum, estimate_spectrum, marchenko_pastur_edges
@@ -24,6 +22,7 @@ from stepsize.chebyshev.steps import (
     ORDERS,
     chebyshev_bound,
     chebyshev_order,
+    chebyshev_period,
     chebyshev_steps,
     contraction_factor,
     expected_squared_error,
