@@ -14,6 +14,7 @@ except ImportError as exc:  # pragma: no cover - exercised by a subprocess test
         "stepsize.quantization needs PyTorch; install the extra: pip install 'stepsize[torch]'"
     ) from exc
 
+from stepsize._results import TrainingResult
 from stepsize.quantization.export import IntegerModel, export_integer, export_onnx
 from stepsize.quantization.layers import (
     QuantConv1d,
@@ -32,7 +33,6 @@ from stepsize.quantization.quantizer import (
     lsq_quantize,
     quantization_range,
 )
-from stepsize._results import TrainingResult
 from stepsize.quantization.training import default_weight_decay, evaluate, train_model
 
 __all__ = [
