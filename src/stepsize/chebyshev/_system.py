@@ -92,7 +92,7 @@ def validated_system(W, c, x0, x_true=None):
     return W, c, x0, x_true
 
 
-def check_budget(max_iter, tol, default: int) -> tuple[int, float | None]:
+def check_budget(max_iter, tol, default: int | None) -> tuple[int | None, float | None]:
     """The iteration cap (``default`` when ``max_iter`` is None) and the checked tolerance."""
     n_iter = default if max_iter is None else check_int(max_iter, "max_iter", low=1)
     if tol is not None:

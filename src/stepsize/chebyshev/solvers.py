@@ -48,6 +48,9 @@ array operations.
 
 from __future__ import annotations
 
+import dataclasses
+import functools
+
 import numpy as np
 
 from stepsize._results import SolverResult
@@ -119,8 +122,8 @@ def gradient_descent(
         raise ValueError(f"steps must be positive, got min {steps.min():.3g}")
     n_iter, tol = check_budget(max_iter, tol, steps.size)
     options = DriveOptions("gradient_descent", n_iter, tol, x_true, history, warn)
-    return in_column_blocks(lambda *system: periodic_descent(*system, steps=steps), W, c, x0,
-                            options, entry_bytes=_DESCENT_ARRAYS * c.dtype.itemsize)
+    return in_column_blocks(functools.partial(periodic_descent, steps=steps), W, c, x0, options,
+                            entry_bytes=_DESCENT_ARRAYS * c.dtype.itemsize)
 
 
 @torch_extensions
@@ -205,13 +208,12 @@ def _mixed_precision_solve(W, c, x0, options, *, M, T, interval, spectrum, order
         raise ValueError(f"mixed_precision needs lmax / lmin <= "
                          f"{MIXED_PRECISION_MAX_KAPPA:g} (float32 cannot resolve the "
                          f"system), got {lmax / lmin:.3g}")
-    n_iter = max_iter or 10 * chebyshev_period(lmin, lmax, 1e-8)
-    options = DriveOptions(options.name, n_iter, options.tol, options.x_true, options.history,
-                           options.warn, estimation_matvecs)
-    result = in_column_blocks(
-        lambda *system: mixed_precision_descent(*system, W_low=W_low, lmin=lmin, lmax=lmax,
-                                                order=order),
-        W, c, x0, options, entry_bytes=_MIXED_ENTRY_BYTES)
+    options = dataclasses.replace(
+        options, n_iter=max_iter or 10 * chebyshev_period(lmin, lmax, 1e-8),
+        extra_matvecs=estimation_matvecs)
+    kernel = functools.partial(mixed_precision_descent, W_low=W_low, lmin=lmin, lmax=lmax,
+                               order=order)
+    result = in_column_blocks(kernel, W, c, x0, options, entry_bytes=_MIXED_ENTRY_BYTES)
     result.info["estimation_matvecs"] = estimation_matvecs
     return result
 
@@ -225,10 +227,10 @@ def _chebyshev_solve(W, c, x0, options, recurrence, *, M, T, interval, order, ma
     plan = ChebyshevPlan(recurrence, precondition, interval, T, order, estimate_iter, max_iter)
     # work arrays per iteration: x, r, c and a buffer, plus M r, plus p and W p for estimation
     arrays = 4 + (precondition is not None) + 2 * (interval is None)
-    options = DriveOptions(options.name, options.n_iter, options.tol, options.x_true,
-                           options.history, options.warn, 0 if interval is None else interval[2])
-    return in_column_blocks(lambda *system: chebyshev_periods(*system, plan=plan), W, c, x0,
-                            options, entry_bytes=arrays * c.dtype.itemsize)
+    options = dataclasses.replace(options,
+                                  extra_matvecs=0 if interval is None else interval[2])
+    return in_column_blocks(functools.partial(chebyshev_periods, plan=plan), W, c, x0, options,
+                            entry_bytes=arrays * c.dtype.itemsize)
 
 
 @torch_extensions
