@@ -56,6 +56,9 @@ _EXACT_FUNCTIONS = {
     torch.clamp, torch.stack, torch.chunk, torch.split, torch.squeeze, torch.unsqueeze,
     getattr, F.relu, F.relu6, F.hardtanh, F.max_pool1d, F.max_pool2d, F.avg_pool1d,
     F.avg_pool2d, F.adaptive_avg_pool1d, F.adaptive_avg_pool2d, F.dropout, torch._assert,
+    # shape arithmetic on Python ints (traced from asserts and reshapes)
+    operator.eq, operator.ne, operator.lt, operator.le, operator.gt, operator.ge,
+    operator.floordiv, operator.mod,
 }
 _EXACT_METHODS = {
     "add", "add_", "view", "reshape", "flatten", "permute", "transpose", "contiguous", "size",

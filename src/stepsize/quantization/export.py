@@ -263,10 +263,9 @@ def export_onnx(
     steps); every quantized input becomes QuantizeLinear -> DequantizeLinear with the learned step
     as scale and zero point 0 (uint8 for unsigned codes, int8 for signed), with a Clip to the
     ``b``-bit range between them below 8 bits (the QCDQ form, exact). Batch norm and other
-    modules export as usual. By default onnxruntime runs this graph exactly but does not turn
-    it into integer kernels (issue 16 measured it 2.6x to 2.8x slower than the float model);
-    ``integer_kernels=True`` writes the form it fuses into QLinearConv / QLinearAdd / QGemm
-    (measured 1.6x to 2.2x faster than float, docs/quantization.md).
+    modules export as usual. onnxruntime runs this graph exactly but not on integer kernels
+    (slower than the float model); ``integer_kernels=True`` writes the form that it fuses into
+    QLinearConv / QLinearAdd (faster: docs/quantization.md).
 
     Args:
         model: a calibrated quantized model with bit widths <= 8 and no LSQ+ offsets.
@@ -283,12 +282,11 @@ def export_onnx(
             layers only: the Clip below 8 bits blocks the fusion). Not exact: rounding the bias to
             ``s_x s_w`` moves pre-activations by up to ``s_x s_w / 2``, which flips low-bit
             codes (3-bit digits model: argmax agreement 96.7%).
-        integer_kernels: fold batch norms with int32 bias codes (every quantized layer's bias,
-            too) and add an 8-bit output quantizer after each quantized layer (after its
-            ReLU/ReLU6) and each residual add: the consumer layer's own input quantizer where
-            the output reaches one, else one calibrated on ``calibration_input`` (min/max; the
-            one inexact step); a ReLU6 wider than the quantizer's range is applied to the codes.
-            See :mod:`stepsize.quantization._onnx_integer`.
+        integer_kernels: fold batch norms, write every bias as int32 codes, and add an 8-bit
+            uint8 output quantizer after each quantized layer (after its ReLU/ReLU6) and each
+            residual add: the consumer's own input quantizer where the output reaches one, else
+            one calibrated on ``calibration_input`` (min/max: the one inexact step). See
+            :mod:`stepsize.quantization._onnx_integer`.
         calibration_input: the batch that calibrates those extra quantizers (default
             ``example_input``); use several representative inputs.
 
@@ -306,7 +304,7 @@ def export_onnx(
         '.onnx'
     """
     _check_onnx_arguments(model, example_input, opset, fold_batch_norm, bias_codes,
-                          integer_kernels)
+                          integer_kernels, calibration_input)
     exported = copy.deepcopy(model).eval()
     if fold_batch_norm or integer_kernels:
         _fold_batch_norms(exported, bias_codes or integer_kernels)
@@ -315,9 +313,6 @@ def export_onnx(
         _bias_codes_everywhere(exported)
         exported = trace_for_onnx(exported)
         calibration = example_input if calibration_input is None else calibration_input
-        if not isinstance(calibration, torch.Tensor):
-            raise TypeError(f"calibration_input must be a torch.Tensor, got "
-                            f"{describe(calibration)}")
         redundant = place_output_quantizers(exported, (calibration,))
     _replace_quantizers(exported, redundant, integer_kernels)
     path = Path(path)
@@ -332,10 +327,12 @@ def export_onnx(
 
 
 def _check_onnx_arguments(model, example_input, opset, fold_batch_norm, bias_codes,
-                          integer_kernels) -> None:
+                          integer_kernels, calibration_input) -> None:
     layers = check_calibrated(model)
-    if not isinstance(example_input, torch.Tensor):
-        raise TypeError(f"example_input must be a torch.Tensor, got {describe(example_input)}")
+    for label, value in (("example_input", example_input),
+                         ("calibration_input", calibration_input)):
+        if not isinstance(value, torch.Tensor) and (value is not None or label == "example_input"):
+            raise TypeError(f"{label} must be a torch.Tensor, got {describe(value)}")
     check_int(opset, "opset", low=13)
     for name, layer in layers:
         for role in ("weight_quantizer", "input_quantizer"):
