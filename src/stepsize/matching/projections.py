@@ -379,11 +379,15 @@ def adaptive_softassign(
 
 def _adaptive_softassign(
     X: np.ndarray, width: float, beta: float, epsilon: float, beta_max: float, tol: float,
-    max_iter: int, warm: np.ndarray | None = None,
+    max_iter: int, warm: np.ndarray | None = None, buffer: np.ndarray | None = None,
 ) -> SinkhornResult:
-    """The doubling loop on the scores ``X / width`` (``width``: the dynamical scale)."""
+    """The doubling loop on the scores ``X / width`` (``width``: the dynamical scale).
+
+    ``buffer``: an array of X's shape that every scaling overwrites and ``P`` is returned in
+    (no other n x n array is allocated); None: a new one.
+    """
     uniform_value = float(X.sum()) / X.shape[0] / width
-    out = _sinkhorn(X * (beta / width), tol, max_iter, warm)
+    out = _sinkhorn(_scaled_into(X, beta / width, buffer), tol, max_iter, warm)
     iterations = out.n_iter
     while 2.0 * beta <= beta_max:
         bound = _gap_bound(out.P, beta)
@@ -391,9 +395,17 @@ def _adaptive_softassign(
         if bound == 0.0 or bound <= epsilon * (float(np.vdot(X, out.P)) / width - uniform_value):
             break
         beta *= 2.0
-        out = _sinkhorn(X * (beta / width), tol, max_iter, 2.0 * out.column_potential)
+        out = _sinkhorn(_scaled_into(X, beta / width, out.P), tol, max_iter,
+                        2.0 * out.column_potential)
         iterations += out.n_iter
     return SinkhornResult(out.P, iterations, out.converged, out.error, out.column_potential, beta)
+
+
+def _scaled_into(X: np.ndarray, factor: float, buffer: np.ndarray | None) -> np.ndarray:
+    """``factor X``, written into ``buffer`` when one is given."""
+    if buffer is None:
+        return X * factor
+    return np.multiply(X, factor, out=buffer)
 
 
 def _row_argmax_assignment(X: np.ndarray) -> np.ndarray | None:
@@ -438,9 +450,11 @@ def hungarian(X) -> np.ndarray:
     return _permutation_matrix(_hungarian_columns(X))
 
 
-def _permutation_matrix(columns: np.ndarray) -> np.ndarray:
+def _permutation_matrix(columns: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
     n = columns.size
-    P = np.zeros((n, n))
+    P = np.zeros((n, n)) if out is None else out
+    if out is not None:
+        P.fill(0.0)
     P[np.arange(n), columns] = 1.0
     return P
 
@@ -477,11 +491,13 @@ def doubly_stochastic_projection(Y, *, tol: float = 1e-6, max_iter: int = 100) -
 
 
 def _doubly_stochastic_projection(
-    Y: np.ndarray, tol: float, max_iter: int
+    Y: np.ndarray, tol: float, max_iter: int, out: np.ndarray | None = None
 ) -> tuple[np.ndarray, int]:
-    """The projection and the number of rounds performed."""
+    """The projection (in ``out`` when given) and the number of rounds performed."""
     n = Y.shape[0]
-    P = np.array(Y, dtype=np.float64)
+    P = np.array(Y, dtype=np.float64) if out is None else out
+    if out is not None:
+        np.copyto(P, Y)
     rounds = 0
     for rounds in range(max_iter + 1):
         rows = P.sum(axis=1)

@@ -142,6 +142,9 @@ _SOFT_ROW_MAX = 0.5
 # Below this fraction of nonzeros the products use scipy.sparse, above it dense BLAS.
 _SPARSE_DENSITY = 0.05
 
+# The products A X B run in blocks of rows of about this many entries (the intermediate A X).
+_BLOCK_ENTRIES = 1 << 20
+
 
 @dataclass
 class MatchingResult(SolverResult):
@@ -204,20 +207,22 @@ def _initial_matrix(init, n1: int, n2: int, size: int, rng) -> np.ndarray:
     return padded
 
 
-def _softassign(grad, beta, settings, n1, n2, warm) -> SinkhornResult:
-    """Softassign of ``grad``: dynamical (scaled by the real block) or plain, adaptive or not."""
+def _softassign(grad, beta, settings, n1, n2, warm, buffer) -> SinkhornResult:
+    """Softassign of ``grad`` into ``buffer``: dynamical (scaled by the real block) or plain,
+    adaptive or not."""
     # The scale comes from the real block: the zero rows or columns of the padding are constant
     # (Sinkhorn ignores them) but would inflate the range.
     width = (_dynamical_width(grad[:n1, :n2], settings.scale)
              if settings.projection == "dynamical_softassign" else 1.0)
     if width == 0.0:
-        size = grad.shape[0]
-        return SinkhornResult(np.full((size, size), 1.0 / size), 0, True, 0.0, None, beta)
+        buffer.fill(1.0 / grad.shape[0])
+        return SinkhornResult(buffer, 0, True, 0.0, None, beta)
     tol, max_iter = settings.inner_tol, settings.inner_max_iter
     if settings.epsilon is None:
-        return replace(_sinkhorn(grad * (beta / width), tol, max_iter, warm), beta=beta)
+        np.multiply(grad, beta / width, out=buffer)
+        return replace(_sinkhorn(buffer, tol, max_iter, warm), beta=beta)
     return _adaptive_softassign(grad, width, beta, settings.epsilon, settings.beta_max, tol,
-                                max_iter, warm)
+                                max_iter, warm, buffer)
 
 
 def _step_rule(step) -> StepRule:
@@ -721,9 +726,10 @@ def _run_starts(problem, settings: _Settings, init, rng, n_init: int, restart_ep
     size = problem.padded_size
 
     def run(start_init):
-        start = _initial_matrix(start_init, n1, n2, size, rng)
         barycenter = isinstance(start_init, str) and start_init == "barycenter"
-        return _run_start(problem, settings, start, barycenter, restart_epsilon)
+        # The barycenter is rebuilt for a restart rather than kept (one N x N array less).
+        start = None if barycenter else _initial_matrix(start_init, n1, n2, size, rng)
+        return _run_start(problem, settings, start, size, restart_epsilon)
 
     runs = [run(init if k == 0 else "randomized") for k in range(n_init)]
     stalls = [None if constant else _stall(r, size, settings.projection) for r in runs]
@@ -761,14 +767,21 @@ def _run_starts(problem, settings: _Settings, init, rng, n_init: int, restart_ep
     return result
 
 
-def _run_start(problem, settings: _Settings, start: np.ndarray, barycenter: bool,
+def _run_start(problem, settings: _Settings, start: np.ndarray | None, size: int,
                restart_epsilon):
-    """One start, and its adaptive-softassign restart from a soft fixed point."""
-    result = _iterate(problem, settings, start.copy(), barycenter)
+    """One start (None: the barycenter), and its adaptive-softassign restart from a soft
+    fixed point."""
+    barycenter = start is None
+
+    def first_iterate():
+        return np.full((size, size), 1.0 / size) if barycenter else start.copy()
+
+    result = _iterate(problem, settings, first_iterate(), barycenter)
     if (restart_epsilon is not None and settings.epsilon is None and result.converged
             and settings.projection in _SOFTASSIGNS
             and result.info["mean_row_max"] < _SOFT_ROW_MAX):
-        again = _iterate(problem, replace(settings, epsilon=restart_epsilon), start, barycenter)
+        again = _iterate(problem, replace(settings, epsilon=restart_epsilon), first_iterate(),
+                         barycenter)
         first = result
         result = again if again.objective > first.objective else first
         result.info["restart"] = {
@@ -836,20 +849,38 @@ class _Problem:
         return self.size or max(self.n1, self.n2)
 
 
-def _quadratic(problem: _Problem, X: np.ndarray) -> np.ndarray:
+def _quadratic(problem: _Problem, X: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
     """``1/2 (A X B^T + A^T X B)`` (``A X B`` without transposes): two or four products.
 
-    Lawler form: the operator's ``sym(K) vec(X)`` (column-major ``vec`` of the real block).
+    Written into ``out`` when given, in blocks of rows past ``_BLOCK_ENTRIES`` entries, so that
+    the intermediate ``A X`` never exists whole. Lawler form: the operator's ``sym(K) vec(X)``
+    (column-major ``vec`` of the real block).
     """
     if problem.lawler is not None:
         n1, n2 = problem.n1, problem.n2
-        out = np.zeros_like(X)
+        out = np.zeros_like(X) if out is None else out
         out[:n1, :n2] = problem.lawler.product(X[:n1, :n2])
+        if X.shape != (n1, n2):
+            out[n1:] = 0.0
+            out[:n1, n2:] = 0.0
         return out
-    if problem.A_T is None:
-        return np.asarray((problem.A_pad @ X) @ problem.B_pad)
-    return 0.5 * (np.asarray((problem.A_pad @ X) @ problem.B_T)
-                  + np.asarray((problem.A_T @ X) @ problem.B_pad))
+    size = X.shape[0]
+    step = max(1, _BLOCK_ENTRIES // size)
+    if out is None or step >= size:
+        return _rows_product(problem, problem.A_pad, problem.A_T, X)
+    for start in range(0, size, step):
+        rows = slice(start, min(start + step, size))
+        out[rows] = _rows_product(problem, problem.A_pad[rows],
+                                  None if problem.A_T is None else problem.A_T[rows], X)
+    return out
+
+
+def _rows_product(problem: _Problem, A_rows, A_T_rows, X: np.ndarray) -> np.ndarray:
+    """Rows of ``1/2 (A X B^T + A^T X B)`` (``A X B``) from those rows of ``A`` and ``A^T``."""
+    if A_T_rows is None:
+        return np.asarray((A_rows @ X) @ problem.B_pad)
+    return 0.5 * (np.asarray((A_rows @ X) @ problem.B_T)
+                  + np.asarray((A_T_rows @ X) @ problem.B_pad))
 
 
 def _barycenter_quadratic(problem: _Problem, size: int) -> np.ndarray:
@@ -880,42 +911,48 @@ class _Settings:
     polish: int = 0
 
 
+def _project(grad, beta, settings: _Settings, problem: _Problem, potential, buffer):
+    """``D = P(grad)`` written into ``buffer``: ``(D, inner rounds, column potential, beta,
+    Hungarian columns or None)``."""
+    if settings.projection in _SOFTASSIGNS:
+        out = _softassign(grad, beta, settings, problem.n1, problem.n2, potential, buffer)
+        return out.P, out.n_iter, out.column_potential, out.beta, None
+    if settings.projection == "hungarian":
+        columns = _hungarian_columns(grad)
+        return _permutation_matrix(columns, buffer), 1, None, beta, columns
+    direction, inner = _doubly_stochastic_projection(grad, settings.inner_tol,
+                                                     settings.inner_max_iter, buffer)
+    return direction, inner, None, beta, None
+
+
 def _iterate(problem: _Problem, settings: _Settings, M: np.ndarray, barycenter: bool):
-    """The projected fixed-point loop from ``M`` (updated in place) and the final rounding."""
+    """The projected fixed-point loop from ``M`` (updated in place) and the final rounding.
+
+    Four N x N arrays live through the loop: ``M``, the gradient, the direction (the
+    projection writes into it) and the curvature ``A Delta B`` (five with a linear term).
+    """
     linear = problem.linear
-    n1, n2, size = problem.n1, problem.n2, M.shape[0]
-    quadratic = _barycenter_quadratic(problem, size) if barycenter else _quadratic(problem, M)
+    quadratic = (_barycenter_quadratic(problem, M.shape[0]) if barycenter
+                 else _quadratic(problem, M))
     grad = quadratic if linear is None else quadratic + linear
     value = 0.5 * float(np.vdot(M, quadratic))
     if linear is not None:
         value += float(np.vdot(M, linear))
-
     trace = {"alpha": [], "c1": [], "c2": [], "beta": [], "inner_iterations": []}
-    objectives = [value]
-    best_discrete = (-math.inf, None)
+    objectives, best_discrete = [value], (-math.inf, None)
     # Sinkhorn column potentials carried from one projection to the next: successive
     # gradients are close, so the previous scaling is a good start.
-    potential = None
+    potential, direction, curvature = None, np.empty_like(M), np.empty_like(M)
     converged, message = False, f"reached max_iter = {settings.max_iter}"
-    iteration = 0
-    beta_k = settings.beta
+    iteration, beta_k = 0, settings.beta
     for iteration in range(1, settings.max_iter + 1):
         if iteration > 1:
             beta_k = min(beta_k * settings.beta_growth, settings.beta_max)
-        columns = None
-        if settings.projection in _SOFTASSIGNS:
-            out = _softassign(grad, beta_k, settings, n1, n2, potential)
-            direction, inner, potential = out.P, out.n_iter, out.column_potential
-            beta_k = out.beta
-        elif settings.projection == "hungarian":
-            columns = _hungarian_columns(grad)
-            direction, inner = _permutation_matrix(columns), 1
-        else:
-            direction, inner = _doubly_stochastic_projection(grad, settings.inner_tol,
-                                                             settings.inner_max_iter)
+        direction, inner, potential, beta_k, columns = _project(grad, beta_k, settings,
+                                                                problem, potential, direction)
         direction -= M
         # The only products of the iteration: H = A Delta B (both directed: the two terms).
-        curvature = _quadratic(problem, direction)
+        curvature = _quadratic(problem, direction, curvature)
         c1 = float(np.vdot(direction, grad))
         c2 = 0.5 * float(np.vdot(direction, curvature))
         if columns is not None and value + c1 + c2 > best_discrete[0]:
@@ -923,52 +960,54 @@ def _iterate(problem: _Problem, settings: _Settings, M: np.ndarray, barycenter: 
         alpha = float(settings.rule(c1, c2))
         for key, item in zip(trace, (alpha, c1, c2, beta_k, inner)):
             trace[key].append(item)
-        change = alpha * float(np.linalg.norm(direction))
-        if alpha != 0.0:
-            M += alpha * direction
-            quadratic += alpha * curvature
-            grad = quadratic if linear is None else quadratic + linear
-            value += alpha * c1 + alpha * alpha * c2
-        objectives.append(value)
         if alpha == 0.0:
+            objectives.append(value)
             converged, message = True, "the step size is 0: no ascent along the projection"
             break
+        change = alpha * float(np.linalg.norm(direction))
+        _axpy(alpha, direction, M)
+        _axpy(alpha, curvature, quadratic)
+        if linear is not None:
+            np.add(quadratic, linear, out=grad)
+        value += alpha * c1 + alpha * alpha * c2
+        objectives.append(value)
         if change <= settings.tol * float(np.linalg.norm(M)):
             converged, message = True, f"relative change below tol = {settings.tol:g}"
             break
+    del direction, curvature, grad, quadratic  # before the rounding's LAP copies M
+    return _rounded(problem, M, best_discrete[1], value, trace, MatchingResult(
+        x=M[:problem.n1, :problem.n2], n_iter=iteration, converged=converged,
+        history=objectives, message=message, info={}))
 
+
+def _axpy(alpha: float, x: np.ndarray, y: np.ndarray) -> None:
+    """``y += alpha x`` without a temporary (``x`` is scaled in place, then added)."""
+    x *= alpha
+    y += x
+
+
+def _rounded(problem: _Problem, M, best_columns, value: float, trace: dict,
+             result: MatchingResult) -> MatchingResult:
+    """Round the last iterate (Hungarian; or the best discrete iterate if it scores more)."""
     # The padding is zero, so the objective of the padded matrices is that of the real blocks
     # (and a symmetric part stands in for a directed graph only where that is exact).
-    rounded = _hungarian_columns(M)
-    rounding = "hungarian"
-    if best_discrete[1] is not None:
-        candidates = [_to_col_ind(rounded, n1, n2), _to_col_ind(best_discrete[1], n1, n2)]
-        scores = [_score(problem, c) for c in candidates]
-        pick = int(np.argmax(scores))
-        col_ind, objective_value = candidates[pick], scores[pick]
-        rounding = ("hungarian", "best_discrete_iterate")[pick]
-    else:
-        col_ind = _to_col_ind(rounded, n1, n2)
-        objective_value = _score(problem, col_ind)
-    info = {
+    n1, n2 = problem.n1, problem.n2
+    candidates = [_to_col_ind(_hungarian_columns(M), n1, n2)]
+    if best_columns is not None:
+        candidates.append(_to_col_ind(best_columns, n1, n2))
+    scores = [_score(problem, c) for c in candidates]
+    pick = int(np.argmax(scores))
+    result.col_ind, result.objective = candidates[pick], scores[pick]
+    result.info = {
         **trace,
         "relaxed_objective": value,
-        "rounding": rounding,
+        "rounding": ("hungarian", "best_discrete_iterate")[pick],
         "sparse": problem.sparse,
         # Over the padded columns too: a node of A sent to a dummy node is not soft.
         "mean_row_max": float(M[:n1].max(axis=1).mean()),
         "_padded": M,
     }
-    return MatchingResult(
-        x=M[:n1, :n2],
-        n_iter=iteration,
-        converged=converged,
-        history=objectives,
-        message=message,
-        info=info,
-        col_ind=col_ind,
-        objective=objective_value,
-    )
+    return result
 
 
 def _score(problem: _Problem, col_ind: np.ndarray) -> float:
