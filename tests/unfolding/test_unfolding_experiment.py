@@ -32,7 +32,9 @@ def test_dugd_experiment_tiny_budget(tmp_path):
     assert result["mse_at_T"]["chebyshev"] == pytest.approx(2.45e-8, rel=0.1)
     assert result["expected_mse_at_T"]["notebook_steps"] == pytest.approx(3.883e-7, rel=2e-3)
     assert result["instance"]["lmin"] == pytest.approx(0.184191, abs=1e-6)
-    assert 0 <= result["sorted_rank_match"]
+    # training-independent: the notebook's sorted steps lie within 2.5% of the Chebyshev steps
+    # on ranks 11-24 (the research note), 2.33% here
+    assert result["sorted_rank_match_notebook"] == pytest.approx(0.0233, abs=5e-4)
     assert result["dense"]["dtype"] == "float32"
     assert result["non_incremental_spread"] == 0.0
     path = write_json(tmp_path / "dugd.json", result)

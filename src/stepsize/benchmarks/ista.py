@@ -15,10 +15,15 @@ Methods, every one in float64 on the same test set:
 - the lasso solution itself (scikit-learn's coordinate-descent ``Lasso``, to tolerance 1e-10,
   at FISTA-100's lambda): what ISTA and FISTA converge to;
 - ``UnfoldedISTA`` with T layers: learned steps (TISTA-like), learned steps plus thresholds, and
-  the same with LISTA-CPSS's support selection (the LISTA-style baseline that can be written
-  here: its weight matrix stays A^T, only steps and thresholds are learned), initialized at ISTA
-  (1/L, lambda of the tuned ISTA-T), trained incrementally with Adam on a fixed training set
-  (float32 for speed, evaluated in float64).
+  the same with LISTA-CPSS's support selection (its weight matrix stays A^T, only the 2T
+  scalars are learned), initialized at ISTA (1/L, lambda of the tuned ISTA-T), trained
+  incrementally with Adam on a fixed training set (float32 for speed, evaluated in float64);
+- the LISTA family as baselines, on the same training set, schedule, batch and number of Adam
+  steps: LISTA-CPSS (Chen et al. 2018; the coupled form of Gregor & LeCun's LISTA with an
+  untied learned weight W_t (m x n) per layer, initialized at ISTA's A / L, plus learned
+  thresholds and support selection; Adam lr ``lista_lr`` = 5e-4 on the weights, the paper's
+  initial value, no decay) and ALISTA (Liu et al. 2019: the analytic weight of
+  :func:`alista_weight`, learned per-layer steps and thresholds, support selection).
 
 The goal of issue 14: T = 16 learned layers at least match FISTA's NMSE after 100 iterations, on
 3 seeds (the full configuration; ``--quick`` runs one seed; both train the same budget).
@@ -40,6 +45,7 @@ QUICK = {
     "batch_size": 128, "steps_per_generation": 40, "final_steps": 400, "lr": 0.01,
     "seeds": [0], "threads": 1, "lasso_samples": 50, "support_selection": [0.012, 0.13],
     "variants": ["steps", "thresholds", "support"],
+    "lista_variants": ["lista_cpss", "alista"], "lista_lr": 5e-4,
 }
 FULL = {**QUICK, "test_samples": 2000, "seeds": [0, 1, 2], "lasso_samples": 200}
 
@@ -139,8 +145,98 @@ def _train_unfolded(A, train, lam, config, variant: str, seed: int):
                               **structure)
     if learn_thresholds:
         with torch.no_grad():
-            evaluation.thresholds.copy_(torch.as_tensor(final.thresholds, dtype=torch.float64))
-    return evaluation, seconds, incremental.generation_loss + final.generation_loss
+            thresholds = torch.as_tensor(final.info["thresholds"], dtype=torch.float64)
+            evaluation.thresholds.copy_(thresholds)
+    return evaluation, seconds, incremental.losses + final.losses
+
+
+def alista_weight(A: np.ndarray) -> np.ndarray:
+    """ALISTA's analytic weight: W minimizing ||W^T A||_F subject to diag(W^T A) = 1, column
+    by column w_i = (A A^T)^{-1} a_i / (a_i^T (A A^T)^{-1} a_i) (Liu et al. 2019, with the
+    Frobenius relaxation of the mutual coherence; needs A A^T invertible, m <= n).
+
+    >>> A = np.array([[1.0, 0.0, 1.0], [0.0, 1.0, 1.0]])
+    >>> np.round(np.diag(alista_weight(A).T @ A), 12).tolist()
+    [1.0, 1.0, 1.0]
+    """
+    solved = np.linalg.solve(A @ A.T, A)
+    return solved / np.einsum("ij,ij->j", A, solved)
+
+
+def _lista_model(A, lam: float, config: dict, variant: str):
+    """LISTA-CP with support selection, x_{t+1} = eta_{theta_t}(x_t + W_t^T (y - A x_t)) with
+    the top entries kept unshrunk: ``"lista_cpss"`` learns an untied (m, n) W_t per layer
+    (initialized at A / L, i.e. ISTA) and the thresholds; ``"alista"`` fixes W_t = gamma_t W
+    with ALISTA's analytic W and learns gamma_t and theta_t (initialized at 1 / ||W^T A||_2 and
+    gamma_t lam)."""
+    import torch
+
+    class LISTA(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            T, n = config["T"], A.shape[1]
+            self.register_buffer("A", torch.as_tensor(A, dtype=torch.float32))
+            self.keep = [int(round(min(config["support_selection"][0] * (t + 1),
+                                       config["support_selection"][1]) * n)) for t in range(T)]
+            if variant == "lista_cpss":
+                L = float(np.linalg.eigvalsh(A.T @ A)[-1])
+                self.weights = torch.nn.Parameter(self.A.repeat(T, 1, 1) / L)
+                self.gammas = None
+                init = np.full(T, 1.0 / L)
+            else:
+                W = alista_weight(A)
+                self.register_buffer("weights", torch.as_tensor(W, dtype=torch.float32))
+                init = np.full(T, 1.0 / np.linalg.norm(W.T @ A, 2))
+                self.gammas = torch.nn.Parameter(torch.as_tensor(init, dtype=torch.float32))
+            self.thresholds = torch.nn.Parameter(torch.as_tensor(init * lam, dtype=torch.float32))
+
+        def forward(self, y, n_layers):
+            x = y.new_zeros(y.shape[0], self.A.shape[1])
+            for t in range(n_layers):
+                weight = (self.weights[t] if self.gammas is None
+                          else self.gammas[t].abs() * self.weights)
+                v = x + (y - x @ self.A.T) @ weight
+                x = torch.sign(v) * torch.relu(v.abs() - self.thresholds[t].abs())
+                if self.keep[t]:
+                    magnitude = v.detach().abs()
+                    cutoff = torch.topk(magnitude, self.keep[t], dim=1).values[:, -1:]
+                    x = torch.where(magnitude >= cutoff, v, x)
+            return x
+
+    return LISTA()
+
+
+def _train_lista(A, train, lam, config, variant: str, seed: int):
+    """The same data, schedule and number of Adam steps as ``_train_unfolded`` (T generations
+    on the first g layers, then ``final_steps`` on all); the weight matrices take Adam's
+    ``lista_lr``, the scalars ``lr``."""
+    import torch
+
+    model = _lista_model(A, lam, config, variant)
+    scalars = [p for p in (model.gammas, model.thresholds) if p is not None]
+    groups = [{"params": scalars, "lr": config["lr"]}]
+    if variant == "lista_cpss":
+        groups.append({"params": [model.weights], "lr": config["lista_lr"]})
+    optimizer = torch.optim.Adam(groups)
+    x, y = (torch.as_tensor(v, dtype=torch.float32) for v in train)
+    generator = torch.Generator().manual_seed(seed)
+    T = config["T"]
+    schedule = [(g + 1, config["steps_per_generation"]) for g in range(T)]
+    began = time.perf_counter()
+    for layers, steps in [*schedule, (T, config["final_steps"])]:
+        for _ in range(steps):
+            index = torch.randperm(x.shape[0], generator=generator)[: config["batch_size"]]
+            loss = (model(y[index], layers) - x[index]).square().mean()
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+    return model, time.perf_counter() - began, float(loss.detach())
+
+
+LISTA_VARIANTS = {
+    "lista_cpss": "LISTA-CPSS (untied W_t per layer, thresholds, support selection)",
+    "alista": "ALISTA (analytic W, learned steps and thresholds, support selection)",
+}
 
 
 def _lasso(A, Y, lam: float) -> np.ndarray:
@@ -189,7 +285,34 @@ def _one_seed(config: dict, seed: int) -> dict:
             "train_s": seconds, "final_train_loss": losses[-1],
             "steps": model.step_sizes.tolist(), "thresholds": model.threshold_values.tolist(),
         }
+    for variant in config["lista_variants"]:
+        model, seconds, loss = _train_lista(A, train, ista_lambda, config, variant, seed)
+        with torch.no_grad():
+            estimate = model.double()(torch.as_tensor(y_test), T).numpy()  # float64, as above
+        rows[f"{LISTA_VARIANTS[variant]}, {T} layers"] = {
+            "nmse_db": nmse_db(estimate, x_test), "lambda": ista_lambda, "layers": T,
+            "train_s": seconds, "final_train_loss": loss,
+            "parameters": sum(p.numel() for p in model.parameters()),
+        }
     return {"noise_std": noise_std, "methods": rows}
+
+
+def goal_margins(per_seed: dict, reference: str):
+    """The goal of issue 14, judged per learned ``UnfoldedISTA`` row on every seed: margins
+    (reference NMSE minus the row's, dB; >= 0 means at least as good) per row, and the row
+    whose worst margin is largest. Returns ``(row, its margins, met, margins by row)``.
+
+    >>> per_seed = {"0": {"methods": {"FISTA": {"nmse_db": -32.0},
+    ...     "UnfoldedISTA a": {"nmse_db": -31.0}, "UnfoldedISTA b": {"nmse_db": -33.5}}}}
+    >>> goal_margins(per_seed, "FISTA")[:3]
+    ('UnfoldedISTA b', [1.5], True)
+    """
+    seeds = list(per_seed)
+    rows = [name for name in per_seed[seeds[0]]["methods"] if name.startswith("UnfoldedISTA")]
+    by_row = {name: [per_seed[s]["methods"][reference]["nmse_db"]
+                     - per_seed[s]["methods"][name]["nmse_db"] for s in seeds] for name in rows}
+    best = max(rows, key=lambda name: min(by_row[name]))
+    return best, by_row[best], all(margin >= 0 for margin in by_row[best]), by_row
 
 
 def run(config: dict, seed: int) -> dict:
@@ -208,17 +331,7 @@ def run(config: dict, seed: int) -> dict:
         rows.append([name, first["layers"] if first["layers"] is not None else "-",
                      ", ".join(f"{v:.2f}" for v in values), first["lambda"],
                      first.get("train_s", "-")])
-    reference = f"FISTA, {long} iterations"
-    learned_rows = [name for name in names if name.startswith("UnfoldedISTA")]
-    # the goal is judged per learned configuration, on every seed; the best one is reported
-    margins_by_row = {
-        name: [per_seed[str(s)]["methods"][reference]["nmse_db"]
-               - per_seed[str(s)]["methods"][name]["nmse_db"] for s in seeds]
-        for name in learned_rows
-    }
-    learned = max(learned_rows, key=lambda name: min(margins_by_row[name]))
-    margins = margins_by_row[learned]
-    met = all(margin >= 0 for margin in margins)
+    learned, margins, met, margins_by_row = goal_margins(per_seed, f"FISTA, {long} iterations")
     tables = [
         table(
             f"Sparse recovery, n = {config['n']}, m = {config['m']}, Bernoulli-Gaussian "
@@ -230,7 +343,9 @@ def run(config: dict, seed: int) -> dict:
                  f"{config['lambda_grid']}; UnfoldedISTA starts at ISTA-{T}'s; training: "
                  f"{config['train_samples']} samples, batch {config['batch_size']}, "
                  f"{T} generations x {config['steps_per_generation']} Adam steps (lr "
-                 f"{config['lr']}) then {config['final_steps']} steps on all layers, float32",
+                 f"{config['lr']}) then {config['final_steps']} steps on all layers, float32; "
+                 f"LISTA rows: the same data and schedule, weight matrices at lr "
+                 f"{config['lista_lr']}; all evaluated in float64",
         ),
         table(
             "Goal of issue 14",

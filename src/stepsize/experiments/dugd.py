@@ -85,17 +85,17 @@ def _test_curve(A, steps, x_test) -> list[float]:
         return [float((x - x_test).square().mean()) for x in model.iterates(y)]
 
 
-def run(config: dict, seed: int) -> dict:
+def _timed(train, model, **kwargs):
+    start = time.perf_counter()
+    result = train(model, **kwargs)
+    return result, time.perf_counter() - start
+
+
+def _train_all(config: dict, seed: int, A: np.ndarray, eigenvalues: np.ndarray):
+    """Every trained method: the training results by name, their wall times, and the dense
+    float32 run's summary (None in the quick configuration)."""
     import torch
 
-    from stepsize.chebyshev import (
-        chebyshev_steps,
-        contraction_factor,
-        expected_squared_error,
-        optimal_constant_step,
-        per_step_rate,
-    )
-    from stepsize.report import table
     from stepsize.unfolding import (
         DiagonalOperator,
         UnfoldedGD,
@@ -104,73 +104,44 @@ def run(config: dict, seed: int) -> dict:
     )
 
     T = config["T"]
-    A = np.ascontiguousarray(gaussian_operator(config["n"], config["m"], config["instance_seed"]))
-    eigenvalues = np.linalg.eigvalsh(A.T @ A)
-    lmin, lmax = float(eigenvalues[0]), float(eigenvalues[-1])
     schedule = dict(steps_per_generation=config["steps_per_generation"], lr=config["lr"],
                     generations=config["generations"], progress=None)
-
-    def timed(train, model, **kwargs):
-        start = time.perf_counter()
-        result = train(model, **kwargs)
-        return result, time.perf_counter() - start
-
-    dugd, dugd_time = timed(train_expected_loss, UnfoldedGD(T, A, init=config["init"]),
-                            **schedule)
-    control, control_time = timed(train_expected_loss, UnfoldedGD(T, A, init=config["init"]),
-                                  incremental=False, **schedule)
-    from_chebyshev, from_chebyshev_time = timed(
+    runs, times = {}, {}
+    runs["dugd"], times["dugd"] = _timed(
+        train_expected_loss, UnfoldedGD(T, A, init=config["init"]), **schedule)
+    runs["dugd_from_chebyshev"], times["dugd_from_chebyshev"] = _timed(
         train_expected_loss, UnfoldedGD(T, A, init="chebyshev"), incremental=False,
         **{**schedule, "lr": config["chebyshev_init_lr"]},
     )
-    stochastic, stochastic_time = timed(
+    runs["non_incremental"], times["non_incremental"] = _timed(
+        train_expected_loss, UnfoldedGD(T, A, init=config["init"]), incremental=False,
+        **schedule)
+    runs["dugd_stochastic_eigenbasis"], times["dugd_stochastic_eigenbasis"] = _timed(
         train_incremental, UnfoldedGD(T, DiagonalOperator(eigenvalues), init=config["init"]),
         batch_size=config["stochastic_batch_size"], seed=seed,
         **{**schedule, "steps_per_generation": config["stochastic_steps_per_generation"]},
     )
-    steps = {
-        "dugd": dugd.steps,
-        "gd": np.full(T, optimal_constant_step(lmin, lmax)),
-        "chebyshev": chebyshev_steps(lmin, lmax, T),
-        "dugd_from_chebyshev": from_chebyshev.steps,
-        "non_incremental": control.steps,
-        "dugd_stochastic_eigenbasis": stochastic.steps,
-    }
-    times = {"dugd": dugd_time, "non_incremental": control_time,
-             "dugd_from_chebyshev": from_chebyshev_time,
-             "dugd_stochastic_eigenbasis": stochastic_time}
     dense = None
     if config.get("dense_batch_size"):
         model = UnfoldedGD(T, torch.as_tensor(A, dtype=torch.float32), init=config["init"])
-        dense_result, times["dugd_dense"] = timed(
+        runs["dugd_dense"], times["dugd_dense"] = _timed(
             train_incremental, model, batch_size=config["dense_batch_size"], seed=seed,
             **{**schedule, "steps_per_generation": config["dense_steps_per_generation"]},
         )
-        steps["dugd_dense"] = dense_result.steps
         dense = {"batch_size": config["dense_batch_size"], "dtype": "float32",
-                 "learned_steps": dense_result.steps,
-                 "generation_loss": dense_result.generation_loss,
+                 "learned_steps": runs["dugd_dense"].steps,
+                 "generation_loss": runs["dugd_dense"].losses,
                  "wall_time_s": times["dugd_dense"]}
+    return runs, times, dense
 
-    generator = torch.Generator().manual_seed(seed)
-    x_test = torch.randn(config["test_samples"], config["n"], generator=generator,
-                         dtype=torch.float64)
-    curves = {name: _test_curve(A, value, x_test) for name, value in steps.items()}
-    curves["notebook_steps"] = _test_curve(A, NOTEBOOK_STEPS, x_test)
-    steps["notebook_steps"] = np.asarray(NOTEBOOK_STEPS)
-    expected = {name: expected_squared_error(value, eigenvalues) for name, value in steps.items()}
-    contraction = {
-        name: {"spectral_radius": contraction_factor(value, eigenvalues),
-               "per_step_rate": per_step_rate(value, eigenvalues)}
-        for name, value in steps.items()
-    }
-    chebyshev_sorted = np.sort(steps["chebyshev"])[::-1]
-    learned_sorted = np.sort(dugd.steps)[::-1]
-    rank_gap = np.abs(learned_sorted - chebyshev_sorted) / chebyshev_sorted
-    notebook_gap = np.abs(np.sort(NOTEBOOK_STEPS)[::-1] - chebyshev_sorted) / chebyshev_sorted
-    mse_at_T = {name: curve[-1] for name, curve in curves.items() if name != "notebook_steps"}
 
-    tables = [
+def _tables(config, instance, dugd, mse_at_T, expected, times, contraction, gaps):
+    from stepsize.report import table
+
+    T, lmin, lmax = config["T"], instance["lmin"], instance["lmax"]
+    learned_sorted, chebyshev_sorted, rank_gap, notebook_gap = gaps
+    radius = dugd.info["spectral_radius"]
+    return [
         table(
             "Instance (n, m) = (300, 600), seed 12: spectrum of A^T A",
             ["quantity", "ours", "notebook"],
@@ -190,7 +161,7 @@ def run(config: dict, seed: int) -> dict:
         table(
             "Generation loss (incremental training, loss at the end of generation g)",
             ["g", "ours (expected loss)", "note [COMP]", "notebook (minibatch)"],
-            [[g, dugd.generation_loss[g - 1] if g <= len(dugd.generation_loss) else None,
+            [[g, dugd.losses[g - 1] if g <= len(dugd.losses) else None,
               ORACLE_LOSS.get(g), NOTEBOOK_LOSS.get(g)] for g in sorted(NOTEBOOK_LOSS)],
         ),
         table(
@@ -208,15 +179,56 @@ def run(config: dict, seed: int) -> dict:
               contraction[name]["per_step_rate"],
               *REFERENCE_CONTRACTION.get(name, (None, None))] for name in contraction],
             note="training lowers the spectral radius: rho(Q_g) of the trained layers per "
-                 f"generation goes {dugd.spectral_radius[0]:.3g} -> "
-                 f"{dugd.spectral_radius[-1]:.3g}",
+                 f"generation goes {radius[0]:.3g} -> {radius[-1]:.3g}",
         ),
     ]
+
+
+def run(config: dict, seed: int) -> dict:
+    import torch
+
+    from stepsize.chebyshev import (
+        chebyshev_steps,
+        contraction_factor,
+        expected_squared_error,
+        optimal_constant_step,
+        per_step_rate,
+    )
+
+    T = config["T"]
+    A = np.ascontiguousarray(gaussian_operator(config["n"], config["m"], config["instance_seed"]))
+    eigenvalues = np.linalg.eigvalsh(A.T @ A)
+    lmin, lmax = float(eigenvalues[0]), float(eigenvalues[-1])
+    instance = {"lmin": lmin, "lmax": lmax, "kappa": lmax / lmin}
+    runs, times, dense = _train_all(config, seed, A, eigenvalues)
+    dugd = runs["dugd"]
+    steps = {"dugd": dugd.steps, "gd": np.full(T, optimal_constant_step(lmin, lmax)),
+             "chebyshev": chebyshev_steps(lmin, lmax, T)}
+    steps.update({name: result.steps for name, result in runs.items() if name != "dugd"})
+    generator = torch.Generator().manual_seed(seed)
+    x_test = torch.randn(config["test_samples"], config["n"], generator=generator,
+                         dtype=torch.float64)
+    curves = {name: _test_curve(A, value, x_test) for name, value in steps.items()}
+    curves["notebook_steps"] = _test_curve(A, NOTEBOOK_STEPS, x_test)
+    steps["notebook_steps"] = np.asarray(NOTEBOOK_STEPS)
+    expected = {name: expected_squared_error(value, eigenvalues) for name, value in steps.items()}
+    contraction = {
+        name: {"spectral_radius": contraction_factor(value, eigenvalues),
+               "per_step_rate": per_step_rate(value, eigenvalues)}
+        for name, value in steps.items()
+    }
+    chebyshev_sorted = np.sort(steps["chebyshev"])[::-1]
+    learned_sorted = np.sort(dugd.steps)[::-1]
+    rank_gap = np.abs(learned_sorted - chebyshev_sorted) / chebyshev_sorted
+    notebook_gap = np.abs(np.sort(NOTEBOOK_STEPS)[::-1] - chebyshev_sorted) / chebyshev_sorted
+    mse_at_T = {name: curve[-1] for name, curve in curves.items() if name != "notebook_steps"}
+    gaps = (learned_sorted, chebyshev_sorted, rank_gap, notebook_gap)
+    stochastic = runs["dugd_stochastic_eigenbasis"]
     return {
-        "instance": {"lmin": lmin, "lmax": lmax, "kappa": lmax / lmin},
+        "instance": instance,
         "learned_steps": dugd.steps,
-        "generation_loss": dugd.generation_loss,
-        "spectral_radius": dugd.spectral_radius,
+        "generation_loss": dugd.losses,
+        "spectral_radius": dugd.info["spectral_radius"],
         "mse_at_T": mse_at_T,
         "expected_mse_at_T": expected,
         "mse_curves": curves,
@@ -224,14 +236,14 @@ def run(config: dict, seed: int) -> dict:
         "sorted_rank_match_notebook": float(notebook_gap[10:24].max()),
         "steps": steps,
         "contraction": contraction,
-        "non_incremental_spread": float(np.ptp(control.steps)),
+        "non_incremental_spread": float(np.ptp(runs["non_incremental"].steps)),
         "stochastic": {"batch_size": config["stochastic_batch_size"],
                        "steps_per_generation": config["stochastic_steps_per_generation"],
-                       "generation_loss": stochastic.generation_loss,
-                       "spectral_radius": stochastic.spectral_radius},
+                       "generation_loss": stochastic.losses,
+                       "spectral_radius": stochastic.info["spectral_radius"]},
         "dense": dense,
         "training_time_s": times,
-        "tables": tables,
+        "tables": _tables(config, instance, dugd, mse_at_T, expected, times, contraction, gaps),
     }
 
 
