@@ -67,6 +67,21 @@ def test_scalar_and_vector_sigma_agree_and_symmetrize():
     np.testing.assert_allclose(c[0], d[0], atol=1e-15)
 
 
+def test_stack_of_matrix_eta_problems():
+    rng = np.random.default_rng(10)
+    X, _ = stack(rng, 4, 3)
+    Y = rng.standard_normal((4, 3, 2))
+    sigma = np.array([0.3, 1.0, 3.0, 0.7])
+    result = prox_matrix_perspective(X, Y, sigma)
+    assert result.Omega.shape == (4, 3, 3) and result.eta.shape == (4, 3, 2)
+    assert result.root.shape == (4, 2, 2) and result.certificate.shape == (4,)
+    for k in range(4):
+        single = prox_matrix_perspective(X[k], Y[k], sigma[k])
+        np.testing.assert_array_equal(result.Omega[k], single.Omega)
+        np.testing.assert_array_equal(result.eta[k], single.eta)
+        assert result.info["n_iter"][k] == single.n_iter
+
+
 def test_bisection_on_a_stack_is_single_calls():
     rng = np.random.default_rng(9)
     X, y = stack(rng, 3, 4)
@@ -83,7 +98,8 @@ def test_bisection_on_a_stack_is_single_calls():
     [
         (np.zeros((2, 3, 3)), np.zeros((2, 4)), 1.0, r"y must have shape \(2, 3\)"),
         (np.zeros((2, 3, 4)), np.zeros((2, 3)), 1.0, "square"),
-        (np.zeros((3, 3)), np.zeros((1, 3)), 1.0, "dimensions"),
+        (np.zeros((3, 3)), np.zeros((1, 3)), 1.0, r"3 x k matrix"),
+        (np.zeros((2, 3, 3)), np.zeros((2, 4, 2)), 1.0, r"y must have shape \(2, 3\) or"),
         (np.zeros((2, 3, 3)), np.zeros((3, 3)), 1.0, r"y must have shape \(2, 3\)"),
         (np.zeros((2, 3, 3)), np.zeros((2, 3)), np.ones(3), r"sigma must be a number or"),
         (np.zeros((2, 3, 3)), np.zeros((2, 3)), np.array([1.0, 0.0]), r"sigma\[1\]"),

@@ -301,3 +301,58 @@ def test_symmetrize_on_request():
     Omega_ref, eta_ref = prox_matrix_perspective(0.5 * (X + X.T), np.ones(2), 1.0).x
     np.testing.assert_array_equal(Omega, Omega_ref)
     np.testing.assert_array_equal(eta, eta_ref)
+
+
+# the multi-column function phi(Omega, H) = 1/2 tr(H^T Omega^+ H), y a p x k matrix
+
+
+@pytest.mark.parametrize("sigma", [1e-3, 0.5, 2.0, 1e3])
+def test_matrix_eta_with_one_column_is_the_vector_prox(sigma):
+    rng = np.random.default_rng(11)
+    X, y = random_instance(rng, 7)
+    vector = prox_matrix_perspective(X, y, sigma)
+    matrix = prox_matrix_perspective(X, y[:, None], sigma)
+    assert matrix.eta.shape == (7, 1) and matrix.root.shape == (1, 1)
+    size = max(1.0, np.abs(vector.Omega).max())
+    np.testing.assert_allclose(matrix.Omega, vector.Omega, rtol=0, atol=1e-11 * size)
+    np.testing.assert_allclose(matrix.eta[:, 0], vector.eta, rtol=0, atol=1e-11 * size)
+    assert matrix.root[0, 0] == pytest.approx(vector.root, rel=1e-10, abs=1e-12 * sigma)
+    assert matrix.converged and matrix.n_iter <= 15
+
+
+@pytest.mark.parametrize(("p", "k", "sigma"), [(4, 2, 0.3), (6, 3, 1.0), (5, 5, 4.0)])
+def test_matrix_eta_optimality_and_rotation(p, k, sigma):
+    rng = np.random.default_rng(p * k)
+    X, _ = random_instance(rng, p)
+    Y = rng.standard_normal((p, k))
+    result = prox_matrix_perspective(X, Y, sigma)
+    Omega, H = result.x
+    # Moreau: (X - Omega, Y - H) / sigma lies in C = {(A, B): A + B B^T / 2 <= 0}, and
+    # Fenchel-Young holds with equality: sigma phi(Omega, H) = <Omega, X - Omega> + <H, Y - H>
+    A, B = (X - Omega) / sigma, (Y - H) / sigma
+    assert np.linalg.eigvalsh(A + 0.5 * B @ B.T)[-1] <= 1e-10
+    assert np.linalg.eigvalsh(Omega)[0] >= -1e-12
+    inner = np.sum(Omega * (X - Omega)) + np.sum(H * (Y - H))
+    assert sigma * result.certificate == pytest.approx(inner, rel=1e-9, abs=1e-12)
+    phi = 0.5 * np.trace(H.T @ np.linalg.pinv(Omega, rcond=1e-12, hermitian=True) @ H)
+    assert result.certificate == pytest.approx(phi, rel=1e-9)
+    # phi is invariant under H -> H R (R orthogonal, k x k), so the prox is equivariant
+    R, _ = np.linalg.qr(rng.standard_normal((k, k)))
+    rotated = prox_matrix_perspective(X, Y @ R, sigma)
+    np.testing.assert_allclose(rotated.Omega, Omega, rtol=0, atol=1e-10)
+    np.testing.assert_allclose(rotated.eta, H @ R, rtol=0, atol=1e-10)
+    # column by column the vector prox is a different (wrong) answer: Omega is shared
+    by_column = prox_matrix_perspective(X, Y[:, 0], sigma).Omega
+    assert np.abs(by_column - Omega).max() > 1e-3
+
+
+def test_matrix_eta_zero_region_and_bad_input():
+    result = prox_matrix_perspective(-10 * np.eye(3), np.ones((3, 2)), 0.5)
+    assert result.zero_region and not result.Omega.any() and not result.eta.any()
+    assert result.certificate == 0.0
+    with pytest.raises(ValueError, match=r"3 x k matrix"):
+        prox_matrix_perspective(np.eye(3), np.ones((2, 2)), 1.0)
+    with pytest.raises(ValueError, match="empty"):
+        prox_matrix_perspective(np.eye(3), np.ones((3, 0)), 1.0)
+    with pytest.raises(ValueError, match="method"):
+        prox_matrix_perspective(np.eye(3), np.ones((3, 2)), 1.0, method="bisection")

@@ -56,3 +56,25 @@ def cvxpy_gaussian_mle(
     problem = cp.Problem(cp.Minimize(objective), constraints)
     problem.solve(solver=getattr(cp, solver))
     return np.asarray(Omega.value), np.asarray(eta.value), float(problem.value)
+
+
+def cvxpy_prox_matrix_eta(X: np.ndarray, Y: np.ndarray, sigma: float, solver: str = "CLARABEL"):
+    """The prox of ``sigma phi`` at a p x k ``Y`` with ``cp.matrix_frac`` and a PSD ``Omega``.
+
+    Minimizes ``sigma/2 tr(H^T Omega^{-1} H) + 1/2 ||Omega - X||_F^2 + 1/2 ||H - Y||_F^2``;
+    returns ``(Omega, H, objective)``.
+    """
+    import cvxpy as cp
+
+    p, k = Y.shape
+    Omega = cp.Variable((p, p), PSD=True)
+    H = cp.Variable((p, k))
+    objective = (
+        0.5 * sigma * cp.matrix_frac(H, Omega)
+        + 0.5 * cp.sum_squares(Omega - X)
+        + 0.5 * cp.sum_squares(H - Y)
+    )
+    problem = cp.Problem(cp.Minimize(objective))
+    problem.solve(solver=getattr(cp, solver))
+    value = np.asarray(Omega.value)
+    return 0.5 * (value + value.T), np.asarray(H.value), float(problem.value)

@@ -47,6 +47,8 @@ def prox_batch(X, y, sigma, method, tol, max_iter, symmetrize) -> PerspectivePro
     """The prox of every problem of a stack (``X`` of shape ``(b, p, p)``); see
     :func:`stepsize.prox.prox_matrix_perspective`, which validates ``method``, ``tol`` and
     ``max_iter`` and calls this for 3-d ``X``."""
+    if np.ndim(y) == 3:
+        return _matrix_eta_stack(X, y, sigma, method, tol, max_iter, symmetrize)
     X, y, sigma = _check_stack(X, y, sigma, symmetrize)
     b, p = y.shape
     fields = {
@@ -85,17 +87,37 @@ def prox_batch(X, y, sigma, method, tol, max_iter, symmetrize) -> PerspectivePro
     )
 
 
-def _check_stack(X, y, sigma, symmetrize):
-    """Validated float64 ``X`` (symmetrized), ``y`` and ``sigma`` (one per problem)."""
+def _matrix_eta_stack(X, Y, sigma, method, tol, max_iter, symmetrize):
+    """A stack of matrix-eta problems (``y`` of shape ``(b, p, k)``), one call each."""
+    from stepsize.prox._matrix_eta import matrix_eta_prox
+
+    X = _check_X_stack(X, symmetrize)
+    b, p = X.shape[0], X.shape[1]
+    Y = check_array(Y, "y", ndim=3)
+    if Y.shape[:2] != (b, p) or Y.shape[2] == 0:
+        raise ValueError(f"y must have shape ({b}, {p}) or ({b}, {p}, k) to match X of shape "
+                         f"{X.shape}, got {Y.shape}")
+    sigma = _check_sigmas(sigma, b)
+    results = [matrix_eta_prox(X[k], Y[k], float(sigma[k]), method, tol, max_iter, True)
+               for k in range(b)]
+    fields = {name: np.array([getattr(r, name) for r in results]) for name in _FIELDS}
+    n_iter = np.array([r.n_iter for r in results])
+    converged = np.array([bool(r.converged) for r in results])
+    return PerspectiveProxResult(
+        x=(np.stack([r.Omega for r in results]), np.stack([r.eta for r in results])),
+        n_iter=int(n_iter.max(initial=0)), converged=bool(converged.all()),
+        message="converged" if converged.all() else
+        f"{int(np.sum(~converged))} of {b} problems did not converge",
+        info={"n_iter": n_iter, "converged": converged, "single_calls": b},
+        method=method, **fields,
+    )
+
+
+def _check_X_stack(X, symmetrize):
+    """A validated float64 stack of symmetric matrices (b, p, p), symmetrized."""
     X = check_array(X, "X", ndim=3)
     if X.shape[1] != X.shape[2]:
         raise ValueError(f"X must be a stack of square matrices (b, p, p), got shape {X.shape}")
-    b, p = X.shape[0], X.shape[1]
-    y = check_array(y, "y", ndim=2)
-    if y.shape != (b, p):
-        raise ValueError(f"y must have shape ({b}, {p}) to match X of shape {X.shape}, "
-                         f"got {y.shape}")
-    sigma = _check_sigmas(sigma, b)
     if not symmetrize:
         asymmetry = np.abs(X - X.transpose(0, 2, 1)).max(axis=(1, 2))
         size = np.maximum(np.abs(X).max(axis=(1, 2)), np.finfo(float).tiny)
@@ -105,7 +127,18 @@ def _check_stack(X, y, sigma, symmetrize):
                 f"X must be a stack of symmetric matrices; X[{bad[0]}] is not (relative "
                 f"asymmetry {asymmetry[bad[0]] / size[bad[0]]:.3g}); pass symmetrize=True"
             )
-    return 0.5 * X + 0.5 * X.transpose(0, 2, 1), y, sigma
+    return 0.5 * X + 0.5 * X.transpose(0, 2, 1)
+
+
+def _check_stack(X, y, sigma, symmetrize):
+    """Validated float64 ``X`` (symmetrized), ``y`` and ``sigma`` (one per problem)."""
+    X = _check_X_stack(X, symmetrize)
+    b, p = X.shape[0], X.shape[1]
+    y = check_array(y, "y", ndim=2)
+    if y.shape != (b, p):
+        raise ValueError(f"y must have shape ({b}, {p}) to match X of shape {X.shape}, "
+                         f"got {y.shape}")
+    return X, y, _check_sigmas(sigma, b)
 
 
 def _solve_batched(X, y, sigma, index, tol, max_iter, fields):

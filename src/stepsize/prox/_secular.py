@@ -184,8 +184,31 @@ def secular_roots(
     ``start`` (roots for a previous ``alpha``) gives warm starts: the poles do not move with
     ``alpha``, so each root stays in its interval.
     """
-    n = poles.size
     index = np.asarray(index, dtype=np.intp)
+    origin, other, low, high = _brackets(poles, weights, alpha, index)
+    offset = 0.5 * (low + high)
+    if start is not None:
+        guess = np.full(poles.size + 1, np.nan)
+        guess[start.index] = start.values(poles)
+        previous = guess[index] - poles[origin]
+        usable = np.isfinite(previous) & (previous > low) & (previous < high)
+        offset[usable] = previous[usable]
+
+    second = np.empty(index.size)
+    third = np.empty(index.size)
+    active = np.arange(index.size)
+    for _ in range(_MAX_ROOT_ITERATIONS):
+        if active.size == 0:
+            break
+        done = _root_step(poles, weights, alpha, origin, other, active, low, high, offset,
+                          second, third)
+        active = active[~done]
+    return Roots(index=index, origin=origin, offset=offset, second=second, third=third)
+
+
+def _brackets(poles, weights, alpha, index):
+    """Origin pole, model pole and the bracket ``[low, high]`` of the offset of each root."""
+    n = poles.size
     origin = np.minimum(index, n - 1)
     other = origin.copy()  # the second pole of the model; equal to origin in the outer intervals
     low = np.zeros(index.size)
@@ -207,53 +230,43 @@ def secular_roots(
         other[inner] = np.where(upper, left, left + 1)
         low[inner] = np.where(upper, -half_gap, 0.0)
         high[inner] = np.where(upper, 0.0, half_gap)
+    return origin, other, low, high
 
-    offset = 0.5 * (low + high)
-    if start is not None:
-        guess = np.full(n + 1, np.nan)
-        guess[start.index] = start.values(poles)
-        previous = guess[index] - poles[origin]
-        usable = np.isfinite(previous) & (previous > low) & (previous < high)
-        offset[usable] = previous[usable]
 
-    second = np.empty(index.size)
-    third = np.empty(index.size)
-    active = np.arange(index.size)
-    for _ in range(_MAX_ROOT_ITERATIONS):
-        if active.size == 0:
-            break
-        k, k_other = origin[active], other[active]
-        delta = offset[active]
-        first_sum, second_sum, third_sum, rounding = secular_sums(
-            poles, weights, k, delta, (1, 2, 3), magnitude=True
-        )
-        # kept for q^2 and h': a root stops where its last step is at rounding level
-        second[active] = second_sum
-        third[active] = third_sum
-        linear = alpha - poles[k] - delta
-        value = linear + first_sum
-        # |g| at the level of its own rounding error: the root is found (dlaed4's test)
-        noise = 8 * _EPS * (np.abs(linear) + np.abs(alpha) + np.abs(poles[k]) + rounding)
-        slope = -1.0 - second_sum
-        positive = value > 0
-        lo = np.where(positive, delta, low[active])
-        hi = np.where(positive, high[active], delta)
-        low[active], high[active] = lo, hi
-        model = _model_step(poles, weights, k, k_other, delta, value, slope, lo, hi)
-        # converged when the model moves the point by rounding only (checked before the
-        # bracket test: at the root the model point may sit on the bracket end)
-        done = (
-            (np.abs(value) <= noise)
-            | (np.abs(model - delta) <= 4 * _EPS * np.abs(delta))
-            | (hi - lo <= 4 * _EPS * np.maximum(np.abs(lo), np.abs(hi)))
-        )
-        inside = (model > lo) & (model < hi)
-        candidate = np.where(inside, model, 0.5 * (lo + hi))
-        small = np.abs(value) <= noise
-        finish = np.where(small | ~np.isfinite(model), delta, model)
-        offset[active] = np.where(done, finish, candidate)
-        active = active[~done]
-    return Roots(index=index, origin=origin, offset=offset, second=second, third=third)
+def _root_step(poles, weights, alpha, origin, other, active, low, high, offset, second, third):
+    """One model step of the ``active`` roots (updates the arrays in place); returns which of
+    them are done."""
+    k, k_other = origin[active], other[active]
+    delta = offset[active]
+    first_sum, second_sum, third_sum, rounding = secular_sums(
+        poles, weights, k, delta, (1, 2, 3), magnitude=True
+    )
+    # kept for q^2 and h': a root stops where its last step is at rounding level
+    second[active] = second_sum
+    third[active] = third_sum
+    linear = alpha - poles[k] - delta
+    value = linear + first_sum
+    # |g| at the level of its own rounding error: the root is found (dlaed4's test)
+    noise = 8 * _EPS * (np.abs(linear) + np.abs(alpha) + np.abs(poles[k]) + rounding)
+    slope = -1.0 - second_sum
+    positive = value > 0
+    lo = np.where(positive, delta, low[active])
+    hi = np.where(positive, high[active], delta)
+    low[active], high[active] = lo, hi
+    model = _model_step(poles, weights, k, k_other, delta, value, slope, lo, hi)
+    # converged when the model moves the point by rounding only (checked before the
+    # bracket test: at the root the model point may sit on the bracket end)
+    done = (
+        (np.abs(value) <= noise)
+        | (np.abs(model - delta) <= 4 * _EPS * np.abs(delta))
+        | (hi - lo <= 4 * _EPS * np.maximum(np.abs(lo), np.abs(hi)))
+    )
+    inside = (model > lo) & (model < hi)
+    candidate = np.where(inside, model, 0.5 * (lo + hi))
+    small = np.abs(value) <= noise
+    finish = np.where(small | ~np.isfinite(model), delta, model)
+    offset[active] = np.where(done, finish, candidate)
+    return done
 
 
 def _model_step(poles, weights, k, k_other, delta, value, slope, lo, hi):

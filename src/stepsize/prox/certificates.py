@@ -120,15 +120,25 @@ def kkt_residuals(X, y, sigma, Omega, eta, *, rtol: float = 1e-10) -> KKTResidua
         raise ValueError(f"Omega must have shape {X.shape} like X, got {Omega.shape}")
     sigma = check_real(sigma, "sigma", low=0, low_inclusive=False)
     rtol = check_real(rtol, "rtol", low=0, high=1, low_inclusive=False)
+    return _residuals(*_normalized(X, y, sigma, Omega, eta), rtol)
+
+
+def _normalized(X, y, sigma, Omega, eta):
+    """The data divided by a power of two near their largest entry (exact), ``sigma`` in those
+    units kept within 2^-1000..2^1000 (beyond, the terms it weighs are negligible)."""
     largest = max(
         float(np.max(np.abs(X))), float(np.max(np.abs(y))),
         float(np.max(np.abs(Omega))), float(np.max(np.abs(eta))), np.finfo(float).tiny,
     )
     shift = math.frexp(largest)[1]
     X, y, Omega, eta = (np.ldexp(a, -shift) for a in (X, y, Omega, eta))
-    # sigma in these units, kept within 2^-1000..2^1000 (beyond, the terms it weighs are
-    # negligible next to the others), and the dual condition divided by max(1, sigma)
     sigma = min(max(math.ldexp(sigma, -shift), 2.0**-1000), 2.0**1000)
+    return X, y, sigma, Omega, eta
+
+
+def _residuals(X, y, sigma, Omega, eta, rtol) -> KKTResiduals:
+    """:func:`kkt_residuals` on normalized data."""
+    # the dual condition divided by max(1, sigma)
     weight_dX, weight_dy = sigma / max(1.0, sigma), 1.0 / max(1.0, sigma)
     dX, dy = X - Omega, y - eta
     norm_X, norm_Omega = float(np.linalg.norm(X, 2)), float(np.linalg.norm(Omega, 2))
@@ -144,31 +154,26 @@ def kkt_residuals(X, y, sigma, Omega, eta, *, rtol: float = 1e-10) -> KKTResidua
     # sigma phi directly: at ratios ~1e-140 phi's terms c^2 underflow, sigma phi's do not
     weighted, lowest, null_part = perspective_parts(Omega, eta, rtol, weight=sigma)
     value = weighted / sigma
-    primal_infeasibility = _ratio(max(-lowest, 0.0), norm_Omega)
-    range_residual = _ratio(null_part, norm_eta)
-
     pairing = float(np.sum(dX * Omega)) + float(dy @ eta)
-    fenchel_young_gap = _ratio(
-        abs(pairing - weighted),
-        (norm_X + norm_Omega) * float(np.linalg.norm(Omega)) + (norm_y + norm_eta) * norm_eta
-        + weighted,
-    )
-
     # <S, sigma Lambda> with S = [[Omega, eta/sqrt(2)], [., phi]], sigma Lambda = [[-dX,
     # -dy/sqrt(2)], [., sigma]] is -(<dX, Omega> + dy^T eta - sigma phi): the Fenchel-Young
-    # numerator, here over ||S||_F times the size of (X, y, Omega, eta, sigma)
+    # numerator, there over ||S||_F times the size of (X, y, Omega, eta, sigma)
     lifted_norm = math.sqrt(float(np.sum(Omega**2)) + float(eta @ eta) + value**2)
-    lifted_complementarity = _ratio(
-        abs(pairing - weighted),
-        lifted_norm
-        * (float(np.linalg.norm(X)) + float(np.linalg.norm(Omega)) + norm_y + norm_eta + sigma),
-    )
     return KKTResiduals(
         dual_infeasibility=dual_infeasibility,
-        primal_infeasibility=primal_infeasibility,
-        range_residual=range_residual,
-        fenchel_young_gap=fenchel_young_gap,
-        lifted_complementarity=lifted_complementarity,
+        primal_infeasibility=_ratio(max(-lowest, 0.0), norm_Omega),
+        range_residual=_ratio(null_part, norm_eta),
+        fenchel_young_gap=_ratio(
+            abs(pairing - weighted),
+            (norm_X + norm_Omega) * float(np.linalg.norm(Omega))
+            + (norm_y + norm_eta) * norm_eta + weighted,
+        ),
+        lifted_complementarity=_ratio(
+            abs(pairing - weighted),
+            lifted_norm
+            * (float(np.linalg.norm(X)) + float(np.linalg.norm(Omega)) + norm_y + norm_eta
+               + sigma),
+        ),
     )
 
 

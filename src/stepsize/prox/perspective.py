@@ -56,6 +56,7 @@ from stepsize._validation import (
     check_square,
     check_symmetric,
 )
+from stepsize.prox._root import find_root
 from stepsize.prox._secular import (
     Roots,
     corrected_weights,
@@ -71,7 +72,6 @@ __all__ = [
 ]
 
 _EPS = np.finfo(float).eps
-_SQRT_EPS = math.sqrt(_EPS)
 _SQRT2 = math.sqrt(2.0)
 METHODS = ("newton", "bisection")
 
@@ -82,11 +82,7 @@ def check_pair(X, y, *, X_name: str = "X", y_name: str = "y", symmetrize: bool =
     Non-symmetric ``X`` raises unless ``symmetrize`` is set, in which case ``(X + X^T) / 2`` is
     used. Tiny asymmetry (relative 1e-10) is always accepted and removed.
     """
-    X = check_array(X, X_name, ndim=2)
-    check_square(X, X_name)
-    if not symmetrize:
-        check_symmetric(X, X_name)
-    X = 0.5 * X + 0.5 * X.T  # not (X + X^T) / 2, which overflows near the largest float
+    X = check_symmetric_matrix(X, X_name, symmetrize)
     y = check_array(y, y_name, ndim=1)
     if y.shape[0] != X.shape[0]:
         raise ValueError(
@@ -94,6 +90,15 @@ def check_pair(X, y, *, X_name: str = "X", y_name: str = "y", symmetrize: bool =
             f"got length {y.shape[0]}"
         )
     return X, y
+
+
+def check_symmetric_matrix(X, name: str = "X", symmetrize: bool = False) -> np.ndarray:
+    """A validated float64 symmetric p x p matrix (symmetrized to rounding, or on request)."""
+    X = check_array(X, name, ndim=2)
+    check_square(X, name)
+    if not symmetrize:
+        check_symmetric(X, name)
+    return 0.5 * X + 0.5 * X.T  # not (X + X^T) / 2, which overflows near the largest float
 
 
 def matrix_perspective(Omega, eta, *, rtol: float = 1e-10) -> float:
@@ -448,14 +453,16 @@ def prox_matrix_perspective(
     steps on the bracket ``[sigma/2 - (||X||_F^2 + ||y||^2) / (2 sigma), sigma]`` (bisection
     whenever a step leaves it), and ``S* = [M(t*)]_+``.
 
-    A stack is solved at once: ``X`` of shape ``(b, p, p)`` (``X.ndim`` decides), ``y`` of
-    shape ``(b, p)``, ``sigma`` a number or shape ``(b,)``; the Newton steps are vectorized over
-    the stack (batched ``eigh``) and problems outside the dense solver's accurate band get a
-    single call each, so every answer is the single prox's to rounding.
+    Shapes decide the problem. A stack is solved at once: ``X`` of shape ``(b, p, p)``
+    (``X.ndim`` decides), ``y`` of shape ``(b, p)``, ``sigma`` a number or shape ``(b,)``, with
+    Newton steps vectorized over the stack (batched ``eigh``; problems outside the dense
+    solver's accurate band get a single call each). A ``y`` of shape ``(p, k)`` (or ``(b, p,
+    k)``) is a matrix ``eta`` for ``phi(Omega, H) = 1/2 tr(H^T Omega^+ H)``: semismooth Newton on
+    the k x k corner ``T`` of ``M(T)`` (:mod:`stepsize.prox._matrix_eta`; docs/prox.md).
 
     Args:
         X: symmetric matrix, p x p, or a stack ``(b, p, p)``.
-        y: vector of length p, or a stack ``(b, p)``.
+        y: vector of length p, a p x k matrix, or their stacks ``(b, p)``, ``(b, p, k)``.
         sigma: the scale ``sigma > 0`` (for a stack: a number or one per problem).
         method: ``"newton"`` (safeguarded semismooth Newton) or ``"bisection"``.
         tol: stop when ``|h(t)| <= tol * sigma`` (or when the bracket of ``t*`` has shrunk to
@@ -483,6 +490,9 @@ def prox_matrix_perspective(
         >>> stack = prox_matrix_perspective(X, np.ones((2, 3)), 1.0)
         >>> stack.Omega.shape, stack.zero_region
         ((2, 3, 3), array([False,  True]))
+        >>> matrix = prox_matrix_perspective(np.eye(3), np.ones((3, 2)), 1.0)
+        >>> matrix.eta.shape, matrix.root.shape, bool(matrix.converged)
+        ((3, 2), (2, 2), True)
 
     Reference: Won, "Proximity Operator of the Matrix Perspective Function and its
     Applications", NeurIPS 2020.
@@ -496,6 +506,10 @@ def prox_matrix_perspective(
         from stepsize.prox._batch import prox_batch
 
         return prox_batch(X, y, sigma, method, tol, max_iter, symmetrize)
+    if np.ndim(y) == 2:
+        from stepsize.prox._matrix_eta import matrix_eta_prox
+
+        return matrix_eta_prox(X, y, sigma, method, tol, max_iter, symmetrize)
     X, y = check_pair(X, y, symmetrize=symmetrize)
     sigma = check_real(sigma, "sigma", low=0, low_inclusive=False)
     return _prox(X, y, sigma, method, tol, max_iter)[2]
@@ -601,164 +615,16 @@ def _normalized_prox(X, y, sigma, method, tol, maxiter, info):
     if bounded:
         low = max(low, h.root_lower_bound())
     scale = float(np.linalg.norm(X)) + float(np.linalg.norm(y))
-    t, value = _find_root(h, method, sigma, target, maxiter, low, info, scale, bounded)
+    t, value = find_root(h, method, sigma, target, maxiter, low, info, scale, bounded)
     if dense and not info.converged:
         # a dense eigenvector's small last components carry absolute (not relative) rounding
         # errors, which can leave h above tol on badly scaled data: redo it on the arrowhead
         h = _SecularRootFunction(X, y, sigma)
         low = max(low, h.root_lower_bound())
-        t, value = _find_root(h, method, sigma, target, maxiter, low, info, scale, True)
+        t, value = find_root(h, method, sigma, target, maxiter, low, info, scale, True)
     if not info.converged:
         warn_not_converged(f"prox_matrix_perspective ({method})", info.n_iter, info.message)
     Omega, eta, rank = h.assemble(t, X, y)
     info.residual = abs(value) / sigma
     info.rank = rank
     return Omega, eta, t
-
-
-def _find_root(h, method, sigma, target, maxiter, low, info, scale=1.0, low_is_bound=False):
-    """Safeguarded Newton-type steps (or bisection) for ``m(t) = sigma`` on ``[low, sigma]``.
-
-    ``h`` returns ``(m, m', rounding of m)`` with ``m(t) = e^T [M(t)]_- e``; ``scale`` is the
-    size of ``(X, y)``. Returns ``(t, m(t) - sigma)``.
-
-    Steps. ``m`` decays like a power ``C |t|^-k`` for ``t << -scale`` (``k = 2`` from the
-    negative eigenvalues of ``X``, whose weights are ``q^2 ~ b^2 / t^2``, ``k = 3`` from its zero
-    eigenvalues), where Newton on ``h`` crawls: ``t*`` can be 1e50 ``sigma`` below the start.
-    There the step is Newton on ``log m`` against ``log |t|``, ``t (m / sigma)^(1 / k)`` with the
-    local exponent ``k = m' |t| / m`` (exact on a power law). Nearer, the step solves the model
-    ``C / (tau - t)^2`` fitted to ``m`` and ``m'`` (``tau = t + 2 m / m'``): ``t + 2 (m / m') (1 -
-    sqrt(m / sigma))``, which equals Newton on ``log m`` near the root; once it fails to reduce
-    ``|h|`` (``m ~ t`` for ``t >> 0``, where ``h`` is nearly linear) plain Newton on ``h``. A
-    point far below the root (``m < sigma / 1000``: ``M(t)`` nearly PSD, where no model of ``m``
-    holds) is followed by one plain Newton step from the last point above the root, which a
-    convex ``m`` never overshoots. Any step that leaves the bracket ``[low, high]`` (from the
-    signs of ``h``) is replaced by bisection, of ``log |t|`` when the bracket spans more than a
-    factor 4 below zero.
-
-    Stops when ``|m - sigma| <= target``, when ``|m - sigma|`` is within the rounding floor of
-    ``m`` (the computed ``m`` cannot tell ``t`` from ``t*`` any more), when a step no longer
-    moves ``t``, or when the bracket has shrunk to rounding level.
-    """
-    t = sigma
-    mass, slope, noise = h(t)
-    value = mass - sigma
-    info.history.append(abs(value) / sigma)
-    high = sigma
-    converged = value <= max(target, noise)
-    iterations = 0
-    rational_steps = True
-    root_sigma = math.sqrt(sigma)
-    log_sigma = math.log(sigma)
-    upper, restarted_from, last, far = (t, value, slope), None, None, None
-    low_is_flat, bisected_last = False, False
-    while not converged and iterations < maxiter:
-        far_below = value < 0 and mass < 1e-3 * sigma
-        if value > 0:
-            high, upper = t, (t, value, slope)
-        else:
-            low, low_is_bound, low_is_flat = t, False, far_below
-        candidate = math.nan
-        usable = method == "newton" and slope > 0 and mass > 0
-        fitted = False
-        far_out = method == "newton" and mass > 0 and t < -4.0 * scale
-        if usable and not far_below and last is not None:
-            # the power law C |t - tau|^k through this point and the last one: the ratio
-            # L = m / m' = (t - tau) / k is linear in t, so two values give k and tau
-            ratio = mass / slope
-            exponent = (t - last[0]) / (ratio - last[1]) if ratio != last[1] else math.inf
-            if 0.25 <= abs(exponent) <= 16:
-                tau = t - exponent * ratio
-                power = (log_sigma - math.log(mass)) / exponent
-                candidate = tau + (t - tau) * math.exp(min(power, 700.0))
-                fitted = True
-            elif abs(exponent) > 16:
-                # L nearly constant: m ~ exp(t / L), the limit k -> inf (Newton on log m)
-                candidate = t + ratio * (log_sigma - math.log(mass))
-                fitted = True
-        if fitted:
-            pass
-        elif usable and far_below:
-            candidate = math.nan
-        elif far_out:
-            # m ~ C |t|^-k: the exponent from the last far point (a secant of log m against
-            # log |t|; m' itself underflows or cancels out here), else from m', else k = 2
-            exponent = math.nan
-            if far is not None and far[0] != t:
-                exponent = (far[1] - math.log(mass)) / (math.log(-t) - math.log(-far[0]))
-            elif slope > 0:
-                exponent = slope * -t / mass
-            if not 0.5 <= exponent <= 8:
-                exponent = 2.0
-            candidate = t * math.exp(min((math.log(mass) - log_sigma) / exponent, 700.0))
-        elif usable and rational_steps:
-            candidate = t + 2.0 * (mass / slope) * (1.0 - math.sqrt(mass) / root_sigma)
-        elif usable:
-            candidate = t - value / slope
-        if method == "newton" and far_below and restarted_from == upper[0]:
-            # m ~ 0 here and the Newton step from above also fell past the root: the root is
-            # just above the kink where M(t) stops being PSD (t* - t0 ~ sigma / m'), so look just
-            # above this point instead of bisecting
-            candidate = low + (high - low) / 1024
-        elif math.isfinite(candidate) and candidate <= low and (low_is_bound or low_is_flat):
-            # a model step past the a-priori lower bound (nearly t* when y is mostly in the
-            # range of Pi_+(X)): try just above it instead of a slow Newton step from above
-            candidate = low + (high - low) / 1024
-        if (
-            method == "newton"
-            and not low < candidate < high
-            and upper[2] > 0
-            and restarted_from != upper[0]
-        ):
-            candidate, restarted_from = upper[0] - upper[1] / upper[2], upper[0]
-        # the models can cycle (a two-point fit alternating about the root): when two steps
-        # have not halved |h|, bisect once
-        # (not against a flat lower end, whose |h| = sigma says nothing about progress)
-        slow = (
-            len(info.history) >= 3
-            and abs(value) > 0.5 * info.history[-3] * sigma
-            and not low_is_flat
-        )
-        if slow and not bisected_last:
-            candidate = math.nan
-        candidate_is_step = low < candidate < high
-        bisected_last = not candidate_is_step
-        if candidate_is_step:
-            if abs(candidate - t) <= 4 * _EPS * max(sigma, abs(t)):
-                converged = True
-                break
-            info.n_newton += 1
-        elif high < 0 and low < 4 * high:
-            candidate = -math.exp(0.5 * (math.log(-low) + math.log(-high)))
-            info.n_bisection += 1
-        else:
-            candidate = 0.5 * (low + high)
-            info.n_bisection += 1
-        last = (t, mass / slope) if usable and not far_below else None
-        if mass > 0 and t < -4.0 * scale and not far_below:
-            far = (t, math.log(mass))
-        t = candidate
-        previous = abs(value)
-        mass, slope, noise = h(t)
-        value = mass - sigma
-        rational_steps = rational_steps and abs(value) < previous
-        iterations += 1
-        info.n_iter += 1
-        info.history.append(abs(value) / sigma)
-        # a Newton-type step from |h| <= sqrt(eps) sigma that does not halve |h| has met the
-        # rounding of the computed m (near a simple root Newton squares the error)
-        stalled = (
-            candidate_is_step and previous <= _SQRT_EPS * sigma and abs(value) > 0.5 * previous
-        )
-        # the floor of m: its own rounding plus the change of m over one rounding step of t
-        floor = noise + abs(slope) * 4 * _EPS * max(sigma, abs(t))
-        converged = (
-            abs(value) <= max(target, floor)
-            or stalled
-            or high - low <= 4 * _EPS * max(sigma, abs(low), abs(high))
-        )
-    info.converged = bool(converged)
-    info.message = (
-        "converged" if converged else f"|h(t)| / sigma = {abs(value) / sigma:.3g} > {target:.3g}"
-    )
-    return t, value
