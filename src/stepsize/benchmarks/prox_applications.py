@@ -27,15 +27,15 @@ import numpy as np
 
 from stepsize.benchmarks import Entry, register
 
-QUICK = {"mle_sizes": [10, 30, 50], "mle_shifts": [0.0, 10.0, 30.0], "mle_caps": 5,
-         "ridge_sizes": [(15, 20)], "lasso_sizes": [(30, 10, 3), (60, 20, 3)],
-         "graph_sizes": [5, 10, 20], "scs_max_size": 10, "scs_lasso_max_n": 30,
+QUICK = {"mle_sizes": [10, 20], "mle_shifts": [0.0, 30.0], "mle_caps": 5,
+         "ridge_sizes": [(15, 20)], "lasso_sizes": [(30, 10, 3)], "graph_sizes": [5, 10],
+         "scs_max_size": 0, "scs_lasso_max_n": 20, "scs_graph_max_size": 5,
          "ours_repeats": 3, "peer_repeats": 1, "pdhg_max_size": 10}
 FULL = {"mle_sizes": [10, 20, 30, 40, 50], "mle_shifts": [0.0, 10.0, 30.0], "mle_caps": 5,
         "ridge_sizes": [(15, 20), (60, 100)],
         "lasso_sizes": [(30, 10, 3), (60, 20, 3), (100, 40, 4)],
-        "graph_sizes": [5, 10, 20, 30], "scs_max_size": 30, "scs_lasso_max_n": 60,
-        "ours_repeats": 5, "peer_repeats": 1, "pdhg_max_size": 20}
+        "graph_sizes": [5, 10, 20, 30], "scs_max_size": 10, "scs_lasso_max_n": 30,
+        "scs_graph_max_size": 10, "ours_repeats": 5, "peer_repeats": 1, "pdhg_max_size": 20}
 PEERS = ("CLARABEL", "SCS")
 SCS_OPTIONS = {"eps_abs": 1e-9, "eps_rel": 1e-9, "max_iters": 100000}
 
@@ -203,7 +203,7 @@ def _graph(config, rng, rows, records):
         lam = 0.3 * math.sqrt(math.log(p) / data.shape[0])
         _compare(name, p, lambda d=data, lam=lam: pseudolikelihood_graph(d, lam).objective,
                  _peers(config, p, lambda s, d=data, lam=lam: cvxpy_pseudolikelihood(
-                     d, lam, solver=s)[1]), config, rows, records)
+                     d, lam, solver=s)[1], "scs_graph_max_size"), config, rows, records)
 
 
 def run(config: dict, seed: int) -> dict:

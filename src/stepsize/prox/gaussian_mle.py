@@ -33,8 +33,10 @@ uncentred iteration need more than 20,000 steps). Two methods:
   ``||K||^2 = 1 + m``, so ``tau sigma (1 + m) < 1``. On centred data ``eta`` stays 0 and the
   perspective prox reduces to a projection onto the PSD cone.
 
-Both run on data scaled by ``s^2 = tr(Sigma_hat) / p`` (``Omega`` scales as ``1 / s^2``; the
-ridge becomes ``ridge / s^4``) and return the answer in the user's units.
+Both run on standardized data (``Omega_n = D Omega D``, ``D`` the standard deviations, caps
+``D c_i``; with a ridge, which is not invariant under ``D``, ``D = s I`` with ``s^2 =
+tr(Sigma_hat) / p`` and the ridge becomes ``ridge / s^4``) and return the answer in the user's
+units.
 
 Stopping rule (primal-dual): ``"dual_newton"`` stops when the cap violations ``max_i (c_i^T
 Sigma c_i - 1)_+`` and the complementarity ``max_i y_i |c_i^T Sigma c_i - 1|`` are both at most
@@ -171,7 +173,7 @@ def constrained_gaussian_mle(
             ``10 / n^2``); makes the MLE exist for ``n <= p``.
         method: ``"dual_newton"`` (default without a ridge) or ``"pdhg"`` (Chambolle-Pock with
             the perspective prox; the default, and the only method, with a ridge).
-        primal_step: ``tau`` of ``"pdhg"`` in units where the mean variance is 1; default
+        primal_step: ``tau`` of ``"pdhg"`` in the standardized units (module docstring); default
             ``6 / sqrt(1 + m)`` (the fastest of 1.5, 3, 6, 12 on diabetes with 4 caps).
         max_iter: iteration cap (Newton steps or PDHG iterations).
         tol: primal-dual tolerance of the stopping rule (module docstring).
@@ -232,10 +234,13 @@ def _validated_problem(samples, caps, ridge, method, primal_step) -> dict:
     if primal_step is None:
         primal_step = 6.0 / math.sqrt(1.0 + m)
     tau = check_real(primal_step, "primal_step", low=0, low_inclusive=False)
-    scale2 = float(np.trace(covariance)) / p  # s^2: Omega_n = s^2 Omega
+    # Omega_n = D Omega D with D the standard deviations (exact: caps become D c_i), or with
+    # a ridge, which is not invariant under D, the root mean variance s times I (ridge / s^4)
+    scale2 = float(np.trace(covariance)) / p
+    scales = np.full(p, math.sqrt(scale2)) if ridge > 0 else np.sqrt(np.diag(covariance))
     return {"method": method, "p": p, "m": m, "mean": mean, "second_moment": second_moment,
-            "covariance": covariance, "ridge": ridge, "caps": caps, "scale2": scale2,
-            "covariance_n": covariance / scale2, "caps_n": caps * math.sqrt(scale2),
+            "covariance": covariance, "ridge": ridge, "caps": caps, "scales": scales,
+            "covariance_n": covariance / np.outer(scales, scales), "caps_n": caps * scales,
             "ridge_n": ridge / (scale2 * scale2), "tau": tau}
 
 
@@ -247,18 +252,19 @@ def _result(problem, Omega_n, converged, n_iter, history, info) -> GaussianMLERe
         alpha = max(1.0, float(np.max(np.einsum("ip,pq,iq->i", caps_n, covariance_n, caps_n))))
         Omega_n, covariance_n = alpha * Omega_n, covariance_n / alpha
         info["cap_rescale"] = alpha
-    Omega = Omega_n / problem["scale2"]
+    outer = np.outer(problem["scales"], problem["scales"])
+    Omega = Omega_n / outer
     Omega = 0.5 * (Omega + Omega.T)
-    covariance = covariance_n * problem["scale2"]
+    covariance = covariance_n * outer
     covariance = 0.5 * (covariance + covariance.T)
     caps, mean = problem["caps"], problem["mean"]
     violation = 0.0
     if problem["m"]:
         violation = max(0.0, float(np.max(np.einsum("ip,pq,iq->i", caps, covariance, caps))) - 1)
     objective = _centred_objective(Omega, problem["covariance"], problem["ridge"])
-    if "dual_value" in info:  # the dual bound, in the user's units (log det shifts by p log s^2)
-        info["duality_gap"] = objective - (info.pop("dual_value") + problem["p"] *
-                                           math.log(problem["scale2"]))
+    if "dual_value" in info:  # the dual bound in the user's units: log det shifts by log det D^2
+        info["duality_gap"] = objective - (info.pop("dual_value") +
+                                           2.0 * float(np.sum(np.log(problem["scales"]))))
     return GaussianMLEResult(
         x=(Omega, Omega @ mean), n_iter=n_iter, converged=converged, history=history,
         message="converged" if converged else "iteration cap reached", mean=mean.copy(),

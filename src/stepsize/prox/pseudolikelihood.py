@@ -171,7 +171,9 @@ def _pdhg(second_moment, lam, max_iter, tol, progress):
     p = second_moment.shape[0]
     w, Q = np.linalg.eigh(second_moment)
     root = (Q * np.sqrt(np.maximum(w, 0.0))) @ Q.T
-    tau = sigma = 0.99 / math.sqrt(1.0 + float(w[-1]))
+    # tau sigma ||K||^2 = 0.98; tau / sigma = 9 was the fastest of ratios 1, 9, 100 on chain
+    # graphs (p = 5..20) and the diabetes features
+    tau, sigma = 2.97 / math.sqrt(1.0 + float(w[-1])), 0.33 / math.sqrt(1.0 + float(w[-1]))
     Omega = np.diag(1.0 / np.diag(second_moment))
     dual_scale, dual_vectors = np.zeros(p), np.zeros((p, p))
     off = ~np.eye(p, dtype=bool)
