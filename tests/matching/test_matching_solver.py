@@ -263,3 +263,15 @@ def test_bad_inputs():
         match_graphs(A, A, init="identity")
     with pytest.raises(TypeError, match="seed"):
         match_graphs(A, A, init="randomized", seed="x")
+
+
+def test_memory_is_checked_before_any_dense_array(monkeypatch):
+    from stepsize.matching import solver
+
+    monkeypatch.setattr(solver, "_available_bytes", lambda: 2**30)  # 1 GiB available
+    n = 100_000  # a path: 4 N x N float64 work arrays would be 298 GiB
+    A = sp.diags([np.ones(n - 1), np.ones(n - 1)], [-1, 1], format="csr")
+    with pytest.raises(MemoryError, match=r"^matching 100000 x 100000 needs about 298\.0 GiB "
+                       r"\(4 dense N x N float64 work arrays, N = 100000\) but 1\.0 GiB are "
+                       r"available; at most 5181 nodes fit"):  # 0.8 GiB / 32 bytes
+        match_graphs(A, A)

@@ -142,6 +142,11 @@ _SOFT_ROW_MAX = 0.5
 # Below this fraction of nonzeros the products use scipy.sparse, above it dense BLAS.
 _SPARSE_DENSITY = 0.05
 
+# Dense N x N float64 arrays the iteration holds (M, gradient, direction, curvature).
+_WORK_ARRAYS = 4
+# The share of the available memory a problem may take (the rest: inputs, LAP copies, others).
+_MEMORY_FRACTION = 0.8
+
 # The products A X B run in blocks of rows of about this many entries (the intermediate A X).
 _BLOCK_ENTRIES = 1 << 20
 
@@ -699,11 +704,38 @@ def _stall(result: MatchingResult, size: int, projection: str) -> str | None:
     return None
 
 
+def _available_bytes() -> int | None:
+    """``MemAvailable`` of /proc/meminfo (Linux), None where it cannot be read."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+def _check_memory(size: int, arrays: int) -> None:
+    """Refuse, before any N x N array exists, a problem whose work arrays exceed the memory."""
+    needed = arrays * 8 * size * size
+    available = _available_bytes()
+    if available is not None and needed > _MEMORY_FRACTION * available:
+        raise MemoryError(
+            f"matching {size} x {size} needs about {needed / 2**30:.1f} GiB ({arrays} dense "
+            f"N x N float64 work arrays, N = {size}) but {available / 2**30:.1f} GiB are "
+            f"available; at most {math.isqrt(int(_MEMORY_FRACTION * available) // (8 * arrays))} "
+            f"nodes fit"
+        )
+
+
 def _solve(A, B, linear, settings: _Settings, init, rng, n_init: int, restart_epsilon):
     """Normalize, pad, run every start (and the stall restarts); the best run, ``log s``."""
     n1, n2 = A.shape[0], B.shape[0]
     size = max(n1, n2)
     sparse = (_nonzeros(A) + _nonzeros(B)) / (n1 * n1 + n2 * n2) < _SPARSE_DENSITY
+    # M, gradient, direction, curvature; the linear term; dense graphs' padded copies.
+    _check_memory(size, _WORK_ARRAYS + (linear is not None) + (0 if sparse else 2))
     a, b, node_term, log_scale = _normalize(A, B, linear, 1.0)
     A_ops, B_ops, A_t, B_t = _product_operands(_scaled(_pad(A, size, sparse), a, sparse),
                                                _scaled(_pad(B, size, sparse), b, sparse))
