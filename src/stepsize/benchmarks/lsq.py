@@ -42,7 +42,7 @@ from stepsize.benchmarks import Entry, register
 
 QUICK = {"width": 0.5, "bits": [4], "epochs": 1, "train": 2000, "fp_epochs": 2,
          "timing_steps": 30, "batch_size": 64,
-         "arch_steps": 20, "arch_timing_steps": 5, "arch_test": 64, "arch_bits": 4,
+         "arch_steps": 20, "arch_timing_steps": 15, "arch_test": 64, "arch_bits": 4,
          "architectures": None}
 FULL = {"width": 1.0, "bits": [4, 2], "epochs": 5, "train": 4000, "fp_epochs": 10,
         "timing_steps": 100, "batch_size": 128,

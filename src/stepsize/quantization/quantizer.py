@@ -149,11 +149,12 @@ class _LSQFunction(torch.autograd.Function):
         q_n, q_p, grad_scale = ctx.bounds
         scaled = v / step_size
         inside = (scaled > -q_n) & (scaled < q_p)
-        grad_v = grad_output * inside if ctx.needs_input_grad[0] else None
+        # torch.where, not a product with the mask: no bool-to-float copy of the mask
+        grad_v = torch.where(inside, grad_output, 0.0) if ctx.needs_input_grad[0] else None
         grad_step = None
         if ctx.needs_input_grad[1]:
             # round(clip(v/s)) - (v/s inside, 0 outside) gives all three branches of eq. 3 at once
-            local = torch.clamp(scaled, -q_n, q_p).round_().sub_(scaled * inside)
+            local = torch.clamp(scaled, -q_n, q_p).round_().sub_(torch.where(inside, scaled, 0.0))
             grad_step = (grad_output * local).sum_to_size(step_size.shape) * grad_scale
         return grad_v, grad_step, None, None, None
 
