@@ -169,7 +169,7 @@ def test_unsupported_layers_and_untraceable_models_are_named():
         def forward(self, x):
             return self.layer(x) if x.sum() > 0 else -self.layer(x)
 
-    branchy = quantize_model(Branchy(), 4)
+    branchy = quantize_model(Branchy(), 4, example_inputs=torch.randn(2, 3))
     branchy(torch.randn(4, 3))
     with pytest.raises(TypeError, match="torch.fx can trace; tracing Branchy failed"):
         export_integer(branchy)

@@ -107,7 +107,7 @@ def test_residual_add_gets_a_calibrated_branch_quantizer_and_fuses(tmp_path):
     scale = (high - min(low, 0.0)) / 255
     assert float(quantizers[1].scale) == pytest.approx(scale, rel=1e-6)
     assert quantizers[1].zero_point == round(-min(low, 0.0) / scale)
-    assert float(quantizers[0].scale) == float(model.branch.input_quantizer.step_size)
+    assert float(quantizers[0].scale) == float(model.branch.input_quantizer.step_size.detach())
     path = export_onnx(model, tmp_path / "residual.onnx", calibration[:1], integer_kernels=True,
                        calibration_input=calibration)
     kernels = _optimized(path, tmp_path)[0]
