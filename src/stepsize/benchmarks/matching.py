@@ -289,7 +289,6 @@ def lawler_benchmark(inliers: int = 20, outliers=(0, 4, 10), seeds: int = 5, *, 
 
     from stepsize._reference.timing import median_time, pinned_threads
     from stepsize.matching import FactorizedAffinity, match_lawler, matching_accuracy
-    from stepsize.matching.generators import outlier_pair
     from stepsize.report import table
 
     pygmtools.set_backend("numpy")
@@ -322,14 +321,10 @@ def lawler_benchmark(inliers: int = 20, outliers=(0, 4, 10), seeds: int = 5, *, 
         warnings.filterwarnings("ignore", category=RuntimeWarning, module="pygmtools")
         for count in outliers:
             for offset in range(seeds):
-                A, B, truth = outlier_pair(inliers, count, deformation=0.05, seed=seed + offset)
-                edges_a, edges_b = np.argwhere(A), np.argwhere(B)
-                weights_a, weights_b = A[tuple(edges_a.T)][:, None], B[tuple(edges_b.T)][:, None]
-                K = pygmtools.utils.build_aff_mat(None, weights_a, edges_a, None, weights_b,
-                                                  edges_b, edge_aff_fn=affinity)
-                n = A.shape[0]
-                methods["ours apfp factorized"] = factorized(edges_a, weights_a, edges_b,
-                                                             weights_b)
+                K, edges, truth = _lawler_pair(pygmtools, affinity, inliers, count,
+                                               seed + offset)
+                n = truth.size
+                methods["ours apfp factorized"] = factorized(*edges)
                 for name, solve in methods.items():
                     seconds, col_ind = median_time(functools.partial(solve, K, n),
                                                    repeats=repeats, warmup=min(repeats - 1, 1))
@@ -356,6 +351,18 @@ def lawler_benchmark(inliers: int = 20, outliers=(0, 4, 10), seeds: int = 5, *, 
              f"runs",
     )
     return {"rows": rows, "summary": summary, "table": report}
+
+
+def _lawler_pair(pygmtools, affinity, inliers: int, outliers: int, seed: int):
+    """RRWM's protocol: ``(K, (edges_a, weights_a, edges_b, weights_b), truth)``."""
+    from stepsize.matching.generators import outlier_pair
+
+    A, B, truth = outlier_pair(inliers, outliers, deformation=0.05, seed=seed)
+    edges_a, edges_b = np.argwhere(A), np.argwhere(B)
+    weights_a, weights_b = A[tuple(edges_a.T)][:, None], B[tuple(edges_b.T)][:, None]
+    K = pygmtools.utils.build_aff_mat(None, weights_a, edges_a, None, weights_b, edges_b,
+                                      edge_aff_fn=affinity)
+    return K, (edges_a, weights_a, edges_b, weights_b), truth
 
 
 def _qaplib_methods(starts: list[int]) -> dict[str, Any]:

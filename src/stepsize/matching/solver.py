@@ -461,191 +461,119 @@ def _check_settings(projection, step, beta, scale, beta_growth, beta_max, epsilo
 
 
 def projected_fixed_point(
-    A,
-    B,
-    K=None,
-    *,
-    maximize: bool = True,
-    n_init: int = 1,
-    seeds=None,
-    projection: str = "dynamical_softassign",
-    step="adaptive",
-    lam: float = 1.0,
-    beta="auto",
-    scale: str = "range",
-    beta_growth: float = 1.0,
-    beta_max: float = math.inf,
-    epsilon: float | None = None,
-    restart_epsilon: float | None = None,
-    init="barycenter",
-    seed=None,
-    max_iter: int = 100,
-    tol: float = 1e-3,
-    inner_tol: float = 1e-3,
-    inner_max_iter: int = 100,
-    polish: int = 0,
-    history: bool = False,
+    A, B, K=None, *, maximize: bool = True, n_init: int = 1, seeds=None,
+    projection: str = "dynamical_softassign", step="adaptive", lam: float = 1.0,
+    beta="auto", scale: str = "range", beta_growth: float = 1.0, beta_max: float = math.inf,
+    epsilon: float | None = None, restart_epsilon: float | None = None, init="barycenter",
+    seed=None, max_iter: int = 100, tol: float = 1e-3, inner_tol: float = 1e-3,
+    inner_max_iter: int = 100, polish: int = 0, history: bool = False,
 ) -> MatchingResult:
     """Maximize (or minimize) ``Z(M) = 1/2 <A, M B M^T> + lam <K, M>`` by projected fixed points.
 
-    Iterates ``M <- M + alpha_k (P(grad Z(M)) - M)``, ``grad Z(M) = 1/2 (A M B^T + A^T M B) +
-    lam K`` (``A M B + lam K`` for undirected graphs), from ``init`` and rounds the last
-    iterate to a matching with the Hungarian algorithm. Directed graphs (asymmetric ``A``, ``B``)
-    and self-loops (non-zero diagonals) enter the objective and gradient exactly, never
-    symmetrized. With a discrete projection (Hungarian) the best discrete iterate ``D_k`` is
-    kept when it scores higher, as IPFP does. Each iteration costs two products with A and B
-    (sparse or dense; four when both graphs are directed) plus the projection.
-
-    ``maximize=False`` minimizes ``f(P) = <A, P B P^T> + lam <K, P> = sum_ik A[i, k]
-    B[col_ind[i], col_ind[k]] + lam sum_i K[i, col_ind[i]]``, the quadratic assignment problem
-    exactly as ``scipy.optimize.quadratic_assignment(A, B)`` defines it (its ``fun`` without
-    ``K``), by maximizing ``-f / 2``; ``objective`` is then ``f`` (with ``maximize=True`` it is
-    ``Z = fun / 2``, as before).
-
-    **Starts.** ``n_init`` runs: the first from ``init``, the others from FAQ's randomized
-    doubly stochastic starts drawn from ``seed``; the best objective is kept, and
-    ``info["start_objectives"]`` lists every start's (``info["starts"]`` has their
-    ``n_iter``, ``converged`` and ``stall``). **Stalls.** A run that stops within 5% of the
-    barycenter ``11^T / N`` (mean row maximum of ``X`` below ``1/N + 0.05 (1 - 1/N)``: the
-    barycenter is a fixed point whenever the row sums of a graph are all equal, as in the
-    ``esc`` instances of QAPLIB) or, with a softassign projection, at a soft fixed point (mean
-    row maximum below 1/2) has stalled. A stall is answered first by ``restart_epsilon`` (the
-    adaptive softassign from the same start, for a soft fixed point), then by up to three more
-    randomized starts; if the kept run is still stalled the result has ``converged=False``, a
-    :class:`~stepsize.ConvergenceWarning` is emitted and ``message`` says so.
-    ``n_iter`` counts the iterations of every run.
-
-    **Seeds.** ``seeds``, an (m, 2) integer array of known pairs ``(node of A, node of B)``
-    (scipy's ``partial_match`` layout), fixes those nodes: the iteration runs on the free nodes
-    only, with the seeds' edges to them as a linear term, and ``col_ind[seeds[:, 0]] =
-    seeds[:, 1]``. ``X`` is the full n1 x n2 matrix (seed rows 0/1).
+    Iterates ``M <- M + alpha_k (P(grad Z(M)) - M)``, ``grad Z = 1/2 (A M B^T + A^T M B) +
+    lam K``, from ``init``; rounds the last iterate (Hungarian) or keeps the best discrete
+    iterate. ``maximize=False`` minimizes scipy's ``quadratic_assignment`` objective ``f(P) =
+    <A, P B P^T> + lam <K, P>`` (``objective = f``; else ``Z = fun / 2``). Runs on ``A /
+    max|A|``, ``B / max|B|``; values are reported in the user's units. Starts, stalls and
+    restarts (``converged=False`` and a ``ConvergenceWarning`` when every start stalls),
+    sharpening and seeds (scipy's ``partial_match``): the module docstring, docs/matching.md.
 
     Args:
-        A: adjacency of graph 1 (n1 x n1): ndarray, scipy.sparse or networkx graph (directed
-            or not).
-        B: adjacency of graph 2 (n2 x n2), same kinds.
-        K: optional node affinity (n1 x n2); the node term is ``lam <K, M>``.
-        maximize: maximize ``Z`` (default; graph matching) or minimize ``f`` (the QAP).
-        n_init: number of starts, >= 1.
-        seeds: known correspondences, an (m, 2) integer array, or None.
+        A, B: adjacencies (n1 x n1, n2 x n2): ndarray, scipy.sparse or networkx graph.
+        K: optional node affinity (n1 x n2), weighted by ``lam``.
+        maximize: maximize ``Z`` (default) or minimize ``f`` (the QAP).
+        n_init: number of starts, >= 1. seeds: an (m, 2) integer array of known pairs, or None.
         projection: ``"dynamical_softassign"``, ``"softassign"``, ``"hungarian"`` or
             ``"doubly_stochastic"``.
-        step: ``"adaptive"`` (closed-form line search, monotone), a fixed ``alpha`` in (0, 1],
-            or a callable ``(c1, c2) -> alpha``.
-        lam: weight of the node term.
-        beta: inverse temperature of the (dynamical) softassign at iteration 0, or ``"auto"``
-            (``10 sqrt(N)``, ``N = max(n1, n2)``, the size rule of the dynamical softassign).
-        scale: normalization of the dynamical softassign, ``"range"`` (``max - min`` of the
-            gradient, default) or ``"max"`` (``max |gradient|``).
-        beta_growth: ``beta_k = min(beta * beta_growth**k, beta_max)`` (GA's annealing).
-        beta_max: cap of the annealed (or adaptive) ``beta``.
-        epsilon: adaptive softassign (ASM): at every iteration ``beta`` is doubled through the
-            Hadamard power until the softassign ``D`` of the gradient ``G`` certifies
-            ``<G, Q - U> <= (1 + epsilon) <G, D - U>`` for every permutation ``Q``
-            (``U = 11^T / N``; see :func:`~stepsize.matching.adaptive_softassign`); the reached
-            ``beta`` carries over to the next iteration. Needs a finite ``beta_max``. None
-            (default): ``beta`` follows ``beta_growth`` only.
-        restart_epsilon: when the softassign iteration (``epsilon=None``) converges to a soft
-            fixed point (mean row maximum of ``X`` below 1/2), run it again from the same start
-            with ``epsilon=restart_epsilon`` and keep the matching with the higher objective
-            (``info["restart"]`` says which; ``n_iter`` counts both runs, ``history`` and
-            ``info`` are the kept run's). None (default): no such restart.
-        init: ``"barycenter"`` (``11^T / N``), ``"randomized"`` (FAQ's random start, uses
-            ``seed``) or an n1 x n2 array: the first start.
-        seed: int or ``numpy.random.Generator`` for the randomized starts.
-        max_iter: cap on outer iterations of each run.
-        tol: stop when ``alpha ||D - M||_F / ||M_{k+1}||_F < tol``.
-        inner_tol, inner_max_iter: Sinkhorn (row-sum error) or doubly stochastic projection
-            tolerance and cap. The cap of 100 binds only near convergence, where softassign at a
-            large beta scales slowly and the direction needs no precision: the step stays exact
-            (and monotone) for any ``D``, and the final rounding is a Hungarian step.
-        polish: sharpening: at most this many IPFP iterations (Hungarian projection, exact
-            line search, best discrete iterate kept) from the last iterate of every run that
-            has not reached a matching (mean row maximum of ``X`` below 0.95), for
-            ``N <= 1000`` (each iteration solves an N x N linear assignment); the better of
-            the two matchings is kept (``info["polish"]``). 0 (default): none.
-        history: store the relaxed objective of every iterate of the kept run in
-            ``result.history`` (in the user's convention: ``Z``, or ``f`` to minimize).
-
-    The iteration runs on the normalized problem of the module docstring (``A / max|A|``, ...),
-    so the matching does not depend on the units of the weights; ``beta`` (fixed or annealed)
-    applies to the normalized scores. ``objective`` and ``history`` are in the user's units;
-    ``info["c1"]``, ``info["c2"]`` and ``info["relaxed_objective"]`` are those of the internal
-    maximization of the free nodes (``-f/2`` when minimizing), in the user's units (``+-inf``
-    or 0 where outside the float64 range; ``info["normalized_objective"]`` is always finite).
+        step: ``"adaptive"`` (exact line search, monotone), a fixed ``alpha`` in (0, 1], or a
+            callable ``(c1, c2) -> alpha``.
+        beta: softassign inverse temperature at iteration 0, or ``"auto"`` (``10 sqrt(N)``).
+        scale: dynamical softassign normalization, ``"range"`` (default) or ``"max"``.
+        beta_growth, beta_max: ``beta_k = min(beta beta_growth**k, beta_max)`` (GA).
+        epsilon: adaptive softassign (ASM) relative error bound at every iteration, or None.
+        restart_epsilon: rerun a soft fixed point with this ``epsilon``; keep the better.
+        init: ``"barycenter"``, ``"randomized"`` or an n1 x n2 array (the first start).
+        seed: int or Generator for the randomized starts.
+        max_iter, tol: cap on iterations; stop at ``alpha ||D - M|| / ||M|| < tol``.
+        inner_tol, inner_max_iter: Sinkhorn (or doubly stochastic projection) stopping rule.
+        polish: at most this many IPFP sharpening iterations for a run not yet a matching.
+        history: keep the relaxed objective of every iterate in ``history``.
 
     Returns:
         A :class:`MatchingResult`.
 
     Raises:
-        ValueError, TypeError: naming the argument, for a bad value (``step`` outside (0, 1],
-            ``n_init < 1``, seeds out of range or repeated, a meta-device tensor, complex or
-            non-finite weights, ...).
+        ValueError, TypeError: naming the argument; MemoryError: the work arrays do not fit.
 
-    >>> A = np.array([[0, 3, 1], [3, 0, 2], [1, 2, 0]], dtype=float)
-    >>> B = A[np.ix_([2, 0, 1], [2, 0, 1])]
-    >>> projected_fixed_point(A, B).col_ind.tolist()
-    [1, 2, 0]
     >>> F = np.array([[0, 5, 1], [0, 0, 2], [3, 0, 0]], dtype=float)   # directed flows
     >>> D = np.array([[0, 1, 4], [2, 0, 1], [1, 3, 0]], dtype=float)   # directed distances
     >>> result = projected_fixed_point(F, D, maximize=False, n_init=3, seed=3)
     >>> result.col_ind.tolist(), result.objective, result.info["start_objectives"]
     ([1, 2, 0], 12.0, [13.0, 13.0, 12.0])
-    >>> float(np.sum(F * D[np.ix_([1, 2, 0], [1, 2, 0])]))  # scipy's fun; the optimum (brute force)
-    12.0
 
-    Reference: Shen, Niu, Zhu, "Dynamical softassign and adaptive parameter tuning for graph
-    matching", arXiv:2208.08233 (2022); Vogelstein et al., "Fast approximate quadratic
-    programming for graph matching", PLOS ONE 10 (2015) (QAP, seeds, randomized starts).
+    Reference: Shen, Niu, Zhu, arXiv:2208.08233 (2022); Vogelstein et al., PLOS ONE (2015).
     """
+    A, B, K, seeds, init = _checked_inputs(A, B, K, seeds, init)
+    n1, n2 = A.shape[0], B.shape[0]
+    if not isinstance(maximize, (bool, np.bool_)):
+        raise TypeError(f"maximize must be True or False, got {describe(maximize)}")
+    n_init, lam = check_int(n_init, "n_init", low=1), check_real(lam, "lam")
+    settings, restart_epsilon = _check_settings(
+        projection, step, beta, scale, beta_growth, beta_max, epsilon, restart_epsilon,
+        max_iter, tol, inner_tol, inner_max_iter, polish, max(n1, n2))
+    problem = _internal_problem(A, B, K, lam, bool(maximize), seeds)
+    result, log_scale = _solve_free(problem, settings, init, check_rng(seed), n_init,
+                                    restart_epsilon)
+    return _full_result(result, log_scale, problem, (A, B, K, lam), seeds, bool(maximize),
+                        history)
+
+
+def _checked_inputs(A, B, K, seeds, init):
+    """The graphs as adjacencies, ``K``, ``seeds`` and ``init`` checked (shapes, values)."""
     A, _ = as_adjacency(_check_graph_input(A, "A"), "A", directed=True)
     B, _ = as_adjacency(_check_graph_input(B, "B"), "B", directed=True)
     n1, n2 = A.shape[0], B.shape[0]
     if K is not None:
         K = check_array(_check_graph_input(K, "K"), "K", shape=(n1, n2))
-    if not isinstance(maximize, (bool, np.bool_)):
-        raise TypeError(f"maximize must be True or False, got {describe(maximize)}")
-    maximize = bool(maximize)
-    n_init = check_int(n_init, "n_init", low=1)
     seeds = _check_seeds(seeds, n1, n2)
-    lam = check_real(lam, "lam")
-    settings, restart_epsilon = _check_settings(
-        projection, step, beta, scale, beta_growth, beta_max, epsilon, restart_epsilon,
-        max_iter, tol, inner_tol, inner_max_iter, polish, max(n1, n2))
-    rng = check_rng(seed)
     if isinstance(init, str):
         check_choice(init, "init", ("barycenter", "randomized"))
     else:
         init = check_array(_check_graph_input(init, "init"), "init", shape=(n1, n2))
+    return A, B, K, seeds, init
 
-    A_free, B_free, linear, free_a, free_b = _internal_problem(A, B, K, lam, maximize, seeds)
+
+def _solve_free(problem, settings: _Settings, init, rng, n_init: int, restart_epsilon):
+    """Solve on the free nodes of ``problem = (A_f, B_f, L, free_a, free_b)``."""
+    A_free, B_free, linear, free_a, free_b = problem
     m1, m2 = free_a.size, free_b.size
     if isinstance(init, np.ndarray):
         init = init[np.ix_(free_a, free_b)]
-    if m1 == 0 or m2 == 0:  # every node of one graph is seeded: nothing left to match
-        result = MatchingResult(x=np.zeros((m1, m2)), n_iter=0, converged=True, history=[],
-                                message="every node is seeded", info={}, col_ind=np.full(
-                                    m1, -1, dtype=np.intp), objective=0.0)
-        log_scale = 0.0
-        result.info.update(normalized_objective=0.0, log_scale=0.0, starts=[],
-                           start_objectives=[])
-    else:
-        result, log_scale = _solve(A_free, B_free, linear, settings, init, rng, n_init,
-                                   restart_epsilon)
-    # Back to the full problem: seeds and free nodes, objectives in the user's convention.
-    col_ind = np.full(n1, -1, dtype=np.intp)
-    if seeds is not None:
-        col_ind[seeds[:, 0]] = seeds[:, 1]
-    col_ind[free_a] = np.where(result.col_ind >= 0, free_b[np.maximum(result.col_ind, 0)], -1)
+    if m1 > 0 and m2 > 0:
+        return _solve(A_free, B_free, linear, settings, init, rng, n_init, restart_epsilon)
+    # Every node of one graph is seeded: nothing left to match.
+    result = MatchingResult(x=np.zeros((m1, m2)), n_iter=0, converged=True, history=[],
+                            message="every node is seeded", info={},
+                            col_ind=np.full(m1, -1, dtype=np.intp), objective=0.0)
+    result.info.update(normalized_objective=0.0, log_scale=0.0, starts=[],
+                       start_objectives=[])
+    return result, 0.0
+
+
+def _full_result(result: MatchingResult, log_scale: float, problem, weights, seeds,
+                 maximize: bool, history: bool) -> MatchingResult:
+    """Back to the full problem: seeds and free nodes, objectives in the user's convention."""
+    A, B, K, lam = weights
+    free_a, free_b = problem[3], problem[4]
+    n1, n2 = A.shape[0], B.shape[0]
+    col_ind = _full_col_ind(result.col_ind, seeds, free_a, free_b, n1)
     X = np.zeros((n1, n2))
     X[np.ix_(free_a, free_b)] = result.x
-    if seeds is not None:
-        X[seeds[:, 0], seeds[:, 1]] = 1.0
     constant = 0.0
     if seeds is not None:
-        partial = np.full(n1, -1, dtype=np.intp)
-        partial[seeds[:, 0]] = seeds[:, 1]
-        constant = _user_objective(A, B, K, lam, partial, maximize)
+        X[seeds[:, 0], seeds[:, 1]] = 1.0
+        constant = _user_objective(A, B, K, lam, _full_col_ind(
+            np.full(free_a.size, -1), seeds, free_a, free_b, n1), maximize)
     info = result.info
     for start in info["starts"]:
         start["objective"] = _user_objective(A, B, K, lam, _full_col_ind(
@@ -656,13 +584,11 @@ def projected_fixed_point(
         objective_value = _from_internal(_rescale(info["normalized_objective"], log_scale),
                                          maximize)
     result.x, result.col_ind, result.objective = X, col_ind, objective_value
-    result.history = [constant + _from_internal(_rescale(value, log_scale), maximize)
-                      for value in result.history]
+    result.history = ([constant + _from_internal(_rescale(value, log_scale), maximize)
+                       for value in result.history] if history else None)
     info["maximize"] = maximize
     if seeds is not None:
         info["seeds"] = seeds
-    if not history:
-        result.history = None
     return result
 
 
