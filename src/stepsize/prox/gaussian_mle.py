@@ -176,7 +176,9 @@ def constrained_gaussian_mle(
         primal_step: ``tau`` of ``"pdhg"`` in the standardized units (module docstring); default
             ``6 / sqrt(1 + m)`` (the fastest of 1.5, 3, 6, 12 on diabetes with 4 caps).
         max_iter: iteration cap (Newton steps or PDHG iterations).
-        tol: primal-dual tolerance of the stopping rule (module docstring).
+        tol: primal-dual tolerance of the stopping rule (module docstring). ``"pdhg"``'s
+            residual test is the weaker one: at ``tol = 1e-8`` its objective was 1e-7
+            (relative) above Clarabel's on a ridge instance with ``n = 15 < p = 20``.
         progress: show a progress bar.
 
     Returns:
