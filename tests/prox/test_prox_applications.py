@@ -146,3 +146,27 @@ def test_pseudolikelihood_recovers_a_chain_and_bad_input():
     with pytest.raises(ValueError, match="samples"):
         pseudolikelihood_graph(np.ones(5), 0.1)
     assert pseudolikelihood_objective(-np.eye(2), np.eye(2), 0.1) == math.inf
+
+
+def test_benchmark_runs_and_agrees_with_cvxpy():
+    """``stepsize bench prox_applications`` on tiny synthetic sizes: every application against
+    Clarabel, objective gaps within Clarabel's accuracy."""
+    pytest.importorskip("cvxpy")
+    pytest.importorskip("sklearn")
+    from stepsize._registry import BENCHMARKS
+
+    entry = BENCHMARKS.get("prox_applications")
+    tiny = {**entry.quick, "mle_sizes": [6], "mle_shifts": [30.0], "ridge_sizes": [],
+            "lasso_sizes": [(12, 4, 2)], "graph_sizes": [4], "ours_repeats": 1,
+            "pdhg_max_size": 0, "real_data": False, "scs_lasso_max_n": 0,
+            "scs_graph_max_size": 0}
+    result = entry.run(tiny, 0)
+    problems = [record["problem"] for record in result["records"]]
+    assert problems == ["MLE, mean 30x spread", "scaled lasso d = 4, k = 2",
+                        "pseudolikelihood, chain, n = 12"]
+    for record in result["records"]:
+        clarabel = record["peers"]["CLARABEL"]
+        if "failed" in clarabel:  # Clarabel fails on some shifted data; ours must not
+            assert record["problem"].startswith("MLE, mean")
+            continue
+        assert -1e-9 <= clarabel["gap"] <= 1e-6 and clarabel["ratio"] > 0

@@ -30,12 +30,13 @@ from stepsize.benchmarks import Entry, register
 QUICK = {"mle_sizes": [10, 20], "mle_shifts": [0.0, 30.0], "mle_caps": 5,
          "ridge_sizes": [(15, 20)], "lasso_sizes": [(30, 10, 3)], "graph_sizes": [5, 10],
          "scs_max_size": 0, "scs_lasso_max_n": 20, "scs_graph_max_size": 5,
-         "ours_repeats": 3, "peer_repeats": 1, "pdhg_max_size": 10}
+         "ours_repeats": 3, "peer_repeats": 1, "pdhg_max_size": 10, "real_data": True}
 FULL = {"mle_sizes": [10, 20, 30, 40, 50], "mle_shifts": [0.0, 10.0, 30.0], "mle_caps": 5,
         "ridge_sizes": [(15, 20), (60, 100)],
         "lasso_sizes": [(30, 10, 3), (60, 20, 3), (100, 40, 4)],
         "graph_sizes": [5, 10, 20, 30], "scs_max_size": 10, "scs_lasso_max_n": 30,
-        "scs_graph_max_size": 10, "ours_repeats": 5, "peer_repeats": 1, "pdhg_max_size": 20}
+        "scs_graph_max_size": 10, "ours_repeats": 5, "peer_repeats": 1, "pdhg_max_size": 20,
+        "real_data": True}
 PEERS = ("CLARABEL", "SCS")
 SCS_OPTIONS = {"eps_abs": 1e-9, "eps_rel": 1e-9, "max_iters": 100000}
 
@@ -144,7 +145,8 @@ def _mle(config, rng, rows, records):
             data, caps = _mle_data(rng, p, shift, config["mle_caps"])
             cases.append((f"MLE, mean {shift:g}x spread", p, data, caps))
     raw = load_diabetes(scaled=False).data
-    for label, data in (("raw", raw), ("standardized", (raw - raw.mean(0)) / raw.std(0))):
+    real = (("raw", raw), ("standardized", (raw - raw.mean(0)) / raw.std(0)))
+    for label, data in real if config["real_data"] else ():
         cases.append((f"MLE, diabetes {label}", 10, data,
                       np.eye(10)[:4] / np.sqrt(0.8 * data.var(axis=0)[:4])[:, None]))
     for name, p, data, caps in cases:
@@ -177,9 +179,9 @@ def _lasso(config, rng, rows, records):
         noise = np.linalg.cholesky(0.5 * np.ones((k, k)) + 0.5 * np.eye(k))
         Y = X @ coef + rng.standard_normal((n, k)) @ noise.T
         cases.append((f"scaled lasso d = {d}, k = {k}", n, X, Y))
-    linnerud = load_linnerud()
-    X, Y = linnerud.data, linnerud.target
-    cases.append(("scaled lasso, Linnerud", 20, (X - X.mean(0)) / X.std(0), Y - Y.mean(0)))
+    if config["real_data"]:
+        X, Y = load_linnerud(return_X_y=True)
+        cases.append(("scaled lasso, Linnerud", 20, (X - X.mean(0)) / X.std(0), Y - Y.mean(0)))
     for name, n, X, Y in cases:
         lam = 0.5 * math.sqrt(2 * math.log(X.shape[1] * Y.shape[1]) / n)
         _compare(name, n, lambda X=X, Y=Y, lam=lam: matrix_scaled_lasso(X, Y, lam).objective,
@@ -197,8 +199,9 @@ def _graph(config, rng, rows, records):
         chain = np.eye(p) + 0.4 * (np.eye(p, k=1) + np.eye(p, k=-1))
         data = rng.multivariate_normal(np.zeros(p), np.linalg.inv(chain), size=3 * p)
         cases.append((f"pseudolikelihood, chain, n = {3 * p}", p, data))
-    diabetes = load_diabetes().data
-    cases.append(("pseudolikelihood, diabetes", 10, diabetes / diabetes.std(axis=0)))
+    if config["real_data"]:
+        diabetes = load_diabetes().data
+        cases.append(("pseudolikelihood, diabetes", 10, diabetes / diabetes.std(axis=0)))
     for name, p, data in cases:
         lam = 0.3 * math.sqrt(math.log(p) / data.shape[0])
         _compare(name, p, lambda d=data, lam=lam: pseudolikelihood_graph(d, lam).objective,
