@@ -167,8 +167,11 @@ class _Data:
             source = self.loader
         elif self.dataset is not None:
             order = _epoch_batches(len(self.dataset), batch_size, seed, epoch, rank, world)
+            # its own generator: creating the iterator would otherwise draw from torch's
+            # global one, which Dropout uses
             source = torch.utils.data.DataLoader(
-                self.dataset, batch_sampler=[index.tolist() for index in order])
+                self.dataset, batch_sampler=[index.tolist() for index in order],
+                generator=torch.Generator())
         else:
             order = _epoch_batches(len(self.inputs), batch_size, seed, epoch, rank, world)
             source = ((self.inputs[index], self.targets[index]) for index in order)
@@ -179,7 +182,8 @@ class _Data:
         if self.loader is not None:
             source = self.loader
         elif self.dataset is not None:
-            source = torch.utils.data.DataLoader(self.dataset, batch_size=batch_size)
+            source = torch.utils.data.DataLoader(self.dataset, batch_size=batch_size,
+                                                 generator=torch.Generator())
         else:
             source = zip(self.inputs.split(batch_size), self.targets.split(batch_size),
                          strict=True)
