@@ -4,7 +4,8 @@ a PyProximal-style operator and the constrained Gaussian MLE that uses the prox.
     phi(Omega, eta) = 1/2 eta^T Omega^+ eta  (Omega PSD, eta in its range; +inf otherwise)
 
 Main entry: ``prox_matrix_perspective(X, y, sigma)``, returning a ``PerspectiveProxResult``
-(``Omega, eta = result.x``); the same call solves a stack with ``X`` of shape ``(b, p, p)``.
+(``Omega, eta = result.x``); the same call solves a stack with ``X`` of shape ``(b, p, p)`` and
+the multi-column function ``1/2 tr(H^T Omega^+ H)`` when ``y`` is a p x k matrix.
 """
 
 from stepsize.prox.certificates import KKTResiduals, kkt_residuals, project_conjugate_domain
