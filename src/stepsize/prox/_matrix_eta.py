@@ -144,18 +144,17 @@ def _solve(X, Y, sigma, tol, max_iter):
     value, gradient, w, V = _evaluate(M, T, sigma)
     scale = float(np.linalg.norm(X)) + float(np.linalg.norm(Y))
     zero = float(w[-1]) <= 64 * _EPS * scale  # M(sigma I) <= 0: X + Y Y^T / (2 sigma) <= 0
-    details = {"n_newton": 0, "n_gradient": 0, "history": [], "zero_region": zero, "rank": 0}
+    history = [float(np.linalg.norm(gradient)) / sigma]
+    details = {"n_newton": 0, "n_gradient": 0, "history": history, "zero_region": zero, "rank": 0}
     target = max(tol, 16 * _EPS) * sigma * math.sqrt(k)
-    converged = zero
+    converged = zero or history[0] * sigma <= target
     iterations = 0
     while not converged and iterations < max_iter:
-        details["history"].append(float(np.linalg.norm(gradient)) / sigma)
-        if float(np.linalg.norm(gradient)) <= target:
-            converged = True
-            break
         T, value, gradient, w, V, moved = _line_search(M, T, value, gradient, w, V, sigma, details)
         iterations += 1
-        converged = float(np.linalg.norm(gradient)) <= target or not moved
+        history.append(float(np.linalg.norm(gradient)) / sigma)
+        # no acceptable step: G is at its rounding level, T is optimal to working accuracy
+        converged = history[-1] * sigma <= target or not moved
     details.update(n_iter=iterations, converged=bool(converged),
                    residual=float(np.linalg.norm(gradient)))
     if not converged:
