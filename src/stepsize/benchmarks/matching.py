@@ -15,8 +15,9 @@ The ``qaplib`` section (config key ``qaplib``; off in ``--quick``) solves the QA
 of ``../shared/data/qaplib/`` up to ``max_n`` as scipy defines the QAP (``maximize=False``) with
 apfp and scipy's FAQ, one start and five starts each, and reports the relative gap to the
 best-known value and the CPU time (``time.process_time``, one BLAS thread). It also runs alone:
-:func:`qaplib_benchmark`. The ``lawler`` section (:func:`lawler_benchmark`; off in ``--quick``)
-passes pygmtools' own Lawler affinities with outliers to ``match_lawler`` and to RRWM.
+:func:`qaplib_benchmark`. The ``lawler`` section (:func:`lawler_benchmark`; 3 pairs per
+setting in ``--quick``) passes pygmtools' own Lawler affinities with outliers to
+``match_lawler`` (explicit and factorized) and to RRWM.
 """
 
 from __future__ import annotations
@@ -50,7 +51,7 @@ QUICK = {
     "pygm_budget_bytes": 200_000_000,
     "threads": 1,
     "qaplib": None,
-    "lawler": None,
+    "lawler": {"inliers": 20, "outliers": [4, 10], "seeds": 3},
 }
 
 # Sized to finish well within half an hour on 2 shared cores (docs/matching.md has the measured
