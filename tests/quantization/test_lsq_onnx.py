@@ -97,17 +97,19 @@ def test_residual_add_gets_a_calibrated_branch_quantizer_and_fuses(tmp_path):
     calibration = torch.randn(32, 3, 8, 8)
     with torch.no_grad():
         model(calibration)
-        branch = model.branch(model.stem(calibration))
+        stem = model.stem(calibration)
+        branch = model.branch(stem)
     traced = trace_for_onnx(model)
     place_output_quantizers(traced, (calibration,))
     quantizers = [m for m in traced.modules() if isinstance(m, OutputQuantizer)]
-    # stem output (the branch conv's own step), branch output (calibrated), add output
+    # stem output (also the skip input, so calibrated), branch output (calibrated), add output
     assert len(quantizers) == 3
+    assert float(quantizers[0].scale) == pytest.approx(float(stem.max()) / 255, rel=1e-6)
+    assert quantizers[0].zero_point == 0  # after the ReLU: the range starts at 0
     low, high = float(branch.min()), float(branch.max())
     scale = (high - min(low, 0.0)) / 255
     assert float(quantizers[1].scale) == pytest.approx(scale, rel=1e-6)
     assert quantizers[1].zero_point == round(-min(low, 0.0) / scale)
-    assert float(quantizers[0].scale) == float(model.branch.input_quantizer.step_size.detach())
     path = export_onnx(model, tmp_path / "residual.onnx", calibration[:1], integer_kernels=True,
                        calibration_input=calibration)
     kernels = _optimized(path, tmp_path)[0]

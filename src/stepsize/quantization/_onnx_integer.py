@@ -7,17 +7,20 @@ quantized. A fake-quantized model only quantizes the inputs of its conv/linear l
 pass (on a ``torch.fx`` trace) adds an output quantizer ``Q_o`` after each quantized layer (after
 the ReLU/ReLU6 that follows it) and after each residual add:
 
-* when the output reaches a layer's 8-bit input quantizer (directly or through max pooling,
-  flattening, identities), ``Q_o`` is that quantizer (step ``s'``, zero point 0): exact, and the
-  consumer's own QuantizeLinear/DequantizeLinear pair becomes redundant;
-* otherwise (a branch into a residual add, an output into average pooling) ``Q_o`` is calibrated
-  on the example input: ``[min, max]`` mapped onto uint8, ``s = (max - min) / 255`` with zero
-  point ``round(-min / s)``. This is the one inexact step;
+* when the output reaches a layer's input quantizer (directly or through max pooling,
+  flattening, identities) and is not also the skip input of a residual add, ``Q_o`` is that
+  quantizer (step ``s'``): exact, and the consumer's own QuantizeLinear/DequantizeLinear pair
+  becomes redundant;
+* otherwise (a branch into a residual add, a skip path, an output into average pooling) ``Q_o``
+  is calibrated on the example input: ``[min, max]`` mapped onto uint8, ``s = (max - min) /
+  255`` with zero point ``round(-min / s)``, usually finer than a layer's LSQ step, so the
+  skip path is not carried at a consumer's coarser step. This is the one inexact step (the
+  consumer then requantizes to its own step);
 * all activations are uint8 (a signed LSQ quantizer's int8 codes become uint8 with zero point
   128: the same values), as QLinearAdd needs one type for both inputs and the output;
 * a ReLU6 (``clamp(y, 0, 6)``) whose range is wider than ``Q_o``'s is applied to the codes, as
   ``clamp(q, z, z + round(6 / s))``, which equals quantizing the clamped value because
-  rounding is monotone; a ReLU in front of a signed ``Q_o`` likewise becomes ``clamp(q, 0, ...)``.
+  rounding is monotone; a ReLU before a zero point ``z > 0`` likewise becomes ``clamp(q, z, ...)``.
 
 Reference: Jacob et al., CVPR 2018 (integer-arithmetic-only inference); onnxruntime's QDQ
 format and its ``QDQSelectorActionTransformer``.
@@ -87,11 +90,9 @@ class OutputQuantizer(nn.Module):
                                                self.high, self.signed)
 
 
-def _calibrated(low: float, high: float, signed: bool | None) -> OutputQuantizer:
-    """8-bit quantizer covering ``[low, high]``: uint8 with a zero point (int8 symmetric if
-    ``signed``)."""
-    if signed:
-        return OutputQuantizer(max(abs(low), abs(high), 1e-12) / 127, 0, True)
+def _calibrated(low: float, high: float) -> OutputQuantizer:
+    """uint8 quantizer covering ``[low, high]`` (and 0): ``s = (high - low) / 255``, zero point
+    ``round(-low / s)``."""
     low = min(low, 0.0)
     scale = max(high - low, 1e-12) / 255
     return OutputQuantizer(scale, round(-low / scale), False)
@@ -212,31 +213,23 @@ class _Placement:
         self.specs[new] = quantizer
         return new
 
-    def other_add_input_signed(self, node: torch.fx.Node) -> bool | None:
-        for user in node.users:
-            if _kind(user, self.modules) == "add":
-                for arg in user.args:
-                    spec = self.spec_of(arg) if arg is not node else None
-                    if spec is not None:
-                        return spec.signed
-        return None
-
-    def choose(self, tail: torch.fx.Node, signed: bool | None) -> OutputQuantizer:
-        """The consumer's 8-bit input quantizer if there is one of the right type, else a
-        quantizer calibrated on the recorded range."""
+    def choose(self, tail: torch.fx.Node) -> OutputQuantizer:
+        """The consumer's input quantizer (8 bits or fewer) if the output reaches one and is
+        not also the skip input of a residual add; else one calibrated on the recorded range
+        (finer than a layer's LSQ step, which the skip path would otherwise carry on)."""
         consumers = [q for q in _consumer_quantizers(tail, self.modules)
                      if q.bits <= 8 and q.step_size.numel() == 1 and q.offset is None]
-        if consumers and not signed:
+        skip = any(_kind(user, self.modules) == "add" for user in tail.users)
+        if consumers and not skip:
             return from_lsq(consumers[0])
-        low, high, _ = self.ranges[tail.name]
-        return _calibrated(low, high, signed)
+        return _calibrated(*self.ranges[tail.name][:2])
 
     def absorb(self, activation: torch.fx.Node, quantizer: OutputQuantizer) -> bool:
         """Apply a ReLU/ReLU6 to the codes (and drop it) unless onnxruntime removes it itself
-        (a uint8 zero point 0 for ReLU, a range within [0, 6] for ReLU6)."""
+        (zero point 0 for ReLU, a range within [0, 6] for ReLU6)."""
         relu6 = _kind(activation, self.modules) == "relu6"
         step, zero = float(quantizer.scale), quantizer.zero_point
-        if not quantizer.signed and zero == 0 and (not relu6 or quantizer.high * step <= 6):
+        if zero == 0 and (not relu6 or quantizer.high * step <= 6):
             return False
         quantizer.low = max(quantizer.low, zero)
         if relu6:
@@ -245,7 +238,7 @@ class _Placement:
         self.graph.erase_node(activation)
         return True
 
-    def place(self, node: torch.fx.Node, signed: bool | None) -> None:
+    def place(self, node: torch.fx.Node) -> None:
         """Quantize the output of a layer or add (after its ReLU/ReLU6), unless it is a model
         output, or a linear layer on more than 2 dimensions (MatMul, not fused)."""
         tail, activation = _tail(node, self.modules)
@@ -254,31 +247,25 @@ class _Placement:
         module = self.modules.get(node.target) if node.op == "call_module" else None
         if isinstance(module, nn.Linear) and self.ranges[tail.name][2] != 2:
             return
-        if signed is None:
-            signed = self.other_add_input_signed(tail)
-        quantizer = self.choose(tail, signed)
+        quantizer = self.choose(tail)
         if activation is not None and self.absorb(activation, quantizer):
             tail = _tail(node, self.modules)[0]
         self.insert(tail, quantizer)
 
-    def quantize_add_inputs(self, node: torch.fx.Node) -> bool | None:
-        """Give both inputs of an add a DequantizeLinear of one integer type; returns it."""
-        arguments = [a for a in node.args if isinstance(a, torch.fx.Node)]
-        specs = [self.spec_of(a) for a in arguments]
-        signed = next((spec.signed for spec in specs if spec is not None), None)
-        for argument, spec in zip(arguments, specs):
-            if argument in self.specs:
+    def quantize_add_inputs(self, node: torch.fx.Node) -> None:
+        """Give both inputs of an add a DequantizeLinear (uint8 codes)."""
+        for argument in node.args:
+            if not isinstance(argument, torch.fx.Node) or argument in self.specs:
                 continue
+            spec = self.spec_of(argument)
             if spec is None:
                 if argument.name not in self.ranges:
-                    return signed
-                spec = _calibrated(*self.ranges[argument.name][:2], signed)
-                signed = spec.signed
+                    continue
+                spec = _calibrated(*self.ranges[argument.name][:2])
             else:
                 spec = OutputQuantizer(float(spec.scale), spec.zero_point, spec.signed,
                                        spec.low, spec.high)
             self.insert(argument, spec, users=[node])
-        return signed
 
 
 def place_output_quantizers(graph_module: torch.fx.GraphModule, example_inputs) -> set[str]:
@@ -295,9 +282,10 @@ def place_output_quantizers(graph_module: torch.fx.GraphModule, example_inputs) 
     for node in list(placement.graph.nodes):
         kind = _kind(node, placement.modules)
         if kind == "add":
-            placement.place(node, placement.quantize_add_inputs(node))
+            placement.quantize_add_inputs(node)
+            placement.place(node)
         elif kind == "layer":
-            placement.place(node, None)
+            placement.place(node)
     redundant = set()
     for node in placement.graph.nodes:
         if _kind(node, placement.modules) == "layer" and node.args[:1] and \
