@@ -305,3 +305,24 @@ def test_softassign_gap_bound_bad_input():
         softassign_gap_bound(np.array([[1.5, -0.5], [-0.5, 1.5]]), 1.0)
     with pytest.raises(ValueError, match="P"):
         softassign_gap_bound(np.ones((2, 3)) / 3, 1.0)
+
+
+@pytest.mark.parametrize("n", [7, 40])
+def test_float32_kernel_agrees_with_float64(monkeypatch, n):
+    from stepsize.matching import match_graphs, projections
+    from stepsize.matching.generators import network_pair
+
+    rng = np.random.default_rng(n)
+    S = rng.normal(size=(n, n)) * 3
+    reference = sinkhorn(S, tol=1e-4)
+    A, B, truth = network_pair(n * 5, rewire=0.05, seed=1)
+    expected = match_graphs(A, B)
+    monkeypatch.setattr(projections, "_FLOAT32_FROM", 1)  # the large-n path, at small n
+    single = sinkhorn(S, tol=1e-4)
+    assert single.P.dtype == np.float64 and single.converged and reference.converged
+    assert abs(single.n_iter - reference.n_iter) <= 2
+    np.testing.assert_allclose(single.P, reference.P, rtol=0, atol=1e-5)
+    np.testing.assert_allclose(single.P.sum(axis=1), 1.0, atol=1e-4)
+    result = match_graphs(A, B)
+    np.testing.assert_array_equal(result.col_ind, expected.col_ind)
+    assert result.objective == expected.objective

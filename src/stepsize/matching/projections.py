@@ -56,6 +56,12 @@ __all__ = [
 # kernel exp(S - f - g) and the products K v never overflow or underflow to zero everywhere.
 _ABSORB_BOUND = 1e100
 _ABSORB_LOW = 1.0 / _ABSORB_BOUND
+# The float32 kernel (from _FLOAT32_FROM rows: half the memory traffic of the matrix-vector
+# products, which are the cost of a scaling at large n) absorbs from 1e30 and re-centres a
+# warm-started column below exp(-80) (float32 underflows below about exp(-103)).
+_FLOAT32_FROM = 4000
+_ABSORB_LOW_32 = 1e-30
+_UNDERFLOW_LOG_32 = -80.0
 # The reductions without ndarray.min's Python wrapper (it dominates at n <= 100).
 _min, _max = np.minimum.reduce, np.maximum.reduce
 # exp underflows to 0 below about -745; a warm-started column is re-centred below this.
@@ -93,9 +99,13 @@ def _sinkhorn(
 ) -> SinkhornResult:
     """Log-stabilized Sinkhorn scaling of ``exp(log_kernel)``; overwrites ``log_kernel``.
 
-    ``warm``: column log potentials of a previous, similar problem to start from.
+    ``warm``: column log potentials of a previous, similar problem to start from. From
+    ``_FLOAT32_FROM`` rows up the kernel is float32, stored in the first half of
+    ``log_kernel``'s own memory (no other n x n array), and ``P`` is written back as float64.
     """
     n = log_kernel.shape[0]
+    single = n >= _FLOAT32_FROM and log_kernel.flags.c_contiguous
+    underflow = _UNDERFLOW_LOG_32 if single else _UNDERFLOW_LOG
     if warm is not None:
         log_kernel += warm[None, :]
     # Potentials start at the row maxima, then the column maxima of what is left, so the kernel
@@ -104,12 +114,14 @@ def _sinkhorn(
     f = -log_kernel.max(axis=1)
     log_kernel += f[:, None]
     column_max = log_kernel.max(axis=0)
-    g = -column_max if warm is None else np.where(column_max < _UNDERFLOW_LOG, -column_max, 0.0)
+    g = -column_max if warm is None else np.where(column_max < underflow, -column_max, 0.0)
     log_kernel += g[None, :]
     potential = g if warm is None else warm + g
-    kernel = np.exp(log_kernel, out=log_kernel)
+    kernel = _exp_single(log_kernel) if single else np.exp(log_kernel, out=log_kernel)
+    low = _ABSORB_LOW_32 if single else _ABSORB_LOW
     # Preallocated vectors and out= arguments: at n <= 100 the loop is numpy call overhead.
-    u, v, row, kernel_v = np.ones(n), np.ones(n), np.empty(n), np.empty(n)
+    u, v, row, kernel_v = (np.ones(n, kernel.dtype), np.ones(n, kernel.dtype),
+                           np.empty(n, kernel.dtype), np.empty(n, kernel.dtype))
     np.dot(kernel, v, out=kernel_v)
     error = np.inf
     iteration = 0
@@ -123,7 +135,7 @@ def _sinkhorn(
         np.dot(u, kernel, out=row)
         np.divide(1.0, row, out=v)
         np.dot(kernel, v, out=kernel_v)
-        if _min(row) < _ABSORB_LOW or _min(kernel_v) < _ABSORB_LOW:
+        if _min(row) < low or _min(kernel_v) < low:
             # Fold the scalings into the kernel before u = 1 / (K v) or v overflows; its
             # entries become those of the current doubly stochastic estimate, hence <= 1.
             kernel *= u[:, None]
@@ -134,9 +146,36 @@ def _sinkhorn(
             np.dot(kernel, v, out=kernel_v)
     else:
         error = _row_error(u, kernel_v, row)
-    kernel *= u[:, None]
-    kernel *= v[None, :]
-    return SinkhornResult(kernel, iteration, error < tol, error, potential + np.log(v))
+    if single:
+        _scale_back(kernel, u, v, log_kernel)
+    else:
+        kernel *= u[:, None]
+        kernel *= v[None, :]
+    return SinkhornResult(log_kernel, iteration, error < tol, error,
+                          potential + np.log(v, dtype=np.float64))
+
+
+def _exp_single(log_kernel: np.ndarray) -> np.ndarray:
+    """``exp(log_kernel)`` as float32 in the first half of ``log_kernel``'s memory.
+
+    Row ``i`` of the float32 view overlaps float64 rows ``i // 2`` (and ``i // 2 + 1`` when
+    ``n`` is odd), read before it, so a forward sweep row by row never overwrites an unread
+    entry (row 0, which overlaps itself, numpy buffers).
+    """
+    n = log_kernel.shape[0]
+    kernel = log_kernel.reshape(-1).view(np.float32)[: n * n].reshape(n, n)
+    for i in range(n):
+        np.exp(log_kernel[i], out=kernel[i], casting="same_kind")
+    return kernel
+
+
+def _scale_back(kernel: np.ndarray, u, v, out: np.ndarray) -> None:
+    """``out = diag(u) kernel diag(v)`` in float64, from the float32 ``kernel`` sharing
+    ``out``'s memory: a backward sweep, since float64 row ``i`` covers float32 rows ``2i`` and
+    ``2i + 1``, already read."""
+    for i in range(kernel.shape[0] - 1, -1, -1):
+        np.multiply(kernel[i], v, out=out[i], casting="same_kind")
+        out[i] *= u[i]
 
 
 def _row_error(u: np.ndarray, kernel_v: np.ndarray, out: np.ndarray) -> float:
