@@ -13,10 +13,11 @@ follows a convolution (folded)::
 Between integer layers the graph runs as traced: residual adds, concatenations, pooling, ReLU
 and reshapes act on ``y``, and each consumer requantizes what reaches it,
 ``x_bar' = clamp(round(y / s'), -Q_N', Q_P')`` (for a plain chain this is the folded
-requantization ``round(M_c / s' acc + B_c / s')``). Operations without an integer form (SiLU,
-GELU, hardswish, sigmoid, softmax inside attention, layer norm, a batch norm that follows no
-convolution, multiplication by a learned scale) run in float between integer layers and are
-listed in :attr:`IntegerModel.float_ops`.
+requantization ``round(M_c / s' acc + B_c / s')``). ``y`` is carried in float64, so the
+integer model equals the fake-quantized model evaluated in float64. Operations without an
+integer form (SiLU, GELU, hardswish, sigmoid, softmax inside attention, layer norm, a batch
+norm that follows no convolution, multiplication by a learned scale) run in float between
+integer layers and are listed in :attr:`IntegerModel.float_ops`.
 
 Reference: Esser et al., "Learned Step Size Quantization", ICLR 2020 (``y_bar = W_bar x_bar``);
 Jacob et al., "Quantization and Training of Neural Networks for Efficient Integer-Arithmetic-Only
