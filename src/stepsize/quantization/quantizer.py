@@ -414,6 +414,9 @@ class LSQQuantizer(nn.Module):
         # value would be a data-dependent branch, a graph break under torch.compile
         self._initialized, self._signed = False, signed
         self._bounds: tuple | None = None  # (signed, (Q_N, Q_P)) cached for forward
+        # the version counter of step_size at its last projection: forward skips the
+        # projection while no in-place write (optimizer step, fill_, load) has happened since
+        self._projected_version = -1
         _register_step_size(self)
 
     @property
@@ -541,6 +544,7 @@ class LSQQuantizer(nn.Module):
                 step.fill_(new)
             if new != last:
                 previous.fill_(new)
+            self._projected_version = step._version
             return
         fallback = (previous * 0.5).clamp_(MIN_STEP_SIZE, MAX_STEP_SIZE)
         good = (step > MIN_STEP_SIZE) & torch.isfinite(step)
@@ -554,6 +558,7 @@ class LSQQuantizer(nn.Module):
         if torch.compiler.is_compiling() or not torch.equal(projected, step):
             step.copy_(projected)
         previous.copy_(step)
+        self._projected_version = step._version
 
     def forward(self, v: torch.Tensor) -> torch.Tensor:
         if not self._initialized:
@@ -576,7 +581,8 @@ class LSQQuantizer(nn.Module):
             # (writing a parameter inside a compiled forward bumps its version after autograd
             # saved it: "modified by an inplace operation" in backward)
             self._check_input(v)
-            self.project_step_size()
+            if self.step_size._version != self._projected_version:  # written since projected
+                self.project_step_size()
         q_n, q_p = self.bounds
         g = _resolve_grad_scale(self.grad_scale, v.numel() // self.step_size.numel(), q_p)
         shape = self._step_shape(v)
