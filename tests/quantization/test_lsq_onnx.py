@@ -33,7 +33,7 @@ def _optimized(path, folder):
     """(operator counts, QLinearConv nodes with an int32 constant bias) of the graph that
     onnxruntime runs after its optimizations."""
     optimized = folder / (path.stem + "_optimized.onnx")
-    speed.session(path, 1, optimized)
+    speed._session(path, 1, optimized)
     graph = onnx.load(str(optimized)).graph
     int32 = {t.name for t in graph.initializer if t.data_type == onnx.TensorProto.INT32}
     biases = sum(n.op_type == "QLinearConv" and len(n.input) == 9 and n.input[8] in int32
@@ -144,3 +144,12 @@ def test_integer_kernel_arguments_are_checked(tmp_path):
     with pytest.raises(TypeError, match="calibration_input"):
         export_onnx(model, tmp_path / "x.onnx", x, integer_kernels=True,
                     calibration_input=x.numpy())
+    path = export_onnx(model, tmp_path / "x.onnx", x, integer_kernels=True)
+    times = speed.onnx_latencies({"a": path, "b": path}, x.numpy(), repeats=2)
+    assert sorted(times) == ["a", "b"] and all(t > 0 for t in times.values())
+    with pytest.raises(TypeError, match="paths"):
+        speed.onnx_latencies({}, x.numpy())
+    with pytest.raises(ValueError, match="threads must be >= 1"):
+        speed.onnx_latencies({"a": path}, x.numpy(), threads=0)
+    with pytest.raises(TypeError, match="inputs"):
+        speed.onnx_latencies({"a": path}, x)

@@ -213,6 +213,12 @@ class _Placement:
         self.specs[new] = quantizer
         return new
 
+    def reaches_output(self, node: torch.fx.Node) -> bool:
+        """Whether ``node`` is a model output, directly or through pass-through ops."""
+        return any(user.op == "output" or (_kind(user, self.modules) == "pass"
+                                           and self.reaches_output(user))
+                   for user in node.users)
+
     def choose(self, tail: torch.fx.Node) -> OutputQuantizer:
         """The consumer's input quantizer (8 bits or fewer) if the output reaches one and is
         not also the skip input of a residual add; else one calibrated on the recorded range
@@ -242,7 +248,7 @@ class _Placement:
         """Quantize the output of a layer or add (after its ReLU/ReLU6), unless it is a model
         output, or a linear layer on more than 2 dimensions (MatMul, not fused)."""
         tail, activation = _tail(node, self.modules)
-        if tail.name not in self.ranges or any(u.op == "output" for u in tail.users):
+        if tail.name not in self.ranges or self.reaches_output(tail):
             return
         module = self.modules.get(node.target) if node.op == "call_module" else None
         if isinstance(module, nn.Linear) and self.ranges[tail.name][2] != 2:

@@ -1,5 +1,5 @@
-"""onnxruntime latency and kernel counts for comparing ONNX exports (used by the docs' table
-and the benchmark; needs onnx and onnxruntime)."""
+"""onnxruntime latency and kernel counts for comparing ONNX exports (the docs' tables and the
+benchmark); needs onnx and onnxruntime (the ``bench`` extra)."""
 
 from __future__ import annotations
 
@@ -7,11 +7,14 @@ import collections
 import os
 import tempfile
 import time
+from collections.abc import Mapping
 
 import numpy as np
 
+from stepsize._validation import check_int, describe
 
-def session(path, threads: int = 1, optimized_path=None):
+
+def _session(path, threads: int = 1, optimized_path=None):
     """A CPU ``InferenceSession`` with ``threads`` intra-op threads (1 inter-op thread), all
     graph optimizations, optionally writing the optimized graph to ``optimized_path``."""
     import onnxruntime
@@ -26,21 +29,76 @@ def session(path, threads: int = 1, optimized_path=None):
                                         providers=["CPUExecutionProvider"])
 
 
-def optimized_kernels(path) -> dict[str, int]:
-    """Operator counts of the graph onnxruntime runs after its optimizations (QLinearConv,
-    QLinearAdd, Conv, ...)."""
+def onnx_kernels(path: str | os.PathLike) -> dict[str, int]:
+    """Operator counts of the graph that onnxruntime runs after its graph optimizations.
+
+    The model is loaded on the CPU provider with all optimizations and the optimized graph is
+    written through ``SessionOptions.optimized_model_filepath`` and counted: whether a QDQ model
+    runs on integer kernels shows as ``QLinearConv`` / ``QLinearAdd`` instead of ``Conv`` /
+    ``Add``.
+
+    Args:
+        path: an ``.onnx`` file.
+
+    Returns:
+        ``{op_type: count}``.
+
+    Example:
+        >>> import tempfile, torch
+        >>> from torch import nn
+        >>> from stepsize.quantization import export_onnx, quantize_model
+        >>> net = quantize_model(nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(),
+        ...                                    nn.Conv2d(4, 4, 3), nn.Flatten()), 8)
+        >>> x = torch.randn(8, 1, 8, 8); _ = net(x)
+        >>> with tempfile.TemporaryDirectory() as folder:
+        ...     path = export_onnx(net.eval(), folder + "/net.onnx", x, integer_kernels=True)
+        ...     onnx_kernels(path)["QLinearConv"]
+        1
+    """
     import onnx
 
     with tempfile.TemporaryDirectory() as folder:
         optimized = os.path.join(folder, "optimized.onnx")
-        session(path, 1, optimized)
+        _session(path, 1, optimized)
         return dict(collections.Counter(n.op_type for n in onnx.load(optimized).graph.node))
 
 
-def latencies(paths: dict, inputs: np.ndarray, threads: int = 1, repeats: int = 7) -> dict:
-    """Median wall time (seconds) of one ``run`` per model, the models interleaved round by
-    round (after one warm-up run each) so that machine load hits all of them alike."""
-    sessions = {name: session(path, threads) for name, path in paths.items()}
+def onnx_latencies(paths: Mapping[str, str | os.PathLike], inputs: np.ndarray, *,
+                   threads: int = 1, repeats: int = 7) -> dict[str, float]:
+    """Median wall time of one onnxruntime ``run`` per model, the models interleaved.
+
+    Each model gets a CPU session with ``threads`` intra-op threads and one warm-up run; then
+    ``repeats`` rounds run every model once each, so that changing machine load hits all of
+    them alike. Compare ratios within one call.
+
+    Args:
+        paths: ``{name: .onnx file}``; every model takes ``inputs`` as its first input.
+        inputs: the input batch (float32 array).
+        threads: ``intra_op_num_threads`` (>= 1).
+        repeats: timed rounds (>= 1).
+
+    Returns:
+        ``{name: median seconds}``.
+
+    Example:
+        >>> import tempfile, torch
+        >>> from torch import nn
+        >>> from stepsize.quantization import export_onnx, quantize_model
+        >>> net = quantize_model(nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 3)), 8)
+        >>> x = torch.randn(8, 4); _ = net(x)
+        >>> with tempfile.TemporaryDirectory() as folder:
+        ...     path = export_onnx(net.eval(), folder + "/net.onnx", x)
+        ...     times = onnx_latencies({"qdq": path}, x.numpy(), repeats=3)
+        >>> sorted(times), times["qdq"] > 0
+        (['qdq'], True)
+    """
+    if not isinstance(paths, Mapping) or not paths:
+        raise TypeError(f"paths must be a non-empty mapping name -> file, got {describe(paths)}")
+    if not isinstance(inputs, np.ndarray):
+        raise TypeError(f"inputs must be a numpy array, got {describe(inputs)}")
+    threads = check_int(threads, "threads", low=1)
+    repeats = check_int(repeats, "repeats", low=1)
+    sessions = {name: _session(path, threads) for name, path in paths.items()}
     times: dict[str, list[float]] = {name: [] for name in paths}
     for current in sessions.values():
         current.run(None, {current.get_inputs()[0].name: inputs})

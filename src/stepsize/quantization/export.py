@@ -29,6 +29,7 @@ from stepsize.quantization._onnx_integer import (
     place_output_quantizers,
     trace_for_onnx,
 )
+from stepsize.quantization._onnx_speed import onnx_kernels, onnx_latencies
 from stepsize.quantization.layers import (
     QuantConv1d,
     QuantConv2d,
@@ -39,7 +40,7 @@ from stepsize.quantization.layers import (
 )
 from stepsize.quantization.quantizer import LSQQuantizer
 
-__all__ = ["IntegerModel", "export_integer", "export_onnx"]
+__all__ = ["IntegerModel", "export_integer", "export_onnx", "onnx_kernels", "onnx_latencies"]
 
 _QUANT = (QuantConv1d, QuantConv2d, QuantLinear)
 _BATCH_NORM = (nn.BatchNorm1d, nn.BatchNorm2d)
