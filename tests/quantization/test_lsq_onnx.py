@@ -131,6 +131,7 @@ def test_resnet18_fuses_every_conv_and_add(torchvision_models, tmp_path):
                        calibration_input=calibration)
     kernels, biases = _optimized(path, tmp_path)
     assert kernels.get("QLinearConv") == 20 and kernels.get("QLinearAdd") == 8
+    assert kernels.get("QLinearGlobalAveragePool") == 1
     assert not {"Conv", "FusedConv", "Add", "BatchNormalization"} & set(kernels)
     assert biases == 20
 

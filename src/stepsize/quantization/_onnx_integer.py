@@ -44,6 +44,9 @@ _PASSTHROUGH_MODULES = (nn.MaxPool1d, nn.MaxPool2d, nn.Identity, nn.Dropout, nn.
 _PASSTHROUGH_FUNCTIONS = {F.max_pool1d, F.max_pool2d, torch.flatten, torch.reshape, F.dropout}
 _PASSTHROUGH_METHODS = {"view", "reshape", "flatten", "contiguous"}
 _ADDS = {operator.add, torch.add}
+# average pooling: onnxruntime fuses DQ -> GlobalAveragePool -> Q into QLinearGlobalAveragePool
+_POOL_MODULES = (nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.AvgPool1d, nn.AvgPool2d)
+_POOL_FUNCTIONS = {F.adaptive_avg_pool1d, F.adaptive_avg_pool2d, F.avg_pool1d, F.avg_pool2d}
 
 
 class _QuantizeDequantizeAffine(torch.autograd.Function):
@@ -132,6 +135,8 @@ def _kind(node: torch.fx.Node, modules: dict) -> str | None:
             return "relu"
         if isinstance(module, nn.Hardtanh) and (module.min_val, module.max_val) == (0.0, 6.0):
             return "relu6"
+        if isinstance(module, _POOL_MODULES):
+            return "pool"
         return "pass" if isinstance(module, _PASSTHROUGH_MODULES) else None
     tensors = [a for a in node.args if isinstance(a, torch.fx.Node)]
     if node.op == "call_function":
@@ -141,6 +146,8 @@ def _kind(node: torch.fx.Node, modules: dict) -> str | None:
             return "relu6"
         if node.target in _ADDS and len(tensors) == 2 and not node.kwargs:
             return "add"
+        if node.target in _POOL_FUNCTIONS:
+            return "pool"
         return "pass" if node.target in _PASSTHROUGH_FUNCTIONS else None
     if node.op == "call_method":
         if node.target == "relu":
@@ -258,6 +265,14 @@ class _Placement:
             tail = _tail(node, self.modules)[0]
         self.insert(tail, quantizer)
 
+    def place_pool(self, node: torch.fx.Node) -> None:
+        """Quantize an average pooling of quantized codes at the step of the layer it feeds
+        (exact: that layer quantizes the pooled values anyway)."""
+        consumers = [q for q in _consumer_quantizers(node, self.modules)
+                     if q.bits <= 8 and q.step_size.numel() == 1 and q.offset is None]
+        if consumers and node.args and self.spec_of(node.args[0]) is not None:
+            self.insert(node, from_lsq(consumers[0]))
+
     def quantize_add_inputs(self, node: torch.fx.Node) -> None:
         """Give both inputs of an add a DequantizeLinear (uint8 codes)."""
         for argument in node.args:
@@ -292,6 +307,8 @@ def place_output_quantizers(graph_module: torch.fx.GraphModule, example_inputs) 
             placement.place(node)
         elif kind == "layer":
             placement.place(node)
+        elif kind == "pool":
+            placement.place_pool(node)
     redundant = set()
     for node in placement.graph.nodes:
         if _kind(node, placement.modules) == "layer" and node.args[:1] and \
