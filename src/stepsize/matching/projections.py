@@ -19,7 +19,7 @@
 * :func:`doubly_stochastic_projection`: the Euclidean-type projection onto doubly stochastic
   matrices by Zass-Shashua alternating projections (DSPFP, Lu et al. 2016).
 
-All functions take a square matrix; rectangular problems are padded by the solver. From 4000
+All functions take a square matrix; rectangular problems are padded by the solver. From 1000
 rows up the Sinkhorn kernel is float32 (half the memory traffic of its matrix-vector products,
 in the input buffer's own memory); the returned ``P`` is float64.
 """
@@ -61,7 +61,7 @@ _ABSORB_LOW = 1.0 / _ABSORB_BOUND
 # The float32 kernel (from _FLOAT32_FROM rows: half the memory traffic of the matrix-vector
 # products, which are the cost of a scaling at large n) absorbs from 1e30 and re-centres a
 # warm-started column below exp(-80) (float32 underflows below about exp(-103)).
-_FLOAT32_FROM = 4000
+_FLOAT32_FROM = 1000
 _ABSORB_LOW_32 = 1e-30
 _UNDERFLOW_LOG_32 = -80.0
 # The reductions without ndarray.min's Python wrapper (it dominates at n <= 100).
