@@ -262,13 +262,13 @@ def test_hungarian_matches_linear_sum_assignment():
 def test_doubly_stochastic_projection():
     rng = np.random.default_rng(11)
     Y = rng.normal(size=(20, 20))
-    P = doubly_stochastic_projection(Y, tol=1e-9, max_iter=10_000)
+    P = doubly_stochastic_projection(Y, tol=1e-9, max_iter=10_000).P
     assert P.min() >= 0
     np.testing.assert_allclose(P.sum(axis=0), 1, atol=1e-8)
     np.testing.assert_allclose(P.sum(axis=1), 1, atol=1e-8)
     # A doubly stochastic matrix is its own projection.
     D = _random_doubly_stochastic(20, rng)
-    np.testing.assert_allclose(doubly_stochastic_projection(D), D, atol=1e-9)
+    np.testing.assert_allclose(doubly_stochastic_projection(D).P, D, atol=1e-9)
 
 
 def test_projection_argument_checks():

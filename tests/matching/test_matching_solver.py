@@ -275,3 +275,30 @@ def test_memory_is_checked_before_any_dense_array(monkeypatch):
                        r"\(4 dense N x N float64 work arrays, N = 100000\) but 1\.0 GiB are "
                        r"available; at most 5181 nodes fit"):  # 0.8 GiB / 32 bytes
         match_graphs(A, A)
+
+
+def test_progress_counts_the_iterations(capsys):
+    rng = np.random.default_rng(3)
+    A = rng.uniform(size=(15, 15))
+    A = A + A.T
+    B = A[np.ix_(rng.permutation(15), rng.permutation(15))]
+    quiet = match_graphs(A, B, seed=0, progress=False)
+    assert capsys.readouterr().err == ""
+    shown = match_graphs(A, B, seed=0, progress=True)
+    assert "match_graphs (apfp):" in capsys.readouterr().err  # tqdm clears it when done
+    np.testing.assert_array_equal(quiet.col_ind, shown.col_ind)
+    assert quiet.objective == shown.objective
+    with pytest.raises(TypeError, match="progress"):
+        match_graphs(A, B, progress="yes")
+
+
+def test_lawler_progress(capsys):
+    from stepsize.matching import match_lawler
+
+    rng = np.random.default_rng(4)
+    A = rng.uniform(size=(6, 6))
+    A = A + A.T
+    quiet = match_lawler(np.kron(A, A), 6, 6, progress=False)
+    shown = match_lawler(np.kron(A, A), 6, 6, progress=True)
+    assert "match_lawler (apfp):" in capsys.readouterr().err
+    np.testing.assert_array_equal(quiet.col_ind, shown.col_ind)

@@ -35,7 +35,6 @@ import time
 import warnings
 from pathlib import Path
 
-from stepsize._progress import progress_bar
 from stepsize._results import ConvergenceWarning
 from stepsize.matching.graphs import (
     Graph,
@@ -46,7 +45,6 @@ from stepsize.matching.graphs import (
 )
 from stepsize.matching.objective import edge_correctness
 from stepsize.matching.solver import METHODS, match_graphs
-from stepsize.matching.steps import adaptive_step, fixed_step
 
 __all__ = ["InputError", "cli_match", "default_max_nodes", "matching_memory"]
 
@@ -144,22 +142,10 @@ def _read(path: str, name: str, max_nodes: int, default: bool) -> Graph:
 
 
 def _match(first: Graph, second: Graph, method: str, seed: int, progress: bool | None):
-    options = {}
-    bar = progress_bar(total=None, progress=progress, unit=" it", file=sys.stderr,
-                       desc=f"matching {len(first.labels)} x {len(second.labels)} ({method})")
-    if not bar.disable:
-        preset = METHODS[method]["step"]
-        rule = adaptive_step if preset == "adaptive" else fixed_step(preset)
-
-        def counting_rule(c1: float, c2: float) -> float:
-            bar.update(1)
-            return rule(c1, c2)
-
-        options["step"] = counting_rule
-    with bar, warnings.catch_warnings():
+    with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         return match_graphs(first.adjacency, second.adjacency, method=method, seed=seed,
-                            **options)
+                            progress=progress)
 
 
 def cli_match(args) -> int:

@@ -59,6 +59,7 @@ from stepsize.matching.solver import (
     _rescale,
     _run_starts,
     _to_user_units,
+    progress_options,
 )
 
 __all__ = ["LAWLER_AUTO_BETA", "FactorizedAffinity", "match_lawler"]
@@ -312,6 +313,7 @@ def match_lawler(
     seed=None,
     init="barycenter",
     history: bool = False,
+    progress: bool | None = None,
     **options,
 ) -> MatchingResult:
     """Solve the Lawler QAP ``max_X vec(X)^T K vec(X)`` by projected fixed points.
@@ -334,6 +336,7 @@ def match_lawler(
         maximize: maximize (default) or minimize ``vec(X)^T K vec(X)``.
         unmatched: the score of leaving a node unmatched (dummy nodes; maximize only), or None.
         n_init, seed, init, history: as in :func:`projected_fixed_point` (``init``: a string).
+        progress: as in :func:`match_graphs`.
         **options: iteration options overriding the preset (``max_iter``, ``tol``, ``beta``,
             ``step``, ``polish``, ...).
 
@@ -370,13 +373,17 @@ def match_lawler(
                              "unmatched to minimize")
     n_init = check_int(n_init, "n_init", low=1)
     check_choice(init, "init", ("barycenter", "randomized"))
-    settings, restart_epsilon = _lawler_settings(method, options, n1, n2, unmatched is not None)
+    step = {**METHODS[method], **options}.get("step", "adaptive")
     sign = 1.0 if maximize else -1.0
     term = (_factorized_term(K, sign) if isinstance(K, FactorizedAffinity)
             else _explicit_term(K, n1, n2, sign))
     problem = _lawler_problem(term, n1, n2, unmatched, sp.issparse(K))
-    result = _run_starts(problem, settings, init, check_rng(seed), n_init, restart_epsilon,
-                         term.zero and unmatched is None)
+    with progress_options({**options, "step": step}, progress, f"match_lawler ({method})"
+                          ) as options:
+        settings, restart_epsilon = _lawler_settings(method, options, n1, n2,
+                                                     unmatched is not None)
+        result = _run_starts(problem, settings, init, check_rng(seed), n_init, restart_epsilon,
+                             term.zero and unmatched is None)
     return _report(result, term, method, maximize, history)
 
 

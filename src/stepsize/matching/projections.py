@@ -32,6 +32,7 @@ import numpy as np
 from scipy.optimize import linear_sum_assignment
 from scipy.special import entr
 
+from stepsize._results import SolverResult
 from stepsize._validation import (
     check_array,
     check_choice,
@@ -72,28 +73,41 @@ _UNDERFLOW_LOG = -600.0
 DYNAMICAL_SCALES = ("range", "max")
 
 
-@dataclass(frozen=True)
-class SinkhornResult:
-    """A doubly stochastic matrix and how it was obtained.
+@dataclass
+class SinkhornResult(SolverResult):
+    """A doubly stochastic matrix and how it was obtained (a :class:`SolverResult`).
 
     Attributes:
-        P: the (approximately) doubly stochastic matrix, ``P = diag(e^f) exp(S) diag(e^g)``
-            with the potentials folded in.
-        n_iter: scaling iterations performed.
+        x: the (approximately) doubly stochastic matrix, ``P = diag(e^f) exp(S) diag(e^g)``
+            with the potentials folded in; also ``P``.
+        n_iter: scaling (or projection) iterations performed.
         converged: whether ``max |row sums - 1|`` fell below the tolerance (column sums are
             exact after each column update).
+        message: why it stopped.
         error: the final row-sum error.
         column_potential: ``g`` with ``P = diag(r) exp(S) diag(exp(g))`` for some ``r``: the
             column log scaling, which warm-starts the next, similar problem.
         beta: the inverse temperature reached by :func:`adaptive_softassign` (else None).
     """
 
-    P: np.ndarray
-    n_iter: int
-    converged: bool
-    error: float
+    error: float = float("nan")
     column_potential: np.ndarray | None = None
     beta: float | None = None
+
+    def __post_init__(self):
+        if not self.message:
+            self.message = ("row and column sums within tol of 1" if self.converged else
+                            f"stopped at max_iter = {self.n_iter} with error {self.error:.3g}")
+
+    @property
+    def P(self) -> np.ndarray:  # noqa: N802 - the papers' name
+        """The doubly stochastic matrix (alias of ``x``)."""
+        return self.x
+
+
+def _result(P, n_iter, converged, error, column_potential=None, beta=None) -> SinkhornResult:
+    return SinkhornResult(P, n_iter, bool(converged), error=float(error),
+                          column_potential=column_potential, beta=beta)
 
 
 def _sinkhorn(
@@ -153,8 +167,8 @@ def _sinkhorn(
     else:
         kernel *= u[:, None]
         kernel *= v[None, :]
-    return SinkhornResult(log_kernel, iteration, error < tol, error,
-                          potential + np.log(v, dtype=np.float64))
+    return _result(log_kernel, iteration, error < tol, error,
+                   potential + np.log(v, dtype=np.float64))
 
 
 def _exp_single(log_kernel: np.ndarray) -> np.ndarray:
@@ -307,7 +321,7 @@ def _dynamical_softassign(
     width = _dynamical_width(X, scale)
     if width == 0.0:
         n = X.shape[0]
-        return SinkhornResult(np.full((n, n), 1.0 / n), 0, True, 0.0)
+        return _result(np.full((n, n), 1.0 / n), 0, True, 0.0)
     return _sinkhorn(X * (beta / width), tol, max_iter)
 
 
@@ -439,7 +453,7 @@ def _adaptive_softassign(
         out = _sinkhorn(_scaled_into(X, beta / width, out.P), tol, max_iter,
                         2.0 * out.column_potential)
         iterations += out.n_iter
-    return SinkhornResult(out.P, iterations, out.converged, out.error, out.column_potential, beta)
+    return _result(out.P, iterations, out.converged, out.error, out.column_potential, beta)
 
 
 def _scaled_into(X: np.ndarray, factor: float, buffer: np.ndarray | None) -> np.ndarray:
@@ -500,7 +514,7 @@ def _permutation_matrix(columns: np.ndarray, out: np.ndarray | None = None) -> n
     return P
 
 
-def doubly_stochastic_projection(Y, *, tol: float = 1e-6, max_iter: int = 100) -> np.ndarray:
+def doubly_stochastic_projection(Y, *, tol: float = 1e-6, max_iter: int = 100) -> SinkhornResult:
     """Project ``Y`` onto the doubly stochastic matrices by alternating projections.
 
     Alternates the exact Euclidean projection onto ``{P : P1 = 1, P^T 1 = 1}``,
@@ -517,9 +531,10 @@ def doubly_stochastic_projection(Y, *, tol: float = 1e-6, max_iter: int = 100) -
         max_iter: cap on rounds.
 
     Returns:
-        The projected n x n matrix.
+        A :class:`SinkhornResult` with the projected n x n matrix as ``x`` (also ``P``),
+        ``n_iter`` rounds, ``converged`` and ``error`` (the largest row or column sum error).
 
-    >>> np.round(doubly_stochastic_projection(np.array([[2.0, 0.0], [0.0, 2.0]])), 4).tolist()
+    >>> np.round(doubly_stochastic_projection(np.array([[2.0, 0.0], [0.0, 2.0]])).P, 4).tolist()
     [[1.0, 0.0], [0.0, 1.0]]
 
     Reference: Zass & Shashua, "Doubly stochastic normalization for spectral clustering",
@@ -528,7 +543,9 @@ def doubly_stochastic_projection(Y, *, tol: float = 1e-6, max_iter: int = 100) -
     Y = _check_scores(Y, "Y")
     tol = check_real(tol, "tol", low=0, low_inclusive=False)
     max_iter = check_int(max_iter, "max_iter", low=1)
-    return _doubly_stochastic_projection(Y, tol, max_iter)[0]
+    P, rounds = _doubly_stochastic_projection(Y, tol, max_iter)
+    error = max(np.max(np.abs(P.sum(axis=1) - 1)), np.max(np.abs(P.sum(axis=0) - 1)))
+    return _result(P, rounds, error < tol, error)
 
 
 def _doubly_stochastic_projection(

@@ -57,12 +57,14 @@ from __future__ import annotations
 
 import math
 import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
 
+from stepsize._progress import progress_bar
 from stepsize._results import ConvergenceWarning, SolverResult, warn_not_converged
 from stepsize._validation import (
     check_array,
@@ -221,7 +223,7 @@ def _softassign(grad, beta, settings, n1, n2, warm, buffer) -> SinkhornResult:
              if settings.projection == "dynamical_softassign" else 1.0)
     if width == 0.0:
         buffer.fill(1.0 / grad.shape[0])
-        return SinkhornResult(buffer, 0, True, 0.0, None, beta)
+        return SinkhornResult(buffer, 0, True, error=0.0, beta=beta)
     tol, max_iter = settings.inner_tol, settings.inner_max_iter
     if settings.epsilon is None:
         np.multiply(grad, beta / width, out=buffer)
@@ -237,6 +239,28 @@ def _step_rule(step) -> StepRule:
     if callable(step):
         return _checked_rule(step)
     return fixed_step(check_real(step, "step", low=0, high=1, low_inclusive=False))
+
+
+@contextmanager
+def progress_options(options: dict, progress, desc: str):
+    """``options`` whose step rule advances a progress bar once per outer iteration.
+
+    ``progress``: None (a bar when stderr is a terminal), True or False. The bar counts the
+    iterations of every start and restart; with no bar shown, ``options`` is unchanged.
+    """
+    if progress is not None and not isinstance(progress, (bool, np.bool_)):
+        raise TypeError(f"progress must be True, False or None, got {describe(progress)}")
+    with progress_bar(total=None, progress=progress, unit=" it", desc=desc) as bar:
+        if bar.disable:
+            yield options
+            return
+        rule = _step_rule(options.get("step", "adaptive"))
+
+        def counting(c1: float, c2: float) -> float:
+            bar.update(1)
+            return rule(c1, c2)
+
+        yield {**options, "step": counting}
 
 
 def _checked_rule(rule: StepRule) -> StepRule:
@@ -991,6 +1015,7 @@ def match_graphs(
     n_init: int = 1,
     seeds=None,
     seed=None,
+    progress: bool | None = None,
     **options,
 ) -> MatchingResult:
     """Match the nodes of two weighted graphs, directed or not; or solve a QAP.
@@ -1024,6 +1049,8 @@ def match_graphs(
         seeds: known correspondences as in scipy's ``partial_match``: an (m, 2) integer array
             whose row ``(i, j)`` fixes ``col_ind[i] = j``; None for none.
         seed: int or Generator for the randomized starts.
+        progress: a bar counting the iterations on stderr: None (default) when stderr is a
+            terminal, True, or False.
         **options: any keyword of :func:`projected_fixed_point` overriding the preset
             (``beta``, ``step``, ``max_iter``, ``tol``, ``lam``, ``init``, ``history``, ...).
 
@@ -1052,8 +1079,9 @@ def match_graphs(
     Hadamard-equipped Sinkhorn", CVPR 2024.
     """
     method = check_choice(method, "method", METHODS)
-    settings = {**METHODS[method], **options}
-    result = projected_fixed_point(A, B, K, maximize=maximize, n_init=n_init, seeds=seeds,
-                                   seed=seed, **settings)
+    with progress_options({**METHODS[method], **options}, progress, f"match_graphs ({method})"
+                          ) as settings:
+        result = projected_fixed_point(A, B, K, maximize=maximize, n_init=n_init, seeds=seeds,
+                                       seed=seed, **settings)
     result.method = method
     return result

@@ -1,0 +1,189 @@
+"""The API contract of docs/architecture.md, checked over every public routine of the five method
+subpackages: one name per idea (``max_iter``, ``tol``, ``seed``, ``progress``), the
+``SolverResult`` protocol for every iterative routine and one ``TrainingResult`` for every
+trainer.
+
+A new public routine with an iteration cap must be added to ``ITERATIVE`` below (the discovery
+test fails otherwise), so that its result is checked too.
+"""
+
+import importlib
+import inspect
+import math
+
+import numpy as np
+import pytest
+
+from stepsize._results import SolverResult, TrainingResult
+
+PACKAGES = ("chebyshev", "matching", "prox", "unfolding", "quantization")
+# names that mean the same idea as a contract name, and so must not appear
+SYNONYMS = {
+    "maxiter": "max_iter", "n_iter": "max_iter", "num_iter": "max_iter", "iters": "max_iter",
+    "n_iterations": "max_iter", "tolerance": "tol",
+    "rng": "seed", "random_state": "seed", "generator": "seed", "random_seed": "seed",
+    "verbose": "progress", "show_progress": "progress", "return_info": "the result object",
+}
+TRAINERS = ("unfolding.train_expected_loss", "unfolding.train_incremental",
+            "quantization.train_model")
+
+
+def _public_callables():
+    for package in PACKAGES:
+        try:
+            module = importlib.import_module(f"stepsize.{package}")
+        except ImportError:  # torch missing: the torch subpackages say so clearly elsewhere
+            continue
+        for name in module.__all__:
+            value = getattr(module, name)
+            if inspect.isfunction(value):
+                yield f"{package}.{name}", value
+
+
+PUBLIC = dict(_public_callables())
+
+
+def _spd(n=30, seed=0):
+    rng = np.random.default_rng(seed)
+    Q = np.linalg.qr(rng.standard_normal((n, n)))[0]
+    return (Q * np.linspace(0.1, 1.0, n)) @ Q.T, rng.standard_normal(n)
+
+
+def _jacobi_map():
+    W, c = _spd()
+    D = np.diag(W).copy()
+    return lambda x: x + (c - W @ x) / D, np.zeros(len(c))
+
+
+def _matching_pair(n=12, seed=0):
+    rng = np.random.default_rng(seed)
+    A = rng.uniform(size=(n, n))
+    A = np.triu(A, 1) + np.triu(A, 1).T
+    perm = rng.permutation(n)
+    return A, A[np.ix_(perm, perm)]
+
+
+def _positive(n=6, seed=0):
+    return np.random.default_rng(seed).uniform(0.1, 1.0, (n, n))
+
+
+def _prox_call(f, **kw):
+    rng = np.random.default_rng(0)
+    G = rng.standard_normal((5, 5))
+    return f(G + G.T, rng.standard_normal(5), 0.7, **kw)
+
+
+def _mle_call(f, **kw):
+    rng = np.random.default_rng(0)
+    samples = rng.standard_normal((200, 4))
+    return f(samples, **kw)
+
+
+# qualified name -> a call with the given keywords on a small problem
+ITERATIVE = {
+    "chebyshev.chebyshev_gd": lambda f, **kw: f(*_spd(), **kw),
+    "chebyshev.chebyshev_semi_iterative": lambda f, **kw: f(*_spd(), **kw),
+    "chebyshev.conjugate_gradient": lambda f, **kw: f(*_spd(), **kw),
+    "chebyshev.heavy_ball": lambda f, **kw: f(*_spd(), **kw),
+    "chebyshev.gradient_descent": lambda f, **kw: f(*_spd(), np.full(4, 1.0), **kw),
+    "chebyshev.psor": lambda f, **kw: f(*_jacobi_map(), np.ones(4), **kw),
+    "chebyshev.chebyshev_psor": lambda f, **kw: f(*_jacobi_map(), lmin=0.1, lmax=1.0, T=4, **kw),
+    "matching.projected_fixed_point": lambda f, **kw: f(*_matching_pair(), seed=0, **kw),
+    "matching.match_graphs": lambda f, **kw: f(*_matching_pair(), seed=0, **kw),
+    "matching.match_lawler": lambda f, **kw: f(np.kron(*_matching_pair(n=6)), 6, 6, seed=0,
+                                               **kw),
+    "matching.sinkhorn": lambda f, **kw: f(_positive(), **kw),
+    "matching.softassign": lambda f, **kw: f(_positive(), 5.0, **kw),
+    "matching.adaptive_softassign": lambda f, **kw: f(_positive(), 5.0, **kw),
+    "matching.dynamical_softassign": lambda f, **kw: f(_positive(), 5.0, **kw),
+    "matching.softassign_transition": lambda f, **kw: f(_positive() / 6, _positive(seed=1),
+                                                        1.0, **kw),
+    "matching.doubly_stochastic_projection": lambda f, **kw: f(_positive(), **kw),
+    "prox.prox_matrix_perspective": _prox_call,
+    "prox.constrained_gaussian_mle": _mle_call,
+}
+
+
+def _has_cap(function) -> bool:
+    return "max_iter" in inspect.signature(function).parameters
+
+
+@pytest.mark.parametrize("name", sorted(PUBLIC))
+def test_one_name_per_idea(name):
+    parameters = inspect.signature(PUBLIC[name]).parameters
+    wrong = {p: SYNONYMS[p] for p in parameters if p in SYNONYMS}
+    assert not wrong, f"{name} uses {wrong} (contract name on the right)"
+    if "seed" in parameters and "progress" in parameters:
+        assert parameters["progress"].default in (None, False, True)
+
+
+def test_every_iterative_routine_is_checked():
+    capped = {name for name, function in PUBLIC.items() if _has_cap(function)}
+    capped |= {name for name in ("matching.match_graphs", "matching.match_lawler")
+               if name in PUBLIC}
+    assert capped == set(ITERATIVE), (
+        f"add to ITERATIVE: {sorted(capped - set(ITERATIVE))}; "
+        f"no longer capped: {sorted(set(ITERATIVE) - capped)}")
+
+
+def _check_result(name, result, tested: bool):
+    assert isinstance(result, SolverResult), f"{name} returned {type(result).__name__}"
+    assert isinstance(result.n_iter, (int, np.integer)) and result.n_iter >= 0, name
+    assert result.converged in (True, False) if tested else result.converged in (
+        True, False, None), name
+    assert isinstance(result.message, str), name
+    assert isinstance(result.info, dict), name
+    assert result.history is None or len(result.history) >= 1, name
+
+
+@pytest.mark.filterwarnings("ignore::stepsize.ConvergenceWarning")
+@pytest.mark.parametrize("name", sorted(ITERATIVE))
+def test_iterative_result_protocol(name):
+    if name not in PUBLIC:
+        pytest.skip(f"{name} is not public in this install")
+    function, call = PUBLIC[name], ITERATIVE[name]
+    parameters = inspect.signature(function).parameters
+    assert "max_iter" in parameters or name.startswith("matching.match_"), name
+    tested = "tol" in parameters
+    kwargs = {"tol": 1e-6} if tested else {}
+    result = call(function, max_iter=200, **kwargs)
+    _check_result(name, result, tested)
+    # a cap of 1 is honoured and, with a tolerance that cannot be met, reported as such
+    capped = call(function, max_iter=1, **({"tol": 1e-300} if tested else {}))
+    _check_result(name, capped, tested)
+    assert capped.n_iter <= max(1, result.n_iter), name
+    if tested and capped.converged is False:
+        assert capped.message, f"{name}: an unconverged result says why"
+
+
+@pytest.mark.parametrize("name", TRAINERS)
+def test_trainer_signature(name):
+    if name not in PUBLIC:
+        pytest.skip(f"{name} needs torch")
+    parameters = inspect.signature(PUBLIC[name]).parameters
+    for option in ("checkpoint", "resume", "progress"):
+        assert option in parameters, f"{name} lacks {option}"
+    assert parameters["resume"].default is True, name
+    assert inspect.signature(PUBLIC[name]).return_annotation in (
+        "TrainingResult", TrainingResult), name
+
+
+def test_training_result_is_one_shape():
+    torch = pytest.importorskip("torch")
+    from stepsize.quantization import quantize_model, train_model
+    from stepsize.unfolding import UnfoldedGD, train_expected_loss
+
+    rng = np.random.default_rng(0)
+    A = rng.normal(0, 1 / math.sqrt(20), (40, 20))
+    unfolded = train_expected_loss(UnfoldedGD(T=3, operator=A, init=0.3), progress=False)
+    x = torch.randn(64, 8, generator=torch.Generator().manual_seed(0))
+    y = (x[:, 0] > 0).long()
+    model = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.ReLU(), torch.nn.Linear(16, 2))
+    quantize_model(model, bits=4)
+    lsq = train_model(model, (x, y), epochs=2, lr=0.01, batch_size=32, progress=False)
+    for result, rounds in ((unfolded, 3), (lsq, 2)):
+        assert type(result) is TrainingResult
+        assert result.rounds == rounds and len(result.losses) == rounds
+        assert all(math.isfinite(value) for value in result.losses)
+        assert result.optimizer_steps >= rounds and result.resumed_from == 0
+    assert unfolded.steps.shape == (3,) and lsq.steps is None
