@@ -15,7 +15,14 @@ except ImportError as exc:  # pragma: no cover - exercised by a subprocess test
     ) from exc
 
 from stepsize._results import TrainingResult
-from stepsize.quantization.export import IntegerModel, export_integer, export_onnx
+from stepsize.quantization._fx_export import IntegerAttention, IntegerLayer
+from stepsize.quantization.export import (
+    IntegerModel,
+    export_integer,
+    export_onnx,
+    onnx_kernels,
+    onnx_latencies,
+)
 from stepsize.quantization.layers import (
     QuantConv1d,
     QuantConv2d,
@@ -36,6 +43,8 @@ from stepsize.quantization.quantizer import (
 from stepsize.quantization.training import default_weight_decay, evaluate, train_model
 
 __all__ = [
+    "IntegerAttention",
+    "IntegerLayer",
     "IntegerModel",
     "LSQQuantizer",
     "QuantConv1d",
@@ -51,6 +60,8 @@ __all__ = [
     "forward_order",
     "initial_step_size",
     "lsq_quantize",
+    "onnx_kernels",
+    "onnx_latencies",
     "quant_layers",
     "quantization_range",
     "quantize_model",
