@@ -182,10 +182,11 @@ def constrained_gaussian_mle(
         progress: show a progress bar.
 
     Returns:
-        A :class:`GaussianMLEResult`; ``history`` holds the objective of the iterates (every
-        10th for ``"pdhg"``), ``info`` the wall time (``seconds``), the multipliers
-        (``multipliers``, ``"dual_newton"``), a certified ``duality_gap`` (``"dual_newton"``)
-        and the prox time (``prox_seconds``, ``"pdhg"``).
+        A :class:`GaussianMLEResult`; ``history`` holds the objective (in the standardized
+        units) at the start and after each step (every 10th for ``"pdhg"``), ``info`` the
+        wall time (``seconds``), the multipliers (``multipliers``, ``"dual_newton"``), a
+        certified ``duality_gap`` (``"dual_newton"``) and the prox time (``prox_seconds``,
+        ``"pdhg"``).
 
     Example:
         >>> rng = np.random.default_rng(0)
@@ -316,6 +317,11 @@ def _newton_direction(y, gradient, hessian):
     return direction
 
 
+def _kkt_residual(y, slack) -> float:
+    """Cap violation and complementarity: ``max(max_i slack_i^+, max_i y_i |slack_i|)``."""
+    return max(float(np.max(slack, initial=0.0)), float(np.max(np.abs(y * slack), initial=0.0)))
+
+
 def _dual_newton(problem, max_iter, tol, progress):
     """Projected Newton on the caps' multipliers (module docstring)."""
     w, V = np.linalg.eigh(problem["covariance_n"])
@@ -326,8 +332,7 @@ def _dual_newton(problem, max_iter, tol, progress):
     history, converged, iteration = [state["primal"]], False, 0
     for iteration in progress_bar(range(1, max_iter + 1), progress=progress, desc="MLE"):
         slack = state["a"] - 1.0
-        if max(float(np.max(slack, initial=0.0)), float(np.max(np.abs(y * slack), initial=0.0))) \
-                <= tol:
+        if _kkt_residual(y, slack) <= tol:
             converged, iteration = True, iteration - 1
             break
         direction = _newton_direction(y, slack, _dual_hessian(state))
@@ -342,6 +347,7 @@ def _dual_newton(problem, max_iter, tol, progress):
             break
         y, state = trial_y, trial
         history.append(state["primal"])
+    converged = converged or _kkt_residual(y, state["a"] - 1.0) <= tol
     inverse_root = (V / np.sqrt(w)) @ V.T  # Omega = Sigma_hat^{-1/2} T^{-1} Sigma_hat^{-1/2}
     Omega_n = inverse_root @ ((state["Q"] / state["t"]) @ state["Q"].T) @ inverse_root
     info = {"multipliers": y, "dual_value": state["dual"]}
@@ -360,7 +366,7 @@ def _pdhg(problem, max_iter, tol, progress):
     Omega = (Q * _ridge_inverse(d, ridge)) @ Q.T
     eta = np.zeros(p)  # centred data: eta = Omega xbar = 0
     duals = {"matrix": np.zeros((p, p)), "vector": np.zeros(p), "caps": np.zeros((m, p, p))}
-    history: list[float] = []
+    history = [_centred_objective(Omega, covariance, ridge)]
     prox_seconds, converged, iteration = 0.0, False, 0
     for iteration in progress_bar(range(1, max_iter + 1), progress=progress, desc="CP MLE"):
         shifted = (Omega - tau * (duals["matrix"] + duals["caps"].sum(axis=0) + covariance))

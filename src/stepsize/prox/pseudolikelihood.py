@@ -130,7 +130,8 @@ def pseudolikelihood_graph(
         progress: show a progress bar.
 
     Returns:
-        A :class:`PseudolikelihoodResult`; ``history`` holds the objective every 10 iterations.
+        A :class:`PseudolikelihoodResult`; ``history`` holds the objective at the start and
+        every 10 iterations.
 
     Example:
         >>> rng = np.random.default_rng(0)
@@ -177,7 +178,7 @@ def _pdhg(second_moment, lam, max_iter, tol, progress):
     Omega = np.diag(1.0 / np.diag(second_moment))
     dual_scale, dual_vectors = np.zeros(p), np.zeros((p, p))
     off = ~np.eye(p, dtype=bool)
-    history: list[float] = []
+    history = [_objective(Omega, second_moment, lam)]
     converged, iteration = False, 0
     for iteration in progress_bar(range(1, max_iter + 1), progress=progress, desc="pseudolik"):
         adjoint = root @ dual_vectors

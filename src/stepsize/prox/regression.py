@@ -142,7 +142,7 @@ def matrix_scaled_lasso(
     # P is 1-homogeneous in (Y, B): solve for Y / s, whose entries are of size 1
     scale = float(np.linalg.norm(Y)) / math.sqrt(Y.size)
     if scale == 0.0:
-        return _result(np.zeros((X.shape[1], Y.shape[1])), X, Y, lam, 0, True, [], 0.0, tau)
+        return _result(np.zeros((X.shape[1], Y.shape[1])), X, Y, lam, 0, True, [0.0], 0.0, tau)
     Y_user, Y = Y, Y / scale
     coef = np.zeros((X.shape[1], Y.shape[1]))
     dual = _spectral_projection(-sigma * Y, radius)
