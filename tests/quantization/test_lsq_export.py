@@ -179,3 +179,27 @@ def test_unsupported_layers_and_untraceable_models_are_named():
     offset(torch.randn(5, 3))
     with pytest.raises(ValueError, match="offset"):
         export_integer(offset)
+
+
+def test_weight_only_models_are_refused_naming_the_layer():
+    """activation_bits=0 leaves no input step s_x, so there are no integer input codes."""
+    model = quantize_model(nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 3)), bits=4,
+                           activation_bits=0)
+    with torch.no_grad():
+        model(torch.randn(8, 4))
+    with pytest.raises(ValueError, match=r"layer '0' \(QuantLinear\) is weight-only"):
+        export_integer(model.eval())
+
+    class Attend(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.attention = nn.MultiheadAttention(8, 2, batch_first=True)
+
+        def forward(self, x):
+            return self.attention(x, x, x, need_weights=False)[0]
+
+    attention = quantize_model(Attend(), bits=4, activation_bits=0)
+    with torch.no_grad():
+        attention(torch.randn(2, 3, 8))
+    with pytest.raises(ValueError, match=r"'attention' \(QuantMultiheadAttention\) is weight-on"):
+        export_integer(attention.eval())

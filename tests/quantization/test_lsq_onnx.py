@@ -154,3 +154,28 @@ def test_integer_kernel_arguments_are_checked(tmp_path):
         speed.onnx_latencies({"a": path}, x.numpy(), threads=0)
     with pytest.raises(TypeError, match="inputs"):
         speed.onnx_latencies({"a": path}, x)
+
+
+def test_weight_only_model_exports_weights_only(tmp_path):
+    """activation_bits=0: the ONNX graph dequantizes the int8 weight codes (one
+    DequantizeLinear per layer, no QuantizeLinear: inputs stay float) and equals the
+    fake-quantized model in onnxruntime, with and without batch-norm folding; integer kernels
+    are refused, naming the layer."""
+    torch.manual_seed(0)
+    model = quantize_model(_chain(), bits=4, activation_bits=0)
+    x = torch.randn(16, 3, 8, 8)
+    model.train()
+    with torch.no_grad():
+        model(x)
+    model.eval()
+    with torch.no_grad():
+        expected = model(x).numpy()
+    for fold in (False, True):
+        path = export_onnx(model, tmp_path / f"w{fold}.onnx", x, fold_batch_norm=fold,
+                           bias_codes=fold)
+        ops = collections.Counter(n.op_type for n in onnx.load(str(path)).graph.node)
+        assert ops["QuantizeLinear"] == 0 and ops["DequantizeLinear"] == 4
+        assert ops["BatchNormalization"] == (0 if fold else 3)
+        np.testing.assert_allclose(_run(path, x), expected, rtol=0, atol=2e-5)
+    with pytest.raises(ValueError, match="layer '0' is weight-only"):
+        export_onnx(model, tmp_path / "k.onnx", x, integer_kernels=True)

@@ -411,9 +411,28 @@ def _to_double(tree):
         lambda t: t.double() if torch.is_tensor(t) and t.is_floating_point() else t, tree)
 
 
+def _refuse_weight_only(model: nn.Module) -> None:
+    """ValueError naming the first layer without an input quantizer (weight-only mode)."""
+    for name, module in model.named_modules():
+        if isinstance(module, _QuantMixin):
+            missing = module.input_quantizer is None
+        elif isinstance(module, QuantMultiheadAttention):
+            missing = module.query_quantizer is None
+        else:
+            continue
+        if missing:
+            raise ValueError(
+                f"layer {name!r} ({type(module).__name__}) is weight-only (activation_bits=0, "
+                "no input quantizer): integer export needs integer input codes x_bar = "
+                "round(x / s_x), and this layer's input has no step s_x. Quantize the "
+                "activations too, or use export_onnx (weights as int8 codes, float inputs)"
+            )
+
+
 def build_integer_model(model: nn.Module) -> IntegerModel:
     """Check, trace and convert ``model`` (the work of :func:`export_integer`)."""
     check_calibrated(model)
+    _refuse_weight_only(model)
     for name, module in model.named_modules():
         if isinstance(module, LSQQuantizer) and module.offset is not None:
             raise ValueError(f"quantizer {name!r} has an LSQ+ offset, which integer export does "

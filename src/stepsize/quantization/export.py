@@ -45,6 +45,11 @@ __all__ = ["IntegerModel", "export_integer", "export_onnx", "onnx_kernels", "onn
 _QUANT = (QuantConv1d, QuantConv2d, QuantLinear)
 _BATCH_NORM = (nn.BatchNorm1d, nn.BatchNorm2d)
 _INT32_MAX = 2**31 - 1
+_WEIGHT_ONLY_KERNELS = (
+    "layer {name!r} is weight-only (activation_bits=0, no input quantizer): integer_kernels=True "
+    "needs quantized inputs (onnxruntime's QLinearConv/QLinearMatMul take uint8 input codes); "
+    "export it with integer_kernels=False (int8 weights behind DequantizeLinear, float inputs)"
+)
 
 
 def _codes(values: torch.Tensor, bounds: tuple[int, int]) -> torch.Tensor:
@@ -80,9 +85,10 @@ def export_integer(model: nn.Module) -> IntegerModel:
         ``input_codes(x)`` the integer codes entering each; ``float_ops`` the float operations.
 
     Raises:
-        ValueError: a layer is not calibrated, has an offset, or is a conv/linear/attention (or
-            other layer with weights) left in float, or a quantized subclass with its own
-            forward; each named.
+        ValueError: a layer is not calibrated, has an offset, is weight-only
+            (``activation_bits=0``: no input step ``s_x``, so no integer input codes), or is a
+            conv/linear/attention (or other layer with weights) left in float, or a quantized
+            subclass with its own forward; each named.
         TypeError: ``torch.fx`` cannot trace the model (the tracer's message is included).
         OverflowError: an accumulator does not fit int32.
 
@@ -208,7 +214,7 @@ class _OnnxBias(nn.Module):
 
 
 def _fold_forward(self, x):
-    return self._conv_forward(self.input_quantizer(x), self.quantized_weight(), self.onnx_bias())
+    return self._conv_forward(self.quantized_input(x), self.quantized_weight(), self.onnx_bias())
 
 
 def _fold_batch_norms(exported: nn.Module, bias_codes: bool) -> int:
@@ -234,9 +240,9 @@ def _fold_batch_norms(exported: nn.Module, bias_codes: bool) -> int:
             bias = layer.bias.double() if layer.bias is not None else torch.zeros_like(sigma)
             bias = factor * (bias - norm.running_mean.double()) + beta
             weight.scale, weight.axis = scale.float(), 0
-            step_x = layer.input_quantizer.step_size.detach().double()
         layer.weight_quantizer = weight
-        if bias_codes:
+        if bias_codes and layer.input_quantizer is not None:
+            step_x = layer.input_quantizer.step_size.detach().double()
             layer.bias = None
             layer.onnx_bias = _OnnxBias(bias, step_x * scale)
             layer.forward = _fold_forward.__get__(layer)
@@ -264,7 +270,9 @@ def export_onnx(
     steps); every quantized input becomes QuantizeLinear -> DequantizeLinear with the learned step
     as scale and zero point 0 (uint8 for unsigned codes, int8 for signed), with a Clip to the
     ``b``-bit range between them below 8 bits (the QCDQ form, exact). Batch norm and other
-    modules export as usual. onnxruntime runs this graph exactly but not on integer kernels
+    modules export as usual. A weight-only layer (``activation_bits=0``) gets only its weight
+    DequantizeLinear and a float input (with ``bias_codes`` its bias stays float: there is no
+    ``s_x``). onnxruntime runs this graph exactly but not on integer kernels
     (slower than the float model); ``integer_kernels=True`` writes the form that it fuses into
     QLinearConv / QLinearAdd (faster: docs/quantization.md).
 
@@ -294,6 +302,10 @@ def export_onnx(
     Returns:
         The path written.
 
+    Raises:
+        ValueError: a layer over 8 bits, with an offset, uncalibrated, or weight-only with
+            ``integer_kernels`` (no input codes); ``bias_codes`` without ``fold_batch_norm``.
+
     Example:
         >>> import tempfile, torch
         >>> from torch import nn
@@ -306,6 +318,23 @@ def export_onnx(
     """
     _check_onnx_arguments(model, example_input, opset, fold_batch_norm, bias_codes,
                           integer_kernels, calibration_input)
+    exported = _onnx_module(model, example_input, fold_batch_norm, bias_codes, integer_kernels,
+                            calibration_input)
+    path = Path(path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            exported, (example_input,), str(path), dynamo=False, opset_version=opset,
+            input_names=["input"], output_names=["output"],
+            dynamic_axes={"input": {0: "batch"}, "output": {0: "batch"}},
+        )
+    return path
+
+
+def _onnx_module(model, example_input, fold_batch_norm, bias_codes, integer_kernels,
+                 calibration_input) -> nn.Module:
+    """A copy of ``model`` with batch norms folded, output quantizers placed and the LSQ
+    quantizers replaced by their ONNX forms (the work of :func:`export_onnx`)."""
     exported = copy.deepcopy(model).eval()
     if fold_batch_norm or integer_kernels:
         _fold_batch_norms(exported, bias_codes or integer_kernels)
@@ -316,15 +345,7 @@ def export_onnx(
         calibration = example_input if calibration_input is None else calibration_input
         redundant = place_output_quantizers(exported, (calibration,))
     _replace_quantizers(exported, redundant, integer_kernels)
-    path = Path(path)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(
-            exported, (example_input,), str(path), dynamo=False, opset_version=opset,
-            input_names=["input"], output_names=["output"],
-            dynamic_axes={"input": {0: "batch"}, "output": {0: "batch"}},
-        )
-    return path
+    return exported
 
 
 def _check_onnx_arguments(model, example_input, opset, fold_batch_norm, bias_codes,
@@ -338,6 +359,10 @@ def _check_onnx_arguments(model, example_input, opset, fold_batch_norm, bias_cod
     for name, layer in layers:
         for role in ("weight_quantizer", "input_quantizer"):
             quantizer = getattr(layer, role)
+            if quantizer is None:
+                if integer_kernels:
+                    raise ValueError(_WEIGHT_ONLY_KERNELS.format(name=name))
+                continue
             if quantizer.bits > 8 or quantizer.offset is not None:
                 raise ValueError(
                     f"layer {name!r}: {role} has {quantizer.bits} bits"
@@ -352,8 +377,11 @@ def _check_onnx_arguments(model, example_input, opset, fold_batch_norm, bias_cod
         raise ValueError("bias_codes=True needs fold_batch_norm=True")
     for name, attention in model.named_modules():
         if isinstance(attention, QuantMultiheadAttention):
-            quantizers = [attention.query_quantizer] + [
+            if attention.query_quantizer is None and integer_kernels:
+                raise ValueError(_WEIGHT_ONLY_KERNELS.format(name=name))
+            quantizers = [q for q in [attention.query_quantizer] + [
                 getattr(attention, w + "_quantizer") for w in attention._weight_names()]
+                if q is not None]
             if not all(q.is_initialized for q in quantizers):
                 raise ValueError(f"attention {name!r} is not calibrated: run a forward pass")
             if any(q.bits > 8 or q.offset is not None for q in quantizers):
@@ -373,21 +401,22 @@ def _replace_quantizers(exported: nn.Module, redundant: set[str], uint8: bool = 
                     getattr(attention, w + "_quantizer"), getattr(attention, w)))
             for role in ("query", "key", "value"):
                 quantizer = getattr(attention, role + "_quantizer")
-                if quantizer.is_initialized:
+                if quantizer is not None and quantizer.is_initialized:
                     setattr(attention, role + "_quantizer", _OnnxActivation(quantizer))
     for name, layer in list(exported.named_modules()):
         if isinstance(layer, _QuantMixin):
             if isinstance(layer.weight_quantizer, LSQQuantizer):
                 layer.weight_quantizer = _OnnxWeight(layer.weight_quantizer, layer.weight)
-            layer.input_quantizer = (nn.Identity() if name in redundant
-                                     else activation(layer.input_quantizer))
+            if layer.input_quantizer is not None:  # None: weight-only, the input stays float
+                layer.input_quantizer = (nn.Identity() if name in redundant
+                                         else activation(layer.input_quantizer))
 
 
 def _bias_codes_forward(self, x):
     weight, bias = self.quantized_weight(), self.onnx_bias()
     if isinstance(self, nn.Linear):
-        return torch.nn.functional.linear(self.input_quantizer(x), weight, bias)
-    return self._conv_forward(self.input_quantizer(x), weight, bias)
+        return torch.nn.functional.linear(self.quantized_input(x), weight, bias)
+    return self._conv_forward(self.quantized_input(x), weight, bias)
 
 
 def _bias_codes_everywhere(exported: nn.Module) -> None:
