@@ -79,6 +79,16 @@ def _mle_call(f, **kw):
     return f(samples, **kw)
 
 
+def _lasso_call(f, **kw):
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((30, 5))
+    return f(X, X[:, :2] + 0.1 * rng.standard_normal((30, 2)), 0.1, **kw)
+
+
+def _graph_call(f, **kw):
+    return f(np.random.default_rng(0).standard_normal((40, 4)), 0.1, **kw)
+
+
 # qualified name -> a call with the given keywords on a small problem
 ITERATIVE = {
     "chebyshev.chebyshev_gd": lambda f, **kw: f(*_spd(), **kw),
@@ -101,6 +111,8 @@ ITERATIVE = {
     "matching.doubly_stochastic_projection": lambda f, **kw: f(_positive(), **kw),
     "prox.prox_matrix_perspective": _prox_call,
     "prox.constrained_gaussian_mle": _mle_call,
+    "prox.matrix_scaled_lasso": _lasso_call,
+    "prox.pseudolikelihood_graph": _graph_call,
 }
 
 

@@ -34,7 +34,7 @@ def chain_data(seed, p, n):
 
 def test_scaled_lasso_matches_cvxpy_perspective_form():
     pytest.importorskip("cvxpy")
-    from stepsize.benchmarks.prox_applications import cvxpy_matrix_scaled_lasso
+    from stepsize._reference.cvxpy_prox import cvxpy_matrix_scaled_lasso
 
     X, Y = regression(0, 24, 6, 3)
     lam = 0.15
@@ -112,7 +112,7 @@ def test_scalar_perspective_prox_is_the_p1_matrix_prox():
 
 def test_pseudolikelihood_matches_cvxpy():
     pytest.importorskip("cvxpy")
-    from stepsize.benchmarks.prox_applications import cvxpy_pseudolikelihood
+    from stepsize._reference.cvxpy_prox import cvxpy_pseudolikelihood
 
     data = 3.0 * chain_data(5, 6, 18) + 10.0
     lam = 0.1

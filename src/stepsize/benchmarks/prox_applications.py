@@ -25,6 +25,11 @@ from pathlib import Path
 
 import numpy as np
 
+from stepsize._reference.cvxpy_prox import (
+    cvxpy_gaussian_mle,
+    cvxpy_matrix_scaled_lasso,
+    cvxpy_pseudolikelihood,
+)
 from stepsize.benchmarks import Entry, register
 
 QUICK = {"mle_sizes": [10, 20], "mle_shifts": [0.0, 30.0], "mle_caps": 5,
@@ -38,68 +43,6 @@ FULL = {"mle_sizes": [10, 20, 30, 40, 50], "mle_shifts": [0.0, 10.0, 30.0], "mle
         "scs_graph_max_size": 10, "ours_repeats": 5, "peer_repeats": 1, "pdhg_max_size": 20,
         "real_data": True}
 PEERS = ("CLARABEL", "SCS")
-SCS_OPTIONS = {"eps_abs": 1e-9, "eps_rel": 1e-9, "max_iters": 100000}
-
-
-def _solve(problem, solver):
-    import cvxpy as cp
-
-    options = SCS_OPTIONS if solver == "SCS" else {}
-    problem.solve(solver=getattr(cp, solver), **options)
-    if problem.status not in ("optimal", "optimal_inaccurate"):
-        raise RuntimeError(f"{solver}: status {problem.status}")
-    return float(problem.value)
-
-
-def cvxpy_constrained_mle(samples, caps, ridge=0.0, solver="CLARABEL"):
-    """The uncentred MLE in ``(Omega, eta)`` with ``log_det`` and ``matrix_frac``; returns
-    ``(Omega, objective)``."""
-    import cvxpy as cp
-
-    samples = np.asarray(samples, dtype=float)
-    second, mean = samples.T @ samples / samples.shape[0], samples.mean(axis=0)
-    p = mean.size
-    Omega, eta = cp.Variable((p, p), symmetric=True), cp.Variable(p)
-    objective = (-cp.log_det(Omega) + cp.trace(Omega @ second) - 2 * mean @ eta
-                 + cp.matrix_frac(eta, Omega) + ridge / 2 * cp.sum_squares(Omega))
-    problem = cp.Problem(cp.Minimize(objective), [Omega >> np.outer(c, c) for c in caps])
-    value = _solve(problem, solver)
-    return Omega.value, value
-
-
-def cvxpy_matrix_scaled_lasso(X, Y, lam, solver="CLARABEL"):
-    """``1/(2n) matrix_frac((Y - X B)^T, Omega) + tr(Omega)/2 + lam ||B||_1``; returns ``(B,
-    Omega, objective)``."""
-    import cvxpy as cp
-
-    Y = Y[:, None] if Y.ndim == 1 else Y
-    n, k = Y.shape
-    B, Omega = cp.Variable((X.shape[1], k)), cp.Variable((k, k), symmetric=True)
-    objective = (cp.matrix_frac((Y - X @ B).T, Omega) / (2 * n) + cp.trace(Omega) / 2
-                 + lam * cp.sum(cp.abs(B)))
-    problem = cp.Problem(cp.Minimize(objective))
-    value = _solve(problem, solver)
-    return B.value, Omega.value, value
-
-
-def cvxpy_pseudolikelihood(samples, lam, solver="CLARABEL"):
-    """``sum_i -log omega_ii + quad_over_lin(L^T omega_i, omega_ii) + lam sum_{i != j}
-    |omega_ij|`` with ``L L^T = S`` (centred); returns ``(Omega, objective)``."""
-    import cvxpy as cp
-
-    centred = samples - samples.mean(axis=0)
-    second = centred.T @ centred / samples.shape[0]
-    p = second.shape[0]
-    root = np.linalg.cholesky(second)
-    Omega = cp.Variable((p, p), symmetric=True)
-    objective = sum(-cp.log(Omega[i, i]) + cp.quad_over_lin(root.T @ Omega[:, i], Omega[i, i])
-                    for i in range(p))
-    objective += lam * cp.sum(cp.abs(cp.multiply(1 - np.eye(p), Omega)))
-    problem = cp.Problem(cp.Minimize(objective))
-    value = _solve(problem, solver)
-    return Omega.value, value
-
-
 def _compare(name, size, ours, peers, config, rows, records):
     """Time ``ours() -> objective`` and each ``peers[solver]() -> objective``; append rows."""
     from stepsize._reference.timing import median_time
@@ -137,7 +80,7 @@ def _mle_data(rng, p, shift, caps_count):
 def _mle(config, rng, rows, records):
     from sklearn.datasets import load_diabetes
 
-    from stepsize.prox.gaussian_mle import constrained_gaussian_mle
+    from stepsize.prox.gaussian_mle import constrained_gaussian_mle, sample_moments
 
     cases = []
     for p in config["mle_sizes"]:
@@ -151,8 +94,8 @@ def _mle(config, rng, rows, records):
                       np.eye(10)[:4] / np.sqrt(0.8 * data.var(axis=0)[:4])[:, None]))
     for name, p, data, caps in cases:
         _compare(name, p, lambda d=data, c=caps: constrained_gaussian_mle(d, c).objective,
-                 _peers(config, p, lambda s, d=data, c=caps: cvxpy_constrained_mle(d, c,
-                                                                                   solver=s)[1]),
+                 _peers(config, p, lambda s, d=data, c=caps: cvxpy_gaussian_mle(
+                     *sample_moments(d), c, solver=s)[2]),
                  config, rows, records)
         if p <= config["pdhg_max_size"]:
             _compare(name + " (PDHG)", p, lambda d=data, c=caps: constrained_gaussian_mle(
@@ -162,8 +105,8 @@ def _mle(config, rng, rows, records):
         data, ridge = data[:n], 10.0 / n**2
         _compare(f"MLE ridge 10/n^2, n = {n}", p, lambda d=data, c=caps, r=ridge:
                  constrained_gaussian_mle(d, c, ridge=r).objective,
-                 _peers(config, p, lambda s, d=data, c=caps, r=ridge: cvxpy_constrained_mle(
-                     d, c, r, solver=s)[1]), config, rows, records)
+                 _peers(config, p, lambda s, d=data, c=caps, r=ridge: cvxpy_gaussian_mle(
+                     *sample_moments(d), c, solver=s, ridge=r)[2]), config, rows, records)
 
 
 def _lasso(config, rng, rows, records):

@@ -201,7 +201,7 @@ def _mle(config, rng):
         histories[name] = {"objective": result.history, "cvxpy": value_c}
         rows.append([name, result.n_iter, result.converged, result.objective, value_c, gap,
                      float(np.linalg.norm(result.x[0] - Omega_c) / np.linalg.norm(Omega_c)),
-                     result.constraint_violation, ours_s, 1e3 * ours_s / result.n_iter,
+                     result.constraint_violation, ours_s, 1e3 * ours_s / max(result.n_iter, 1),
                      # the prox's share of the time ("dual_newton" calls no prox: 0)
                      result.info.get("prox_seconds", 0.0) / result.info["seconds"], cvxpy_s])
     return rows, max(gaps, key=abs), histories

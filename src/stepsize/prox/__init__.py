@@ -20,18 +20,34 @@ from stepsize.prox.perspective import (
     matrix_perspective,
     prox_matrix_perspective,
 )
+from stepsize.prox.pseudolikelihood import (
+    PseudolikelihoodResult,
+    pseudolikelihood_graph,
+    pseudolikelihood_objective,
+)
+from stepsize.prox.regression import (
+    ScaledLassoResult,
+    matrix_scaled_lasso,
+    matrix_scaled_lasso_objective,
+)
 
 __all__ = [
     "GaussianMLEResult",
     "KKTResiduals",
     "MatrixPerspective",
     "PerspectiveProxResult",
+    "PseudolikelihoodResult",
+    "ScaledLassoResult",
     "constrained_gaussian_mle",
     "gaussian_mle_objective",
     "kkt_residuals",
     "matrix_perspective",
+    "matrix_scaled_lasso",
+    "matrix_scaled_lasso_objective",
     "project_conjugate_domain",
     "prox_matrix_perspective",
+    "pseudolikelihood_graph",
+    "pseudolikelihood_objective",
     "sample_moments",
 ]
 
