@@ -301,6 +301,18 @@ def _lawler_settings(method: str, options: dict, n1: int, n2: int, slack: bool):
     return _check_settings(*(settings[key] for key in _OPTIONS), size)
 
 
+def _checked_unmatched(unmatched, maximize) -> float | None:
+    if not isinstance(maximize, (bool, np.bool_)):
+        raise TypeError(f"maximize must be True or False, got {describe(maximize)}")
+    if unmatched is None:
+        return None
+    unmatched = check_real(unmatched, "unmatched")
+    if not maximize:
+        raise ValueError("unmatched (dummy nodes) needs maximize=True; negate K and "
+                         "unmatched to minimize")
+    return unmatched
+
+
 def match_lawler(
     K,
     n1: int,
@@ -364,13 +376,7 @@ def match_lawler(
     method = check_choice(method, "method", METHODS)
     n1, n2 = check_int(n1, "n1", low=1), check_int(n2, "n2", low=1)
     K = _checked_affinity(K, n1, n2)
-    if not isinstance(maximize, (bool, np.bool_)):
-        raise TypeError(f"maximize must be True or False, got {describe(maximize)}")
-    if unmatched is not None:
-        unmatched = check_real(unmatched, "unmatched")
-        if not maximize:
-            raise ValueError("unmatched (dummy nodes) needs maximize=True; negate K and "
-                             "unmatched to minimize")
+    unmatched = _checked_unmatched(unmatched, maximize)
     n_init = check_int(n_init, "n_init", low=1)
     check_choice(init, "init", ("barycenter", "randomized"))
     step = {**METHODS[method], **options}.get("step", "adaptive")
