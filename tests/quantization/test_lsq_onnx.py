@@ -179,3 +179,36 @@ def test_weight_only_model_exports_weights_only(tmp_path):
         np.testing.assert_allclose(_run(path, x), expected, rtol=0, atol=2e-5)
     with pytest.raises(ValueError, match="layer '0' is weight-only"):
         export_onnx(model, tmp_path / "k.onnx", x, integer_kernels=True)
+
+
+def test_bench_deployment_helpers(tmp_path):
+    """bench lsq's deployment row: the goal flag is exactly ``float / ours >= 1.5``; the
+    integer-kernel agreement check and onnxruntime's quantize_static peer run on the chain."""
+    lsq = pytest.importorskip("stepsize.benchmarks.lsq")
+    info = {"ours_agreement": 1.0, "ours_logit_error": 0.0, "float_agreement": 1.0,
+            "float_logit_error": 0.0}
+    row = lsq._deploy_row("m", info, 1, 2, {"float": 3.0, "ours": 2.0, "peer": 1.0})
+    assert row[5] == 1.5 and row[6] == "yes" and row[8] == 3.0
+    assert lsq._deploy_row("m", info, 1, 1, {"float": 2.999, "ours": 2.0})[6:9] == [
+        "NO", None, None]
+    torch.manual_seed(0)
+    model = quantize_model(_chain(), bits=8).eval()
+    x = torch.randn(64, 3, 8, 8)
+    with torch.no_grad():
+        model(x[:32])
+        reference = model(x).argmax(1)
+    out = lsq._integer_kernel_agreement(model, x, reference, tmp_path / "c.onnx", x[:32])
+    assert out["onnx_int_agreement"] >= 0.98  # 2-sample tolerance for bias-code rounding
+    assert out["onnx_int_kernels"] == {"QLinearConv": 3, "Conv": 0}
+    float_model = _chain().eval()
+    torch.onnx.export(float_model, (x[:1],), str(tmp_path / "f.onnx"), dynamo=False,
+                      input_names=["input"], output_names=["output"],
+                      dynamic_axes={"input": {0: "batch"}, "output": {0: "batch"}})
+    peer = lsq._peer_quantize(tmp_path / "f.onnx", tmp_path / "p.onnx", x[:16])
+    assert speed.onnx_kernels(peer).get("QLinearConv") == 3
+    with torch.no_grad():
+        expected = float_model(x).numpy()
+    error = np.linalg.norm(_run(peer, x) - expected) / np.linalg.norm(expected)
+    # measured 0.136 (min/max calibration on 16 images of an untrained chain); a peer that
+    # ran on the wrong input or left its output as codes would be near 1 or far above
+    assert error <= 0.25
