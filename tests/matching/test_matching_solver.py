@@ -22,7 +22,7 @@ from stepsize.matching import (
 )
 from stepsize.matching.generators import edm_pair, kb_pair, network_pair, outlier_pair
 
-ADAPTIVE = [name for name, preset in METHODS.items() if preset["step"] == "adaptive"]
+ADAPTIVE = [name for name, preset in METHODS.items() if preset.step == "adaptive"]
 
 
 @pytest.mark.filterwarnings("ignore::stepsize.ConvergenceWarning")

@@ -289,7 +289,7 @@ def _lawler_settings(method: str, options: dict, n1: int, n2: int, slack: bool):
     if unknown:
         raise TypeError(f"match_lawler got unexpected option(s) {', '.join(unknown)}; "
                         f"options are {', '.join(_OPTIONS)}")
-    preset = {key: value for key, value in METHODS[method].items() if key in _OPTIONS}
+    preset = {key: value for key, value in METHODS[method].as_dict().items() if key in _OPTIONS}
     settings = {"projection": "dynamical_softassign", "step": "adaptive", "beta": "auto",
                 "scale": "range", "beta_growth": 1.0, "beta_max": math.inf, "epsilon": None,
                 "restart_epsilon": None, "max_iter": 100, "tol": 1e-3, "inner_tol": 1e-3,
@@ -379,7 +379,7 @@ def match_lawler(
     unmatched = _checked_unmatched(unmatched, maximize)
     n_init = check_int(n_init, "n_init", low=1)
     check_choice(init, "init", ("barycenter", "randomized"))
-    step = {**METHODS[method], **options}.get("step", "adaptive")
+    step = options.get("step", METHODS[method].step)
     sign = 1.0 if maximize else -1.0
     term = (_factorized_term(K, sign) if isinstance(K, FactorizedAffinity)
             else _explicit_term(K, n1, n2, sign))

@@ -58,7 +58,7 @@ from __future__ import annotations
 import math
 import warnings
 from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 import numpy as np
@@ -93,6 +93,7 @@ __all__ = [
     "ADAPTIVE_BETA_MAX",
     "AUTO_BETA",
     "METHODS",
+    "MatchingOptions",
     "PROJECTIONS",
     "MatchingResult",
     "match_graphs",
@@ -106,32 +107,58 @@ _SOFTASSIGNS = ("dynamical_softassign", "softassign")
 # differences of 1e-7 of the range, past which softassign is the Hungarian projection.
 ADAPTIVE_BETA_MAX = 1e7
 
-METHODS: dict[str, dict[str, Any]] = {
-    "apfp": {
-        "projection": "dynamical_softassign",
-        "step": "adaptive",
-        "beta": "auto",
-        "restart_epsilon": 1.0,
-        "beta_max": ADAPTIVE_BETA_MAX,
-        "polish": 30,
-    },
-    "asm": {
-        "projection": "dynamical_softassign",
-        "step": "adaptive",
-        "beta": 1.0,
-        "epsilon": 1.0,
-        "beta_max": ADAPTIVE_BETA_MAX,
-        "polish": 30,
-    },
-    "ga": {
-        "projection": "softassign",
-        "step": 1.0,
-        "beta": 0.5,
-        "beta_growth": 1.075,
-        "beta_max": 10.0,
-    },
-    "ipfp": {"projection": "hungarian", "step": "adaptive"},
-    "dspfp": {"projection": "doubly_stochastic", "step": 0.5},
+@dataclass(frozen=True)
+class MatchingOptions:
+    """The iteration options of :func:`projected_fixed_point`, with its defaults.
+
+    The presets of ``METHODS`` are instances; ``match_graphs(A, B, method=name, **options)``
+    runs ``METHODS[name].replaced(**options)``. Fields: as the keywords of
+    :func:`projected_fixed_point`.
+
+    >>> METHODS["apfp"].replaced(max_iter=20).max_iter, METHODS["apfp"].polish
+    (20, 30)
+    """
+
+    projection: str = "dynamical_softassign"
+    step: Any = "adaptive"
+    lam: float = 1.0
+    beta: Any = "auto"
+    scale: str = "range"
+    beta_growth: float = 1.0
+    beta_max: float = math.inf
+    epsilon: float | None = None
+    restart_epsilon: float | None = None
+    init: Any = "barycenter"
+    max_iter: int = 100
+    tol: float = 1e-3
+    inner_tol: float = 1e-3
+    inner_max_iter: int = 100
+    polish: int = 0
+    history: bool = False
+
+    def replaced(self, **options) -> MatchingOptions:
+        """A copy with ``options`` changed; an unknown name is a TypeError listing the fields."""
+        names = [item.name for item in fields(self)]
+        unknown = sorted(set(options) - set(names))
+        if unknown:
+            raise TypeError(f"unexpected option(s) {', '.join(unknown)}; options are "
+                            f"{', '.join(names)}")
+        return replace(self, **options)
+
+    def as_dict(self) -> dict[str, Any]:
+        """The options as keywords of :func:`projected_fixed_point` (values not copied)."""
+        return {item.name: getattr(self, item.name) for item in fields(self)}
+
+
+METHODS: dict[str, MatchingOptions] = {
+    "apfp": MatchingOptions(projection="dynamical_softassign", step="adaptive", beta="auto",
+                            restart_epsilon=1.0, beta_max=ADAPTIVE_BETA_MAX, polish=30),
+    "asm": MatchingOptions(projection="dynamical_softassign", step="adaptive", beta=1.0,
+                           epsilon=1.0, beta_max=ADAPTIVE_BETA_MAX, polish=30),
+    "ga": MatchingOptions(projection="softassign", step=1.0, beta=0.5, beta_growth=1.075,
+                          beta_max=10.0),
+    "ipfp": MatchingOptions(projection="hungarian", step="adaptive"),
+    "dspfp": MatchingOptions(projection="doubly_stochastic", step=0.5),
 }
 
 # beta="auto" is AUTO_BETA * sqrt(N) on the range-normalized scores: the per-size optimum of the
@@ -1079,8 +1106,8 @@ def match_graphs(
     Hadamard-equipped Sinkhorn", CVPR 2024.
     """
     method = check_choice(method, "method", METHODS)
-    with progress_options({**METHODS[method], **options}, progress, f"match_graphs ({method})"
-                          ) as settings:
+    with progress_options(METHODS[method].replaced(**options).as_dict(), progress,
+                          f"match_graphs ({method})") as settings:
         result = projected_fixed_point(A, B, K, maximize=maximize, n_init=n_init, seeds=seeds,
                                        seed=seed, **settings)
     result.method = method
