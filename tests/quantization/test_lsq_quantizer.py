@@ -85,9 +85,13 @@ def test_default_grad_scale_is_one_over_sqrt_numel_q_p():
     assert default.grad.item() == pytest.approx(g * explicit.grad.item(), rel=1e-6)
     # the module uses the same g (N = numel of the batch tensor for activations)
     quantizer = LSQQuantizer(4, False, init=0.3)
-    assert quantizer(v) is not None and quantizer.gradient_scale(v) == pytest.approx(g)
+    torch.testing.assert_close(quantizer(v), lsq_quantize(v, torch.tensor(0.3), 4, False))
+    assert quantizer.gradient_scale(v) == pytest.approx(g)
     callable_scale = LSQQuantizer(4, False, init=0.3, grad_scale=lambda n, q_p: 1 / math.sqrt(n))
-    assert callable_scale(v) is not None
+    step = torch.tensor(0.3, requires_grad=True)
+    lsq_quantize(v, step, 4, False, grad_scale=1 / math.sqrt(60)).sum().backward()
+    callable_scale(v).sum().backward()
+    assert callable_scale.step_size.grad.item() == pytest.approx(step.grad.item(), rel=1e-6)
     assert callable_scale.gradient_scale(v) == pytest.approx(1 / math.sqrt(60))
 
 
