@@ -212,3 +212,28 @@ def test_bench_deployment_helpers(tmp_path):
     # measured 0.136 (min/max calibration on 16 images of an untrained chain); a peer that
     # ran on the wrong input or left its output as codes would be near 1 or far above
     assert error <= 0.25
+
+
+def test_integer_kernels_export_ignores_other_forward_defaults(tmp_path):
+    """A forward with a non-tensor default argument (timm's ``is_causal=False``): the traced
+    graph's placeholder must not reach the exporter as a tensor."""
+
+    class WithDefault(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(3, 4, 3)
+            self.head = nn.Linear(144, 2)
+
+        def forward(self, x, start_dim: int = 1):
+            return self.head(torch.flatten(torch.relu(self.conv(x)), start_dim))
+
+    torch.manual_seed(0)
+    model = quantize_model(WithDefault(), bits=8).eval()
+    x = torch.randn(16, 3, 8, 8)
+    with torch.no_grad():
+        model(x)
+        expected = model(x).numpy()
+    path = export_onnx(model, tmp_path / "d.onnx", x[:1], integer_kernels=True,
+                       calibration_input=x)
+    assert speed.onnx_kernels(path).get("QLinearConv") == 1
+    assert (_run(path, x).argmax(1) == expected.argmax(1)).mean() >= 0.9

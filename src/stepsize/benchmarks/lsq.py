@@ -24,7 +24,16 @@ named in a warning, 20 training steps of ``train_model``'s default recipe (batch
 without NaN, graph breaks under ``torch.compile`` (dynamo, ``aot_eager`` backend: no C++
 compiler needed) and a compiled backward, training-step time against the torch-native twin, and
 argmax agreement of :func:`export_integer` and :func:`export_onnx` (onnxruntime) with the
-fake-quantized model on held-out inputs; an export that fails is recorded with its error.
+fake-quantized model on held-out inputs; an export that fails is recorded with its error. The
+integer-kernel form (``export_onnx(..., integer_kernels=True, calibration_input=...)``) is checked
+too: its agreement and the QLinearConv / float Conv counts of onnxruntime's optimized graph.
+
+Deployment (issue 16's speed goal): resnet18 and mobilenet_v2 at 8 bits (random weights, batch
+norm statistics and LSQ steps from random calibration images), exported with
+``integer_kernels=True``, against the float ONNX model and onnxruntime's own ``quantize_static``
+of it: median latency from :func:`stepsize.quantization.onnx_latencies` (models interleaved) per
+batch size and thread count (``deploy_*`` keys: quick 112x112 at batch 1, full 224x224 at batch
+1 and 32; 1 and 2 threads), with a flag per row for ``float / ours >= 1.5``.
 """
 
 from __future__ import annotations

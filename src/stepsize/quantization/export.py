@@ -345,7 +345,19 @@ def _onnx_module(model, example_input, fold_batch_norm, bias_codes, integer_kern
         calibration = example_input if calibration_input is None else calibration_input
         redundant = place_output_quantizers(exported, (calibration,))
     _replace_quantizers(exported, redundant, integer_kernels)
-    return exported
+    return _OneInput(exported) if integer_kernels else exported
+
+
+class _OneInput(nn.Module):
+    """``forward(x)`` only: the TorchScript exporter would otherwise pass a traced graph's
+    other placeholders' defaults as tensors (timm's ``is_causal=False`` became a tensor)."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x):
+        return self.model(x)
 
 
 def _check_onnx_arguments(model, example_input, opset, fold_batch_norm, bias_codes,
