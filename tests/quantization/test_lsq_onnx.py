@@ -154,6 +154,10 @@ def test_integer_kernel_arguments_are_checked(tmp_path):
         speed.onnx_latencies({"a": path}, x.numpy(), threads=0)
     with pytest.raises(TypeError, match="inputs"):
         speed.onnx_latencies({"a": path}, x)
+    with pytest.raises(TypeError, match="spinning must be a bool"):
+        speed.onnx_latencies({"a": path}, x.numpy(), spinning="no")
+    quiet = speed.onnx_latencies({"a": path}, x.numpy(), threads=2, repeats=2, spinning=False)
+    assert quiet["a"] > 0
 
 
 def test_weight_only_model_exports_weights_only(tmp_path):

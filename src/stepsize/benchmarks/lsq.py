@@ -676,7 +676,8 @@ def _deployment(config, seed) -> tuple[dict, list]:
                                 generator=torch.Generator().manual_seed(seed + 1)).numpy()
                 for threads in config["deploy_threads"]:
                     times = onnx_latencies({k: str(v) for k, v in paths.items()}, x,
-                                           threads=threads, repeats=config["deploy_repeats"])
+                                           threads=threads, repeats=config["deploy_repeats"],
+                                           spinning=False)
                     info["latency_s"][f"batch {batch}, {threads} threads"] = times
                     rows.append(_deploy_row(name, info, batch, threads, times))
             results[name] = info
@@ -711,7 +712,8 @@ def _deployment_table(config, rows, load: str) -> dict:
         note="ours: export_onnx(bits=8 model, integer_kernels=True, calibration_input=the "
              "calibration images); peer: onnxruntime quantize_static (QDQ, per-channel int8 "
              "weights, uint8 activations, same images); onnx_latencies medians, models "
-             f"interleaved, inter_op 1; load average at start: {load}. Argmax and logit errors "
+             "interleaved, inter_op 1, spinning=False (allow_spinning 0: steadier with 2 "
+             f"threads on a shared CPU); load average at start: {load}. Argmax and logit errors "
              "against the 8-bit fake-quantized model on held-out random images; with random "
              "weights the logits barely vary between images, so even the float model is far "
              "from fake quantization (its columns): these are not accuracy-grade checks",

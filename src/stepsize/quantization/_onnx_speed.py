@@ -14,12 +14,15 @@ import numpy as np
 from stepsize._validation import check_int, describe
 
 
-def _session(path, threads: int = 1, optimized_path=None):
+def _session(path, threads: int = 1, optimized_path=None, spinning: bool = True):
     """A CPU ``InferenceSession`` with ``threads`` intra-op threads (1 inter-op thread), all
-    graph optimizations, optionally writing the optimized graph to ``optimized_path``."""
+    graph optimizations, optionally writing the optimized graph to ``optimized_path``;
+    ``spinning=False`` sets ``session.intra_op.allow_spinning`` to 0."""
     import onnxruntime
 
     options = onnxruntime.SessionOptions()
+    if not spinning:
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
     options.log_severity_level = 3
@@ -64,7 +67,8 @@ def onnx_kernels(path: str | os.PathLike) -> dict[str, int]:
 
 
 def onnx_latencies(paths: Mapping[str, str | os.PathLike], inputs: np.ndarray, *,
-                   threads: int = 1, repeats: int = 7) -> dict[str, float]:
+                   threads: int = 1, repeats: int = 7,
+                   spinning: bool = True) -> dict[str, float]:
     """Median wall time of one onnxruntime ``run`` per model, the models interleaved.
 
     Each model gets a CPU session with ``threads`` intra-op threads and one warm-up run; then
@@ -76,6 +80,10 @@ def onnx_latencies(paths: Mapping[str, str | os.PathLike], inputs: np.ndarray, *
         inputs: the input batch (float32 array).
         threads: ``intra_op_num_threads`` (>= 1).
         repeats: timed rounds (>= 1).
+        spinning: onnxruntime's default, worker threads spin while waiting for work; False
+            (``session.intra_op.allow_spinning = 0``) makes several threads far less sensitive
+            to other processes on a shared CPU (each parallel section otherwise waits for a
+            descheduled spinner).
 
     Returns:
         ``{name: median seconds}``.
@@ -98,7 +106,9 @@ def onnx_latencies(paths: Mapping[str, str | os.PathLike], inputs: np.ndarray, *
         raise TypeError(f"inputs must be a numpy array, got {describe(inputs)}")
     threads = check_int(threads, "threads", low=1)
     repeats = check_int(repeats, "repeats", low=1)
-    sessions = {name: _session(path, threads) for name, path in paths.items()}
+    if not isinstance(spinning, bool):
+        raise TypeError(f"spinning must be a bool, got {describe(spinning)}")
+    sessions = {name: _session(path, threads, spinning=spinning) for name, path in paths.items()}
     times: dict[str, list[float]] = {name: [] for name in paths}
     for current in sessions.values():
         current.run(None, {current.get_inputs()[0].name: inputs})
