@@ -302,3 +302,20 @@ def test_lawler_progress(capsys):
     shown = match_lawler(np.kron(A, A), 6, 6, progress=True)
     assert "match_lawler (apfp):" in capsys.readouterr().err
     np.testing.assert_array_equal(quiet.col_ind, shown.col_ind)
+
+
+def test_matching_options_mirror_projected_fixed_point():
+    """The presets' dataclass has exactly the keywords of projected_fixed_point, same defaults."""
+    import dataclasses
+    import inspect
+
+    from stepsize.matching import MatchingOptions, projected_fixed_point
+
+    signature = inspect.signature(projected_fixed_point).parameters
+    defaults = MatchingOptions()
+    for item in dataclasses.fields(MatchingOptions):
+        assert signature[item.name].default == getattr(defaults, item.name), item.name
+    outside = {"A", "B", "K", "maximize", "n_init", "seeds", "seed"}
+    assert set(signature) - outside == {item.name for item in dataclasses.fields(defaults)}
+    with pytest.raises(TypeError, match="unexpected option\\(s\\) bogus"):
+        match_graphs(np.eye(3), np.eye(3), bogus=1)
