@@ -125,6 +125,8 @@ def test_pseudolikelihood_matches_cvxpy():
     centred = data - data.mean(axis=0)
     direct = pseudolikelihood_objective(result.precision, centred.T @ centred / 18, lam)
     assert direct == pytest.approx(result.objective, rel=1e-12)
+    # the history is in the user's units (the data's scale undone): it ends at the objective
+    assert result.history[-1] == pytest.approx(result.objective, rel=1e-4)
 
 
 def test_pseudolikelihood_without_penalty_is_the_inverse_covariance():

@@ -162,7 +162,7 @@ def pseudolikelihood_graph(
     rows, cols = np.nonzero(np.triu(Omega, 1))
     return PseudolikelihoodResult(
         x=Omega, n_iter=iteration, converged=converged,
-        history=[value - Omega.shape[0] * math.log(scale2) for value in history],
+        history=[value + Omega.shape[0] * math.log(scale2) for value in history],
         message="converged" if converged else "iteration cap reached", precision=Omega,
         edges=[(int(i), int(j)) for i, j in zip(rows, cols)],
         objective=_objective(Omega, second_moment, lam), info={"scale2": scale2})
