@@ -326,3 +326,13 @@ def test_float32_kernel_agrees_with_float64(monkeypatch, n):
     result = match_graphs(A, B)
     np.testing.assert_array_equal(result.col_ind, expected.col_ind)
     assert result.objective == expected.objective
+
+
+def test_tight_tolerance_at_large_n_uses_float64():
+    """From 1000 rows the kernel is float32 only for tolerances it can meet (found by review:
+    tol=1e-9 ran to max_iter at n = 1000 and stopped at a row-sum error of 6e-8)."""
+    rng = np.random.default_rng(0)
+    X = rng.uniform(size=(1000, 1000))
+    result = sinkhorn(np.log(X), tol=1e-9)
+    assert result.converged and result.error < 1e-9 and result.n_iter < 20
+    assert np.abs(result.P.sum(axis=1) - 1).max() < 1e-9

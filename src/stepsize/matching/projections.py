@@ -63,6 +63,8 @@ _ABSORB_LOW = 1.0 / _ABSORB_BOUND
 # products, which are the cost of a scaling at large n) absorbs from 1e30 and re-centres a
 # warm-started column below exp(-80) (float32 underflows below about exp(-103)).
 _FLOAT32_FROM = 1000
+# The smallest row-sum tolerance given to the float32 kernel (its error stalls near 6e-8).
+_FLOAT32_TOL = 1e-6
 _ABSORB_LOW_32 = 1e-30
 _UNDERFLOW_LOG_32 = -80.0
 # The reductions without ndarray.min's Python wrapper (it dominates at n <= 100).
@@ -116,11 +118,12 @@ def _sinkhorn(
     """Log-stabilized Sinkhorn scaling of ``exp(log_kernel)``; overwrites ``log_kernel``.
 
     ``warm``: column log potentials of a previous, similar problem to start from. From
-    ``_FLOAT32_FROM`` rows up the kernel is float32, stored in the first half of
+    ``_FLOAT32_FROM`` rows up, and for tolerances float32 can meet (``tol >= _FLOAT32_TOL``;
+    its row sums stall near 6e-8), the kernel is float32, stored in the first half of
     ``log_kernel``'s own memory (no other n x n array), and ``P`` is written back as float64.
     """
     n = log_kernel.shape[0]
-    single = n >= _FLOAT32_FROM and log_kernel.flags.c_contiguous
+    single = n >= _FLOAT32_FROM and tol >= _FLOAT32_TOL and log_kernel.flags.c_contiguous
     underflow = _UNDERFLOW_LOG_32 if single else _UNDERFLOW_LOG
     if warm is not None:
         log_kernel += warm[None, :]
