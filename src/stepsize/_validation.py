@@ -15,10 +15,12 @@ import numpy as np
 
 __all__ = [
     "check_array",
+    "check_callback",
     "check_choice",
     "check_finite",
     "check_int",
     "check_positive_definite",
+    "check_progress",
     "check_real",
     "check_rng",
     "check_square",
@@ -92,6 +94,20 @@ def check_choice(value: Any, name: str, choices: Iterable[str]) -> str:
     if not isinstance(value, str) or value not in choices:
         raise ValueError(f"{name} must be one of {', '.join(map(repr, choices))}; got {value!r}")
     return value
+
+
+def check_callback(value: Any, name: str = "callback") -> Any:
+    """None or a callable, checked before any work (a bad one would fail after the first step)."""
+    if value is not None and not callable(value):
+        raise TypeError(f"{name} must be None or a callable, got {describe(value)}")
+    return value
+
+
+def check_progress(value: Any, name: str = "progress") -> bool | None:
+    """``progress``: None (a bar when stderr is a terminal), True or False."""
+    if value is not None and not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be True, False or None, got {describe(value)}")
+    return None if value is None else bool(value)
 
 
 def check_finite(array: np.ndarray, name: str) -> np.ndarray:

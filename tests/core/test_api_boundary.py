@@ -415,3 +415,25 @@ def test_unfolded_gd_takes_a_1d_y_with_sparse_and_linear_operators(kind):
     expected.square().sum().backward()
     got.square().sum().backward()
     np.testing.assert_allclose(other.steps.grad.numpy(), dense.steps.grad.numpy(), rtol=1e-10)
+
+
+@pytest.mark.parametrize("option, message", [
+    ({"callback": 5}, "callback must be None or a callable"),
+    ({"progress": "yes"}, "progress must be True"),
+])
+def test_trainers_check_callback_and_progress_before_any_step(option, message):
+    """Found by review: a bad callback failed after the first step, with the model changed."""
+    torch = pytest.importorskip("torch")
+    from stepsize.quantization import quantize_model, train_model
+    from stepsize.unfolding import UnfoldedGD, train_expected_loss
+
+    model = torch.nn.Sequential(torch.nn.Linear(4, 2))
+    quantize_model(model, bits=4)
+    before = [p.detach().clone() for p in model.parameters()]
+    x = torch.randn(8, 4, generator=torch.Generator().manual_seed(0))
+    with pytest.raises(TypeError, match=message):
+        train_model(model, (x, torch.zeros(8, dtype=torch.long)), epochs=1, lr=0.1, **option)
+    assert all(torch.equal(a, b) for a, b in zip(before, model.parameters()))
+    unfolded = UnfoldedGD(T=2, operator=np.eye(3), init=0.3)
+    with pytest.raises(TypeError, match=message):
+        train_expected_loss(unfolded, **option)

@@ -318,3 +318,13 @@ def test_import_without_torch_names_the_extra():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert "pip install 'stepsize[torch]'" in out.stdout
+
+
+def test_reassigned_bits_take_effect():
+    """The cached code range follows ``bits`` (found by review: it kept the first range)."""
+    quantizer = LSQQuantizer(2, True, init=0.1)
+    v = torch.linspace(-100, 100, 2001)
+    assert quantizer(v).max().item() == pytest.approx(0.1)  # Q_P = 1
+    quantizer.bits = 8
+    assert quantizer.bounds == (128, 127)
+    assert quantizer(v).max().item() == pytest.approx(12.7)

@@ -70,6 +70,7 @@ from stepsize._validation import (
     check_array,
     check_choice,
     check_int,
+    check_progress,
     check_real,
     check_rng,
     describe,
@@ -275,8 +276,7 @@ def progress_options(options: dict, progress, desc: str):
     ``progress``: None (a bar when stderr is a terminal), True or False. The bar counts the
     iterations of every start and restart; with no bar shown, ``options`` is unchanged.
     """
-    if progress is not None and not isinstance(progress, (bool, np.bool_)):
-        raise TypeError(f"progress must be True, False or None, got {describe(progress)}")
+    progress = check_progress(progress)
     with progress_bar(total=None, progress=progress, unit=" it", desc=desc) as bar:
         if bar.disable:
             yield options

@@ -413,7 +413,7 @@ class LSQQuantizer(nn.Module):
         # Python mirrors of the two buffers above, read by forward: branching on a buffer's
         # value would be a data-dependent branch, a graph break under torch.compile
         self._initialized, self._signed = False, signed
-        self._bounds: tuple | None = None  # (signed, (Q_N, Q_P)) cached for forward
+        self._bounds: tuple | None = None  # ((bits, signed), (Q_N, Q_P)) cached for forward
         # the version counter of step_size at its last projection: forward skips the
         # projection while no in-place write (optimizer step, fill_, load) has happened since
         self._projected_version = -1
@@ -433,8 +433,9 @@ class LSQQuantizer(nn.Module):
         """``(Q_N, Q_P)`` of the current range."""
         if self._signed is None:
             raise RuntimeError("the quantizer's sign is decided by its first forward pass")
-        if self._bounds is None or self._bounds[0] != self._signed:
-            self._bounds = (self._signed, quantization_range(self.bits, self._signed))
+        key = (self.bits, self._signed)
+        if self._bounds is None or self._bounds[0] != key:  # bits may be reassigned
+            self._bounds = (key, quantization_range(self.bits, self._signed))
         return self._bounds[1]
 
     def __setstate__(self, state) -> None:  # copy.deepcopy and pickle: a new step_size

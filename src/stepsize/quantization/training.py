@@ -50,7 +50,14 @@ from stepsize._checkpoint import (
 )
 from stepsize._progress import progress_bar
 from stepsize._results import TrainingResult
-from stepsize._validation import check_choice, check_int, check_real, describe
+from stepsize._validation import (
+    check_callback,
+    check_choice,
+    check_int,
+    check_progress,
+    check_real,
+    describe,
+)
 from stepsize.quantization.layers import quant_layers, step_size_parameters
 
 __all__ = ["default_weight_decay", "evaluate", "train_model"]
@@ -297,6 +304,8 @@ def _plan(model, data, **options) -> _Plan:
                          f"{options['autocast']!r}")
     if not isinstance(options["resume"], bool):
         raise TypeError(f"resume must be a bool, got {describe(options['resume'])}")
+    check_callback(options["callback"])
+    check_progress(options["progress"])
     check_choice(options["optimizer"], "optimizer", ("sgd", "adam"))
     check_choice(options["schedule"], "schedule", ("cosine", "constant"))
     weight_decay = options["weight_decay"]

@@ -49,7 +49,14 @@ from stepsize._checkpoint import (
 )
 from stepsize._progress import progress_bar
 from stepsize._results import TrainingResult
-from stepsize._validation import check_choice, check_int, check_real, describe
+from stepsize._validation import (
+    check_callback,
+    check_choice,
+    check_int,
+    check_progress,
+    check_real,
+    describe,
+)
 from stepsize.chebyshev import contraction_factor
 from stepsize.unfolding.models import UnfoldedGD, UnfoldedISTA, UnfoldedPSOR
 from stepsize.unfolding.operators import DiagonalOperator, checked_array, gram_matrix
@@ -224,6 +231,7 @@ def _run_generations(
     checkpoint holds is refused (they cannot be taken back)."""
     if not isinstance(resume, bool):
         raise TypeError(f"resume must be a bool, got {describe(resume)}")
+    callback, progress = check_callback(callback), check_progress(progress)
     parameters = _learned_parameters(model)
     optimizer = _OPTIMIZERS[config["optimizer"]](parameters, lr=config["lr"])
     history = _History([], [] if eigenvalues is not None else None)
