@@ -2,6 +2,7 @@
 export."""
 
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -183,8 +184,9 @@ def test_checkpoint_resume_equals_uninterrupted_run(tmp_path):
         train_model(interrupted, data, epochs=3, lr=0.02, batch_size=50, progress=False, seed=5,
                     checkpoint=path, callback=stop_in_third_epoch)
     resumed_model = _fresh_quantized(99)  # other initial weights: everything comes from the file
-    result = train_model(resumed_model, data, epochs=3, lr=0.02, batch_size=50, progress=False,
-                         seed=5, checkpoint=path)
+    with pytest.warns(UserWarning, match="started from other weights"):
+        result = train_model(resumed_model, data, epochs=3, lr=0.02, batch_size=50,
+                             progress=False, seed=5, checkpoint=path)
     assert result.resumed_from == 2 and result.optimizer_steps == 12 and result.rounds == 3
     for (name, a), b in zip(reference.state_dict().items(), resumed_model.state_dict().values(),
                             strict=True):
@@ -486,7 +488,8 @@ def test_a_shuffling_dataloader_resumes_exactly(tmp_path, own_generator):
         train_model(interrupted, loader(), checkpoint=path, callback=stop, **settings)
     resumed = _tiny_quantized(seed=9)
     torch.manual_seed(123)
-    result = train_model(resumed, loader(), checkpoint=path, **settings)
+    with pytest.warns(UserWarning, match="started from other weights"):
+        result = train_model(resumed, loader(), checkpoint=path, **settings)
     assert (result.resumed_from, result.rounds, result.optimizer_steps) == (2, 3, 15)
     _same_state(reference, resumed)
 
@@ -569,3 +572,20 @@ def test_extending_a_finished_run(tmp_path):
     longer = train_model(_tiny_quantized(), (x, y), epochs=4, checkpoint=path, **cosine)
     total = 4 * 3  # the schedule spans the new total: the last of 12 steps
     assert longer.info["final_lr"] == pytest.approx(0.025 * (1 + math.cos(math.pi * 11 / total)))
+
+
+def test_resume_warns_when_the_model_started_from_other_weights(tmp_path):
+    """Found by review: with resume=True by default, a model built with other weights silently
+    took the old run's weights (and, the run being finished, was not trained at all). The
+    checkpoint still wins (crash recovery with a rebuilt, unseeded model), but says so."""
+    x, y = _tiny_data()
+    settings = dict(lr=0.05, batch_size=16, progress=False, checkpoint=tmp_path / "run.pt")
+    first = _tiny_quantized(seed=0)
+    train_model(first, (x, y), epochs=1, **settings)
+    with pytest.warns(UserWarning, match="started from other weights"):
+        other = train_model(_tiny_quantized(seed=123), (x, y), epochs=1, **settings)
+    assert (other.resumed_from, other.rounds) == (1, 1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a fresh copy of the start, or the run's own model
+        rebuilt = train_model(_tiny_quantized(seed=0), (x, y), epochs=2, **settings)
+        assert (rebuilt.resumed_from, rebuilt.rounds) == (1, 2)

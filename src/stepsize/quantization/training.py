@@ -31,6 +31,7 @@ import contextlib
 import math
 import os
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -352,6 +353,10 @@ class _Trainer:
             plan.autocast == torch.float16 and self.device.type == "cuda"))
         self.result = TrainingResult(losses=[], rounds=0, checkpoint=plan.checkpoint)
         self.settings = plan.settings(self.base, self.world) if plan.checkpoint else None
+        # the weights this run starts from: a resume must start from the same ones (or from the
+        # checkpoint's own trained weights, when the model is the run's own, extended)
+        self.start = (module_fingerprint(self.base, weights=True) if plan.checkpoint
+                      else None)
         per_epoch = plan.data.batches_per_epoch(plan.batch_size, self.rank, self.world)
         if per_epoch is None and plan.schedule == "cosine":
             raise ValueError("schedule='cosine' needs the number of batches per epoch, but the "
@@ -369,8 +374,16 @@ class _Trainer:
             raise ValueError(
                 f"epochs={self.plan.epochs} is fewer than the {done} epochs already trained in "
                 f"checkpoint {path} (pass epochs >= {done}, resume=False, or another file)")
+        given, self.start = self.start, state.get("start", self.start)
         with restoring(path):
             self.base.load_state_dict(state["model"])
+        if given != self.start and given != module_fingerprint(self.base, weights=True):
+            warnings.warn(
+                f"resuming checkpoint {path}, whose run started from other weights than the "
+                "model given (neither its starting nor its trained weights): the checkpoint's "
+                "weights replace the model's; pass resume=False to train this model afresh",
+                UserWarning, stacklevel=4)
+        with restoring(path):
             self.opt.load_state_dict(state["optimizer"])
             self.scaler.load_state_dict(state.get("scaler") or {})
             result.rounds, result.optimizer_steps = done, int(state["step"])
@@ -388,7 +401,7 @@ class _Trainer:
             state = dict(epoch=result.rounds, step=result.optimizer_steps, losses=result.losses,
                          model=self.base.state_dict(), optimizer=self.opt.state_dict(),
                          scaler=self.scaler.state_dict(), rng=_rng_state(),
-                         wall_time_s=result.wall_time_s,
+                         wall_time_s=result.wall_time_s, start=self.start,
                          loader_rng=None if generator is None else generator.get_state())
             save_checkpoint(self.plan.checkpoint, kind=_CHECKPOINT_KIND, settings=self.settings,
                             state=state)
