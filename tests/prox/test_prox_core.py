@@ -320,6 +320,34 @@ def test_matrix_eta_with_one_column_is_the_vector_prox(sigma):
     assert matrix.converged and matrix.n_iter <= 15
 
 
+@pytest.mark.parametrize("sigma", [1e4, 2e5, 1e6, 1e10, 1e20, 1e100])
+def test_matrix_eta_at_large_sigma_keeps_relative_accuracy(sigma):
+    """Found by review: the lifted matrix's eigensolver lost Omega's relative accuracy when sigma
+    dwarfs the data (Omega_22 = 6.8e-5 instead of 2 at sigma = 1e20, reported converged).
+    Relative to the vector prox (k = 1), with Omega and H of size data and data^2 / sigma."""
+    rng = np.random.default_rng(11)
+    X, y = random_instance(rng, 5)
+    vector = prox_matrix_perspective(X, y, sigma)
+    matrix = prox_matrix_perspective(X, y[:, None], sigma)
+    assert matrix.converged
+    np.testing.assert_allclose(matrix.Omega, vector.Omega, rtol=0,
+                               atol=1e-10 * np.abs(vector.Omega).max())
+    np.testing.assert_allclose(matrix.eta[:, 0], vector.eta, rtol=0,
+                               atol=1e-10 * np.abs(vector.eta).max())
+    two = prox_matrix_perspective(2 * np.eye(3), np.ones((3, 2)), sigma)
+    np.testing.assert_allclose(np.diag(two.Omega), 2.0, rtol=2.0 / sigma + 1e-9)  # 2 + O(1/sigma)
+
+
+def test_matrix_eta_at_tiny_sigma_does_not_claim_convergence():
+    """Found by review: sigma = 1e-300 returned converged=True with ||grad G|| / sigma ~ 1e291."""
+    rng = np.random.default_rng(1)
+    X, _ = random_instance(rng, 4)
+    Y = rng.standard_normal((4, 2))
+    with pytest.warns(ConvergenceWarning):
+        result = prox_matrix_perspective(X, Y, 1e-300)
+    assert result.converged is False
+
+
 @pytest.mark.parametrize(("p", "k", "sigma"), [(4, 2, 0.3), (6, 3, 1.0), (5, 5, 4.0)])
 def test_matrix_eta_optimality_and_rotation(p, k, sigma):
     rng = np.random.default_rng(p * k)

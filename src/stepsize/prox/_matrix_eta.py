@@ -72,7 +72,8 @@ def matrix_eta_prox(X, Y, sigma, method, tol, max_iter, symmetrize):
         x=(Omega, H), n_iter=details["n_iter"], converged=converged,
         history=details["history"],
         message=("zero region: X + Y Y^T / (2 sigma) is negative semidefinite" if zero
-                 else "converged" if converged else "iteration cap reached"),
+                 else details.get("message") or (
+                     "converged" if converged else "iteration cap reached")),
         root=T, certificate=Y.shape[1] * sigma - float(np.trace(T)),
         residual=details["residual"], zero_region=zero, n_newton=details["n_newton"],
         n_bisection=details["n_gradient"], method="newton", rank=details["rank"],
@@ -88,14 +89,42 @@ def check_matrix_eta(Y, p: int, name: str = "y") -> np.ndarray:
     return Y
 
 
+# Below this data / sigma ratio (log2) the first-order closed form is used: its error is
+# O(r^2) relative, while the dense eigh of the lifted matrix, whose entries are of sigma's size,
+# loses O(eps / r) of Omega's relative accuracy; they cross near r = eps^(1/3) = 2^-17.3.
+MATRIX_SMALL_LOG2_RATIO = -17
+
+
 def prox_matrix_eta(X, Y, sigma, tol, max_iter):
     """``(Omega, H, T, details)`` for validated ``X`` (p x p), ``Y`` (p x k), ``sigma > 0``."""
     largest = max(float(np.max(np.abs(X), initial=0.0)), float(np.max(np.abs(Y), initial=0.0)))
     shift = max(math.frexp(largest)[1], math.frexp(sigma)[1])
     X_n, Y_n, sigma_n = np.ldexp(X, -shift), np.ldexp(Y, -shift), math.ldexp(sigma, -shift)
-    Omega, H, T, details = _solve(X_n, Y_n, sigma_n, tol, max_iter)
+    if 0.0 < largest and math.log2(largest) - math.log2(sigma) < MATRIX_SMALL_LOG2_RATIO:
+        Omega, H, T, details = _large_sigma(X_n, Y_n, sigma_n)
+    else:
+        Omega, H, T, details = _solve(X_n, Y_n, sigma_n, tol, max_iter)
     details["residual"] /= sigma_n
     return np.ldexp(Omega, shift), np.ldexp(H, shift), np.ldexp(T, shift), details
+
+
+def _large_sigma(X, Y, sigma):
+    """``sigma >> data``: ``Omega = Pi_+(X + Y Y^T / (2 sigma))``, exact to first order in data /
+    sigma (relative error O(r^2)), ``H`` from the optimality condition ``H = Omega (Omega + sigma
+    I)^-1 Y``, and ``T = sigma I - Y^T Omega Y / (2 sigma^2)`` (``tr T = k sigma - phi``)."""
+    p, k = Y.shape
+    w, V = np.linalg.eigh(X + (Y @ Y.T) / (2.0 * sigma))
+    Omega = (V * np.maximum(w, 0.0)) @ V.T
+    Omega = 0.5 * (Omega + Omega.T)
+    H = _optimal_eta(Omega, Y, sigma)
+    T = sigma * np.eye(k) - (Y.T @ Omega @ Y) / (2.0 * sigma * sigma)
+    rank = int(np.sum(w > 0))
+    details = {"n_newton": 0, "n_gradient": 0, "history": [], "zero_region": rank == 0,
+               "rank": rank, "n_iter": 0, "converged": True, "residual": 0.0,
+               "message": "sigma >= 2^17 max|X, y|: closed form Omega = Pi_+(X + Y Y^T / "
+                          "(2 sigma)) (first order in data / sigma), H = Omega (Omega + "
+                          "sigma I)^-1 Y"}
+    return Omega, H, 0.5 * (T + T.T), details
 
 
 def _lifted(X, Y):
@@ -153,8 +182,13 @@ def _solve(X, Y, sigma, tol, max_iter):
         T, value, gradient, w, V, moved = _line_search(M, T, value, gradient, w, V, sigma, details)
         iterations += 1
         history.append(float(np.linalg.norm(gradient)) / sigma)
-        # no acceptable step: G is at its rounding level, T is optimal to working accuracy
-        converged = history[-1] * sigma <= target or not moved
+        converged = history[-1] * sigma <= target
+        if not moved:
+            # no acceptable step: G is at its rounding level. T is optimal to working accuracy
+            # only if the gradient is down to the eigensolver's absolute accuracy on M(T)
+            floor = 64 * _EPS * (scale + float(np.linalg.norm(T))) * math.sqrt(k)
+            converged = history[-1] * sigma <= max(target, floor)
+            break
     details.update(n_iter=iterations, converged=bool(converged),
                    residual=float(np.linalg.norm(gradient)))
     if not converged:
@@ -166,7 +200,14 @@ def _solve(X, Y, sigma, tol, max_iter):
     S = (V * np.maximum(w, 0.0)) @ V.T
     Omega = 0.5 * (S[:p, :p] + S[:p, :p].T)
     details["rank"] = int(np.sum(w > 0))
-    return Omega, _SQRT2 * S[:p, p:], T, details
+    return Omega, _optimal_eta(Omega, Y, sigma), T, details
+
+
+def _optimal_eta(Omega, Y, sigma):
+    """``H = Omega (Omega + sigma I)^-1 Y``, the minimizer over ``H`` at ``Omega``: relative error
+    that of ``Omega`` (``sqrt(2) Z_12`` of the lifted projection has the eigensolver's absolute
+    error ``eps sigma``, large next to a small ``H`` when sigma is large)."""
+    return Omega @ np.linalg.solve(Omega + sigma * np.eye(Omega.shape[0]), Y)
 
 
 def _line_search(M, T, value, gradient, w, V, sigma, details):
