@@ -44,8 +44,8 @@ def test_scaled_lasso_matches_cvxpy_perspective_form():
     assert result.objective == pytest.approx(value_cvx, rel=1e-7)
     assert result.objective <= value_cvx + 1e-10
     np.testing.assert_allclose(result.coef, coef_cvx, atol=1e-3)
-    np.testing.assert_allclose(result.noise_covariance, Omega_cvx, atol=1e-3)
-    joint = matrix_scaled_lasso_objective(result.coef, result.noise_covariance, X, Y, lam)
+    np.testing.assert_allclose(result.noise_scale, Omega_cvx, atol=1e-3)
+    joint = matrix_scaled_lasso_objective(result.coef, result.noise_scale, X, Y, lam)
     assert joint == pytest.approx(result.objective, rel=1e-10)
 
 
@@ -60,7 +60,7 @@ def test_one_response_is_the_scaled_lasso():
     value = cp.Problem(cp.Minimize(objective)).solve(solver=cp.CLARABEL)
     assert result.objective == pytest.approx(value, rel=1e-7)
     residual = np.linalg.norm(y - X @ result.coef[:, 0])
-    assert result.noise_covariance[0, 0] == pytest.approx(residual / math.sqrt(30), rel=1e-12)
+    assert result.noise_scale[0, 0] == pytest.approx(residual / math.sqrt(30), rel=1e-12)
     np.testing.assert_allclose(result.coef[:, 0], b.value, atol=1e-4)
 
 
@@ -75,7 +75,7 @@ def test_scaled_lasso_zero_threshold_and_homogeneity():
     base = matrix_scaled_lasso(X, Y, 0.1, tol=1e-10)
     scaled = matrix_scaled_lasso(X, 1e3 * Y, 0.1, tol=1e-10)
     np.testing.assert_allclose(scaled.coef / 1e3, base.coef, atol=1e-6)
-    np.testing.assert_allclose(scaled.noise_covariance / 1e3, base.noise_covariance, rtol=1e-6)
+    np.testing.assert_allclose(scaled.noise_scale / 1e3, base.noise_scale, rtol=1e-6)
 
 
 def test_scaled_lasso_bad_input():

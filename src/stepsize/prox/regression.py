@@ -2,7 +2,8 @@
 
 Reading implemented (Won, NeurIPS 2020 names "a matrix variant of the scaled lasso"; the paper's
 exact formulation was not available offline): for responses ``Y`` (n x k), design ``X`` (n x d),
-coefficients ``B`` (d x k) and the noise covariance ``Omega`` (k x k),
+coefficients ``B`` (d x k) and the noise scale ``Omega`` (k x k, an estimate of the square root of
+the noise covariance),
 
     min_{B, Omega >= 0}  1/(2n) tr((Y - X B) Omega^+ (Y - X B)^T) + 1/2 tr(Omega) + lam ||B||_1,
 
@@ -52,13 +53,16 @@ class ScaledLassoResult(SolverResult):
 
     Attributes:
         coef: ``B`` (the same array as ``x``).
-        noise_covariance: ``Omega = (R^T R / n)^{1/2}``, the minimizing noise covariance.
+        noise_scale: ``Omega = (R^T R / n)^{1/2}``, the minimizing scale: the square root of
+            the residual covariance, an estimate of ``Sigma^{1/2}`` for noise covariance
+            ``Sigma`` (for ``k = 1`` the scaled lasso's noise level ``sigma``, not ``sigma^2``);
+            ``noise_scale @ noise_scale`` estimates ``Sigma``.
         objective: the joint objective at ``(B, Omega)``, equal to ``P(B)``.
         duality_gap: ``P(B)`` minus the dual bound.
     """
 
     coef: np.ndarray | None = None
-    noise_covariance: np.ndarray | None = None
+    noise_scale: np.ndarray | None = None
     objective: float = math.nan
     duality_gap: float = math.nan
 
@@ -107,7 +111,7 @@ def matrix_scaled_lasso(
     tol: float = 1e-8,
     progress: bool | None = False,
 ) -> ScaledLassoResult:
-    """The matrix scaled lasso (module docstring): sparse ``B`` and the noise covariance.
+    """The matrix scaled lasso (module docstring): sparse ``B`` and the noise scale.
 
     Args:
         X: design, n x d.
@@ -193,5 +197,5 @@ def _result(coef, X, Y, lam, iteration, converged, history, gap, tau) -> ScaledL
     return ScaledLassoResult(
         x=coef, n_iter=iteration, converged=converged, history=history,
         message="converged" if converged else "iteration cap reached", coef=coef,
-        noise_covariance=0.5 * (Omega + Omega.T), objective=objective, duality_gap=gap,
+        noise_scale=0.5 * (Omega + Omega.T), objective=objective, duality_gap=gap,
         info={"step": tau})
