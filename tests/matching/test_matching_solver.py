@@ -277,6 +277,22 @@ def test_memory_is_checked_before_any_dense_array(monkeypatch):
         match_graphs(A, A)
 
 
+def test_lawler_memory_is_checked_before_any_dense_array(monkeypatch):
+    """Found by review: match_lawler had no up-front check (the dense K's symmetrized copy and
+    the N x N work arrays)."""
+    from stepsize.matching import match_lawler, solver
+
+    monkeypatch.setattr(solver, "_available_bytes", lambda: 2**20)  # 1 MiB available
+    K = sp.identity(400 * 400, format="csr")  # sparse: only the 4 work arrays (4.9 MiB)
+    with pytest.raises(MemoryError, match=r"^matching 400 x 400 needs about 0\.0 GiB \(4 dense"):
+        match_lawler(K, 400, 400)
+    with pytest.raises(MemoryError, match=r"\(5 dense N x N float64 work arrays, N = 800\)"):
+        match_lawler(K, 400, 400, unmatched=0.1)
+    # N = 20 fits (12.8 kB of work arrays); the dense K's symmetrized copy (1.28 MB) does not
+    with pytest.raises(MemoryError, match=r"\(1 dense N x N float64 work arrays, N = 400\)"):
+        match_lawler(np.zeros((400, 400)), 20, 20)
+
+
 def test_progress_counts_the_iterations(capsys):
     rng = np.random.default_rng(3)
     A = rng.uniform(size=(15, 15))

@@ -50,9 +50,11 @@ from stepsize._validation import (
     describe,
 )
 from stepsize.matching.solver import (
+    _WORK_ARRAYS,
     METHODS,
     MatchingResult,
     _check_graph_input,
+    _check_memory,
     _check_settings,
     _max_abs,
     _Problem,
@@ -313,6 +315,14 @@ def _checked_unmatched(unmatched, maximize) -> float | None:
     return unmatched
 
 
+def _check_lawler_memory(K, n1: int, n2: int, unmatched) -> None:
+    """The iteration's N x N work arrays and a dense K's symmetrized copy, before either exists."""
+    size = n1 + n2 if unmatched is not None else max(n1, n2)
+    _check_memory(size, _WORK_ARRAYS + (unmatched is not None))
+    if not (sp.issparse(K) or isinstance(K, FactorizedAffinity)):
+        _check_memory(n1 * n2, 1)
+
+
 def match_lawler(
     K,
     n1: int,
@@ -380,6 +390,7 @@ def match_lawler(
     n_init = check_int(n_init, "n_init", low=1)
     check_choice(init, "init", ("barycenter", "randomized"))
     step = options.get("step", METHODS[method].step)
+    _check_lawler_memory(K, n1, n2, unmatched)
     sign = 1.0 if maximize else -1.0
     term = (_factorized_term(K, sign) if isinstance(K, FactorizedAffinity)
             else _explicit_term(K, n1, n2, sign))
