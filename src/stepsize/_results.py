@@ -11,7 +11,13 @@ import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["ConvergenceWarning", "SolverResult", "TrainingResult", "warn_not_converged"]
+__all__ = [
+    "ConvergenceWarning",
+    "SolverResult",
+    "TrainingProgress",
+    "TrainingResult",
+    "warn_not_converged",
+]
 
 
 class ConvergenceWarning(UserWarning):
@@ -71,6 +77,35 @@ class TrainingResult:
     checkpoint: Any = None
     steps: Any = None
     info: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class TrainingProgress:
+    """What every trainer passes to its ``callback``, once per round, after the round's checkpoint.
+
+    ``train_expected_loss``, ``train_incremental`` (a round is a generation) and ``train_model``
+    (a round is an epoch) all call ``callback(progress)`` with this, after the round's checkpoint
+    is written (when there is one): an exception raised by the callback stops training with the
+    checkpoint holding exactly the state it saw, so a rerun with ``resume=True`` continues from
+    there. To watch every optimizer step, register torch's own hooks on the model (e.g.
+    ``model.register_forward_pre_hook``); the callback is not called between rounds' steps.
+
+    Attributes:
+        round: rounds completed so far, resumed ones included (1 after the first round).
+        optimizer_steps: optimizer steps taken so far, resumed ones included.
+        loss: this round's loss, the value appended to ``TrainingResult.losses``.
+        model: the model being trained (the module itself, not a DDP wrapper), in its state after
+            this round.
+
+    >>> progress = TrainingProgress(round=1, optimizer_steps=500, loss=0.25, model=None)
+    >>> f"round {progress.round}: loss {progress.loss:.2e} after {progress.optimizer_steps} steps"
+    'round 1: loss 2.50e-01 after 500 steps'
+    """
+
+    round: int
+    optimizer_steps: int
+    loss: float
+    model: Any
 
 
 def warn_not_converged(solver: str, n_iter: int, detail: str = "", stacklevel: int = 3) -> None:

@@ -7,6 +7,7 @@ call these once at their boundary; internal kernels trust their inputs.
 
 from __future__ import annotations
 
+import inspect
 import numbers
 from collections.abc import Iterable
 from typing import Any
@@ -96,10 +97,33 @@ def check_choice(value: Any, name: str, choices: Iterable[str]) -> str:
     return value
 
 
-def check_callback(value: Any, name: str = "callback") -> Any:
-    """None or a callable, checked before any work (a bad one would fail after the first step)."""
-    if value is not None and not callable(value):
+def check_callback(value: Any, name: str = "callback", *, arguments: str | None = None) -> Any:
+    """None or a callable, checked before any work (a bad one would fail after the first round).
+
+    With ``arguments`` (e.g. ``"progress"``), the callable must also accept exactly that one
+    positional argument, when its signature can be read (a builtin's may not): a callback written
+    for another protocol, e.g. ``callback(step, model)``, is refused up front.
+
+    >>> check_callback(lambda progress: None, arguments="progress") is not None
+    True
+    >>> check_callback(lambda step, model: None, arguments="progress")
+    Traceback (most recent call last):
+    TypeError: callback must take one argument (progress), but its signature is (step, model)
+    """
+    if value is None:
+        return None
+    if not callable(value):
         raise TypeError(f"{name} must be None or a callable, got {describe(value)}")
+    if arguments is not None:
+        try:
+            signature = inspect.signature(value)
+        except (TypeError, ValueError):  # no readable signature: trusted
+            return value
+        try:
+            signature.bind(None)
+        except TypeError:
+            raise TypeError(f"{name} must take one argument ({arguments}), but its signature "
+                            f"is {signature}") from None
     return value
 
 

@@ -1,20 +1,24 @@
 """The API contract of docs/architecture.md, checked over every public routine of the five method
 subpackages: one name per idea (``max_iter``, ``tol``, ``seed``, ``progress``), the
-``SolverResult`` protocol for every iterative routine and one ``TrainingResult`` for every
-trainer.
+``SolverResult`` protocol for every iterative routine, one ``TrainingResult`` and one callback
+protocol (``callback(TrainingProgress)``) for every trainer, and a config dataclass wherever a
+function would take more than ``MAX_OPTIONS`` options.
 
 A new public routine with an iteration cap must be added to ``ITERATIVE`` below (the discovery
 test fails otherwise), so that its result is checked too.
 """
 
+import collections.abc
+import dataclasses
 import importlib
 import inspect
 import math
+import typing
 
 import numpy as np
 import pytest
 
-from stepsize._results import SolverResult, TrainingResult
+from stepsize._results import SolverResult, TrainingProgress, TrainingResult
 
 PACKAGES = ("chebyshev", "matching", "prox", "unfolding", "quantization")
 # names that mean the same idea as a contract name, and so must not appear
@@ -26,6 +30,18 @@ SYNONYMS = {
 }
 TRAINERS = ("unfolding.train_expected_loss", "unfolding.train_incremental",
             "quantization.train_model")
+# More options than this and a function takes a frozen config dataclass (``config=``). Options
+# are the keywords with defaults, less the contract names (max_iter, tol, seed, progress), the
+# training plumbing (checkpoint, resume, callback, config) and what is trained on (data).
+MAX_OPTIONS = 8
+NOT_OPTIONS = {"max_iter", "tol", "seed", "progress", "checkpoint", "resume", "callback",
+               "config", "data"}
+# functions allowed more options, and why
+MANY_OPTIONS = {
+    "chebyshev.chebyshev_gd": "a linear solver in scipy's cg style (M, x0) with the Chebyshev "
+                              "schedule's own keywords; its split is issue 15 item 3",
+    "chebyshev.chebyshev_semi_iterative": "as chebyshev_gd",
+}
 
 
 def _public_callables():
@@ -116,8 +132,22 @@ ITERATIVE = {
 }
 
 
+def _keywords(function) -> set[str]:
+    """The keywords ``function`` accepts: its parameters and, when it takes ``**overrides`` of a
+    config dataclass it is annotated with (``projected_fixed_point``'s ``MatchingOptions``), that
+    dataclass's fields."""
+    parameters = inspect.signature(function).parameters
+    names = set(parameters)
+    if any(p.kind is p.VAR_KEYWORD for p in parameters.values()):
+        for hint in typing.get_type_hints(function).values():
+            for candidate in (hint, *typing.get_args(hint)):
+                if dataclasses.is_dataclass(candidate):
+                    names |= {field.name for field in dataclasses.fields(candidate)}
+    return names
+
+
 def _has_cap(function) -> bool:
-    return "max_iter" in inspect.signature(function).parameters
+    return "max_iter" in _keywords(function)
 
 
 @pytest.mark.parametrize("name", sorted(PUBLIC))
@@ -154,7 +184,7 @@ def test_iterative_result_protocol(name):
     if name not in PUBLIC:
         pytest.skip(f"{name} is not public in this install")
     function, call = PUBLIC[name], ITERATIVE[name]
-    parameters = inspect.signature(function).parameters
+    parameters = _keywords(function)
     assert "max_iter" in parameters or name.startswith("matching.match_"), name
     tested = "tol" in parameters
     kwargs = {"tol": 1e-6} if tested else {}
@@ -180,22 +210,70 @@ def test_trainer_signature(name):
         "TrainingResult", TrainingResult), name
 
 
-def test_training_result_is_one_shape():
+def _option_count(function) -> int:
+    parameters = inspect.signature(function).parameters.values()
+    return sum(1 for p in parameters if p.default is not inspect.Parameter.empty
+               and p.kind is not p.VAR_KEYWORD and p.name not in NOT_OPTIONS)
+
+
+@pytest.mark.parametrize("name", sorted(PUBLIC))
+def test_many_options_come_in_a_config_dataclass(name):
+    function = PUBLIC[name]
+    parameters = inspect.signature(function).parameters
+    if "config" in parameters:
+        config = typing.get_type_hints(function)["config"]
+        assert dataclasses.is_dataclass(config) and config.__dataclass_params__.frozen, name
+    if name not in MANY_OPTIONS:
+        assert _option_count(function) <= MAX_OPTIONS, (
+            f"{name} takes {_option_count(function)} options: group them in a frozen config "
+            f"dataclass passed as config=, or list it in MANY_OPTIONS with the reason")
+
+
+def test_only_trainers_take_a_callback_and_all_take_the_same_one():
+    with_callback = {name for name, function in PUBLIC.items()
+                     if "callback" in inspect.signature(function).parameters}
+    assert with_callback == {name for name in TRAINERS if name in PUBLIC}
+    for name in with_callback:
+        annotation = typing.get_type_hints(PUBLIC[name])["callback"]
+        assert annotation == collections.abc.Callable[[TrainingProgress], None] | None, name
+        assert inspect.signature(PUBLIC[name]).parameters["callback"].default is None, name
+
+
+def test_training_result_and_callback_are_one_shape():
+    """All three trainers return one TrainingResult and call callback(TrainingProgress) once per
+    round, with the round's loss, the steps so far and the model."""
     torch = pytest.importorskip("torch")
-    from stepsize.quantization import quantize_model, train_model
-    from stepsize.unfolding import UnfoldedGD, train_expected_loss
+    from stepsize.quantization import TrainingConfig, quantize_model, train_model
+    from stepsize.unfolding import UnfoldedGD, train_expected_loss, train_incremental
 
     rng = np.random.default_rng(0)
     A = rng.normal(0, 1 / math.sqrt(20), (40, 20))
-    unfolded = train_expected_loss(UnfoldedGD(T=3, operator=A, init=0.3), progress=False)
     x = torch.randn(64, 8, generator=torch.Generator().manual_seed(0))
     y = (x[:, 0] > 0).long()
     model = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.ReLU(), torch.nn.Linear(16, 2))
     quantize_model(model, bits=4)
-    lsq = train_model(model, (x, y), epochs=2, lr=0.01, batch_size=32, progress=False)
-    for result, rounds in ((unfolded, 3), (lsq, 2)):
-        assert type(result) is TrainingResult
-        assert result.rounds == rounds and len(result.losses) == rounds
-        assert all(math.isfinite(value) for value in result.losses)
-        assert result.optimizer_steps >= rounds and result.resumed_from == 0
-    assert unfolded.steps.shape == (3,) and lsq.steps is None
+    unfolded, stochastic = (UnfoldedGD(T=3, operator=A, init=0.3) for _ in range(2))
+    runs = {
+        "expected": (unfolded, lambda cb: train_expected_loss(
+            unfolded, steps_per_generation=50, progress=False, callback=cb), 3),
+        "incremental": (stochastic, lambda cb: train_incremental(
+            stochastic, batch_size=16, steps_per_generation=5, seed=0, progress=False,
+            callback=cb), 3),
+        "lsq": (model, lambda cb: train_model(
+            model, (x, y), config=TrainingConfig(epochs=2, lr=0.01, batch_size=32),
+            progress=False, callback=cb), 2),
+    }
+    for label, (trained, run, rounds) in runs.items():
+        seen = []
+        result = run(seen.append)
+        assert type(result) is TrainingResult, label
+        assert result.rounds == rounds and len(result.losses) == rounds, label
+        assert all(math.isfinite(value) for value in result.losses), label
+        assert result.optimizer_steps >= rounds and result.resumed_from == 0, label
+        assert all(type(progress) is TrainingProgress and progress.model is trained
+                   for progress in seen), label
+        assert [progress.round for progress in seen] == list(range(1, rounds + 1)), label
+        assert [progress.loss for progress in seen] == result.losses, label
+        assert seen[-1].optimizer_steps == result.optimizer_steps, label
+    assert result.steps is None and train_expected_loss(
+        UnfoldedGD(T=3, operator=A), steps_per_generation=1, progress=False).steps.shape == (3,)

@@ -1,6 +1,7 @@
 """Quantized layers, quantize_model, the training recipe with checkpoint/resume, integer and ONNX
 export."""
 
+import dataclasses
 import math
 import warnings
 
@@ -14,6 +15,8 @@ from stepsize.quantization import (
     QuantConv1d,
     QuantConv2d,
     QuantLinear,
+    TrainingConfig,
+    TrainingProgress,
     default_weight_decay,
     evaluate,
     export_integer,
@@ -48,9 +51,11 @@ def trained():
     torch.manual_seed(0)
     x, y = _digits()
     net = _conv_net()
-    train_model(net, (x[:500], y[:500]), epochs=3, lr=0.1, batch_size=50, progress=False)
+    train_model(net, (x[:500], y[:500]), config=TrainingConfig(epochs=3, lr=0.1, batch_size=50),
+                progress=False)
     quantize_model(net, bits=3)
-    train_model(net, (x[:500], y[:500]), epochs=2, lr=0.01, batch_size=50, progress=False)
+    train_model(net, (x[:500], y[:500]), config=TrainingConfig(epochs=2, lr=0.01, batch_size=50),
+                progress=False)
     return net.eval(), x, y
 
 
@@ -130,8 +135,9 @@ def test_optimizer_groups_and_weight_decay_defaults():
     weight = net[2].weight.detach().clone()
     for p in net.parameters():
         p.register_hook(lambda grad: torch.zeros_like(grad))
-    train_model(net, (x, torch.zeros(32, dtype=torch.long)), epochs=1, lr=1.0, batch_size=32,
-                weight_decay=0.5, schedule="constant", momentum=0.0, progress=False)
+    config = TrainingConfig(epochs=1, lr=1.0, batch_size=32, weight_decay=0.5,
+                            schedule="constant", momentum=0.0)
+    train_model(net, (x, torch.zeros(32, dtype=torch.long)), config=config, progress=False)
     for m in net.modules():
         if isinstance(m, LSQQuantizer):
             assert torch.equal(m.step_size.detach(), steps[id(m.step_size)])
@@ -143,21 +149,27 @@ def test_training_improves_accuracy_and_checks_arguments():
     x, y = _digits(400)
     net = _conv_net()
     before = evaluate(net, (x, y))
-    result = train_model(net, (x, y), epochs=2, lr=0.1, batch_size=40, progress=False)
+    result = train_model(net, (x, y), config=TrainingConfig(epochs=2, lr=0.1, batch_size=40),
+                         progress=False)
     assert result.optimizer_steps == 20 and len(result.losses) == 2
     assert result.losses[1] < result.losses[0]
     assert evaluate(net, (x, y)) > before + 0.2
-    with pytest.raises(ValueError, match="epochs"):
-        train_model(net, (x, y), epochs=0, lr=0.1)
+    with pytest.raises(ValueError, match="epochs must be >= 1, got 0"):
+        TrainingConfig(epochs=0, lr=0.1)
     with pytest.raises(ValueError, match="lr"):
-        train_model(net, (x, y), epochs=1, lr=-1.0)
+        TrainingConfig(epochs=1, lr=-1.0)
     with pytest.raises(ValueError, match="optimizer"):
-        train_model(net, (x, y), epochs=1, lr=0.1, optimizer="lbfgs")
+        TrainingConfig(epochs=1, lr=0.1, optimizer="lbfgs")
+    one_epoch = TrainingConfig(epochs=1, lr=0.1)
     with pytest.raises(ValueError, match="finite"):
-        train_model(net, (x * float("nan"), y), epochs=1, lr=0.1)
+        train_model(net, (x * float("nan"), y), config=one_epoch)
     with pytest.raises(FloatingPointError, match="epoch 1"):
-        train_model(nn.Sequential(nn.Flatten(), nn.Linear(64, 10)), (x * 1e38, y), epochs=1,
-                    lr=0.1, progress=False)
+        train_model(nn.Sequential(nn.Flatten(), nn.Linear(64, 10)), (x * 1e38, y),
+                    config=one_epoch, progress=False)
+    with pytest.raises(TypeError, match="config must be a TrainingConfig"):
+        train_model(net, (x, y), config={"epochs": 1, "lr": 0.1})
+    with pytest.raises(TypeError, match="unexpected keyword argument 'epochs'"):
+        train_model(net, (x, y), epochs=1, lr=0.1)  # the keywords of 0.x moved into config
 
 
 def _fresh_quantized(seed):
@@ -165,35 +177,83 @@ def _fresh_quantized(seed):
     return quantize_model(_conv_net(), bits=2)
 
 
+class Interrupt(Exception):
+    pass
+
+
+def _interrupt_at_forward(count):
+    """A forward pre-hook that stops training before the model's ``count``-th training forward
+    (after ``count - 1`` optimizer steps): a kill in the middle of an epoch."""
+    calls = []
+
+    def hook(module, inputs):
+        calls.append(None)
+        if len(calls) == count:
+            raise Interrupt
+    return hook
+
+
 def test_checkpoint_resume_equals_uninterrupted_run(tmp_path):
     x, y = _digits(200)
     data = (x, y)
+    config = TrainingConfig(epochs=3, lr=0.02, batch_size=50)
     reference = _fresh_quantized(3)
-    train_model(reference, data, epochs=3, lr=0.02, batch_size=50, progress=False, seed=5)
-
-    class Interrupt(Exception):
-        pass
-
-    def stop_in_third_epoch(step, model):
-        if step == 9:
-            raise Interrupt
+    train_model(reference, data, config=config, progress=False, seed=5)
 
     path = tmp_path / "run.pt"
     interrupted = _fresh_quantized(3)
+    interrupted.register_forward_pre_hook(_interrupt_at_forward(10))  # after step 9 of 12
     with pytest.raises(Interrupt):
-        train_model(interrupted, data, epochs=3, lr=0.02, batch_size=50, progress=False, seed=5,
-                    checkpoint=path, callback=stop_in_third_epoch)
+        train_model(interrupted, data, config=config, progress=False, seed=5, checkpoint=path)
     resumed_model = _fresh_quantized(99)  # other initial weights: everything comes from the file
     with pytest.warns(UserWarning, match="started from other weights"):
-        result = train_model(resumed_model, data, epochs=3, lr=0.02, batch_size=50,
-                             progress=False, seed=5, checkpoint=path)
+        result = train_model(resumed_model, data, config=config, progress=False, seed=5,
+                             checkpoint=path)
     assert result.resumed_from == 2 and result.optimizer_steps == 12 and result.rounds == 3
     for (name, a), b in zip(reference.state_dict().items(), resumed_model.state_dict().values(),
                             strict=True):
         assert torch.equal(a, b), name
     with pytest.raises(ValueError, match=r"run\.pt was written for a different configuration: "
                                          r"lr is 0.02 there but 0.5 here; seed is 5 there but 0"):
-        train_model(resumed_model, data, epochs=3, lr=0.5, batch_size=50, checkpoint=path)
+        train_model(resumed_model, data, config=TrainingConfig(epochs=3, lr=0.5, batch_size=50),
+                    checkpoint=path)
+
+
+def test_callback_sees_each_epoch_once_after_its_checkpoint(tmp_path):
+    """One callback protocol for every trainer: callback(TrainingProgress) once per round, after
+    the round's checkpoint; raising in it stops a run that resumes exactly."""
+    x, y = _tiny_data()
+    config = TrainingConfig(epochs=3, lr=0.05, batch_size=16)  # 3 steps per epoch
+    path, seen = tmp_path / "run.pt", []
+    net = _tiny_quantized()
+
+    def record(progress):
+        on_disk = torch.load(path, weights_only=True)
+        seen.append((progress.round, progress.optimizer_steps, progress.loss,
+                     on_disk["epoch"], on_disk["step"], progress.model is net))
+
+    torch.manual_seed(0)
+    result = train_model(net, (x, y), config=config, checkpoint=path, callback=record,
+                         progress=False)
+    assert seen == [(k + 1, 3 * (k + 1), result.losses[k], k + 1, 3 * (k + 1), True)
+                    for k in range(3)]
+
+    def stop_after_second(progress):
+        assert isinstance(progress, TrainingProgress)
+        if progress.round == 2:
+            raise Interrupt
+
+    stopped = _tiny_quantized()
+    torch.manual_seed(0)
+    with pytest.raises(Interrupt):
+        train_model(stopped, (x, y), config=config, checkpoint=tmp_path / "stop.pt",
+                    callback=stop_after_second, progress=False)
+    resumed = train_model(stopped, (x, y), config=config, checkpoint=tmp_path / "stop.pt",
+                          progress=False)
+    assert (resumed.resumed_from, resumed.rounds, resumed.losses[:2]) == (2, 3, result.losses[:2])
+    with pytest.raises(TypeError, match=r"callback must take one argument \(progress\), but "
+                                        r"its signature is \(step, model\)"):
+        train_model(net, (x, y), config=config, callback=lambda step, model: None)
 
 
 def _small_run(path, *, x=None, bits=4, teacher=None, temperature=1.0):
@@ -202,8 +262,9 @@ def _small_run(path, *, x=None, bits=4, teacher=None, temperature=1.0):
                                        nn.Linear(8, 2)), bits)
     if x is None:
         x = torch.randn(32, 4, generator=torch.Generator().manual_seed(1))
-    return train_model(net, (x, (x[:, 0] > 0).long()), epochs=1, lr=0.05, batch_size=16,
-                       teacher=teacher, temperature=temperature, progress=False, checkpoint=path)
+    config = TrainingConfig(epochs=1, lr=0.05, batch_size=16, temperature=temperature)
+    return train_model(net, (x, (x[:, 0] > 0).long()), config=config, teacher=teacher,
+                       progress=False, checkpoint=path)
 
 
 def test_resume_refuses_other_data_temperature_teacher_or_model(tmp_path):
@@ -265,18 +326,18 @@ def test_a_planted_checkpoint_never_runs(tmp_path, form):
 def test_distillation_runs_and_uses_the_teacher():
     x, y = _digits(200)
     teacher = _conv_net()
-    train_model(teacher, (x, y), epochs=1, lr=0.1, batch_size=50, progress=False)
+    train_model(teacher, (x, y), config=TrainingConfig(epochs=1, lr=0.1, batch_size=50),
+                progress=False)
     student = quantize_model(_conv_net(), 4)
-    result = train_model(student, (x, y), epochs=1, lr=0.01, batch_size=50, teacher=teacher,
-                         progress=False)
+    fine_tune = TrainingConfig(epochs=1, lr=0.01, batch_size=50)
+    result = train_model(student, (x, y), config=fine_tune, teacher=teacher, progress=False)
     assert np.isfinite(result.losses[0])
     # a teacher equal to the student turns the distillation term into zero
     twin = quantize_model(_conv_net(), 4)
     twin.load_state_dict(student.state_dict())
-    plain = train_model(twin, (x, y), epochs=1, lr=1e-12, batch_size=200, schedule="constant",
-                        progress=False)
-    self_taught = train_model(twin, (x, y), epochs=1, lr=1e-12, batch_size=200,
-                              schedule="constant", teacher=twin, progress=False)
+    still = TrainingConfig(epochs=1, lr=1e-12, batch_size=200, schedule="constant")
+    plain = train_model(twin, (x, y), config=still, progress=False)
+    self_taught = train_model(twin, (x, y), config=still, teacher=twin, progress=False)
     assert self_taught.losses[0] == pytest.approx(0.5 * plain.losses[0], rel=1e-5)
 
 
@@ -398,7 +459,8 @@ def test_per_channel_model_exports_to_integer_and_onnx(tmp_path):
     torch.manual_seed(2)
     x, y = _digits(300)
     net = quantize_model(_conv_net(), bits=3, per_channel=True)
-    train_model(net, (x, y), epochs=2, lr=0.05, batch_size=50, progress=False)
+    train_model(net, (x, y), config=TrainingConfig(epochs=2, lr=0.05, batch_size=50),
+                progress=False)
     net.eval()
     steps = net[3].weight_quantizer.step_size
     assert steps.shape == (16,) and len(torch.unique(steps.detach())) == 16
@@ -447,7 +509,8 @@ def _same_state(a, b):
 
 def test_a_dataset_trains_exactly_as_the_pair_of_tensors():
     x, y = _tiny_data()
-    settings = dict(epochs=2, lr=0.05, batch_size=16, progress=False, seed=4)
+    settings = dict(config=TrainingConfig(epochs=2, lr=0.05, batch_size=16), progress=False,
+                    seed=4)
     pair, dataset = _tiny_quantized(), _tiny_quantized()
     torch.manual_seed(1)
     first = train_model(pair, (x, y), **settings)
@@ -469,23 +532,17 @@ def test_a_shuffling_dataloader_resumes_exactly(tmp_path, own_generator):
         return torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=10,
                                            shuffle=True, generator=generator)
 
-    settings = dict(epochs=3, lr=0.05, progress=False)
+    settings = dict(config=TrainingConfig(epochs=3, lr=0.05), progress=False)
     reference = _tiny_quantized()
     torch.manual_seed(5)
     train_model(reference, loader(), **settings)
 
-    class Interrupt(Exception):
-        pass
-
-    def stop(step, model):
-        if step == 12:  # inside the third epoch (5 batches per epoch)
-            raise Interrupt
-
     path = tmp_path / "loader.pt"
     interrupted = _tiny_quantized()
+    interrupted.register_forward_pre_hook(_interrupt_at_forward(13))  # inside the third epoch
     torch.manual_seed(5)
     with pytest.raises(Interrupt):
-        train_model(interrupted, loader(), checkpoint=path, callback=stop, **settings)
+        train_model(interrupted, loader(), checkpoint=path, **settings)
     resumed = _tiny_quantized(seed=9)
     torch.manual_seed(123)
     with pytest.warns(UserWarning, match="started from other weights"):
@@ -501,8 +558,9 @@ def test_regression_loss_and_metric():
     y = x @ torch.tensor([[1.5], [-2.0], [0.5]]) + 0.25
     torch.manual_seed(0)
     net = nn.Linear(3, 1)
-    result = train_model(net, (x, y), epochs=30, lr=0.05, batch_size=32, optimizer="adam",
-                         loss_fn=nn.functional.mse_loss, weight_decay=0.0, progress=False)
+    config = TrainingConfig(epochs=30, lr=0.05, batch_size=32, optimizer="adam",
+                            loss_fn=nn.functional.mse_loss, weight_decay=0.0)
+    result = train_model(net, (x, y), config=config, progress=False)
     with torch.no_grad():
         direct = float(nn.functional.mse_loss(net(x), y))
     assert result.losses[-1] < 1e-3 * result.losses[0]
@@ -511,7 +569,7 @@ def test_regression_loss_and_metric():
     torch.testing.assert_close(net.weight.detach(), torch.tensor([[1.5, -2.0, 0.5]]), atol=2e-2,
                                rtol=0)
     with pytest.raises(TypeError, match="loss_fn must be None or a callable"):
-        train_model(net, (x, y), epochs=1, lr=0.1, loss_fn="mse")
+        TrainingConfig(epochs=1, lr=0.1, loss_fn="mse")
     with pytest.raises(ValueError, match="metric must be 'accuracy' or a callable"):
         evaluate(net, (x, y), metric="mse")
 
@@ -519,57 +577,66 @@ def test_regression_loss_and_metric():
 def test_gradient_accumulation_equals_one_larger_batch():
     """Two micro-batches of 16 average to the gradient of the batch of 32 they split."""
     x, y = _tiny_data(64)
-    settings = dict(epochs=2, lr=0.05, progress=False, seed=2, schedule="constant")
+    recipe = dict(epochs=2, lr=0.05, schedule="constant")
 
     def fresh():
         torch.manual_seed(0)
         return nn.Sequential(nn.Linear(6, 16), nn.ReLU(), nn.Linear(16, 3))
 
+    def run(model, **config):
+        return train_model(model, (x, y), config=TrainingConfig(**recipe, **config), seed=2,
+                           progress=False)
+
     large, accumulated = fresh(), fresh()
-    one = train_model(large, (x, y), batch_size=32, **settings)
-    two = train_model(accumulated, (x, y), batch_size=16, accumulate=2, **settings)
+    one = run(large, batch_size=32)
+    two = run(accumulated, batch_size=16, accumulate=2)
     assert one.optimizer_steps == two.optimizer_steps == 4
     for a, b in zip(large.parameters(), accumulated.parameters(), strict=True):
         torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-5)
-    odd = train_model(fresh(), (x, y), batch_size=16, accumulate=3, **settings)
+    odd = run(fresh(), batch_size=16, accumulate=3)
     assert odd.optimizer_steps == 4 and odd.info["steps_per_epoch"] == 2  # 3 + 1 batches
     with pytest.raises(ValueError, match="accumulate"):
-        train_model(fresh(), (x, y), epochs=1, lr=0.1, accumulate=0)
+        TrainingConfig(epochs=1, lr=0.1, accumulate=0)
 
 
 def test_bfloat16_autocast_trains_a_quantized_model():
     x, y = _tiny_data(96)
     net = _tiny_quantized()
-    result = train_model(net, (x, y), epochs=4, lr=0.05, batch_size=16, autocast=torch.bfloat16,
-                         progress=False)
+    config = TrainingConfig(epochs=4, lr=0.05, batch_size=16, autocast=torch.bfloat16)
+    result = train_model(net, (x, y), config=config, progress=False)
     assert all(math.isfinite(loss) for loss in result.losses)
     assert result.losses[-1] < result.losses[0]
     assert all(p.dtype == torch.float32 for p in net.parameters())
     with pytest.raises(ValueError, match="autocast must be None, torch.bfloat16 or torch.float16"):
-        train_model(net, (x, y), epochs=1, lr=0.1, autocast=torch.float64)
+        TrainingConfig(epochs=1, lr=0.1, autocast=torch.float64)
 
 
 def test_extending_a_finished_run(tmp_path):
     x, y = _tiny_data()
-    settings = dict(lr=0.05, batch_size=16, progress=False, schedule="constant")
+    constant = TrainingConfig(epochs=3, lr=0.05, batch_size=16, schedule="constant")
+
+    def run(model, epochs, path=None, config=constant):
+        return train_model(model, (x, y), config=dataclasses.replace(config, epochs=epochs),
+                           checkpoint=path, progress=False)
+
     reference = _tiny_quantized()
     torch.manual_seed(3)
-    train_model(reference, (x, y), epochs=3, **settings)
+    run(reference, 3)
     path = tmp_path / "extend.pt"
     extended = _tiny_quantized()
     torch.manual_seed(3)
-    assert train_model(extended, (x, y), epochs=2, checkpoint=path, **settings).rounds == 2
-    finished = train_model(extended, (x, y), epochs=2, checkpoint=path, **settings)
+    assert run(extended, 2, path).rounds == 2
+    finished = run(extended, 2, path)
     assert (finished.resumed_from, finished.optimizer_steps, len(finished.losses)) == (2, 6, 2)
-    result = train_model(extended, (x, y), epochs=3, checkpoint=path, **settings)
+    result = run(extended, 3, path)
     assert (result.resumed_from, result.rounds, result.optimizer_steps) == (2, 3, 9)
     _same_state(reference, extended)  # a constant schedule extends as one longer run
     with pytest.raises(ValueError, match="epochs=2 is fewer than the 3 epochs already trained"):
-        train_model(extended, (x, y), epochs=2, checkpoint=path, **settings)
-    cosine = dict(settings, schedule="cosine")
+        run(extended, 2, path)
+    cosine = dataclasses.replace(constant, schedule="cosine")
     path = tmp_path / "cosine.pt"
-    train_model(_tiny_quantized(), (x, y), epochs=2, checkpoint=path, **cosine)
-    longer = train_model(_tiny_quantized(), (x, y), epochs=4, checkpoint=path, **cosine)
+    run(_tiny_quantized(), 2, path, cosine)
+    longer = run(_tiny_quantized(), 4, path, cosine)
     total = 4 * 3  # the schedule spans the new total: the last of 12 steps
     assert longer.info["final_lr"] == pytest.approx(0.025 * (1 + math.cos(math.pi * 11 / total)))
 
@@ -579,13 +646,14 @@ def test_resume_warns_when_the_model_started_from_other_weights(tmp_path):
     took the old run's weights (and, the run being finished, was not trained at all). The
     checkpoint still wins (crash recovery with a rebuilt, unseeded model), but says so."""
     x, y = _tiny_data()
-    settings = dict(lr=0.05, batch_size=16, progress=False, checkpoint=tmp_path / "run.pt")
+    settings = dict(progress=False, checkpoint=tmp_path / "run.pt")
+    one, two = (TrainingConfig(epochs=epochs, lr=0.05, batch_size=16) for epochs in (1, 2))
     first = _tiny_quantized(seed=0)
-    train_model(first, (x, y), epochs=1, **settings)
+    train_model(first, (x, y), config=one, **settings)
     with pytest.warns(UserWarning, match="started from other weights"):
-        other = train_model(_tiny_quantized(seed=123), (x, y), epochs=1, **settings)
+        other = train_model(_tiny_quantized(seed=123), (x, y), config=one, **settings)
     assert (other.resumed_from, other.rounds) == (1, 1)
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # a fresh copy of the start, or the run's own model
-        rebuilt = train_model(_tiny_quantized(seed=0), (x, y), epochs=2, **settings)
+        rebuilt = train_model(_tiny_quantized(seed=0), (x, y), config=two, **settings)
         assert (rebuilt.resumed_from, rebuilt.rounds) == (1, 2)

@@ -8,7 +8,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from stepsize._results import TrainingResult  # noqa: E402
+from stepsize._results import TrainingProgress, TrainingResult  # noqa: E402
 from stepsize.chebyshev import chebyshev_steps, expected_squared_error  # noqa: E402
 from stepsize.unfolding import (  # noqa: E402
     CallableOperator,
@@ -179,11 +179,33 @@ def test_psor_training_finds_the_optimal_single_factor():
 
 
 def _interrupt_at(generation):
-    def callback(done, loss):
-        if done == generation:
+    def callback(progress):
+        if progress.round == generation:
             raise KeyboardInterrupt
 
     return callback
+
+
+@pytest.mark.parametrize("trainer", [train_expected_loss, train_incremental])
+def test_callback_gets_training_progress_once_per_generation_after_its_checkpoint(
+        tmp_path, trainer):
+    """The trainers' one callback protocol: callback(TrainingProgress), after the checkpoint."""
+    path, seen = tmp_path / "run.pt", []
+    model = UnfoldedGD(3, np.diag([1.0, 3.0]), init=0.3)
+
+    def record(progress):
+        on_disk = torch.load(path, weights_only=True)
+        seen.append((type(progress), progress.round, progress.optimizer_steps, progress.loss,
+                     progress.model is model, on_disk["generation"]))
+
+    extra = dict(batch_size=8, seed=0) if trainer is train_incremental else {}
+    result = trainer(model, steps_per_generation=4, lr=0.01, checkpoint=path, callback=record,
+                     progress=False, **extra)
+    assert seen == [(TrainingProgress, g, 4 * g, result.losses[g - 1], True, g)
+                    for g in (1, 2, 3)]
+    with pytest.raises(TypeError, match=r"callback must take one argument \(progress\), but "
+                                        r"its signature is \(generation, loss\)"):
+        trainer(model, callback=lambda generation, loss: None, **extra)
 
 
 @pytest.mark.parametrize("trainer", ["stochastic", "expected"])

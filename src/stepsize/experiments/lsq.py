@@ -90,14 +90,15 @@ class _Study:
         """State dict and test accuracy of the FP model (LR 0.1, cosine), trained once."""
         import torch
 
-        from stepsize.quantization import evaluate, train_model
+        from stepsize.quantization import TrainingConfig, evaluate, train_model
 
         if (name, seed) not in self.fp:
             torch.manual_seed(seed)
             model = build_model(name, self.config["width"])
             data = self.dataset(name)
-            train_model(model, data["train"], epochs=self.config["fp_epochs"][name], lr=0.1,
-                        batch_size=self.config["batch_size"], seed=seed, progress=False)
+            config = TrainingConfig(epochs=self.config["fp_epochs"][name], lr=0.1,
+                                    batch_size=self.config["batch_size"])
+            train_model(model, data["train"], config=config, seed=seed, progress=False)
             self.fp[(name, seed)] = (model.state_dict(), evaluate(model, data["test"]))
         return self.fp[(name, seed)]
 
@@ -119,7 +120,8 @@ class _Study:
         return model
 
     def fine_tune(self, model, name, seed, bits, epochs=None, **options):
-        from stepsize.quantization import train_model
+        """The paper's fine-tuning; ``options`` are further :class:`TrainingConfig` fields."""
+        from stepsize.quantization import TrainingConfig, train_model
 
         data = self.dataset(name)
         if bits == 8:  # the paper: 8-bit models fine-tune for one epoch at LR 0.001
@@ -127,9 +129,9 @@ class _Study:
         else:
             epochs = epochs or self.config["quant_epochs"][name]
             lr = options.pop("lr", 0.01)
-        return train_model(model, data["train"], epochs=epochs, lr=lr,
-                           batch_size=self.config["batch_size"], seed=seed, progress=False,
-                           **options)
+        config = TrainingConfig(epochs=epochs, lr=lr, batch_size=self.config["batch_size"],
+                                **options)
+        return train_model(model, data["train"], config=config, seed=seed, progress=False)
 
 
 def _mean_std(values):
@@ -179,15 +181,22 @@ def _accuracy_vs_bits(study: _Study) -> tuple[dict, list]:
 
 
 class _UpdateRatio:
-    """Per-layer R = (|delta s| / s) / (||delta W|| / ||W||) of the weight step, every k steps."""
+    """Per-layer R = (|delta s| / s) / (||delta W|| / ||W||) of the weight step, every k steps.
+
+    A forward pre-hook on the model in training: before its t-th training forward the model
+    holds the weights of optimizer step t (one forward per step, no gradient accumulation).
+    """
 
     def __init__(self, every: int):
-        self.every, self.snapshot, self.log = every, None, {}
+        self.every, self.snapshot, self.log, self.steps = every, None, {}, 0
 
-    def __call__(self, step, model):
+    def __call__(self, model, inputs):
         from stepsize.quantization import quant_layers
         from stepsize.quantization.quantizer import MIN_STEP_SIZE
 
+        if not model.training:
+            return
+        step, self.steps = self.steps, self.steps + 1
         layers = list(quant_layers(model))
         if step % self.every == 0 and self.snapshot is not None:
             for (name, layer), (weight, size) in zip(layers, self.snapshot, strict=True):
@@ -216,12 +225,14 @@ def _gradient_scale_ablation(study: _Study) -> tuple[dict, list]:
     for label, kind, lr, optimizer in conditions:
         model = study.quantized(name, study.seed, 2, grad_scale=_grad_scale(kind))
         ratio = _UpdateRatio(settings["log_every"])
+        hook = model.register_forward_pre_hook(ratio)
         try:
             study.fine_tune(model, name, study.seed, 2, epochs=settings["epochs"], lr=lr,
-                            optimizer=optimizer, callback=ratio)
+                            optimizer=optimizer)
             accuracy = evaluate(model, test)
         except FloatingPointError:
             accuracy = float("nan")  # diverged, as the paper reports for g = 1 at lr 0.01
+        hook.remove()
         medians = {layer: float(np.median([r for _, r in log])) for layer, log in ratio.log.items()}
         key = f"{label} [{optimizer}]"
         results[key] = {"accuracy": accuracy, "lr": lr, "optimizer": optimizer,

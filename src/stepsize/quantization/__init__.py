@@ -1,8 +1,9 @@
 """Learned Step Size Quantization (Esser et al., ICLR 2020) in torch.
 
 Quantizer (:func:`lsq_quantize`, :class:`LSQQuantizer`), quantized layers and model conversion
-(:func:`quantize_model`), the training recipe with checkpoints and DDP (:func:`train_model`),
-integer inference (:func:`export_integer`) and ONNX export (:func:`export_onnx`).
+(:func:`quantize_model`), the training recipe with checkpoints and DDP (:func:`train_model`,
+configured by a :class:`TrainingConfig`), integer inference (:func:`export_integer`) and ONNX
+export (:func:`export_onnx`).
 
 Needs torch: ``pip install 'stepsize[torch]'``.
 """
@@ -14,7 +15,7 @@ except ImportError as exc:  # pragma: no cover - exercised by a subprocess test
         "stepsize.quantization needs PyTorch; install the extra: pip install 'stepsize[torch]'"
     ) from exc
 
-from stepsize._results import TrainingResult
+from stepsize._results import TrainingProgress, TrainingResult
 from stepsize.quantization._fx_export import IntegerAttention, IntegerLayer
 from stepsize.quantization.export import (
     IntegerModel,
@@ -40,7 +41,12 @@ from stepsize.quantization.quantizer import (
     lsq_quantize,
     quantization_range,
 )
-from stepsize.quantization.training import default_weight_decay, evaluate, train_model
+from stepsize.quantization.training import (
+    TrainingConfig,
+    default_weight_decay,
+    evaluate,
+    train_model,
+)
 
 __all__ = [
     "IntegerAttention",
@@ -51,6 +57,8 @@ __all__ = [
     "QuantConv2d",
     "QuantLinear",
     "QuantMultiheadAttention",
+    "TrainingConfig",
+    "TrainingProgress",
     "TrainingResult",
     "default_weight_decay",
     "evaluate",

@@ -33,7 +33,7 @@ import os
 import time
 import warnings
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -50,7 +50,7 @@ from stepsize._checkpoint import (
     save_checkpoint,
 )
 from stepsize._progress import progress_bar
-from stepsize._results import TrainingResult
+from stepsize._results import TrainingProgress, TrainingResult
 from stepsize._validation import (
     check_callback,
     check_choice,
@@ -61,7 +61,13 @@ from stepsize._validation import (
 )
 from stepsize.quantization.layers import quant_layers, step_size_parameters
 
-__all__ = ["default_weight_decay", "evaluate", "train_model"]
+__all__ = [
+    "TrainingConfig",
+    "TrainingProgress",
+    "default_weight_decay",
+    "evaluate",
+    "train_model",
+]
 
 _CHECKPOINT_KIND = "stepsize.quantization.train_model"
 _AUTOCAST_DTYPES = (torch.bfloat16, torch.float16)
@@ -252,116 +258,180 @@ def _distillation(logits, teacher_logits, temperature):
     ) * temperature**2
 
 
-@dataclass
-class _Plan:
-    """The validated arguments of one :func:`train_model` call."""
+@dataclass(frozen=True, kw_only=True)
+class TrainingConfig:
+    """How :func:`train_model` trains: optimizer, schedule, loss, precision (the LSQ recipe).
 
-    data: _Data
+    Everything here but ``epochs`` is recorded in the checkpoint (a resume with another value is
+    refused); ``epochs`` may grow, which extends a finished run. The values are validated when
+    the config is built, so a bad one fails before any data is read.
+
+    Attributes:
+        epochs: total epochs (>= 1); more than a finished checkpoint holds extends that run (the
+            cosine schedule then spans the new total from the step where it resumes).
+        lr: initial learning rate (> 0); the paper uses 0.01 for 2-4 bits, 0.001 for 8 bits.
+        batch_size: examples per step and process (pairs and Datasets; a DataLoader keeps its
+            own).
+        optimizer: ``"sgd"`` (with ``momentum`` in [0, 1)) or ``"adam"``.
+        momentum: SGD momentum (the paper: 0.9).
+        weight_decay: L2 decay of all parameters but step sizes; None: the paper's
+            :func:`default_weight_decay` of the lowest bit width in the model.
+        schedule: ``"cosine"`` (``lr (1 + cos(pi t / T)) / 2`` at optimizer step t of T) or
+            ``"constant"``.
+        loss_fn: ``(outputs, targets) -> loss``; None: cross-entropy on class indices.
+        accumulate: batches whose gradients are averaged into one optimizer step.
+        autocast: None, ``torch.bfloat16`` or ``torch.float16`` (mixed precision; float16 on
+            CUDA with a gradient scaler).
+        temperature: distillation temperature ``T`` (used with a ``teacher`` only).
+
+    >>> config = TrainingConfig(epochs=3, lr=0.01)
+    >>> config.batch_size, config.optimizer, config.schedule
+    (128, 'sgd', 'cosine')
+    >>> import dataclasses
+    >>> dataclasses.replace(config, lr=0.001, epochs=1).lr   # validated again
+    0.001
+    >>> TrainingConfig(epochs=0, lr=0.01)
+    Traceback (most recent call last):
+    ValueError: epochs must be >= 1, got 0
+    """
+
     epochs: int
     lr: float
-    batch_size: int
-    optimizer: str
-    momentum: float
-    weight_decay: float
-    schedule: str
+    batch_size: int = 128
+    optimizer: str = "sgd"
+    momentum: float = 0.9
+    weight_decay: float | None = None
+    schedule: str = "cosine"
+    loss_fn: Callable[[Any, torch.Tensor], torch.Tensor] | None = None
+    accumulate: int = 1
+    autocast: torch.dtype | None = None
+    temperature: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.loss_fn is not None and not callable(self.loss_fn):
+            raise TypeError(f"loss_fn must be None or a callable (outputs, targets) -> loss, got "
+                            f"{describe(self.loss_fn)}")
+        if self.autocast is not None and self.autocast not in _AUTOCAST_DTYPES:
+            raise ValueError(f"autocast must be None, torch.bfloat16 or torch.float16, got "
+                             f"{self.autocast!r}")
+        check_choice(self.optimizer, "optimizer", ("sgd", "adam"))
+        check_choice(self.schedule, "schedule", ("cosine", "constant"))
+        canonical = {
+            "epochs": check_int(self.epochs, "epochs", low=1),
+            "lr": check_real(self.lr, "lr", low=0, low_inclusive=False),
+            "batch_size": check_int(self.batch_size, "batch_size", low=1),
+            "momentum": check_real(self.momentum, "momentum", low=0, high=1,
+                                   high_inclusive=False),
+            "weight_decay": None if self.weight_decay is None else check_real(
+                self.weight_decay, "weight_decay", low=0),
+            "accumulate": check_int(self.accumulate, "accumulate", low=1),
+            "temperature": check_real(self.temperature, "temperature", low=0,
+                                      low_inclusive=False),
+        }
+        for name, value in canonical.items():  # frozen: set once, here
+            object.__setattr__(self, name, value)
+
+
+@dataclass
+class _Plan:
+    """The validated arguments of one :func:`train_model` call (``config.weight_decay`` set)."""
+
+    data: _Data
+    config: TrainingConfig
     teacher: nn.Module | None
-    temperature: float
+    seed: int
     checkpoint: Path | None
     resume: bool
-    seed: int
-    loss_fn: Callable | None
-    accumulate: int
-    autocast: torch.dtype | None
-    callback: Callable | None
     progress: bool | None
+    callback: Callable[[TrainingProgress], None] | None
 
     def settings(self, base: nn.Module, world: int) -> dict:
         """Every setting that changes the result (``epochs`` excepted: a run can be extended)."""
-        loss = None if self.loss_fn is None else getattr(
-            self.loss_fn, "__qualname__", type(self.loss_fn).__qualname__)
+        config = self.config
+        loss = None if config.loss_fn is None else getattr(
+            config.loss_fn, "__qualname__", type(config.loss_fn).__qualname__)
         return dict(
-            lr=self.lr, batch_size=self.batch_size, optimizer=self.optimizer,
-            momentum=self.momentum, weight_decay=self.weight_decay, schedule=self.schedule,
-            seed=self.seed, world_size=world, data=self.data.description,
-            model=module_fingerprint(base, weights=False), temperature=self.temperature,
+            lr=config.lr, batch_size=config.batch_size, optimizer=config.optimizer,
+            momentum=config.momentum, weight_decay=config.weight_decay,
+            schedule=config.schedule, seed=self.seed, world_size=world,
+            data=self.data.description, model=module_fingerprint(base, weights=False),
+            temperature=config.temperature,
             teacher=None if self.teacher is None else module_fingerprint(self.teacher,
                                                                          weights=True),
-            loss_fn=loss, accumulate=self.accumulate, autocast=str(self.autocast),
+            loss_fn=loss, accumulate=config.accumulate, autocast=str(config.autocast),
         )
 
 
-def _plan(model, data, **options) -> _Plan:
+def _plan(model, data, *, config, teacher, seed, checkpoint, resume, progress,
+          callback) -> _Plan:
     """Validate every argument of :func:`train_model` once, naming the bad one."""
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {describe(model)}")
-    loss_fn, teacher = options["loss_fn"], options["teacher"]
-    if loss_fn is not None and not callable(loss_fn):
-        raise TypeError(f"loss_fn must be None or a callable (outputs, targets) -> loss, got "
-                        f"{describe(loss_fn)}")
+    if not isinstance(config, TrainingConfig):
+        raise TypeError(f"config must be a TrainingConfig, e.g. TrainingConfig(epochs=10, "
+                        f"lr=0.01), got {describe(config)}")
     if teacher is not None and not isinstance(teacher, nn.Module):
         raise TypeError(f"teacher must be a torch.nn.Module or None, got {describe(teacher)}")
-    if options["autocast"] is not None and options["autocast"] not in _AUTOCAST_DTYPES:
-        raise ValueError(f"autocast must be None, torch.bfloat16 or torch.float16, got "
-                         f"{options['autocast']!r}")
-    if not isinstance(options["resume"], bool):
-        raise TypeError(f"resume must be a bool, got {describe(options['resume'])}")
-    check_callback(options["callback"])
-    check_progress(options["progress"])
-    check_choice(options["optimizer"], "optimizer", ("sgd", "adam"))
-    check_choice(options["schedule"], "schedule", ("cosine", "constant"))
-    weight_decay = options["weight_decay"]
-    if weight_decay is None:
+    if not isinstance(resume, bool):
+        raise TypeError(f"resume must be a bool, got {describe(resume)}")
+    if config.weight_decay is None:
         base = model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
         bits = [layer.weight_quantizer.bits for _, layer in quant_layers(base)]
-        weight_decay = default_weight_decay(min(bits) if bits else None)
-    return _Plan(**{
-        **options,
-        "data": _Data(data, "data", classify=loss_fn is None),
-        "epochs": check_int(options["epochs"], "epochs", low=1),
-        "lr": check_real(options["lr"], "lr", low=0, low_inclusive=False),
-        "batch_size": check_int(options["batch_size"], "batch_size", low=1),
-        "momentum": check_real(options["momentum"], "momentum", low=0, high=1,
-                               high_inclusive=False),
-        "weight_decay": check_real(weight_decay, "weight_decay", low=0),
-        "temperature": check_real(options["temperature"], "temperature", low=0,
-                                  low_inclusive=False),
-        "checkpoint": check_checkpoint_path(options["checkpoint"]),
-        "seed": check_int(options["seed"], "seed", low=0),
-        "accumulate": check_int(options["accumulate"], "accumulate", low=1),
-    })
+        config = replace(config, weight_decay=default_weight_decay(min(bits) if bits else None))
+    return _Plan(
+        data=_Data(data, "data", classify=config.loss_fn is None), config=config,
+        teacher=teacher, seed=check_int(seed, "seed", low=0),
+        checkpoint=check_checkpoint_path(checkpoint), resume=resume,
+        progress=check_progress(progress),
+        callback=check_callback(callback, arguments="progress"),
+    )
+
+
+@contextlib.contextmanager
+def _in_eval_mode(module: nn.Module | None):
+    """``module`` (if any) in eval mode inside, its own mode restored after, even on error."""
+    mode = module.training if module is not None else False
+    if module is not None:
+        module.eval()
+    try:
+        yield
+    finally:
+        if module is not None:
+            module.train(mode)
 
 
 class _Trainer:
     """One :func:`train_model` run: optimizer, checkpoint, epochs."""
 
     def __init__(self, model: nn.Module, plan: _Plan):
-        self.plan = plan
+        self.plan, self.config = plan, plan.config
         self.rank, self.world = _distributed()
         ddp = isinstance(model, nn.parallel.DistributedDataParallel)
         self.base = model.module if ddp else model
         self.network = model
         if self.world > 1 and not ddp:
             self.network = nn.parallel.DistributedDataParallel(self.base)
-        groups = _parameter_groups(self.base, plan.weight_decay)
-        if plan.optimizer == "sgd":
-            self.opt = torch.optim.SGD(groups, lr=plan.lr, momentum=plan.momentum)
+        config = self.config
+        groups = _parameter_groups(self.base, config.weight_decay)
+        if config.optimizer == "sgd":
+            self.opt = torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum)
         else:
-            self.opt = torch.optim.Adam(groups, lr=plan.lr)
+            self.opt = torch.optim.Adam(groups, lr=config.lr)
         reference = next(self.base.parameters(), None)
         self.device = reference.device if reference is not None else torch.device("cpu")
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=(
-            plan.autocast == torch.float16 and self.device.type == "cuda"))
+            config.autocast == torch.float16 and self.device.type == "cuda"))
         self.result = TrainingResult(losses=[], rounds=0, checkpoint=plan.checkpoint)
         self.settings = plan.settings(self.base, self.world) if plan.checkpoint else None
         # the weights this run starts from: a resume must start from the same ones (or from the
         # checkpoint's own trained weights, when the model is the run's own, extended)
         self.start = (module_fingerprint(self.base, weights=True) if plan.checkpoint
                       else None)
-        per_epoch = plan.data.batches_per_epoch(plan.batch_size, self.rank, self.world)
-        if per_epoch is None and plan.schedule == "cosine":
+        per_epoch = plan.data.batches_per_epoch(config.batch_size, self.rank, self.world)
+        if per_epoch is None and config.schedule == "cosine":
             raise ValueError("schedule='cosine' needs the number of batches per epoch, but the "
                              "DataLoader has no length (pass schedule='constant')")
-        self.steps_per_epoch = None if per_epoch is None else -(-per_epoch // plan.accumulate)
+        self.steps_per_epoch = None if per_epoch is None else -(-per_epoch // config.accumulate)
 
     def restore(self) -> None:
         """Continue from the checkpoint, if there is one to resume."""
@@ -370,9 +440,9 @@ class _Trainer:
             return
         state = load_checkpoint(path, kind=_CHECKPOINT_KIND, settings=self.settings)
         done = int(state["epoch"])
-        if done > self.plan.epochs:
+        if done > self.config.epochs:
             raise ValueError(
-                f"epochs={self.plan.epochs} is fewer than the {done} epochs already trained in "
+                f"epochs={self.config.epochs} is fewer than the {done} epochs already trained in "
                 f"checkpoint {path} (pass epochs >= {done}, resume=False, or another file)")
         given, self.start = self.start, state.get("start", self.start)
         with restoring(path):
@@ -409,25 +479,25 @@ class _Trainer:
             torch.distributed.barrier()
 
     def loss(self, batch, targets) -> torch.Tensor:
-        plan = self.plan
-        autocast = (torch.autocast(self.device.type, dtype=plan.autocast) if plan.autocast
+        config, teacher = self.config, self.plan.teacher
+        autocast = (torch.autocast(self.device.type, dtype=config.autocast) if config.autocast
                     else contextlib.nullcontext())
         with autocast:
             outputs = self.network(batch)
-            loss_fn = plan.loss_fn or F.cross_entropy
+            loss_fn = config.loss_fn or F.cross_entropy
             loss = loss_fn(outputs, targets)
-            if plan.teacher is not None:
+            if teacher is not None:
                 with torch.no_grad():
-                    teacher_outputs = plan.teacher(batch)
+                    teacher_outputs = teacher(batch)
                 loss = 0.5 * loss + 0.5 * _distillation(outputs, teacher_outputs,
-                                                        plan.temperature)
+                                                        config.temperature)
         return loss
 
     def set_learning_rate(self) -> None:
-        plan = self.plan
-        if plan.schedule == "cosine":
-            total = plan.epochs * self.steps_per_epoch
-            lr = 0.5 * plan.lr * (1 + math.cos(math.pi * self.result.optimizer_steps / total))
+        config = self.config
+        if config.schedule == "cosine":
+            total = config.epochs * self.steps_per_epoch
+            lr = 0.5 * config.lr * (1 + math.cos(math.pi * self.result.optimizer_steps / total))
             for group in self.opt.param_groups:
                 group["lr"] = lr
 
@@ -442,15 +512,13 @@ class _Trainer:
         self.scaler.update()
         self.opt.zero_grad(set_to_none=True)
         self.result.optimizer_steps += 1
-        if self.plan.callback is not None:
-            self.plan.callback(self.result.optimizer_steps, self.base)
 
     def epoch(self, epoch: int) -> float:
         """Train one epoch; return its mean loss (weighted by batch size)."""
         plan, total, count, pending = self.plan, 0.0, 0, 0
         self.network.train()
-        batches = plan.data.batches(plan.batch_size, plan.seed, epoch, self.rank, self.world,
-                                    self.device)
+        batches = plan.data.batches(self.config.batch_size, plan.seed, epoch, self.rank,
+                                    self.world, self.device)
         for batch, targets in batches:
             if pending == 0:
                 self.set_learning_rate()
@@ -464,7 +532,7 @@ class _Trainer:
             pending += 1
             total += loss.item() * len(targets)
             count += len(targets)
-            if pending == plan.accumulate:
+            if pending == self.config.accumulate:
                 self.step(pending)
                 pending = 0
         if pending:
@@ -476,23 +544,23 @@ class _Trainer:
     def run(self) -> TrainingResult:
         self.restore()
         plan, result = self.plan, self.result
-        teacher_mode = plan.teacher.training if plan.teacher is not None else False
-        if plan.teacher is not None:
-            plan.teacher.eval()
-        bar = progress_bar(range(result.rounds, plan.epochs),
+        bar = progress_bar(range(result.rounds, self.config.epochs),
                            progress=plan.progress if self.rank == 0 else False,
                            desc="train", unit="epoch")
-        for epoch in bar:
-            began = time.perf_counter()
-            result.losses.append(self.epoch(epoch))
-            result.rounds = epoch + 1
-            result.wall_time_s += time.perf_counter() - began
-            bar.set_postfix(loss=f"{result.losses[-1]:.4f}")
-            if plan.checkpoint is not None:
-                self.save()
-        if plan.teacher is not None:
-            plan.teacher.train(teacher_mode)
-        result.info.update(epochs=plan.epochs, steps_per_epoch=self.steps_per_epoch,
+        with _in_eval_mode(plan.teacher):
+            for epoch in bar:
+                began = time.perf_counter()
+                result.losses.append(self.epoch(epoch))
+                result.rounds = epoch + 1
+                result.wall_time_s += time.perf_counter() - began
+                bar.set_postfix(loss=f"{result.losses[-1]:.4f}")
+                if plan.checkpoint is not None:
+                    self.save()
+                if plan.callback is not None:
+                    plan.callback(TrainingProgress(round=result.rounds, loss=result.losses[-1],
+                                                   optimizer_steps=result.optimizer_steps,
+                                                   model=self.base))
+        result.info.update(epochs=self.config.epochs, steps_per_epoch=self.steps_per_epoch,
                            final_lr=self.opt.param_groups[0]["lr"])
         return result
 
@@ -501,23 +569,13 @@ def train_model(
     model: nn.Module,
     data,
     *,
-    epochs: int,
-    lr: float,
-    batch_size: int = 128,
-    optimizer: str = "sgd",
-    momentum: float = 0.9,
-    weight_decay: float | None = None,
-    schedule: str = "cosine",
-    loss_fn: Callable[[Any, torch.Tensor], torch.Tensor] | None = None,
-    accumulate: int = 1,
-    autocast: torch.dtype | None = None,
+    config: TrainingConfig,
     teacher: nn.Module | None = None,
-    temperature: float = 1.0,
+    seed: int = 0,
     checkpoint: str | os.PathLike | None = None,
     resume: bool = True,
-    seed: int = 0,
-    callback: Callable[[int, nn.Module], None] | None = None,
     progress: bool | None = None,
+    callback: Callable[[TrainingProgress], None] | None = None,
 ) -> TrainingResult:
     """Train ``model`` (full precision or quantized) on ``data`` with the LSQ recipe.
 
@@ -531,26 +589,19 @@ def train_model(
         data: ``(inputs, targets)`` tensors, a map-style Dataset of ``(input, target)`` items
             (both batched by the seeded permutation) or a DataLoader (its own order); batches
             are moved to the model's device.
-        epochs: total epochs (>= 1); more than a finished checkpoint holds extends that run (the
-            cosine schedule then spans the new total from the step where it resumes).
-        lr: initial learning rate (> 0); the paper uses 0.01 for 2-4 bits, 0.001 for 8 bits.
-        batch_size: examples per step and process (pairs and Datasets).
-        optimizer: ``"sgd"`` (with ``momentum`` in [0, 1)) or ``"adam"``.
-        weight_decay: L2 decay of all but step sizes (default :func:`default_weight_decay` of
-            the lowest bit width in the model).
-        schedule: ``"cosine"`` or ``"constant"``.
-        loss_fn: ``(outputs, targets) -> loss``; None: cross-entropy on class indices.
-        accumulate: batches whose gradients are averaged into one optimizer step.
-        autocast: None, ``torch.bfloat16`` or ``torch.float16`` (mixed precision; float16 on
-            CUDA with a gradient scaler).
-        teacher, temperature: a full-precision model for knowledge distillation, and ``T``.
-        checkpoint: file written (atomically) after every epoch.
-        resume: continue from ``checkpoint`` if it exists; its settings (all arguments above
-            but ``model``'s weights and ``epochs``; data, model structure and teacher by hash;
-            the world size) must match.
+        config: how to train, a :class:`TrainingConfig` (epochs, lr, batch size, optimizer,
+            schedule, weight decay, loss, accumulation, autocast, distillation temperature).
+        teacher: a full-precision model for knowledge distillation (kept in eval mode), or None.
         seed: seed of the data order.
-        callback: ``callback(optimizer_step, model)`` after every optimizer step.
+        checkpoint: file written (atomically) after every epoch.
+        resume: continue from ``checkpoint`` if it exists; its settings (``config`` but
+            ``epochs``, ``seed``; data, model structure and teacher by hash; the world size)
+            must match.
         progress: progress bar (None: only on a terminal).
+        callback: ``callback(progress)`` after each epoch's checkpoint, with a
+            :class:`stepsize._results.TrainingProgress` (``round``: epochs done,
+            ``optimizer_steps``, ``loss``: the epoch's mean loss, ``model``); raising in it stops
+            training, resumable from that checkpoint. Per optimizer step: torch's module hooks.
 
     Returns:
         :class:`stepsize._results.TrainingResult`: ``rounds`` epochs, per-epoch mean ``losses``,
@@ -569,13 +620,20 @@ def train_model(
         >>> torch.manual_seed(0) and None
         >>> x = torch.randn(64, 4); y = (x[:, 0] > 0).long()
         >>> net = quantize_model(nn.Sequential(nn.Linear(4, 16), nn.ReLU(), nn.Linear(16, 2)), 4)
-        >>> train_model(net, (x, y), epochs=3, lr=0.05, batch_size=16, progress=False).rounds
-        3
+        >>> config = TrainingConfig(epochs=3, lr=0.05, batch_size=16)
+        >>> result = train_model(net, (x, y), config=config, progress=False,
+        ...                      callback=lambda p: print(p.round, p.optimizer_steps))
+        1 4
+        2 8
+        3 12
+        >>> result.rounds, len(result.losses)
+        (3, 3)
 
     Reference: Esser et al., "Learned Step Size Quantization", ICLR 2020, section 3.
     """
-    options = {k: v for k, v in locals().items() if k not in ("model", "data")}
-    return _Trainer(model, _plan(model, data, **options)).run()
+    plan = _plan(model, data, config=config, teacher=teacher, seed=seed, checkpoint=checkpoint,
+                 resume=resume, progress=progress, callback=callback)
+    return _Trainer(model, plan).run()
 
 
 @torch.no_grad()

@@ -22,6 +22,7 @@ from stepsize.unfolding.operators import (
     gram_matrix,
 )
 from stepsize.unfolding.training import (
+    TrainingProgress,
     TrainingResult,
     expected_loss,
     train_expected_loss,
@@ -33,6 +34,7 @@ __all__ = [
     "DenseOperator",
     "DiagonalOperator",
     "Operator",
+    "TrainingProgress",
     "TrainingResult",
     "UnfoldedGD",
     "UnfoldedISTA",

@@ -48,7 +48,7 @@ from stepsize._checkpoint import (
     save_checkpoint,
 )
 from stepsize._progress import progress_bar
-from stepsize._results import TrainingResult
+from stepsize._results import TrainingProgress, TrainingResult
 from stepsize._validation import (
     check_callback,
     check_choice,
@@ -61,7 +61,13 @@ from stepsize.chebyshev import contraction_factor
 from stepsize.unfolding.models import UnfoldedGD, UnfoldedISTA, UnfoldedPSOR
 from stepsize.unfolding.operators import DiagonalOperator, checked_array, gram_matrix
 
-__all__ = ["TrainingResult", "expected_loss", "train_expected_loss", "train_incremental"]
+__all__ = [
+    "TrainingProgress",
+    "TrainingResult",
+    "expected_loss",
+    "train_expected_loss",
+    "train_incremental",
+]
 
 _CHECKPOINT_KIND = "stepsize.unfolding"
 _HINTS = {
@@ -218,7 +224,7 @@ def _run_generations(
     checkpoint: Path | None,
     resume: bool,
     progress: bool | None,
-    callback: Callable[[int, float], None] | None,
+    callback: Callable[[TrainingProgress], None] | None,
     generator: torch.Generator | None,
     eigenvalues: np.ndarray | None,
     source: _Batches | None = None,
@@ -231,7 +237,8 @@ def _run_generations(
     checkpoint holds is refused (they cannot be taken back)."""
     if not isinstance(resume, bool):
         raise TypeError(f"resume must be a bool, got {describe(resume)}")
-    callback, progress = check_callback(callback), check_progress(progress)
+    callback = check_callback(callback, arguments="progress")
+    progress = check_progress(progress)
     parameters = _learned_parameters(model)
     optimizer = _OPTIMIZERS[config["optimizer"]](parameters, lr=config["lr"])
     history = _History([], [] if eigenvalues is not None else None)
@@ -251,7 +258,8 @@ def _run_generations(
         if checkpoint is not None:
             _save(loop, checkpoint, config)
         if callback is not None:
-            callback(generation + 1, last_loss)
+            callback(TrainingProgress(round=loop.done, loss=last_loss, model=model,
+                                      optimizer_steps=loop.done * config["steps_per_generation"]))
     bar.close()
     radius = loop.history.spectral_radius
     return TrainingResult(
@@ -548,7 +556,7 @@ def train_incremental(
     checkpoint: str | os.PathLike | None = None,
     resume: bool = True,
     progress: bool | None = None,
-    callback: Callable[[int, float], None] | None = None,
+    callback: Callable[[TrainingProgress], None] | None = None,
 ) -> TrainingResult:
     r"""Stochastic incremental training of an :class:`UnfoldedGD`, :class:`UnfoldedISTA` or
     :class:`UnfoldedPSOR`.
@@ -570,8 +578,8 @@ def train_incremental(
         noise_std: :math:`\sigma \ge 0` of the synthetic noise. DUGD without ``data`` only.
         batch_size: minibatch size (the notebook's: 10000; with ``data``, distinct samples per
             step, all if fewer).
-        steps_per_generation: optimizer steps per generation (the notebook: 500).
-        lr: learning rate (the notebook: Adam, 0.002).
+        steps_per_generation, lr: optimizer steps per generation and learning rate (the
+            notebook: 500 Adam steps, 0.002).
         generations: number of generations (default T). A finished checkpointed run resumed
             with more generations is extended; its first generations are unchanged.
         incremental: False trains all layers in every generation (the control).
@@ -582,7 +590,7 @@ def train_incremental(
             one written with other settings (any above but ``generations``, the model, operator,
             initial steps, data, covariance) is a ``ValueError``. False: start afresh.
         progress: progress bar (None: only on a terminal).
-        callback: ``callback(generation, loss)`` after each generation's checkpoint.
+        callback: ``callback(progress: TrainingProgress)`` after each generation's checkpoint.
 
     Returns:
         :class:`stepsize._results.TrainingResult`: ``losses`` (last loss of each generation),
@@ -600,8 +608,7 @@ def train_incremental(
     config, generations = _common_config(
         model, "incremental", generations, steps_per_generation, lr, optimizer, incremental
     )
-    checkpoint = check_checkpoint_path(checkpoint)
-    noise_std = _check_noise_std(noise_std)
+    checkpoint, noise_std = check_checkpoint_path(checkpoint), _check_noise_std(noise_std)
     generator, seed_description = _generator(seed)
     config.update(batch_size=batch_size, seed=seed_description)
     loss_of, source = _minibatch_loss(model, data, signal_covariance, noise_std, batch_size,
@@ -660,7 +667,7 @@ def train_expected_loss(
     checkpoint: str | os.PathLike | None = None,
     resume: bool = True,
     progress: bool | None = None,
-    callback: Callable[[int, float], None] | None = None,
+    callback: Callable[[TrainingProgress], None] | None = None,
 ) -> TrainingResult:
     r"""Train an :class:`UnfoldedGD` on the exact population loss (deterministic, float64).
 
