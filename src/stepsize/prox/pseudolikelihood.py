@@ -17,20 +17,38 @@ SYMLASSO it is not). Its prox is the matrix perspective prox at ``p = 1`` after 
 cubic ``(s/2) t^3 + (a + s) t = |v|`` (``w = a + s t^2 / 2``, ``u = t w``; ``(0, 0)`` when ``a +
 |v|^2 / (2 s) <= 0``), vectorized here over the ``p`` nodes.
 
-Solver: Chambolle-Pock with ``f(Omega) = sum_i -log omega_ii + lam ||offdiag(Omega)||_1`` (prox:
-``(z + sqrt(z^2 + 4 tau)) / 2`` on the diagonal, soft thresholding off it) and ``g = sum_i 2
-phi`` composed with ``K Omega = (diag(Omega), S^{1/2} Omega)``, ``||K||^2 <= 1 + ||S||``; ``g``
-is 1-homogeneous, so its dual step is ``v - prox_{2 phi}(v)``. Data are scaled by the mean
-variance ``s^2`` inside (``Omega`` scales as ``1 / s^2``, the weight ``lam`` becomes ``lam /
-s^2``). Stopping rule: the relative primal and dual residuals of the iteration (Goldstein,
-Li, Yuan 2015) below ``tol``.
+Two solvers (``method``):
+
+* ``"reduced"`` (default). For the off-diagonal entries held fixed, node ``i``'s term is
+  ``-log d + d s_ii + 2 s_{i,-i} b_i + c_i / d`` in ``d = omega_ii`` (``b_i`` the rest of the
+  column, ``c_i = b_i^T S b_i``), minimized in closed form by ``d_i = (1 + r_i) / (2 s_ii)``,
+  ``r_i = sqrt(1 + 4 s_ii c_i)`` (the ``p = 1`` case of the perspective's minimization). What is
+  left, ``phi(B) + 2 lam sum_{k<l} |b_kl|`` over the symmetric off-diagonal ``B``, is convex
+  (a partial minimization of a jointly convex function), smooth in ``B`` and defined
+  everywhere: no domain to guard. Gradient (envelope theorem, ``d phi_i / d c_i = 1 / d_i``):
+  ``2 S e_i + (2 / d_i) S b_i`` per column; Hessian per column ``(2 / d_i) S - 4 / (d_i^2
+  r_i) (S b_i)(S b_i)^T``. L-BFGS-B (scipy) on the split ``B = B+ - B-`` finds the support,
+  then orthant-wise Newton steps on the nonzero entries (Armijo, entries that change sign set
+  to 0) drive the KKT residual (the least-norm subgradient) to rounding.
+* ``"pdhg"`` (the perspective-prox method of the paper's framework): Chambolle-Pock with
+  ``f(Omega) = sum_i -log omega_ii + lam ||offdiag(Omega)||_1`` (prox: ``(z + sqrt(z^2 + 4
+  tau)) / 2`` on the diagonal, soft thresholding off it) and ``g = sum_i 2 phi`` composed with
+  ``K Omega = (diag(Omega), S^{1/2} Omega)``, ``||K||^2 <= 1 + ||S||``; ``g`` is 1-homogeneous,
+  so its dual step is ``v - prox_{2 phi}(v)``. It stops on the relative primal and dual
+  residuals of the iteration (Goldstein, Li, Yuan 2015) below ``tol``; 8x to 80x slower than
+  ``"reduced"`` on the benchmark's problems.
+
+Data are scaled by the mean variance ``s^2`` inside (``Omega`` scales as ``1 / s^2``, the
+weight ``lam`` becomes ``lam / s^2``).
 
 References:
     J.-H. Won, NeurIPS 2020 (applications). J. Besag, "Statistical analysis of non-lattice
     data", The Statistician 24 (1975). J. Friedman, T. Hastie, R. Tibshirani, "Applications of
     the lasso and grouped lasso to the estimation of sparse graphical models" (2010). P. L.
     Combettes, C. L. Mueller, "Perspective functions: proximal calculus and applications in
-    high-dimensional statistics", J. Math. Anal. Appl. 457 (2018).
+    high-dimensional statistics", J. Math. Anal. Appl. 457 (2018). R. H. Byrd, P. Lu, J.
+    Nocedal, C. Zhu, SIAM J. Sci. Comput. 16 (1995) (L-BFGS-B). G. Andrew, J. Gao, ICML 2007
+    (orthant-wise steps).
 """
 
 from __future__ import annotations
@@ -42,9 +60,12 @@ import numpy as np
 
 from stepsize._progress import progress_bar
 from stepsize._results import SolverResult, warn_not_converged
-from stepsize._validation import check_array, check_int, check_real
+from stepsize._validation import check_array, check_choice, check_int, check_real
 
 __all__ = ["PseudolikelihoodResult", "pseudolikelihood_graph", "pseudolikelihood_objective"]
+
+METHODS = ("reduced", "pdhg")
+GTOL = 1e-3  # L-BFGS-B hands over to Newton here (scaled units; fastest of 1e-2..1e-9)
 
 
 @dataclass
@@ -116,6 +137,7 @@ def pseudolikelihood_graph(
     samples,
     lam: float,
     *,
+    method: str = "reduced",
     max_iter: int = 20000,
     tol: float = 1e-8,
     progress: bool | None = False,
@@ -125,13 +147,18 @@ def pseudolikelihood_graph(
     Args:
         samples: data, n x p (rows are observations; centred inside).
         lam: the l1 weight ``lam >= 0`` on the off-diagonal entries (each pair counted twice).
-        max_iter: iteration cap.
-        tol: tolerance on the relative primal-dual residuals.
+        method: ``"reduced"`` (L-BFGS-B then Newton on the problem with the diagonal
+            eliminated) or ``"pdhg"`` (Chambolle-Pock with the p = 1 perspective prox).
+        max_iter: iteration cap (L-BFGS-B iterations plus Newton steps, or PDHG iterations).
+        tol: ``"reduced"``: the KKT residual (largest entry of the least-norm subgradient, in
+            the units where the mean variance is 1); ``"pdhg"``: the relative primal-dual
+            residuals.
         progress: show a progress bar.
 
     Returns:
         A :class:`PseudolikelihoodResult`; ``history`` holds the objective at the start and
-        every 10 iterations.
+        after each iteration (every 10th for ``"pdhg"``); ``info`` the KKT residual
+        (``kkt_residual``, ``"reduced"``) and the scale (``scale2``).
 
     Example:
         >>> rng = np.random.default_rng(0)
@@ -148,12 +175,14 @@ def pseudolikelihood_graph(
     lam = check_real(lam, "lam", low=0)
     max_iter = check_int(max_iter, "max_iter", low=1)
     tol = check_real(tol, "tol", low=0, low_inclusive=False)
+    method = check_choice(method, "method", METHODS)
     centred = samples - samples.mean(axis=0)
     second_moment = centred.T @ centred / samples.shape[0]
     if np.any(np.diag(second_moment) <= 0):
         raise ValueError("samples must not have a constant column (a node without variance)")
     scale2 = float(np.trace(second_moment)) / second_moment.shape[0]
-    Omega_n, converged, iteration, history = _pdhg(
+    solver = _reduced if method == "reduced" else _pdhg
+    Omega_n, converged, iteration, history, info = solver(
         second_moment / scale2, lam / scale2, max_iter, tol, progress)
     if not converged:
         warn_not_converged("pseudolikelihood_graph", iteration)
@@ -165,7 +194,122 @@ def pseudolikelihood_graph(
         history=[value + Omega.shape[0] * math.log(scale2) for value in history],
         message="converged" if converged else "iteration cap reached", precision=Omega,
         edges=[(int(i), int(j)) for i, j in zip(rows, cols)],
-        objective=_objective(Omega, second_moment, lam), info={"scale2": scale2})
+        objective=_objective(Omega, second_moment, lam), info={**info, "scale2": scale2})
+
+
+def _reduced_value(x, second_moment, upper, weight) -> dict:
+    """``phi + weight ||x||_1`` at the off-diagonal entries ``x`` (the upper triangle
+    ``upper``): a dict with ``phi`` (``value``), the total (``total``), ``phi``'s gradient in
+    ``x``, the closed-form diagonal ``d``, ``root`` (``r``) and ``product`` (``S B``)."""
+    p = second_moment.shape[0]
+    B = np.zeros((p, p))
+    B[upper] = x
+    B = B + B.T
+    product = second_moment @ B
+    quadratic = np.maximum(np.einsum("ki,ki->i", B, product), 0.0)
+    diagonal = np.diag(second_moment)
+    root = np.sqrt(1.0 + 4.0 * diagonal * quadratic)
+    d = (1.0 + root) / (2.0 * diagonal)
+    value = float(np.sum(-np.log(d) + d * diagonal + 2.0 * np.diag(product) + quadratic / d))
+    column_gradient = 2.0 * second_moment + 2.0 * product / d
+    return {"x": x, "value": value, "total": value + weight * float(np.sum(np.abs(x))),
+            "gradient": (column_gradient + column_gradient.T)[upper], "d": d, "root": root,
+            "product": product}
+
+
+def _reduced_hessian(second_moment, state, rows, cols) -> np.ndarray:
+    """The Hessian of ``phi`` in the entries ``(rows, cols)`` (``rows < cols``): each entry
+    ``b_kl`` sits in column ``l`` (row ``k``) and column ``k`` (row ``l``)."""
+    d, root, product = state["d"], state["root"], state["product"]
+    outer = product.T[:, :, None] * product.T[:, None, :]
+    blocks = ((2.0 / d)[:, None, None] * second_moment[None]
+              - (4.0 / (d * d * root))[:, None, None] * outer)
+    k, l = rows[:, None], cols[:, None]
+    k2, l2 = rows[None, :], cols[None, :]
+    return ((l == l2) * blocks[l, k, k2] + (l == k2) * blocks[l, k, l2]
+            + (k == l2) * blocks[k, l, k2] + (k == k2) * blocks[k, l, l2])
+
+
+def _kkt(x, gradient, weight) -> np.ndarray:
+    """The least-norm subgradient of ``phi + weight ||x||_1`` (0 at a minimizer)."""
+    return np.where(x != 0, gradient + weight * np.sign(x),
+                    np.sign(gradient) * np.maximum(np.abs(gradient) - weight, 0.0))
+
+
+def _orthant_newton_step(state, second_moment, upper, weight):
+    """One orthant-wise Newton step: Newton on the entries that are nonzero or whose
+    subgradient is not yet satisfied, in the orthant of ``-subgradient``; entries that would
+    change sign are set to 0. Backtracking accepts an Armijo decrease or, once the decrease is
+    below the objective's rounding, a halved KKT residual. None when neither happens."""
+    x = state["x"]
+    residual = _kkt(x, state["gradient"], weight)
+    size = float(np.max(np.abs(residual)))
+    rounding = 1e-14 * max(1.0, abs(state["total"]))
+    free = (x != 0) | (residual != 0)
+    orthant = np.where(x != 0, np.sign(x), -np.sign(residual))[free]
+    hessian = _reduced_hessian(second_moment, state, upper[0][free], upper[1][free])
+    try:
+        step = -np.linalg.solve(hessian, residual[free])
+    except np.linalg.LinAlgError:
+        step = -np.linalg.lstsq(hessian, residual[free], rcond=None)[0]
+    slope, length = float(residual[free] @ step), 1.0
+    for _ in range(40):
+        trial = x.copy()
+        moved = x[free] + length * step
+        trial[free] = np.where(moved * orthant > 0, moved, 0.0)
+        trial_state = _reduced_value(trial, second_moment, upper, weight)
+        total = trial_state["total"]
+        if total < state["total"] and total <= state["total"] + 1e-4 * length * slope:
+            return trial_state
+        trial_size = np.max(np.abs(_kkt(trial, trial_state["gradient"], weight)))
+        if total <= state["total"] + rounding and trial_size <= 0.5 * size:
+            return trial_state
+        length *= 0.5
+    return None
+
+
+def _reduced(second_moment, lam, max_iter, tol, progress):
+    """L-BFGS-B on the split off-diagonal entries, then orthant-wise Newton (module
+    docstring)."""
+    from scipy.optimize import minimize
+
+    p = second_moment.shape[0]
+    upper = np.triu_indices(p, 1)
+    size, weight = upper[0].size, 2.0 * lam  # each pair counted twice
+
+    def split_objective(z):
+        state = _reduced_value(z[:size] - z[size:], second_moment, upper, weight)
+        gradient = state["gradient"]
+        return state["total"], np.concatenate([gradient + weight, weight - gradient])
+
+    history = [split_objective(np.zeros(2 * size))[0]]
+    bar = progress_bar(total=max_iter, progress=progress, desc="pseudolik")
+
+    def record(intermediate_result):
+        history.append(float(intermediate_result.fun))
+        bar.update()
+
+    found = minimize(split_objective, np.zeros(2 * size), jac=True, method="L-BFGS-B",
+                     bounds=[(0.0, None)] * (2 * size), callback=record,
+                     options={"maxiter": max_iter, "ftol": 0.0, "gtol": GTOL,
+                              "maxcor": 20})
+    state = _reduced_value(found.x[:size] - found.x[size:], second_moment, upper, weight)
+    iteration = int(found.nit)
+    residual = float(np.max(np.abs(_kkt(state["x"], state["gradient"], weight)), initial=0.0))
+    while residual > tol and iteration < max_iter:
+        stepped = _orthant_newton_step(state, second_moment, upper, weight)
+        if stepped is None:  # no decrease left at rounding level
+            break
+        state, iteration = stepped, iteration + 1
+        history.append(state["total"])
+        bar.update()
+        residual = float(np.max(np.abs(_kkt(state["x"], state["gradient"], weight)),
+                                initial=0.0))
+    bar.close()
+    Omega = np.zeros((p, p))
+    Omega[upper] = state["x"]
+    Omega = Omega + Omega.T + np.diag(state["d"])
+    return Omega, residual <= tol, iteration, history, {"kkt_residual": residual}
 
 
 def _pdhg(second_moment, lam, max_iter, tol, progress):
@@ -199,7 +343,7 @@ def _pdhg(second_moment, lam, max_iter, tol, progress):
         if residual <= tol:
             converged = True
             break
-    return Omega, converged, iteration, history
+    return Omega, converged, iteration, history, {}
 
 
 def _residual(Omega, Omega_next, scale, scale_next, vectors, vectors_next, root, tau, sigma):
