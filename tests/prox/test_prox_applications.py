@@ -192,6 +192,9 @@ def test_pseudolikelihood_without_penalty_is_the_inverse_covariance():
     np.testing.assert_allclose(result.precision, inverse, rtol=1e-6, atol=1e-7)
     result = pseudolikelihood_graph(data, 0.0)
     np.testing.assert_allclose(result.precision, inverse, rtol=1e-12, atol=1e-13)
+    single = pseudolikelihood_graph(data[:, :1], 0.3)  # one node: 1 / variance, no edges
+    assert single.precision[0, 0] == pytest.approx(1 / data[:, 0].var(), rel=1e-14)
+    assert single.converged and single.edges == []
 
 
 def test_pseudolikelihood_recovers_a_chain_and_bad_input():

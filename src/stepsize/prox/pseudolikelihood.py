@@ -289,12 +289,14 @@ def _reduced(second_moment, lam, max_iter, tol, progress):
         history.append(float(intermediate_result.fun))
         bar.update()
 
-    found = minimize(split_objective, np.zeros(2 * size), jac=True, method="L-BFGS-B",
-                     bounds=[(0.0, None)] * (2 * size), callback=record,
-                     options={"maxiter": max_iter, "ftol": 0.0, "gtol": GTOL,
-                              "maxcor": 20})
-    state = _reduced_value(found.x[:size] - found.x[size:], second_moment, upper, weight)
-    iteration = int(found.nit)
+    state, iteration = _reduced_value(np.zeros(size), second_moment, upper, weight), 0
+    if size:  # p = 1: the closed-form diagonal is the answer
+        found = minimize(split_objective, np.zeros(2 * size), jac=True, method="L-BFGS-B",
+                         bounds=[(0.0, None)] * (2 * size), callback=record,
+                         options={"maxiter": max_iter, "ftol": 0.0, "gtol": GTOL,
+                                  "maxcor": 20})
+        state = _reduced_value(found.x[:size] - found.x[size:], second_moment, upper, weight)
+        iteration = int(found.nit)
     residual = float(np.max(np.abs(_kkt(state["x"], state["gradient"], weight)), initial=0.0))
     while residual > tol and iteration < max_iter:
         stepped = _orthant_newton_step(state, second_moment, upper, weight)
