@@ -227,6 +227,8 @@ def test_benchmark_runs_and_agrees_with_cvxpy():
     problems = [record["problem"] for record in result["records"]]
     assert problems == ["MLE, mean 30x spread", "scaled lasso d = 4, k = 2",
                         "pseudolikelihood, chain, n = 12"]
+    assert result["records"][0]["goal"] in ("met", "MISSED", "Clarabel failed")
+    assert result["goal_met"]["rows"] == 1 and "goal" not in result["records"][1]
     for record in result["records"]:
         clarabel = record["peers"]["CLARABEL"]
         if "failed" in clarabel:  # Clarabel fails on some shifted data; ours must not
