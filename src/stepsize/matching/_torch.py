@@ -293,42 +293,71 @@ def _sinkhorn(log_kernel: torch.Tensor, tol: torch.Tensor, max_iter: int,
     log_kernel += g[:, None, :]
     potential = g if warm is None else torch.where(cold, 0.0, warm) + g
     kernel = log_kernel.exp_()
-    batch, n = kernel.shape[0], kernel.shape[-1]
-    u = torch.ones(batch, n, dtype=dtype, device=kernel.device)
-    v = torch.ones_like(u)
-    kernel_v = (kernel @ v[:, :, None])[:, :, 0]
-    live = torch.ones(batch, dtype=torch.bool, device=kernel.device)
-    rounds = torch.full((batch,), max_iter, dtype=torch.long, device=kernel.device)
-    every = _CHECK_EVERY if dtype == torch.float64 else 1
+    u, v, potential, rounds = _scalings(kernel, tol, max_iter, potential)
+    kernel *= u[:, :, None]
+    kernel *= v[:, None, :]
+    return _Scaling(kernel, rounds, potential + torch.log(v))
+
+
+def _scalings(kernel: torch.Tensor, tol: torch.Tensor, max_iter: int, potential):
+    """The scaling loop of :func:`_sinkhorn`: ``(u, v, potential, rounds)`` per pair.
+
+    A pair that has converged leaves the batch (its kernel, scalings and potential are stored
+    back), so the remaining pairs' products are the only ones computed; a fold rescales the
+    kernel in place.
+    """
+    batch, n, dtype = kernel.shape[0], kernel.shape[-1], kernel.dtype
+    low, every = _ABSORB_LOW[dtype], (_CHECK_EVERY if dtype == torch.float64 else 1)
+    u_all = torch.ones(batch, n, dtype=dtype, device=kernel.device)
+    v_all, potential = torch.ones_like(u_all), potential.clone()
+    rounds, active = [max_iter] * batch, list(range(batch))
+    K, u, v, pot, tol_a = kernel, u_all, v_all, potential, tol
+    kernel_v = (K @ v[:, :, None])[:, :, 0]
     for iteration in range(1, max_iter + 1):
         test = iteration <= 3 or iteration % every == 1 or every == 1
         if iteration > 1 and test:
-            done = live & ((u * kernel_v - 1.0).abs().amax(dim=1) < tol)
-            rounds = torch.where(done, iteration - 1, rounds)
-            live &= ~done
-            if not bool(live.any()):
-                break
-        keep = live[:, None]
-        u = torch.where(keep, 1.0 / kernel_v, u)
-        row = (u[:, None, :] @ kernel)[:, 0, :]
-        v = torch.where(keep, 1.0 / row, v)
-        kernel_v = torch.where(keep, (kernel @ v[:, :, None])[:, :, 0], kernel_v)
+            done = ((u * kernel_v - 1.0).abs().amax(dim=1) < tol_a).tolist()
+            if any(done):
+                finished = [k for k, flag in enumerate(done) if flag]
+                for k in finished:
+                    rounds[active[k]] = iteration - 1
+                _store(kernel, u_all, v_all, potential, (K, u, v, pot), active, finished)
+                keep = [k for k, flag in enumerate(done) if not flag]
+                active = [active[k] for k in keep]
+                if not active:
+                    return u_all, v_all, potential, rounds
+                index = torch.as_tensor(keep, device=K.device)
+                K, u, v, pot, tol_a, kernel_v = (t.index_select(0, index)
+                                                 for t in (K, u, v, pot, tol_a, kernel_v))
+        u = 1.0 / kernel_v
+        row = (u[:, None, :] @ K)[:, 0, :]
+        v = 1.0 / row
+        kernel_v = (K @ v[:, :, None])[:, :, 0]
         if not test:
             continue
-        fold = live & ((row.amin(dim=1) < _ABSORB_LOW[dtype])
-                       | (kernel_v.amin(dim=1) < _ABSORB_LOW[dtype]))
+        fold = ((row.amin(dim=1) < low) | (kernel_v.amin(dim=1) < low))[:, None]
         if bool(fold.any()):
             # Fold the scalings into the kernel before u = 1 / (K v) or v overflows.
-            scale = torch.where(fold[:, None], u, 1.0)[:, :, None] * torch.where(
-                fold[:, None], v, 1.0)[:, None, :]
-            kernel *= scale
-            potential = potential + torch.where(fold[:, None], torch.log(v), 0.0)
-            u = torch.where(fold[:, None], 1.0, u)
-            v = torch.where(fold[:, None], 1.0, v)
-            kernel_v = torch.where(fold[:, None], kernel.sum(dim=2), kernel_v)
-    kernel *= u[:, :, None]
-    kernel *= v[:, None, :]
-    return _Scaling(kernel, rounds.tolist(), potential + torch.log(v))
+            K *= torch.where(fold, u, 1.0)[:, :, None] * torch.where(fold, v, 1.0)[:, None, :]
+            pot = pot + torch.where(fold, torch.log(v), 0.0)
+            u, v = torch.where(fold, 1.0, u), torch.where(fold, 1.0, v)
+            kernel_v = torch.where(fold, K.sum(dim=2), kernel_v)
+    _store(kernel, u_all, v_all, potential, (K, u, v, pot), active, range(len(active)))
+    return u_all, v_all, potential, rounds
+
+
+def _store(kernel, u_all, v_all, potential, current, active: list, local) -> None:
+    """Write the active pairs ``local`` (indices into ``active``) back into the full arrays."""
+    K, u, v, pot = current
+    local = list(local)
+    if not local:
+        return
+    rows = torch.as_tensor([active[k] for k in local], device=kernel.device)
+    index = torch.as_tensor(local, device=kernel.device)
+    if K is not kernel:
+        kernel.index_copy_(0, rows, K.index_select(0, index))
+    for target, part in ((u_all, u), (v_all, v), (potential, pot)):
+        target.index_copy_(0, rows, part.index_select(0, index))
 
 
 def _softassign(grad: torch.Tensor, beta: torch.Tensor, settings, n1: int, n2: int,
@@ -425,11 +454,12 @@ def _iterate(problem: _Problem, settings, M: torch.Tensor, barycenter: bool) -> 
     # The Sinkhorn tolerance follows each pair's last relative change, inner_tol_max down to
     # inner_tol.
     inner_tol = [max(settings.inner_tol, settings.inner_tol_max)] * batch
-    live = list(range(batch))
+    live, sub, index = list(range(batch)), problem, None
     for iteration in range(1, settings.max_iter + 1):
         if not live:
             break
-        sub, index = problem.subset(live), torch.as_tensor(live, device=M.device)
+        if len(live) != sub.A.shape[0]:  # pairs left: the operators of the others, once
+            sub, index = problem.subset(live), torch.as_tensor(live, device=M.device)
         full = len(live) == batch
         M_l, quad_l, pot_l, beta_l = (t if full else t.index_select(0, index)
                                       for t in (M, quadratic, potential, beta))
