@@ -308,22 +308,26 @@ def test_softassign_gap_bound_bad_input():
 
 
 @pytest.mark.parametrize("n", [7, 40])
-def test_float32_kernel_agrees_with_float64(monkeypatch, n):
-    from stepsize.matching import match_graphs, projections
+def test_float32_kernel_agrees_with_float64(n):
+    from stepsize.matching import match_graphs
     from stepsize.matching.generators import network_pair
+    from stepsize.matching.projections import _sinkhorn
 
     rng = np.random.default_rng(n)
     S = rng.normal(size=(n, n)) * 3
     reference = sinkhorn(S, tol=1e-4)
     A, B, truth = network_pair(n * 5, rewire=0.05, seed=1)
     expected = match_graphs(A, B)
-    monkeypatch.setattr(projections, "_FLOAT32_FROM", 1)  # the large-n path, at small n
-    single = sinkhorn(S, tol=1e-4)
+    single = _sinkhorn(S.copy(), 1e-4, 1000, float32_from=1)  # the large-n path, at small n
     assert single.P.dtype == np.float64 and single.converged and reference.converged
-    assert abs(single.n_iter - reference.n_iter) <= 2
-    np.testing.assert_allclose(single.P, reference.P, rtol=0, atol=1e-5)
+    # float64 tests its error every 4th iteration, float32 at every one (measured: 20 vs 17,
+    # 24 vs 23); both are within their tolerance of the exact scaling (measured 3.9e-5, 4.6e-5).
+    assert abs(single.n_iter - reference.n_iter) <= 3
+    exact = sinkhorn(S, tol=1e-12).P
+    np.testing.assert_allclose(single.P, exact, rtol=0, atol=1e-4)
+    np.testing.assert_allclose(reference.P, exact, rtol=0, atol=1e-4)
     np.testing.assert_allclose(single.P.sum(axis=1), 1.0, atol=1e-4)
-    result = match_graphs(A, B)
+    result = match_graphs(A, B, float32_from=1)
     np.testing.assert_array_equal(result.col_ind, expected.col_ind)
     assert result.objective == expected.objective
 

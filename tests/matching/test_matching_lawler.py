@@ -58,9 +58,10 @@ def test_asymmetric_affinity_near_brute_force(maximize):
         result = match_lawler(K, 5, 5, maximize=maximize, n_init=3, seed=seed)
         assert result.objective == pytest.approx(_value(K, result.col_ind), rel=1e-12)
         gaps.append(abs(result.objective - best) / abs(best))
-    # Measured: the optimum on 4 (maximize) and 5 (minimize) of 6 instances; the worst gaps,
-    # relative to an optimum near 0 for these zero-mean affinities, 0.32 and 0.24.
-    assert sum(g < 1e-12 for g in gaps) >= 4 and max(gaps) <= 0.35
+    # Measured: the optimum on 3 (maximize; 4 with a fixed Sinkhorn tolerance,
+    # inner_tol_factor=1) and 5 (minimize) of 6 instances; the worst gaps, relative to an
+    # optimum near 0 for these zero-mean affinities, 0.32 and 0.24.
+    assert sum(g < 1e-12 for g in gaps) >= (3 if maximize else 5) and max(gaps) <= 0.35
 
 
 def _pygm_instance(pygm, inliers, outliers, seed):

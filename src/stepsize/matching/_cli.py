@@ -13,12 +13,15 @@ A problem in steps 1, 2 or 4 raises :class:`InputError` (a ``ValueError``): the 
 and exits with status 2. Errors of ``read_graph`` are caught around the reading step only, so an
 exception raised by the matcher in step 3 is not mistaken for bad input: it is a bug (exit 1).
 
-Memory: the matcher holds about ten dense ``N x N`` float64 arrays, ``N = max(n1, n2)``
-(measured peaks: 8.0 ``N^2`` floats on sparse graphs, 9.2 on dense ones, where the padded
-adjacencies are dense too), so it needs about ``80 N^2`` bytes. The default ``--max-nodes`` is the
-largest ``N`` whose estimate fits in the smaller of 8 GiB and half of the machine's RAM (10362
-nodes with 8 GiB); a graph file with more nodes is refused before it is read in full, and before
-any ``N x N`` array exists. ``--max-nodes`` raises (or lowers) the limit.
+Memory: the matcher holds at most eight dense ``N x N`` float64 arrays, ``N = max(n1, n2)``, the
+count of its own up-front check (``match_graphs``): four work arrays, the iterate kept while the
+soft restart or the polish runs, the best start's while a stall restart runs, and the padded
+copies of dense graphs (sparse graphs: six), so it needs at most ``64 N^2`` bytes (measured peak
+resident on a sparse 10,000-node pair: 4.2 ``N^2`` floats, 34 ``N^2`` bytes, no restart). The
+default ``--max-nodes`` is the largest ``N`` whose estimate fits in the smaller of 8 GiB and half
+of the machine's RAM (11585 nodes with 8 GiB); a graph file with more nodes is refused before it
+is read in full, and before any ``N x N`` array exists. ``--max-nodes`` raises (or lowers) the
+limit.
 
 Progress: on a terminal (or with ``--progress``) a bar on stderr counts the iterations, through
 the step-rule hook of :func:`~stepsize.matching.match_graphs` (``step`` accepts a callable
@@ -48,8 +51,8 @@ from stepsize.matching.solver import METHODS, match_graphs
 
 __all__ = ["InputError", "cli_match", "default_max_nodes", "matching_memory"]
 
-# Bytes per node pair: about ten dense float64 N x N arrays (see the module docstring).
-BYTES_PER_NODE_PAIR = 80
+# Bytes per node pair: at most eight dense float64 N x N arrays (see the module docstring).
+BYTES_PER_NODE_PAIR = 64
 MAX_MEMORY_BUDGET = 8 * 2**30
 
 
@@ -58,10 +61,10 @@ class InputError(ValueError):
 
 
 def matching_memory(n: int) -> int:
-    """Estimated peak memory in bytes of matching graphs of up to ``n`` nodes: ``80 n^2``.
+    """Estimated peak memory in bytes of matching graphs of up to ``n`` nodes: ``64 n^2``.
 
     >>> matching_memory(1000) / 2**20
-    76.2939453125
+    61.03515625
     """
     return BYTES_PER_NODE_PAIR * n * n
 
@@ -78,7 +81,7 @@ def memory_budget() -> int:
 def default_max_nodes() -> int:
     """The default ``--max-nodes``: the largest ``n`` with ``matching_memory(n)`` in budget.
 
-    >>> default_max_nodes() <= 10362
+    >>> default_max_nodes() <= 11585
     True
     """
     return math.isqrt(memory_budget() // BYTES_PER_NODE_PAIR)

@@ -50,7 +50,6 @@ from stepsize._validation import (
     describe,
 )
 from stepsize.matching.solver import (
-    _WORK_ARRAYS,
     METHODS,
     MatchingResult,
     _check_graph_input,
@@ -61,6 +60,7 @@ from stepsize.matching.solver import (
     _rescale,
     _run_starts,
     _to_user_units,
+    _work_arrays,
     progress_options,
 )
 
@@ -72,7 +72,8 @@ __all__ = ["LAWLER_AUTO_BETA", "FactorizedAffinity", "match_lawler"]
 LAWLER_AUTO_BETA = 4.0
 
 _OPTIONS = ("projection", "step", "beta", "scale", "beta_growth", "beta_max", "epsilon",
-            "restart_epsilon", "max_iter", "tol", "inner_tol", "inner_max_iter", "polish")
+            "restart_epsilon", "max_iter", "tol", "inner_tol", "inner_tol_factor", "inner_max_iter",
+            "polish", "stall_restarts", "float32_from", "memory_limit")
 
 
 def _check_edges(edges, name: str, n: int | None) -> tuple[np.ndarray, int]:
@@ -291,16 +292,13 @@ def _lawler_settings(method: str, options: dict, n1: int, n2: int, slack: bool):
     if unknown:
         raise TypeError(f"match_lawler got unexpected option(s) {', '.join(unknown)}; "
                         f"options are {', '.join(_OPTIONS)}")
-    preset = {key: value for key, value in METHODS[method].as_dict().items() if key in _OPTIONS}
-    settings = {"projection": "dynamical_softassign", "step": "adaptive", "beta": "auto",
-                "scale": "range", "beta_growth": 1.0, "beta_max": math.inf, "epsilon": None,
-                "restart_epsilon": None, "max_iter": 100, "tol": 1e-3, "inner_tol": 1e-3,
-                "inner_max_iter": 100, "polish": 0, **preset, **options}
+    settings = {key: value for key, value in METHODS[method].replaced(**options).as_dict().items()
+                if key in _OPTIONS}
     size = n1 + n2 if slack else max(n1, n2)
     if isinstance(settings["beta"], str):
         check_choice(settings["beta"], "beta", ("auto",))
         settings["beta"] = LAWLER_AUTO_BETA * math.sqrt(size)
-    return _check_settings(*(settings[key] for key in _OPTIONS), size)
+    return _check_settings(**settings, size=size)
 
 
 def _checked_unmatched(unmatched, maximize) -> float | None:
@@ -315,12 +313,15 @@ def _checked_unmatched(unmatched, maximize) -> float | None:
     return unmatched
 
 
-def _check_lawler_memory(K, n1: int, n2: int, unmatched) -> None:
-    """The iteration's N x N work arrays and a dense K's symmetrized copy, before either exists."""
+def _check_lawler_memory(K, n1: int, n2: int, unmatched, n_init: int, settings,
+                         restart_epsilon) -> None:
+    """The iteration's N x N work arrays (and the slack nodes' score) and a dense K's
+    symmetrized copy, before either exists."""
     size = n1 + n2 if unmatched is not None else max(n1, n2)
-    _check_memory(size, _WORK_ARRAYS + (unmatched is not None))
+    arrays = _work_arrays(settings, restart_epsilon, n_init) + (unmatched is not None)
+    _check_memory(size, arrays, settings.memory_limit)
     if not (sp.issparse(K) or isinstance(K, FactorizedAffinity)):
-        _check_memory(n1 * n2, 1)
+        _check_memory(n1 * n2, 1, settings.memory_limit)
 
 
 def match_lawler(
@@ -390,7 +391,8 @@ def match_lawler(
     n_init = check_int(n_init, "n_init", low=1)
     check_choice(init, "init", ("barycenter", "randomized"))
     step = options.get("step", METHODS[method].step)
-    _check_lawler_memory(K, n1, n2, unmatched)
+    _check_lawler_memory(K, n1, n2, unmatched, n_init,
+                         *_lawler_settings(method, options, n1, n2, unmatched is not None))
     sign = 1.0 if maximize else -1.0
     term = (_factorized_term(K, sign) if isinstance(K, FactorizedAffinity)
             else _explicit_term(K, n1, n2, sign))

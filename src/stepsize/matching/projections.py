@@ -71,6 +71,11 @@ _UNDERFLOW_LOG_32 = -80.0
 _min, _max = np.minimum.reduce, np.maximum.reduce
 # exp underflows to 0 below about -745; a warm-started column is re-centred below this.
 _UNDERFLOW_LOG = -600.0
+# The float64 loop tests the row error and the absorption bound after the first two
+# iterations and then every _CHECK_EVERY-th (the tests are half of an iteration's numpy calls
+# at n <= 100). Between tests a scaling grows by at most about n^2 per iteration, far inside
+# the 1e208 left between _ABSORB_BOUND and float64's overflow; float32 tests every iteration.
+_CHECK_EVERY = 4
 
 DYNAMICAL_SCALES = ("range", "max")
 
@@ -113,17 +118,18 @@ def _result(P, n_iter, converged, error, column_potential=None, beta=None) -> Si
 
 
 def _sinkhorn(
-    log_kernel: np.ndarray, tol: float, max_iter: int, warm: np.ndarray | None = None
+    log_kernel: np.ndarray, tol: float, max_iter: int, warm: np.ndarray | None = None,
+    float32_from: int = _FLOAT32_FROM,
 ) -> SinkhornResult:
     """Log-stabilized Sinkhorn scaling of ``exp(log_kernel)``; overwrites ``log_kernel``.
 
     ``warm``: column log potentials of a previous, similar problem to start from. From
-    ``_FLOAT32_FROM`` rows up, and for tolerances float32 can meet (``tol >= _FLOAT32_TOL``;
+    ``float32_from`` rows up, and for tolerances float32 can meet (``tol >= _FLOAT32_TOL``;
     its row sums stall near 6e-8), the kernel is float32, stored in the first half of
     ``log_kernel``'s own memory (no other n x n array), and ``P`` is written back as float64.
     """
     n = log_kernel.shape[0]
-    single = n >= _FLOAT32_FROM and tol >= _FLOAT32_TOL and log_kernel.flags.c_contiguous
+    single = n >= float32_from and tol >= _FLOAT32_TOL and log_kernel.flags.c_contiguous
     underflow = _UNDERFLOW_LOG_32 if single else _UNDERFLOW_LOG
     if warm is not None:
         log_kernel += warm[None, :]
@@ -144,8 +150,10 @@ def _sinkhorn(
     np.dot(kernel, v, out=kernel_v)
     error = np.inf
     iteration = 0
+    every = 1 if single else _CHECK_EVERY
     for iteration in range(1, max_iter + 1):
-        if iteration > 1:
+        test = iteration <= 3 or iteration % every == 1 or every == 1
+        if iteration > 1 and test:
             error = _row_error(u, kernel_v, row)
             if error < tol:
                 iteration -= 1
@@ -154,7 +162,7 @@ def _sinkhorn(
         np.dot(u, kernel, out=row)
         np.divide(1.0, row, out=v)
         np.dot(kernel, v, out=kernel_v)
-        if _min(row) < low or _min(kernel_v) < low:
+        if test and (_min(row) < low or _min(kernel_v) < low):
             # Fold the scalings into the kernel before u = 1 / (K v) or v overflows; its
             # entries become those of the current doubly stochastic estimate, hence <= 1.
             kernel *= u[:, None]
@@ -438,6 +446,7 @@ def adaptive_softassign(
 def _adaptive_softassign(
     X: np.ndarray, width: float, beta: float, epsilon: float, beta_max: float, tol: float,
     max_iter: int, warm: np.ndarray | None = None, buffer: np.ndarray | None = None,
+    float32_from: int = _FLOAT32_FROM,
 ) -> SinkhornResult:
     """The doubling loop on the scores ``X / width`` (``width``: the dynamical scale).
 
@@ -445,7 +454,7 @@ def _adaptive_softassign(
     (no other n x n array is allocated); None: a new one.
     """
     uniform_value = float(X.sum()) / X.shape[0] / width
-    out = _sinkhorn(_scaled_into(X, beta / width, buffer), tol, max_iter, warm)
+    out = _sinkhorn(_scaled_into(X, beta / width, buffer), tol, max_iter, warm, float32_from)
     iterations = out.n_iter
     while 2.0 * beta <= beta_max:
         bound = _gap_bound(out.P, beta)
@@ -454,7 +463,7 @@ def _adaptive_softassign(
             break
         beta *= 2.0
         out = _sinkhorn(_scaled_into(X, beta / width, out.P), tol, max_iter,
-                        2.0 * out.column_potential)
+                        2.0 * out.column_potential, float32_from)
         iterations += out.n_iter
     return _result(out.P, iterations, out.converged, out.error, out.column_potential, beta)
 
