@@ -162,6 +162,10 @@ def test_bad_inputs_are_refused_naming_the_argument():
         match_graphs_torch(A, A.numpy())
     with pytest.raises(TypeError, match="A must be a real floating tensor"):
         match_graphs_torch(torch.ones(5, 5, dtype=torch.int64), A)
+    with pytest.raises(TypeError, match="A must be a real floating tensor"):
+        match_graphs_torch(A.half(), A.half())
+    with pytest.raises(TypeError, match="A must be a real floating tensor"):
+        match_graphs_torch(A.to(torch.complex128), A)
     with pytest.raises(ValueError, match="B must be on A's device with A's dtype"):
         match_graphs_torch(A, A.float())
     with pytest.raises(ValueError, match="A must be a square matrix"):

@@ -137,7 +137,7 @@ def _checked_tensors(A, B):
         if not isinstance(value, torch.Tensor):
             raise TypeError(f"{name} must be a torch tensor, got {describe(value)}")
         _refuse_meta(value, name)
-        if value.is_complex() or not value.is_floating_point():
+        if value.dtype not in (torch.float32, torch.float64):
             raise TypeError(f"{name} must be a real floating tensor (float32 or float64), "
                             f"got {describe(value)}")
         if value.ndim not in (2, 3) or value.shape[-1] != value.shape[-2]:
