@@ -10,9 +10,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.optim.optimizer import register_optimizer_step_post_hook
 
 from stepsize.quantization import (
     LSQQuantizer,
+    TrainingConfig,
     initial_step_size,
     quant_layers,
     quantize_model,
@@ -330,7 +332,8 @@ def test_resume_with_dropout_equals_uninterrupted_run(tmp_path):
         torch.manual_seed(seed)
         return quantize_model(_depthwise_net(), bits=4)
 
-    settings = dict(epochs=3, lr=0.01, batch_size=8, progress=False, seed=2)
+    settings = dict(config=TrainingConfig(epochs=3, lr=0.01, batch_size=8), progress=False,
+                    seed=2)
     torch.manual_seed(7)
     reference = fresh(1)
     train_model(reference, (x, y), **settings)
@@ -338,14 +341,18 @@ def test_resume_with_dropout_equals_uninterrupted_run(tmp_path):
     class Interrupt(Exception):
         pass
 
-    def stop(step, model):
-        if step == 10:  # inside the third epoch
+    forwards = []
+
+    def stop(module, inputs):
+        forwards.append(None)
+        if len(forwards) == 11:  # after optimizer step 10, inside the third epoch
             raise Interrupt
 
     path = tmp_path / "run.pt"
     interrupted = fresh(1)
+    interrupted.register_forward_pre_hook(stop)
     with pytest.raises(Interrupt):
-        train_model(interrupted, (x, y), checkpoint=path, callback=stop, **settings)
+        train_model(interrupted, (x, y), checkpoint=path, **settings)
     resumed = fresh(1)
     torch.manual_seed(12345)  # another global RNG state: the checkpoint's must be used
     result = train_model(resumed, (x, y), checkpoint=path, **settings)
@@ -407,10 +414,15 @@ def test_efficientnet_b0_trains_without_nan_where_the_eps_clamp_diverged(monkeyp
         with warnings.catch_warnings():
             warnings.simplefilter("error")  # no layer left in float
             quantize_model(net, bits=4, example_inputs=x[:2])
-        steps = []
-        result = train_model(net, (x, y), epochs=1, lr=0.01, batch_size=8, progress=False,
-                             callback=lambda step, m: steps.append(min(
-                                 float(p.detach().min()) for p in step_size_parameters(m))))
+        steps = []  # the smallest step size after every optimizer step
+        handle = register_optimizer_step_post_hook(
+            lambda optimizer, args, kwargs: steps.append(min(
+                float(p.detach().min()) for p in step_size_parameters(net))))
+        try:
+            result = train_model(net, (x, y), progress=False,
+                                 config=TrainingConfig(epochs=1, lr=0.01, batch_size=8))
+        finally:
+            handle.remove()
         return result, min(steps)
 
     seen, project = [], LSQQuantizer.project_step_size
@@ -611,8 +623,8 @@ def test_requantizing_at_other_bits_initializes_from_the_current_weights():
     torch.manual_seed(0)
     x = torch.randn(16, 4)
     net = quantize_model(_five_layers(), bits=4)
-    train_model(net, (x, (x[:, 0] > 0).long()), epochs=2, lr=0.05, batch_size=8,
-                progress=False)
+    train_model(net, (x, (x[:, 0] > 0).long()),
+                config=TrainingConfig(epochs=2, lr=0.05, batch_size=8), progress=False)
     weights = [layer.weight for _, layer in quant_layers(net)]
     quantize_model(net, bits=2, first_last_bits=6)
     assert _bits(net) == {"0": 6, "2": 2, "4.0": 2, "4.2": 2, "6": 6}

@@ -136,8 +136,8 @@ def test_learned_thresholds_are_checkpointed(tmp_path, sparse_problem):
 
 
 def _interrupt_at(generation):
-    def callback(done, loss):
-        if done == generation:
+    def callback(progress):
+        if progress.round == generation:
             raise KeyboardInterrupt
 
     return callback

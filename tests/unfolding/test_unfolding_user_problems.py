@@ -195,15 +195,15 @@ def test_a_deterministic_loader_resumes_bit_for_bit(tmp_path, user_data):
 
 
 def _interrupt_at(generation):
-    def callback(done, loss):
-        if done == generation:
+    def callback(progress):
+        if progress.round == generation:
             raise KeyboardInterrupt
 
     return callback
 
 
 def _recorder(model, log):
-    def callback(done, loss):
+    def callback(progress):
         log.append(model.steps.detach().clone())
 
     return callback
