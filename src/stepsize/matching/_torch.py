@@ -138,7 +138,7 @@ def _checked_tensors(A, B):
             raise TypeError(f"{name} must be a torch tensor, got {describe(value)}")
         _refuse_meta(value, name)
         if value.dtype not in (torch.float32, torch.float64):
-            raise TypeError(f"{name} must be a real floating tensor (float32 or float64), "
+            raise TypeError(f"{name} must be real and floating (a float32 or float64 tensor), "
                             f"got {describe(value)}")
         if value.ndim not in (2, 3) or value.shape[-1] != value.shape[-2]:
             raise ValueError(f"{name} must be a square matrix (n, n) or a batch (b, n, n), got "
