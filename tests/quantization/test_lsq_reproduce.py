@@ -40,7 +40,7 @@ def test_benchmark_compares_the_peers(tmp_path):
 
     entry = BENCHMARKS.get("lsq")
     config = dict(entry.quick, width=0.25, train=500, fp_epochs=1, timing_steps=3,
-                  architectures=[])
+                  architectures=[], bitwidths=None)
     result = entry.run(config, 0)
     cells = result["results"]["4"]
     assert cells["ours"]["time_ratio_vs_ours"] == 1.0
@@ -49,6 +49,7 @@ def test_benchmark_compares_the_peers(tmp_path):
             assert cells[name]["gradient_parity_max_rel_error"] < 1e-3
             assert abs(cells[name]["accuracy"] - cells["ours"]["accuracy"]) < 0.05
     assert entry.plot(result, tmp_path)[0].exists()
+    assert result["bitwidths"] is None and len(result["tables"]) == 3
 
 
 def test_architecture_goals_are_judged_on_every_architecture():

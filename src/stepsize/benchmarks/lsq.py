@@ -106,11 +106,48 @@ def _brevitas_quantizers(bits: int, signed: bool, step: float):
     return weight, activation, int_scale
 
 
-def _native_model(ours):
-    """A copy of ``ours`` with every (per-tensor) LSQQuantizer replaced by the native-op one."""
+def _torchao_quantizer_class():
+    """A per-tensor quantizer through torchao's QAT fake-quant primitive with a learned scale.
+
+    ``_fake_quantize_affine`` is what torchao's ``IntxFakeQuantizer(range_learning=True)`` calls
+    (through ``_fake_quantize_per_channel_group``): ``clamp(round(v/s), -Q_N, Q_P) * s`` with a
+    straight-through round, so the scale gets LSQ's gradient without a gradient scale ``g``
+    (rounding before clamping: the half-step band differs). torchao's own ``QATConfig`` swaps
+    only ``nn.Linear`` and ``nn.Embedding``, so on convolutional models it would leave every
+    convolution in float; this twin puts torchao's op on every layer ours quantizes."""
+    import logging
+
+    import torch
+    from torch import nn
+
+    logger = logging.getLogger("torchao")
+    level = logger.level
+    logger.setLevel(logging.ERROR)  # its CUDA-only extensions fail to load on a CPU build
+    try:
+        from torchao.quantization.quant_primitives import _fake_quantize_affine
+    finally:
+        logger.setLevel(level)
+
+    class TorchaoFakeQuant(nn.Module):
+        def __init__(self, step: float, q_n: int, q_p: int):
+            super().__init__()
+            self.scale = nn.Parameter(torch.tensor([step]))
+            self.register_buffer("zero_point", torch.zeros(1))
+            self.q_n, self.q_p = q_n, q_p
+
+        def forward(self, x):
+            return _fake_quantize_affine(x, tuple(x.shape), self.scale, self.zero_point,
+                                         torch.int32, -self.q_n, self.q_p)
+
+    return TorchaoFakeQuant
+
+
+def _native_model(ours, quantizer_class=None):
+    """A copy of ``ours`` with every (per-tensor) LSQQuantizer replaced by
+    ``quantizer_class(step, Q_N, Q_P)`` (default: the native-op one), at the same initial step."""
     from stepsize.quantization import LSQQuantizer
 
-    native_class = _native_quantizer_class()
+    native_class = quantizer_class or _native_quantizer_class()
     model = copy.deepcopy(ours)
     # uninitialized ones are never called (the key and value quantizers of self-attention)
     quantizers = [(n, m) for n, m in model.named_modules()
@@ -123,31 +160,52 @@ def _native_model(ours):
     return model
 
 
-def _brevitas_model(ours, float_model):
-    """The brevitas twin of ``ours``: same weights, biases, batch norms and initial steps."""
+def _brevitas_layer(layer, weight_quant, input_quant, **bit_widths):
+    """The brevitas layer of the same type and shape as ``layer`` (Linear, Conv1d, Conv2d)."""
     import brevitas.nn as qnn
     from torch import nn
+
+    quant = dict(weight_quant=weight_quant, input_quant=input_quant,
+                 return_quant_tensor=False, bias=layer.bias is not None, **bit_widths)
+    if isinstance(layer, nn.Linear):
+        return qnn.QuantLinear(layer.in_features, layer.out_features, **quant)
+    kind = qnn.QuantConv1d if isinstance(layer, nn.Conv1d) else qnn.QuantConv2d
+    return kind(layer.in_channels, layer.out_channels, layer.kernel_size, stride=layer.stride,
+                padding=layer.padding, dilation=layer.dilation, groups=layer.groups, **quant)
+
+
+def _brevitas_model(ours, float_model, default: bool = False):
+    """The brevitas twin of ``ours``: same weights, biases, batch norms and bit widths.
+
+    ``default=False``: learned thresholds (``ScalingImplType.PARAMETER``) initialized to our
+    initial steps (the tuned form). ``default=True``: what a brevitas user writes first,
+    ``weight_bit_width=b`` with brevitas' default weight quantizer (per-tensor max-abs
+    statistics) and ``input_quant=Int8ActPerTensorFloat`` (``Uint8`` after a ReLU),
+    ``input_bit_width=b`` (a scale from running statistics, then learned)."""
+    from brevitas.quant import (
+        Int8ActPerTensorFloat,
+        Int8WeightPerTensorFloat,
+        Uint8ActPerTensorFloat,
+    )
 
     from stepsize.quantization import quant_layers
 
     model = copy.deepcopy(float_model)
     for name, layer in quant_layers(ours):
-        w_quant, _, _ = _brevitas_quantizers(layer.weight_quantizer.bits, True,
-                                             float(layer.weight_quantizer.step_size.detach()))
-        _, a_quant, _ = _brevitas_quantizers(layer.input_quantizer.bits,
-                                             bool(layer.input_quantizer.signed),
-                                             float(layer.input_quantizer.step_size.detach()))
-        if isinstance(layer, nn.Linear):
-            new = qnn.QuantLinear(layer.in_features, layer.out_features, bias=True,
-                                  weight_quant=w_quant, input_quant=a_quant,
-                                  return_quant_tensor=False)
+        weights, inputs = layer.weight_quantizer, layer.input_quantizer
+        if default:
+            activation = Int8ActPerTensorFloat if inputs.signed else Uint8ActPerTensorFloat
+            new = _brevitas_layer(layer, Int8WeightPerTensorFloat, activation,
+                                  weight_bit_width=weights.bits, input_bit_width=inputs.bits)
         else:
-            new = qnn.QuantConv2d(layer.in_channels, layer.out_channels, layer.kernel_size,
-                                  stride=layer.stride, padding=layer.padding, bias=True,
-                                  weight_quant=w_quant, input_quant=a_quant,
-                                  return_quant_tensor=False)
+            w_quant, _, _ = _brevitas_quantizers(weights.bits, True,
+                                                 float(weights.step_size.detach()))
+            _, a_quant, _ = _brevitas_quantizers(inputs.bits, bool(inputs.signed),
+                                                 float(inputs.step_size.detach()))
+            new = _brevitas_layer(layer, w_quant, a_quant)
         new.weight.data.copy_(layer.weight.data)
-        new.bias.data.copy_(layer.bias.data)
+        if layer.bias is not None:
+            new.bias.data.copy_(layer.bias.data)
         parent, _, child = name.rpartition(".")
         setattr(model.get_submodule(parent) if parent else model, child, new)
     return model
@@ -172,6 +230,20 @@ def _capture(model, batch, targets):
         handle.remove()
     model.zero_grad(set_to_none=True)
     return records
+
+
+def _fit(model, data, *, seed: int, epochs: int, lr: float, batch_size: int,
+         weight_decay: float | None = None):
+    """:func:`stepsize.quantization.train_model` with the LSQ recipe (SGD momentum 0.9, cosine
+    schedule): through a ``TrainingConfig`` where the installed version takes one, else with
+    the same values as keywords (the signature before issue 15's config dataclass)."""
+    import stepsize.quantization as quantization
+
+    recipe = dict(epochs=epochs, lr=lr, batch_size=batch_size, weight_decay=weight_decay)
+    if hasattr(quantization, "TrainingConfig"):
+        return quantization.train_model(model, data, config=quantization.TrainingConfig(**recipe),
+                                        seed=seed, progress=False)
+    return quantization.train_model(model, data, seed=seed, progress=False, **recipe)
 
 
 def _gradient_parity(ours, batch, targets, have_native, have_brevitas) -> dict:
@@ -457,7 +529,6 @@ def _architecture(name, build, config, seed, folder: Path) -> dict:
     """Every issue-16 check on one architecture."""
     import torch
 
-    from stepsize.quantization import train_model
 
     generator = torch.Generator().manual_seed(seed)
     count = 8 * config["arch_steps"]
@@ -467,8 +538,7 @@ def _architecture(name, build, config, seed, folder: Path) -> dict:
     net = build()
     entry = _convert(net, config["arch_bits"], x[:2])
     try:
-        result = train_model(net, (x[:count], y), epochs=1, lr=0.01, batch_size=8,
-                             progress=False, seed=seed)
+        result = _fit(net, (x[:count], y), epochs=1, lr=0.01, batch_size=8, seed=seed)
         entry.update(train_steps=result.optimizer_steps, train_finite=True,
                      last_loss=result.losses[-1])
     except FloatingPointError as error:
@@ -720,12 +790,307 @@ def _deployment_table(config, rows, load: str) -> dict:
     )
 
 
+# issue 16, item 6: FP pretraining, then 4/3/2-bit QAT of every method from the same FP weights.
+# Per dataset: samples (mnist1d: generated, 80/20 split) or train images (MNIST-5k, 1000 test),
+# the model's channel width, FP and QAT epochs.
+BITWIDTHS_QUICK = {
+    "datasets": ["mnist1d", "mnist5k"], "bits": [4, 3, 2], "seeds": 1, "methods": None,
+    "batch_size": 32, "fp_lr": 0.1, "qat_lr": 0.01, "timing_steps": 5,
+    "mnist1d": {"samples": 2000, "width": 1.0, "fp_epochs": 4, "qat_epochs": 1},
+    "mnist5k": {"train": 1000, "width": 0.25, "fp_epochs": 3, "qat_epochs": 1},
+}
+BITWIDTHS_FULL = {
+    "datasets": ["mnist1d", "mnist5k"], "bits": [4, 3, 2], "seeds": 3, "methods": None,
+    "batch_size": 128, "fp_lr": 0.1, "qat_lr": 0.01, "timing_steps": 20,
+    "mnist1d": {"samples": 5000, "width": 1.0, "fp_epochs": 30, "qat_epochs": 10},
+    "mnist5k": {"train": 4000, "width": 0.5, "fp_epochs": 6, "qat_epochs": 2},
+}
+QUICK["bitwidths"] = BITWIDTHS_QUICK
+FULL["bitwidths"] = BITWIDTHS_FULL
+BITWIDTH_MODELS = {"mnist1d": "mnist1d CNN (ConvBase)", "mnist5k": "ResNet-8"}
+BITWIDTH_GOAL = "mnist1d_2bit_at_least_brevitas_and_native"
+# the peers the 2-bit goal is judged against (their mean accuracy over seeds)
+BITWIDTH_GOAL_PEERS = ("torch native", "brevitas", "brevitas default")
+# parameter names of the peers' learned scales: no weight decay on them, as on ours
+_SCALE_NAMES = ("step_size", "scale", "scaling_impl.value")
+
+
+def _native_twin():
+    import torch
+
+    if not hasattr(torch, "_fake_quantize_learnable_per_tensor_affine"):
+        raise ImportError("this torch has no _fake_quantize_learnable_per_tensor_affine")
+    return lambda ours, float_model: _native_model(ours)
+
+
+def _brevitas_twin(default: bool):
+    def make():
+        import brevitas  # noqa: F401 - ImportError: brevitas is not installed
+
+        return lambda ours, float_model: _brevitas_model(ours, float_model, default=default)
+
+    return make
+
+
+def _torchao_twin():
+    quantizer_class = _torchao_quantizer_class()
+    return lambda ours, float_model: _native_model(ours, quantizer_class)
+
+
+# the peers of the bit-width reproduction: name -> () -> twin(ours, float_model) -> model
+_BITWIDTH_PEERS = {"torch native": _native_twin, "brevitas": _brevitas_twin(False),
+                   "brevitas default": _brevitas_twin(True), "torchao": _torchao_twin}
+
+
+def _bitwidth_methods(chosen=None) -> tuple[dict, list[str]]:
+    """``({name: twin(ours, float_model) -> model}, missing)``: ours (None: the model itself)
+    and every peer in ``chosen`` (None: all) whose package imports; a peer that is missing or
+    fails to import is named with the reason."""
+    methods: dict = {"ours": None}
+    missing = []
+    for name, make in _BITWIDTH_PEERS.items():
+        if chosen is not None and name not in chosen:
+            continue
+        try:
+            methods[name] = make()
+        except Exception as error:  # noqa: BLE001 - recorded: not installed or not importable
+            missing.append(f"{name} ({_failure(error)})")
+    return methods, missing
+
+
+def _train_peer(model, data, *, epochs: int, lr: float, batch_size: int, weight_decay: float,
+                seed: int) -> bool:
+    """:func:`train_model`'s recipe, step for step, for a model with other quantizers: SGD
+    (momentum 0.9), learning rate ``lr (1 + cos(pi t / T)) / 2`` at optimizer step ``t`` of
+    ``T``, ``weight_decay`` on all parameters but the learned scales, cross-entropy, and
+    train_model's data order (a permutation seeded by ``seed * 1_000_003 + epoch`` per epoch).
+    Returns False if the loss became non-finite (training stops there), else True."""
+    import torch
+    import torch.nn.functional as F
+
+    inputs, targets = data
+    scales = [p for n, p in model.named_parameters() if n.endswith(_SCALE_NAMES)]
+    scale_ids = {id(p) for p in scales}
+    rest = [p for p in model.parameters() if id(p) not in scale_ids and p.requires_grad]
+    optimizer = torch.optim.SGD([{"params": rest, "weight_decay": weight_decay},
+                                 {"params": scales, "weight_decay": 0.0}], lr=lr, momentum=0.9)
+    total, step = epochs * -(-len(inputs) // batch_size), 0
+    for epoch in range(epochs):
+        model.train()
+        generator = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+        for index in torch.randperm(len(inputs), generator=generator).split(batch_size):
+            for group in optimizer.param_groups:
+                group["lr"] = 0.5 * lr * (1 + math.cos(math.pi * step / total))
+            loss = F.cross_entropy(model(inputs[index]), targets[index])
+            if not torch.isfinite(loss):
+                return False
+            loss.backward()
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            step += 1
+    return True
+
+
+def _bitwidth_data_and_model(name: str, settings: dict):
+    """The dataset (train/test tensors) and a model builder ``() -> nn.Module`` of ``name``."""
+    from stepsize._reference.lsq_data import build_model, load_dataset
+    from stepsize._reference.lsq_models import small_resnet
+
+    if name == "mnist1d":
+        data = load_dataset("mnist1d", {"mnist1d_samples": settings["samples"]})
+        return data, lambda: build_model("mnist1d", settings["width"])
+    if name == "mnist5k":
+        data = load_dataset("mnist5k", {"mnist5k_train": settings["train"]})
+        return data, lambda: small_resnet(settings["width"])
+    raise ValueError(f"unknown bit-width dataset {name!r}; known: mnist1d, mnist5k")
+
+
+def _bitwidth_twins(float_model, bits, data, config, seed, methods) -> dict:
+    """Ours (``quantize_model``, steps initialized on one seeded training batch) and each
+    peer's twin of it: the same FP weights and, where the peer takes them, the same steps."""
+    import torch
+
+    from stepsize.quantization import quantize_model
+
+    ours = quantize_model(copy.deepcopy(float_model), bits=bits)
+    train_x = data["train"][0]
+    first = torch.randperm(len(train_x), generator=torch.Generator().manual_seed(seed))
+    ours.eval()
+    with torch.no_grad():
+        ours(train_x[first[: config["batch_size"]]])
+    return {name: ours if twin is None else twin(ours, float_model)
+            for name, twin in methods.items()}
+
+
+def _bitwidth_qat(name, model, data, config, settings, bits, seed) -> tuple[float, bool, float]:
+    """QAT of one method (ours through ``train_model``, a peer through :func:`_train_peer`,
+    same recipe); returns (test accuracy, finished without NaN, wall seconds)."""
+    from stepsize.quantization import default_weight_decay, evaluate
+
+    recipe = dict(epochs=settings["qat_epochs"], lr=config["qat_lr"],
+                  batch_size=config["batch_size"], weight_decay=default_weight_decay(bits),
+                  seed=seed)
+    start = time.perf_counter()
+    if name == "ours":
+        try:
+            _fit(model, data["train"], **recipe)
+            finite = True
+        except FloatingPointError:
+            finite = False
+    else:
+        finite = _train_peer(model, data["train"], **recipe)
+    elapsed = time.perf_counter() - start
+    return evaluate(model, data["test"]), finite, elapsed
+
+
+def _bitwidth_dataset(name: str, config: dict, seed: int, methods: dict) -> dict:
+    """Every seed's FP model (``train_model``, LR ``fp_lr``) and every method's QAT from it
+    at every bit width; lockstep step times of the first seed's freshly initialized twins."""
+    import torch
+
+    from stepsize.quantization import evaluate
+
+    settings = config[name]
+    data, build = _bitwidth_data_and_model(name, settings)
+    fp, cells = [], {str(b): {m: {"accuracy": [], "finished": [], "train_s": []}
+                              for m in methods} for b in config["bits"]}
+    for k in range(config["seeds"]):
+        torch.manual_seed(seed + k)
+        float_model = build()
+        _fit(float_model, data["train"], epochs=settings["fp_epochs"], lr=config["fp_lr"],
+             batch_size=config["batch_size"], seed=seed + k)
+        fp.append(evaluate(float_model, data["test"]))
+        for bits in config["bits"]:
+            twins = _bitwidth_twins(float_model, bits, data, config, seed + k, methods)
+            if k == 0:
+                count = config["batch_size"] * (config["timing_steps"] + 1)
+                times = _train_together({m: copy.deepcopy(t) for m, t in twins.items()},
+                                        (data["train"][0][:count], data["train"][1][:count]),
+                                        {"epochs": 1, "batch_size": config["batch_size"]},
+                                        bits, seed, config["timing_steps"])
+                for method, values in times.items():
+                    cells[str(bits)][method]["median_step_s"] = statistics.median(values)
+            for method, model in twins.items():
+                accuracy, finished, elapsed = _bitwidth_qat(method, model, data, config,
+                                                            settings, bits, seed + k)
+                cell = cells[str(bits)][method]
+                cell["accuracy"].append(accuracy)
+                cell["finished"].append(finished)
+                cell["train_s"].append(elapsed)
+    for by_method in cells.values():
+        for cell in by_method.values():
+            cell["summary"] = _spread(cell["accuracy"])
+    return {"model": BITWIDTH_MODELS[name], "settings": settings, "fp_accuracy": fp,
+            "fp_summary": _spread(fp), "bits": cells}
+
+
+def _spread(values) -> dict:
+    return {"mean": float(np.mean(values)), "min": float(np.min(values)),
+            "max": float(np.max(values)), "values": [float(v) for v in values]}
+
+
+def _bitwidth_goal(results: dict) -> dict:
+    """Issue 16's goal: on mnist1d at 2 bits, ours' mean accuracy over the seeds is at least
+    that of torch's native op and of every brevitas variant. ``met`` is None when the run has
+    no mnist1d 2-bit cell, False when a goal peer is missing (nothing to compare with)."""
+    cell = results.get("mnist1d", {}).get("bits", {}).get("2")
+    if cell is None:
+        return {"met": None, "reason": "no mnist1d 2-bit cell in this configuration"}
+    ours = cell["ours"]["summary"]["mean"]
+    peers = {p: cell[p]["summary"]["mean"] for p in BITWIDTH_GOAL_PEERS if p in cell}
+    absent = [p for p in ("torch native", "brevitas") if p not in peers]
+    met = not absent and all(ours >= value for value in peers.values())
+    return {"met": met, "ours_mean": ours, "peer_means": peers, "missing_peers": absent}
+
+
+def _bitwidths(config: dict, seed: int) -> dict:
+    """Issue 16's bit-width reproduction: FP pretraining, then 4/3/2-bit QAT of every method
+    (ours, torch's native op, brevitas tuned and default, torchao) from the same FP weights
+    with the same recipe, on the mnist1d generator (CNN) and MNIST-5k (ResNet-8)."""
+    methods, missing = _bitwidth_methods(config.get("methods"))
+    results = {name: _bitwidth_dataset(name, config, seed, methods)
+               for name in config["datasets"]}
+    return {"results": results, "missing": missing, "goal": _bitwidth_goal(results),
+            "load": ", ".join(f"{v:.2f}" for v in os.getloadavg())}
+
+
+def _bitwidth_table(section: dict, config: dict) -> dict:
+    from stepsize.report import table
+
+    goal, rows = section["goal"], []
+    for name, entry in section["results"].items():
+        fp = entry["fp_summary"]
+        for bits, by_method in entry["bits"].items():
+            base = by_method["ours"].get("median_step_s")
+            for method, cell in by_method.items():
+                acc, step = cell["summary"], cell.get("median_step_s")
+                met = ("yes" if goal["met"] else "NO") if (
+                    name == "mnist1d" and bits == "2" and method == "ours") else "-"
+                rows.append([name, entry["model"], int(bits), method, 100 * acc["mean"],
+                             100 * acc["min"], 100 * acc["max"], 100 * fp["mean"],
+                             100 * (acc["mean"] - fp["mean"]), cell["finished"].count(False),
+                             None if step is None else 1e3 * step,
+                             None if step is None or not base else step / base, met])
+    recipe = {k: {"fp_epochs": config[k]["fp_epochs"], "qat_epochs": config[k]["qat_epochs"]}
+              for k in config["datasets"]}
+    return table(
+        f"LSQ bit widths: FP pretraining, then QAT from the same FP weights ({config['seeds']} "
+        "seed(s): mean and min/max test accuracy)",
+        ["dataset", "model", "bits", "method", "accuracy %", "min %", "max %", "FP %",
+         "acc - FP", "NaN runs", "median step ms", "time / ours", "2-bit goal met"],
+        rows,
+        note=f"recipe for every method: FP train_model SGD momentum 0.9, cosine LR "
+             f"{config['fp_lr']}; QAT SGD momentum 0.9, cosine LR {config['qat_lr']}, batch "
+             f"{config['batch_size']}, weight decay default_weight_decay(bits) (none on scales), "
+             f"first/last layers 8-bit; epochs {recipe}; steps initialized on one seeded batch "
+             "and shared by ours, torch native, brevitas (learned threshold) and torchao "
+             "(its fake-quant primitive, learned scale, no g); brevitas default: its own "
+             f"quantizers at weight/input_bit_width b; goal ({BITWIDTH_GOAL}): ours' mean >= "
+             f"{', '.join(BITWIDTH_GOAL_PEERS)}; step time: lockstep, first seed, "
+             f"{config['timing_steps']} steps, 1 thread; load {section['load']}"
+             + (f"; missing: {', '.join(section['missing'])}" if section["missing"] else ""),
+    )
+
+
+def _implementations(float_model, data, fixed, config, bits, seed, peers) -> dict:
+    """Ours, torch native and brevitas at ``bits`` on the LeNet: gradient parity on the fixed
+    batch, saved bytes, lockstep fine-tuning (step times) and test accuracy."""
+    import torch
+
+    from stepsize.quantization import evaluate, quantize_model
+
+    have_native, have_brevitas = peers
+    batch, targets = fixed
+    ours = quantize_model(copy.deepcopy(float_model), bits=bits)
+    ours.eval()
+    with torch.no_grad():
+        ours(batch)  # the same initial steps for every implementation
+    parity = _gradient_parity(ours, batch, targets, have_native, have_brevitas)
+    variants = {"ours": ours}
+    if have_native:
+        variants["torch native"] = _native_model(ours)
+    if have_brevitas:
+        variants["brevitas"] = _brevitas_model(ours, float_model)
+    saved = {name: _saved_bytes(model, batch, targets) for name, model in variants.items()}
+    times = _train_together(variants, data["train"], config, bits, seed, config["timing_steps"])
+    entry = {
+        name: {"accuracy": evaluate(model, data["test"]),
+               "median_step_s": statistics.median(times[name]),
+               "step_times_s": times[name], "saved_bytes_per_step": saved[name],
+               "gradient_parity_max_rel_error": parity.get(name)}
+        for name, model in variants.items()
+    }
+    for values in entry.values():
+        values["time_ratio_vs_ours"] = values["median_step_s"] / entry["ours"]["median_step_s"]
+    return entry
+
+
 def run(config: dict[str, Any], seed: int) -> dict[str, Any]:
     import torch
 
     from stepsize._reference.lsq_data import build_model, load_dataset
     from stepsize._reference.timing import pinned_threads
-    from stepsize.quantization import evaluate, quantize_model, train_model
+    from stepsize.quantization import evaluate
     from stepsize.report import table
 
     have_native = hasattr(torch, "_fake_quantize_learnable_per_tensor_affine")
@@ -740,46 +1105,29 @@ def run(config: dict[str, Any], seed: int) -> dict[str, Any]:
     with pinned_threads(1):
         torch.manual_seed(seed)
         float_model = build_model("mnist5k", config["width"])
-        train_model(float_model, data["train"], epochs=config["fp_epochs"], lr=0.1,
-                    batch_size=config["batch_size"], seed=seed, progress=False)
+        _fit(float_model, data["train"], epochs=config["fp_epochs"], lr=0.1,
+             batch_size=config["batch_size"], seed=seed)
         fp_accuracy = evaluate(float_model, data["test"])
         fixed = torch.randperm(len(data["train"][0]),
                                generator=torch.Generator().manual_seed(seed))[:config["batch_size"]]
         batch, targets = data["train"][0][fixed], data["train"][1][fixed]
         for bits in config["bits"]:
-            ours = quantize_model(copy.deepcopy(float_model), bits=bits)
-            ours.eval()
-            with torch.no_grad():
-                ours(batch)  # the same initial steps for every implementation
-            parity = _gradient_parity(ours, batch, targets, have_native, have_brevitas)
-            variants = {"ours": ours}
-            if have_native:
-                variants["torch native"] = _native_model(ours)
-            if have_brevitas:
-                variants["brevitas"] = _brevitas_model(ours, float_model)
-            saved = {name: _saved_bytes(model, batch, targets) for name, model in variants.items()}
-            times = _train_together(variants, data["train"], config, bits, seed,
-                                    config["timing_steps"])
-            entry = {
-                name: {"accuracy": evaluate(model, data["test"]),
-                       "median_step_s": statistics.median(times[name]),
-                       "step_times_s": times[name], "saved_bytes_per_step": saved[name],
-                       "gradient_parity_max_rel_error": parity.get(name)}
-                for name, model in variants.items()
-            }
-            base = entry["ours"]["median_step_s"]
-            for name, values in entry.items():
-                values["time_ratio_vs_ours"] = values["median_step_s"] / base
-                rows.append([bits, name, 100 * values["accuracy"], 1e3 * values["median_step_s"],
-                             values["median_step_s"] / base, values["saved_bytes_per_step"] / 2**20,
-                             values["gradient_parity_max_rel_error"]])
-            results[str(bits)] = entry
+            results[str(bits)] = _implementations(float_model, data, (batch, targets), config,
+                                                  bits, seed, (have_native, have_brevitas))
+            base = results[str(bits)]["ours"]["median_step_s"]
+            rows += [[bits, name, 100 * values["accuracy"], 1e3 * values["median_step_s"],
+                      values["median_step_s"] / base, values["saved_bytes_per_step"] / 2**20,
+                      values["gradient_parity_max_rel_error"]]
+                     for name, values in results[str(bits)].items()]
         checks, goals, missing_architectures = (
             _architecture_checks(config, seed) if have_native else ({}, {}, ["torch native op"]))
         load = ", ".join(f"{v:.2f}" for v in os.getloadavg())
         deployment, deploy_rows = _deployment(config, seed)
+        bitwidths = _bitwidths(config["bitwidths"], seed) if config.get("bitwidths") else None
     if deploy_rows:
         goals[f"onnx_8bit_speedup_{SPEEDUP_GOAL}x"] = all(row[6] == "yes" for row in deploy_rows)
+    if bitwidths is not None and bitwidths["goal"]["met"] is not None:
+        goals[BITWIDTH_GOAL] = bitwidths["goal"]["met"]
     missing = [n for n, ok in (("torch native op", have_native), ("brevitas", have_brevitas))
                if not ok]
     return {
@@ -789,6 +1137,7 @@ def run(config: dict[str, Any], seed: int) -> dict[str, Any]:
         "architectures": checks,
         "goals": goals,
         "deployment": deployment,
+        "bitwidths": bitwidths,
         "tables": [_architecture_table(checks, goals, missing_architectures),
                    _deployment_table(config, deploy_rows, load), table(
             "LSQ implementations on MNIST-5k LeNet (one process, same weights/steps/data order)",
@@ -797,7 +1146,7 @@ def run(config: dict[str, Any], seed: int) -> dict[str, Any]:
             rows,
             note=f"FP accuracy {100 * fp_accuracy:.2f}%; 1 thread; timings on a shared CPU are "
                  "noisy; parity excludes the half-step band; brevitas compared after applying g",
-        )],
+        )] + ([_bitwidth_table(bitwidths, config["bitwidths"])] if bitwidths else []),
     }
 
 
@@ -814,7 +1163,33 @@ def plot(result: dict[str, Any], out_dir: Path) -> list[Path]:
     axes[0].set_xticks(range(len(labels)), labels, fontsize=7)
     axes[0].set_ylabel("median training step (ms)")
     axes[0].set_title("LSQ training step time (lower is better)")
-    return [save_figure(fig, Path(out_dir) / "bench_lsq_step_time.png")]
+    paths = [save_figure(fig, Path(out_dir) / "bench_lsq_step_time.png")]
+    if result.get("bitwidths"):
+        paths.append(_plot_bitwidths(result["bitwidths"], Path(out_dir)))
+    return paths
+
+
+def _plot_bitwidths(section: dict, out_dir: Path) -> Path:
+    """Mean test accuracy against bits per method (bars: min and max over seeds), FP dashed."""
+    from stepsize.report import new_figure, save_figure
+
+    datasets = section["results"]
+    fig, axes = new_figure(ncols=len(datasets), width=4.5, height=3.5)
+    for ax, (name, entry) in zip(axes, datasets.items(), strict=False):
+        bits = sorted(int(b) for b in entry["bits"])
+        for method in entry["bits"][str(bits[0])]:
+            cells = [entry["bits"][str(b)][method]["summary"] for b in bits]
+            means = np.array([100 * c["mean"] for c in cells])
+            spread = [means - [100 * c["min"] for c in cells],
+                      [100 * c["max"] for c in cells] - means]
+            ax.errorbar(bits, means, yerr=spread, marker="o", capsize=3, label=method)
+        ax.axhline(100 * entry["fp_summary"]["mean"], color="k", ls="--", lw=0.8, label="FP")
+        ax.set_xticks(bits)
+        ax.set_xlabel("bits")
+        ax.set_ylabel("test accuracy (%)")
+        ax.set_title(f"{name} ({entry['model']})")
+        ax.legend(fontsize=7)
+    return save_figure(fig, out_dir / "bench_lsq_bitwidths.png")
 
 
 register(Entry(
