@@ -37,6 +37,7 @@ relaxations 0.85; 50 in 100, 0.14 and 0.29; 80 in 100, 1.0 and 1.0.
 from __future__ import annotations
 
 import math
+import sys
 import warnings
 
 import numpy as np
@@ -53,7 +54,7 @@ from stepsize.matching.solver import (
     projected_fixed_point,
 )
 
-__all__ = ["SUBGRAPH_RELAXATIONS", "match_subgraph", "mean_weight"]
+__all__ = ["SUBGRAPH_RELAXATIONS", "different_sizes", "match_subgraph", "mean_weight"]
 
 # (center factor, beta factor or None): the relaxations tried, in order; the center is the
 # factor times ``c``; the beta factor replaces the dynamical softassign's AUTO_BETA (10) in
@@ -100,8 +101,9 @@ def match_subgraph(A, B, K=None, *, method: str = "apfp", center="auto", relaxat
     the base ``c``) is kept.
 
     Args:
-        A, B: the graphs (ndarray, scipy.sparse or networkx, directed or not), of any sizes.
-        K: optional node affinity (n1 x n2), weighted by ``lam`` as in ``match_graphs``.
+        A, B: the graphs (ndarray, scipy.sparse or networkx, directed or not; or torch
+            tensors, one pair or a batch, run by ``_torch.match_graphs_torch``).
+        K: optional node affinity (n1 x n2), weighted by ``lam`` (not with tensors).
         method: a preset of ``METHODS`` (default ``"apfp"``).
         center: ``"auto"`` (the larger graph's mean off-diagonal weight, its edge density for
             0/1 graphs) or a number ``c`` (0: naive padding; 0.5 on 0/1 graphs:
@@ -115,13 +117,13 @@ def match_subgraph(A, B, K=None, *, method: str = "apfp", center="auto", relaxat
         A left unmatched), ``objective`` = ``Z`` of ``col_ind`` on the given graphs (as
         ``match_graphs`` reports it), ``n_iter`` summed over the runs,
         ``info["centered_objective"]`` = ``Z_c``, ``info["center"]`` = ``c`` and
-        ``info["relaxations"]`` (per run: center, beta, ``Z_c``, n_iter, kept); ``history``,
-        ``info["start_objectives"]`` and the per-iteration values are the kept run's, on its
-        own centered pair.
+        ``info["relaxations"]`` (per run: center, beta, ``Z_c``, n_iter, kept); the history
+        and per-iteration values are the kept run's, on its own centered pair. A batch of
+        tensors gives a list.
 
     Raises:
-        ValueError, TypeError: naming the argument (``center`` not "auto" or a finite
-            number, ``relaxations`` out of range, and the checks of ``match_graphs``).
+        ValueError, TypeError: naming the argument (``center``, ``relaxations``, and the
+            checks of ``match_graphs``).
 
     >>> rng = np.random.default_rng(1)
     >>> upper = np.triu(rng.uniform(size=(40, 40)) < 0.3, 1)
@@ -135,10 +137,17 @@ def match_subgraph(A, B, K=None, *, method: str = "apfp", center="auto", relaxat
     Reference: Shen, Niu, Zhu, arXiv:2208.08233 (2022) for the iteration; Fishkind et al.,
     "Seeded graph matching", Pattern Recognition 87 (2019), for naive and adopted padding.
     """
-    A, _ = as_adjacency(A, "A", directed=True)
-    B, _ = as_adjacency(B, "B", directed=True)
     method = check_choice(method, "method", METHODS)
     relaxations = check_int(relaxations, "relaxations", low=1, high=len(SUBGRAPH_RELAXATIONS))
+    if _is_tensor(A) and _is_tensor(B):
+        if K is not None or seeds is not None:
+            raise ValueError("K and seeds are not supported with torch tensors; pass numpy "
+                             "arrays")
+        return _match_subgraph_torch(A, B, method, center, relaxations,
+                                     dict(n_init=n_init, seed=seed, progress=progress),
+                                     options)
+    A, _ = as_adjacency(A, "A", directed=True)
+    B, _ = as_adjacency(B, "B", directed=True)
     larger = B if A.shape[0] < B.shape[0] else A
     if isinstance(center, str):
         check_choice(center, "center", ("auto",))
@@ -150,9 +159,18 @@ def match_subgraph(A, B, K=None, *, method: str = "apfp", center="auto", relaxat
         runs = _run_relaxations(A, B, K, MatchingOptions(**chosen),
                                 _plans(preset, center, relaxations, larger.shape[0]),
                                 _centered_pair(A, B, center), n_init, seeds, seed)
+    result = _kept_run(runs, center)
+    result.objective = assignment_objective(A, B, result.col_ind, K, preset.lam)
+    result.method = method
+    return result
+
+
+def _kept_run(runs: list, center: float) -> MatchingResult:
+    """The run with the highest ``Z_c`` and the record of every run; its warnings only are
+    re-emitted."""
     kept = max(range(len(runs)), key=lambda k: runs[k][0])
     score, _, _, result, caught = runs[kept]
-    for warning in caught:  # the kept run's warnings only
+    for warning in caught:
         warnings.warn_explicit(warning.message, warning.category, warning.filename,
                                warning.lineno)
     result.info["relaxations"] = [
@@ -160,8 +178,6 @@ def match_subgraph(A, B, K=None, *, method: str = "apfp", center="auto", relaxat
          "kept": k == kept} for k, (value, c, beta, run, _) in enumerate(runs)]
     result.info["centered_objective"], result.info["center"] = score, center
     result.n_iter = sum(run.n_iter for _, _, _, run, _ in runs)
-    result.objective = assignment_objective(A, B, result.col_ind, K, preset.lam)
-    result.method = method
     return result
 
 
@@ -198,3 +214,90 @@ def _centered_pair(A, B, c: float):
     if c == 0.0:
         return A, B
     return (_centered(A, c), B) if A.shape[0] < B.shape[0] else (A, _centered(B, c))
+
+
+def _is_tensor(value) -> bool:
+    torch = sys.modules.get("torch")  # a tensor exists only once torch is imported
+    return torch is not None and isinstance(value, torch.Tensor)
+
+
+def _node_count(graph) -> int | None:
+    if hasattr(graph, "number_of_nodes"):  # networkx
+        return graph.number_of_nodes()
+    shape = getattr(graph, "shape", None)
+    if shape is None:
+        shape = np.shape(graph)
+    return int(shape[-1]) if len(shape) else None
+
+
+def different_sizes(A, B) -> bool:
+    """Whether two graphs (arrays, sparse matrices, networkx graphs, tensors or batches of
+    tensors) have different node counts; False when a count cannot be read (the matcher's
+    own checks then report the input).
+
+    >>> different_sizes(np.zeros((3, 3)), np.zeros((4, 4))), different_sizes([[0]], [[1]])
+    (True, False)
+    """
+    n1, n2 = _node_count(A), _node_count(B)
+    return n1 is not None and n2 is not None and n1 != n2
+
+
+def _match_subgraph_torch(A, B, method: str, center, relaxations: int, run: dict,
+                          options: dict):
+    """:func:`match_subgraph` on torch tensors (one pair or a batch), through
+    ``_torch.match_graphs_torch``: per pair its own ``c``, the kept relaxation per pair."""
+    from stepsize.matching._torch import _checked_tensors, _matched_value, match_graphs_torch
+
+    A3, B3, batched = _checked_tensors(A, B)
+    smaller_is_a = A3.shape[-1] < B3.shape[-1]
+    larger = B3 if smaller_is_a else A3
+    n = larger.shape[-1]
+    if isinstance(center, str):
+        check_choice(center, "center", ("auto",))
+        totals = larger.sum(dim=(1, 2)) - larger.diagonal(dim1=1, dim2=2).sum(dim=1)
+        c = totals / (n * (n - 1)) if n > 1 else totals * 0.0
+    else:
+        c = larger.new_full((larger.shape[0],), check_real(center, "center"))
+    small = A3 if smaller_is_a else B3
+    off_diagonal = 1.0 - small.new_ones(small.shape[-1]).diag()
+
+    def pair(factor: float):
+        centered = small - factor * c[:, None, None] * off_diagonal
+        return (centered, B3) if smaller_is_a else (A3, centered)
+
+    preset = METHODS[method].replaced(**options)
+    unit = 0.0 if not isinstance(center, str) and float(center) == 0.0 else 1.0
+    reference, runs = pair(1.0), []
+    for factor, beta in _plans(preset, unit, relaxations, n):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            results = match_graphs_torch(*pair(factor), method=method,
+                                         **run, **{**options, "beta": beta})
+        scores = [_matched_value(reference[0][j], reference[1][j], r.col_ind)
+                  for j, r in enumerate(results)]
+        runs.append((factor, beta, results, scores, caught))
+    kept = _kept_per_pair(runs, A3, B3, c.tolist(), _matched_value)
+    return kept if batched else kept[0]
+
+
+def _kept_per_pair(runs: list, A3, B3, centers: list, matched_value) -> list:
+    """Per pair the run with the highest reference ``Z_c``, with the record of every run;
+    the warnings of the runs kept for some pair are re-emitted."""
+    kept_runs, out = set(), []
+    for j, c in enumerate(centers):
+        best = max(range(len(runs)), key=lambda k: runs[k][3][j])
+        kept_runs.add(best)
+        result = runs[best][2][j]
+        result.info["relaxations"] = [
+            {"center": factor * c, "beta": beta, "centered_objective": scores[j],
+             "n_iter": results[j].n_iter, "kept": k == best}
+            for k, (factor, beta, results, scores, _) in enumerate(runs)]
+        result.info["centered_objective"], result.info["center"] = runs[best][3][j], c
+        result.n_iter = sum(results[j].n_iter for _, _, results, _, _ in runs)
+        result.objective = matched_value(A3[j], B3[j], result.col_ind)
+        out.append(result)
+    for k in sorted(kept_runs):
+        for warning in runs[k][4]:
+            warnings.warn_explicit(warning.message, warning.category, warning.filename,
+                                   warning.lineno)
+    return out
