@@ -140,25 +140,3 @@ def test_different_sizes_reads_every_kind_of_graph():
     assert different_sizes(np.zeros((2, 3, 3)), np.zeros((2, 4, 4)))  # batches: n = last axis
     assert not different_sizes(3.0, np.zeros((4, 4)))  # unreadable: the matcher reports it
 
-
-def test_torch_tensors_give_the_numpy_matching_one_pair_and_a_batch():
-    torch = pytest.importorskip("torch")
-    pairs = [_subgraph_pair(30, 40, 0.15, seed) for seed in (9, 1)]
-    reference = [match_subgraph(pairs[0][0], pairs[0][1], seed=0)]
-    one = match_subgraph(torch.as_tensor(pairs[0][0]), torch.as_tensor(pairs[0][1]), seed=0)
-    np.testing.assert_array_equal(one.col_ind, reference[0].col_ind)
-    np.testing.assert_array_equal(one.col_ind, pairs[0][2])
-    assert one.info["centered_objective"] == pytest.approx(
-        reference[0].info["centered_objective"], rel=1e-12)
-    assert one.objective == pytest.approx(reference[0].objective, rel=1e-12)
-    assert [r["kept"] for r in one.info["relaxations"]] == [
-        r["kept"] for r in reference[0].info["relaxations"]]
-    A = torch.stack([torch.as_tensor(a) for a, _, _ in pairs])
-    B = torch.stack([torch.as_tensor(b) for _, b, _ in pairs])
-    batch = match_subgraph(A, B, relaxations=1, seed=0)
-    for result, (a, b, _) in zip(batch, pairs):
-        ref = match_subgraph(a, b, relaxations=1, seed=0)
-        np.testing.assert_array_equal(result.col_ind, ref.col_ind)
-        assert result.info["center"] == pytest.approx(ref.info["center"], rel=1e-12)
-    with pytest.raises(ValueError, match="K and seeds"):
-        match_subgraph(A[0], B[0], seeds=[[0, 0]])

@@ -191,3 +191,36 @@ def test_importing_the_package_does_not_import_torch():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_torch_tensors_give_the_numpy_matching_one_pair_and_a_batch():
+    # match_subgraph (matching._subgraph) on tensors runs through match_graphs_torch; the
+    # problems of test_matching_subgraph (a 30-node induced subgraph of G(40, 0.15)).
+    from stepsize.matching._subgraph import match_subgraph
+
+    def subgraph_pair(seed):
+        rng = np.random.default_rng(seed)
+        upper = np.triu(rng.uniform(size=(40, 40)) < 0.15, 1)
+        B = (upper | upper.T).astype(float)
+        keep = rng.choice(40, size=30, replace=False)
+        return B[np.ix_(keep, keep)], B, keep
+
+    pairs = [subgraph_pair(seed) for seed in (9, 1)]
+    reference = [match_subgraph(pairs[0][0], pairs[0][1], seed=0)]
+    one = match_subgraph(torch.as_tensor(pairs[0][0]), torch.as_tensor(pairs[0][1]), seed=0)
+    np.testing.assert_array_equal(one.col_ind, reference[0].col_ind)
+    np.testing.assert_array_equal(one.col_ind, pairs[0][2])
+    assert one.info["centered_objective"] == pytest.approx(
+        reference[0].info["centered_objective"], rel=1e-12)
+    assert one.objective == pytest.approx(reference[0].objective, rel=1e-12)
+    assert [r["kept"] for r in one.info["relaxations"]] == [
+        r["kept"] for r in reference[0].info["relaxations"]]
+    A = torch.stack([torch.as_tensor(a) for a, _, _ in pairs])
+    B = torch.stack([torch.as_tensor(b) for _, b, _ in pairs])
+    batch = match_subgraph(A, B, relaxations=1, seed=0)
+    for result, (a, b, _) in zip(batch, pairs):
+        ref = match_subgraph(a, b, relaxations=1, seed=0)
+        np.testing.assert_array_equal(result.col_ind, ref.col_ind)
+        assert result.info["center"] == pytest.approx(ref.info["center"], rel=1e-12)
+    with pytest.raises(ValueError, match="K and seeds"):
+        match_subgraph(A[0], B[0], seeds=[[0, 0]])
