@@ -101,7 +101,8 @@ def _all_finite(value: torch.Tensor) -> bool:
     against 11 ms for ``torch.isfinite(v).all()`` (one CPU thread).
     """
     accumulate = torch.float64 if value.dtype == torch.float64 else torch.float32
-    if bool(torch.isfinite(value.sum(dtype=accumulate))):
+    # detached: a sum of an input that requires grad would record an autograd node per call
+    if math.isfinite(value.detach().sum(dtype=accumulate).item()):
         return True
     return bool(torch.isfinite(value).all())
 
@@ -150,6 +151,9 @@ class _LSQFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, v, step_size, q_n, q_p, grad_scale):
+        # plain tensors: each op with an nn.Parameter operand (a weight, the step size) costs
+        # about 3 us more, which is most of the op's time on small tensors
+        v, step_size = v.detach(), step_size.detach()
         ctx.save_for_backward(v, step_size)
         ctx.bounds = (q_n, q_p, grad_scale)
         return (v / step_size).clamp_(-q_n, q_p).round_().mul_(step_size)
@@ -168,7 +172,7 @@ class _LSQFunction(torch.autograd.Function):
             # once; inside, the difference of the code and v/s (within 1/2) is exact
             inside = _masked_gradient(scaled, scaled, -q_n, q_p)
             local = scaled.clamp_(-q_n, q_p).round_().sub_(inside).mul_(grad_output)
-            grad_step = local.sum_to_size(step_size.shape) * grad_scale
+            grad_step = local.sum_to_size(step_size.shape).mul_(grad_scale)
         return grad_v, grad_step, None, None, None
 
 
@@ -615,7 +619,8 @@ class LSQQuantizer(nn.Module):
         q_n, q_p = self.bounds
         g = _resolve_grad_scale(self.grad_scale, v.numel() // self.step_size.numel(), q_p)
         shape = self._step_shape(v)
-        step = step.view(shape)
+        if shape:  # per channel; per tensor the 0-d step broadcasts (a view is a graph node)
+            step = step.view(shape)
         if self.offset is None:
             return _lsq(v, step, q_n, q_p, g)
         shift = _scale_gradient(self.offset, g).view(shape)
