@@ -37,6 +37,8 @@ _EPS = np.finfo(float).eps
 _SQRT_EPS = math.sqrt(_EPS)
 # a Newton-type step shorter than this many eps (relative) is at the rounding of m
 _STEP_FLOOR = 64
+# the kink t_c is tried after a point below it with m under this fraction of sigma
+_KINK_FRACTION = 0.01
 
 
 @dataclass
@@ -61,15 +63,25 @@ class _Search:
     rational_steps: bool = True
     bisected_last: bool = False
     stepped_from_above: bool = False
+    kink: float | None = None
+    at_kink: bool = False
     sides: list = field(default_factory=list)
 
 
-def find_root(h, method, sigma, target, maxiter, low, info, scale=1.0, low_is_bound=False):
+def find_root(h, method, sigma, target, maxiter, low, info, scale=1.0, low_is_bound=False,
+              kink=None):
     """Safeguarded Newton-type steps (or bisection) for ``m(t) = sigma`` on ``[low, sigma]``
-    (module docstring); records steps in ``info`` and returns ``(t, m(t) - sigma)``."""
+    (module docstring); records steps in ``info`` and returns ``(t, m(t) - sigma)``.
+
+    ``kink`` is ``(t_c, rounding)``, the one ``t`` where an eigenvalue of ``M(t)`` crosses
+    zero (or None)."""
     mass, slope, noise = h(sigma)
     s = _Search(method, sigma, scale, sigma, mass, slope, mass - sigma, low, sigma,
                 low_is_bound, (sigma, mass - sigma, slope))
+    if kink is not None and method == "newton":
+        crossing, rounding = kink
+        # just above t_c, past its rounding, so that the crossing term is switched on there
+        s.kink = crossing + max(4 * rounding, 2.0**-30 * max(abs(crossing), sigma))
     info.history.append(abs(s.value) / sigma)
     s.sides.append(s.value > 0)
     converged = s.value <= max(target, noise)
@@ -92,7 +104,8 @@ def find_root(h, method, sigma, target, maxiter, low, info, scale=1.0, low_is_bo
 
 def _choose(s: _Search, info) -> tuple[float, bool]:
     """The next point and whether it is a Newton-type step (else a bisection point)."""
-    far_below = s.value < 0 and s.mass < 1e-3 * s.sigma
+    at_kink, s.at_kink = s.at_kink, False
+    far_below = s.value < 0 and s.mass < 1e-3 * s.sigma and not at_kink
     crossed = (s.method == "newton" and s.stepped_from_above and not far_below
                and s.mass < 0.5 * s.sigma)
     if s.value > 0:
@@ -106,7 +119,11 @@ def _choose(s: _Search, info) -> tuple[float, bool]:
                and upper[1] <= 1e4 * s.sigma and upper[1] / upper[2] >= 0.5 * (upper[0] - s.t))
     if trusted:
         candidate, s.restarted_from = upper[0] - upper[1] / upper[2], upper[0]
-    candidate = _safeguard(s, candidate, far_below, trusted, info)
+    forced = _kink_step(s, candidate, at_kink)
+    if forced is None:
+        candidate = _safeguard(s, candidate, far_below, trusted, info)
+    else:
+        candidate = forced
     is_step = s.low < candidate < s.high
     s.bisected_last = not is_step
     if not is_step:
@@ -145,6 +162,31 @@ def _model_step(s: _Search, usable: bool, far_below: bool) -> float:
     if usable:
         return s.t - s.value / s.slope
     return math.nan
+
+
+def _kink_step(s: _Search, candidate: float, at_kink: bool) -> float | None:
+    """The step that the kink ``t_c`` dictates, or None.
+
+    Only one eigenvalue of ``M(t)`` ever crosses zero, at ``t_c``; there ``m`` bends from the
+    weakly coupled negative eigenvalues alone (often far below ``sigma``) to a term that grows
+    linearly above ``t_c``. With ``sigma`` small the root sits just above the bend, where the
+    models overshoot below ``t_c`` and Newton from above crawls back (issue 13's 11 to 17
+    steps). So after a point below ``t_c`` with ``m < sigma / 100`` the next point is just above
+    ``t_c`` (once), and from there, when it is below the root, the step is Newton's: ``m`` is
+    smooth on ``(t_c, t*]`` and linear near ``t_c``. Used only after such a point, the kink
+    costs no step where the models do not overshoot.
+    """
+    if s.kink is None:
+        return None
+    if at_kink:
+        s.kink = None
+        return s.t - s.value / s.slope if s.value < 0 and s.slope > 0 else None
+    if not s.low < s.kink < s.high or s.value > 0 or s.t > s.kink:
+        return None
+    if s.mass >= _KINK_FRACTION * s.sigma:
+        return None
+    s.at_kink = True
+    return s.kink
 
 
 def _far_out_step(s: _Search, log_sigma: float) -> float:

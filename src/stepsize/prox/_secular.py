@@ -270,7 +270,17 @@ def _root_step(poles, weights, alpha, origin, other, active, low, high, offset, 
 
 
 def _model_step(poles, weights, k, k_other, delta, value, slope, lo, hi):
-    """Root of the rational model at ``delta``: the one in ``[lo, hi]``, else the nearer one."""
+    """Root of the rational model at ``delta``: the one in ``[lo, hi]``, else the nearer one.
+
+    The model (fixed weight of the origin pole, as in ``dlaed4``) is a quadratic in the new
+    offset. Solved for the offset itself, the root carries ``eps`` times the pole gap, which
+    stalled roots far from both poles (tiny weights, where the linear term of ``g`` dominates)
+    at ``|g|`` thousands of times its rounding. Solved for the correction ``eta`` (new offset
+    ``delta + eta``), the quadratic's constant term is proportional to ``g(delta)``, so ``eta``
+    keeps its relative accuracy as ``g`` goes to zero; but ``delta + eta`` cancels when the root
+    is much nearer the pole than ``delta``. So the correction is used for steps up to half of
+    ``|delta|``, the offset itself for longer ones.
+    """
     pole_weight = weights[k]
     gap = poles[k_other] - poles[k]
     two_poles = k_other != k
@@ -279,23 +289,35 @@ def _model_step(poles, weights, k, k_other, delta, value, slope, lo, hi):
     with np.errstate(divide="ignore", invalid="ignore", over="ignore", under="ignore"):
         rest_value = value - pole_weight / delta
         rest_slope = slope + pole_weight / delta**2
+        far = delta - gap
         # two poles: c d^2 + (b_k^2 + w - c D) d - b_k^2 D = 0 with w from the slope of the rest
-        distance = delta - gap
-        far_weight = -rest_slope * distance**2
-        constant = rest_value - far_weight / distance
-        a2 = np.where(two_poles, constant, rest_slope)
-        a1 = np.where(
-            two_poles,
-            pole_weight + far_weight - constant * gap,
-            rest_value - rest_slope * delta,
+        far_weight = -rest_slope * far**2
+        constant = rest_value - far_weight / far
+        direct = _in_bracket(
+            np.where(two_poles, constant, rest_slope),
+            np.where(two_poles, pole_weight + far_weight - constant * gap,
+                     rest_value - rest_slope * delta),
+            np.where(two_poles, -pole_weight * gap, pole_weight),
+            0.0, lo, hi, delta,
         )
-        a0 = np.where(two_poles, -pole_weight * gap, pole_weight)
-        root_disc = np.sqrt(np.maximum(a1 * a1 - 4.0 * a2 * a0, 0.0))
-        half = -0.5 * (a1 + np.copysign(root_disc, a1))
-        one = half / a2
-        two = a0 / half
-    # the model has one root in the bracket; when rounding puts both outside (at convergence)
-    # the nearer one still tells the size of the last step
+        # the same model times its pole factors, in eta: a2 eta^2 + a1 eta + a0
+        correction = _in_bracket(
+            np.where(two_poles, constant, rest_slope),
+            np.where(two_poles, (delta + far) * value + delta * far * slope, value + delta * slope),
+            np.where(two_poles, delta * far * value, delta * value),
+            delta, lo, hi, delta,
+        )
+    return np.where(np.abs(correction - delta) <= 0.5 * np.abs(delta), correction, direct)
+
+
+def _in_bracket(a2, a1, a0, base, lo, hi, delta):
+    """``base +`` the root of ``a2 x^2 + a1 x + a0`` in ``[lo, hi]``, else the one nearer
+    ``delta`` (when rounding puts both outside at convergence, it still tells the last step's
+    size); NaN when neither is finite."""
+    root_disc = np.sqrt(np.maximum(a1 * a1 - 4.0 * a2 * a0, 0.0))
+    half = -0.5 * (a1 + np.copysign(root_disc, a1))
+    one = base + half / a2
+    two = base + a0 / half
     inside_one = np.isfinite(one) & (one >= lo) & (one <= hi)
     inside_two = np.isfinite(two) & (two >= lo) & (two <= hi)
     distance_one = np.where(np.isfinite(one), np.abs(one - delta), np.inf)

@@ -43,6 +43,7 @@ from typing import Any
 
 import numpy as np
 import scipy.linalg
+from scipy.linalg.lapack import dgtsv as _gtsv
 from scipy.linalg.lapack import dorghr as _orghr
 from scipy.linalg.lapack import dstevd as _stevd
 from scipy.linalg.lapack import dsytrd as _sytrd
@@ -262,6 +263,26 @@ class _SecularRootFunction:
         mass = t + float(np.sum(lam[side] * q2[side]))
         return mass, 1.0 - float(np.sum(rate[side])), noise + 4 * _EPS * abs(t)
 
+    def kink(self) -> tuple[float, float] | None:
+        """The one ``t_c`` where an eigenvalue of ``A(t)`` crosses zero, and its rounding.
+
+        ``det A(t)`` is linear in ``t`` (the corner alone moves), so ``lambda = 0`` is an
+        eigenvalue only at ``g(0) = 0``: ``t_c = -sum_j b_j^2 / d_j``. There ``m`` bends: the
+        crossing eigenvalue's term ``-lambda q^2`` switches on, linearly, and ``m'`` jumps by
+        ``q^4``. None when a pole is exactly zero (no crossing).
+        """
+        poles, weights = self.poles, self.weights
+        if poles.size == 0 or np.any(poles == 0.0):
+            return None
+        with np.errstate(over="ignore", divide="ignore"):
+            terms = weights / poles
+            rounding = float(np.sum(np.abs(terms))) + float(
+                np.max(np.abs(self.arrow.diagonal))) * float(np.sum(weights / poles**2))
+        crossing = -float(np.sum(terms))
+        if not (math.isfinite(crossing) and math.isfinite(rounding)):
+            return None
+        return crossing, 2 * _EPS * rounding
+
     def root_lower_bound(self) -> float:
         """A lower bound on ``t* = sigma - phi(Omega*, eta*)`` from a feasible point.
 
@@ -405,6 +426,33 @@ class _DenseRootFunction:
 
     def largest_eigenvalue(self, t: float) -> float:
         return float(self._eigh(t)[0][-1])
+
+    def kink(self) -> tuple[float, float] | None:
+        """``t_c = -b^T X^{-1} b`` (see :meth:`_SecularRootFunction.kink`) from the reduced
+        tridiagonal matrix: ``X`` is its trailing block, ``b`` its first off-diagonal entry."""
+        if self.diagonal.size < 2:
+            return None
+        first = self.offdiagonal[0]
+        trailing = self.diagonal[1:]
+        rest = self.offdiagonal[1:]
+        if trailing.size == 1:
+            if trailing[0] == 0.0:
+                return None
+            z = 1.0 / trailing
+        else:
+            unit = np.zeros((trailing.size, 1))
+            unit[0, 0] = 1.0
+            *_, solution, status = _gtsv(rest, trailing, rest, unit)
+            if status != 0:
+                return None
+            z = solution[:, 0]
+        crossing = -first * first * float(z[0])
+        size = float(np.max(np.abs(trailing))) + 2.0 * float(np.max(np.abs(rest), initial=0.0))
+        rounding = abs(crossing) + size * first * first * float(z @ z)
+        if not (math.isfinite(crossing) and math.isfinite(rounding)):
+            return None
+        return crossing, 2 * _EPS * rounding
+
 
     def assemble(self, t: float, X, y):
         lam, vectors = self._eigh(t)
@@ -615,13 +663,13 @@ def _normalized_prox(X, y, sigma, method, tol, maxiter, info):
     if bounded:
         low = max(low, h.root_lower_bound())
     scale = float(np.linalg.norm(X)) + float(np.linalg.norm(y))
-    t, value = find_root(h, method, sigma, target, maxiter, low, info, scale, bounded)
+    t, value = find_root(h, method, sigma, target, maxiter, low, info, scale, bounded, h.kink())
     if dense and not info.converged:
         # a dense eigenvector's small last components carry absolute (not relative) rounding
         # errors, which can leave h above tol on badly scaled data: redo it on the arrowhead
         h = _SecularRootFunction(X, y, sigma)
         low = max(low, h.root_lower_bound())
-        t, value = find_root(h, method, sigma, target, maxiter, low, info, scale, True)
+        t, value = find_root(h, method, sigma, target, maxiter, low, info, scale, True, h.kink())
     if not info.converged:
         warn_not_converged(f"prox_matrix_perspective ({method})", info.n_iter, info.message)
     Omega, eta, rank = h.assemble(t, X, y)
