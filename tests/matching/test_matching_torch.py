@@ -55,6 +55,7 @@ def _cases():
 @pytest.mark.parametrize("name", list(_cases()))
 def test_float64_cpu_equals_the_numpy_solver(name):
     A, B, options = _cases()[name]
+    options = {"seed": 0, **options}  # the stall restarts' random starts, reproducible
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         ours = match_graphs_torch(torch.as_tensor(A), torch.as_tensor(B), **options)
@@ -73,8 +74,8 @@ def test_float64_cpu_equals_the_numpy_solver(name):
 def test_the_soft_point_restart_and_the_polish_run_as_in_numpy():
     # A noisy dense pair whose first run stops soft at a point that the polish sharpens.
     A, B = _pair(40, 0.2, 0.1, 0)
-    ours = match_graphs_torch(torch.as_tensor(A), torch.as_tensor(B))
-    reference = match_graphs(A, B)
+    ours = match_graphs_torch(torch.as_tensor(A), torch.as_tensor(B), seed=0)
+    reference = match_graphs(A, B, seed=0)
     for key in ("restart", "polish"):
         assert (key in ours.info) == (key in reference.info)
     np.testing.assert_array_equal(ours.col_ind, reference.col_ind)
@@ -127,11 +128,11 @@ def test_a_batch_with_pairs_of_different_difficulty():
     A, B = _batch()
     A[0], B[0] = torch.as_tensor(_pair(30, 1.0, 0.0, 9)[0]), torch.as_tensor(
         _pair(30, 1.0, 0.0, 9)[0])
-    results = match_graphs_torch(A, B)
+    results = match_graphs_torch(A, B, seed=0)
     assert len({r.n_iter for r in results}) > 1
     np.testing.assert_array_equal(results[0].col_ind, np.arange(30))
     for j in range(1, 4):
-        reference = match_graphs(A[j].numpy(), B[j].numpy())
+        reference = match_graphs(A[j].numpy(), B[j].numpy(), seed=0)
         np.testing.assert_array_equal(results[j].col_ind, reference.col_ind)
 
 

@@ -585,9 +585,12 @@ def _run_start(problem: _Problem, rows: list[int], settings, starts, restart_eps
                                device=like.device)
 
     results = _iterate(sub, settings, first_iterate(range(len(rows))), starts is None)
+    # Where the polish runs it sharpens a soft fixed point: the restart is for larger graphs.
+    polished = settings.polish > 0 and sub.size <= _POLISH_MAX_N
     soft = [k for k, r in enumerate(results)
             if restart_epsilon is not None and settings.epsilon is None and r.converged
-            and settings.projection in _SOFTASSIGNS and r.info["mean_row_max"] < _SOFT_ROW_MAX]
+            and settings.projection in _SOFTASSIGNS and not polished
+            and r.info["mean_row_max"] < _SOFT_ROW_MAX]
     if soft:
         again = _iterate(sub.subset(soft), replace(settings, epsilon=restart_epsilon),
                          first_iterate(soft), starts is None)
