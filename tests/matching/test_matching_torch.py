@@ -109,7 +109,7 @@ def _batch(count=4, n=30):
 # With the IPFP polish on, the minimization's pair 0 ends differently batched and alone (and
 # in numpy): a batched product differs from a single one in the last bit, and the polish's
 # strict "better discrete iterate" test and its patience counter turn on such ties.
-@pytest.mark.parametrize("options", [{}, {"n_init": 2, "seed": 1, "maximize": False,
+@pytest.mark.parametrize("options", [{"seed": 0}, {"n_init": 2, "seed": 1, "maximize": False,
                                           "polish": 0}])
 def test_a_batch_equals_its_pairs_one_by_one(options):
     A, B = _batch()
@@ -143,8 +143,8 @@ def test_float32_recovers_a_planted_permutation():
     perms = [rng.permutation(40) for _ in range(3)]
     A = torch.as_tensor(W, dtype=torch.float32)
     B = torch.stack([A[j][p][:, p] for j, p in enumerate(perms)])  # node p[k] of A is k of B
-    results = match_graphs_torch(A, B)
-    reference = match_graphs_torch(A.double(), B.double())
+    results = match_graphs_torch(A, B, seed=0)
+    reference = match_graphs_torch(A.double(), B.double(), seed=0)
     for result, ref, perm in zip(results, reference, perms):
         assert result.X.dtype == torch.float32
         np.testing.assert_array_equal(perm[result.col_ind], np.arange(40))
