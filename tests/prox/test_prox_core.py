@@ -14,6 +14,7 @@ from stepsize.prox import (
     matrix_perspective,
     prox_matrix_perspective,
 )
+from stepsize.prox.perspective import _prox, check_pair
 
 # Won's regression instance (MatrixPerspective.jl test/runtests.jl, research note section 4)
 AUTHOR_X = np.diag([1.0, 0.0, -1.0])
@@ -29,12 +30,17 @@ AUTHOR_ETA = np.array([0.6340926854346827, 0.845886972140417, 0.0])
 AUTHOR_ROOT = 0.39586583682156734
 
 
+def secular_prox(X, y, sigma, *, method="newton", symmetrize=False):
+    """The prox with the secular solver forced at every size (``_prox``'s ``secular`` seam)."""
+    X, y = check_pair(X, y, symmetrize=symmetrize)
+    max_iter = 50 if method == "newton" else 200
+    return _prox(X, y, float(sigma), method, 1e-12, max_iter, secular=True)[2]
+
+
 @pytest.fixture(params=["default", "secular"])
-def path(request, monkeypatch):
-    """Run a test on the default dispatch and with the secular solver forced at every size."""
-    if request.param == "secular":
-        monkeypatch.setattr(perspective, "DENSE_MAX_SIZE", 0)
-    return request.param
+def path(request):
+    """The prox to test: the public function's default dispatch, or the secular path forced."""
+    return prox_matrix_perspective if request.param == "default" else secular_prox
 
 
 def random_instance(rng, p, scale=1.0):
@@ -76,7 +82,7 @@ def scalar_prox(omega, eta, sigma):
 
 
 def test_author_instance_to_1e12(path):
-    info = prox_matrix_perspective(AUTHOR_X, AUTHOR_Y, 1.0)
+    info = path(AUTHOR_X, AUTHOR_Y, 1.0)
     Omega, eta = info.x
     np.testing.assert_allclose(Omega, AUTHOR_OMEGA, rtol=0, atol=1e-12)
     np.testing.assert_allclose(eta, AUTHOR_ETA, rtol=0, atol=1e-12)
@@ -88,7 +94,7 @@ def test_author_instance_to_1e12(path):
 
 
 def test_zero_region_returns_zero(path):
-    info = prox_matrix_perspective(-10 * np.eye(3), AUTHOR_Y, 1.0)
+    info = path(-10 * np.eye(3), AUTHOR_Y, 1.0)
     Omega, eta = info.x
     assert info.zero_region and info.n_iter == 0
     assert not Omega.any() and not eta.any()
@@ -99,7 +105,7 @@ def test_zero_region_boundary(path, shift):
     y = np.array([1.0, -2.0, 0.5])
     sigma = 0.7
     X = -np.outer(y, y) / (2 * sigma) + shift * np.eye(3)
-    Omega, eta = prox_matrix_perspective(X, y, sigma).x
+    Omega, eta = path(X, y, sigma).x
     assert np.abs(Omega).max() <= 1e-10 and np.abs(eta).max() <= 1e-10
 
 
@@ -107,7 +113,7 @@ def test_y_zero_gives_psd_part(path):
     rng = np.random.default_rng(1)
     X, _ = random_instance(rng, 6)
     w, V = np.linalg.eigh(X)
-    Omega, eta = prox_matrix_perspective(X, np.zeros(6), 2.0).x
+    Omega, eta = path(X, np.zeros(6), 2.0).x
     np.testing.assert_allclose(Omega, (V * np.maximum(w, 0)) @ V.T, atol=1e-12)
     assert not eta.any()
 
@@ -116,7 +122,7 @@ def test_y_zero_gives_psd_part(path):
 def test_scalar_case_matches_cubic(path, seed):
     rng = np.random.default_rng(seed)
     omega, eta, sigma = rng.normal(0, 2), rng.normal(0, 2), 10 ** rng.uniform(-2, 2)
-    Omega, eta_out = prox_matrix_perspective([[omega]], [eta], sigma).x
+    Omega, eta_out = path([[omega]], [eta], sigma).x
     expected = scalar_prox(omega, eta, sigma)
     assert Omega[0, 0] == pytest.approx(expected[0], rel=1e-10, abs=1e-12)
     assert eta_out[0] == pytest.approx(expected[1], rel=1e-10, abs=1e-12)
@@ -125,7 +131,7 @@ def test_scalar_case_matches_cubic(path, seed):
 def test_diagonal_input_decouples(path):
     diagonal = np.array([0.8, -0.3, 2.0, 0.0])
     y = np.array([1.5, 0.0, 0.0, 0.0])
-    Omega, eta = prox_matrix_perspective(np.diag(diagonal), y, 0.9).x
+    Omega, eta = path(np.diag(diagonal), y, 0.9).x
     first = scalar_prox(diagonal[0], y[0], 0.9)
     expected = np.diag(np.r_[first[0], np.maximum(diagonal[1:], 0)])
     np.testing.assert_allclose(Omega, expected, atol=1e-12)
@@ -137,7 +143,7 @@ def test_diagonal_input_decouples(path):
 def test_matches_dense_reference(path, p, sigma):
     rng = np.random.default_rng(p)
     X, y = random_instance(rng, p)
-    Omega, eta = prox_matrix_perspective(X, y, sigma).x
+    Omega, eta = path(X, y, sigma).x
     Omega_ref, eta_ref = dense_reference(X, y, sigma)
     np.testing.assert_allclose(Omega, Omega_ref, atol=1e-9 * max(1, np.abs(Omega_ref).max()))
     np.testing.assert_allclose(eta, eta_ref, atol=1e-9 * max(1, np.abs(eta_ref).max()))
@@ -147,8 +153,8 @@ def test_orthogonal_equivariance(path):
     rng = np.random.default_rng(3)
     X, y = random_instance(rng, 9)
     Q, _ = np.linalg.qr(rng.standard_normal((9, 9)))
-    Omega, eta = prox_matrix_perspective(X, y, 1.3).x
-    Omega_q, eta_q = prox_matrix_perspective(Q @ X @ Q.T, Q @ y, 1.3, symmetrize=True).x
+    Omega, eta = path(X, y, 1.3).x
+    Omega_q, eta_q = path(Q @ X @ Q.T, Q @ y, 1.3, symmetrize=True).x
     np.testing.assert_allclose(Omega_q, Q @ Omega @ Q.T, atol=1e-11)
     np.testing.assert_allclose(eta_q, Q @ eta, atol=1e-11)
 
@@ -157,8 +163,8 @@ def test_orthogonal_equivariance(path):
 def test_positive_homogeneity(path, factor):
     rng = np.random.default_rng(4)
     X, y = random_instance(rng, 8)
-    Omega, eta = prox_matrix_perspective(X, y, 0.5).x
-    Omega_c, eta_c = prox_matrix_perspective(factor * X, factor * y, 0.5 * factor).x
+    Omega, eta = path(X, y, 0.5).x
+    Omega_c, eta_c = path(factor * X, factor * y, 0.5 * factor).x
     np.testing.assert_allclose(Omega_c, factor * Omega, rtol=1e-10, atol=1e-12 * factor)
     np.testing.assert_allclose(eta_c, factor * eta, rtol=1e-10, atol=1e-12 * factor)
 
@@ -167,7 +173,7 @@ def test_positive_homogeneity(path, factor):
 def test_kkt_residuals_and_certificate(path, p):
     rng = np.random.default_rng(p)
     X, y = random_instance(rng, p)
-    info = prox_matrix_perspective(X, y, 1.0)
+    info = path(X, y, 1.0)
     Omega, eta = info.x
     residuals = kkt_residuals(X, y, 1.0, Omega, eta)
     assert residuals.max <= 1e-9
@@ -178,9 +184,9 @@ def test_kkt_residuals_and_certificate(path, p):
 def test_bisection_agrees_with_newton(path):
     rng = np.random.default_rng(5)
     X, y = random_instance(rng, 60)
-    info = prox_matrix_perspective(X, y, 2.0)
+    info = path(X, y, 2.0)
     Omega, eta = info.x
-    info_b = prox_matrix_perspective(X, y, 2.0, method="bisection")
+    info_b = path(X, y, 2.0, method="bisection")
     Omega_b, eta_b = info_b.x
     assert info_b.n_newton == 0 and info_b.n_bisection > info.n_iter
     np.testing.assert_allclose(Omega_b, Omega, atol=1e-10)
@@ -221,7 +227,7 @@ HARD = {
 @pytest.mark.parametrize("sigma", [1e-6, 1e-2, 1.0, 1e2, 1e6])
 def test_hard_inputs_have_certificates(path, name, sigma):
     X, y = HARD[name]
-    info = prox_matrix_perspective(X, y, sigma)
+    info = path(X, y, sigma)
     Omega, eta = info.x
     assert np.all(np.isfinite(Omega)) and np.all(np.isfinite(eta)) and info.converged
     assert kkt_residuals(X, y, sigma, Omega, eta).max <= 1e-8
@@ -234,7 +240,7 @@ def test_hard_inputs_have_certificates(path, name, sigma):
 def test_ill_scaled_inputs(path, scale, sigma):
     rng = np.random.default_rng(8)
     X, y = random_instance(rng, 40, scale)
-    info = prox_matrix_perspective(X, y, sigma)
+    info = path(X, y, sigma)
     Omega, eta = info.x
     assert np.all(np.isfinite(Omega)) and info.converged
     size = max(scale, sigma)

@@ -7,13 +7,13 @@ import math
 import numpy as np
 import pytest
 
-import stepsize.prox.perspective as perspective
 from stepsize.prox import (
     MatrixPerspective,
     matrix_perspective,
     project_conjugate_domain,
     prox_matrix_perspective,
 )
+from stepsize.prox.perspective import _prox
 
 
 def random_pair(rng, p, scale=1.0):
@@ -102,17 +102,16 @@ def test_operator_bad_input():
         f.pack(np.eye(3), np.ones(2))
 
 
-def test_secular_path_on_clusters(monkeypatch):
-    """Deflation: clustered and repeated eigenvalues of X with y across and inside clusters."""
-    monkeypatch.setattr(perspective, "DENSE_MAX_SIZE", 0)
+def test_secular_path_on_clusters():
+    """Deflation: clustered and repeated eigenvalues of X with y across and inside clusters,
+    the secular path (forced through ``_prox``'s seam) against the default (dense) one."""
     rng = np.random.default_rng(12)
     Q, _ = np.linalg.qr(rng.standard_normal((30, 30)))
     values = np.repeat([-2.0, -0.5, 0.0, 1e-14, 1.0, 3.0], 5) + 1e-15 * rng.standard_normal(30)
     X = (Q * values) @ Q.T
     y = Q[:, :12] @ rng.standard_normal(12)
-    info = prox_matrix_perspective(X, y, 0.8, symmetrize=True)
+    info = _prox(0.5 * (X + X.T), y, 0.8, "newton", 1e-12, 50, secular=True)[2]
     Omega, eta = info.x
-    monkeypatch.setattr(perspective, "DENSE_MAX_SIZE", 100)
     Omega_d, eta_d = prox_matrix_perspective(X, y, 0.8, symmetrize=True).x
     np.testing.assert_allclose(Omega, Omega_d, atol=1e-10)
     np.testing.assert_allclose(eta, eta_d, atol=1e-10)

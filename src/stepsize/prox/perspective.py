@@ -563,8 +563,9 @@ def prox_matrix_perspective(
     return _prox(X, y, sigma, method, tol, max_iter)[2]
 
 
-def _prox(X, y, sigma, method, tol, maxiter):
-    """The prox on validated input; returns ``(Omega, eta, info)``.
+def _prox(X, y, sigma, method, tol, maxiter, *, secular=False):
+    """The prox on validated input; returns ``(Omega, eta, info)``. ``secular=True`` forces
+    the secular (arrowhead) solver at every size and ratio (the tests' seam for that path).
 
     Exact power-of-two normalization (homogeneity: ``prox(cX, cy, c sigma) = c prox(X, y,
     sigma)``, and scaling by ``c = 2^-k`` rounds nothing): with ``D = max(|X_ij|, |y_i|)``
@@ -594,7 +595,8 @@ def _prox(X, y, sigma, method, tol, maxiter):
     sigma_n = math.ldexp(sigma, -shift)
     if log2_ratio > LARGE_LOG2_RATIO:
         sigma_n = math.ldexp(math.ldexp(largest, -shift), -LARGE_LOG2_RATIO)
-    Omega_n, eta_n, root_n = _normalized_prox(X_n, y_n, sigma_n, method, tol, maxiter, info)
+    Omega_n, eta_n, root_n = _normalized_prox(X_n, y_n, sigma_n, method, tol, maxiter, info,
+                                              secular)
     if Omega_n is None:
         return _zero_region(info, p, sigma)
     info.x = (np.ldexp(Omega_n, shift), np.ldexp(eta_n, shift))
@@ -643,12 +645,13 @@ def _large_sigma(info, X, y, sigma):
     return info.x[0], info.x[1], info
 
 
-def _normalized_prox(X, y, sigma, method, tol, maxiter, info):
+def _normalized_prox(X, y, sigma, method, tol, maxiter, info, secular=False):
     """The root and ``S* = [M(t*)]_+`` on normalized data; ``(None, None, sigma)`` in the
     zero region."""
     p = X.shape[0]
     size = max(float(np.linalg.norm(X)), float(np.linalg.norm(y)))
-    dense = p + 1 <= DENSE_MAX_SIZE and DENSE_MIN_RATIO * sigma <= size <= DENSE_MAX_RATIO * sigma
+    dense = (not secular and p + 1 <= DENSE_MAX_SIZE
+             and DENSE_MIN_RATIO * sigma <= size <= DENSE_MAX_RATIO * sigma)
     h = (_DenseRootFunction if dense else _SecularRootFunction)(X, y, sigma)
     # zero region: lambda_max(M(sigma)) <= 0 <=> lambda_max(X + y y^T / (2 sigma)) <= 0, tested
     # to the rounding of the eigenvalues of M(sigma) near zero, those of its (X, y) part: relative
