@@ -1,0 +1,73 @@
+"""The speed measures of issue 17 (item 5): what they change, in numbers (no timings)."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from stepsize._results import ConvergenceWarning
+from stepsize.matching import METHODS, match_graphs, matching_accuracy, projected_fixed_point
+from stepsize.matching.generators import kb_pair, network_pair
+from stepsize.matching.projections import _sinkhorn
+from stepsize.matching.qaplib import read_qaplib, read_qaplib_solutions
+
+DATA = Path(__file__).parent / "data"
+
+
+def test_apfp_sinkhorn_tolerance_follows_the_outer_change():
+    """inner_tol_factor=100 (apfp): the same matching with fewer Sinkhorn iterations."""
+    A, B, truth = network_pair(300, rewire=0.05, seed=0)
+    fixed = match_graphs(A, B, inner_tol_factor=1)
+    loose = match_graphs(A, B)
+    # Measured: accuracy 1.0 and Z = 1124 both, 273 Sinkhorn iterations instead of 700; the
+    # first projection stops at the row error 0.1 after 68 iterations (fixed: the cap, 100).
+    assert loose.objective == fixed.objective == 1124.0
+    assert matching_accuracy(loose.col_ind, truth) == matching_accuracy(fixed.col_ind, truth) == 1
+    assert sum(loose.info["inner_iterations"]) <= 0.5 * sum(fixed.info["inner_iterations"])
+    assert fixed.info["inner_iterations"][0] == 100 > loose.info["inner_iterations"][0]
+    A, B, truth = kb_pair(200, density=1.0, noise=0.1, seed=0)
+    dense = match_graphs(A, B)
+    assert dense.objective == pytest.approx(match_graphs(A, B, inner_tol_factor=1).objective,
+                                            rel=1e-12)  # measured 6632.7846 both
+    assert matching_accuracy(dense.col_ind, truth) == 1.0
+    # The plain iteration and asm keep a fixed tolerance.
+    assert METHODS["asm"].inner_tol_factor == 1.0
+    with pytest.warns(ConvergenceWarning, match="did not converge in 3 iterations"):
+        plain = projected_fixed_point(A, B, max_iter=3)
+        same = projected_fixed_point(A, B, max_iter=3, inner_tol_factor=1.0)
+    assert plain.info["inner_iterations"] == same.info["inner_iterations"]
+
+
+def test_polish_stops_after_five_steps_without_a_better_discrete_iterate():
+    instance = read_qaplib(DATA / "nug12.dat")
+    best = read_qaplib_solutions(DATA / "solutions.csv")["nug12"]
+    result = match_graphs(instance.A, instance.B, maximize=False)
+    polish = result.info["polish"]
+    # Measured: 23 of the 30 allowed IPFP steps, kept; 594 = best known 578 + 2.77%.
+    assert polish["kept"] and polish["n_iter"] == 23
+    assert result.objective == 594.0 and best == 578.0
+    # Where the polish runs, apfp does not restart the soft first run (polish=0 does).
+    assert "restart" not in result.info
+    assert "restart" in match_graphs(instance.A, instance.B, maximize=False, polish=0).info
+
+
+def test_float64_sinkhorn_tests_its_error_every_fourth_iteration():
+    rng = np.random.default_rng(5)
+    S = rng.normal(size=(30, 30)) * 4
+    out = _sinkhorn(S.copy(), 1e-8, 1000)
+    # Tested after iterations 1, 2 and then 4, 8, ...: the count stops on one of those.
+    assert out.converged and out.error < 1e-8 and (out.n_iter <= 2 or out.n_iter % 4 == 0)
+    np.testing.assert_allclose(out.P.sum(axis=1), 1.0, atol=1e-8)
+    np.testing.assert_allclose(out.P.sum(axis=0), 1.0, atol=1e-12)
+    # Absorption still keeps huge scores finite between the tests (beta X up to 1e16).
+    huge = _sinkhorn(S * 1e15, 1e-6, 200)
+    assert np.all(np.isfinite(huge.P))
+    np.testing.assert_allclose(huge.P.sum(axis=0), 1.0, atol=1e-12)
+
+
+def test_new_options_are_validated():
+    A = np.ones((4, 4)) - np.eye(4)
+    for name, value in (("inner_tol_factor", 0.5), ("stall_restarts", -1), ("float32_from", 0),
+                        ("memory_limit", -1.0)):
+        with pytest.raises(ValueError, match=name):
+            match_graphs(A, A, **{name: value})
