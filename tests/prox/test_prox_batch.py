@@ -106,6 +106,17 @@ def test_bisection_on_a_stack_is_single_calls():
         (np.zeros((2, 3, 3)), np.zeros((2, 3)), -1.0, "sigma"),
         (np.triu(np.ones((2, 3, 3))), np.zeros((2, 3)), 1.0, r"X\[0\] is not"),
         (np.full((1, 2, 2), np.nan), np.zeros((1, 2)), 1.0, "finite"),
+        # issue 13's bad input: mismatched stacks and matrix-eta shapes
+        (np.zeros((2, 3, 3)), np.zeros(3), 1.0, r"y must have shape \(2, 3\) or \(2, 3, k\)"),
+        (np.zeros((2, 3, 3)), np.zeros((2, 3, 2, 1)), 1.0, r"y must have shape \(2, 3\) or"),
+        (np.zeros((2, 3, 3)), np.zeros((3, 3, 2)), 1.0, r"got \(3, 3, 2\)"),
+        (np.zeros((2, 3, 3)), np.zeros((2, 3, 0)), 1.0, r"y must not be empty"),
+        (np.zeros((2, 3, 3)), np.zeros((2, 3, 2)), np.ones(3), r"sigma must be a number or"),
+        (np.zeros((2, 3, 3)), np.zeros((2, 3, 2)), np.array([1.0, -1.0]), r"sigma\[1\]"),
+        (np.eye(3), np.zeros((4, 2)), 1.0, r"y must be a vector of length 3 or a 3 x k"),
+        (np.eye(3), np.zeros((3, 2, 2)), 1.0, r"y must be a vector \(p,\) or a p x k matrix"),
+        (np.eye(3), np.full((3, 2), np.nan), 1.0, r"y must be finite"),
+        (np.zeros((0, 3, 3)), np.zeros((0, 3)), 1.0, r"X must not be empty"),
     ],
 )
 def test_bad_input(X, y, sigma, match):

@@ -97,6 +97,23 @@ def test_shapes_and_dtypes():
         f.prox(np.full(12, np.nan), 1.0)
 
 
+def test_wrong_lengths_raise_naming_x_in_every_method_and_inside_pyproximal():
+    """Issue 13's bad input: a vector of the wrong length is a ValueError naming x and the
+    expected p^2 + p, from every method and when PyProximal passes a wrong slice."""
+    f = MatrixPerspective(3)
+    message = r"x must have p\^2 \+ p = 12 entries for p = 3"
+    for call in (f, f.grad, f.unpack, lambda v: f.prox(v, 1.0), lambda v: f.proxdual(v, 1.0)):
+        for bad in (np.ones(11), np.ones(13), np.ones((3, 3))):
+            with pytest.raises(ValueError, match=message):
+                call(bad)
+    stacked = pyproximal.VStack([f, pyproximal.L1(sigma=0.2)], nn=[11, 6])  # 11, not 12
+    with pytest.raises(ValueError, match=message):
+        stacked.prox(np.ones(17), 1.0)
+    scaled = 2 * f
+    with pytest.raises(ValueError, match=message):
+        scaled.prox(np.ones(10), 1.0)
+
+
 def test_grad_in_the_interior_and_error_on_the_boundary():
     rng = np.random.default_rng(4)
     f = MatrixPerspective(3, sigma=1.7)

@@ -134,6 +134,9 @@ def _check_stack(X, y, sigma, symmetrize):
     """Validated float64 ``X`` (symmetrized), ``y`` and ``sigma`` (one per problem)."""
     X = _check_X_stack(X, symmetrize)
     b, p = X.shape[0], X.shape[1]
+    if np.ndim(y) != 2:
+        raise ValueError(f"y must have shape ({b}, {p}) or ({b}, {p}, k) to match X of shape "
+                         f"{X.shape}, got {np.shape(y)}")
     y = check_array(y, "y", ndim=2)
     if y.shape != (b, p):
         raise ValueError(f"y must have shape ({b}, {p}) to match X of shape {X.shape}, "

@@ -554,6 +554,10 @@ def prox_matrix_perspective(
         from stepsize.prox._batch import prox_batch
 
         return prox_batch(X, y, sigma, method, tol, max_iter, symmetrize)
+    if np.ndim(y) > 2:
+        raise ValueError(f"y must be a vector (p,) or a p x k matrix for X of shape "
+                         f"{np.shape(X)} (a stack needs X of shape (b, p, p)), got shape "
+                         f"{np.shape(y)}")
     if np.ndim(y) == 2:
         from stepsize.prox._matrix_eta import matrix_eta_prox
 
