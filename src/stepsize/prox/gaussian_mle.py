@@ -379,11 +379,12 @@ def _factor_state(V, covariance, caps, ridge):
     s, Q = np.linalg.eigh(0.5 * (A + A.T))
     w = _ridge_inverse(s, ridge)
     projections = np.sum(caps * V, axis=1)
-    dual = float(np.sum(-np.log(w) + s * w + 0.5 * ridge * w * w) + projections @ projections)
+    terms = np.concatenate([-np.log(w), s * w, 0.5 * ridge * w * w, projections**2])
     rotated, caps_rotated = V @ Q, caps @ Q
     gradient = -2.0 * (rotated * w) @ Q.T + 2.0 * projections[:, None] * caps
-    return {"s": s, "Q": Q, "w": w, "dual": dual, "gradient": gradient, "rotated": rotated,
-            "caps_rotated": caps_rotated, "a": (caps_rotated**2) @ (1.0 / w)}
+    return {"s": s, "Q": Q, "w": w, "dual": float(np.sum(terms)), "gradient": gradient,
+            "rotated": rotated, "caps_rotated": caps_rotated, "a": (caps_rotated**2) @ (1.0 / w),
+            "rounding": 64.0 * np.finfo(float).eps * float(np.sum(np.abs(terms)))}
 
 
 def _factor_hessian(state, ridge) -> np.ndarray:
@@ -412,36 +413,52 @@ def _factor_primal(state, covariance, ridge):
     return float(-np.sum(np.log(w)) + trace + 0.5 * ridge * (w @ w))
 
 
+def _factor_newton_direction(state, ridge):
+    """Newton's ascent direction for ``g`` (the Hessian shifted until negative definite; the
+    gradient if no shift up to ``1e12`` times its scale works); returns ``(direction,
+    slope)``."""
+    minus_hessian = _factor_hessian(state, ridge)
+    gradient = (state["gradient"] @ state["Q"]).ravel()
+    size = minus_hessian.shape[0]
+    scale = max(float(np.trace(minus_hessian)) / size, 1e-300)
+    step = gradient
+    for shift in (0.0, *(scale * 10.0**k for k in range(-12, 13))):
+        try:
+            factor = np.linalg.cholesky(minus_hessian + shift * np.eye(size))
+        except np.linalg.LinAlgError:
+            continue
+        step = np.linalg.solve(factor.T, np.linalg.solve(factor, gradient))
+        break
+    return step.reshape(state["rotated"].shape) @ state["Q"].T, float(gradient @ step)
+
+
 def _factor_step(V, state, problem):
     """One ascent step on ``g``: switch on the factors of violated caps held at 0 (a saddle of
-    ``g`` there, with positive curvature along ``Sigma c_i``), else a Newton step (the Hessian
-    shifted until negative definite) with an Armijo backtracking."""
+    ``g`` there, with positive curvature along ``Sigma c_i``); where that does not increase
+    ``g``, a Newton step. Backtracking accepts an Armijo ascent or, once the ascent is below
+    the rounding of ``g`` (large multipliers), a halved duality gap; ``(V, state)`` unchanged
+    when neither happens."""
     covariance, caps, ridge = problem["covariance_n"], problem["caps_n"], problem["ridge_n"]
+    gap = _factor_primal(state, covariance, ridge) - state["dual"]
+    rounding = state["rounding"]  # of g's value: 64 eps times the sum of its terms' sizes
     off = (~np.any(V, axis=1)) & (state["a"] > 1.0)
+    candidates = []
     if np.any(off):
         sigma_caps = ((caps[off] @ state["Q"]) / state["w"]) @ state["Q"].T
-        direction = np.zeros_like(V)
-        direction[off] = (np.sqrt(state["a"][off] - 1.0) / state["a"][off])[:, None] * sigma_caps
-        slope = 0.0
-    else:
-        minus_hessian = _factor_hessian(state, ridge)
-        gradient = (state["gradient"] @ state["Q"]).ravel()
-        size = minus_hessian.shape[0]
-        shift, floor = 0.0, 1e-12 * max(float(np.trace(minus_hessian)) / size, 1e-300)
-        while True:
-            try:
-                factor = np.linalg.cholesky(minus_hessian + shift * np.eye(size))
-                break
-            except np.linalg.LinAlgError:
-                shift = max(10.0 * shift, floor)
-        step = np.linalg.solve(factor.T, np.linalg.solve(factor, gradient))
-        direction, slope = step.reshape(V.shape) @ state["Q"].T, float(gradient @ step)
-    length = 1.0
-    for _ in range(60):
-        trial = _factor_state(V + length * direction, covariance, caps, ridge)
-        if trial["dual"] > state["dual"] + 1e-4 * length * slope:
-            return V + length * direction, trial
-        length *= 0.5
+        escape = np.zeros_like(V)
+        escape[off] = (np.sqrt(state["a"][off] - 1.0) / state["a"][off])[:, None] * sigma_caps
+        candidates.append((escape, 0.0))
+    candidates.append(None)  # Newton, computed only if needed
+    for candidate in candidates:
+        direction, slope = candidate or _factor_newton_direction(state, ridge)
+        length = 1.0
+        for _ in range(60):
+            trial = _factor_state(V + length * direction, covariance, caps, ridge)
+            if trial["dual"] > state["dual"] + 1e-4 * length * slope or (
+                    trial["dual"] >= state["dual"] - rounding
+                    and _factor_primal(trial, covariance, ridge) - trial["dual"] <= 0.5 * gap):
+                return V + length * direction, trial
+            length *= 0.5
     return V, state
 
 
