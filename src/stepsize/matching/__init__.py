@@ -38,6 +38,7 @@ from stepsize.matching.projections import (
 from stepsize.matching.qaplib import QAPInstance, read_qaplib, read_qaplib_solutions
 from stepsize.matching.solver import (
     ADAPTIVE_BETA_MAX,
+    INNER_TOL_FACTOR,
     METHODS,
     PROJECTIONS,
     MatchingOptions,
@@ -49,6 +50,7 @@ from stepsize.matching.steps import adaptive_step, fixed_step, line_search_coeff
 
 __all__ = [
     "ADAPTIVE_BETA_MAX",
+    "INNER_TOL_FACTOR",
     "LAWLER_AUTO_BETA",
     "METHODS",
     "PROJECTIONS",
