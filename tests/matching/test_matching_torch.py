@@ -71,15 +71,20 @@ def test_float64_cpu_equals_the_numpy_solver(name):
         np.testing.assert_allclose(ours.history, reference.history, rtol=1e-9)
 
 
-def test_the_soft_point_restart_and_the_polish_run_as_in_numpy():
-    # A noisy dense pair whose first run stops soft at a point that the polish sharpens.
-    A, B = _pair(40, 0.2, 0.1, 0)
-    ours = match_graphs_torch(torch.as_tensor(A), torch.as_tensor(B), seed=0)
-    reference = match_graphs(A, B, seed=0)
+@pytest.mark.parametrize("case", ["polish", "restart"])
+def test_the_polish_and_the_soft_point_restart_run_as_in_numpy(case):
+    # Minimizations that stop at a soft fixed point: the IPFP polish sharpens it (N <= 1000);
+    # with polish=0 apfp restarts it with the adaptive softassign instead.
+    A, B = _pair(30, 1.0, 0.2, 0) if case == "polish" else _pair(40, 0.2, 0.1, 0)
+    options = {"maximize": False, "seed": 0, **({} if case == "polish" else {"polish": 0})}
+    ours = match_graphs_torch(torch.as_tensor(A), torch.as_tensor(B), **options)
+    reference = _numpy(A, B, **options)
+    assert case in ours.info and case in reference.info
     for key in ("restart", "polish"):
         assert (key in ours.info) == (key in reference.info)
     np.testing.assert_array_equal(ours.col_ind, reference.col_ind)
     assert ours.objective == pytest.approx(reference.objective, rel=1e-9)
+    assert ours.n_iter == reference.n_iter
 
 
 def test_a_stall_at_the_barycenter_is_restarted_and_reported_as_in_numpy():
