@@ -528,7 +528,8 @@ def _stopped(state: dict, values: list, inner_tol: list, j: int, iteration: int,
     values[j] += alpha * c1 + alpha * alpha * c2
     state["objectives"].append(values[j])
     change = alpha * direction_norm / norm
-    if change <= settings.tol:
+    # Converged only after a step whose projection met inner_tol itself (not a loose one).
+    if change <= settings.tol and inner_tol[j] <= settings.inner_tol:
         state.update(n_iter=iteration, converged=True,
                      message=f"relative change below tol = {settings.tol:g}")
         return True
