@@ -268,14 +268,18 @@ def _match_subgraph_torch(A, B, method: str, center, relaxations: int, run: dict
     preset = METHODS[method].replaced(**options)
     unit = 0.0 if not isinstance(center, str) and float(center) == 0.0 else 1.0
     reference, runs = pair(1.0), []
-    for factor, beta in _plans(preset, unit, relaxations, n):
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            results = match_graphs_torch(*pair(factor), method=method,
-                                         **run, **{**options, "beta": beta})
-        scores = [_matched_value(reference[0][j], reference[1][j], r.col_ind)
-                  for j, r in enumerate(results)]
-        runs.append((factor, beta, results, scores, caught))
+    # One progress bar for every relaxation, as in the numpy path.
+    with progress_options(preset.as_dict(), run.pop("progress"),
+                          f"match_subgraph ({method})") as chosen:
+        chosen = {name: value for name, value in chosen.items() if name != "lam"}
+        for factor, beta in _plans(preset, unit, relaxations, n):
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                results = match_graphs_torch(*pair(factor), method=method, progress=False,
+                                             **run, **{**chosen, "beta": beta})
+            scores = [_matched_value(reference[0][j], reference[1][j], r.col_ind)
+                      for j, r in enumerate(results)]
+            runs.append((factor, beta, results, scores, caught))
     kept = _kept_per_pair(runs, A3, B3, c.tolist(), _matched_value)
     return kept if batched else kept[0]
 
