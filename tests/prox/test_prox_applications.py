@@ -150,6 +150,27 @@ def test_pseudolikelihood_on_diabetes_features_matches_cvxpy():
     np.testing.assert_allclose(result.precision, Omega_cvx, atol=1e-4 * np.abs(Omega_cvx).max())
 
 
+def test_pseudolikelihood_on_an_ill_conditioned_instance():
+    """A random instance (p = 7, n = 23, condition number of S 1.5e4) on which L-BFGS-B alone
+    took 1688 iterations: rounds of L-BFGS-B and Newton take about 35, at Clarabel's
+    objective."""
+    pytest.importorskip("cvxpy")
+    from stepsize._reference.cvxpy_prox import cvxpy_pseudolikelihood
+
+    rng = np.random.default_rng(3)
+    for trial in range(49):  # the 49th draw of this generator
+        p = int(rng.integers(2, 9))
+        n = int(rng.integers(p + 1, 5 * p))
+        data = (rng.standard_normal((n, p)) @ rng.standard_normal((p, p))
+                * 10.0 ** rng.uniform(-3, 3) + rng.normal(0, 5, p))
+        lam = 10.0 ** rng.uniform(-3, 0.5) * np.trace(np.cov(data.T)) / p if trial % 10 else 0.0
+    result = pseudolikelihood_graph(data, lam)
+    _, value_cvx = cvxpy_pseudolikelihood(data, lam)
+    assert result.converged and result.n_iter <= 60
+    assert result.objective == pytest.approx(value_cvx, rel=1e-7)
+    assert result.objective <= value_cvx + 1e-9 * abs(value_cvx)
+
+
 def test_reduced_pseudolikelihood_derivatives():
     """The diagonal eliminated in closed form: ``phi``'s gradient and Hessian against central
     differences, and ``d`` the minimizer of the node terms at fixed off-diagonal entries."""
