@@ -134,6 +134,12 @@ def test_resnet18_fuses_every_conv_and_add(torchvision_models, tmp_path):
     assert kernels.get("QLinearGlobalAveragePool") == 1
     assert not {"Conv", "FusedConv", "Add", "BatchNormalization"} & set(kernels)
     assert biases == 20
+    # the stem's max pooling runs on the uint8 codes (one QuantizeLinear after it, shared by
+    # layer1.0.conv1 and the skip path), not in float between reorders; the QuantizeLinear
+    # left: the input, the 3 block outputs that feed a conv (its step) and a skip
+    # (calibrated), the logits layer's input
+    assert kernels.get("NhwcMaxPool") == 1 and "MaxPool" not in kernels
+    assert kernels.get("QuantizeLinear") == 5
 
 
 def test_integer_kernel_arguments_are_checked(tmp_path):

@@ -158,6 +158,12 @@ def _kind(node: torch.fx.Node, modules: dict) -> str | None:
     return None
 
 
+def _is_max_pool(node: torch.fx.Node, modules: dict) -> bool:
+    if node.op == "call_module":
+        return isinstance(modules[node.target], (nn.MaxPool1d, nn.MaxPool2d))
+    return node.op == "call_function" and node.target in (F.max_pool1d, F.max_pool2d)
+
+
 def _tail(node: torch.fx.Node, modules: dict) -> tuple[torch.fx.Node, torch.fx.Node | None]:
     """The last node of ``node -> [Identity...] -> [ReLU | ReLU6]`` and the activation node."""
     activation = None
@@ -273,6 +279,15 @@ class _Placement:
         if consumers and node.args and self.spec_of(node.args[0]) is not None:
             self.insert(node, from_lsq(consumers[0]))
 
+    def place_max_pool(self, node: torch.fx.Node) -> None:
+        """Quantize a max pooling of codes again at its input's quantization (exact: max
+        commutes with it), so that every reader shares one QuantizeLinear and onnxruntime runs
+        ``DQ -> MaxPool -> Q`` on the uint8 codes (NhwcMaxPool) instead of in float."""
+        spec = self.spec_of(node.args[0]) if node.args else None
+        if spec is not None:
+            self.insert(node, OutputQuantizer(float(spec.scale), spec.zero_point, spec.signed,
+                                              spec.low, spec.high))
+
     def quantize_add_inputs(self, node: torch.fx.Node) -> None:
         """Give both inputs of an add a DequantizeLinear (uint8 codes)."""
         for argument in node.args:
@@ -309,6 +324,8 @@ def place_output_quantizers(graph_module: torch.fx.GraphModule, example_inputs) 
             placement.place(node)
         elif kind == "pool":
             placement.place_pool(node)
+        elif kind == "pass" and _is_max_pool(node, placement.modules):
+            placement.place_max_pool(node)
     redundant = set()
     for node in placement.graph.nodes:
         if _kind(node, placement.modules) == "layer" and node.args[:1] and \
