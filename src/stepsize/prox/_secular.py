@@ -139,16 +139,18 @@ def secular_sums(poles, weights, origin, offset, powers, *, magnitude: bool = Fa
 
 
 def _fill_sums(out, poles, weights, origin, offset, powers, magnitude):
+    # in place on two work arrays per block: this is the O(n^2) inner loop of the prox
     for rows in _blocks(offset.size, poles.size):
-        differences = (poles[origin[rows], None] - poles[None, :]) + offset[rows, None]
-        inverse = 1.0 / differences
-        term = weights * inverse
+        inverse = np.subtract.outer(poles[origin[rows]], poles)
+        inverse += offset[rows, None]
+        np.reciprocal(inverse, out=inverse)
+        term = inverse * weights
         if magnitude:
             out[-1][rows] = np.abs(term).sum(axis=1)
         power_now = 1
         for slot, power in enumerate(powers):
             while power_now < power:
-                term = term * inverse
+                term *= inverse
                 power_now += 1
             out[slot][rows] = term.sum(axis=1)
 

@@ -335,7 +335,6 @@ class _SecularRootFunction:
         p = X.shape[0]
         poles = arrow.poles
         n = poles.size
-        columns = []
         if n:
             roots = secular_roots(poles, arrow.weights, -t, np.arange(n + 1), self.roots)
             lam = roots.values(poles)
@@ -346,29 +345,36 @@ class _SecularRootFunction:
         use_positive = rank <= (n + 1 + deflated_values.size) - rank
         side = lam > 0 if use_positive else lam < 0
         magnitude = np.sqrt(np.abs(lam[side]))
+        # S = F F^T with F = [upper; last]: one product for the columns of upper, then one
+        # syrk (numpy's A @ A.T, exactly symmetric), with no stacked copy of F
+        uppers, lasts = [], []
         if n:
             chosen = Roots(
                 index=roots.index[side], origin=roots.origin[side], offset=roots.offset[side]
             )
             b_hat = arrow.signs * np.sqrt(corrected_weights(poles, roots))
-            vectors = eigenvectors(poles, b_hat, chosen) * magnitude
+            vectors = eigenvectors(poles, b_hat, chosen)
+            vectors *= magnitude
             kept_basis = arrow.basis if n == p else arrow.basis[:, arrow.kept]
-            top = kept_basis @ vectors[:n]
-            columns.append(np.vstack([top, vectors[n : n + 1]]))
+            uppers.append(kept_basis @ vectors[:n])
+            lasts.append(vectors[n])
         elif side[0]:
-            columns.append(np.concatenate([np.zeros(p), magnitude]).reshape(-1, 1))
+            uppers.append(np.zeros((p, 1)))
+            lasts.append(magnitude)
         pick = deflated_values > 0 if use_positive else deflated_values < 0
         if np.any(pick):
-            top = arrow.basis[:, arrow.deflated[pick]] * np.sqrt(np.abs(deflated_values[pick]))
-            columns.append(np.vstack([top, np.zeros((1, top.shape[1]))]))
-        factor = np.hstack(columns) if columns else np.zeros((p + 1, 0))
-        upper = factor[:p]
+            uppers.append(arrow.basis[:, arrow.deflated[pick]]
+                          * np.sqrt(np.abs(deflated_values[pick])))
+            lasts.append(np.zeros(int(np.sum(pick))))
+        upper = uppers[0] if len(uppers) == 1 else np.hstack(uppers or [np.zeros((p, 0))])
+        last = lasts[0] if len(lasts) == 1 else np.concatenate(lasts or [np.zeros(0)])
         Omega = upper @ upper.T
-        eta = _SQRT2 * (upper @ factor[p])
+        eta = _SQRT2 * (upper @ last)
         if not use_positive:
+            # X is exactly symmetric (validated), so the sum stays exactly symmetric
             Omega += X
             eta += y
-        return 0.5 * (Omega + Omega.T), eta, rank
+        return Omega, eta, rank
 
 
 class _DenseRootFunction:
@@ -653,23 +659,23 @@ def _normalized_prox(X, y, sigma, method, tol, maxiter, info, secular=False):
     """The root and ``S* = [M(t*)]_+`` on normalized data; ``(None, None, sigma)`` in the
     zero region."""
     p = X.shape[0]
-    size = max(float(np.linalg.norm(X)), float(np.linalg.norm(y)))
+    norm_X, norm_y = float(np.linalg.norm(X)), float(np.linalg.norm(y))
+    size = max(norm_X, norm_y)
     dense = (not secular and p + 1 <= DENSE_MAX_SIZE
              and DENSE_MIN_RATIO * sigma <= size <= DENSE_MAX_RATIO * sigma)
     h = (_DenseRootFunction if dense else _SecularRootFunction)(X, y, sigma)
     # zero region: lambda_max(M(sigma)) <= 0 <=> lambda_max(X + y y^T / (2 sigma)) <= 0, tested
     # to the rounding of the eigenvalues of M(sigma) near zero, those of its (X, y) part: relative
     # to ||(X, y)||, not to sigma (a tiny X is not "zero" next to a large sigma)
-    zero_scale = float(np.linalg.norm(X)) + float(np.linalg.norm(y))
-    if h.largest_eigenvalue(sigma) <= 64 * _EPS * zero_scale:
+    scale = norm_X + norm_y
+    if h.largest_eigenvalue(sigma) <= 64 * _EPS * scale:
         return None, None, sigma
 
     target = max(tol, 16 * _EPS) * sigma
-    low = 0.5 * sigma - 0.5 * (float(np.sum(X**2)) + float(y @ y)) / sigma
+    low = 0.5 * sigma - 0.5 * (norm_X * norm_X + norm_y * norm_y) / sigma
     bounded = isinstance(h, _SecularRootFunction)
     if bounded:
         low = max(low, h.root_lower_bound())
-    scale = float(np.linalg.norm(X)) + float(np.linalg.norm(y))
     t, value = find_root(h, method, sigma, target, maxiter, low, info, scale, bounded, h.kink())
     if dense and not info.converged:
         # a dense eigenvector's small last components carry absolute (not relative) rounding
