@@ -560,17 +560,22 @@ def prox_matrix_perspective(
         from stepsize.prox._batch import prox_batch
 
         return prox_batch(X, y, sigma, method, tol, max_iter, symmetrize)
-    if np.ndim(y) > 2:
-        raise ValueError(f"y must be a vector (p,) or a p x k matrix for X of shape "
-                         f"{np.shape(X)} (a stack needs X of shape (b, p, p)), got shape "
-                         f"{np.shape(y)}")
-    if np.ndim(y) == 2:
+    if _check_y_rank(X, y) == 2:
         from stepsize.prox._matrix_eta import matrix_eta_prox
 
         return matrix_eta_prox(X, y, sigma, method, tol, max_iter, symmetrize)
     X, y = check_pair(X, y, symmetrize=symmetrize)
     sigma = check_real(sigma, "sigma", low=0, low_inclusive=False)
     return _prox(X, y, sigma, method, tol, max_iter)[2]
+
+
+def _check_y_rank(X, y) -> int:
+    """The number of axes of ``y`` for one problem: 1 (vector) or 2 (matrix ``eta``)."""
+    if np.ndim(y) > 2:
+        raise ValueError(f"y must be a vector (p,) or a p x k matrix for X of shape "
+                         f"{np.shape(X)} (a stack needs X of shape (b, p, p)), got shape "
+                         f"{np.shape(y)}")
+    return np.ndim(y)
 
 
 def _prox(X, y, sigma, method, tol, maxiter, *, secular=False):
