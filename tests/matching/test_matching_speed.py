@@ -19,11 +19,13 @@ def test_apfp_sinkhorn_tolerance_follows_the_outer_change():
     A, B, truth = network_pair(300, rewire=0.05, seed=0)
     fixed = match_graphs(A, B, inner_tol_factor=1)
     loose = match_graphs(A, B)
-    # Measured: accuracy 1.0 and Z = 1124 both, 273 Sinkhorn iterations instead of 700; the
-    # first projection stops at the row error 0.1 after 68 iterations (fixed: the cap, 100).
+    # Measured: accuracy 1.0 and Z = 1124 both, 373 Sinkhorn iterations in 9 outer ones
+    # instead of 700 in 7; the first projection stops at the row error 0.1 after 68 iterations
+    # (fixed: the cap, 100), and the last ones run at the final tolerance 1e-3 (the run only
+    # converges after a step at that tolerance).
     assert loose.objective == fixed.objective == 1124.0
     assert matching_accuracy(loose.col_ind, truth) == matching_accuracy(fixed.col_ind, truth) == 1
-    assert sum(loose.info["inner_iterations"]) <= 0.5 * sum(fixed.info["inner_iterations"])
+    assert sum(loose.info["inner_iterations"]) <= 0.6 * sum(fixed.info["inner_iterations"])
     assert fixed.info["inner_iterations"][0] == 100 > loose.info["inner_iterations"][0]
     A, B, truth = kb_pair(200, density=1.0, noise=0.1, seed=0)
     dense = match_graphs(A, B)
