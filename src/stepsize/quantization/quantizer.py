@@ -145,8 +145,8 @@ class _LSQFunction(torch.autograd.Function):
     No boolean mask is built: ``hardtanh_backward(grad, x, -Q_N, Q_P)`` is ``grad`` where
     ``-Q_N < x < Q_P`` and 0 elsewhere, the paper's strict inside test, in one pass. On one
     CPU thread ``torch.where`` on a mask took 7-17 ms per 1M float32 entries against 0.3 ms for
-    it, and the backward went from 26 ms to 11 ms (forward included; torch's native
-    learnable fake-quant op: 43 ms).
+    it; forward + backward of 262,144 entries went from 1.9 ms to 1.1 ms (torch's native
+    learnable fake-quant op: 3.0 ms). The results are bitwise those of the mask formula.
     """
 
     @staticmethod
