@@ -63,10 +63,11 @@ def test_chain_is_integer_and_exact_in_onnxruntime(tmp_path):
     path = export_onnx(model, tmp_path / "chain.onnx", calibration[:1], integer_kernels=True)
     kernels, biases = _optimized(path, tmp_path)
     assert kernels.get("QLinearConv") == 3 and "Conv" not in kernels
+    assert kernels.get("QGemm") == 1 and "Gemm" not in kernels
     assert "BatchNormalization" not in kernels
     graph = onnx.load(str(path)).graph
     assert [i.name for i in graph.input] == ["input"]  # initializers are constants
-    assert biases == 3  # the last layer (float logits) stays a Gemm on int8 weights
+    assert biases == 3  # the last layer (float logits): QGemm, int8 weights, float output
     clips = [n for n in graph.node if n.op_type == "Clip"]
     assert len(clips) == 1  # ReLU6 -> clamp(q, 0, round(6 / 0.05)) on the uint8 codes
     x = torch.randn(256, 3, 8, 8)
@@ -140,6 +141,9 @@ def test_resnet18_fuses_every_conv_and_add(torchvision_models, tmp_path):
     # (calibrated), the logits layer's input
     assert kernels.get("NhwcMaxPool") == 1 and "MaxPool" not in kernels
     assert kernels.get("QuantizeLinear") == 5
+    # the logits layer: int8 GEMM with float output (its DequantizeLinear nodes carry explicit
+    # zero points, without which onnxruntime leaves a float Gemm)
+    assert kernels.get("QGemm") == 1 and "Gemm" not in kernels
 
 
 def test_integer_kernel_arguments_are_checked(tmp_path):

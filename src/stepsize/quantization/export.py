@@ -128,16 +128,22 @@ class _Dequantize(torch.autograd.Function):
     """``codes * s`` for int8 weight codes; exported as DequantizeLinear of an int8 initializer."""
 
     @staticmethod
-    def forward(ctx, codes, scale, axis):
+    def forward(ctx, codes, scale, axis, zero_point):
         shape = (-1,) + (1,) * (codes.dim() - 1) if scale.dim() else ()
         return codes.float() * scale.view(shape)
 
     @staticmethod
-    def symbolic(g, codes, scale, axis):
-        # no zero-point input: it defaults to 0 of the codes' type (int8)
+    def symbolic(g, codes, scale, axis, zero_point):
+        # an explicit zero point (0): onnxruntime fuses DQ -> Gemm into QGemm only with one
         if axis is None:
-            return g.op("DequantizeLinear", codes, scale)
-        return g.op("DequantizeLinear", codes, scale, axis_i=axis)
+            return g.op("DequantizeLinear", codes, scale, zero_point)
+        return g.op("DequantizeLinear", codes, scale, zero_point, axis_i=axis)
+
+
+def _dequantize(codes: torch.Tensor, scale: torch.Tensor, axis: int | None) -> torch.Tensor:
+    """``codes * scale`` (per axis 0 for a 1-D scale), exported as DequantizeLinear."""
+    zero_point = torch.zeros(scale.shape, dtype=codes.dtype)
+    return _Dequantize.apply(codes, scale, axis, zero_point)
 
 
 class _OnnxActivation(nn.Module):
@@ -162,7 +168,7 @@ class _OnnxWeight(nn.Module):
         self.axis = 0 if quantizer.per_channel else None
 
     def forward(self, weight):
-        return _Dequantize.apply(self.codes, self.scale, self.axis)
+        return _dequantize(self.codes, self.scale, self.axis)
 
 
 def _batch_norm_pairs(model: nn.Module) -> list[tuple[str, str]] | None:
@@ -210,7 +216,7 @@ class _OnnxBias(nn.Module):
         self.register_buffer("scale", scale.float())
 
     def forward(self):
-        return _Dequantize.apply(self.codes, self.scale, 0)
+        return _dequantize(self.codes, self.scale, 0)
 
 
 def _fold_forward(self, x):
