@@ -729,12 +729,17 @@ _POLISH_PATIENCE = 5
 _POLISH_ONLY_N = 200
 
 
+def _uniform_row_max(size: int) -> float:
+    """The mean row maximum of ``X`` at or below which a run has stalled at the barycenter."""
+    return 1.0 / size + _UNIFORM_FRACTION * (1.0 - 1.0 / size)
+
+
 def _stall(result: MatchingResult, size: int, projection: str) -> str | None:
     """``"uniform"``, ``"soft"`` or None: how a converged run stopped short of a matching."""
     if not result.converged:
         return None
     row_max = result.info["mean_row_max"]
-    if row_max <= 1.0 / size + _UNIFORM_FRACTION * (1.0 - 1.0 / size):
+    if row_max <= _uniform_row_max(size):
         return "uniform"
     # A soft fixed point that was sharpened (polish) ends at a discrete local optimum; one whose
     # rounding scores at least the relaxed value is a mixture of equally good matchings (ties,
@@ -888,10 +893,12 @@ def _run_start(problem, settings: _Settings, make_start, size: int, restart_epsi
     # Up to _POLISH_ONLY_N nodes the polish alone sharpens a soft fixed point (same mean
     # accuracy on 55 benchmark pairs up to 200 nodes with or without the restart, which costs
     # more there); above, its LAPs are dear and a soft first run needs the restart.
-    polished = settings.polish > 0 and size <= _POLISH_ONLY_N
+    row_max = result.info["mean_row_max"]
+    polished = (settings.polish > 0 and size <= _POLISH_ONLY_N
+                and row_max > _uniform_row_max(size))
     if (restart_epsilon is not None and settings.epsilon is None and result.converged
             and settings.projection in _SOFTASSIGNS and not polished
-            and result.info["mean_row_max"] < _SOFT_ROW_MAX):
+            and row_max < _SOFT_ROW_MAX):
         again = _iterate(problem, replace(settings, epsilon=restart_epsilon), first_iterate(),
                          barycenter)
         first = result
