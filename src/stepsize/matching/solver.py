@@ -307,7 +307,9 @@ def _softassign(grad, beta, settings, n1, n2, warm, buffer, tol) -> SinkhornResu
     max_iter = settings.inner_max_iter
     if settings.epsilon is None:
         np.multiply(grad, beta / width, out=buffer)
-        return replace(_sinkhorn(buffer, tol, max_iter, warm, settings.float32_from), beta=beta)
+        out = _sinkhorn(buffer, tol, max_iter, warm, settings.float32_from)
+        out.beta = beta  # set, not dataclasses.replace: a copy per projection at small n
+        return out
     return _adaptive_softassign(grad, width, beta, settings.epsilon, settings.beta_max, tol,
                                 max_iter, warm, buffer, settings.float32_from)
 
