@@ -80,6 +80,25 @@ def test_location_and_scale_do_not_matter(shift):
     assert base.objective == pytest.approx(value_cvx, rel=1e-7)
 
 
+def test_large_multipliers_converge_without_a_ridge():
+    """A random instance (p = 7, n = 10, 3 random caps, a multiplier of 407) on which the
+    first version's Armijo test, blind below the rounding of g, took tiny steps to the cap: it
+    now accepts steps that halve the KKT residual there. Certified gap, caps to rounding."""
+    rng = np.random.default_rng(5)
+    for _ in range(2):  # the second draw of this generator
+        p = int(rng.integers(2, 9))
+        n, m = int(rng.integers(p + 2, 4 * p + 3)), int(rng.integers(1, 6))
+        data = rng.standard_normal((n, p)) @ rng.standard_normal((p, p)) + rng.normal(0, 20, p)
+        caps = rng.standard_normal((m, p)) * rng.uniform(0.1, 3)
+    result = constrained_gaussian_mle(data, caps, tol=1e-10, max_iter=100)
+    assert result.converged and result.n_iter <= 25
+    assert result.info["multipliers"].max() > 100
+    assert abs(result.info["duality_gap"]) <= 1e-10 * abs(result.objective)
+    assert result.constraint_violation <= 1e-14
+    _, value_cvx = cvxpy_mle(data, caps)
+    assert result.objective == pytest.approx(value_cvx, rel=1e-7)
+
+
 def test_methods_agree_when_caps_bind():
     rng = np.random.default_rng(2)
     data = correlated(rng, 16, 8, 0.5)

@@ -303,8 +303,11 @@ def _dual_state(y, whitened, log_det_covariance):
     rotated = Q.T @ whitened
     caps_value = t @ (rotated * rotated)
     primal = log_det_covariance + float(np.sum(np.log(t))) + float(np.sum(1.0 / t))
+    size = (abs(log_det_covariance) + float(np.sum(np.abs(np.log(t))) + np.sum(1.0 / t))
+            + float(y @ np.abs(caps_value - 1.0)))
     return {"t": t, "root": root, "Q": Q, "rotated": rotated, "a": caps_value,
-            "primal": primal, "dual": primal + float(y @ (caps_value - 1.0))}
+            "primal": primal, "dual": primal + float(y @ (caps_value - 1.0)),
+            "rounding": 64.0 * np.finfo(float).eps * size}
 
 
 def _dual_hessian(state) -> np.ndarray:
@@ -339,6 +342,25 @@ def _kkt_residual(y, slack) -> float:
     return max(float(np.max(slack, initial=0.0)), float(np.max(np.abs(y * slack), initial=0.0)))
 
 
+def _dual_newton_step(y, state, whitened, log_det):
+    """A projected Newton step with backtracking along the projection arc: accepts an Armijo
+    ascent or, once the ascent is below the rounding of ``g`` (large multipliers), a halved KKT
+    residual; None when neither happens."""
+    slack = state["a"] - 1.0
+    residual = _kkt_residual(y, slack)
+    direction = _newton_direction(y, slack, _dual_hessian(state))
+    step = 1.0
+    for _ in range(60):
+        trial_y = np.maximum(y + step * direction, 0.0)
+        trial = _dual_state(trial_y, whitened, log_det)
+        if trial["dual"] > state["dual"] + 1e-4 * float(slack @ (trial_y - y)) or (
+                trial["dual"] >= state["dual"] - state["rounding"]
+                and _kkt_residual(trial_y, trial["a"] - 1.0) <= 0.5 * residual):
+            return trial_y, trial
+        step *= 0.5
+    return None
+
+
 def _dual_newton(problem, max_iter, tol, progress):
     """Projected Newton on the caps' multipliers (module docstring)."""
     w, V = np.linalg.eigh(problem["covariance_n"])
@@ -352,17 +374,10 @@ def _dual_newton(problem, max_iter, tol, progress):
         if _kkt_residual(y, slack) <= tol:
             converged, iteration = True, iteration - 1
             break
-        direction = _newton_direction(y, slack, _dual_hessian(state))
-        step = 1.0
-        for _ in range(60):  # Armijo along the projection arc
-            trial_y = np.maximum(y + step * direction, 0.0)
-            trial = _dual_state(trial_y, whitened, log_det)
-            if trial["dual"] >= state["dual"] + 1e-4 * float(slack @ (trial_y - y)):
-                break
-            step *= 0.5
-        if trial["dual"] < state["dual"]:  # no ascent left at rounding level
+        stepped = _dual_newton_step(y, state, whitened, log_det)
+        if stepped is None:  # no ascent left at rounding level
             break
-        y, state = trial_y, trial
+        y, state = stepped
         history.append(state["primal"])
     converged = converged or _kkt_residual(y, state["a"] - 1.0) <= tol
     inverse_root = (V / np.sqrt(w)) @ V.T  # Omega = Sigma_hat^{-1/2} T^{-1} Sigma_hat^{-1/2}
