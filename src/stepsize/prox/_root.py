@@ -16,6 +16,9 @@
   least half of the way back: ``m`` is convex there, so that step does not overshoot, where the
   two-point models zig-zag across a bend of ``m`` (zero eigenvalues of ``X`` with a tiny ``y`` on
   them: issue 13's 11 to 15 steps).
+* **The zero crossing** ``t_c`` (``kink``), the one ``t`` where an eigenvalue of ``M(t)``
+  crosses zero and ``m`` bends: after a point below it with ``m < sigma / 100``, the next point
+  is just above ``t_c``, and from there (below the root) a Newton step (see ``_kink_step``).
 * **Bisection** (of ``log |t|`` when the bracket spans more than a factor 4 below zero) when a
   step leaves the bracket ``[low, high]`` from the signs of ``h``, or when two steps have not
   halved ``|h|`` on the same side of the root.
