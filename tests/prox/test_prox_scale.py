@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 from stepsize import ConvergenceWarning
 from stepsize._reference.prox_instances import hard_instance
+from stepsize.benchmarks.prox import spread_instance
 from stepsize.prox import kkt_residuals, prox_matrix_perspective
 
 # PyProximal's backtracking ProximalGradient crashed here with log1p(-1) (issue 13)
@@ -187,25 +188,6 @@ def test_newton_steps_in_the_issue_range(kind):
             assert optimality(X, y, sigma, Omega, eta) <= 1e-10
     # issue 13's goal: at most 10 steps (measured over 2 x 5100 such instances: docs/prox.md)
     assert max(steps) <= 10
-
-
-def spread_instance(kind, seed):
-    """Eigenvalues of X of both signs spread over 1e-8..1e4 (``diag_spread``: X diagonal), ``y``
-    with its components in the eigenbasis spread over 1e-8..1e2, or a ``hard_instance`` kind;
-    sigma log-uniform in 1e-8..1e8 (the draws of ``stepsize bench prox``'s spread sweep)."""
-    rng = np.random.default_rng([0, seed])
-    p = int(rng.integers(2, 40))
-    if kind == "diag_spread":
-        X = np.diag(rng.choice([-1, 1], p) * 10.0 ** rng.uniform(-8, 4, p))
-        y = rng.standard_normal(p) * 10.0 ** rng.uniform(-8, 2, p)
-    elif kind == "spread_y":
-        Q = np.linalg.qr(rng.standard_normal((p, p)))[0]
-        X = (Q * (rng.choice([-1, 1], p) * 10.0 ** rng.uniform(-8, 4, p))) @ Q.T
-        X = 0.5 * (X + X.T)
-        y = Q @ (rng.standard_normal(p) * 10.0 ** rng.uniform(-8, 2, p))
-    else:
-        X, y = hard_instance(kind, rng, p)
-    return X, y, 10 ** rng.uniform(-8, 8)
 
 
 # instances of a 4000-draw sweep that took 11 to 34 Newton steps before the secular roots were

@@ -18,7 +18,9 @@
   and hard instances (crashes, NaN, non-convergence, Newton steps, the scale-free KKT residuals,
   the distance to the asymptotic answers ``(Pi_+(X), 0)`` below 1e-16 and ``(Pi_+(X), y)`` above
   1e60), and ``sigma`` from 1e-8 to 1e-4 on 5100 instances (``--quick``: 1000) of those kinds,
-  where PyProximal's backtracking made the old prox run to its 50-step cap;
+  where PyProximal's backtracking made the old prox run to its 50-step cap; and the spread
+  sweep (:func:`spread_instance`, 20,000 instances, ``--quick``: 2000): eigenvalues over 12
+  decades, sigma 1e-8..1e8;
 - the batched prox (``prox_matrix_perspective`` on a stack ``(b, p, p)``) against a loop of
   single calls at p = 5 and 10: time per problem and the largest difference.
 
@@ -37,11 +39,47 @@ from stepsize.benchmarks import Entry, register
 QUICK = {"compare_size": 50, "compare_instances": 2, "ours_repeats": 20, "peer_repeats": 2,
          "sizes": [100, 300, 1000, 2000], "size_instances": 1, "size_repeats": 3,
          "threads": [1, 2], "sweep_instances": 1000, "ratio_exponents": list(range(-300, 301, 25)),
-         "ratio_instances": 2, "batch_sizes": [5, 10], "batch_count": 500, "batch_repeats": 3}
+         "ratio_instances": 2, "spread_instances": 2000, "batch_sizes": [5, 10], "batch_count": 500,
+         "batch_repeats": 3}
 FULL = {"compare_size": 50, "compare_instances": 5, "ours_repeats": 50, "peer_repeats": 3,
         "sizes": [100, 200, 500, 1000, 2000], "size_instances": 3, "size_repeats": 5,
         "threads": [1, 2], "sweep_instances": 5100, "ratio_exponents": list(range(-300, 301, 10)),
-        "ratio_instances": 10, "batch_sizes": [5, 10], "batch_count": 2000, "batch_repeats": 5}
+        "ratio_instances": 10, "spread_instances": 20000, "batch_sizes": [5, 10],
+        "batch_count": 2000, "batch_repeats": 5}
+
+
+SPREAD_KINDS = ("spread", "spread_y", "diag_spread", "random", "zeros", "negative", "lowrank",
+                "clusters")
+
+
+def spread_instance(kind: str, seed: int):
+    """Instance ``seed`` of the spread sweep: ``(X, y, sigma)`` with sigma log-uniform in
+    1e-8..1e8 and p in 2..39.
+
+    ``"spread"``: eigenvalues of X of both signs spread over 1e-8..1e4, ``y`` isotropic at a
+    random scale 1e-4..1e2; ``"spread_y"``: the same X, ``y`` with its components in the
+    eigenbasis spread over 1e-8..1e2; ``"diag_spread"``: both with X diagonal; otherwise a
+    ``hard_instance`` kind. The spread kinds put an eigenvalue crossing of ``M(t)`` next to the
+    root at small sigma, where the root finder took 11 to 34 steps before (issue 13).
+    """
+    from stepsize._reference.prox_instances import hard_instance
+
+    rng = np.random.default_rng([0, seed])
+    p = int(rng.integers(2, 40))
+    if kind == "diag_spread":
+        X = np.diag(rng.choice([-1, 1], p) * 10.0 ** rng.uniform(-8, 4, p))
+        y = rng.standard_normal(p) * 10.0 ** rng.uniform(-8, 2, p)
+    elif kind in ("spread", "spread_y"):
+        Q = np.linalg.qr(rng.standard_normal((p, p)))[0]
+        X = (Q * (rng.choice([-1, 1], p) * 10.0 ** rng.uniform(-8, 4, p))) @ Q.T
+        X = 0.5 * (X + X.T)
+        if kind == "spread":
+            y = rng.standard_normal(p) * 10.0 ** rng.uniform(-4, 2)
+        else:
+            y = Q @ (rng.standard_normal(p) * 10.0 ** rng.uniform(-8, 2, p))
+    else:
+        X, y = hard_instance(kind, rng, p)
+    return X, y, 10 ** rng.uniform(-8, 8)
 
 
 def _objective(X, y, sigma, Omega, eta) -> float:
@@ -202,6 +240,11 @@ def _robustness(config, rng):
                 else:
                     continue
                 record["asymptote_error"] = max(record["asymptote_error"], error)
+    for index in range(config["spread_instances"]):
+        kind = SPREAD_KINDS[index % len(SPREAD_KINDS)]
+        record = records.setdefault(f"sigma 1e-8..1e8, spread sweep, {kind}", new_record())
+        record["instances"] += 1
+        solve(*spread_instance(kind, index), record)
     for index in range(config["sweep_instances"]):
         kind = HARD_KINDS[index % len(HARD_KINDS)]
         record = records.setdefault(f"sigma 1e-8..1e-4, {kind}", new_record())
