@@ -150,9 +150,9 @@ def test_esc_instances_stall_at_the_barycenter_and_are_restarted():
     plain = match_graphs(instance.A, instance.B, maximize=False, restart_epsilon=None,
                          polish=0, seed=0)
     first = plain.info["starts"][0]
-    # Two iterations: apfp's first projection is loose (Sinkhorn tolerance 0.1), and
-    # convergence is only declared after a step at the final tolerance.
-    assert first["stall"] == "uniform" and first["n_iter"] == 2
+    # One iteration: apfp's first projection is asked for a row error of 0.1 only, but the
+    # softassign of these constant rows is the barycenter itself (error 0), which meets 1e-3.
+    assert first["stall"] == "uniform" and first["n_iter"] == 1
     assert plain.info["stall"] is None and plain.converged  # a random restart succeeded
     assert len(plain.info["starts"]) >= 2
     assert plain.objective < plain.info["start_objectives"][0]

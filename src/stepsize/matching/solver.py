@@ -119,6 +119,10 @@ ADAPTIVE_BETA_MAX = 1e7
 # iterations 4x at equal accuracy on the benchmark families (docs/matching.md); asm keeps a
 # fixed tolerance (its doubling test reads the entropy of P: mean accuracy 0.657 -> 0.587).
 INNER_TOL_FACTOR = 100.0
+# ... below this many nodes: from 1000 up the products dominate, and the outer iteration that a
+# loose early direction adds costs more than the Sinkhorn iterations it saves (sparse n = 2000:
+# 5 outer iterations instead of 4; n = 10,000: 6 instead of 4, 127 s of CPU instead of 83).
+_LOOSE_INNER_BELOW = 1000
 
 # Randomized starts tried, one after the other, when the kept run has stalled (the default of
 # the stall_restarts option).
@@ -149,7 +153,8 @@ class MatchingOptions:
         inner_tol_factor: the inner tolerance of iteration ``k`` is the last relative change
             ``alpha ||D - M|| / ||M||`` clipped to ``[inner_tol, inner_tol_factor inner_tol]``
             (loose far from the fixed point, where the exact line search needs no precise
-            direction); 1: ``inner_tol`` throughout. apfp: ``INNER_TOL_FACTOR = 100``.
+            direction); 1: ``inner_tol`` throughout. apfp: ``INNER_TOL_FACTOR = 100``, below
+            1000 nodes (above, the products dominate and the tolerance stays ``inner_tol``).
         polish: at most this many IPFP sharpening iterations for a run not yet a matching
             (stopped after 5 without a better discrete iterate).
         history: keep the relaxed objective of every iterate in ``history``.
@@ -561,6 +566,8 @@ def _check_settings(projection, step, beta, scale, beta_growth, beta_max, epsilo
         )
     inner_tol = check_real(inner_tol, "inner_tol", low=0, low_inclusive=False)
     inner_tol_max = inner_tol * check_real(inner_tol_factor, "inner_tol_factor", low=1)
+    if size >= _LOOSE_INNER_BELOW:
+        inner_tol_max = inner_tol
     settings = _Settings(
         projection, rule, beta, scale, beta_growth, beta_max, epsilon,
         check_int(max_iter, "max_iter", low=0), check_real(tol, "tol", low=0), inner_tol,
@@ -1046,17 +1053,17 @@ class _Settings:
 def _project(grad, beta, settings: _Settings, problem: _Problem, potential, buffer,
              inner_tol: float):
     """``D = P(grad)`` written into ``buffer``: ``(D, inner rounds, column potential, beta,
-    Hungarian columns or None)``."""
+    Hungarian columns or None, the row-sum error reached or ``inner_tol``)``."""
     if settings.projection in _SOFTASSIGNS:
         out = _softassign(grad, beta, settings, problem.n1, problem.n2, potential, buffer,
                           inner_tol)
-        return out.P, out.n_iter, out.column_potential, out.beta, None
+        return out.P, out.n_iter, out.column_potential, out.beta, None, out.error
     if settings.projection == "hungarian":
         columns = _hungarian_columns(grad)
-        return _permutation_matrix(columns, buffer), 1, None, beta, columns
+        return _permutation_matrix(columns, buffer), 1, None, beta, columns, 0.0
     direction, inner = _doubly_stochastic_projection(grad, inner_tol, settings.inner_max_iter,
                                                      buffer)
-    return direction, inner, None, beta, None
+    return direction, inner, None, beta, None, inner_tol
 
 
 def _iterate(problem: _Problem, settings: _Settings, M: np.ndarray, barycenter: bool):
@@ -1084,7 +1091,7 @@ def _iterate(problem: _Problem, settings: _Settings, M: np.ndarray, barycenter: 
     for iteration in range(1, settings.max_iter + 1):
         if iteration > 1:
             beta_k = min(beta_k * settings.beta_growth, settings.beta_max)
-        direction, inner, potential, beta_k, columns = _project(
+        direction, inner, potential, beta_k, columns, error = _project(
             grad, beta_k, settings, problem, potential, direction, inner_tol)
         direction -= M
         # The only products of the iteration: H = A Delta B (both directed: the two terms).
@@ -1113,8 +1120,9 @@ def _iterate(problem: _Problem, settings: _Settings, M: np.ndarray, barycenter: 
         objectives.append(value)
         change /= float(np.linalg.norm(M))
         # A small step from a loose projection is not a fixed point: convergence is only
-        # declared for a step whose projection met inner_tol itself (else one more step).
-        if change <= settings.tol and inner_tol <= settings.inner_tol:
+        # declared for a step whose projection was asked for (or reached) inner_tol itself
+        # (else one more step at inner_tol).
+        if change <= settings.tol and min(inner_tol, error) <= settings.inner_tol:
             converged, message = True, f"relative change below tol = {settings.tol:g}"
             break
         inner_tol = (settings.inner_tol if change <= settings.tol
