@@ -251,3 +251,32 @@ def test_integer_kernels_export_ignores_other_forward_defaults(tmp_path):
                        calibration_input=x)
     assert speed.onnx_kernels(path).get("QLinearConv") == 1
     assert (_run(path, x).argmax(1) == expected.argmax(1)).mean() >= 0.9
+
+
+def test_folded_weight_codes_are_widened_for_finer_bias_codes(tmp_path):
+    """integer_kernels: each output channel's int8 codes are multiplied by the largest integer
+    k_c with |k_c W_bar| <= 127 and its scale divided by k_c (the same weights), so the int32
+    bias codes at s_x s_c / k_c are k_c times finer."""
+    torch.manual_seed(0)
+    model = quantize_model(_chain(), bits=8).eval()
+    with torch.no_grad():
+        model[6].weight[:8].mul_(0.05)  # depthwise channels whose codes span a few levels
+    x = torch.randn(32, 3, 8, 8)
+    with torch.no_grad():
+        model(x)
+    path = export_onnx(model, tmp_path / "w.onnx", x[:1], integer_kernels=True)
+    arrays = {t.name: onnx.numpy_helper.to_array(t) for t in onnx.load(str(path)).graph.initializer}
+    codes = [a for a in arrays.values() if a.dtype == np.int8 and a.ndim == 4]
+    assert len(codes) == 3
+    depthwise = next(a for a in codes if a.shape == (16, 1, 3, 3))
+    largest = np.abs(depthwise.reshape(16, -1)).max(1)
+    assert (largest >= 64).all() and (largest <= 127).all()  # k_c * max|W_bar_c| in [64, 127]
+    quantizer = model[6].weight_quantizer
+    original = torch.round(model[6].weight / quantizer.step_size).reshape(16, -1).abs().amax(1)
+    factor = largest / original.detach().numpy()
+    assert np.array_equal(factor, np.floor(127 / original.detach().numpy()))
+    assert factor[:8].min() >= 10  # the shrunken channels: bias codes >= 10x finer
+    x_test = torch.randn(64, 3, 8, 8)
+    with torch.no_grad():
+        expected = model(x_test).numpy()
+    assert np.abs(_run(path, x_test) - expected).max() <= 2e-2 * np.abs(expected).max()

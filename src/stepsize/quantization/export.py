@@ -223,6 +223,25 @@ def _fold_forward(self, x):
     return self._conv_forward(self.quantized_input(x), self.quantized_weight(), self.onnx_bias())
 
 
+def _widen_codes(weight: _OnnxWeight) -> torch.Tensor:
+    """Multiply each output channel's int8 codes by the largest integer ``k_c`` that keeps them
+    in [-127, 127] and divide its scale by ``k_c``: the same weights (``k_c W_bar`` at
+    ``s_c / k_c``), but the int32 bias codes, at ``s_x s_c / k_c``, are ``k_c`` times finer.
+    Returns the new per-channel scale (float64).
+
+    The bias rounding ``|b - s_x s_c round(b / (s_x s_c))| <= s_x s_c / 2`` is the one inexact
+    step of a fused QLinearConv; with per-tensor weight steps and batch norm folded, channels
+    whose codes span a few levels (often depthwise) have an ``s_x s_c`` near the output step."""
+    codes = weight.codes.to(torch.int32)
+    largest = codes.abs().flatten(1).amax(1).clamp(min=1)
+    factor = torch.div(127, largest, rounding_mode="floor")
+    shape = (-1,) + (1,) * (codes.dim() - 1)
+    weight.codes = (codes * factor.view(shape)).to(torch.int8)
+    scale = weight.scale.double() / factor.double()
+    weight.scale = scale.float()
+    return scale
+
+
 def _fold_batch_norms(exported: nn.Module, bias_codes: bool) -> int:
     """Fold every batch norm that follows a quantized convolution into it: the weight codes
     stay, the per-channel scale becomes ``s_w gamma_c / sigma_c`` and the bias
@@ -248,6 +267,7 @@ def _fold_batch_norms(exported: nn.Module, bias_codes: bool) -> int:
             weight.scale, weight.axis = scale.float(), 0
         layer.weight_quantizer = weight
         if bias_codes and layer.input_quantizer is not None:
+            scale = _widen_codes(weight)
             step_x = layer.input_quantizer.step_size.detach().double()
             layer.bias = None
             layer.onnx_bias = _OnnxBias(bias, step_x * scale)
