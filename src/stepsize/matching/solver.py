@@ -730,7 +730,7 @@ _UNIFORM_FRACTION = 0.05
 _POLISH_ROW_MAX = 0.95
 _POLISH_MAX_N = 1000
 # The polish stops after this many IPFP iterations without a better discrete iterate (it keeps
-# the best one): on QAPLIB n <= 50, 30 iterations -> 8.5 on average for +0.3 points of mean gap.
+# the best one): on QAPLIB n <= 50 one start, 11.3 polish iterations on average (2 of 67 at 30).
 _POLISH_PATIENCE = 5
 # Up to this size a soft fixed point is only polished, not restarted (see _run_start): at
 # n = 1000 a power-law pair (rewiring 0.05, seed 1) stops near the barycenter, and the polish
