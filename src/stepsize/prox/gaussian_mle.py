@@ -212,6 +212,10 @@ def constrained_gaussian_mle(
         >>> result = constrained_gaussian_mle(data, np.array([[2.0, 0.0, 0.0]]))
         >>> bool(result.converged), round(float(result.covariance[0, 0]), 6)
         (True, 0.25)
+        >>> few = rng.standard_normal((5, 8))  # n < p: the MLE needs the ridge
+        >>> ridged = constrained_gaussian_mle(few, np.eye(8)[:2], ridge=0.1)
+        >>> bool(ridged.converged), bool(ridged.info["duality_gap"] <= 1e-8)
+        (True, True)
 
     Reference: Won, NeurIPS 2020, section on the Gaussian MLE.
     """
