@@ -18,6 +18,8 @@ the ReLU/ReLU6 that follows it) and after each residual add:
   consumer then requantizes to its own step);
 * all activations are uint8 (a signed LSQ quantizer's int8 codes become uint8 with zero point
   128: the same values), as QLinearAdd needs one type for both inputs and the output;
+* a max pooling of codes is quantized again at its input's quantization (exact), so that its
+  readers share one QuantizeLinear and onnxruntime pools the uint8 codes (NhwcMaxPool);
 * a ReLU6 (``clamp(y, 0, 6)``) whose range is wider than ``Q_o``'s is applied to the codes, as
   ``clamp(q, z, z + round(6 / s))``, which equals quantizing the clamped value because
   rounding is monotone; a ReLU before a zero point ``z > 0`` likewise becomes ``clamp(q, z, ...)``.

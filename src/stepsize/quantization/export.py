@@ -320,8 +320,11 @@ def export_onnx(
         integer_kernels: fold batch norms, write every bias as int32 codes, and add an 8-bit
             uint8 output quantizer after each quantized layer (after its ReLU/ReLU6) and each
             residual add: the consumer's own input quantizer where the output reaches one, else
-            one calibrated on ``calibration_input`` (min/max: the one inexact step). See
-            :mod:`stepsize.quantization._onnx_integer`.
+            one calibrated on ``calibration_input`` (min/max). Each folded channel's weight
+            codes are multiplied by the largest integer ``k_c`` that keeps them in int8 (scale
+            divided by ``k_c``: the same weights) so that its int32 bias codes are ``k_c``
+            times finer. The bias rounding and the calibrated quantizers are the inexact
+            steps. See :mod:`stepsize.quantization._onnx_integer`.
         calibration_input: the batch that calibrates those extra quantizers (default
             ``example_input``); use several representative inputs.
 
