@@ -137,8 +137,8 @@ def test_resnet18_fuses_every_conv_and_add(torchvision_models, tmp_path):
     assert biases == 20
     # the stem's max pooling runs on the uint8 codes (one QuantizeLinear after it, shared by
     # layer1.0.conv1 and the skip path), not in float between reorders; the QuantizeLinear
-    # left: the input, the 3 block outputs that feed a conv (its step) and a skip
-    # (calibrated), the logits layer's input
+    # left: the input's and a requantization of each first block's output of the 4 stages,
+    # read by the next block's conv1 (its step) and its skip path (a calibrated step)
     assert kernels.get("NhwcMaxPool") == 1 and "MaxPool" not in kernels
     assert kernels.get("QuantizeLinear") == 5
     # the logits layer: int8 GEMM with float output (its DequantizeLinear nodes carry explicit
@@ -280,3 +280,29 @@ def test_folded_weight_codes_are_widened_for_finer_bias_codes(tmp_path):
     with torch.no_grad():
         expected = model(x_test).numpy()
     assert np.abs(_run(path, x_test) - expected).max() <= 2e-2 * np.abs(expected).max()
+
+
+def test_mobilenet_v2_kernels_and_the_relu6_clips_it_needs(torchvision_models, tmp_path):
+    """mobilenet_v2's optimized graph: every conv and add on integer kernels, the logits on
+    QGemm; a Clip on the codes for exactly the ReLU6 outputs whose 8-bit range 255 s exceeds 6
+    (all 34 at LSQ's initial steps); besides the input's, one QuantizeLinear for each of the 10
+    tensors read by both a convolution (its step) and a skip path (a calibrated step)."""
+    torch.manual_seed(0)
+    model = quantize_model(torchvision_models.mobilenet_v2(num_classes=10), bits=8)
+    calibration = torch.randn(8, 3, 32, 32)
+    with torch.no_grad():
+        model(calibration)  # training mode: batch statistics, so no layer sees zeros
+    model.eval()
+    # the layers that read a ReLU6 output: each depthwise and each projection convolution
+    readers = [model.features[1].conv[0][0], model.features[1].conv[1]] + [
+        layer for block in model.features[2:18] for layer in (block.conv[1][0], block.conv[2])]
+    relu6_steps = [float(layer.input_quantizer.step_size) for layer in readers]
+    path = export_onnx(model, tmp_path / "m.onnx", calibration[:1], integer_kernels=True,
+                       calibration_input=calibration)
+    kernels = speed.onnx_kernels(path)
+    assert kernels.get("QLinearConv") == 52 and kernels.get("QLinearAdd") == 10
+    assert kernels.get("QGemm") == 1 and kernels.get("QLinearGlobalAveragePool") == 1
+    assert not {"Conv", "FusedConv", "Add", "Gemm", "BatchNormalization"} & set(kernels)
+    assert len(relu6_steps) == 34 and all(255 * s > 6 for s in relu6_steps)
+    assert kernels.get("Clip") == 34
+    assert kernels.get("QuantizeLinear") == 1 + 10
