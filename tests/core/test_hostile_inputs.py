@@ -343,7 +343,7 @@ def test_zip_bomb_is_refused_without_allocating(tmp_path, capsys):
     peak = tracemalloc.get_traced_memory()[1]
     tracemalloc.stop()
     assert code == 2 and "has 20000 nodes" in err
-    assert "--max-nodes N" in err and "29.8 GiB for this graph" in err
+    assert "--max-nodes N" in err and "23.8 GiB for this graph" in err
     assert peak < 20e6
 
 
@@ -376,7 +376,7 @@ def test_node_limit_stops_reading_early(tmp_path, capsys):
     code, _, err = run(["match", star, good, "--max-nodes", 100], capsys)
     assert code == 2
     assert err == (f"stepsize: error: graph 1 ({star}) has more than 100 nodes, more than "
-                   f"--max-nodes 100: matching N nodes needs about 80 N^2 bytes (0.0 GiB for "
+                   f"--max-nodes 100: matching N nodes needs about 64 N^2 bytes (0.0 GiB for "
                    f"100, more for this graph); pass --max-nodes N to allow N nodes\n")
     star.write_text("".join(f"hub n{i}\n" for i in range(300)))
     code, out, _ = run(["match", star, good, "--max-nodes", 301, "--method", "ipfp"], capsys)
@@ -384,9 +384,9 @@ def test_node_limit_stops_reading_early(tmp_path, capsys):
 
 
 def test_default_node_limit_follows_the_memory_budget(monkeypatch):
-    assert match_cli.matching_memory(10362) <= 8 * 2**30 < match_cli.matching_memory(10363)
+    assert match_cli.matching_memory(11585) <= 8 * 2**30 < match_cli.matching_memory(11586)
     monkeypatch.setattr(match_cli, "memory_budget", lambda: 2**30)
-    assert match_cli.default_max_nodes() == math.isqrt(2**30 // 80) == 3663
+    assert match_cli.default_max_nodes() == math.isqrt(2**30 // 64) == 4096
 
 
 @pytest.mark.parametrize("argv, message", [
