@@ -226,7 +226,7 @@ def build_parser() -> argparse.ArgumentParser:
     match.add_argument("--force", action="store_true", help="overwrite an existing --out file")
     match.add_argument("--max-nodes", type=_positive, default=None,
                        help="largest graph accepted (default: the largest N whose estimated "
-                       "80 N^2 bytes fit in the smaller of 8 GiB and half the RAM)")
+                       "64 N^2 bytes fit in the smaller of 8 GiB and half the RAM)")
     match.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                        help="iteration counter on stderr (default: when stderr is a terminal)")
     return parser
