@@ -34,18 +34,19 @@ from stepsize._results import ConvergenceWarning, warn_not_converged
 from stepsize._validation import check_choice, check_int, check_rng, describe
 from stepsize.matching.projections import _CHECK_EVERY, _hungarian_columns, _refuse_meta
 from stepsize.matching.solver import (
-    _POLISH_MAX_N,
     _POLISH_PATIENCE,
-    _POLISH_ROW_MAX,
-    _SOFT_ROW_MAX,
     _SOFTASSIGNS,
     METHODS,
     MatchingOptions,
     MatchingResult,
+    _converged_step,
     _from_internal,
     _initial_matrix,
+    _next_inner_tol,
     _rescale,
     _settings_of,
+    _sharpens,
+    _soft_restart,
     _stall,
     _to_col_ind,
     _to_user_units,
@@ -261,12 +262,13 @@ def _barycenter_quadratic(problem: _Problem) -> torch.Tensor:
 
 @dataclass
 class _Scaling:
-    """Batched Sinkhorn output: ``P`` (b, N, N), per pair the scaling rounds and the column
-    log potential (warm start of the next projection)."""
+    """Batched Sinkhorn output: ``P`` (b, N, N), per pair the scaling rounds, the column
+    log potential (warm start of the next projection) and the row-sum error reached."""
 
     P: torch.Tensor
     n_iter: list
     potential: torch.Tensor
+    error: list
 
 
 def _sinkhorn(log_kernel: torch.Tensor, tol: torch.Tensor, max_iter: int,
@@ -293,14 +295,14 @@ def _sinkhorn(log_kernel: torch.Tensor, tol: torch.Tensor, max_iter: int,
     log_kernel += g[:, None, :]
     potential = g if warm is None else torch.where(cold, 0.0, warm) + g
     kernel = log_kernel.exp_()
-    u, v, potential, rounds = _scalings(kernel, tol, max_iter, potential)
+    u, v, potential, rounds, errors = _scalings(kernel, tol, max_iter, potential)
     kernel *= u[:, :, None]
     kernel *= v[:, None, :]
-    return _Scaling(kernel, rounds, potential + torch.log(v))
+    return _Scaling(kernel, rounds, potential + torch.log(v), errors)
 
 
 def _scalings(kernel: torch.Tensor, tol: torch.Tensor, max_iter: int, potential):
-    """The scaling loop of :func:`_sinkhorn`: ``(u, v, potential, rounds)`` per pair.
+    """The scaling loop of :func:`_sinkhorn`: ``(u, v, potential, rounds, errors)`` per pair.
 
     A pair that has converged leaves the batch (its kernel, scalings and potential are stored
     back), so the remaining pairs' products are the only ones computed; a fold rescales the
@@ -310,22 +312,24 @@ def _scalings(kernel: torch.Tensor, tol: torch.Tensor, max_iter: int, potential)
     low, every = _ABSORB_LOW[dtype], (_CHECK_EVERY if dtype == torch.float64 else 1)
     u_all = torch.ones(batch, n, dtype=dtype, device=kernel.device)
     v_all, potential = torch.ones_like(u_all), potential.clone()
-    rounds, active = [max_iter] * batch, list(range(batch))
+    rounds, active, errors = [max_iter] * batch, list(range(batch)), [math.inf] * batch
     K, u, v, pot, tol_a = kernel, u_all, v_all, potential, tol
     kernel_v = (K @ v[:, :, None])[:, :, 0]
     for iteration in range(1, max_iter + 1):
         test = iteration <= 3 or iteration % every == 1 or every == 1
         if iteration > 1 and test:
-            done = ((u * kernel_v - 1.0).abs().amax(dim=1) < tol_a).tolist()
+            error = (u * kernel_v - 1.0).abs().amax(dim=1)
+            done = (error < tol_a).tolist()
             if any(done):
                 finished = [k for k, flag in enumerate(done) if flag]
+                error = error.tolist()
                 for k in finished:
-                    rounds[active[k]] = iteration - 1
+                    rounds[active[k]], errors[active[k]] = iteration - 1, error[k]
                 _store(kernel, u_all, v_all, potential, (K, u, v, pot), active, finished)
                 keep = [k for k, flag in enumerate(done) if not flag]
                 active = [active[k] for k in keep]
                 if not active:
-                    return u_all, v_all, potential, rounds
+                    return u_all, v_all, potential, rounds, errors
                 index = torch.as_tensor(keep, device=K.device)
                 K, u, v, pot, tol_a, kernel_v = (t.index_select(0, index)
                                                  for t in (K, u, v, pot, tol_a, kernel_v))
@@ -342,8 +346,10 @@ def _scalings(kernel: torch.Tensor, tol: torch.Tensor, max_iter: int, potential)
             pot = pot + torch.where(fold, torch.log(v), 0.0)
             u, v = torch.where(fold, 1.0, u), torch.where(fold, 1.0, v)
             kernel_v = torch.where(fold, K.sum(dim=2), kernel_v)
+    for k, error in enumerate((u * kernel_v - 1.0).abs().amax(dim=1).tolist()):
+        errors[active[k]] = error
     _store(kernel, u_all, v_all, potential, (K, u, v, pot), active, range(len(active)))
-    return u_all, v_all, potential, rounds
+    return u_all, v_all, potential, rounds, errors
 
 
 def _store(kernel, u_all, v_all, potential, current, active: list, local) -> None:
@@ -382,6 +388,7 @@ def _softassign(grad: torch.Tensor, beta: torch.Tensor, settings, n1: int, n2: i
         out.P = torch.where(flat[:, None, None], 1.0 / size, out.P)
         out.potential = torch.where(flat[:, None], math.nan, out.potential)
         out.n_iter = [0 if f else k for f, k in zip(flat.tolist(), out.n_iter)]
+        out.error = [0.0 if f else e for f, e in zip(flat.tolist(), out.error)]
     return out, beta
 
 
@@ -402,8 +409,9 @@ def _doubling(X, width, beta, settings, out: _Scaling, flat: torch.Tensor, tol: 
                           settings.inner_max_iter, 2.0 * out.potential[rows])
         out.P = out.P.index_copy(0, rows, again.P)
         out.potential = out.potential.index_copy(0, rows, again.potential)
-        for j, k in zip(rows.tolist(), again.n_iter):
+        for j, k, error in zip(rows.tolist(), again.n_iter, again.error):
             out.n_iter[j] += k
+            out.error[j] = error
 
 
 def _assignments(scores: torch.Tensor) -> list[np.ndarray]:
@@ -429,12 +437,14 @@ def _permutations(columns: list[np.ndarray], like: torch.Tensor) -> torch.Tensor
 
 
 def _project(grad, beta, settings, problem: _Problem, potential, tol):
-    """``(D, inner rounds, potential, beta, columns or None)`` for the live pairs."""
+    """``(D, inner rounds, potential, beta, columns or None, row-sum errors)`` for the live
+    pairs (the Hungarian projection's error is 0)."""
     if settings.projection in _SOFTASSIGNS:
         out, beta = _softassign(grad, beta, settings, problem.n1, problem.n2, potential, tol)
-        return out.P, out.n_iter, out.potential, beta, None
+        return out.P, out.n_iter, out.potential, beta, None, out.error
     columns = _assignments(grad)
-    return _permutations(columns, grad), [1] * grad.shape[0], potential, beta, columns
+    ones = [1] * grad.shape[0]
+    return _permutations(columns, grad), ones, potential, beta, columns, [0.0] * len(ones)
 
 
 def _iterate(problem: _Problem, settings, M: torch.Tensor, barycenter: bool) -> list:
@@ -466,8 +476,8 @@ def _iterate(problem: _Problem, settings, M: torch.Tensor, barycenter: bool) -> 
         if iteration > 1:
             beta_l = torch.clamp(beta_l * settings.beta_growth, max=settings.beta_max)
         tol_l = torch.as_tensor([inner_tol[j] for j in live], dtype=M.dtype, device=M.device)
-        direction, inner, pot_l, beta_l, columns = _project(quad_l, beta_l, settings, sub,
-                                                            pot_l, tol_l)
+        direction, inner, pot_l, beta_l, columns, errors = _project(quad_l, beta_l, settings,
+                                                                    sub, pot_l, tol_l)
         direction -= M_l
         curvature = _quadratic(sub, direction)
         stats = torch.stack([(direction * quad_l).sum(dim=(1, 2)),
@@ -490,7 +500,7 @@ def _iterate(problem: _Problem, settings, M: torch.Tensor, barycenter: bool) -> 
             potential, beta = pot_l, beta_l
         live = [j for k, j in enumerate(live)
                 if not _stopped(state[j], values, inner_tol, j, iteration, settings, alphas[k],
-                                stats[k], norms[k])]
+                                stats[k], norms[k], errors[k])]
     return _rounded(problem, M, values, state)
 
 
@@ -511,9 +521,9 @@ def _step(state: dict, value: float, iteration: int, settings, stats, beta, inne
 
 
 def _stopped(state: dict, values: list, inner_tol: list, j: int, iteration: int, settings,
-             alpha: float | None, stats, norm: float) -> bool:
+             alpha: float | None, stats, norm: float, error: float) -> bool:
     """Update pair ``j``'s objective and Sinkhorn tolerance after its step; whether it stops
-    (as ``solver._iterate``)."""
+    (as ``solver._iterate``, with its ``_converged_step`` and ``_next_inner_tol``)."""
     c1, c2, direction_norm = stats
     if alpha is None:
         state["objectives"].append(values[j])
@@ -528,12 +538,11 @@ def _stopped(state: dict, values: list, inner_tol: list, j: int, iteration: int,
     values[j] += alpha * c1 + alpha * alpha * c2
     state["objectives"].append(values[j])
     change = alpha * direction_norm / norm
-    # Converged only after a step whose projection met inner_tol itself (not a loose one).
-    if change <= settings.tol and inner_tol[j] <= settings.inner_tol:
+    if _converged_step(change, inner_tol[j], error, settings):
         state.update(n_iter=iteration, converged=True,
                      message=f"relative change below tol = {settings.tol:g}")
         return True
-    inner_tol[j] = min(settings.inner_tol_max, max(settings.inner_tol, change))
+    inner_tol[j] = _next_inner_tol(change, settings)
     return False
 
 
@@ -586,12 +595,8 @@ def _run_start(problem: _Problem, rows: list[int], settings, starts, restart_eps
                                device=like.device)
 
     results = _iterate(sub, settings, first_iterate(range(len(rows))), starts is None)
-    # Where the polish runs it sharpens a soft fixed point: the restart is for larger graphs.
-    polished = settings.polish > 0 and sub.size <= _POLISH_MAX_N
     soft = [k for k, r in enumerate(results)
-            if restart_epsilon is not None and settings.epsilon is None and r.converged
-            and settings.projection in _SOFTASSIGNS and not polished
-            and r.info["mean_row_max"] < _SOFT_ROW_MAX]
+            if _soft_restart(r, settings, restart_epsilon, sub.size)]
     if soft:
         again = _iterate(sub.subset(soft), replace(settings, epsilon=restart_epsilon),
                          first_iterate(soft), starts is None)
@@ -603,9 +608,7 @@ def _run_start(problem: _Problem, rows: list[int], settings, starts, restart_eps
                                     "first_n_iter": first.n_iter}
             kept.n_iter = first.n_iter + second.n_iter
             results[k] = kept
-    sharpen = [k for k, r in enumerate(results)
-               if settings.polish and r.info["mean_row_max"] < _POLISH_ROW_MAX
-               and sub.size <= _POLISH_MAX_N]
+    sharpen = [k for k, r in enumerate(results) if _sharpens(r, settings, sub.size)]
     if sharpen:
         polish = replace(settings, projection="hungarian", rule=adaptive_step, epsilon=None,
                          max_iter=settings.polish, patience=_POLISH_PATIENCE)

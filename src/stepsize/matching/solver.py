@@ -900,15 +900,7 @@ def _run_start(problem, settings: _Settings, make_start, size: int, restart_epsi
         return np.full((size, size), 1.0 / size) if barycenter else make_start()
 
     result = _iterate(problem, settings, first_iterate(), barycenter)
-    # Up to _POLISH_ONLY_N nodes the polish alone sharpens a soft fixed point (same mean
-    # accuracy on 55 benchmark pairs up to 200 nodes with or without the restart, which costs
-    # more there); above, its LAPs are dear and a soft first run needs the restart.
-    row_max = result.info["mean_row_max"]
-    polished = (settings.polish > 0 and size <= _POLISH_ONLY_N
-                and row_max > _uniform_row_max(size))
-    if (restart_epsilon is not None and settings.epsilon is None and result.converged
-            and settings.projection in _SOFTASSIGNS and not polished
-            and row_max < _SOFT_ROW_MAX):
+    if _soft_restart(result, settings, restart_epsilon, size):
         again = _iterate(problem, replace(settings, epsilon=restart_epsilon), first_iterate(),
                          barycenter)
         first = result
@@ -923,9 +915,7 @@ def _run_start(problem, settings: _Settings, make_start, size: int, restart_epsi
         }
         result.n_iter = first.n_iter + again.n_iter
     padded = result.info.pop("_padded")
-    size = padded.shape[0]
-    if (settings.polish and result.info["mean_row_max"] < _POLISH_ROW_MAX
-            and size <= _POLISH_MAX_N):
+    if _sharpens(result, settings, padded.shape[0]):
         # Sharpen: IPFP steps (Hungarian directions, exact line search) from the last relaxed
         # iterate, keeping the best discrete iterate, as FAQ polishes from its start.
         sharp = _iterate(problem, replace(settings, projection="hungarian", rule=adaptive_step,
@@ -938,6 +928,31 @@ def _run_start(problem, settings: _Settings, make_start, size: int, restart_epsi
         if sharp.objective > result.objective:
             result.col_ind, result.objective = sharp.col_ind, sharp.objective
     return result
+
+
+def _soft_restart(result: MatchingResult, settings: _Settings, restart_epsilon,
+                  size: int) -> bool:
+    """Whether apfp reruns a converged run with the adaptive softassign (numpy and torch).
+
+    A soft fixed point (mean row maximum below ``_SOFT_ROW_MAX``) is restarted, except up to
+    ``_POLISH_ONLY_N`` nodes when the polish runs and the run left the barycenter: there the
+    polish alone sharpens it (same mean accuracy on 55 benchmark pairs up to 200 nodes with or
+    without the restart, which costs more there); above, its LAPs are dear and a soft first
+    run needs the restart.
+    """
+    row_max = result.info["mean_row_max"]
+    polished = (settings.polish > 0 and size <= _POLISH_ONLY_N
+                and row_max > _uniform_row_max(size))
+    return (restart_epsilon is not None and settings.epsilon is None and bool(result.converged)
+            and settings.projection in _SOFTASSIGNS and not polished
+            and row_max < _SOFT_ROW_MAX)
+
+
+def _sharpens(result: MatchingResult, settings: _Settings, size: int) -> bool:
+    """Whether the IPFP polish runs after ``result`` (numpy and torch): not yet a matching,
+    at most ``_POLISH_MAX_N`` nodes."""
+    return bool(settings.polish) and result.info["mean_row_max"] < _POLISH_ROW_MAX and (
+        size <= _POLISH_MAX_N)
 
 
 def _to_user_units(result: MatchingResult, log_scale: float) -> None:
@@ -1120,18 +1135,32 @@ def _iterate(problem: _Problem, settings: _Settings, M: np.ndarray, barycenter: 
         value += alpha * c1 + alpha * alpha * c2
         objectives.append(value)
         change /= float(np.linalg.norm(M))
-        # A small step from a loose projection is not a fixed point: convergence is only
-        # declared for a step whose projection was asked for (or reached) inner_tol itself
-        # (else one more step at inner_tol).
-        if change <= settings.tol and min(inner_tol, error) <= settings.inner_tol:
+        if _converged_step(change, inner_tol, error, settings):
             converged, message = True, f"relative change below tol = {settings.tol:g}"
             break
-        inner_tol = (settings.inner_tol if change <= settings.tol
-                     else min(settings.inner_tol_max, max(settings.inner_tol, change)))
+        inner_tol = _next_inner_tol(change, settings)
     del direction, curvature, grad, quadratic  # before the rounding's LAP copies M
     return _rounded(problem, M, best_discrete[1], value, trace, MatchingResult(
         x=M[:problem.n1, :problem.n2], n_iter=iteration, converged=converged,
         history=objectives, message=message, info={}))
+
+
+def _converged_step(change: float, requested: float, error: float, settings: _Settings) -> bool:
+    """Whether a step of relative change ``change`` ends the iteration (numpy and torch).
+
+    A small step from a loose projection is not a fixed point: convergence is only declared
+    for a step whose projection was asked for (``requested``) or reached (``error``, the
+    row-sum error) ``inner_tol`` itself; else one more step at ``inner_tol``.
+    """
+    return change <= settings.tol and min(requested, error) <= settings.inner_tol
+
+
+def _next_inner_tol(change: float, settings: _Settings) -> float:
+    """The Sinkhorn tolerance of the next projection: the last relative change clipped to
+    ``[inner_tol, inner_tol_max]``, and ``inner_tol`` once ``change <= tol``."""
+    if change <= settings.tol:
+        return settings.inner_tol
+    return min(settings.inner_tol_max, max(settings.inner_tol, change))
 
 
 def _axpy(alpha: float, x: np.ndarray, y: np.ndarray) -> None:
