@@ -68,6 +68,7 @@ class _Search:
     stepped_from_above: bool = False
     kink: float | None = None
     at_kink: bool = False
+    below_kink: int = 0
     sides: list = field(default_factory=list)
 
 
@@ -186,7 +187,11 @@ def _kink_step(s: _Search, candidate: float, at_kink: bool) -> float | None:
         return s.t - s.value / s.slope if s.value < 0 and s.slope > 0 else None
     if not s.low < s.kink < s.high or s.value > 0 or s.t > s.kink:
         return None
-    if s.mass >= _KINK_FRACTION * s.sigma:
+    s.below_kink += 1
+    # m far below sigma, or (the second time below t_c) its tangent still below sigma at t_c:
+    # the root is likely above t_c
+    if s.mass >= _KINK_FRACTION * s.sigma and (
+            s.below_kink < 2 or s.mass + s.slope * (s.kink - s.t) >= s.sigma):
         return None
     s.at_kink = True
     return s.kink
