@@ -34,6 +34,14 @@ norm statistics and LSQ steps from random calibration images), exported with
 of it: median latency from :func:`stepsize.quantization.onnx_latencies` (models interleaved) per
 batch size and thread count (``deploy_*`` keys: quick 112x112 at batch 1, full 224x224 at batch
 1 and 32; 1 and 2 threads), with a flag per row for ``float / ours >= 1.5``.
+
+Bit widths (issue 16, item 6; ``bitwidths`` config, None to skip): FP pretraining, then 4/3/2-bit
+QAT from the same FP weights on the mnist1d generator (the note's CNN) and MNIST-5k (ResNet-8),
+for ours (``quantize_model`` + ``train_model``), torch native, brevitas (learned threshold, our
+initial steps), brevitas' default quantizers and torchao's fake-quant primitive with a learned
+scale; peers train with ``train_model``'s recipe step for step (:func:`_train_peer`). Mean and
+min/max test accuracy over seeds, lockstep step time, and the 2-bit mnist1d goal: ours' mean at
+least that of torch native and of every brevitas variant.
 """
 
 from __future__ import annotations
