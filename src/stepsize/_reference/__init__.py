@@ -5,6 +5,7 @@
 - :mod:`~stepsize._reference.prox_instances`: random prox instances and the author's timings.
 - :mod:`~stepsize._reference.cvxpy_prox`: the CVXPY references of the prox and the Gaussian MLE.
 - :mod:`~stepsize._reference.lsq_data`: the LSQ note's datasets and models.
+- :mod:`~stepsize._reference.lsq_models`: the small ResNet of the LSQ bit-width reproduction.
 - :mod:`~stepsize._reference.timing`: pinned BLAS threads, medians, peak memory.
 
 Layering: ``_validation``, ``_results`` <- method subpackages <- ``_reference`` <- experiments,
