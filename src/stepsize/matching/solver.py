@@ -1280,6 +1280,19 @@ def match_graphs(
     Hadamard-equipped Sinkhorn", CVPR 2024.
     """
     method = check_choice(method, "method", METHODS)
+    # Imported here: _subgraph and _torch import this module (and _torch imports torch).
+    from stepsize.matching._subgraph import _is_tensor, different_sizes, match_subgraph
+
+    tensors = _is_tensor(A) and _is_tensor(B)
+    if (isinstance(maximize, (bool, np.bool_)) and maximize and seeds is None
+            and not (tensors and K is not None) and different_sizes(A, B)):
+        return match_subgraph(A, B, K, method=method, n_init=n_init, seed=seed,
+                              progress=progress, **options)
+    if tensors and K is None and seeds is None:
+        from stepsize.matching._torch import match_graphs_torch
+
+        return match_graphs_torch(A, B, method=method, maximize=maximize, n_init=n_init,
+                                  seed=seed, progress=progress, **options)
     with progress_options(METHODS[method].replaced(**options).as_dict(), progress,
                           f"match_graphs ({method})") as chosen:
         result = projected_fixed_point(A, B, K, maximize=maximize, n_init=n_init, seeds=seeds,
