@@ -4,8 +4,10 @@ Maximizes the Koopmans-Beckmann objective ``Z(M) = 1/2 <A, M B M^T> + lam <K, M>
 matchings ``M`` by ``M <- M + alpha (P(grad Z(M)) - M)``, for directed graphs too, or minimizes
 the quadratic assignment objective of ``scipy.optimize.quadratic_assignment``
 (``maximize=False``; QAPLIB instances through :func:`read_qaplib`). The front door is
-:func:`match_graphs`; the framework is :func:`projected_fixed_point`; the projections, step
-rules, objective and scorer, graph I/O and synthetic generators are public building blocks.
+:func:`match_graphs` (graphs of different sizes through :func:`match_subgraph`, torch tensors
+and batches of pairs on their device); the framework is :func:`projected_fixed_point`; the
+projections, step rules, objective and scorer, graph I/O and synthetic generators are public
+building blocks. Importing this package does not import torch.
 
 Reference: Shen, Niu, Zhu, "Dynamical softassign and adaptive parameter tuning for graph
 matching", arXiv:2208.08233 (2022).
@@ -13,6 +15,7 @@ matching", arXiv:2208.08233 (2022).
 
 from stepsize.matching import generators
 from stepsize.matching._cli import cli_match
+from stepsize.matching._subgraph import match_subgraph
 from stepsize.matching.graphs import Graph, as_adjacency, read_graph, write_correspondence
 from stepsize.matching.lawler import LAWLER_AUTO_BETA, FactorizedAffinity, match_lawler
 from stepsize.matching.objective import (
@@ -76,6 +79,7 @@ __all__ = [
     "line_search_coefficients",
     "match_graphs",
     "match_lawler",
+    "match_subgraph",
     "matching_accuracy",
     "objective",
     "projected_fixed_point",
