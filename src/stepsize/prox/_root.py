@@ -175,7 +175,8 @@ def _kink_step(s: _Search, candidate: float, at_kink: bool) -> float | None:
     weakly coupled negative eigenvalues alone (often far below ``sigma``) to a term that grows
     linearly above ``t_c``. With ``sigma`` small the root sits just above the bend, where the
     models overshoot below ``t_c`` and Newton from above crawls back (issue 13's 11 to 17
-    steps). So after a point below ``t_c`` with ``m < sigma / 100`` the next point is just above
+    steps). So after a point below ``t_c`` with ``m < sigma / 100`` (or a second point below it
+    whose tangent stays under ``sigma`` at ``t_c``) the next point is just above
     ``t_c`` (once), and from there, when it is below the root, the step is Newton's: ``m`` is
     smooth on ``(t_c, t*]`` and linear near ``t_c``. Used only after such a point, the kink
     costs no step where the models do not overshoot.
