@@ -424,7 +424,7 @@ def test_unfolded_gd_takes_a_1d_y_with_sparse_and_linear_operators(kind):
 def test_trainers_check_callback_and_progress_before_any_step(option, message):
     """Found by review: a bad callback failed after the first step, with the model changed."""
     torch = pytest.importorskip("torch")
-    from stepsize.quantization import TrainingConfig, quantize_model, train_model
+    from stepsize.quantization import TrainingOptions, quantize_model, train_model
     from stepsize.unfolding import UnfoldedGD, train_expected_loss
 
     model = torch.nn.Sequential(torch.nn.Linear(4, 2))
@@ -433,7 +433,7 @@ def test_trainers_check_callback_and_progress_before_any_step(option, message):
     x = torch.randn(8, 4, generator=torch.Generator().manual_seed(0))
     with pytest.raises(TypeError, match=message):
         train_model(model, (x, torch.zeros(8, dtype=torch.long)),
-                    config=TrainingConfig(epochs=1, lr=0.1), **option)
+                    options=TrainingOptions(epochs=1, lr=0.1), **option)
     assert all(torch.equal(a, b) for a, b in zip(before, model.parameters()))
     unfolded = UnfoldedGD(T=2, operator=np.eye(3), init=0.3)
     with pytest.raises(TypeError, match=message):

@@ -1,7 +1,7 @@
 """The API contract of docs/architecture.md, checked over every public routine of the five method
 subpackages: one name per idea (``max_iter``, ``tol``, ``seed``, ``progress``), the
 ``SolverResult`` protocol for every iterative routine, one ``TrainingResult`` and one callback
-protocol (``callback(TrainingProgress)``) for every trainer, and a config dataclass wherever a
+protocol (``callback(TrainingProgress)``) for every trainer, and an options dataclass wherever a
 function would take more than ``MAX_OPTIONS`` options.
 
 A new public routine with an iteration cap must be added to ``ITERATIVE`` below (the discovery
@@ -30,12 +30,12 @@ SYNONYMS = {
 }
 TRAINERS = ("unfolding.train_expected_loss", "unfolding.train_incremental",
             "quantization.train_model")
-# More options than this and a function takes a frozen config dataclass (``config=``). Options
+# More options than this and a function takes a frozen options dataclass (``options=``). Options
 # are the keywords with defaults, less the contract names (max_iter, tol, seed, progress), the
-# training plumbing (checkpoint, resume, callback, config) and what is trained on (data).
+# training plumbing (checkpoint, resume, callback, options) and what is trained on (data).
 MAX_OPTIONS = 8
 NOT_OPTIONS = {"max_iter", "tol", "seed", "progress", "checkpoint", "resume", "callback",
-               "config", "data"}
+               "options", "data"}
 # functions allowed more options, and why
 MANY_OPTIONS = {
     "chebyshev.chebyshev_gd": "a linear solver in scipy's cg style (M, x0) with the Chebyshev "
@@ -136,7 +136,7 @@ ITERATIVE = {
 
 def _keywords(function) -> set[str]:
     """The keywords ``function`` accepts: its parameters and, when it takes ``**overrides`` of a
-    config dataclass it is annotated with (``projected_fixed_point``'s ``MatchingOptions``), that
+    options dataclass it is annotated with (``projected_fixed_point``'s ``MatchingOptions``), that
     dataclass's fields."""
     parameters = inspect.signature(function).parameters
     names = set(parameters)
@@ -219,16 +219,18 @@ def _option_count(function) -> int:
 
 
 @pytest.mark.parametrize("name", sorted(PUBLIC))
-def test_many_options_come_in_a_config_dataclass(name):
+def test_many_options_come_in_an_options_dataclass(name):
     function = PUBLIC[name]
     parameters = inspect.signature(function).parameters
-    if "config" in parameters:
-        config = typing.get_type_hints(function)["config"]
-        assert dataclasses.is_dataclass(config) and config.__dataclass_params__.frozen, name
+    given = parameters.get("options")
+    if given is not None and given.kind is not given.VAR_KEYWORD:  # not match_graphs' **options
+        options = typing.get_type_hints(function)["options"]
+        options = typing.get_args(options)[0] if typing.get_args(options) else options
+        assert dataclasses.is_dataclass(options) and options.__dataclass_params__.frozen, name
     if name not in MANY_OPTIONS:
         assert _option_count(function) <= MAX_OPTIONS, (
-            f"{name} takes {_option_count(function)} options: group them in a frozen config "
-            f"dataclass passed as config=, or list it in MANY_OPTIONS with the reason")
+            f"{name} takes {_option_count(function)} options: group them in a frozen options "
+            f"dataclass passed as options=, or list it in MANY_OPTIONS with the reason")
 
 
 def test_only_trainers_take_a_callback_and_all_take_the_same_one():
@@ -245,7 +247,7 @@ def test_training_result_and_callback_are_one_shape():
     """All three trainers return one TrainingResult and call callback(TrainingProgress) once per
     round, with the round's loss, the steps so far and the model."""
     torch = pytest.importorskip("torch")
-    from stepsize.quantization import TrainingConfig, quantize_model, train_model
+    from stepsize.quantization import TrainingOptions, quantize_model, train_model
     from stepsize.unfolding import UnfoldedGD, train_expected_loss, train_incremental
 
     rng = np.random.default_rng(0)
@@ -262,7 +264,7 @@ def test_training_result_and_callback_are_one_shape():
             stochastic, batch_size=16, steps_per_generation=5, seed=0, progress=False,
             callback=cb), 3),
         "lsq": (model, lambda cb: train_model(
-            model, (x, y), config=TrainingConfig(epochs=2, lr=0.01, batch_size=32),
+            model, (x, y), options=TrainingOptions(epochs=2, lr=0.01, batch_size=32),
             progress=False, callback=cb), 2),
     }
     for label, (trained, run, rounds) in runs.items():

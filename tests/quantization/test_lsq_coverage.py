@@ -14,7 +14,7 @@ from torch.optim.optimizer import register_optimizer_step_post_hook
 
 from stepsize.quantization import (
     LSQQuantizer,
-    TrainingConfig,
+    TrainingOptions,
     initial_step_size,
     quant_layers,
     quantize_model,
@@ -332,7 +332,7 @@ def test_resume_with_dropout_equals_uninterrupted_run(tmp_path):
         torch.manual_seed(seed)
         return quantize_model(_depthwise_net(), bits=4)
 
-    settings = dict(config=TrainingConfig(epochs=3, lr=0.01, batch_size=8), progress=False,
+    settings = dict(options=TrainingOptions(epochs=3, lr=0.01, batch_size=8), progress=False,
                     seed=2)
     torch.manual_seed(7)
     reference = fresh(1)
@@ -420,7 +420,7 @@ def test_efficientnet_b0_trains_without_nan_where_the_eps_clamp_diverged(monkeyp
                 float(p.detach().min()) for p in step_size_parameters(net))))
         try:
             result = train_model(net, (x, y), progress=False,
-                                 config=TrainingConfig(epochs=1, lr=0.01, batch_size=8))
+                                 options=TrainingOptions(epochs=1, lr=0.01, batch_size=8))
         finally:
             handle.remove()
         return result, min(steps)
@@ -624,7 +624,7 @@ def test_requantizing_at_other_bits_initializes_from_the_current_weights():
     x = torch.randn(16, 4)
     net = quantize_model(_five_layers(), bits=4)
     train_model(net, (x, (x[:, 0] > 0).long()),
-                config=TrainingConfig(epochs=2, lr=0.05, batch_size=8), progress=False)
+                options=TrainingOptions(epochs=2, lr=0.05, batch_size=8), progress=False)
     weights = [layer.weight for _, layer in quant_layers(net)]
     quantize_model(net, bits=2, first_last_bits=6)
     assert _bits(net) == {"0": 6, "2": 2, "4.0": 2, "4.2": 2, "6": 6}

@@ -9,7 +9,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from torch import nn
 
-from stepsize.quantization import LSQQuantizer, TrainingConfig, quantize_model, train_model
+from stepsize.quantization import LSQQuantizer, TrainingOptions, quantize_model, train_model
 from stepsize.quantization.training import _epoch_batches
 
 pytestmark = pytest.mark.skipif(not dist.is_available(), reason="torch.distributed unavailable")
@@ -39,7 +39,7 @@ def _worker(rank, world, port, folder):
         observed = []
         net[0].input_quantizer.register_forward_hook(
             lambda module, args, out: observed.append(float(module.step_size.detach())))
-        train_model(net, (x, y), config=TrainingConfig(epochs=2, lr=0.05, batch_size=16), seed=7,
+        train_model(net, (x, y), options=TrainingOptions(epochs=2, lr=0.05, batch_size=16), seed=7,
                     progress=False, checkpoint=f"{folder}/ddp.pt")
         steps = torch.stack([p.detach().reshape(()) for m in net.modules()
                              if isinstance(m, LSQQuantizer) for p in m.parameters()])

@@ -15,7 +15,7 @@ from stepsize.quantization import (
     QuantConv1d,
     QuantConv2d,
     QuantLinear,
-    TrainingConfig,
+    TrainingOptions,
     TrainingProgress,
     default_weight_decay,
     evaluate,
@@ -51,10 +51,10 @@ def trained():
     torch.manual_seed(0)
     x, y = _digits()
     net = _conv_net()
-    train_model(net, (x[:500], y[:500]), config=TrainingConfig(epochs=3, lr=0.1, batch_size=50),
+    train_model(net, (x[:500], y[:500]), options=TrainingOptions(epochs=3, lr=0.1, batch_size=50),
                 progress=False)
     quantize_model(net, bits=3)
-    train_model(net, (x[:500], y[:500]), config=TrainingConfig(epochs=2, lr=0.01, batch_size=50),
+    train_model(net, (x[:500], y[:500]), options=TrainingOptions(epochs=2, lr=0.01, batch_size=50),
                 progress=False)
     return net.eval(), x, y
 
@@ -135,9 +135,9 @@ def test_optimizer_groups_and_weight_decay_defaults():
     weight = net[2].weight.detach().clone()
     for p in net.parameters():
         p.register_hook(lambda grad: torch.zeros_like(grad))
-    config = TrainingConfig(epochs=1, lr=1.0, batch_size=32, weight_decay=0.5,
+    config = TrainingOptions(epochs=1, lr=1.0, batch_size=32, weight_decay=0.5,
                             schedule="constant", momentum=0.0)
-    train_model(net, (x, torch.zeros(32, dtype=torch.long)), config=config, progress=False)
+    train_model(net, (x, torch.zeros(32, dtype=torch.long)), options=config, progress=False)
     for m in net.modules():
         if isinstance(m, LSQQuantizer):
             assert torch.equal(m.step_size.detach(), steps[id(m.step_size)])
@@ -149,25 +149,25 @@ def test_training_improves_accuracy_and_checks_arguments():
     x, y = _digits(400)
     net = _conv_net()
     before = evaluate(net, (x, y))
-    result = train_model(net, (x, y), config=TrainingConfig(epochs=2, lr=0.1, batch_size=40),
+    result = train_model(net, (x, y), options=TrainingOptions(epochs=2, lr=0.1, batch_size=40),
                          progress=False)
     assert result.optimizer_steps == 20 and len(result.losses) == 2
     assert result.losses[1] < result.losses[0]
     assert evaluate(net, (x, y)) > before + 0.2
     with pytest.raises(ValueError, match="epochs must be >= 1, got 0"):
-        TrainingConfig(epochs=0, lr=0.1)
+        TrainingOptions(epochs=0, lr=0.1)
     with pytest.raises(ValueError, match="lr"):
-        TrainingConfig(epochs=1, lr=-1.0)
+        TrainingOptions(epochs=1, lr=-1.0)
     with pytest.raises(ValueError, match="optimizer"):
-        TrainingConfig(epochs=1, lr=0.1, optimizer="lbfgs")
-    one_epoch = TrainingConfig(epochs=1, lr=0.1)
+        TrainingOptions(epochs=1, lr=0.1, optimizer="lbfgs")
+    one_epoch = TrainingOptions(epochs=1, lr=0.1)
     with pytest.raises(ValueError, match="finite"):
-        train_model(net, (x * float("nan"), y), config=one_epoch)
+        train_model(net, (x * float("nan"), y), options=one_epoch)
     with pytest.raises(FloatingPointError, match="epoch 1"):
         train_model(nn.Sequential(nn.Flatten(), nn.Linear(64, 10)), (x * 1e38, y),
-                    config=one_epoch, progress=False)
-    with pytest.raises(TypeError, match="config must be a TrainingConfig"):
-        train_model(net, (x, y), config={"epochs": 1, "lr": 0.1})
+                    options=one_epoch, progress=False)
+    with pytest.raises(TypeError, match="options must be a TrainingOptions"):
+        train_model(net, (x, y), options={"epochs": 1, "lr": 0.1})
     with pytest.raises(TypeError, match="unexpected keyword argument 'epochs'"):
         train_model(net, (x, y), epochs=1, lr=0.1)  # the keywords of 0.x moved into config
 
@@ -196,18 +196,18 @@ def _interrupt_at_forward(count):
 def test_checkpoint_resume_equals_uninterrupted_run(tmp_path):
     x, y = _digits(200)
     data = (x, y)
-    config = TrainingConfig(epochs=3, lr=0.02, batch_size=50)
+    config = TrainingOptions(epochs=3, lr=0.02, batch_size=50)
     reference = _fresh_quantized(3)
-    train_model(reference, data, config=config, progress=False, seed=5)
+    train_model(reference, data, options=config, progress=False, seed=5)
 
     path = tmp_path / "run.pt"
     interrupted = _fresh_quantized(3)
     interrupted.register_forward_pre_hook(_interrupt_at_forward(10))  # after step 9 of 12
     with pytest.raises(Interrupt):
-        train_model(interrupted, data, config=config, progress=False, seed=5, checkpoint=path)
+        train_model(interrupted, data, options=config, progress=False, seed=5, checkpoint=path)
     resumed_model = _fresh_quantized(99)  # other initial weights: everything comes from the file
     with pytest.warns(UserWarning, match="started from other weights"):
-        result = train_model(resumed_model, data, config=config, progress=False, seed=5,
+        result = train_model(resumed_model, data, options=config, progress=False, seed=5,
                              checkpoint=path)
     assert result.resumed_from == 2 and result.optimizer_steps == 12 and result.rounds == 3
     for (name, a), b in zip(reference.state_dict().items(), resumed_model.state_dict().values(),
@@ -215,7 +215,7 @@ def test_checkpoint_resume_equals_uninterrupted_run(tmp_path):
         assert torch.equal(a, b), name
     with pytest.raises(ValueError, match=r"run\.pt was written for a different configuration: "
                                          r"lr is 0.02 there but 0.5 here; seed is 5 there but 0"):
-        train_model(resumed_model, data, config=TrainingConfig(epochs=3, lr=0.5, batch_size=50),
+        train_model(resumed_model, data, options=TrainingOptions(epochs=3, lr=0.5, batch_size=50),
                     checkpoint=path)
 
 
@@ -223,7 +223,7 @@ def test_callback_sees_each_epoch_once_after_its_checkpoint(tmp_path):
     """One callback protocol for every trainer: callback(TrainingProgress) once per round, after
     the round's checkpoint; raising in it stops a run that resumes exactly."""
     x, y = _tiny_data()
-    config = TrainingConfig(epochs=3, lr=0.05, batch_size=16)  # 3 steps per epoch
+    config = TrainingOptions(epochs=3, lr=0.05, batch_size=16)  # 3 steps per epoch
     path, seen = tmp_path / "run.pt", []
     net = _tiny_quantized()
 
@@ -233,7 +233,7 @@ def test_callback_sees_each_epoch_once_after_its_checkpoint(tmp_path):
                      on_disk["epoch"], on_disk["step"], progress.model is net))
 
     torch.manual_seed(0)
-    result = train_model(net, (x, y), config=config, checkpoint=path, callback=record,
+    result = train_model(net, (x, y), options=config, checkpoint=path, callback=record,
                          progress=False)
     assert seen == [(k + 1, 3 * (k + 1), result.losses[k], k + 1, 3 * (k + 1), True)
                     for k in range(3)]
@@ -246,14 +246,14 @@ def test_callback_sees_each_epoch_once_after_its_checkpoint(tmp_path):
     stopped = _tiny_quantized()
     torch.manual_seed(0)
     with pytest.raises(Interrupt):
-        train_model(stopped, (x, y), config=config, checkpoint=tmp_path / "stop.pt",
+        train_model(stopped, (x, y), options=config, checkpoint=tmp_path / "stop.pt",
                     callback=stop_after_second, progress=False)
-    resumed = train_model(stopped, (x, y), config=config, checkpoint=tmp_path / "stop.pt",
+    resumed = train_model(stopped, (x, y), options=config, checkpoint=tmp_path / "stop.pt",
                           progress=False)
     assert (resumed.resumed_from, resumed.rounds, resumed.losses[:2]) == (2, 3, result.losses[:2])
     with pytest.raises(TypeError, match=r"callback must take one argument \(progress\), but "
                                         r"its signature is \(step, model\)"):
-        train_model(net, (x, y), config=config, callback=lambda step, model: None)
+        train_model(net, (x, y), options=config, callback=lambda step, model: None)
 
 
 def _small_run(path, *, x=None, bits=4, teacher=None, temperature=1.0):
@@ -262,8 +262,8 @@ def _small_run(path, *, x=None, bits=4, teacher=None, temperature=1.0):
                                        nn.Linear(8, 2)), bits)
     if x is None:
         x = torch.randn(32, 4, generator=torch.Generator().manual_seed(1))
-    config = TrainingConfig(epochs=1, lr=0.05, batch_size=16, temperature=temperature)
-    return train_model(net, (x, (x[:, 0] > 0).long()), config=config, teacher=teacher,
+    config = TrainingOptions(epochs=1, lr=0.05, batch_size=16, temperature=temperature)
+    return train_model(net, (x, (x[:, 0] > 0).long()), options=config, teacher=teacher,
                        progress=False, checkpoint=path)
 
 
@@ -326,18 +326,18 @@ def test_a_planted_checkpoint_never_runs(tmp_path, form):
 def test_distillation_runs_and_uses_the_teacher():
     x, y = _digits(200)
     teacher = _conv_net()
-    train_model(teacher, (x, y), config=TrainingConfig(epochs=1, lr=0.1, batch_size=50),
+    train_model(teacher, (x, y), options=TrainingOptions(epochs=1, lr=0.1, batch_size=50),
                 progress=False)
     student = quantize_model(_conv_net(), 4)
-    fine_tune = TrainingConfig(epochs=1, lr=0.01, batch_size=50)
-    result = train_model(student, (x, y), config=fine_tune, teacher=teacher, progress=False)
+    fine_tune = TrainingOptions(epochs=1, lr=0.01, batch_size=50)
+    result = train_model(student, (x, y), options=fine_tune, teacher=teacher, progress=False)
     assert np.isfinite(result.losses[0])
     # a teacher equal to the student turns the distillation term into zero
     twin = quantize_model(_conv_net(), 4)
     twin.load_state_dict(student.state_dict())
-    still = TrainingConfig(epochs=1, lr=1e-12, batch_size=200, schedule="constant")
-    plain = train_model(twin, (x, y), config=still, progress=False)
-    self_taught = train_model(twin, (x, y), config=still, teacher=twin, progress=False)
+    still = TrainingOptions(epochs=1, lr=1e-12, batch_size=200, schedule="constant")
+    plain = train_model(twin, (x, y), options=still, progress=False)
+    self_taught = train_model(twin, (x, y), options=still, teacher=twin, progress=False)
     assert self_taught.losses[0] == pytest.approx(0.5 * plain.losses[0], rel=1e-5)
 
 
@@ -459,7 +459,7 @@ def test_per_channel_model_exports_to_integer_and_onnx(tmp_path):
     torch.manual_seed(2)
     x, y = _digits(300)
     net = quantize_model(_conv_net(), bits=3, per_channel=True)
-    train_model(net, (x, y), config=TrainingConfig(epochs=2, lr=0.05, batch_size=50),
+    train_model(net, (x, y), options=TrainingOptions(epochs=2, lr=0.05, batch_size=50),
                 progress=False)
     net.eval()
     steps = net[3].weight_quantizer.step_size
@@ -509,7 +509,7 @@ def _same_state(a, b):
 
 def test_a_dataset_trains_exactly_as_the_pair_of_tensors():
     x, y = _tiny_data()
-    settings = dict(config=TrainingConfig(epochs=2, lr=0.05, batch_size=16), progress=False,
+    settings = dict(options=TrainingOptions(epochs=2, lr=0.05, batch_size=16), progress=False,
                     seed=4)
     pair, dataset = _tiny_quantized(), _tiny_quantized()
     torch.manual_seed(1)
@@ -532,7 +532,7 @@ def test_a_shuffling_dataloader_resumes_exactly(tmp_path, own_generator):
         return torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=10,
                                            shuffle=True, generator=generator)
 
-    settings = dict(config=TrainingConfig(epochs=3, lr=0.05), progress=False)
+    settings = dict(options=TrainingOptions(epochs=3, lr=0.05), progress=False)
     reference = _tiny_quantized()
     torch.manual_seed(5)
     train_model(reference, loader(), **settings)
@@ -558,9 +558,9 @@ def test_regression_loss_and_metric():
     y = x @ torch.tensor([[1.5], [-2.0], [0.5]]) + 0.25
     torch.manual_seed(0)
     net = nn.Linear(3, 1)
-    config = TrainingConfig(epochs=30, lr=0.05, batch_size=32, optimizer="adam",
+    config = TrainingOptions(epochs=30, lr=0.05, batch_size=32, optimizer="adam",
                             loss_fn=nn.functional.mse_loss, weight_decay=0.0)
-    result = train_model(net, (x, y), config=config, progress=False)
+    result = train_model(net, (x, y), options=config, progress=False)
     with torch.no_grad():
         direct = float(nn.functional.mse_loss(net(x), y))
     assert result.losses[-1] < 1e-3 * result.losses[0]
@@ -569,7 +569,7 @@ def test_regression_loss_and_metric():
     torch.testing.assert_close(net.weight.detach(), torch.tensor([[1.5, -2.0, 0.5]]), atol=2e-2,
                                rtol=0)
     with pytest.raises(TypeError, match="loss_fn must be None or a callable"):
-        TrainingConfig(epochs=1, lr=0.1, loss_fn="mse")
+        TrainingOptions(epochs=1, lr=0.1, loss_fn="mse")
     with pytest.raises(ValueError, match="metric must be 'accuracy' or a callable"):
         evaluate(net, (x, y), metric="mse")
 
@@ -584,7 +584,7 @@ def test_gradient_accumulation_equals_one_larger_batch():
         return nn.Sequential(nn.Linear(6, 16), nn.ReLU(), nn.Linear(16, 3))
 
     def run(model, **config):
-        return train_model(model, (x, y), config=TrainingConfig(**recipe, **config), seed=2,
+        return train_model(model, (x, y), options=TrainingOptions(**recipe, **config), seed=2,
                            progress=False)
 
     large, accumulated = fresh(), fresh()
@@ -596,27 +596,27 @@ def test_gradient_accumulation_equals_one_larger_batch():
     odd = run(fresh(), batch_size=16, accumulate=3)
     assert odd.optimizer_steps == 4 and odd.info["steps_per_epoch"] == 2  # 3 + 1 batches
     with pytest.raises(ValueError, match="accumulate"):
-        TrainingConfig(epochs=1, lr=0.1, accumulate=0)
+        TrainingOptions(epochs=1, lr=0.1, accumulate=0)
 
 
 def test_bfloat16_autocast_trains_a_quantized_model():
     x, y = _tiny_data(96)
     net = _tiny_quantized()
-    config = TrainingConfig(epochs=4, lr=0.05, batch_size=16, autocast=torch.bfloat16)
-    result = train_model(net, (x, y), config=config, progress=False)
+    config = TrainingOptions(epochs=4, lr=0.05, batch_size=16, autocast=torch.bfloat16)
+    result = train_model(net, (x, y), options=config, progress=False)
     assert all(math.isfinite(loss) for loss in result.losses)
     assert result.losses[-1] < result.losses[0]
     assert all(p.dtype == torch.float32 for p in net.parameters())
     with pytest.raises(ValueError, match="autocast must be None, torch.bfloat16 or torch.float16"):
-        TrainingConfig(epochs=1, lr=0.1, autocast=torch.float64)
+        TrainingOptions(epochs=1, lr=0.1, autocast=torch.float64)
 
 
 def test_extending_a_finished_run(tmp_path):
     x, y = _tiny_data()
-    constant = TrainingConfig(epochs=3, lr=0.05, batch_size=16, schedule="constant")
+    constant = TrainingOptions(epochs=3, lr=0.05, batch_size=16, schedule="constant")
 
-    def run(model, epochs, path=None, config=constant):
-        return train_model(model, (x, y), config=dataclasses.replace(config, epochs=epochs),
+    def run(model, epochs, path=None, options=constant):
+        return train_model(model, (x, y), options=dataclasses.replace(options, epochs=epochs),
                            checkpoint=path, progress=False)
 
     reference = _tiny_quantized()
@@ -647,13 +647,13 @@ def test_resume_warns_when_the_model_started_from_other_weights(tmp_path):
     checkpoint still wins (crash recovery with a rebuilt, unseeded model), but says so."""
     x, y = _tiny_data()
     settings = dict(progress=False, checkpoint=tmp_path / "run.pt")
-    one, two = (TrainingConfig(epochs=epochs, lr=0.05, batch_size=16) for epochs in (1, 2))
+    one, two = (TrainingOptions(epochs=epochs, lr=0.05, batch_size=16) for epochs in (1, 2))
     first = _tiny_quantized(seed=0)
-    train_model(first, (x, y), config=one, **settings)
+    train_model(first, (x, y), options=one, **settings)
     with pytest.warns(UserWarning, match="started from other weights"):
-        other = train_model(_tiny_quantized(seed=123), (x, y), config=one, **settings)
+        other = train_model(_tiny_quantized(seed=123), (x, y), options=one, **settings)
     assert (other.resumed_from, other.rounds) == (1, 1)
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # a fresh copy of the start, or the run's own model
-        rebuilt = train_model(_tiny_quantized(seed=0), (x, y), config=two, **settings)
+        rebuilt = train_model(_tiny_quantized(seed=0), (x, y), options=two, **settings)
         assert (rebuilt.resumed_from, rebuilt.rounds) == (1, 2)

@@ -243,15 +243,12 @@ def _capture(model, batch, targets):
 def _fit(model, data, *, seed: int, epochs: int, lr: float, batch_size: int,
          weight_decay: float | None = None):
     """:func:`stepsize.quantization.train_model` with the LSQ recipe (SGD momentum 0.9, cosine
-    schedule): through a ``TrainingConfig`` where the installed version takes one, else with
-    the same values as keywords (the signature before issue 15's config dataclass)."""
-    import stepsize.quantization as quantization
+    schedule)."""
+    from stepsize.quantization import TrainingOptions, train_model
 
-    recipe = dict(epochs=epochs, lr=lr, batch_size=batch_size, weight_decay=weight_decay)
-    if hasattr(quantization, "TrainingConfig"):
-        return quantization.train_model(model, data, config=quantization.TrainingConfig(**recipe),
-                                        seed=seed, progress=False)
-    return quantization.train_model(model, data, seed=seed, progress=False, **recipe)
+    options = TrainingOptions(epochs=epochs, lr=lr, batch_size=batch_size,
+                              weight_decay=weight_decay)
+    return train_model(model, data, options=options, seed=seed, progress=False)
 
 
 def _gradient_parity(ours, batch, targets, have_native, have_brevitas) -> dict:

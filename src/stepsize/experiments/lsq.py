@@ -90,15 +90,15 @@ class _Study:
         """State dict and test accuracy of the FP model (LR 0.1, cosine), trained once."""
         import torch
 
-        from stepsize.quantization import TrainingConfig, evaluate, train_model
+        from stepsize.quantization import TrainingOptions, evaluate, train_model
 
         if (name, seed) not in self.fp:
             torch.manual_seed(seed)
             model = build_model(name, self.config["width"])
             data = self.dataset(name)
-            config = TrainingConfig(epochs=self.config["fp_epochs"][name], lr=0.1,
+            config = TrainingOptions(epochs=self.config["fp_epochs"][name], lr=0.1,
                                     batch_size=self.config["batch_size"])
-            train_model(model, data["train"], config=config, seed=seed, progress=False)
+            train_model(model, data["train"], options=config, seed=seed, progress=False)
             self.fp[(name, seed)] = (model.state_dict(), evaluate(model, data["test"]))
         return self.fp[(name, seed)]
 
@@ -120,8 +120,8 @@ class _Study:
         return model
 
     def fine_tune(self, model, name, seed, bits, epochs=None, **options):
-        """The paper's fine-tuning; ``options`` are further :class:`TrainingConfig` fields."""
-        from stepsize.quantization import TrainingConfig, train_model
+        """The paper's fine-tuning; ``options`` are further :class:`TrainingOptions` fields."""
+        from stepsize.quantization import TrainingOptions, train_model
 
         data = self.dataset(name)
         if bits == 8:  # the paper: 8-bit models fine-tune for one epoch at LR 0.001
@@ -129,9 +129,9 @@ class _Study:
         else:
             epochs = epochs or self.config["quant_epochs"][name]
             lr = options.pop("lr", 0.01)
-        config = TrainingConfig(epochs=epochs, lr=lr, batch_size=self.config["batch_size"],
+        config = TrainingOptions(epochs=epochs, lr=lr, batch_size=self.config["batch_size"],
                                 **options)
-        return train_model(model, data["train"], config=config, seed=seed, progress=False)
+        return train_model(model, data["train"], options=config, seed=seed, progress=False)
 
 
 def _mean_std(values):

@@ -2,7 +2,7 @@
 
 Quantizer (:func:`lsq_quantize`, :class:`LSQQuantizer`), quantized layers and model conversion
 (:func:`quantize_model`), the training recipe with checkpoints and DDP (:func:`train_model`,
-configured by a :class:`TrainingConfig`), integer inference (:func:`export_integer`) and ONNX
+configured by a :class:`TrainingOptions`), integer inference (:func:`export_integer`) and ONNX
 export (:func:`export_onnx`).
 
 Needs torch: ``pip install 'stepsize[torch]'``.
@@ -42,7 +42,7 @@ from stepsize.quantization.quantizer import (
     quantization_range,
 )
 from stepsize.quantization.training import (
-    TrainingConfig,
+    TrainingOptions,
     default_weight_decay,
     evaluate,
     train_model,
@@ -57,7 +57,7 @@ __all__ = [
     "QuantConv2d",
     "QuantLinear",
     "QuantMultiheadAttention",
-    "TrainingConfig",
+    "TrainingOptions",
     "TrainingProgress",
     "TrainingResult",
     "default_weight_decay",

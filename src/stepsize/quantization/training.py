@@ -62,7 +62,7 @@ from stepsize._validation import (
 from stepsize.quantization.layers import quant_layers, step_size_parameters
 
 __all__ = [
-    "TrainingConfig",
+    "TrainingOptions",
     "TrainingProgress",
     "default_weight_decay",
     "evaluate",
@@ -259,12 +259,12 @@ def _distillation(logits, teacher_logits, temperature):
 
 
 @dataclass(frozen=True, kw_only=True)
-class TrainingConfig:
+class TrainingOptions:
     """How :func:`train_model` trains: optimizer, schedule, loss, precision (the LSQ recipe).
 
     Everything here but ``epochs`` is recorded in the checkpoint (a resume with another value is
     refused); ``epochs`` may grow, which extends a finished run. The values are validated when
-    the config is built, so a bad one fails before any data is read.
+    the options are built, so a bad one fails before any data is read.
 
     Attributes:
         epochs: total epochs (>= 1); more than a finished checkpoint holds extends that run (the
@@ -284,13 +284,13 @@ class TrainingConfig:
             CUDA with a gradient scaler).
         temperature: distillation temperature ``T`` (used with a ``teacher`` only).
 
-    >>> config = TrainingConfig(epochs=3, lr=0.01)
-    >>> config.batch_size, config.optimizer, config.schedule
+    >>> options = TrainingOptions(epochs=3, lr=0.01)
+    >>> options.batch_size, options.optimizer, options.schedule
     (128, 'sgd', 'cosine')
     >>> import dataclasses
-    >>> dataclasses.replace(config, lr=0.001, epochs=1).lr   # validated again
+    >>> dataclasses.replace(options, lr=0.001, epochs=1).lr   # validated again
     0.001
-    >>> TrainingConfig(epochs=0, lr=0.01)
+    >>> TrainingOptions(epochs=0, lr=0.01)
     Traceback (most recent call last):
     ValueError: epochs must be >= 1, got 0
     """
@@ -334,10 +334,10 @@ class TrainingConfig:
 
 @dataclass
 class _Plan:
-    """The validated arguments of one :func:`train_model` call (``config.weight_decay`` set)."""
+    """The validated arguments of one :func:`train_model` call (``options.weight_decay`` set)."""
 
     data: _Data
-    config: TrainingConfig
+    options: TrainingOptions
     teacher: nn.Module | None
     seed: int
     checkpoint: Path | None
@@ -347,39 +347,39 @@ class _Plan:
 
     def settings(self, base: nn.Module, world: int) -> dict:
         """Every setting that changes the result (``epochs`` excepted: a run can be extended)."""
-        config = self.config
-        loss = None if config.loss_fn is None else getattr(
-            config.loss_fn, "__qualname__", type(config.loss_fn).__qualname__)
+        options = self.options
+        loss = None if options.loss_fn is None else getattr(
+            options.loss_fn, "__qualname__", type(options.loss_fn).__qualname__)
         return dict(
-            lr=config.lr, batch_size=config.batch_size, optimizer=config.optimizer,
-            momentum=config.momentum, weight_decay=config.weight_decay,
-            schedule=config.schedule, seed=self.seed, world_size=world,
+            lr=options.lr, batch_size=options.batch_size, optimizer=options.optimizer,
+            momentum=options.momentum, weight_decay=options.weight_decay,
+            schedule=options.schedule, seed=self.seed, world_size=world,
             data=self.data.description, model=module_fingerprint(base, weights=False),
-            temperature=config.temperature,
+            temperature=options.temperature,
             teacher=None if self.teacher is None else module_fingerprint(self.teacher,
                                                                          weights=True),
-            loss_fn=loss, accumulate=config.accumulate, autocast=str(config.autocast),
+            loss_fn=loss, accumulate=options.accumulate, autocast=str(options.autocast),
         )
 
 
-def _plan(model, data, *, config, teacher, seed, checkpoint, resume, progress,
+def _plan(model, data, *, options, teacher, seed, checkpoint, resume, progress,
           callback) -> _Plan:
     """Validate every argument of :func:`train_model` once, naming the bad one."""
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {describe(model)}")
-    if not isinstance(config, TrainingConfig):
-        raise TypeError(f"config must be a TrainingConfig, e.g. TrainingConfig(epochs=10, "
-                        f"lr=0.01), got {describe(config)}")
+    if not isinstance(options, TrainingOptions):
+        raise TypeError(f"options must be a TrainingOptions, e.g. TrainingOptions(epochs=10, "
+                        f"lr=0.01), got {describe(options)}")
     if teacher is not None and not isinstance(teacher, nn.Module):
         raise TypeError(f"teacher must be a torch.nn.Module or None, got {describe(teacher)}")
     if not isinstance(resume, bool):
         raise TypeError(f"resume must be a bool, got {describe(resume)}")
-    if config.weight_decay is None:
+    if options.weight_decay is None:
         base = model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
         bits = [layer.weight_quantizer.bits for _, layer in quant_layers(base)]
-        config = replace(config, weight_decay=default_weight_decay(min(bits) if bits else None))
+        options = replace(options, weight_decay=default_weight_decay(min(bits) if bits else None))
     return _Plan(
-        data=_Data(data, "data", classify=config.loss_fn is None), config=config,
+        data=_Data(data, "data", classify=options.loss_fn is None), options=options,
         teacher=teacher, seed=check_int(seed, "seed", low=0),
         checkpoint=check_checkpoint_path(checkpoint), resume=resume,
         progress=check_progress(progress),
@@ -404,34 +404,34 @@ class _Trainer:
     """One :func:`train_model` run: optimizer, checkpoint, epochs."""
 
     def __init__(self, model: nn.Module, plan: _Plan):
-        self.plan, self.config = plan, plan.config
+        self.plan, self.options = plan, plan.options
         self.rank, self.world = _distributed()
         ddp = isinstance(model, nn.parallel.DistributedDataParallel)
         self.base = model.module if ddp else model
         self.network = model
         if self.world > 1 and not ddp:
             self.network = nn.parallel.DistributedDataParallel(self.base)
-        config = self.config
-        groups = _parameter_groups(self.base, config.weight_decay)
-        if config.optimizer == "sgd":
-            self.opt = torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum)
+        options = self.options
+        groups = _parameter_groups(self.base, options.weight_decay)
+        if options.optimizer == "sgd":
+            self.opt = torch.optim.SGD(groups, lr=options.lr, momentum=options.momentum)
         else:
-            self.opt = torch.optim.Adam(groups, lr=config.lr)
+            self.opt = torch.optim.Adam(groups, lr=options.lr)
         reference = next(self.base.parameters(), None)
         self.device = reference.device if reference is not None else torch.device("cpu")
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=(
-            config.autocast == torch.float16 and self.device.type == "cuda"))
+            options.autocast == torch.float16 and self.device.type == "cuda"))
         self.result = TrainingResult(losses=[], rounds=0, checkpoint=plan.checkpoint)
         self.settings = plan.settings(self.base, self.world) if plan.checkpoint else None
         # the weights this run starts from: a resume must start from the same ones (or from the
         # checkpoint's own trained weights, when the model is the run's own, extended)
         self.start = (module_fingerprint(self.base, weights=True) if plan.checkpoint
                       else None)
-        per_epoch = plan.data.batches_per_epoch(config.batch_size, self.rank, self.world)
-        if per_epoch is None and config.schedule == "cosine":
+        per_epoch = plan.data.batches_per_epoch(options.batch_size, self.rank, self.world)
+        if per_epoch is None and options.schedule == "cosine":
             raise ValueError("schedule='cosine' needs the number of batches per epoch, but the "
                              "DataLoader has no length (pass schedule='constant')")
-        self.steps_per_epoch = None if per_epoch is None else -(-per_epoch // config.accumulate)
+        self.steps_per_epoch = None if per_epoch is None else -(-per_epoch // options.accumulate)
 
     def restore(self) -> None:
         """Continue from the checkpoint, if there is one to resume."""
@@ -440,9 +440,9 @@ class _Trainer:
             return
         state = load_checkpoint(path, kind=_CHECKPOINT_KIND, settings=self.settings)
         done = int(state["epoch"])
-        if done > self.config.epochs:
+        if done > self.options.epochs:
             raise ValueError(
-                f"epochs={self.config.epochs} is fewer than the {done} epochs already trained in "
+                f"epochs={self.options.epochs} is fewer than the {done} epochs already trained in "
                 f"checkpoint {path} (pass epochs >= {done}, resume=False, or another file)")
         given, self.start = self.start, state.get("start", self.start)
         with restoring(path):
@@ -479,25 +479,25 @@ class _Trainer:
             torch.distributed.barrier()
 
     def loss(self, batch, targets) -> torch.Tensor:
-        config, teacher = self.config, self.plan.teacher
-        autocast = (torch.autocast(self.device.type, dtype=config.autocast) if config.autocast
+        options, teacher = self.options, self.plan.teacher
+        autocast = (torch.autocast(self.device.type, dtype=options.autocast) if options.autocast
                     else contextlib.nullcontext())
         with autocast:
             outputs = self.network(batch)
-            loss_fn = config.loss_fn or F.cross_entropy
+            loss_fn = options.loss_fn or F.cross_entropy
             loss = loss_fn(outputs, targets)
             if teacher is not None:
                 with torch.no_grad():
                     teacher_outputs = teacher(batch)
                 loss = 0.5 * loss + 0.5 * _distillation(outputs, teacher_outputs,
-                                                        config.temperature)
+                                                        options.temperature)
         return loss
 
     def set_learning_rate(self) -> None:
-        config = self.config
-        if config.schedule == "cosine":
-            total = config.epochs * self.steps_per_epoch
-            lr = 0.5 * config.lr * (1 + math.cos(math.pi * self.result.optimizer_steps / total))
+        options = self.options
+        if options.schedule == "cosine":
+            total = options.epochs * self.steps_per_epoch
+            lr = 0.5 * options.lr * (1 + math.cos(math.pi * self.result.optimizer_steps / total))
             for group in self.opt.param_groups:
                 group["lr"] = lr
 
@@ -517,7 +517,7 @@ class _Trainer:
         """Train one epoch; return its mean loss (weighted by batch size)."""
         plan, total, count, pending = self.plan, 0.0, 0, 0
         self.network.train()
-        batches = plan.data.batches(self.config.batch_size, plan.seed, epoch, self.rank,
+        batches = plan.data.batches(self.options.batch_size, plan.seed, epoch, self.rank,
                                     self.world, self.device)
         for batch, targets in batches:
             if pending == 0:
@@ -532,7 +532,7 @@ class _Trainer:
             pending += 1
             total += loss.item() * len(targets)
             count += len(targets)
-            if pending == self.config.accumulate:
+            if pending == self.options.accumulate:
                 self.step(pending)
                 pending = 0
         if pending:
@@ -544,7 +544,7 @@ class _Trainer:
     def run(self) -> TrainingResult:
         self.restore()
         plan, result = self.plan, self.result
-        bar = progress_bar(range(result.rounds, self.config.epochs),
+        bar = progress_bar(range(result.rounds, self.options.epochs),
                            progress=plan.progress if self.rank == 0 else False,
                            desc="train", unit="epoch")
         with _in_eval_mode(plan.teacher):
@@ -560,7 +560,7 @@ class _Trainer:
                     plan.callback(TrainingProgress(round=result.rounds, loss=result.losses[-1],
                                                    optimizer_steps=result.optimizer_steps,
                                                    model=self.base))
-        result.info.update(epochs=self.config.epochs, steps_per_epoch=self.steps_per_epoch,
+        result.info.update(epochs=self.options.epochs, steps_per_epoch=self.steps_per_epoch,
                            final_lr=self.opt.param_groups[0]["lr"])
         return result
 
@@ -569,7 +569,7 @@ def train_model(
     model: nn.Module,
     data,
     *,
-    config: TrainingConfig,
+    options: TrainingOptions,
     teacher: nn.Module | None = None,
     seed: int = 0,
     checkpoint: str | os.PathLike | None = None,
@@ -589,12 +589,12 @@ def train_model(
         data: ``(inputs, targets)`` tensors, a map-style Dataset of ``(input, target)`` items
             (both batched by the seeded permutation) or a DataLoader (its own order); batches
             are moved to the model's device.
-        config: how to train, a :class:`TrainingConfig` (epochs, lr, batch size, optimizer,
+        options: how to train, a :class:`TrainingOptions` (epochs, lr, batch size, optimizer,
             schedule, weight decay, loss, accumulation, autocast, distillation temperature).
         teacher: a full-precision model for knowledge distillation (kept in eval mode), or None.
         seed: seed of the data order.
         checkpoint: file written (atomically) after every epoch.
-        resume: continue from ``checkpoint`` if it exists; its settings (``config`` but
+        resume: continue from ``checkpoint`` if it exists; its settings (``options`` but
             ``epochs``, ``seed``; data, model structure and teacher by hash; the world size)
             must match.
         progress: progress bar (None: only on a terminal).
@@ -620,8 +620,8 @@ def train_model(
         >>> torch.manual_seed(0) and None
         >>> x = torch.randn(64, 4); y = (x[:, 0] > 0).long()
         >>> net = quantize_model(nn.Sequential(nn.Linear(4, 16), nn.ReLU(), nn.Linear(16, 2)), 4)
-        >>> config = TrainingConfig(epochs=3, lr=0.05, batch_size=16)
-        >>> result = train_model(net, (x, y), config=config, progress=False,
+        >>> options = TrainingOptions(epochs=3, lr=0.05, batch_size=16)
+        >>> result = train_model(net, (x, y), options=options, progress=False,
         ...                      callback=lambda p: print(p.round, p.optimizer_steps))
         1 4
         2 8
@@ -631,7 +631,7 @@ def train_model(
 
     Reference: Esser et al., "Learned Step Size Quantization", ICLR 2020, section 3.
     """
-    plan = _plan(model, data, config=config, teacher=teacher, seed=seed, checkpoint=checkpoint,
+    plan = _plan(model, data, options=options, teacher=teacher, seed=seed, checkpoint=checkpoint,
                  resume=resume, progress=progress, callback=callback)
     return _Trainer(model, plan).run()
 
