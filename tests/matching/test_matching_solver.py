@@ -354,3 +354,31 @@ def test_projected_fixed_point_takes_matching_options_and_keyword_overrides():
         match_graphs(np.eye(3), np.eye(3), bogus=1)
     with pytest.raises(TypeError, match="options must be a MatchingOptions"):
         projected_fixed_point(np.eye(3), np.eye(3), options={"max_iter": 3})
+
+
+def _dense_symmetric_pair():
+    """A dense symmetric 20-node pair on which apfp's second projection, loose (tolerance 0.1,
+    one warm-started Sinkhorn round), points downhill: ``c1 + c2 < 0``, ``alpha = 0``."""
+    W = np.random.default_rng(6).uniform(size=(20, 20))
+    A = W + W.T
+    perm = np.random.default_rng(0).permutation(20)
+    return A, A[np.ix_(perm, perm)], np.argsort(perm)
+
+
+def test_a_zero_step_after_a_loose_projection_projects_again_at_inner_tol():
+    A, B, truth = _dense_symmetric_pair()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ConvergenceWarning)
+        result = match_graphs(A, B, seed=0, stall_restarts=0)
+    alphas = result.info["alpha"]
+    # The zero step along the loose direction is not a stop: the next projection is at
+    # inner_tol and the iteration goes on from the same iterate, to the planted permutation.
+    first_zero = alphas.index(0.0)
+    assert first_zero < len(alphas) - 1 and alphas[first_zero + 1] > 0
+    assert result.info["c1"][first_zero] + result.info["c2"][first_zero] < 0
+    assert result.converged is True and result.info["stall"] is None
+    assert result.info["mean_row_max"] > 0.95
+    np.testing.assert_array_equal(result.col_ind, truth)
+    # With inner_tol throughout (no loose projection) the same matching, no retry needed.
+    tight = match_graphs(A, B, seed=0, stall_restarts=0, inner_tol_factor=1.0)
+    np.testing.assert_array_equal(tight.col_ind, truth)

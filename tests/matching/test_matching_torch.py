@@ -237,3 +237,19 @@ def test_torch_tensors_give_the_numpy_matching_one_pair_and_a_batch():
         assert result.info["center"] == pytest.approx(ref.info["center"], rel=1e-12)
     with pytest.raises(ValueError, match="K and seeds"):
         match_subgraph(A[0], B[0], seeds=[[0, 0]])
+
+
+def test_a_zero_step_after_a_loose_projection_is_retried_as_in_numpy():
+    # The pair of test_matching_solver's zero-step test: without the retry at inner_tol, every
+    # start stopped at the barycenter (converged=False).
+    W = np.random.default_rng(6).uniform(size=(20, 20))
+    A = W + W.T
+    perm = np.random.default_rng(0).permutation(20)
+    B = A[np.ix_(perm, perm)]
+    reference = match_graphs(A, B, seed=0, stall_restarts=0)
+    ours = match_graphs_torch(torch.as_tensor(A), torch.as_tensor(B), seed=0, stall_restarts=0)
+    assert ours.converged is True and ours.info["stall"] is None
+    assert 0.0 in ours.info["alpha"][:-2]
+    np.testing.assert_array_equal(ours.col_ind, np.argsort(perm))
+    assert ours.info["alpha"] == reference.info["alpha"]
+    assert ours.n_iter == reference.n_iter

@@ -42,6 +42,7 @@ from stepsize.matching.solver import (
     _converged_step,
     _from_internal,
     _initial_matrix,
+    _loose,
     _next_inner_tol,
     _rescale,
     _settings_of,
@@ -532,6 +533,9 @@ def _stopped(state: dict, values: list, inner_tol: list, j: int, iteration: int,
         return True
     if alpha == 0.0:
         state["objectives"].append(values[j])
+        if _loose(inner_tol[j], error, settings):  # project again at inner_tol
+            inner_tol[j] = settings.inner_tol
+            return False
         state.update(n_iter=iteration, converged=True,
                      message="the step size is 0: no ascent along the projection")
         return True

@@ -1125,6 +1125,9 @@ def _iterate(problem: _Problem, settings: _Settings, M: np.ndarray, barycenter: 
             trace[key].append(item)
         if alpha == 0.0:
             objectives.append(value)
+            if _loose(inner_tol, error, settings):  # project again at inner_tol, from M
+                inner_tol = settings.inner_tol
+                continue
             converged, message = True, "the step size is 0: no ascent along the projection"
             break
         change = alpha * float(np.linalg.norm(direction))
@@ -1152,7 +1155,18 @@ def _converged_step(change: float, requested: float, error: float, settings: _Se
     for a step whose projection was asked for (``requested``) or reached (``error``, the
     row-sum error) ``inner_tol`` itself; else one more step at ``inner_tol``.
     """
-    return change <= settings.tol and min(requested, error) <= settings.inner_tol
+    return change <= settings.tol and not _loose(requested, error, settings)
+
+
+def _loose(requested: float, error: float, settings: _Settings) -> bool:
+    """Whether a projection neither was asked for nor reached ``inner_tol`` (numpy and torch).
+
+    A zero step along such a direction is no fixed point: far from the fixed point a Sinkhorn
+    stopped at a loose tolerance (one warm-started round) can point downhill (``c1 + c2 < 0``),
+    and stopping there left apfp at the barycenter with ``converged=False`` on every start of
+    a 20-node dense pair; the step is retried from the same iterate at ``inner_tol``.
+    """
+    return min(requested, error) > settings.inner_tol
 
 
 def _next_inner_tol(change: float, settings: _Settings) -> float:
