@@ -24,7 +24,7 @@ from stepsize._checkpoint import (  # noqa: E402
     module_fingerprint,
     save_checkpoint,
 )
-from stepsize.quantization import TrainingConfig, quantize_model, train_model  # noqa: E402
+from stepsize.quantization import TrainingOptions, quantize_model, train_model  # noqa: E402
 from stepsize.unfolding import UnfoldedGD, train_expected_loss, train_incremental  # noqa: E402
 
 SETTINGS = {"lr": 0.1, "betas": (0.9, 0.999), "data": "0123abcd", "teacher": None}
@@ -315,7 +315,7 @@ def _train_model(path):
     net = quantize_model(nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2)), 4)
     x = torch.randn(32, 4, generator=torch.Generator().manual_seed(1))
     return train_model(net, (x, (x[:, 0] > 0).long()),
-                       config=TrainingConfig(epochs=1, lr=0.05, batch_size=16), progress=False,
+                       options=TrainingOptions(epochs=1, lr=0.05, batch_size=16), progress=False,
                        checkpoint=path, resume=True)
 
 
