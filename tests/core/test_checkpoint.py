@@ -354,7 +354,7 @@ def test_trainers_refuse_planted_hostile_and_bit_flipped_files(tmp_path, trainer
         assert path.read_bytes() == content, name  # refused, not overwritten
     # a real checkpoint of this trainer with one bit flipped in its first float tensor
     path = tmp_path / "real.pt"
-    train(path)
+    first = train(path)
     saved = torch.load(path, weights_only=True)
     candidates = (saved.get("parameter"), *saved.get("parameters", ()),
                   *saved.get("model", {}).values())
@@ -367,7 +367,9 @@ def test_trainers_refuse_planted_hostile_and_bit_flipped_files(tmp_path, trainer
     with pytest.raises(ValueError, match=r"real\.pt is corrupted: its content does not match"):
         train(path)
     path.write_bytes(data)
-    assert train(path) is not None  # the intact file still resumes
+    resumed = train(path)  # the intact file still resumes, at the round it stopped
+    assert (resumed.resumed_from, resumed.rounds) == (first.rounds, first.rounds) >= (1, 1)
+    assert resumed.losses == first.losses
 
 
 def test_arrays_are_refused_when_written_and_nan_or_tensor_settings_compare_by_value(tmp_path):

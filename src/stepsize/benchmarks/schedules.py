@@ -287,7 +287,7 @@ def _mlp_runs(config: dict, seeds: list[int]):
     """{(method, setting): [losses per seed]} for the MLP, and the lmax estimates per seed."""
     import torch
 
-    from stepsize.chebyshev._torch_schedules import ChebyshevLR
+    from stepsize.chebyshev import ChebyshevLR
 
     section = config["mlp"]
     steps = section["steps"]
