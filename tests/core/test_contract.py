@@ -38,8 +38,9 @@ NOT_OPTIONS = {"max_iter", "tol", "seed", "progress", "checkpoint", "resume", "c
                "options", "data"}
 # functions allowed more options, and why
 MANY_OPTIONS = {
-    "chebyshev.chebyshev_gd": "a linear solver in scipy's cg style (M, x0) with the Chebyshev "
-                              "schedule's own keywords; its split is issue 15 item 3",
+    "chebyshev.chebyshev_gd": "a linear solver called like scipy's cg (M, x0), with the interval "
+                              "(lmin, lmax, spectrum) and the schedule (T, order) as the keywords "
+                              "DESIGN.md's contract names; kept flat by choice",
     "chebyshev.chebyshev_semi_iterative": "as chebyshev_gd",
 }
 
