@@ -123,7 +123,9 @@ def match_subgraph(A, B, K=None, *, method: str = "apfp", center="auto", relaxat
 
     Raises:
         ValueError, TypeError: naming the argument (``center``, ``relaxations``, and the
-            checks of ``match_graphs``).
+            checks of ``match_graphs``; with tensors ``K``, ``seeds`` and ``lam`` are refused,
+            and batches of different lengths, dtypes or devices, as in
+            ``_torch.match_graphs_torch``).
 
     >>> rng = np.random.default_rng(1)
     >>> upper = np.triu(rng.uniform(size=(40, 40)) < 0.3, 1)
@@ -140,9 +142,7 @@ def match_subgraph(A, B, K=None, *, method: str = "apfp", center="auto", relaxat
     method = check_choice(method, "method", METHODS)
     relaxations = check_int(relaxations, "relaxations", low=1, high=len(SUBGRAPH_RELAXATIONS))
     if _is_tensor(A) and _is_tensor(B):
-        if K is not None or seeds is not None:
-            raise ValueError("K and seeds are not supported with torch tensors; pass numpy "
-                             "arrays")
+        _refuse_with_tensors(K, seeds, options)
         return _match_subgraph_torch(A, B, method, center, relaxations,
                                      dict(n_init=n_init, seed=seed, progress=progress),
                                      options)
@@ -163,6 +163,17 @@ def match_subgraph(A, B, K=None, *, method: str = "apfp", center="auto", relaxat
     result.objective = assignment_objective(A, B, result.col_ind, K, preset.lam)
     result.method = method
     return result
+
+
+def _refuse_with_tensors(K, seeds, options: dict) -> None:
+    """Tensors are matched without ``K`` (hence ``lam``) or ``seeds``: refuse them by name."""
+    for name, value in (("K", K), ("seeds", seeds)):
+        if value is not None:
+            raise ValueError(f"{name}: K and seeds are not supported with torch tensors; pass "
+                             f"numpy arrays")
+    if "lam" in options:
+        raise TypeError("lam: torch tensors are matched without a node affinity K; pass numpy "
+                        "arrays for K and lam")
 
 
 def _kept_run(runs: list, center: float) -> MatchingResult:

@@ -76,7 +76,8 @@ _OPTIONS = ("projection", "step", "beta", "scale", "beta_growth", "beta_max", "e
             "polish", "stall_restarts", "float32_from", "memory_limit")
 
 
-def _check_edges(edges, name: str, n: int | None) -> tuple[np.ndarray, int]:
+def _check_edges(edges, name: str, n: int | None, source: str = "") -> tuple[np.ndarray, int]:
+    """``(edges as intp, node count)``; ``source`` says where a given ``n`` came from."""
     pairs = np.asarray(edges)
     if pairs.ndim != 2 or pairs.shape[1] != 2 or pairs.shape[0] == 0:
         raise ValueError(f"{name} must be a non-empty (m, 2) array of (start, end) nodes, "
@@ -84,9 +85,10 @@ def _check_edges(edges, name: str, n: int | None) -> tuple[np.ndarray, int]:
     if pairs.dtype.kind not in "iu":
         raise TypeError(f"{name} must hold integer node indices, got dtype {pairs.dtype}")
     pairs = pairs.astype(np.intp)
-    if pairs.min() < 0 or (n is not None and pairs.max() >= n):
-        bad = pairs.min() if pairs.min() < 0 else pairs.max()
-        raise ValueError(f"{name}: node {int(bad)} is out of range [0, {n})")
+    if pairs.min() < 0:
+        raise ValueError(f"{name}: node {int(pairs.min())} is negative (nodes are 0, 1, ...)")
+    if n is not None and pairs.max() >= n:
+        raise ValueError(f"{name}: node {int(pairs.max())} is out of range [0, {n}){source}")
     return pairs, int(pairs.max()) + 1 if n is None else n
 
 
@@ -144,14 +146,19 @@ class FactorizedAffinity:
 
     def __init__(self, edge_affinity, edges1, edges2, node_affinity=None, *,
                  n1: int | None = None, n2: int | None = None):
+        sources = [" (n1)", " (n2)"]
         if node_affinity is not None:
             node_affinity = check_array(node_affinity, "node_affinity", ndim=2)
+            for k, given in enumerate((n1, n2)):
+                if given is None:
+                    sources[k] = (f" (n{k + 1} = node_affinity.shape[{k}], node_affinity of "
+                                  f"shape {node_affinity.shape})")
             n1 = node_affinity.shape[0] if n1 is None else n1
             n2 = node_affinity.shape[1] if n2 is None else n2
         n1 = None if n1 is None else check_int(n1, "n1", low=1)
         n2 = None if n2 is None else check_int(n2, "n2", low=1)
-        self.edges1, self.n1 = _check_edges(edges1, "edges1", n1)
-        self.edges2, self.n2 = _check_edges(edges2, "edges2", n2)
+        self.edges1, self.n1 = _check_edges(edges1, "edges1", n1, sources[0])
+        self.edges2, self.n2 = _check_edges(edges2, "edges2", n2, sources[1])
         self.edge_affinity = check_array(
             edge_affinity, "edge_affinity", shape=(len(self.edges1), len(self.edges2)))
         self.node_affinity = (None if node_affinity is None else check_array(
