@@ -49,18 +49,35 @@ _ADDS = {operator.add, torch.add}
 # average pooling: onnxruntime fuses DQ -> GlobalAveragePool -> Q into QLinearGlobalAveragePool
 _POOL_MODULES = (nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.AvgPool1d, nn.AvgPool2d)
 _POOL_FUNCTIONS = {F.adaptive_avg_pool1d, F.adaptive_avg_pool2d, F.avg_pool1d, F.avg_pool2d}
+_BATCH_NORM = (nn.BatchNorm1d, nn.BatchNorm2d)
 
 
 class _QuantizeDequantizeAffine(torch.autograd.Function):
     """``(clamp(round(x / s) + z, low, high) - z) * s``; exported as QuantizeLinear [-> Clip]
-    -> DequantizeLinear with zero point ``z`` of type int8 or uint8."""
+    -> DequantizeLinear with zero point ``z`` of type int8 or uint8. The backward is LSQ's
+    (straight-through inside the code range; for ``s``, ``round(v) - v`` inside and the
+    clamped code outside, with ``v = x / s``, scaled by ``1 / sqrt(numel (high - z))``)."""
 
     @staticmethod
     def forward(ctx, x, scale, zero_point, low, high, signed):
+        ctx.save_for_backward(x, scale)
+        ctx.bounds = (zero_point, low, high)
         if not zero_point:  # adding a literal 0 trips the TorchScript exporter's peephole pass
             return torch.clamp(torch.round(x / scale), low, high) * scale
         codes = torch.clamp(torch.round(x / scale) + zero_point, low, high)
         return (codes - zero_point) * scale
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, scale = ctx.saved_tensors
+        zero, low, high = ctx.bounds
+        v = x / scale + zero
+        inside = (v >= low) & (v <= high)
+        grad_x = grad * inside
+        steps = torch.where(inside, torch.round(v) - v, torch.clamp(v, low, high) - zero)
+        factor = (x.numel() * max(high - zero, 1)) ** -0.5
+        grad_scale = (grad * steps).sum().reshape(scale.shape) * factor
+        return grad_x, grad_scale, None, None, None, None
 
     @staticmethod
     def symbolic(g, x, scale, zero_point, low, high, signed):
@@ -76,9 +93,14 @@ class _QuantizeDequantizeAffine(torch.autograd.Function):
 class OutputQuantizer(nn.Module):
     """An 8-bit quantize-dequantize ``Q_o`` (scale, zero point, code range) for ONNX export."""
 
-    def __init__(self, scale: float, zero_point: int, signed: bool, low=None, high=None):
+    def __init__(self, scale: float, zero_point: int, signed: bool, low=None, high=None,
+                 learnable: bool = False):
         super().__init__()
-        self.register_buffer("scale", torch.tensor(float(scale), dtype=torch.float32))
+        value = torch.tensor(float(scale), dtype=torch.float32)
+        if learnable:  # a step trained with the model (LSQ's gradient), as in deployment_model
+            self.scale = nn.Parameter(value)
+        else:
+            self.register_buffer("scale", value)
         info = torch.iinfo(torch.int8 if signed else torch.uint8)
         self.zero_point, self.signed = int(zero_point), bool(signed)
         self.low = info.min if low is None else max(int(low), info.min)
@@ -87,8 +109,13 @@ class OutputQuantizer(nn.Module):
     def same_as(self, quantizer: LSQQuantizer) -> bool:
         """Whether ``quantizer`` computes exactly this quantization (same step and codes)."""
         other = from_lsq(quantizer)
-        return (self.zero_point, self.low, self.high, self.signed, float(self.scale)) == (
-            other.zero_point, other.low, other.high, other.signed, float(other.scale))
+        return (self.zero_point, self.low, self.high, self.signed, float(self.scale.detach())) == (
+            other.zero_point, other.low, other.high, other.signed, float(other.scale.detach()))
+
+    def copy(self, learnable: bool = False) -> OutputQuantizer:
+        """The same quantization as a new module."""
+        return OutputQuantizer(float(self.scale.detach()), self.zero_point, self.signed, self.low,
+                               self.high, learnable)
 
     def forward(self, x):
         return _QuantizeDequantizeAffine.apply(x, self.scale, self.zero_point, self.low,
@@ -128,11 +155,15 @@ class _Recorder(torch.fx.Interpreter):
 
 
 def _kind(node: torch.fx.Node, modules: dict) -> str | None:
-    """'layer', 'relu', 'relu6', 'pass' (commutes with quantization), 'add', or None."""
+    """'layer', 'relu', 'relu6', 'pass' (commutes with quantization), 'add', 'pool', 'fold'
+    (a batch norm or bias rounding that export folds into the layer before it), or None."""
     if node.op == "call_module":
         module = modules[node.target]
         if isinstance(module, _QuantMixin):
             return "layer"
+        if getattr(module, "folds_into_layer", False) or isinstance(module, _BATCH_NORM) and \
+                len(node.users) == 1 and _kind(next(iter(node.users)), modules) == "fold":
+            return "fold"  # a batch norm counts only where a bias rounding marks it foldable
         if isinstance(module, nn.ReLU):
             return "relu"
         if isinstance(module, nn.Hardtanh) and (module.min_val, module.max_val) == (0.0, 6.0):
@@ -167,8 +198,9 @@ def _is_max_pool(node: torch.fx.Node, modules: dict) -> bool:
 
 
 def _tail(node: torch.fx.Node, modules: dict) -> tuple[torch.fx.Node, torch.fx.Node | None]:
-    """The last node of ``node -> [Identity...] -> [ReLU | ReLU6]`` and the activation node."""
-    activation = None
+    """The last node of ``node -> [Identity | batch norm | bias rounding ...] -> [ReLU |
+    ReLU6]`` (batch norm and bias rounding only after a layer) and the activation node."""
+    activation, folds = None, _kind(node, modules) == "layer"
     while len(node.users) == 1:
         user = next(iter(node.users))
         kind = _kind(user, modules)
@@ -176,8 +208,8 @@ def _tail(node: torch.fx.Node, modules: dict) -> tuple[torch.fx.Node, torch.fx.N
                 modules.get(user.target), nn.Identity)):
             break
         if kind in ("relu", "relu6") and activation is None:
-            activation = user
-        elif kind != "pass":
+            activation, folds = user, False
+        elif kind != "pass" and not (kind == "fold" and folds):
             break
         node = user
     return node, activation
@@ -200,10 +232,12 @@ def _consumer_quantizers(node: torch.fx.Node, modules: dict) -> list[LSQQuantize
 class _Placement:
     """The state of one placement pass over a traced, calibrated graph module."""
 
-    def __init__(self, graph_module: torch.fx.GraphModule, ranges: dict):
+    def __init__(self, graph_module: torch.fx.GraphModule, ranges: dict, deployment=False):
         self.module, self.graph, self.ranges = graph_module, graph_module.graph, ranges
         self.modules = dict(graph_module.named_modules())
         self.specs: dict[torch.fx.Node, OutputQuantizer] = {}
+        # deployment: learnable steps, activations kept (export absorbs them: absorb_placed)
+        self.deployment = deployment
 
     def spec_of(self, node) -> OutputQuantizer | None:
         """The output quantizer whose codes ``node`` carries (through pass-through ops)."""
@@ -218,6 +252,8 @@ class _Placement:
     def insert(self, source: torch.fx.Node, quantizer: OutputQuantizer, users=None):
         """Insert ``quantizer`` after ``source``, for all its users (or only ``users``)."""
         name = f"output_quantizer_{len(self.specs)}"
+        if self.deployment:
+            quantizer = quantizer.copy(learnable=True)
         self.module.add_submodule(name, quantizer)
         self.modules[name] = quantizer
         with self.graph.inserting_after(source):
@@ -249,7 +285,7 @@ class _Placement:
         """Apply a ReLU/ReLU6 to the codes (and drop it) unless onnxruntime removes it itself
         (zero point 0 for ReLU, a range within [0, 6] for ReLU6)."""
         relu6 = _kind(activation, self.modules) == "relu6"
-        step, zero = float(quantizer.scale), quantizer.zero_point
+        step, zero = float(quantizer.scale.detach()), quantizer.zero_point
         if zero == 0 and (not relu6 or quantizer.high * step <= 6):
             return False
         quantizer.low = max(quantizer.low, zero)
@@ -269,7 +305,8 @@ class _Placement:
         if isinstance(module, nn.Linear) and self.ranges[tail.name][2] != 2:
             return
         quantizer = self.choose(tail)
-        if activation is not None and self.absorb(activation, quantizer):
+        if activation is not None and not self.deployment and self.absorb(activation,
+                                                                            quantizer):
             tail = _tail(node, self.modules)[0]
         self.insert(tail, quantizer)
 
@@ -287,8 +324,7 @@ class _Placement:
         ``DQ -> MaxPool -> Q`` on the uint8 codes (NhwcMaxPool) instead of in float."""
         spec = self.spec_of(node.args[0]) if node.args else None
         if spec is not None:
-            self.insert(node, OutputQuantizer(float(spec.scale), spec.zero_point, spec.signed,
-                                              spec.low, spec.high))
+            self.insert(node, spec.copy())
 
     def quantize_add_inputs(self, node: torch.fx.Node) -> None:
         """Give both inputs of an add a DequantizeLinear (uint8 codes)."""
@@ -301,13 +337,15 @@ class _Placement:
                     continue
                 spec = _calibrated(*self.ranges[argument.name][:2])
             else:
-                spec = OutputQuantizer(float(spec.scale), spec.zero_point, spec.signed,
-                                       spec.low, spec.high)
+                spec = spec.copy()
             self.insert(argument, spec, users=[node])
 
 
-def place_output_quantizers(graph_module: torch.fx.GraphModule, example_inputs) -> set[str]:
-    """Insert the output quantizers (see the module docstring) into ``graph_module`` in place.
+def place_output_quantizers(graph_module: torch.fx.GraphModule, example_inputs,
+                            deployment: bool = False) -> set[str]:
+    """Insert the output quantizers (see the module docstring) into ``graph_module`` in place;
+    with ``deployment`` their steps are learnable parameters and ReLU/ReLU6 stay in the graph
+    (a trainable model that computes what the export computes; see ``deployment_model``).
 
     Returns:
         The names of the quantized layers whose input quantizer is now redundant (their input
@@ -316,7 +354,7 @@ def place_output_quantizers(graph_module: torch.fx.GraphModule, example_inputs) 
     recorder = _Recorder(graph_module)
     with torch.no_grad():
         recorder.run(*example_inputs)
-    placement = _Placement(graph_module, recorder.ranges)
+    placement = _Placement(graph_module, recorder.ranges, deployment)
     for node in list(placement.graph.nodes):
         kind = _kind(node, placement.modules)
         if kind == "add":
@@ -328,6 +366,31 @@ def place_output_quantizers(graph_module: torch.fx.GraphModule, example_inputs) 
             placement.place_pool(node)
         elif kind == "pass" and _is_max_pool(node, placement.modules):
             placement.place_max_pool(node)
+    return _redundant(placement, graph_module)
+
+
+def absorb_placed(graph_module: torch.fx.GraphModule) -> set[str]:
+    """For a graph whose output quantizers are already placed (``deployment_model``, batch norm
+    and bias rounding folded away): apply each ReLU/ReLU6 right before one to its codes where
+    onnxruntime would not remove it (exact, see the module docstring), in place.
+
+    Returns:
+        As :func:`place_output_quantizers`.
+    """
+    placement = _Placement(graph_module, {})
+    for node in list(placement.graph.nodes):
+        module = placement.modules.get(node.target) if node.op == "call_module" else None
+        if isinstance(module, OutputQuantizer):
+            placement.specs[node] = module
+            source = node.args[0]
+            if _kind(source, placement.modules) in ("relu", "relu6") and len(source.users) == 1:
+                placement.absorb(source, module)
+    return _redundant(placement, graph_module)
+
+
+def _redundant(placement: _Placement, graph_module: torch.fx.GraphModule) -> set[str]:
+    """Layers whose input is already their own quantization (an output quantizer equal to
+    their input quantizer); lints and recompiles ``graph_module``."""
     redundant = set()
     for node in placement.graph.nodes:
         if _kind(node, placement.modules) == "layer" and node.args[:1] and \

@@ -25,6 +25,8 @@ from torch import nn
 from stepsize._validation import check_int, describe
 from stepsize.quantization._fx_export import IntegerModel, build_integer_model
 from stepsize.quantization._onnx_integer import (
+    OutputQuantizer,
+    absorb_placed,
     from_lsq,
     place_output_quantizers,
     trace_for_onnx,
@@ -40,7 +42,8 @@ from stepsize.quantization.layers import (
 )
 from stepsize.quantization.quantizer import LSQQuantizer
 
-__all__ = ["IntegerModel", "export_integer", "export_onnx", "onnx_kernels", "onnx_latencies"]
+__all__ = ["IntegerModel", "deployment_model", "export_integer", "export_onnx", "onnx_kernels",
+           "onnx_latencies"]
 
 _QUANT = (QuantConv1d, QuantConv2d, QuantLinear)
 _BATCH_NORM = (nn.BatchNorm1d, nn.BatchNorm2d)
@@ -178,8 +181,8 @@ def _batch_norm_pairs(model: nn.Module) -> list[tuple[str, str]] | None:
 
     class _Tracer(torch.fx.Tracer):
         def is_leaf_module(self, module, qualified_name):
-            return isinstance(module, _QuantMixin) or super().is_leaf_module(module,
-                                                                              qualified_name)
+            return isinstance(module, (_QuantMixin, OutputQuantizer, _BiasRounding)) or \
+                super().is_leaf_module(module, qualified_name)
 
     try:
         graph = _Tracer().trace(model)
@@ -242,6 +245,37 @@ def _widen_codes(weight: _OnnxWeight) -> torch.Tensor:
     return scale
 
 
+def _folded(layer: nn.Module, norm: nn.Module) -> tuple[_OnnxWeight, torch.Tensor]:
+    """The ONNX weight (codes, per-channel scale ``s_w gamma_c / sigma_c``) and the float64
+    bias ``gamma_c (b_c - mu_c) / sigma_c + beta_c`` of ``layer`` with ``norm`` folded in."""
+    with torch.no_grad():
+        sigma = torch.sqrt(norm.running_var.double() + norm.eps)
+        gamma = norm.weight.double() if norm.weight is not None else torch.ones_like(sigma)
+        beta = norm.bias.double() if norm.bias is not None else torch.zeros_like(sigma)
+        factor = gamma / sigma
+        weight = _OnnxWeight(layer.weight_quantizer, layer.weight)
+        scale = weight.scale.double().expand_as(factor) * factor
+        bias = layer.bias.double() if layer.bias is not None else torch.zeros_like(sigma)
+        bias = factor * (bias - norm.running_mean.double()) + beta
+        weight.scale, weight.axis = scale.float(), 0
+    return weight, bias
+
+
+def _bias_codes(layer: nn.Module, norm: nn.Module | None) -> tuple[_OnnxWeight, _OnnxBias,
+                                                                    torch.Tensor]:
+    """The ONNX weight, the int32 bias codes and the exact float64 bias that
+    ``integer_kernels`` export writes for ``layer`` (``norm`` folded in, codes widened; or
+    without a batch norm: the layer's bias at ``s_x s_w``)."""
+    step_x = layer.input_quantizer.step_size.detach().double()
+    if norm is not None:
+        weight, bias = _folded(layer, norm)
+        return weight, _OnnxBias(bias, step_x * _widen_codes(weight)), bias
+    weight = _OnnxWeight(layer.weight_quantizer, layer.weight)
+    scale = weight.scale.double().expand(layer.weight.shape[0]) * step_x
+    bias = layer.bias.detach().double()
+    return weight, _OnnxBias(bias, scale), bias
+
+
 def _fold_batch_norms(exported: nn.Module, bias_codes: bool) -> int:
     """Fold every batch norm that follows a quantized convolution into it: the weight codes
     stay, the per-channel scale becomes ``s_w gamma_c / sigma_c`` and the bias
@@ -255,24 +289,12 @@ def _fold_batch_norms(exported: nn.Module, bias_codes: bool) -> int:
         return 0
     for conv_name, norm_name in pairs:
         layer, norm = exported.get_submodule(conv_name), exported.get_submodule(norm_name)
-        with torch.no_grad():
-            sigma = torch.sqrt(norm.running_var.double() + norm.eps)
-            gamma = norm.weight.double() if norm.weight is not None else torch.ones_like(sigma)
-            beta = norm.bias.double() if norm.bias is not None else torch.zeros_like(sigma)
-            factor = gamma / sigma
-            weight = _OnnxWeight(layer.weight_quantizer, layer.weight)
-            scale = weight.scale.double().expand_as(factor) * factor
-            bias = layer.bias.double() if layer.bias is not None else torch.zeros_like(sigma)
-            bias = factor * (bias - norm.running_mean.double()) + beta
-            weight.scale, weight.axis = scale.float(), 0
-        layer.weight_quantizer = weight
         if bias_codes and layer.input_quantizer is not None:
-            scale = _widen_codes(weight)
-            step_x = layer.input_quantizer.step_size.detach().double()
+            layer.weight_quantizer, layer.onnx_bias, _ = _bias_codes(layer, norm)
             layer.bias = None
-            layer.onnx_bias = _OnnxBias(bias, step_x * scale)
             layer.forward = _fold_forward.__get__(layer)
         else:
+            layer.weight_quantizer, bias = _folded(layer, norm)
             layer.bias = nn.Parameter(bias.float())
         parent, _, child = norm_name.rpartition(".")
         setattr(exported.get_submodule(parent) if parent else exported, child, nn.Identity())
@@ -368,7 +390,13 @@ def _onnx_module(model, example_input, fold_batch_norm, bias_codes, integer_kern
     if fold_batch_norm or integer_kernels:
         _fold_batch_norms(exported, bias_codes or integer_kernels)
     redundant: set[str] = set()
-    if integer_kernels:
+    if integer_kernels and _is_deployment_model(exported):
+        _bias_codes_everywhere(exported)
+        for name, module in list(exported.named_modules()):
+            if isinstance(module, _BiasRounding):  # carried by the int32 bias codes now
+                exported.add_submodule(name, nn.Identity())
+        redundant = absorb_placed(exported)
+    elif integer_kernels:
         _bias_codes_everywhere(exported)
         exported = trace_for_onnx(exported)
         calibration = example_input if calibration_input is None else calibration_input
@@ -466,9 +494,88 @@ def _bias_codes_everywhere(exported: nn.Module) -> None:
     for _, layer in list(exported.named_modules()):
         if type(layer) not in _QUANT or layer.bias is None:
             continue
-        weight = _OnnxWeight(layer.weight_quantizer, layer.weight)
-        step_x = layer.input_quantizer.step_size.detach().double()
-        scale = weight.scale.double().expand(layer.weight.shape[0]) * step_x
-        layer.onnx_bias = _OnnxBias(layer.bias.detach().double(), scale)
-        layer.weight_quantizer, layer.bias = weight, None
+        layer.weight_quantizer, layer.onnx_bias, _ = _bias_codes(layer, None)
+        layer.bias = None
         layer.forward = _bias_codes_forward.__get__(layer)
+
+
+class _BiasRounding(nn.Module):
+    """Adds the rounding error of the int32 bias codes that ``integer_kernels`` export writes
+    for one layer (with its batch norm folded in): ``codes * scale - bias``, recomputed from
+    the current parameters at each call and held constant for the gradient. Export folds it
+    away (the codes carry it)."""
+
+    folds_into_layer = True
+
+    def __init__(self, layer: nn.Module, norm: nn.Module | None):
+        super().__init__()
+        self._pair = (layer, norm)  # a tuple: not registered as submodules
+
+    def forward(self, x):
+        layer, norm = self._pair
+        with torch.no_grad():
+            _, codes, bias = _bias_codes(layer, norm)
+            error = (codes().double() - bias).to(x.dtype)
+        shape = (-1,) + (1,) * (x.dim() - 2) if not isinstance(layer, nn.Linear) else (-1,)
+        return x + error.view(shape)
+
+
+def deployment_model(model: nn.Module, calibration_input: torch.Tensor) -> torch.fx.GraphModule:
+    """The fake-quantized model with every quantization that ``export_onnx(...,
+    integer_kernels=True)`` adds, so that it computes what onnxruntime runs.
+
+    A ``torch.fx`` copy of ``model`` (quantized layers as leaves) with the output quantizers of
+    :mod:`stepsize.quantization._onnx_integer` inserted (uint8 codes; those at residual adds and
+    skip paths calibrated on ``calibration_input``, min/max; their steps are parameters that
+    train with LSQ's gradient) and, after each quantized layer (after its batch norm), the
+    rounding error of its int32 bias codes added as a constant. In eval mode it equals the
+    exported graph up to float32 rounding; ``export_onnx(deployment_model(...),
+    integer_kernels=True)`` reuses its quantizers. Fine-tune it in eval mode (batch norm
+    frozen), e.g. towards ``model``'s logits, to recover what the extra quantizers cost.
+
+    Args:
+        model: a calibrated quantized model (as for ``export_onnx(..., integer_kernels=True)``).
+        calibration_input: a batch of representative inputs.
+
+    Returns:
+        The deployment model, in eval mode; ``model`` is not modified.
+
+    Raises:
+        ValueError, TypeError: as :func:`export_onnx` with ``integer_kernels=True``.
+
+    Example:
+        >>> import torch
+        >>> from torch import nn
+        >>> from stepsize.quantization import quantize_model
+        >>> net = quantize_model(nn.Sequential(nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4),
+        ...                                    nn.ReLU(), nn.Flatten(), nn.Linear(16, 2)), 8)
+        >>> x = torch.randn(8, 1, 4, 4); _ = net(x)
+        >>> deployed = deployment_model(net.eval(), x)
+        >>> [type(m).__name__ for m in deployed.modules()].count("OutputQuantizer")
+        1
+    """
+    _check_onnx_arguments(model, calibration_input, 17, False, False, True, None)
+    copied = copy.deepcopy(model).eval()
+    pairs = dict(_batch_norm_pairs(copied) or [])
+    traced = trace_for_onnx(copied)
+    modules = dict(traced.named_modules())
+    norms = {norm: layer for layer, norm in pairs.items()}
+    for node in list(traced.graph.nodes):
+        target = str(node.target) if node.op == "call_module" else None
+        layer = modules.get(norms.get(target, target))
+        if target in norms or (type(layer) in _QUANT and layer.bias is not None
+                               and target not in pairs):
+            name = f"bias_rounding_{len([n for n in modules if n.startswith('bias_r')])}"
+            modules[name] = _BiasRounding(layer, modules[target] if target in norms else None)
+            traced.add_submodule(name, modules[name])
+            with traced.graph.inserting_after(node):
+                new = traced.graph.call_module(name, (node,))
+            node.replace_all_uses_with(new, delete_user_cb=lambda user, new=new: user is not new)
+    traced.recompile()
+    place_output_quantizers(traced, (calibration_input,), deployment=True)
+    return traced.eval()
+
+
+def _is_deployment_model(model: nn.Module) -> bool:
+    return isinstance(model, torch.fx.GraphModule) and any(
+        isinstance(m, (OutputQuantizer, _BiasRounding)) for m in model.modules())
