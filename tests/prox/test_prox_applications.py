@@ -243,13 +243,28 @@ def test_benchmark_runs_and_agrees_with_cvxpy():
     tiny = {**entry.quick, "mle_sizes": [6], "mle_shifts": [30.0], "ridge_sizes": [],
             "lasso_sizes": [(12, 4, 2)], "graph_sizes": [4], "ours_repeats": 1,
             "pdhg_max_size": 0, "real_data": False, "scs_lasso_max_n": 0,
-            "scs_graph_max_size": 0}
+            "scs_graph_max_size": 0, "pyproximal_iterations": [400]}
     result = entry.run(tiny, 0)
     problems = [record["problem"] for record in result["records"]]
     assert problems == ["MLE, mean 30x spread", "scaled lasso d = 4, k = 2",
                         "pseudolikelihood, chain, n = 12"]
-    assert result["records"][0]["goal"] in ("met", "MISSED", "Clarabel failed")
+    assert result["records"][0]["goal"] in ("met", "MISSED", "Clarabel failed",
+                                            "met (vs centred)", "MISSED (vs centred)")
     assert result["goal_met"]["rows"] == 1 and "goal" not in result["records"][1]
+    # Clarabel on the centred data: the same optimal value as ours
+    centred = result["records"][0]["peers"]["CLARABEL, centred data"]
+    assert -1e-9 <= centred["gap"] <= 1e-6
+    # PyProximal's solvers with MatrixPerspective: on the MLE (PrimalDual, LinearizedADMM,
+    # 400 iterations) within 1e-8 of Clarabel (tolerances 1e-12) and of the certified dual
+    # Newton, caps met; on the least squares (150 iterations) within 1e-8 of Clarabel
+    rows = result["pyproximal"]["rows"]
+    assert [row[1].split()[0] for row in rows] == [
+        "PrimalDual", "LinearizedADMM", "ProximalGradient", "AcceleratedProximalGradient",
+        "ADMM", "PrimalDual"]
+    for row in rows[:2]:
+        assert abs(row[4]) <= 1e-8 and abs(row[5]) <= 1e-8 and row[6] <= 1e-8
+    for row in rows[2:]:
+        assert abs(row[4]) <= 1e-8
     for record in result["records"]:
         clarabel = record["peers"]["CLARABEL"]
         if "failed" in clarabel:  # Clarabel fails on some shifted data; ours must not
