@@ -130,16 +130,17 @@ def test_apfp_restarts_from_a_soft_fixed_point_with_the_adaptive_softassign():
     # polish=0: the restart alone (the sharpening is tested in test_matching_qap.py); a fixed
     # Sinkhorn tolerance (inner_tol_factor=1): with apfp's loose early tolerance the restart
     # scores below the first run here (accuracy 0.933 both), and the polish reaches 1.0.
-    plain = match_graphs(A, B, restart_epsilon=None, polish=0, inner_tol_factor=1)
+    plain = match_graphs(A, B, restart_epsilon=None, polish=0, inner_tol_factor=1, two_opt=False)
     assert plain.converged and plain.X.max(axis=1).mean() < 0.5  # a soft fixed point
-    result = match_graphs(A, B, polish=0, inner_tol_factor=1)
+    result = match_graphs(A, B, polish=0, inner_tol_factor=1, two_opt=False)
     restart = result.info["restart"]
     assert restart["first_objective"] == pytest.approx(plain.objective)
     assert restart["first_n_iter"] == plain.n_iter
     # Measured: the restart (adaptive softassign from the barycenter) scores higher and is kept;
     # accuracy 1.0 (the first run: 0.933).
     assert restart["kept"] == "restart" and result.objective > plain.objective
-    again = match_graphs(A, B, epsilon=1.0, beta_max=1e7, polish=0, inner_tol_factor=1)
+    again = match_graphs(A, B, epsilon=1.0, beta_max=1e7, polish=0, inner_tol_factor=1,
+                         two_opt=False)
     assert result.n_iter == plain.n_iter + again.n_iter
     assert result.objective == pytest.approx(again.objective)
     assert matching_accuracy(result.col_ind, truth) == 1.0 > matching_accuracy(plain.col_ind, truth)

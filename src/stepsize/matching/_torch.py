@@ -36,10 +36,13 @@ from stepsize.matching.projections import _CHECK_EVERY, _hungarian_columns, _ref
 from stepsize.matching.solver import (
     _POLISH_PATIENCE,
     _SOFTASSIGNS,
+    _STAGNANT_MESSAGE,
+    _TWO_OPT_MAX_N,
     METHODS,
     MatchingOptions,
     MatchingResult,
     _converged_step,
+    _exchanged,
     _from_internal,
     _initial_matrix,
     _loose,
@@ -48,6 +51,7 @@ from stepsize.matching.solver import (
     _settings_of,
     _sharpens,
     _soft_restart,
+    _stagnant,
     _stall,
     _to_col_ind,
     _to_user_units,
@@ -546,6 +550,9 @@ def _stopped(state: dict, values: list, inner_tol: list, j: int, iteration: int,
         state.update(n_iter=iteration, converged=True,
                      message=f"relative change below tol = {settings.tol:g}")
         return True
+    if _stagnant(state["objectives"], settings):
+        state.update(n_iter=iteration, converged=True, message=_STAGNANT_MESSAGE)
+        return True
     inner_tol[j] = _next_inner_tol(change, settings)
     return False
 
@@ -625,8 +632,11 @@ def _run_start(problem: _Problem, rows: list[int], settings, starts, restart_eps
                                      "kept": polished.objective > result.objective}
             if polished.objective > result.objective:
                 result.col_ind, result.objective = polished.col_ind, polished.objective
-    for result in results:
+    for k, result in enumerate(results):
         result.info.pop("_padded")
+        if settings.two_opt and sub.size <= _TWO_OPT_MAX_N:  # the 2-opt search, on the CPU
+            _exchanged(result, *(t[k].to(torch.float64).cpu().numpy() for t in (sub.A, sub.B)),
+                       None, sub.n1, sub.n2)
     return results
 
 

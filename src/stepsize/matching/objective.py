@@ -150,7 +150,10 @@ def assignment_objective(A, B, col_ind, K: np.ndarray | None = None, lam: float 
     _no_meta(A=A, B=B, col_ind=col_ind, K=K)
     col_ind = np.asarray(col_ind, dtype=np.intp)
     rows, cols = _matched(col_ind)
-    block_a = A[rows][:, rows] if sp.issparse(A) else np.asarray(A)[np.ix_(rows, rows)]
+    if rows.size == (A.shape[0] if hasattr(A, "shape") else len(A)):  # all matched: A as is
+        block_a = A
+    else:
+        block_a = A[rows][:, rows] if sp.issparse(A) else np.asarray(A)[np.ix_(rows, rows)]
     value = 0.5 * _inner(block_a, _permuted_block(B, cols))
     if K is not None:
         value += lam * float(np.asarray(K)[rows, cols].sum())

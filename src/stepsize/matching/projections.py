@@ -132,21 +132,22 @@ def _sinkhorn(
     single = n >= float32_from and tol >= _FLOAT32_TOL and log_kernel.flags.c_contiguous
     underflow = _UNDERFLOW_LOG_32 if single else _UNDERFLOW_LOG
     if warm is not None:
-        log_kernel += warm[None, :]
+        log_kernel += warm
     # Potentials start at the row maxima, then the column maxima of what is left, so the kernel
     # lies in (0, 1] with a 1 in every row and every column: no row or column underflows. A warm
     # start keeps its column potentials except where a column would underflow.
-    f = -log_kernel.max(axis=1)
-    log_kernel += f[:, None]
-    column_max = log_kernel.max(axis=0)
-    g = -column_max if warm is None else np.where(column_max < underflow, -column_max, 0.0)
-    log_kernel += g[None, :]
+    log_kernel -= _max(log_kernel, axis=1)[:, None]
+    g = _max(log_kernel, axis=0)
+    np.negative(g, out=g)
+    if warm is not None:
+        g[g <= -underflow] = 0.0
+    log_kernel += g
     potential = g if warm is None else warm + g
     kernel = _exp_single(log_kernel) if single else np.exp(log_kernel, out=log_kernel)
     low = _ABSORB_LOW_32 if single else _ABSORB_LOW
     # Preallocated vectors and out= arguments: at n <= 100 the loop is numpy call overhead.
-    u, v, row, kernel_v = (np.ones(n, kernel.dtype), np.ones(n, kernel.dtype),
-                           np.empty(n, kernel.dtype), np.empty(n, kernel.dtype))
+    u, v, row, kernel_v = np.empty((4, n), kernel.dtype)
+    v.fill(1.0)
     np.dot(kernel, v, out=kernel_v)
     error = np.inf
     iteration = 0
@@ -158,9 +159,9 @@ def _sinkhorn(
             if error < tol:
                 iteration -= 1
                 break
-        np.divide(1.0, kernel_v, out=u)
+        np.reciprocal(kernel_v, out=u)
         np.dot(u, kernel, out=row)
-        np.divide(1.0, row, out=v)
+        np.reciprocal(row, out=v)
         np.dot(kernel, v, out=kernel_v)
         if test and (_min(row) < low or _min(kernel_v) < low):
             # Fold the scalings into the kernel before u = 1 / (K v) or v overflows; its
@@ -322,7 +323,7 @@ def dynamical_softassign(
 
 def _dynamical_width(scores: np.ndarray, scale: str) -> float:
     """The normalization ``s(X)`` of the dynamical softassign: range or max magnitude."""
-    high, low = float(np.max(scores)), float(np.min(scores))
+    high, low = float(_max(scores, axis=None)), float(_min(scores, axis=None))
     return high - low if scale == "range" else max(high, -low)
 
 
@@ -478,9 +479,9 @@ def _scaled_into(X: np.ndarray, factor: float, buffer: np.ndarray | None) -> np.
 def _row_argmax_assignment(X: np.ndarray) -> np.ndarray | None:
     """The row-wise argmax when it is a permutation (then it solves the assignment exactly)."""
     best = np.argmax(X, axis=1)
-    if np.unique(best).size == best.size:
-        return best
-    return None
+    hit = np.zeros(best.size, dtype=bool)
+    hit[best] = True
+    return best if hit.all() else None
 
 
 def _hungarian_columns(X: np.ndarray) -> np.ndarray:
