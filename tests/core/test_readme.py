@@ -1,6 +1,7 @@
 """Every Python block of the README's tour runs as written (each on its own, in a scratch folder,
 since some write checkpoints)."""
 
+import json
 import re
 import shlex
 import shutil
@@ -57,4 +58,12 @@ def test_readme_tour_command_runs(command, tmp_path):
     if command.startswith(("stepsize reproduce", "stepsize bench")):
         name = shlex.split(command)[2]
         prefix = "bench_" if command.startswith("stepsize bench") else ""
-        assert (tmp_path / "results" / f"{prefix}{name}.json").is_file()
+        payload = json.loads((tmp_path / "results" / f"{prefix}{name}.json").read_text())
+        assert (payload["name"], payload["quick"]) == (name, True)
+        if name == "chebyshev":  # the (300, 600) instance's spectrum and the paper's MSE
+            assert payload["lmin"] == pytest.approx(0.184191, abs=1e-6)
+            assert payload["mse_at_T"]["chebyshev"] == pytest.approx(2.45e-8, rel=0.05)
+        if name == "prox":  # the README's robustness row: no crash, NaN or unconverged prox
+            rows = payload["robustness"].values()
+            assert sum(row["instances"] for row in rows) > 1000
+            assert sum(row["crashes"] + row["nan"] + row["not_converged"] for row in rows) == 0
