@@ -238,6 +238,25 @@ def test_kkt_residuals_are_scale_free():
     assert wrong.dual_infeasibility >= 0.4
 
 
+def test_eta_keeps_its_relative_accuracy_when_sigma_dominates():
+    """Spread-sweep instance 19042 (p = 4, max|X, y| / sigma ~ 1.3e-7, X with eigenvalues near
+    1e-7): ``sqrt(2) S*[:p, p]`` was 55% off ``eta`` (scale-free Fenchel-Young gap 5.8e-7);
+    ``Omega (Omega + sigma I)^-1 y`` agrees with the first-order closed form ``Omega y / sigma``
+    (whose error is O(r) relative) to its accuracy, on the single and the batched path."""
+    X, y, sigma = spread_instance("diag_spread", 19042)
+    result = prox_matrix_perspective(X, y, sigma)
+    Omega, eta = result.x
+    w, Q = np.linalg.eigh(X + np.outer(y, y) / (2 * sigma))
+    closed = (Q * np.maximum(w, 0.0)) @ Q.T
+    assert np.abs(Omega - closed).max() <= 1e-8 * np.abs(closed).max()
+    expected = closed @ y / sigma
+    assert np.abs(eta - expected).max() <= 1e-8 * np.abs(expected).max()
+    residuals = kkt_residuals(X, y, sigma, Omega, eta)
+    assert residuals.fenchel_young_gap <= 1e-9 and residuals.range_residual <= 1e-12
+    stack = prox_matrix_perspective(np.stack([X, X]), np.stack([y, 2 * y]), sigma)
+    np.testing.assert_array_equal(stack.eta[0], eta)
+
+
 @settings(max_examples=40, deadline=None)
 @given(
     kind=st.sampled_from(["random", "zeros", "negative", "lowrank", "clusters"]),

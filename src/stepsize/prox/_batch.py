@@ -218,6 +218,12 @@ def _batched(X, y, tol, maxiter):
     S = np.einsum("bij,bj,bkj->bik", V, np.maximum(w, 0.0), V)
     Omega = 0.5 * (S[:, :p, :p] + S[:, :p, :p].transpose(0, 2, 1))
     eta = _SQRT2 * S[:, :p, p]
+    # eta = Omega (Omega + I)^-1 y where sigma (here 1) >= 4 ||Omega||_F, as in the single prox
+    # (perspective._relative_eta): S[:p, p] is only absolutely accurate there
+    small = np.flatnonzero(~zero & (np.linalg.norm(Omega, axis=(1, 2)) <= 0.25))
+    if small.size:
+        solved = np.linalg.solve(Omega[small] + np.eye(p), y[small][:, :, None])
+        eta[small] = np.einsum("bij,bj->bi", Omega[small], solved[:, :, 0])
     Omega[zero] = 0.0
     eta[zero] = 0.0
     t = np.where(zero, 1.0, state["t"])
