@@ -103,22 +103,41 @@ class OutputQuantizer(nn.Module):
             self.register_buffer("scale", value)
         info = torch.iinfo(torch.int8 if signed else torch.uint8)
         self.zero_point, self.signed = int(zero_point), bool(signed)
+        self._source = ()  # (quantizer,) whose step this one uses (tied), in a deployment model
         self.low = info.min if low is None else max(int(low), info.min)
         self.high = info.max if high is None else min(int(high), info.max)
+
+    def step(self) -> torch.Tensor:
+        """The scale: this module's, or the step of the quantizer it is tied to."""
+        if not self._source:
+            return self.scale
+        source = self._source[0]
+        if isinstance(source, OutputQuantizer):
+            return source.step()
+        return source.step_size.reshape(()).float()
+
+    def freeze(self) -> None:
+        """Keep the current step as a constant (untied, not trainable): the form that exports."""
+        value = self.step().detach().clone()
+        self._source = ()
+        self._parameters.pop("scale", None)
+        self.register_buffer("scale", value)
 
     def same_as(self, quantizer: LSQQuantizer) -> bool:
         """Whether ``quantizer`` computes exactly this quantization (same step and codes)."""
         other = from_lsq(quantizer)
-        return (self.zero_point, self.low, self.high, self.signed, float(self.scale.detach())) == (
-            other.zero_point, other.low, other.high, other.signed, float(other.scale.detach()))
+        return (self.zero_point, self.low, self.high, self.signed, float(self.step().detach())) \
+            == (other.zero_point, other.low, other.high, other.signed, float(other.scale))
 
-    def copy(self, learnable: bool = False) -> OutputQuantizer:
-        """The same quantization as a new module."""
-        return OutputQuantizer(float(self.scale.detach()), self.zero_point, self.signed, self.low,
-                               self.high, learnable)
+    def copy(self, learnable: bool = False, tied: bool = False) -> OutputQuantizer:
+        """The same quantization as a new module (``tied``: using this one's step for good)."""
+        new = OutputQuantizer(float(self.step().detach()), self.zero_point, self.signed,
+                              self.low, self.high, learnable)
+        new._source = (self,) if tied else self._source
+        return new
 
     def forward(self, x):
-        return _QuantizeDequantizeAffine.apply(x, self.scale, self.zero_point, self.low,
+        return _QuantizeDequantizeAffine.apply(x, self.step(), self.zero_point, self.low,
                                                self.high, self.signed)
 
 
@@ -130,14 +149,17 @@ def _calibrated(low: float, high: float) -> OutputQuantizer:
     return OutputQuantizer(scale, round(-low / scale), False)
 
 
-def from_lsq(quantizer: LSQQuantizer) -> OutputQuantizer:
+def from_lsq(quantizer: LSQQuantizer, tied: bool = False) -> OutputQuantizer:
     """The LSQ quantizer as uint8 codes: zero point 0 (unsigned) or 128 (signed, the int8 codes
     shifted by 128: the same values, and uint8 is the activation type of onnxruntime's fastest
-    u8s8 kernels and the one type QLinearAdd fuses here)."""
+    u8s8 kernels and the one type QLinearAdd fuses here); ``tied``: using its step for good
+    (so that the two stay one quantization while the step trains)."""
     q_n, q_p = quantizer.bounds
     zero = 128 if quantizer.signed else 0
-    return OutputQuantizer(float(quantizer.step_size.detach().float()), zero, False,
-                           zero - q_n, zero + q_p)
+    new = OutputQuantizer(float(quantizer.step_size.detach().float()), zero, False,
+                          zero - q_n, zero + q_p)
+    new._source = (quantizer,) if tied else ()
+    return new
 
 
 class _Recorder(torch.fx.Interpreter):
@@ -252,7 +274,7 @@ class _Placement:
     def insert(self, source: torch.fx.Node, quantizer: OutputQuantizer, users=None):
         """Insert ``quantizer`` after ``source``, for all its users (or only ``users``)."""
         name = f"output_quantizer_{len(self.specs)}"
-        if self.deployment:
+        if self.deployment and not quantizer._source:  # a calibrated step: trainable
             quantizer = quantizer.copy(learnable=True)
         self.module.add_submodule(name, quantizer)
         self.modules[name] = quantizer
@@ -278,14 +300,14 @@ class _Placement:
                      if q.bits <= 8 and q.step_size.numel() == 1 and q.offset is None]
         skip = any(_kind(user, self.modules) == "add" for user in tail.users)
         if consumers and not skip:
-            return from_lsq(consumers[0])
+            return from_lsq(consumers[0], tied=self.deployment)
         return _calibrated(*self.ranges[tail.name][:2])
 
     def absorb(self, activation: torch.fx.Node, quantizer: OutputQuantizer) -> bool:
         """Apply a ReLU/ReLU6 to the codes (and drop it) unless onnxruntime removes it itself
         (zero point 0 for ReLU, a range within [0, 6] for ReLU6)."""
         relu6 = _kind(activation, self.modules) == "relu6"
-        step, zero = float(quantizer.scale.detach()), quantizer.zero_point
+        step, zero = float(quantizer.step().detach()), quantizer.zero_point
         if zero == 0 and (not relu6 or quantizer.high * step <= 6):
             return False
         quantizer.low = max(quantizer.low, zero)
@@ -316,7 +338,7 @@ class _Placement:
         consumers = [q for q in _consumer_quantizers(node, self.modules)
                      if q.bits <= 8 and q.step_size.numel() == 1 and q.offset is None]
         if consumers and node.args and self.spec_of(node.args[0]) is not None:
-            self.insert(node, from_lsq(consumers[0]))
+            self.insert(node, from_lsq(consumers[0], tied=self.deployment))
 
     def place_max_pool(self, node: torch.fx.Node) -> None:
         """Quantize a max pooling of codes again at its input's quantization (exact: max
@@ -324,7 +346,7 @@ class _Placement:
         ``DQ -> MaxPool -> Q`` on the uint8 codes (NhwcMaxPool) instead of in float."""
         spec = self.spec_of(node.args[0]) if node.args else None
         if spec is not None:
-            self.insert(node, spec.copy())
+            self.insert(node, spec.copy(tied=self.deployment))
 
     def quantize_add_inputs(self, node: torch.fx.Node) -> None:
         """Give both inputs of an add a DequantizeLinear (uint8 codes)."""
@@ -337,7 +359,7 @@ class _Placement:
                     continue
                 spec = _calibrated(*self.ranges[argument.name][:2])
             else:
-                spec = spec.copy()
+                spec = spec.copy(tied=self.deployment)
             self.insert(argument, spec, users=[node])
 
 
@@ -382,6 +404,7 @@ def absorb_placed(graph_module: torch.fx.GraphModule) -> set[str]:
         module = placement.modules.get(node.target) if node.op == "call_module" else None
         if isinstance(module, OutputQuantizer):
             placement.specs[node] = module
+            module.freeze()
             source = node.args[0]
             if _kind(source, placement.modules) in ("relu", "relu6") and len(source.users) == 1:
                 placement.absorb(source, module)

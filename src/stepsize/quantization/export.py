@@ -237,7 +237,8 @@ def _widen_codes(weight: _OnnxWeight) -> torch.Tensor:
     whose codes span a few levels (often depthwise) have an ``s_x s_c`` near the output step."""
     codes = weight.codes.to(torch.int32)
     largest = codes.abs().flatten(1).amax(1).clamp(min=1)
-    factor = torch.div(127, largest, rounding_mode="floor")
+    # a channel whose largest code is -128 keeps k_c = 1 (127 // 128 would zero it)
+    factor = torch.div(127, largest, rounding_mode="floor").clamp(min=1)
     shape = (-1,) + (1,) * (codes.dim() - 1)
     weight.codes = (codes * factor.view(shape)).to(torch.int8)
     scale = weight.scale.double() / factor.double()
