@@ -82,6 +82,43 @@ def spread_instance(kind: str, seed: int):
     return X, y, 10 ** rng.uniform(-8, 8)
 
 
+def prox_over_eigh(p: int = 2000, runs: int = 5, seed: int = 0) -> dict:
+    """The issue-13 ratio: ``prox_matrix_perspective`` over one ``numpy.linalg.eigh`` of the
+    same ``X`` (a ``random_prox_instance``, sigma = 1), ``runs`` interleaved pairs after a
+    warm-up, with the BLAS threads as the caller set them. Returns the medians (wall and CPU
+    seconds), the ratio of the medians and the per-pair range of the ratio, for each clock.
+
+    CPU time (``time.process_time``) is the steadier clock on a shared machine.
+    """
+    import statistics
+    import time
+
+    from stepsize._reference.prox_instances import random_prox_instance
+    from stepsize._validation import check_int
+    from stepsize.prox import prox_matrix_perspective
+
+    p, runs = check_int(p, "p", low=1), check_int(runs, "runs", low=1)
+    X, y = random_prox_instance(np.random.default_rng(check_int(seed, "seed", low=0)), p)[:2]
+    prox_matrix_perspective(X, y, 1.0)
+    np.linalg.eigh(X)
+    times: dict = {(name, clock): [] for name in ("prox", "eigh") for clock in ("wall", "cpu")}
+    for _ in range(runs):
+        for name, call in (("prox", lambda: prox_matrix_perspective(X, y, 1.0)),
+                           ("eigh", lambda: np.linalg.eigh(X))):
+            wall, cpu = time.perf_counter(), time.process_time()
+            call()
+            times[name, "wall"].append(time.perf_counter() - wall)
+            times[name, "cpu"].append(time.process_time() - cpu)
+    out = {}
+    for clock in ("wall", "cpu"):
+        prox, eigh = times["prox", clock], times["eigh", clock]
+        pairs = [a / b for a, b in zip(prox, eigh)]
+        out[clock] = {"prox": statistics.median(prox), "eigh": statistics.median(eigh),
+                      "ratio": statistics.median(prox) / statistics.median(eigh),
+                      "pairs": (min(pairs), max(pairs))}
+    return out
+
+
 def _objective(X, y, sigma, Omega, eta) -> float:
     from stepsize.prox import matrix_perspective
 
