@@ -51,11 +51,12 @@ def test_polish_stops_after_five_steps_without_a_better_discrete_iterate():
     # where a zero step after a loose projection used to stop the run).
     assert polish["kept"] and polish["n_iter"] == 6
     assert result.objective == 808.0 and best == 578.0
-    # apfp's default then runs the pairwise-exchange search from that matching: 7 swaps,
-    # 808 -> 594 (gap 2.77%); the internal (normalized, halved, negated) gain is 2.14.
+    # apfp's default polishes once (the 2-opt search follows): 1 IPFP step, then 3 exchanges,
+    # 802 -> 618 (gap 6.9%); the internal (normalized, halved, negated) gain is 1.84.
     default = match_graphs(instance.A, instance.B, maximize=False)
-    assert default.info["two_opt"]["swaps"] == 7 and default.objective == 594.0
-    assert default.info["two_opt"]["gain"] == pytest.approx(2.14, rel=1e-12)
+    assert default.info["polish"]["n_iter"] == 1
+    assert default.info["two_opt"]["swaps"] == 3 and default.objective == 618.0
+    assert default.info["two_opt"]["gain"] == pytest.approx(1.84, rel=1e-12)
     # Where the polish runs, apfp does not restart the soft first run (polish=0 does).
     assert "restart" not in result.info
     assert "restart" in match_graphs(instance.A, instance.B, maximize=False, polish=0).info
@@ -73,8 +74,8 @@ def test_swap_gains_equal_the_objective_change_of_every_exchange(symmetric):
     def value(p):  # Z(p) = 1/2 sum_ij A_ij B_p(i)p(j) + sum_i L_i,p(i), diagonals included
         return 0.5 * np.sum(A * B[np.ix_(p, p)]) + L[np.arange(n), p].sum()
 
-    a = np.diagonal(A)
-    gains = _swap_gains(A, B[np.ix_(perm, perm)], A + A.T - a[:, None] - a, L[:, perm])
+    a, C = np.diagonal(A), B[np.ix_(perm, perm)]
+    gains = _swap_gains(A @ C.T + A.T @ C, C, A + A.T - a[:, None] - a, L[:, perm])
     for r in range(n):
         for s in range(n):
             swapped = perm.copy()
@@ -95,9 +96,10 @@ def test_two_opt_is_an_option_and_never_lowers_the_objective():
     rng = np.random.default_rng(0)
     for seed in range(5):
         F, D = rng.uniform(size=(2, 15, 15))  # directed QAPs with diagonals
-        off = match_graphs(F, D, maximize=False, seed=seed, two_opt=False)
+        # The same run and polish (1 IPFP step before the exchanges), with and without them.
+        off = match_graphs(F, D, maximize=False, seed=seed, two_opt=False, polish=1)
         on = match_graphs(F, D, maximize=False, seed=seed)
-        assert on.objective <= off.objective
+        assert on.objective <= off.objective  # measured: 1-2 swaps on 4 of 5, up to -2%
         assert on.objective == pytest.approx(np.sum(F * D[np.ix_(on.col_ind, on.col_ind)]))
     with pytest.raises(TypeError, match="two_opt"):
         match_graphs(F, D, two_opt=1)

@@ -34,19 +34,19 @@ from stepsize._results import ConvergenceWarning, warn_not_converged
 from stepsize._validation import check_choice, check_int, check_rng, describe
 from stepsize.matching.projections import _CHECK_EVERY, _hungarian_columns, _refuse_meta
 from stepsize.matching.solver import (
-    _POLISH_PATIENCE,
     _SOFTASSIGNS,
     _STAGNANT_MESSAGE,
-    _TWO_OPT_MAX_N,
     METHODS,
     MatchingOptions,
     MatchingResult,
     _converged_step,
     _exchanged,
+    _exchanges,
     _from_internal,
     _initial_matrix,
     _loose,
     _next_inner_tol,
+    _polish_settings,
     _rescale,
     _settings_of,
     _sharpens,
@@ -57,7 +57,6 @@ from stepsize.matching.solver import (
     _to_user_units,
     progress_options,
 )
-from stepsize.matching.steps import adaptive_step
 
 __all__ = ["match_graphs_torch"]
 
@@ -621,8 +620,7 @@ def _run_start(problem: _Problem, rows: list[int], settings, starts, restart_eps
             results[k] = kept
     sharpen = [k for k, r in enumerate(results) if _sharpens(r, settings, sub.size)]
     if sharpen:
-        polish = replace(settings, projection="hungarian", rule=adaptive_step, epsilon=None,
-                         max_iter=settings.polish, patience=_POLISH_PATIENCE)
+        polish = _polish_settings(settings, _exchanges(settings, sub.size, True))
         sharp = _iterate(sub.subset(sharpen), polish,
                          torch.stack([results[k].info["_padded"] for k in sharpen]), False)
         for k, polished in zip(sharpen, sharp):
@@ -634,7 +632,7 @@ def _run_start(problem: _Problem, rows: list[int], settings, starts, restart_eps
                 result.col_ind, result.objective = polished.col_ind, polished.objective
     for k, result in enumerate(results):
         result.info.pop("_padded")
-        if settings.two_opt and sub.size <= _TWO_OPT_MAX_N:  # the 2-opt search, on the CPU
+        if _exchanges(settings, sub.size, True):  # the 2-opt search, on the CPU
             _exchanged(result, *(t[k].to(torch.float64).cpu().numpy() for t in (sub.A, sub.B)),
                        None, sub.n1, sub.n2)
     return results

@@ -130,19 +130,7 @@ def _sinkhorn(
     """
     n = log_kernel.shape[0]
     single = n >= float32_from and tol >= _FLOAT32_TOL and log_kernel.flags.c_contiguous
-    underflow = _UNDERFLOW_LOG_32 if single else _UNDERFLOW_LOG
-    if warm is not None:
-        log_kernel += warm
-    # Potentials start at the row maxima, then the column maxima of what is left, so the kernel
-    # lies in (0, 1] with a 1 in every row and every column: no row or column underflows. A warm
-    # start keeps its column potentials except where a column would underflow.
-    log_kernel -= _max(log_kernel, axis=1)[:, None]
-    g = _max(log_kernel, axis=0)
-    np.negative(g, out=g)
-    if warm is not None:
-        g[g <= -underflow] = 0.0
-    log_kernel += g
-    potential = g if warm is None else warm + g
+    potential = _centred(log_kernel, warm, single)
     kernel = _exp_single(log_kernel) if single else np.exp(log_kernel, out=log_kernel)
     low = _ABSORB_LOW_32 if single else _ABSORB_LOW
     # Preallocated vectors and out= arguments: at n <= 100 the loop is numpy call overhead.
@@ -181,6 +169,25 @@ def _sinkhorn(
         kernel *= v[None, :]
     return _result(log_kernel, iteration, error < tol, error,
                    potential + np.log(v, dtype=np.float64))
+
+
+def _centred(log_kernel: np.ndarray, warm: np.ndarray | None, single: bool) -> np.ndarray:
+    """Add ``warm`` and shift ``log_kernel`` in place so that its exponential neither overflows
+    nor underflows; the column potential of the shifted kernel.
+
+    The potentials start at the row maxima, then the column maxima of what is left, so the
+    kernel lies in (0, 1] with a 1 in every row and every column: no row or column underflows
+    (a warm start keeps its column potentials except where a column would underflow).
+    """
+    if warm is not None:
+        log_kernel += warm
+    log_kernel -= _max(log_kernel, axis=1)[:, None]
+    g = _max(log_kernel, axis=0)
+    np.negative(g, out=g)
+    if warm is not None:
+        g[g <= -(_UNDERFLOW_LOG_32 if single else _UNDERFLOW_LOG)] = 0.0
+    log_kernel += g
+    return g if warm is None else warm + g
 
 
 def _exp_single(log_kernel: np.ndarray) -> np.ndarray:
