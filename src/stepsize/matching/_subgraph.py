@@ -31,7 +31,7 @@ randomized starts rarely help (FAQ's randomized start took the 30-in-40 accuracy
 (multiples of ``c``) and inverse temperatures (multiples of ``sqrt(N)``, for the dynamical
 softassign's ``beta="auto"``) tried, and the matching with the highest ``Z_c`` at the base
 ``c`` is kept. Measured on 20 held-out seeds (docs/matching.md, *Subgraphs*;
-examples/subgraph_and_batch.py): 30 in 40, 1 relaxation 0.63, 4 relaxations 0.88 (naive
+examples/subgraph_and_batch.py): 30 in 40, 1 relaxation 0.63, 4 relaxations 0.86 (naive
 padding 0.45); 50 in 100, 0.15 and 0.32 (0.03); 80 in 100, 1.0 and 1.0 (0.76).
 """
 
