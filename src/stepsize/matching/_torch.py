@@ -42,6 +42,7 @@ from stepsize.matching.solver import (
     _converged_step,
     _exchanged,
     _exchanges,
+    _first_only,
     _from_internal,
     _initial_matrix,
     _loose,
@@ -656,7 +657,8 @@ def _run_starts(problem: _Problem, settings, inits: list, rngs: list, n_init: in
     runs = [[] for _ in every]
     for k in range(n_init):
         for j, result in zip(every, _run_start(problem, every, settings,
-                                               starts_for(every, k == 0), restart_epsilon)):
+                                               starts_for(every, k == 0),
+                                               _first_only(restart_epsilon, k == 0))):
             runs[j].append(result)
     stalls = [[None if problem.zero[j] else _stall(r, size, settings.projection)
                for r in runs[j]] for j in every]
@@ -666,7 +668,7 @@ def _run_starts(problem: _Problem, settings, inits: list, rngs: list, n_init: in
         if not pending:
             break
         for j, result in zip(pending, _run_start(problem, pending, settings,
-                                                 starts_for(pending, False), restart_epsilon)):
+                                                 starts_for(pending, False), None)):
             runs[j].append(result)
             stalls[j].append(_stall(result, size, settings.projection))
             if result.objective > runs[j][best[j]].objective or (
