@@ -40,6 +40,7 @@ from stepsize.matching.solver import (
     MatchingOptions,
     MatchingResult,
     _converged_step,
+    _every_stalled,
     _exchanged,
     _exchanges,
     _first_only,
@@ -664,7 +665,7 @@ def _run_starts(problem: _Problem, settings, inits: list, rngs: list, n_init: in
                for r in runs[j]] for j in every]
     best = [max(range(n_init), key=lambda k, j=j: runs[j][k].objective) for j in every]
     for _ in range(settings.stall_restarts):
-        pending = [j for j in every if stalls[j][best[j]] is not None]
+        pending = [j for j in every if _every_stalled(stalls[j])]
         if not pending:
             break
         for j, result in zip(pending, _run_start(problem, pending, settings,
@@ -688,11 +689,11 @@ def _kept(runs: list, stalls: list, best: int, settings) -> MatchingResult:
     result.info["best_start"], result.info["stall"] = best, stalls[best]
     result.n_iter = sum(r.n_iter for r in runs)
     what = f"match_graphs_torch ({settings.projection})"
-    if stalls[best] is not None:
+    if _every_stalled(stalls):
         place = ("the barycenter 11^T/N" if stalls[best] == "uniform" else
                  f"a soft fixed point (mean row maximum {result.info['mean_row_max']:.3g})")
         result.converged = False
-        result.message = (f"stalled at {place}; no other of {len(runs)} start(s) did better, "
+        result.message = (f"stalled at {place}, as every one of {len(runs)} start(s) did, "
                           f"and the best matching found is returned")
         warnings.warn(f"{what} {result.message}", ConvergenceWarning, stacklevel=4)
     elif not result.converged and settings.max_iter > 0:
