@@ -43,7 +43,7 @@ def test_lanczos_bounds_are_the_eigenvalues_after_n_cg_steps():
     eigenvalues = np.geomspace(0.5, 40.0, 12)
     W = (Q * eigenvalues) @ Q.T
     W = (W + W.T) / 2
-    spectrum = preconditioned_spectrum(W, max_matvecs=12, seed=1)
+    spectrum = preconditioned_spectrum(W, max_iter=12, seed=1)
     assert spectrum.ritz_min == pytest.approx(0.5, rel=1e-8)
     assert spectrum.ritz_max == pytest.approx(40.0, rel=1e-8)
     assert spectrum.lmax == pytest.approx(44.0, rel=1e-8)
@@ -52,7 +52,7 @@ def test_lanczos_bounds_are_the_eigenvalues_after_n_cg_steps():
     # the Jacobi-preconditioned interval is that of D^{-1/2} W D^{-1/2}
     d = 1 / np.sqrt(np.diag(W))
     exact = np.linalg.eigvalsh(W * d[:, None] * d[None, :])
-    jacobi = preconditioned_spectrum(W, M="jacobi", max_matvecs=12, seed=1)
+    jacobi = preconditioned_spectrum(W, M="jacobi", max_iter=12, seed=1)
     assert jacobi.ritz_min == pytest.approx(exact[0], rel=1e-7)
     assert jacobi.ritz_max == pytest.approx(exact[-1], rel=1e-7)
     assert lanczos_bounds(np.array([0.25]), np.array([])) == (4.0, 4.0)

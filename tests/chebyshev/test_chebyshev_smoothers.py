@@ -62,7 +62,7 @@ def test_zero_start_and_column_vector_match_the_closed_form(scaled_poisson):
 def test_interval_follows_pyamg_convention_on_the_estimate(scaled_poisson):
     A = scaled_poisson
     smoother = chebyshev_smoother(A, 3, seed=7)
-    estimate = preconditioned_spectrum(A, "jacobi", max_matvecs=15, seed=7)
+    estimate = preconditioned_spectrum(A, "jacobi", max_iter=15, seed=7)
     assert smoother.interval == pytest.approx((estimate.ritz_max / 30, 1.1 * estimate.ritz_max))
     dense = A.toarray()
     exact = np.linalg.eigvalsh(dense / np.sqrt(np.outer(np.diag(dense), np.diag(dense))))[-1]
@@ -205,7 +205,7 @@ def test_dense_matrix_input():
         (np.eye(2), {"spectrum": (2.0, 1.0)}, ValueError, "lmin must be <= lmax"),
         (np.eye(2), {"spectrum": (0.0, 1.0)}, ValueError, "lmin must be > 0"),
         (np.eye(2), {"spectrum": 3.0}, TypeError, "spectrum must be None"),
-        (np.eye(2), {"max_matvecs": 0}, ValueError, "max_matvecs must be >= 1"),
+        (np.eye(2), {"estimate_iter": 0}, ValueError, "estimate_iter must be >= 1"),
     ],
 )
 def test_bad_input(A, kwargs, error, match):

@@ -131,7 +131,7 @@ def test_log_spaced_diagonal_as_an_operator_fails_clearly_within_the_cap():
     # nothing can verify the lower end of an operator within the cap: a clear error
     operator = CountingOperator(LOG_SPACED)
     with pytest.raises(ValueError, match="lower end .* could not be verified within "
-                                         "max_matvecs=300"):
+                                         "max_iter=300"):
         estimate_spectrum(operator, seed=0)
     assert operator.calls == 300
 
@@ -178,15 +178,15 @@ def test_matvec_cap_is_respected(cap):
     low, high = _extremes(W)
     operator = CountingOperator(W)
     try:
-        estimate = estimate_spectrum(operator, max_matvecs=cap, seed=0)
+        estimate = estimate_spectrum(operator, max_iter=cap, seed=0)
     except ValueError as error:
-        assert f"max_matvecs={cap}" in str(error)
+        assert f"max_iter={cap}" in str(error)
     else:
         _assert_contains(estimate, low, high)
         assert estimate.matvecs == operator.calls
     assert operator.calls <= cap
     # the explicit matrix falls back to eigvalsh (n = 900), spending no more products
-    explicit = estimate_spectrum(W, max_matvecs=cap, seed=0)
+    explicit = estimate_spectrum(W, max_iter=cap, seed=0)
     _assert_contains(explicit, low, high)
     assert explicit.matvecs <= cap
 
@@ -211,7 +211,7 @@ def test_probabilistic_upper_bound_formula():
     assert _kw_epsilon(10_000, 1, 1e-4) == np.inf
     W = gaussian_gram(300, 600, 12)
     low, high = _extremes(W)
-    few = estimate_spectrum(spla.aslinearoperator(W), max_matvecs=20, max_exact_size=0, seed=0,
+    few = estimate_spectrum(spla.aslinearoperator(W), max_iter=20, max_exact_size=0, seed=0,
                             tol=0.5)
     assert few.lmax_method == "lanczos" and few.lmax >= high
     assert few.lmax >= few.ritz_max / (1 - _kw_epsilon(300, 20, 1e-4)) * (1 - 1e-12)
@@ -307,9 +307,9 @@ def test_property_interval_contains_spectrum_or_fails_clearly(n, log_condition, 
              "operator": lambda d: spla.aslinearoperator(sp.diags(d))}[kind](eigenvalues)
         low, high = eigenvalues.min(), eigenvalues.max()
     try:
-        estimate = estimate_spectrum(W, max_matvecs=cap, max_exact_size=exact_size, seed=seed)
+        estimate = estimate_spectrum(W, max_iter=cap, max_exact_size=exact_size, seed=seed)
     except ValueError as error:
-        assert "W" in str(error) or "max_matvecs" in str(error)
+        assert "W" in str(error) or "max_iter" in str(error)
     else:
         _assert_contains(estimate, low, high)
         assert estimate.matvecs <= cap
@@ -344,7 +344,7 @@ def test_bad_operators(W, error, match):
 
 @pytest.mark.parametrize("options, match", [
     ({"safety": 0.9}, "safety"), ({"method": "power"}, "method"), ({"tol": 1.0}, "tol"),
-    ({"tol": 0.0}, "tol"), ({"max_matvecs": 0}, "max_matvecs"),
+    ({"tol": 0.0}, "tol"), ({"max_iter": 0}, "max_iter"),
     ({"max_exact_size": -1}, "max_exact_size"), ({"failure_probability": 0.0},
                                                   "failure_probability"),
 ])

@@ -24,7 +24,7 @@ PACKAGES = ("chebyshev", "matching", "prox", "unfolding", "quantization")
 # names that mean the same idea as a contract name, and so must not appear
 SYNONYMS = {
     "maxiter": "max_iter", "n_iter": "max_iter", "num_iter": "max_iter", "iters": "max_iter",
-    "n_iterations": "max_iter", "tolerance": "tol",
+    "n_iterations": "max_iter", "max_matvecs": "max_iter", "tolerance": "tol",
     "rng": "seed", "random_state": "seed", "generator": "seed", "random_seed": "seed",
     "verbose": "progress", "show_progress": "progress", "return_info": "the result object",
 }
@@ -115,6 +115,9 @@ ITERATIVE = {
     "chebyshev.gradient_descent": lambda f, **kw: f(*_spd(), np.full(4, 1.0), **kw),
     "chebyshev.psor": lambda f, **kw: f(*_jacobi_map(), np.ones(4), **kw),
     "chebyshev.chebyshev_psor": lambda f, **kw: f(*_jacobi_map(), lmin=0.1, lmax=1.0, T=4, **kw),
+    "chebyshev.estimate_spectrum": lambda f, **kw: f(_spd()[0], seed=0, **kw),
+    "chebyshev.jacobi_spectrum": lambda f, **kw: f(_spd()[0], "lanczos", seed=0, **kw),
+    "chebyshev.preconditioned_spectrum": lambda f, **kw: f(_spd()[0], "jacobi", seed=0, **kw),
     "matching.projected_fixed_point": lambda f, **kw: f(*_matching_pair(), seed=0, **kw),
     "matching.match_graphs": lambda f, **kw: f(*_matching_pair(), seed=0, **kw),
     "matching.match_lawler": lambda f, **kw: f(np.kron(*_matching_pair(n=6)), 6, 6, seed=0,

@@ -154,13 +154,13 @@ def jacobi_map(P, q) -> Callable:
     return fixed_point_map
 
 
-def jacobi_spectrum(P, method: str = "exact", *, safety: float = 1.0, max_matvecs: int = 300,
+def jacobi_spectrum(P, method: str = "exact", *, safety: float = 1.0, max_iter: int = 300,
                     seed=None) -> Spectrum:
     r"""Spectrum of :math:`I - J = D^{-1} P` via the similar symmetric :math:`D^{-1/2} P D^{-1/2}`.
 
     Args:
         P: symmetric positive definite matrix (dense or sparse) with a positive diagonal.
-        method, safety, max_matvecs, seed: as in :func:`estimate_spectrum` (here ``"exact"``
+        method, safety, max_iter, seed: as in :func:`estimate_spectrum` (here ``"exact"``
             with ``safety=1`` by default: the eigenvalues themselves).
 
     Returns:
@@ -178,5 +178,5 @@ def jacobi_spectrum(P, method: str = "exact", *, safety: float = 1.0, max_matvec
         scaled = sp.diags(inverse_root) @ P @ sp.diags(inverse_root)
     else:
         scaled = P * inverse_root[:, None] * inverse_root[None, :]
-    return estimate_spectrum(scaled, method=method, safety=safety, max_matvecs=max_matvecs,
+    return estimate_spectrum(scaled, method=method, safety=safety, max_iter=max_iter,
                              seed=seed)

@@ -166,7 +166,7 @@ def chebyshev_smoother(
     lower: float = 1 / 30,
     upper: float = 1.1,
     order: str = "fractal",
-    max_matvecs: int = 15,
+    estimate_iter: int = 15,
     seed=None,
 ) -> ChebyshevSmoother:
     r"""A Chebyshev polynomial smoother for the SPD matrix A, in pyamg's relaxation signature.
@@ -183,14 +183,15 @@ def chebyshev_smoother(
         preconditioner: ``"jacobi"`` (:math:`D = \operatorname{diag}(A)`) or None
             (:math:`D = I`, pyamg's ``'chebyshev'`` polynomial in A).
         spectrum: None to estimate rho once with
-            :func:`~stepsize.chebyshev.preconditioned_spectrum` (CG-Lanczos, ``max_matvecs``
-            products); a :class:`~stepsize.chebyshev.Spectrum` of :math:`D^{-1} A`, whose raw
+            :func:`~stepsize.chebyshev.preconditioned_spectrum` (CG-Lanczos, ``estimate_iter``
+            steps); a :class:`~stepsize.chebyshev.Spectrum` of :math:`D^{-1} A`, whose raw
             ``ritz_max`` is taken as rho; or a pair ``(a, b)`` used as the interval itself
             (``lower`` and ``upper`` are then unused).
         lower, upper: interval ends as fractions of rho, ``0 < lower < upper``.
         order: step order (see :func:`~stepsize.chebyshev.chebyshev_order`); ``"fractal"`` stays
             accurate at high degree, ``"natural"`` does not.
-        max_matvecs: cap on the products of the estimate.
+        estimate_iter: CG-Lanczos steps of the estimate, one product each (as ``estimate_iter``
+            of :func:`~stepsize.chebyshev.chebyshev_gd`).
         seed: seed of the estimate's random start.
 
     Returns:
@@ -216,12 +217,12 @@ def chebyshev_smoother(
     if not lower < upper:
         raise ValueError(f"lower must be < upper, got lower={lower!r}, upper={upper!r}")
     check_choice(order, "order", ORDERS)
-    max_matvecs = check_int(max_matvecs, "max_matvecs", low=1)
+    estimate_iter = check_int(estimate_iter, "estimate_iter", low=1)
     rng = check_rng(seed)
     inverse = _inverse_diagonal(validated)
     interval, estimate = _interval(
         spectrum,
-        lambda: preconditioned_spectrum(validated, preconditioner, max_matvecs=max_matvecs,
+        lambda: preconditioned_spectrum(validated, preconditioner, max_iter=estimate_iter,
                                         seed=rng),
         lower, upper)
     steps = chebyshev_steps(*interval, degree, order)
@@ -242,7 +243,7 @@ def attach_smoothers(
     lower: float = 1 / 30,
     upper: float = 1.1,
     order: str = "fractal",
-    max_matvecs: int = 15,
+    estimate_iter: int = 15,
     seed=None,
 ):
     """Install a Chebyshev smoother as pre- and post-smoother on every level of a pyamg solver.
@@ -258,7 +259,7 @@ def attach_smoothers(
         spectrum: None (estimate per level) or a sequence with one entry per smoothed level, each
             a :class:`~stepsize.chebyshev.Spectrum` or an interval pair, as in
             :func:`chebyshev_smoother`.
-        preconditioner, lower, upper, order, max_matvecs: as in :func:`chebyshev_smoother`,
+        preconditioner, lower, upper, order, estimate_iter: as in :func:`chebyshev_smoother`,
             for every level.
         seed: seed of the estimates' random starts (one generator across the levels).
 
@@ -288,7 +289,7 @@ def attach_smoothers(
         smoother = chebyshev_smoother(
             level.A, degree, preconditioner=preconditioner,
             spectrum=None if spectrum is None else spectrum[index], lower=lower, upper=upper,
-            order=order, max_matvecs=max_matvecs, seed=rng)
+            order=order, estimate_iter=estimate_iter, seed=rng)
         level.presmoother = smoother
         level.postsmoother = smoother
     ml.symmetric_smoothing = True

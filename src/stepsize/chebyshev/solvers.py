@@ -69,7 +69,7 @@ from stepsize.chebyshev._system import check_budget, given_interval, spectrum_of
 from stepsize.chebyshev._torch_support import torch_extensions
 from stepsize.chebyshev.operators import NormalOperator, normal_equations
 from stepsize.chebyshev.preconditioning import LMAX_WIDENING, as_preconditioner
-from stepsize.chebyshev.spectrum import Spectrum
+from stepsize.chebyshev.spectrum import Spectrum, interval_result
 from stepsize.chebyshev.steps import ORDERS, chebyshev_period, heavy_ball_parameters
 
 __all__ = [
@@ -353,8 +353,8 @@ def conjugate_gradient(
     return drive(method(), W, c, x0, options)
 
 
-def preconditioned_spectrum(W, M=None, *, max_matvecs=15, seed=None) -> Spectrum:
-    r"""Ritz interval of :math:`M W` from ``max_matvecs`` preconditioned CG steps.
+def preconditioned_spectrum(W, M=None, *, max_iter=15, seed=None) -> Spectrum:
+    r"""Ritz interval of :math:`M W` from ``max_iter`` preconditioned CG steps.
 
     CG runs on :math:`W x = b` from a random b, and its step lengths give the Lanczos Ritz values
     (:func:`~stepsize.chebyshev.preconditioning.lanczos_bounds`); as in PETSc's
@@ -366,25 +366,25 @@ def preconditioned_spectrum(W, M=None, *, max_matvecs=15, seed=None) -> Spectrum
     Args:
         W: SPD operator (as in :func:`chebyshev_gd`).
         M: preconditioner (as in :func:`chebyshev_gd`); None for W itself.
-        max_matvecs: CG steps (one W product and one M application each).
+        max_iter: CG steps (one W product and one M application each).
         seed: seed of the random right-hand side.
 
     Returns:
         :class:`~stepsize.chebyshev.Spectrum` with ``method="cg-lanczos"`` and
         ``converged=None`` (a fixed number of steps: no stopping rule was tested).
 
-    >>> s = preconditioned_spectrum(np.diag(np.arange(1.0, 11.0)), max_matvecs=10, seed=0)
+    >>> s = preconditioned_spectrum(np.diag(np.arange(1.0, 11.0)), max_iter=10, seed=0)
     >>> round(s.ritz_min, 6), round(s.ritz_max, 6), round(s.lmax, 6)
     (1.0, 10.0, 11.0)
     """
     W, _, _, _ = validated_system(W, np.zeros(W.shape[0]), None)
-    max_matvecs = check_int(max_matvecs, "max_matvecs", low=1)
+    max_iter = check_int(max_iter, "max_iter", low=1)
     b = check_rng(seed).standard_normal(W.shape[0])
     if is_torch(W):
         b = like(W, b)
     precondition = as_preconditioner(M, W)
     x, r = b * 0, copy(b)
-    estimate = pcg_estimate(W, b, x, r, precondition, max_matvecs)
+    estimate = pcg_estimate(W, b, x, r, precondition, max_iter)
     steps = 0
     try:
         while True:
@@ -395,5 +395,5 @@ def preconditioned_spectrum(W, M=None, *, max_matvecs=15, seed=None) -> Spectrum
     if ritz is None:
         raise ValueError("W has no spectrum to estimate: CG stopped at its first step")
     # a fixed number of steps, no stopping rule: nothing was tested
-    return Spectrum(ritz[0], LMAX_WIDENING * ritz[1], ritz[0], ritz[1], steps, None,
-                    "cg-lanczos")
+    return interval_result(ritz[0], LMAX_WIDENING * ritz[1], ritz[0], ritz[1], steps, None,
+                           "cg-lanczos")

@@ -10,7 +10,7 @@ modes below :math:`l_{\min}` are damped more slowly but never amplified.
 :func:`estimate_spectrum` runs Lanczos with a random start on :math:`W / s` (``s`` the largest
 power of two below the largest absolute entry of an explicit matrix, or below
 :math:`\|W v_0\|` for a ``LinearOperator``, so any finite scale of W works and scaling back is
-exact), at most ``max_matvecs`` products, and reports for each end how it was obtained
+exact), at most ``max_iter`` products, and reports for each end how it was obtained
 (``Spectrum.lmin_method``, ``Spectrum.lmax_method``). In short: **the upper end is always a
 bound**, deterministic or with failure probability at most ``failure_probability`` for any
 spectrum; **the lower end is proven** for an explicit W with ``n <= max_exact_size`` and wherever
@@ -55,7 +55,7 @@ Lower end
     same argument applied to :math:`l_{\max} I - W` bounds :math:`\lambda_{\min}` only to within
     :math:`\varepsilon_k \lambda_{\max}`.
 
-When the lower end cannot be established within ``max_matvecs``, the call raises a
+When the lower end cannot be established within ``max_iter``, the call raises a
 ``ValueError`` that says so (pass ``lmin``/``lmax`` to the solver, or raise the cap). A negative
 Ritz value proves W indefinite; a Ritz pair with :math:`\theta_{\min} + r_{\min} \le
 10^{-12}\,\theta_{\max}` proves W singular to working precision; both, and a zero W, are clear
@@ -80,6 +80,7 @@ import scipy.linalg as sla
 import scipy.sparse as sp
 import scipy.sparse.linalg as spla
 
+from stepsize._results import SolverResult
 from stepsize._validation import (
     check_array,
     check_choice,
@@ -105,16 +106,19 @@ MIN_STEPS = 10
 MAX_BASIS_ENTRIES = 2**24
 
 
-@dataclass(frozen=True)
-class Spectrum:
-    """An interval holding the spectrum, with how each end was obtained.
+@dataclass(kw_only=True)
+class Spectrum(SolverResult):
+    """An interval holding the spectrum, with how each end was obtained: a
+    :class:`~stepsize.SolverResult` whose ``x`` is ``(lmin, lmax)`` and whose ``n_iter`` is the
+    number of operator products (one per Lanczos or CG step).
 
     Attributes:
         lmin, lmax: the bounds to use (see the module docstring for what each method guarantees).
         ritz_min, ritz_max: the raw extreme estimates before widening (eigenvalues for
             ``"exact"``).
-        matvecs: operator applications spent (0 for ``method="exact"``, which factorizes).
-        converged: whether Lanczos met its stopping rule within ``max_matvecs``; None when no
+        matvecs: operator applications spent (0 for ``method="exact"``, which factorizes); the
+            same as ``n_iter``.
+        converged: whether Lanczos met its stopping rule within ``max_iter``; None when no
             rule was tested (``preconditioned_spectrum``'s fixed number of CG steps).
         method: ``"lanczos"`` or ``"exact"`` (also when ``eigvalsh`` was the fallback), or
             ``"cg-lanczos"`` (``preconditioned_spectrum``).
@@ -131,7 +135,6 @@ class Spectrum:
     ritz_min: float
     ritz_max: float
     matvecs: int
-    converged: bool | None
     method: str
     lmin_method: str = ""
     lmax_method: str = ""
@@ -141,6 +144,20 @@ class Spectrum:
     def kappa(self) -> float:
         """Condition number of the interval, ``lmax / lmin`` (inf if ``lmin == 0``)."""
         return self.lmax / self.lmin if self.lmin > 0 else float("inf")
+
+
+def interval_result(lmin, lmax, ritz_min, ritz_max, matvecs, converged, method, lmin_method="",
+                    lmax_method="", lmax_failure_probability=0.0) -> Spectrum:
+    """A :class:`Spectrum` with the solver fields filled in (``x``, ``n_iter``, ``message``)."""
+    if converged is None:
+        message = f"{matvecs} {method} steps (a fixed number: no stopping rule tested)"
+    else:
+        message = (f"{method}: lmin by {lmin_method}, lmax by {lmax_method}, {matvecs} products"
+                   + ("" if converged else "; Lanczos did not meet its stopping rule"))
+    return Spectrum(x=(lmin, lmax), n_iter=matvecs, converged=converged, message=message,
+                    lmin=lmin, lmax=lmax, ritz_min=ritz_min, ritz_max=ritz_max, matvecs=matvecs,
+                    method=method, lmin_method=lmin_method, lmax_method=lmax_method,
+                    lmax_failure_probability=lmax_failure_probability)
 
 
 def as_matrix_or_operator(W, name: str = "W", *, check_symmetry: bool = True):
@@ -213,14 +230,14 @@ def estimate_spectrum(
     *,
     safety: float = 1.05,
     tol: float = 1e-3,
-    max_matvecs: int = 300,
+    max_iter: int = 300,
     max_exact_size: int = 2000,
     failure_probability: float = 1e-4,
     seed=None,
 ) -> Spectrum:
     r"""An interval ``[lmin, lmax]`` holding the spectrum of a symmetric positive definite W.
 
-    ``method="lanczos"`` runs at most ``max_matvecs`` Lanczos steps from a random start and stops
+    ``method="lanczos"`` runs at most ``max_iter`` Lanczos steps from a random start and stops
     once the smallest and the largest Ritz values have relative residuals at most ``tol`` and the
     probabilistic widening of lmax is no wider than ``safety``. The upper end is
     :math:`\max(\text{safety}(\theta_{\max} + r_{\max}), \theta_{\max}/(1 - \varepsilon_k))`,
@@ -242,7 +259,7 @@ def estimate_spectrum(
             The default 1e-3 costs 10% to 25% more products than 1e-2 on PyAMG's examples and
             overestimated lambda_min 7 times less often (1 in 925 against 7 in 970) on random
             diagonal operators with two close eigenvalues below the rest.
-        max_matvecs: cap on products with W (default 300; one per Lanczos step). The estimate
+        max_iter: cap on Lanczos steps, one product with W each (default 300). The estimate
             never exceeds it; the exact fallback spends none.
         max_exact_size: largest n of an explicit W whose lower end is proven by one Cholesky
             factorization (sparse LDL^T for sparse W), or computed by ``eigvalsh`` when Lanczos
@@ -258,7 +275,7 @@ def estimate_spectrum(
         TypeError: for a non-numeric or complex W.
         ValueError: for a non-square, non-finite or non-symmetric W; a zero, singular or
             indefinite W; products ``W @ v`` that overflow; or a lower end (or, for a
-            LinearOperator, an upper end) that cannot be established within ``max_matvecs``.
+            LinearOperator, an upper end) that cannot be established within ``max_iter``.
 
     >>> W = np.diag([1.0, 2.0, 4.0])
     >>> s = estimate_spectrum(W, method="exact", safety=1.0)
@@ -272,7 +289,7 @@ def estimate_spectrum(
     check_choice(method, "method", METHODS)
     safety = check_real(safety, "safety", low=1.0)
     tol = check_real(tol, "tol", low=0, high=1, low_inclusive=False, high_inclusive=False)
-    max_matvecs = check_int(max_matvecs, "max_matvecs", low=1)
+    max_iter = check_int(max_iter, "max_iter", low=1)
     max_exact_size = check_int(max_exact_size, "max_exact_size", low=0)
     failure_probability = check_real(failure_probability, "failure_probability", low=0, high=1,
                                      low_inclusive=False, high_inclusive=False)
@@ -280,12 +297,12 @@ def estimate_spectrum(
     W = as_matrix_or_operator(W)
     rule = _StoppingRule(tol, safety, failure_probability)
     if not isinstance(W, spla.LinearOperator):
-        return _explicit_spectrum(W, method, rng, rule, max_matvecs, max_exact_size)
+        return _explicit_spectrum(W, method, rng, rule, max_iter, max_exact_size)
     if method == "exact":
         raise ValueError("method='exact' needs a dense or sparse W, not a LinearOperator")
     operator, start, scale = _scaled_operator(W, rng)
-    state = _lanczos(operator, start, max_matvecs, rule, np.inf, scale)
-    return _assemble(state, None, -np.inf, scale, safety, max_matvecs)
+    state = _lanczos(operator, start, max_iter, rule, np.inf, scale)
+    return _assemble(state, None, -np.inf, scale, safety, max_iter)
 
 
 @dataclass(frozen=True)
@@ -297,7 +314,7 @@ class _StoppingRule:
     failure_probability: float
 
 
-def _explicit_spectrum(W, method, rng, rule: _StoppingRule, max_matvecs,
+def _explicit_spectrum(W, method, rng, rule: _StoppingRule, max_iter,
                        max_exact_size) -> Spectrum:
     """:func:`estimate_spectrum` of a dense or sparse W: Lanczos on W / s (s a power of two),
     the lower end proven by Cholesky or computed by ``eigvalsh`` up to ``max_exact_size``."""
@@ -310,7 +327,7 @@ def _explicit_spectrum(W, method, rng, rule: _StoppingRule, max_matvecs,
         return _exact(W, scale, rule.safety, matvecs=0, converged=True)
     start = rng.standard_normal(n)
     gershgorin = _gershgorin(W)
-    state = _lanczos(_CountingOperator(W), start, min(max_matvecs, n), rule, gershgorin[1],
+    state = _lanczos(_CountingOperator(W), start, min(max_iter, n), rule, gershgorin[1],
                      scale)
     certified = None
     if n <= max_exact_size:
@@ -320,7 +337,7 @@ def _explicit_spectrum(W, method, rng, rule: _StoppingRule, max_matvecs,
         if certified is None:
             return _exact(W, scale, rule.safety, matvecs=state.matvecs,
                           converged=state.converged)
-    return _assemble(state, certified, gershgorin[0], scale, rule.safety, max_matvecs)
+    return _assemble(state, certified, gershgorin[0], scale, rule.safety, max_iter)
 
 
 def _scaled_operator(W, rng):
@@ -539,7 +556,7 @@ def _cholesky_certificate(W, candidate, safety, norm_bound) -> float | None:
     return sigma - margin
 
 
-def _assemble(state, certified_lower, gershgorin_lower, scale, safety, max_matvecs) -> Spectrum:
+def _assemble(state, certified_lower, gershgorin_lower, scale, safety, max_iter) -> Spectrum:
     """Bounds from the Lanczos state: the tightest proven lower bound if there is one (Cholesky
     certificate, Gershgorin), else the residual-checked Lanczos estimate."""
     lmin, lmin_method = -np.inf, "lanczos"
@@ -552,22 +569,22 @@ def _assemble(state, certified_lower, gershgorin_lower, scale, safety, max_matve
     if not lmin > 0:
         raise ValueError(
             f"the lower end of the spectrum of W could not be verified within "
-            f"max_matvecs={max_matvecs} matrix-vector products: the smallest Ritz value "
+            f"max_iter={max_iter} matrix-vector products: the smallest Ritz value "
             f"{state.theta_min * scale:.3g} has residual {state.residual_min * scale:.3g} (the "
             f"largest is {state.theta_max * scale:.3g}); W may be singular or very "
-            "ill-conditioned. Pass lmin and lmax to the solver, raise max_matvecs, or give W as "
+            "ill-conditioned. Pass lmin and lmax to the solver, raise max_iter, or give W as "
             "an explicit matrix (exact fallback up to max_exact_size)"
         )
     if not np.isfinite(state.upper_bound):
         raise ValueError(
             f"the upper end of the spectrum of W could not be bounded within "
-            f"max_matvecs={max_matvecs} matrix-vector products; raise max_matvecs or pass lmin "
+            f"max_iter={max_iter} matrix-vector products; raise max_iter or pass lmin "
             "and lmax to the solver"
         )
     lmin, lmax = _scaled_back(lmin, state.upper_bound, scale)
-    return Spectrum(lmin, lmax, state.theta_min * scale, state.theta_max * scale, state.matvecs,
-                    state.converged, "lanczos", lmin_method, state.upper_method,
-                    state.failure_probability)
+    return interval_result(lmin, lmax, state.theta_min * scale, state.theta_max * scale,
+                           state.matvecs, state.converged, "lanczos", lmin_method,
+                           state.upper_method, state.failure_probability)
 
 
 def _exact(W, scale, safety, *, matvecs, converged) -> Spectrum:
@@ -585,8 +602,8 @@ def _exact(W, scale, safety, *, matvecs, converged) -> Spectrum:
             "positive definite"
         )
     lmin, lmax = _scaled_back(lowest / safety, highest * safety, scale)
-    return Spectrum(lmin, lmax, lowest * scale, highest * scale, matvecs, converged, "exact",
-                    "exact", "exact", 0.0)
+    return interval_result(lmin, lmax, lowest * scale, highest * scale, matvecs, converged,
+                           "exact", "exact", "exact", 0.0)
 
 
 def _scaled_back(lmin: float, lmax: float, scale: float) -> tuple[float, float]:
