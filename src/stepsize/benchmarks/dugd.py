@@ -26,15 +26,9 @@ from pathlib import Path
 
 import numpy as np
 
+from stepsize._reference.dugd import NOTEBOOK_STEPS, NOTEBOOK_TEST_MSE, dense_mse
 from stepsize._reference.instances import gaussian_operator
 from stepsize.benchmarks import Entry, register
-
-NOTEBOOK_TEST_MSE = 3.86385e-7  # DUGD_LMS_example.ipynb, MSE at t = 25 with its learned steps
-NOTEBOOK_STEPS = [
-    2.7968, 0.1583, 2.7524, 0.1761, 2.6692, 0.1789, 2.4023, 0.1841, 2.0442, 0.1988,
-    1.7192, 0.1905, 1.1071, 0.2077, 0.8197, 0.2200, 0.6515, 0.2353, 0.5380, 0.2542,
-    0.4552, 0.3079, 0.2783, 0.3924, 0.3455,
-]
 
 QUICK = {
     "deblur_n": 128, "deblur_T": [8, 16], "deblur_noise_std": 0.01, "deblur_lr": 0.02,
@@ -193,13 +187,9 @@ def _step_cost(config: dict, seed: int, A) -> dict:
 def _test_mse(A, steps, samples: int, seed: int) -> float:
     import torch
 
-    from stepsize.unfolding import UnfoldedGD
-
-    model = UnfoldedGD(len(steps), A, init=np.asarray(steps, dtype=np.float64))
     x_true = torch.randn(samples, A.shape[1], generator=torch.Generator().manual_seed(seed),
                          dtype=torch.float64)
-    with torch.no_grad():
-        return float((model(model.operator.apply(x_true)) - x_true).square().mean())
+    return dense_mse(A, steps, x_true)
 
 
 def _measure(task: str, config: dict, seed: int) -> dict:

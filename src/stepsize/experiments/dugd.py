@@ -25,26 +25,22 @@ from pathlib import Path
 
 import numpy as np
 
+from stepsize._reference.dugd import NOTEBOOK_STEPS, NOTEBOOK_TEST_MSE, dense_mse_curve
 from stepsize._reference.instances import gaussian_operator
 from stepsize.experiments import Entry, register
 
 # DUGD_LMS_example.ipynb printed outputs and the note's [COMP] values (sections 2.3, 2.4, 3, 9).
-NOTEBOOK_STEPS = [
-    2.7968, 0.1583, 2.7524, 0.1761, 2.6692, 0.1789, 2.4023, 0.1841, 2.0442, 0.1988,
-    1.7192, 0.1905, 1.1071, 0.2077, 0.8197, 0.2200, 0.6515, 0.2353, 0.5380, 0.2542,
-    0.4552, 0.3079, 0.2783, 0.3924, 0.3455,
-]
 NOTEBOOK_LOSS = {1: 0.3335, 2: 0.1428, 3: 0.0665, 4: 0.0327, 5: 1.66e-2, 10: 8.0e-4,
                  15: 5.3e-5, 20: 4.1e-6, 25: 4.4e-7}
 ORACLE_LOSS = {1: 0.333, 2: 0.143, 5: 1.6e-2, 10: 7.8e-4, 15: 5.2e-5, 20: 3.9e-6, 25: 3.5e-7}
 REFERENCE_MSE = {
-    "dugd": (3.86385e-7, "notebook (minibatch-trained, printed)"),
+    "dugd": (NOTEBOOK_TEST_MSE, "notebook (minibatch-trained, printed)"),
     "gd": (1.04384e-3, "notebook"),
     "chebyshev": (2.45e-8, "note [COMP]"),
     "dugd_from_chebyshev": (8.9e-9, "note [COMP]"),
     "non_incremental": (9.8e-4, "note [COMP]"),
-    "dugd_stochastic_eigenbasis": (3.86385e-7, "notebook (same procedure, dense)"),
-    "dugd_dense": (3.86385e-7, "notebook (batch 10000)"),
+    "dugd_stochastic_eigenbasis": (NOTEBOOK_TEST_MSE, "notebook (same procedure, dense)"),
+    "dugd_dense": (NOTEBOOK_TEST_MSE, "notebook (batch 10000)"),
 }
 REFERENCE_CONTRACTION = {"gd": (0.1974, 0.9372), "dugd": (7.56e-3, 0.822),
                          "chebyshev": (2.223e-4, 0.7143), "notebook_steps": (7.56e-3, 0.822)}
@@ -71,18 +67,6 @@ FULL = {
     "stochastic_steps_per_generation": 500, "dense_batch_size": 200,
     "dense_steps_per_generation": 500,
 }
-
-
-def _test_curve(A, steps, x_test) -> list[float]:
-    """Test MSE of x_0..x_T through the dense operator (float64), as the notebook evaluates."""
-    import torch
-
-    from stepsize.unfolding import UnfoldedGD
-
-    model = UnfoldedGD(len(steps), A, init=np.asarray(steps))
-    with torch.no_grad():
-        y = model.operator.apply(x_test)
-        return [float((x - x_test).square().mean()) for x in model.iterates(y)]
 
 
 def _timed(train, model, **kwargs):
@@ -208,8 +192,8 @@ def run(config: dict, seed: int) -> dict:
     generator = torch.Generator().manual_seed(seed)
     x_test = torch.randn(config["test_samples"], config["n"], generator=generator,
                          dtype=torch.float64)
-    curves = {name: _test_curve(A, value, x_test) for name, value in steps.items()}
-    curves["notebook_steps"] = _test_curve(A, NOTEBOOK_STEPS, x_test)
+    curves = {name: dense_mse_curve(A, value, x_test) for name, value in steps.items()}
+    curves["notebook_steps"] = dense_mse_curve(A, NOTEBOOK_STEPS, x_test)
     steps["notebook_steps"] = np.asarray(NOTEBOOK_STEPS)
     expected = {name: expected_squared_error(value, eigenvalues) for name, value in steps.items()}
     contraction = {
