@@ -265,6 +265,15 @@ def test_benchmark_runs_and_agrees_with_cvxpy():
         assert abs(row[4]) <= 1e-8 and abs(row[5]) <= 1e-8 and row[6] <= 1e-8
     for row in rows[2:]:
         assert abs(row[4]) <= 1e-8
+    # solver_steps re-solves the same instances (the same draws) without the peers
+    from stepsize.benchmarks.prox_applications import solver_steps
+
+    steps = solver_steps(tiny, 0)
+    assert [(s["problem"], s["size"]) for s in steps] == [
+        (r["problem"], r["size"]) for r in result["records"]]
+    for step, record in zip(steps, result["records"]):
+        assert step["objective"] == pytest.approx(record["objective"], rel=1e-13)
+    assert steps[0]["iterations"] <= 10 and abs(steps[0]["certificate"]) <= 1e-8
     for record in result["records"]:
         clarabel = record["peers"]["CLARABEL"]
         if "failed" in clarabel:  # Clarabel fails on some shifted data; ours must not

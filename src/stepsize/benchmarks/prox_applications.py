@@ -246,6 +246,75 @@ def _graph(config, rng, rows, records):
                 d, lam, method="pdhg").objective, {}, config, rows, records)
 
 
+def solver_steps(config: dict, seed: int = 0) -> list[dict]:
+    """Our solvers alone on the benchmark's instances (the same draws as ``run(config,
+    seed)``): per instance the default method's iterations, certificate (the MLE's certified
+    ``duality_gap`` relative to ``|F|``, the lasso's ``duality_gap``, the pseudolikelihood's
+    KKT residual), cap violation and objective. No peer is run."""
+    import math as _math
+
+    from sklearn.datasets import load_diabetes, load_linnerud
+
+    from stepsize._validation import check_int
+    from stepsize.prox import constrained_gaussian_mle, matrix_scaled_lasso, pseudolikelihood_graph
+
+    if not isinstance(config, dict):
+        raise TypeError(f"config must be a dict like FULL or QUICK, got {type(config).__name__}")
+    rng = np.random.default_rng(check_int(seed, "seed", low=0))
+    rng.standard_normal((10, 2))  # run()'s CVXPY warm-up draw
+    out = []
+
+    def mle(name, size, data, caps, ridge=0.0):
+        result = constrained_gaussian_mle(data, caps, ridge=ridge)
+        out.append({"problem": name, "size": size, "iterations": result.n_iter,
+                    "certificate": result.info["duality_gap"] / abs(result.objective),
+                    "violation": result.constraint_violation, "objective": result.objective})
+
+    for p in config["mle_sizes"]:
+        for shift in config["mle_shifts"]:
+            mle(f"MLE, mean {shift:g}x spread", p, *_mle_data(rng, p, shift, config["mle_caps"]))
+    raw = load_diabetes(scaled=False).data
+    for label, data in ((("raw", raw), ("standardized", (raw - raw.mean(0)) / raw.std(0)))
+                        if config["real_data"] else ()):
+        mle(f"MLE, diabetes {label}", 10, data,
+            np.eye(10)[:4] / np.sqrt(0.8 * data.var(axis=0)[:4])[:, None])
+    for n, p in config["ridge_sizes"]:
+        data, caps = _mle_data(rng, p, 5.0, config["mle_caps"])
+        mle(f"MLE ridge 10/n^2, n = {n}", p, data[:n], caps, 10.0 / n**2)
+    lasso_cases = []
+    for n, d, k in config["lasso_sizes"]:
+        X = rng.standard_normal((n, d))
+        coef = np.zeros((d, k))
+        coef[:3] = rng.standard_normal((3, k))
+        noise = np.linalg.cholesky(0.5 * np.ones((k, k)) + 0.5 * np.eye(k))
+        lasso_cases.append((f"scaled lasso d = {d}, k = {k}", n, X,
+                            X @ coef + rng.standard_normal((n, k)) @ noise.T))
+    if config["real_data"]:
+        X, Y = load_linnerud(return_X_y=True)
+        lasso_cases.append(("scaled lasso, Linnerud", 20, (X - X.mean(0)) / X.std(0),
+                            Y - Y.mean(0)))
+    for name, n, X, Y in lasso_cases:
+        result = matrix_scaled_lasso(X, Y, 0.5 * _math.sqrt(2 * _math.log(X.shape[1] * Y.shape[1])
+                                                            / n))
+        out.append({"problem": name, "size": n, "iterations": result.n_iter,
+                    "certificate": result.duality_gap, "violation": None,
+                    "objective": result.objective})
+    graph_cases = []
+    for p in config["graph_sizes"]:
+        chain = np.eye(p) + 0.4 * (np.eye(p, k=1) + np.eye(p, k=-1))
+        graph_cases.append((f"pseudolikelihood, chain, n = {3 * p}", p, rng.multivariate_normal(
+            np.zeros(p), np.linalg.inv(chain), size=3 * p)))
+    if config["real_data"]:
+        diabetes = load_diabetes().data
+        graph_cases.append(("pseudolikelihood, diabetes", 10, diabetes / diabetes.std(axis=0)))
+    for name, p, data in graph_cases:
+        result = pseudolikelihood_graph(data, 0.3 * _math.sqrt(_math.log(p) / data.shape[0]))
+        out.append({"problem": name, "size": p, "iterations": result.n_iter,
+                    "certificate": result.info["kkt_residual"], "violation": None,
+                    "objective": result.objective})
+    return out
+
+
 def _mle_operators(p):
     """PyProximal has no log-det or PSD-cone operator: ``f(x) = -log det Omega + <z, x>``
     (prox: an eigendecomposition) and the cap indicator ``Omega >= c c^T`` (prox: ``c c^T +
