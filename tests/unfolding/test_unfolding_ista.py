@@ -7,7 +7,7 @@ import scipy.sparse.linalg as spla
 
 torch = pytest.importorskip("torch")
 
-from stepsize.benchmarks.ista import bernoulli_gaussian_problem, ista, nmse_db  # noqa: E402
+from stepsize._reference.ista import bernoulli_gaussian_problem, ista, nmse_db  # noqa: E402
 from stepsize.chebyshev import chebyshev_steps  # noqa: E402
 from stepsize.unfolding import UnfoldedISTA, soft_threshold, train_incremental  # noqa: E402
 

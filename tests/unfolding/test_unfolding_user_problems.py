@@ -320,7 +320,7 @@ def test_noisy_deblurring_reaches_the_best_any_gd_can_do():
     best constant step is more than 10% above it (measured 19%)."""
     from scipy.linalg import toeplitz
 
-    from stepsize.benchmarks.dugd import best_gd_loss
+    from stepsize._reference.dugd import best_gd_loss
 
     n, T, noise_std = 64, 6, 0.01
     kernel = np.exp(-0.5 * (np.arange(n) / 2.0) ** 2)

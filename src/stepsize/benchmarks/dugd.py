@@ -26,7 +26,13 @@ from pathlib import Path
 
 import numpy as np
 
-from stepsize._reference.dugd import NOTEBOOK_STEPS, NOTEBOOK_TEST_MSE, dense_mse
+from stepsize._reference.dugd import (
+    NOTEBOOK_STEPS,
+    NOTEBOOK_TEST_MSE,
+    best_gd_loss,
+    deblurring_problem,
+    dense_mse,
+)
 from stepsize._reference.instances import gaussian_operator
 from stepsize.benchmarks import Entry, register
 
@@ -92,45 +98,6 @@ def _train(name: str, config: dict, seed: int, A) -> dict:
     else:
         raise ValueError(f"unknown method {name!r}")
     return {"steps": result.steps, "generation_loss": result.losses}
-
-
-def deblurring_problem(n: int, width: float = 2.0):
-    """A 1-D Gaussian blur (``width`` samples, unit DC gain, zero boundary) and the signal
-    covariance exp(-|i - j| / 10). Width 2: A^T A numerically singular; width 1: its condition
-    number is 4.80e3 at n = 128 (4.72e3 at 64, 4.83e3 at 256), the operator of issue 14.
-
-    >>> A, covariance = deblurring_problem(16)
-    >>> A.shape, round(float(A.sum(axis=1)[8]), 6), bool(covariance[0, 1] == np.exp(-0.1))
-    ((16, 16), 0.999916, True)
-    """
-    from scipy.linalg import toeplitz
-
-    kernel = np.exp(-0.5 * (np.arange(n) / width) ** 2)
-    index = np.arange(n)
-    return (toeplitz(kernel / (kernel[0] + 2 * kernel[1:].sum())),
-            np.exp(-np.abs(index[:, None] - index[None, :]) / 10.0))
-
-
-def best_gd_loss(A, covariance, noise_std: float, T: int) -> float:
-    """The least expected MSE any T-step GD (x_0 = 0) can reach: its error polynomial
-    p(lambda) = prod_t (1 - gamma_t lambda) has p(0) = 1 and degree T, and over ALL such
-    polynomials (1/n) sum_i [d_i p(l_i)^2 + s^2 (1 - p(l_i))^2 / l_i] is a linear least-squares
-    problem (Chebyshev basis), computed in the eigenbasis of A^T A, independently of training.
-
-    >>> round(best_gd_loss(np.eye(2), np.eye(2), 0.0, 1), 12)   # gamma = 1 solves exactly
-    0.0
-    """
-    eigenvalues, vectors = np.linalg.eigh(A.T @ A)
-    eigenvalues = np.maximum(eigenvalues, 1e-300)
-    weights = np.einsum("ij,ik,kj->j", vectors, covariance, vectors)
-    basis = np.polynomial.chebyshev.chebvander(2 * eigenvalues / eigenvalues[-1] - 1, T - 1)
-    design = eigenvalues[:, None] * basis
-    rows = np.vstack([np.sqrt(weights)[:, None] * design,
-                      (noise_std / np.sqrt(eigenvalues))[:, None] * design])
-    target = np.concatenate([-np.sqrt(weights), np.zeros_like(eigenvalues)])
-    coefficients, *_ = np.linalg.lstsq(rows, target, rcond=None)
-    p = 1 + design @ coefficients
-    return float(np.mean(weights * p**2 + noise_std**2 * (1 - p) ** 2 / eigenvalues))
 
 
 def _deblurring(config: dict, width: float) -> dict:
