@@ -14,8 +14,9 @@ the same initial step sizes and the same data order for every implementation:
 Measured: gradient parity of every quantizer on a fixed batch (its captured input and upstream
 gradient, with the half-step band where rounding before clamping differs masked out), test
 accuracy after identical fine-tuning, median training-step time (forward + backward + SGD step,
-after a warm-up; the implementations take their steps in lockstep, so CPU contention hits all
-alike) and the bytes autograd saves per training step (the activation memory).
+after a warm-up, in CPU time of the thread; the implementations take their steps in lockstep, so
+CPU contention hits all alike) and the bytes autograd saves per training step (the activation
+memory).
 
 Then issue 16's architecture goals, on torchvision's resnet18, mobilenet_v2, efficientnet_b0 and a
 small VisionTransformer, and timm's convnext_atto and vit_tiny when timm is installed (no
@@ -317,7 +318,10 @@ def _saved_bytes(model, batch, targets) -> int:
 def _train_together(models: dict, data, config, bits, seed, timing_steps):
     """SGD momentum 0.9, cosine LR 0.01, weight decay on all but scales, for every model in
     lockstep: step t of each model runs back to back, so CPU contention hits all of them alike.
-    Returns each model's training-step times after the first (warm-up) step."""
+    Returns each model's training-step times after the first (warm-up) step: the CPU time of
+    the calling thread (``time.thread_time``; torch runs on it with one thread), which the
+    time slices other processes take on a shared machine do not inflate (wall-clock ratios of
+    the same run scattered by +-10% at load 9 on 2 cores, CPU-time ratios by about 1%)."""
     import torch
     import torch.nn.functional as F
 
@@ -345,12 +349,12 @@ def _train_together(models: dict, data, config, bits, seed, timing_steps):
             optimizer = optimizers[name]
             for group in optimizer.param_groups:
                 group["lr"] = lr
-            start = time.perf_counter()
+            start = time.thread_time()
             loss = F.cross_entropy(model(inputs[index]), targets[index])
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-            times[name].append(time.perf_counter() - start)
+            times[name].append(time.thread_time() - start)
     return {name: values[1: 1 + timing_steps] or values for name, values in times.items()}
 
 
@@ -612,8 +616,9 @@ def _architecture_table(checks: dict, goals: dict, missing: list[str]) -> dict:
          "ONNX argmax %"],
         _architecture_rows(checks),
         note=f"goals: {met}" + (f"; not installed: {', '.join(missing)}" if missing else "")
-             + "; graph breaks: torch.compile(backend='aot_eager') in training mode; int-kernel:"
-             " export_onnx(integer_kernels=True, calibration_input=32 training inputs), at 4 "
+             + "; step ms: median thread CPU time, ours and native in lockstep; graph breaks: "
+             "torch.compile(backend='aot_eager') in training mode; int-kernel: "
+             "export_onnx(integer_kernels=True, calibration_input=32 training inputs), at 4 "
              "bits its Clip blocks onnxruntime's fusion (QLinearConv needs 8-bit layers)",
     )
 
@@ -1052,7 +1057,7 @@ def _bitwidth_table(section: dict, config: dict) -> dict:
              "(its fake-quant primitive, learned scale, no g); brevitas default: its own "
              f"quantizers at weight/input_bit_width b; goal ({BITWIDTH_GOAL}): ours' mean >= "
              f"{', '.join(BITWIDTH_GOAL_PEERS)}; step time: lockstep, first seed, "
-             f"{config['timing_steps']} steps, 1 thread; load {section['load']}"
+             f"{config['timing_steps']} steps, 1 thread, thread CPU time; load {section['load']}"
              + (f"; missing: {', '.join(section['missing'])}" if section["missing"] else ""),
     )
 
@@ -1149,7 +1154,8 @@ def run(config: dict[str, Any], seed: int) -> dict[str, Any]:
             ["bits", "implementation", "accuracy %", "median step ms", "time / ours",
              "saved MiB/step", "grad parity rel err"],
             rows,
-            note=f"FP accuracy {100 * fp_accuracy:.2f}%; 1 thread; timings on a shared CPU are "
+            note=f"FP accuracy {100 * fp_accuracy:.2f}%; 1 thread, step times in thread CPU time; "
+                 "timings on a shared CPU are "
                  "noisy; parity excludes the half-step band; brevitas compared after applying g",
         )] + ([_bitwidth_table(bitwidths, config["bitwidths"])] if bitwidths else []),
     }

@@ -76,6 +76,7 @@ class _QuantMixin:
             weight_bits, True, per_channel=per_channel, channels=self.weight.shape[0],
             init=weight_init, grad_scale=grad_scale,
         ).to(self.weight.device)
+        self.weight_quantizer.check_finite = False  # a parameter (LSQQuantizer.check_finite)
         self.add_module("input_quantizer", _input_quantizer(
             activation_bits, activation_signed, activation_init, grad_scale, offset,
             self.weight.device))
@@ -115,7 +116,7 @@ class _QuantMixin:
 
 _LAYER_DEFAULTS = dict(
     weight_bits=4, activation_bits=None, activation_signed=None, per_channel=False,
-    weight_init="lsq", activation_init="lsq", grad_scale=None, offset=False,
+    weight_init="lsq", activation_init="mse", grad_scale=None, offset=False,
 )
 
 _DOC_ARGS = """
@@ -126,7 +127,10 @@ _DOC_ARGS = """
         activation_signed: signed input codes (True), unsigned (False), or None to decide on the
             first batch (unsigned after a ReLU, signed for normalised images).
         per_channel: one weight step per output channel (an extension; the paper uses one).
-        weight_init, activation_init: the :func:`initial_step_size` methods (default ``"lsq"``).
+        weight_init, activation_init: the :func:`initial_step_size` methods (default ``"lsq"``
+            for weights, ``"mse"`` for inputs: the paper's ``2 mean|v| / sqrt(Q_P)`` clips half
+            or more of a ReLU output at 2 bits; on mnist1d at 2/3/4 bits the MSE step gave
+            92.9/94.9/95.5% against 90.9/92.9/94.7%, mean of 3 seeds).
         grad_scale: as in :func:`lsq_quantize` (default: the paper's ``1/sqrt(N Q_P)``).
         offset: learn an LSQ+ offset for the input quantizer (Bhalgat et al. 2020).
 """
@@ -254,9 +258,11 @@ class QuantMultiheadAttention(nn.MultiheadAttention):
         activation_bits = _activation_bits(activation_bits, weight_bits)
 
         def weight_quantizer(parameter):
-            return LSQQuantizer(weight_bits, True, per_channel=per_channel,
-                                channels=parameter.shape[0], init=weight_init,
-                                grad_scale=grad_scale).to(parameter.device)
+            quantizer = LSQQuantizer(weight_bits, True, per_channel=per_channel,
+                                     channels=parameter.shape[0], init=weight_init,
+                                     grad_scale=grad_scale).to(parameter.device)
+            quantizer.check_finite = False  # a parameter (LSQQuantizer.check_finite)
+            return quantizer
 
         for name in self._weight_names():
             setattr(self, name + "_quantizer", weight_quantizer(getattr(self, name)))
