@@ -288,7 +288,9 @@ def test_mobilenet_v2_kernels_and_the_relu6_clips_it_needs(torchvision_models, t
     (all 34 at LSQ's initial steps); besides the input's, one QuantizeLinear for each of the 10
     tensors read by both a convolution (its step) and a skip path (a calibrated step)."""
     torch.manual_seed(0)
-    model = quantize_model(torchvision_models.mobilenet_v2(num_classes=10), bits=8)
+    # LSQ's initial activation steps (2 mean|v| / sqrt(Q_P)), whatever the default init
+    model = quantize_model(torchvision_models.mobilenet_v2(num_classes=10), bits=8,
+                           activation_init="lsq")
     calibration = torch.randn(8, 3, 32, 32)
     with torch.no_grad():
         model(calibration)  # training mode: batch statistics, so no layer sees zeros
@@ -306,6 +308,14 @@ def test_mobilenet_v2_kernels_and_the_relu6_clips_it_needs(torchvision_models, t
     assert len(relu6_steps) == 34 and all(255 * s > 6 for s in relu6_steps)
     assert kernels.get("Clip") == 34
     assert kernels.get("QuantizeLinear") == 1 + 10
+    assert kernels.get("Transpose") == 2  # NCHW <-> NHWC once, at the input and the pool
+    # its deployment model (ReLU6 kept in torch, applied to the codes at export) exports to
+    # the same kernels and agrees with it on every input
+    x = torch.randn(32, 3, 32, 32)
+    _, onnx_out, torch_out, _, deployed_kernels, _ = _deployment_check(
+        model, calibration, x, tmp_path, "mobilenet")
+    assert deployed_kernels == kernels
+    assert (onnx_out.argmax(1) == torch_out.argmax(1)).all()
 
 
 def test_widened_codes_keep_a_channel_whose_largest_code_is_minus_128(tmp_path):
