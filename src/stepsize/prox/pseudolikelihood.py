@@ -38,7 +38,7 @@ Two solvers (``method``):
   tau)) / 2`` on the diagonal, soft thresholding off it) and ``g = sum_i 2 phi`` composed with
   ``K Omega = (diag(Omega), S^{1/2} Omega)``, ``||K||^2 <= 1 + ||S||``; ``g`` is 1-homogeneous,
   so its dual step is ``v - prox_{2 phi}(v)``. It stops on the relative primal and dual
-  residuals of the iteration (Goldstein, Li, Yuan 2015) below ``tol``; 8x to 80x slower than
+  residuals of the iteration (Goldstein, Li, Yuan 2015) below ``tol``; 6x to 240x slower than
   ``"reduced"`` on the benchmark's problems.
 
 Data are scaled by the mean variance ``s^2`` inside (``Omega`` scales as ``1 / s^2``, the
