@@ -185,7 +185,10 @@ def _centred(log_kernel: np.ndarray, warm: np.ndarray | None, single: bool) -> n
     g = _max(log_kernel, axis=0)
     np.negative(g, out=g)
     if warm is not None:
-        g[g <= -(_UNDERFLOW_LOG_32 if single else _UNDERFLOW_LOG)] = 0.0
+        recentre = -(_UNDERFLOW_LOG_32 if single else _UNDERFLOW_LOG)
+        if not _max(g) > recentre:  # the common case: every column kept (no n x n pass)
+            return warm
+        g[g <= recentre] = 0.0
     log_kernel += g
     return g if warm is None else warm + g
 
