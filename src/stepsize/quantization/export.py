@@ -5,7 +5,9 @@
 :mod:`stepsize.quantization._fx_export`). :func:`export_onnx` writes the model with
 QuantizeLinear/DequantizeLinear nodes; with ``integer_kernels=True`` the graph is laid out so
 that onnxruntime fuses it into QLinearConv / QLinearMatMul / QLinearAdd (see
-:mod:`stepsize.quantization._onnx_integer`).
+:mod:`stepsize.quantization._onnx_integer`); :func:`deployment_model` is the fake-quantized
+model with that graph's extra quantizers and bias rounding, to evaluate or fine-tune what is
+deployed.
 
 Reference: Esser et al., "Learned Step Size Quantization", ICLR 2020 (section 2: ``y_bar =
 W_bar x_bar``, ``y_hat = s_w s_x y_bar``); Jacob et al., "Quantization and Training of Neural
@@ -347,7 +349,9 @@ def export_onnx(
             codes are multiplied by the largest integer ``k_c`` that keeps them in int8 (scale
             divided by ``k_c``: the same weights) so that its int32 bias codes are ``k_c``
             times finer. The bias rounding and the calibrated quantizers are the inexact
-            steps. See :mod:`stepsize.quantization._onnx_integer`.
+            steps (against ``model``); :func:`deployment_model` is the fake-quantized model
+            that has them, and its export reuses its quantizers (equal to float32 rounding).
+            See :mod:`stepsize.quantization._onnx_integer`.
         calibration_input: the batch that calibrates those extra quantizers (default
             ``example_input``); use several representative inputs.
 
