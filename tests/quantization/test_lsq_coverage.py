@@ -126,7 +126,7 @@ def test_shape_check_with_zeros_does_not_fix_the_first_layer():
     first = net[0].input_quantizer
     assert first.signed is True  # was fixed to unsigned by the zeros
     assert float(first.step_size.detach()) == pytest.approx(
-        float(initial_step_size(images, 8, signed=True, method="mse")), rel=1e-6)
+        float(initial_step_size(images, 8, signed=True)), rel=1e-6)
     assert float(first.step_size.detach()) > 1e-3  # was 1.19e-7 (float32 eps) for good
 
 

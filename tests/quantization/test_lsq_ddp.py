@@ -28,8 +28,7 @@ def _worker(rank, world, port, folder):
     try:
         torch.manual_seed(0)  # same initial weights (DDP also broadcasts rank 0's)
         net = quantize_model(nn.Sequential(nn.Linear(6, 16), nn.ReLU(), nn.Linear(16, 16),
-                                           nn.ReLU(), nn.Linear(16, 3)), bits=3,
-                             activation_init="lsq")  # the closed form below
+                                           nn.ReLU(), nn.Linear(16, 3)), bits=3)
         generator = torch.Generator().manual_seed(1)
         x = torch.randn(96, 6, generator=generator)
         y = (x[:, 0] > 0).long() + (x[:, 1] > 0).long()
