@@ -33,8 +33,9 @@ from dataclasses import dataclass
 import numpy as np
 
 _EPS = np.finfo(float).eps
-# Rows per block of the (roots x poles) work arrays: keeps each block near 2 MiB (cache sized).
-_BLOCK_ELEMENTS = 1 << 18
+# Rows per block of the (roots x poles) work arrays: 512 KiB each, so that the two of a block
+# stay in a 1 to 2 MiB L2 cache (at p = 2000 the sums took 25% less time than with 2 MiB blocks)
+_BLOCK_ELEMENTS = 1 << 16
 _MAX_ROOT_ITERATIONS = 100
 
 
@@ -164,6 +165,7 @@ class Roots:
     offset: np.ndarray
     second: np.ndarray | None = None  # sum_j b_j^2 / (lambda_i - d_j)^2 at the last iterate
     third: np.ndarray | None = None  # sum_j b_j^2 / (lambda_i - d_j)^3 at the last iterate
+    alpha: float | None = None  # the corner they solve for
 
     def values(self, poles: np.ndarray) -> np.ndarray:
         return poles[self.origin] + self.offset
@@ -190,11 +192,7 @@ def secular_roots(
     origin, other, low, high = _brackets(poles, weights, alpha, index)
     offset = 0.5 * (low + high)
     if start is not None:
-        guess = np.full(poles.size + 1, np.nan)
-        guess[start.index] = start.values(poles)
-        previous = guess[index] - poles[origin]
-        usable = np.isfinite(previous) & (previous > low) & (previous < high)
-        offset[usable] = previous[usable]
+        _warm_start(poles, alpha, index, origin, low, high, offset, start)
 
     second = np.empty(index.size)
     third = np.empty(index.size)
@@ -205,7 +203,25 @@ def secular_roots(
         done = _root_step(poles, weights, alpha, origin, other, active, low, high, offset,
                           second, third)
         active = active[~done]
-    return Roots(index=index, origin=origin, offset=offset, second=second, third=third)
+    return Roots(index=index, origin=origin, offset=offset, second=second, third=third,
+                 alpha=alpha)
+
+
+def _warm_start(poles, alpha, index, origin, low, high, offset, start: Roots) -> None:
+    """Start from the roots of ``start`` moved to first order, ``d lambda / d alpha = q^2 = 1 /
+    (1 + sum_j b_j^2 / (lambda - d_j)^2)``, where that stays in the bracket; else from the
+    roots themselves where they are in it (else the bracket midpoint stays)."""
+    guess = np.full(poles.size + 1, np.nan)
+    guess[start.index] = start.values(poles)
+    previous = guess[index] - poles[origin]
+    if start.second is not None and start.alpha is not None:
+        shift = np.zeros(poles.size + 1)
+        shift[start.index] = (alpha - start.alpha) / (1.0 + start.second)
+        predicted = previous + shift[index]
+        inside = np.isfinite(predicted) & (predicted > low) & (predicted < high)
+        previous = np.where(inside, predicted, previous)
+    usable = np.isfinite(previous) & (previous > low) & (previous < high)
+    offset[usable] = previous[usable]
 
 
 def _brackets(poles, weights, alpha, index):

@@ -42,7 +42,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-import scipy.linalg
 from scipy.linalg.lapack import dgtsv as _gtsv
 from scipy.linalg.lapack import dorghr as _orghr
 from scipy.linalg.lapack import dstevd as _stevd
@@ -55,7 +54,6 @@ from stepsize._validation import (
     check_int,
     check_real,
     check_square,
-    check_symmetric,
 )
 from stepsize.prox._root import find_root
 from stepsize.prox._secular import (
@@ -65,6 +63,7 @@ from stepsize.prox._secular import (
     eigenvectors,
     secular_roots,
 )
+from stepsize.prox._tridiagonal import tridiagonal_eigh
 
 __all__ = [
     "PerspectiveProxResult",
@@ -97,9 +96,27 @@ def check_symmetric_matrix(X, name: str = "X", symmetrize: bool = False) -> np.n
     """A validated float64 symmetric p x p matrix (symmetrized to rounding, or on request)."""
     X = check_array(X, name, ndim=2)
     check_square(X, name)
-    if not symmetrize:
-        check_symmetric(X, name)
-    return 0.5 * X + 0.5 * X.T  # not (X + X^T) / 2, which overflows near the largest float
+    # not (X + X^T) / 2, which overflows near the largest float; in row blocks, with the
+    # symmetry test of check_symmetric (rtol 1e-10 of max |X_ij|) on the way, so that no
+    # p x p temporary is made
+    out = np.empty(X.shape)
+    gap = scale = 0.0
+    step = max(1, (1 << 15) // max(X.shape[0], 1))
+    for begin in range(0, X.shape[0], step):
+        rows = slice(begin, begin + step)
+        top, left = X[rows], X[:, rows].T
+        if not symmetrize:
+            gap = max(gap, float(np.max(np.abs(top - left))))
+            scale = max(scale, float(np.max(np.abs(top))))
+        np.multiply(top, 0.5, out=out[rows])
+        out[rows] += 0.5 * left
+    tiny = np.finfo(float).tiny
+    if gap > 1e-10 * max(scale, tiny):
+        raise ValueError(
+            f"{name} must be symmetric: max |{name} - {name}^T| = {gap:.3g} "
+            f"(relative {gap / max(scale, tiny):.3g} > 1e-10)"
+        )
+    return out
 
 
 def matrix_perspective(Omega, eta, *, rtol: float = 1e-10) -> float:
@@ -210,11 +227,12 @@ class PerspectiveProxResult(SolverResult):
 class _SecularRootFunction:
     """``m(t) = e^T [A(t)]_- e`` and ``m'`` through the arrowhead ``A(t)``; ``h = m - sigma``.
 
-    One ``eigh`` of ``X`` in the constructor; each call then costs O(p^2). Only the roots on one
-    side of zero are needed: ``e^T A_- e = sum_{lambda < 0} -lambda q^2`` or, through ``e^T A e =
-    -t``, ``e^T A_- e = t + sum_{lambda > 0} lambda q^2``; the smaller set is used (interlacing
-    tells in advance which roots are negative, up to one), except that the second form, which
-    cancels when ``t << -sigma``, is then avoided. The derivative follows from ``d
+    One eigendecomposition of ``X`` in the constructor (its back-transformation ``Q`` kept as
+    reflectors, :mod:`stepsize.prox._tridiagonal`); each call then costs O(p^2). Only the roots
+    on one side of zero are needed: ``e^T A_- e = sum_{lambda < 0} -lambda q^2`` or, through
+    ``e^T A e = -t``, ``e^T A_- e = t + sum_{lambda > 0} lambda q^2``; the smaller set is used
+    (interlacing tells in advance which roots are negative, up to one), except that the second
+    form, which cancels when ``t << -sigma``, is then avoided. The derivative follows from ``d
     lambda_i / dt = -q_i^2`` and ``d q_i^2 / dt = -2 q_i^6 sum_j b_j^2 / (lambda_i - d_j)^3``:
     it is the Loewner divided-difference formula of the note, summed over one side only.
 
@@ -225,8 +243,10 @@ class _SecularRootFunction:
     """
 
     def __init__(self, X, y, sigma: float = 1.0):
-        a, U = scipy.linalg.eigh(X, driver="evd", check_finite=False)
-        self.arrow = deflate(a, U, (U.T @ y) / _SQRT2)
+        # X = Q Z diag(a) Z^T Q^T with Q left as reflectors: U = Q Z is never formed
+        a, Z, self.reflectors = tridiagonal_eigh(X)
+        rotated = self.reflectors.apply(y[:, None].copy(), transpose=True)[:, 0]  # Q^T y
+        self.arrow = deflate(a, Z, (Z.T @ rotated) / _SQRT2)
         self.poles = self.arrow.poles
         self.weights = self.arrow.weights
         self.sigma = sigma
@@ -325,6 +345,20 @@ class _SecularRootFunction:
         root = secular_roots(self.poles, self.weights, -t, np.array([self.poles.size]))
         return max(top, float(root.values(self.poles)[0]))
 
+    def _all_roots(self, t: float) -> Roots:
+        """All ``n + 1`` roots at ``t``: those of the last evaluation, when it was at ``t``
+        (converged there; iterating them again moves them by rounding), and the others."""
+        poles, weights, known = self.poles, self.weights, self.roots
+        everything = np.arange(poles.size + 1)
+        if known is None or known.alpha != -t:
+            return secular_roots(poles, weights, -t, everything, known)
+        missing = np.setdiff1d(everything, known.index)
+        rest = secular_roots(poles, weights, -t, missing)
+        origin, offset = np.empty(everything.size, dtype=np.intp), np.empty(everything.size)
+        origin[known.index], offset[known.index] = known.origin, known.offset
+        origin[missing], offset[missing] = rest.origin, rest.offset
+        return Roots(index=everything, origin=origin, offset=offset, alpha=-t)
+
     def assemble(self, t: float, X, y):
         """``S = [M(t)]_+`` from the arrowhead eigenpairs; returns ``(Omega, eta, rank)``.
 
@@ -336,7 +370,7 @@ class _SecularRootFunction:
         poles = arrow.poles
         n = poles.size
         if n:
-            roots = secular_roots(poles, arrow.weights, -t, np.arange(n + 1), self.roots)
+            roots = self._all_roots(t)
             lam = roots.values(poles)
         else:
             roots, lam = None, np.array([-t])
@@ -345,8 +379,9 @@ class _SecularRootFunction:
         use_positive = rank <= (n + 1 + deflated_values.size) - rank
         side = lam > 0 if use_positive else lam < 0
         magnitude = np.sqrt(np.abs(lam[side]))
-        # S = F F^T with F = [upper; last]: one product for the columns of upper, then one
-        # syrk (numpy's A @ A.T, exactly symmetric), with no stacked copy of F
+        # S = F F^T with F = [upper; last]: upper = Q G with G in the basis Z, built as G^T
+        # (C order, so G is Fortran-ordered for dormqr in place), then one syrk (numpy's
+        # A @ A.T, exactly symmetric), with no stacked copy of F
         uppers, lasts = [], []
         if n:
             chosen = Roots(
@@ -356,17 +391,18 @@ class _SecularRootFunction:
             vectors = eigenvectors(poles, b_hat, chosen)
             vectors *= magnitude
             kept_basis = arrow.basis if n == p else arrow.basis[:, arrow.kept]
-            uppers.append(kept_basis @ vectors[:n])
+            uppers.append(vectors[:n].T @ kept_basis.T)
             lasts.append(vectors[n])
         elif side[0]:
-            uppers.append(np.zeros((p, 1)))
+            uppers.append(np.zeros((1, p)))
             lasts.append(magnitude)
         pick = deflated_values > 0 if use_positive else deflated_values < 0
         if np.any(pick):
-            uppers.append(arrow.basis[:, arrow.deflated[pick]]
-                          * np.sqrt(np.abs(deflated_values[pick])))
+            uppers.append((arrow.basis[:, arrow.deflated[pick]]
+                           * np.sqrt(np.abs(deflated_values[pick]))).T)
             lasts.append(np.zeros(int(np.sum(pick))))
-        upper = uppers[0] if len(uppers) == 1 else np.hstack(uppers or [np.zeros((p, 0))])
+        transposed = uppers[0] if len(uppers) == 1 else np.vstack(uppers or [np.zeros((0, p))])
+        upper = self.reflectors.apply(transposed.T)
         last = lasts[0] if len(lasts) == 1 else np.concatenate(lasts or [np.zeros(0)])
         Omega = upper @ upper.T
         eta = _SQRT2 * (upper @ last)
@@ -599,7 +635,8 @@ def _prox(X, y, sigma, method, tol, maxiter, *, secular=False):
     """
     p = X.shape[0]
     info = PerspectiveProxResult(x=None, n_iter=0, converged=True, method=method, history=[])
-    largest = max(float(np.max(np.abs(X))), float(np.max(np.abs(y))))
+    # max |X_ij| as max(max X, -min X): two passes, no p x p temporary
+    largest = max(float(X.max()), -float(X.min()), float(np.max(np.abs(y))))
     if largest == 0.0:
         return _zero_region(info, p, sigma)
     log2_ratio = math.log2(largest) - math.log2(sigma)
