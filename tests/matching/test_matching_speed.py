@@ -126,3 +126,24 @@ def test_new_options_are_validated():
                         ("memory_limit", -1.0)):
         with pytest.raises(ValueError, match=name):
             match_graphs(A, A, **{name: value})
+
+
+def test_a_softassign_run_stops_when_its_objective_stagnates():
+    from dataclasses import replace
+
+    from stepsize.matching.solver import _settings_of, _stagnant
+
+    settings, _ = _settings_of(METHODS["apfp"], 20)
+    rising = [0.0, 100.0, 100.2, 100.4, 100.5, 100.6]
+    # Window 5, share 1%: Z_5 - Z_0 = 100.6 rose by more than 1% of itself...
+    assert not _stagnant(rising, settings)
+    # ... one step later Z_6 - Z_1 = 0.7 <= 1% of 100.7: stagnant.
+    assert _stagnant([*rising, 100.7], settings)
+    assert not _stagnant([*rising, 102.0], settings)  # 2.0 > 1.02
+    # The adaptive softassign (epsilon set: asm, apfp's restart): 3% in 3 iterations.
+    adaptive = replace(settings, epsilon=1.0)
+    assert _stagnant([0.0, 100.0, 101.0, 102.0, 103.0], adaptive)  # 3.0 <= 3.09
+    assert not _stagnant([0.0, 100.0, 101.0, 102.0, 104.0], adaptive)  # 4.0 > 3.12
+    # Not for the Hungarian projection (the polish) or a fixed step.
+    assert not _stagnant([*rising, 100.7], replace(settings, projection="hungarian"))
+    assert not _stagnant([*rising, 100.7], _settings_of(METHODS["ga"], 20)[0])
