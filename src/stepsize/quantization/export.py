@@ -349,9 +349,8 @@ def export_onnx(
             codes are multiplied by the largest integer ``k_c`` that keeps them in int8 (scale
             divided by ``k_c``: the same weights) so that its int32 bias codes are ``k_c``
             times finer. The bias rounding and the calibrated quantizers are the inexact
-            steps (against ``model``); :func:`deployment_model` is the fake-quantized model
-            that has them, and its export reuses its quantizers (equal to float32 rounding).
-            See :mod:`stepsize.quantization._onnx_integer`.
+            steps; :func:`deployment_model` is the fake model that has them (its export
+            reuses its quantizers). See :mod:`stepsize.quantization._onnx_integer`.
         calibration_input: the batch that calibrates those extra quantizers (default
             ``example_input``); use several representative inputs.
 
