@@ -19,6 +19,7 @@ from stepsize._results import TrainingProgress, TrainingResult
 from stepsize.quantization._fx_export import IntegerAttention, IntegerLayer
 from stepsize.quantization.export import (
     IntegerModel,
+    deployment_model,
     export_integer,
     export_onnx,
     onnx_kernels,
@@ -61,6 +62,7 @@ __all__ = [
     "TrainingProgress",
     "TrainingResult",
     "default_weight_decay",
+    "deployment_model",
     "evaluate",
     "export_integer",
     "export_onnx",
