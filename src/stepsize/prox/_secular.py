@@ -177,6 +177,7 @@ def secular_roots(
     alpha: float,
     index: np.ndarray,
     start: Roots | None = None,
+    midpoints: np.ndarray | None = None,
 ) -> Roots:
     """Roots number ``index`` (0..n, the interval left of ``poles[index]``) of ``g = 0``.
 
@@ -186,10 +187,11 @@ def secular_roots(
     in the outer intervals ``c + e (x - lambda) + b_k^2/(x - d_k)``; either way the next point
     is the root of a quadratic. Bisection takes over whenever that root leaves the bracket.
     ``start`` (roots for a previous ``alpha``) gives warm starts: the poles do not move with
-    ``alpha``, so each root stays in its interval.
+    ``alpha``, so each root stays in its interval. ``midpoints`` (:func:`midpoint_sums`, which
+    do not depend on ``alpha``) saves their O(n^2) pass on repeated calls.
     """
     index = np.asarray(index, dtype=np.intp)
-    origin, other, low, high = _brackets(poles, weights, alpha, index)
+    origin, other, low, high = _brackets(poles, weights, alpha, index, midpoints)
     offset = 0.5 * (low + high)
     if start is not None:
         _warm_start(poles, alpha, index, origin, low, high, offset, start)
@@ -224,7 +226,14 @@ def _warm_start(poles, alpha, index, origin, low, high, offset, start: Roots) ->
     offset[usable] = previous[usable]
 
 
-def _brackets(poles, weights, alpha, index):
+def midpoint_sums(poles: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """``sum_j b_j^2 / (m_k - d_j)`` at the midpoints ``m_k`` of ``(d_k, d_{k+1})``, n - 1."""
+    left = np.arange(poles.size - 1)
+    (sums,) = secular_sums(poles, weights, left, 0.5 * (poles[left + 1] - poles[left]), (1,))
+    return sums
+
+
+def _brackets(poles, weights, alpha, index, midpoints=None):
     """Origin pole, model pole and the bracket ``[low, high]`` of the offset of each root."""
     n = poles.size
     origin = np.minimum(index, n - 1)
@@ -242,7 +251,10 @@ def _brackets(poles, weights, alpha, index):
     if np.any(inner):
         left = index[inner] - 1
         half_gap = 0.5 * (poles[left + 1] - poles[left])
-        (sums,) = secular_sums(poles, weights, left, half_gap, (1,))
+        if midpoints is None:
+            (sums,) = secular_sums(poles, weights, left, half_gap, (1,))
+        else:
+            sums = midpoints[left]
         upper = alpha - poles[left] - half_gap + sums > 0  # root right of the midpoint
         origin[inner] = np.where(upper, left + 1, left)
         other[inner] = np.where(upper, left, left + 1)

@@ -61,6 +61,7 @@ from stepsize.prox._secular import (
     corrected_weights,
     deflate,
     eigenvectors,
+    midpoint_sums,
     secular_roots,
 )
 from stepsize.prox._tridiagonal import tridiagonal_eigh
@@ -256,6 +257,7 @@ class _SecularRootFunction:
         self.negative_index = np.arange(0, negatives + 1)
         self.positive_index = np.arange(negatives, n + 1)
         self.roots: Roots | None = None
+        self.midpoints = midpoint_sums(self.poles, self.weights)
 
     def __call__(self, t: float) -> tuple[float, float, float]:
         if self.poles.size == 0:  # A(t) = diag(a, -t): the corner is an eigenvalue
@@ -263,7 +265,8 @@ class _SecularRootFunction:
         # the positive side subtracts ~|t| from ~|t| when t << -sigma: use it only when stable
         use_negative = self.fewer_negative or t < -self.sigma
         index = self.negative_index if use_negative else self.positive_index
-        self.roots = secular_roots(self.poles, self.weights, -t, index, self.roots)
+        self.roots = secular_roots(self.poles, self.weights, -t, index, self.roots,
+                                   self.midpoints)
         lam = self.roots.values(self.poles)
         q2 = 1.0 / (1.0 + self.roots.second)
         # q^4 (1 + 2 lambda q^2 sum b^2 / (lambda - d)^3), grouped so that q^6 cannot underflow
@@ -351,9 +354,9 @@ class _SecularRootFunction:
         poles, weights, known = self.poles, self.weights, self.roots
         everything = np.arange(poles.size + 1)
         if known is None or known.alpha != -t:
-            return secular_roots(poles, weights, -t, everything, known)
+            return secular_roots(poles, weights, -t, everything, known, self.midpoints)
         missing = np.setdiff1d(everything, known.index)
-        rest = secular_roots(poles, weights, -t, missing)
+        rest = secular_roots(poles, weights, -t, missing, midpoints=self.midpoints)
         origin, offset = np.empty(everything.size, dtype=np.intp), np.empty(everything.size)
         origin[known.index], offset[known.index] = known.origin, known.offset
         origin[missing], offset[missing] = rest.origin, rest.offset
