@@ -1,0 +1,263 @@
+"""Issue 16 item 2: re-measure the integer-kernel ONNX export (kernels, speed, agreement).
+
+Usage (from the repository root):
+    OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 \
+        .venv/bin/python examples/lsq_onnx_measure.py PHASE [PHASE ...] [--models resnet18,...]
+PHASE: train (float models on sklearn digits, cached in $LSQ_ONNX_CACHE, default
+results/lsq_onnx_cache), agree (argmax
+agreement on the 397 held-out digits at 32x32), kernels (onnxruntime optimized-graph counts),
+speed (onnx_latencies at 224x224, batch 1/32, threads 1/2, all models interleaved).
+Options: --deployed (agreement also against the fake model with the deployed quantizers,
+``deployment_model``), --finetune N (N epochs of QAT of that model), --shifted (held-out
+digits and their 4 one-pixel shifts: 1985 inputs), --no-spin (speed with
+session.intra_op.allow_spinning 0), --init METHOD (activation step init of quantize_model,
+default lsq).
+
+Recipe as docs/quantization.md "Issue 16: ONNX on integer kernels": torchvision resnet18 /
+mobilenet_v2 (num_classes=10) trained in float on digits (8x8 -> bilinear 3x32x32,
+(x/16 - 0.3)/0.4, 1400 train / 397 held out, Adam 1e-3, batch 50, 3 / 6 epochs, BN statistics
+recomputed over the training set); quantize_model(bits=8), LSQ initial steps on 64 training
+images (also the calibration_input); peer: onnxruntime quantize_static after quant_pre_process.
+"""
+
+import copy
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import warnings
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from stepsize.benchmarks.lsq import torchvision_models  # noqa: E402
+from stepsize.quantization import export_onnx, quantize_model  # noqa: E402
+from stepsize.quantization.export import onnx_kernels, onnx_latencies  # noqa: E402
+
+CACHE = Path(os.environ.get("LSQ_ONNX_CACHE", "results/lsq_onnx_cache"))
+EPOCHS = {"resnet18": 3, "mobilenet_v2": 6}
+torch.set_num_threads(1)
+
+
+def digits():
+    from sklearn.datasets import load_digits
+
+    data = load_digits()
+    x = torch.tensor(data.images, dtype=torch.float32).unsqueeze(1)
+    x = F.interpolate(x, size=32, mode="bilinear", align_corners=False).repeat(1, 3, 1, 1)
+    x = (x / 16 - 0.3) / 0.4
+    y = torch.tensor(data.target)
+    perm = torch.randperm(len(x), generator=torch.Generator().manual_seed(0))
+    x, y = x[perm], y[perm]
+    return (x[:1400], y[:1400]), (x[1400:], y[1400:])
+
+
+def build(name):
+    return getattr(torchvision_models(), name)(num_classes=10)
+
+
+def train(name):
+    (x, y), _ = digits()
+    torch.manual_seed(0)
+    net = build(name)
+    opt = torch.optim.Adam(net.parameters(), 1e-3)
+    for _ in range(EPOCHS[name]):
+        net.train()
+        perm = torch.randperm(len(x))
+        for i in range(0, len(x), 50):
+            idx = perm[i:i + 50]
+            opt.zero_grad()
+            F.cross_entropy(net(x[idx]), y[idx]).backward()
+            opt.step()
+    for m in net.modules():  # BN statistics over the training set
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            m.momentum, _ = None, m.reset_running_stats()
+    net.train()
+    with torch.no_grad():
+        for i in range(0, len(x), 50):
+            net(x[i:i + 50])
+    CACHE.mkdir(exist_ok=True)
+    torch.save(net.state_dict(), CACHE / f"{name}.pt")
+
+
+def load(name):
+    net = build(name)
+    net.load_state_dict(torch.load(CACHE / f"{name}.pt"))
+    return net.eval()
+
+
+def quantized(net, calibration):
+    init = sys.argv[sys.argv.index("--init") + 1] if "--init" in sys.argv else "lsq"
+    q = quantize_model(copy.deepcopy(net), bits=8, activation_init=init).eval()
+    with torch.no_grad():
+        q(calibration)
+    return q
+
+
+def export_float(net, path, x):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(net, (x[:1],), str(path), dynamo=False, opset_version=17,
+                          input_names=["input"], output_names=["output"],
+                          dynamic_axes={"input": {0: "batch"}, "output": {0: "batch"}})
+
+
+def export_peer(float_path, path, calibration):
+    import onnxruntime
+    from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    onnxruntime.set_default_logger_severity(3)
+    pre = str(path) + ".pre.onnx"
+    quant_pre_process(str(float_path), pre)
+
+    class Reader:
+        def __init__(self):
+            self.items = iter([{"input": calibration[i:i + 1].numpy()}
+                               for i in range(len(calibration))])
+
+        def get_next(self):
+            return next(self.items, None)
+
+    quantize_static(pre, str(path), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+
+
+def run(path, x):
+    import onnxruntime
+
+    options = onnxruntime.SessionOptions()
+    options.log_severity_level = 3
+    options.intra_op_num_threads = 1
+    s = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    return s.run(None, {"input": x.numpy()})[0]
+
+
+def exports(name, folder, size, deployed=False, finetune=0):
+    """float/ours/peer ONNX files of one model at ``size`` (calibration: training images)."""
+    (x, y), _ = digits()
+    calibration = x[:64] if size == 32 else F.interpolate(x[:32], size=size, mode="bilinear")
+    net = load(name)
+    q = quantized(net, calibration)
+    paths = {k: Path(folder) / f"{name}_{size}_{k}.onnx" for k in ("float", "ours", "peer")}
+    export_float(net, paths["float"], calibration)
+    export_onnx(q, paths["ours"], calibration[:1], integer_kernels=True,
+                calibration_input=calibration)
+    export_peer(paths["float"], paths["peer"], calibration)
+    extra = {}
+    if deployed:
+        from stepsize.quantization.export import deployment_model
+
+        d = deployment_model(q, calibration)
+        if finetune:
+            d = fine_tune(d, q, x, y, finetune)
+        paths["deployed"] = Path(folder) / f"{name}_{size}_deployed.onnx"
+        export_onnx(d, paths["deployed"], calibration[:1], integer_kernels=True,
+                    calibration_input=calibration)
+        extra["deployed"] = d
+    return net, q, paths, extra
+
+
+def fine_tune(d, q, x, y, epochs):
+    """QAT of the deployed graph: cross-entropy on the training labels, eval mode (batch norm
+    frozen), Adam 1e-5 on weights and all steps, batch 50."""
+    d = copy.deepcopy(d).eval()
+    params = [p for p in d.parameters() if p.requires_grad]
+    opt = torch.optim.Adam(params, 1e-5)
+    torch.manual_seed(1)
+    for _ in range(epochs):
+        perm = torch.randperm(len(x))
+        for i in range(0, len(x), 50):
+            idx = perm[i:i + 50]
+            opt.zero_grad()
+            F.cross_entropy(d(x[idx]), y[idx]).backward()
+            opt.step()
+    return d.eval()
+
+
+def held_out():
+    """The 397 held-out digits and their 4 one-pixel shifts (1985 inputs)."""
+    _, (xt, yt) = digits()
+    shifts = [xt] + [torch.roll(xt, k, d) for k in (1, -1) for d in (2, 3)]
+    return torch.cat(shifts), yt.repeat(5)
+
+
+def agree_phase(models, deployed, finetune):
+    rows = {}
+    xt, yt = held_out() if "--shifted" in sys.argv else digits()[1]
+    with tempfile.TemporaryDirectory() as folder:
+        for name in models:
+            net, q, paths, extra = exports(name, folder, 32, deployed, finetune)
+            with torch.no_grad():
+                fl, fk = net(xt).numpy(), q(xt).numpy()
+            outs = {k: run(p, xt) for k, p in paths.items() if k != "float"}
+            acc = lambda o: float((o.argmax(1) == yt.numpy()).mean())  # noqa: E731
+            agree = lambda a, b: int((a.argmax(1) != b.argmax(1)).sum())  # noqa: E731
+            row = {"n": len(xt), "float_acc": acc(fl), "fake_acc": acc(fk),
+                   "ours_acc": acc(outs["ours"]), "peer_acc": acc(outs["peer"]),
+                   "ours_vs_fake_diff": agree(outs["ours"], fk),
+                   "peer_vs_float_diff": agree(outs["peer"], fl),
+                   "fake_vs_float_diff": agree(fk, fl)}
+            if "deployed" in extra:
+                with torch.no_grad():
+                    fd = extra["deployed"](xt).numpy()
+                row.update(deployed_fake_acc=acc(fd), deployed_onnx_acc=acc(outs["deployed"]),
+                           deployed_onnx_vs_deployed_fake_diff=agree(outs["deployed"], fd),
+                           deployed_fake_vs_fake_diff=agree(fd, fk),
+                           deployed_onnx_vs_fake_diff=agree(outs["deployed"], fk))
+            rows[name] = row
+            print(name, json.dumps(row), flush=True)
+    return rows
+
+
+def kernels_phase(models):
+    with tempfile.TemporaryDirectory() as folder:
+        for name in models:
+            _, _, paths, _ = exports(name, folder, 32)
+            for k in ("ours", "peer"):
+                print(name, k, json.dumps(dict(sorted(onnx_kernels(paths[k]).items()))),
+                      flush=True)
+
+
+def speed_phase(models, batches=(1, 32), threads=(1, 2)):
+    with tempfile.TemporaryDirectory() as folder:
+        for name in models:
+            _, _, paths, _ = exports(name, folder, 224)
+            for batch in batches:
+                x = torch.randn(batch, 3, 224, 224,
+                                generator=torch.Generator().manual_seed(1)).numpy()
+                for t in threads:
+                    load = subprocess.run(["uptime"], capture_output=True, text=True).stdout
+                    times = onnx_latencies({k: str(v) for k, v in paths.items()}, x, threads=t,
+                                           repeats=9 if batch == 1 else 3,
+                                           spinning="--no-spin" not in sys.argv)
+                    ms = {k: round(1e3 * v, 1) for k, v in times.items()}
+                    print(f"{name} batch {batch} threads {t}: {ms} ours "
+                          f"{times['float'] / times['ours']:.2f}x peer "
+                          f"{times['float'] / times['peer']:.2f}x | load "
+                          f"{load.split('average:')[1].strip()}", flush=True)
+
+
+if __name__ == "__main__":
+    args = sys.argv[1:]
+    models = ["resnet18", "mobilenet_v2"]
+    if "--models" in args:
+        models = args[args.index("--models") + 1].split(",")
+    finetune = int(args[args.index("--finetune") + 1]) if "--finetune" in args else 0
+    deployed = "--deployed" in args or finetune > 0
+    for phase in ("train", "agree", "kernels", "speed"):
+        if phase in args:
+            print(f"== {phase} ({os.popen('date -u').read().strip()})", flush=True)
+            if phase == "train":
+                for name in models:
+                    if not (CACHE / f"{name}.pt").exists():
+                        train(name)
+            elif phase == "agree":
+                agree_phase(models, deployed, finetune)
+            elif phase == "kernels":
+                kernels_phase(models)
+            else:
+                speed_phase(models)
