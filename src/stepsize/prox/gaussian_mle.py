@@ -175,7 +175,7 @@ def constrained_gaussian_mle(
     primal_step: float | None = None,
     max_iter: int = 20000,
     tol: float = 1e-8,
-    progress: bool | None = False,
+    progress: bool | None = None,
 ) -> GaussianMLEResult:
     """Gaussian MLE of mean and covariance with variance caps ``c_i^T Sigma c_i <= 1``.
 
@@ -197,7 +197,7 @@ def constrained_gaussian_mle(
             residual test is the weaker one: at ``tol = 1e-8`` its objective was 1e-7
             (relative) above Clarabel's on a ridge instance with ``n = 15 < p = 20``; the
             ``"dual_newton"`` tests certify the gap.
-        progress: show a progress bar.
+        progress: a progress bar; None shows one when stderr is a terminal.
 
     Returns:
         A :class:`GaussianMLEResult`; ``history`` holds the objective (in the standardized

@@ -144,7 +144,7 @@ def pseudolikelihood_graph(
     method: str = "reduced",
     max_iter: int = 20000,
     tol: float = 1e-8,
-    progress: bool | None = False,
+    progress: bool | None = None,
 ) -> PseudolikelihoodResult:
     """Sparse precision matrix by l1-penalized Gaussian pseudolikelihood (module docstring).
 
@@ -157,7 +157,7 @@ def pseudolikelihood_graph(
         tol: ``"reduced"``: the KKT residual (largest entry of the least-norm subgradient, in
             the units where the mean variance is 1); ``"pdhg"``: the relative primal-dual
             residuals.
-        progress: show a progress bar.
+        progress: a progress bar; None shows one when stderr is a terminal.
 
     Returns:
         A :class:`PseudolikelihoodResult`; ``history`` holds the objective at the start and

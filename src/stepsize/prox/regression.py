@@ -109,7 +109,7 @@ def matrix_scaled_lasso(
     *,
     max_iter: int = 20000,
     tol: float = 1e-8,
-    progress: bool | None = False,
+    progress: bool | None = None,
 ) -> ScaledLassoResult:
     """The matrix scaled lasso (module docstring): sparse ``B`` and the noise scale.
 
@@ -119,7 +119,7 @@ def matrix_scaled_lasso(
         lam: the l1 weight ``lam >= 0`` (scale-free: it does not depend on the noise level).
         max_iter: iteration cap.
         tol: relative duality gap at which to stop.
-        progress: show a progress bar.
+        progress: a progress bar; None shows one when stderr is a terminal.
 
     Returns:
         A :class:`ScaledLassoResult`; ``history`` holds the relative gap every 10 iterations.
