@@ -654,7 +654,8 @@ def _prox(X, y, sigma, method, tol, maxiter, *, secular=False):
                                               secular)
     if Omega_n is None:
         return _zero_region(info, p, sigma)
-    info.x = (np.ldexp(Omega_n, shift), np.ldexp(eta_n, shift))
+    # Omega_n is a fresh array of the assembly: scaled in place (no second p x p array)
+    info.x = (np.ldexp(Omega_n, shift, out=Omega_n), np.ldexp(eta_n, shift))
     # root and certificate can exceed the float range (phi ~ 1e308): inf then, not an error
     info.root = _ldexp(root_n, shift)
     info.certificate = _ldexp(sigma_n - root_n, shift)
