@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -42,15 +42,31 @@ class Entry:
 
 
 class Registry:
-    """Name -> :class:`Entry`, filled by importing every module of ``package``."""
+    """Name -> :class:`Entry`, filled by importing every module of ``package``.
 
-    def __init__(self, package: str, kind: str):
+    ``package=None`` gives a registry of exactly ``entries`` (nothing is discovered): the seam
+    through which tests and embedders hand :func:`stepsize.cli.main` their own experiments.
+
+    >>> only = Registry(None, "experiment", [Entry("x", "one", {}, {}, dict, list)])
+    >>> only.names(), only.get("x").description
+    (['x'], 'one')
+    """
+
+    def __init__(self, package: str | None, kind: str, entries: Iterable[Entry] = ()):
+        if package is not None and not isinstance(package, str):
+            raise TypeError(f"package must be a str or None, got {type(package).__name__}")
+        if not isinstance(kind, str) or not kind:
+            raise ValueError(f"kind must be a non-empty str, got {kind!r}")
         self.package = package
         self.kind = kind
         self._entries: dict[str, Entry] = {}
-        self._discovered = False
+        self._discovered = package is None
+        for entry in entries:
+            self.register(entry)
 
     def register(self, entry: Entry) -> Entry:
+        if not isinstance(entry, Entry):
+            raise TypeError(f"entry must be an Entry, got {type(entry).__name__}")
         if entry.name in self._entries and self._entries[entry.name] is not entry:
             raise ValueError(f"{self.kind} {entry.name!r} is registered twice")
         self._entries[entry.name] = entry

@@ -121,9 +121,10 @@ def _selected(registry: Registry, name: str) -> list[Entry]:
         raise UsageError(exc.args[0]) from None
 
 
-def _cmd_list(args: argparse.Namespace) -> int:
-    for title, registry in (("experiments", EXPERIMENTS), ("benchmarks", BENCHMARKS)):
-        print(f"{title} (stepsize {'reproduce' if registry is EXPERIMENTS else 'bench'} NAME):")
+def _cmd_list(experiments: Registry, benchmarks: Registry) -> int:
+    for title, command, registry in (("experiments", "reproduce", experiments),
+                                     ("benchmarks", "bench", benchmarks)):
+        print(f"{title} (stepsize {command} NAME):")
         for name in registry.names():
             print(f"  {name:<14} {registry.get(name).description}")
     return 0
@@ -140,7 +141,7 @@ def _cmd_run(args: argparse.Namespace, registry: Registry, prefix: str) -> int:
     from stepsize.report import OutputDir, OutputError, write_report
 
     entries = _selected(registry, args.name)
-    report = args.name == "all" and registry is EXPERIMENTS
+    report = args.name == "all" and args.command == "reproduce"
     # Every file a run may write: its JSON and its plots, named after it by convention.
     patterns = [f"{prefix}{e.name}{end}" for e in entries for end in (".json", ".png", "_*.png")]
     try:
@@ -165,13 +166,13 @@ def _cmd_run(args: argparse.Namespace, registry: Registry, prefix: str) -> int:
     return 0
 
 
-def _cmd_match(args: argparse.Namespace) -> int:
+def _cmd_match(args: argparse.Namespace, memory_limit: int | None, matcher) -> int:
     try:
         from stepsize.matching._cli import InputError, cli_match
     except ImportError:
         raise UsageError("graph matching is not available in this installation") from None
     try:
-        return cli_match(args)
+        return cli_match(args, memory_limit=memory_limit, matcher=matcher)
     except InputError as exc:
         raise UsageError(str(exc)) from None
 
@@ -232,19 +233,39 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, *, experiments: Registry = EXPERIMENTS,
+         benchmarks: Registry = BENCHMARKS, memory_limit: int | None = None,
+         matcher=None) -> int:
+    """Run the command line ``argv`` (default: ``sys.argv[1:]``) and return the exit status.
+
+    The keywords are seams for embedding and tests; the command uses their defaults:
+    ``experiments`` and ``benchmarks``, the registries of ``reproduce``/``bench``/``list``
+    (:class:`stepsize._registry.Registry`, e.g. ``Registry(None, "experiment", [entry])``);
+    ``memory_limit``, the bytes that set ``match``'s default ``--max-nodes`` (None: the smaller
+    of 8 GiB and half the RAM); ``matcher``, the function ``match`` calls in place of
+    :func:`stepsize.matching.match_graphs` (None: that one).
+    """
+    for name, registry in (("experiments", experiments), ("benchmarks", benchmarks)):
+        if not isinstance(registry, Registry):
+            raise TypeError(f"{name} must be a Registry, got {type(registry).__name__}")
+    if memory_limit is not None and (isinstance(memory_limit, bool)
+                                     or not isinstance(memory_limit, int) or memory_limit < 1):
+        raise ValueError(f"memory_limit must be a positive int (bytes) or None, "
+                         f"got {memory_limit!r}")
+    if matcher is not None and not callable(matcher):
+        raise TypeError(f"matcher must be callable or None, got {type(matcher).__name__}")
     os.environ.setdefault("MPLBACKEND", "Agg")
     parser = build_parser()
     show_traceback = "--traceback" in (sys.argv[1:] if argv is None else argv)
     try:
         args = parser.parse_args(argv)
         if args.command == "list":
-            return _cmd_list(args)
+            return _cmd_list(experiments, benchmarks)
         if args.command == "reproduce":
-            return _cmd_run(args, EXPERIMENTS, "")
+            return _cmd_run(args, experiments, "")
         if args.command == "bench":
-            return _cmd_run(args, BENCHMARKS, "bench_")
-        return _cmd_match(args)
+            return _cmd_run(args, benchmarks, "bench_")
+        return _cmd_match(args, memory_limit, matcher)
     except UsageError as exc:
         print(f"stepsize: error: {exc}", file=sys.stderr)
         return 2

@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from stepsize import cli
-from stepsize._registry import EXPERIMENTS
+from stepsize._registry import BENCHMARKS, EXPERIMENTS, Entry, Registry
 
 
 def _finite_numbers(value):
@@ -54,12 +54,55 @@ def test_chebyshev_json_contract(tmp_path):
     assert _finite_numbers(payload)
 
 
-def test_reproduce_all_writes_report(tmp_path, monkeypatch, capsys):
-    only_psor = {"psor": EXPERIMENTS.get("psor")}
-    monkeypatch.setattr(EXPERIMENTS, "_entries", only_psor)
-    assert cli.main(["reproduce", "all", "--quick", "--out", str(tmp_path)]) == 0
+def test_reproduce_all_writes_report(tmp_path, capsys):
+    only_psor = Registry(None, "experiment", [EXPERIMENTS.get("psor")])
+    assert cli.main(["reproduce", "all", "--quick", "--out", str(tmp_path)],
+                    experiments=only_psor) == 0
+    assert [p.name for p in tmp_path.glob("*.json") if not p.name.startswith(".")] == [
+        "psor.json"]
     report = (tmp_path / "REPORT.md").read_text()
     assert "## psor" in report and "psor_jacobi.png" in report
+
+
+def _entry(name, description):
+    return Entry(name, description, {}, {}, lambda config, seed: {}, lambda result, out: [])
+
+
+def test_list_shows_the_registries_it_is_given(capsys):
+    experiments = Registry(None, "experiment", [_entry("beta", "second"), _entry("alpha", "first")])
+    assert cli.main(["list"], experiments=experiments,
+                    benchmarks=Registry(None, "benchmark")) == 0
+    assert capsys.readouterr().out == ("experiments (stepsize reproduce NAME):\n"
+                                       f"  {'alpha':<14} first\n  {'beta':<14} second\n"
+                                       "benchmarks (stepsize bench NAME):\n")
+    assert cli.main(["bench", "psor"], benchmarks=Registry(None, "benchmark")) == 2
+    assert capsys.readouterr().err == "stepsize: error: unknown benchmark 'psor'; known: none\n"
+
+
+def test_fixed_registry_discovers_nothing_and_refuses_duplicates():
+    first = _entry("x", "one")
+    registry = Registry(None, "experiment", [first, first])  # the same entry twice is fine
+    assert registry.names() == ["x"] and registry.get("x") is first
+    with pytest.raises(ValueError, match="experiment 'x' is registered twice"):
+        registry.register(_entry("x", "another"))
+    with pytest.raises(TypeError, match="entry must be an Entry, got dict"):
+        Registry(None, "experiment", [{"name": "x"}])
+    with pytest.raises(ValueError, match="kind must be a non-empty str"):
+        Registry(None, "")
+    assert "psor" in EXPERIMENTS.names() and "psor" not in registry.names()
+    assert "chebyshev" in BENCHMARKS.names()
+
+
+@pytest.mark.parametrize("keyword, value, error", [
+    ("experiments", {"psor": None}, "experiments must be a Registry, got dict"),
+    ("benchmarks", None, "benchmarks must be a Registry, got NoneType"),
+    ("memory_limit", 0, "memory_limit must be a positive int"),
+    ("memory_limit", True, "memory_limit must be a positive int"),
+    ("matcher", "apfp", "matcher must be callable or None, got str"),
+])
+def test_main_checks_its_seams(keyword, value, error):
+    with pytest.raises((TypeError, ValueError), match=error):
+        cli.main(["list"], **{keyword: value})
 
 
 @pytest.mark.parametrize("argv, message", [

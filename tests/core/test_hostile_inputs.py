@@ -11,7 +11,10 @@ import io
 import json
 import math
 import os
+import re
 import struct
+import subprocess
+import sys
 import tracemalloc
 import warnings
 import zipfile
@@ -27,10 +30,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from stepsize import cli
-from stepsize._registry import BENCHMARKS, EXPERIMENTS, Entry
+from stepsize._registry import Entry, Registry
 from stepsize.matching import _cli as match_cli
 from stepsize.matching import read_graph
-from stepsize.matching import solver as matching_solver
 from stepsize.report import LOCK_NAME, MANIFEST_NAME, OutputDir, new_figure, save_figure
 
 TRIANGLE = "a b\nb c\nc a\n"
@@ -41,11 +43,12 @@ PATH4_MATRIX = [[0, 1, 0, 0], [1, 0, 2, 0], [0, 2, 0, 3], [0, 0, 3, 0]]
 NO_EDGES = "the graph has no edges of nonzero weight; there is nothing to match"
 
 
-def run(argv, capsys):
-    """``main(argv)`` -> (status, stdout, stderr), checking the one-line error contract."""
+def run(argv, capsys, **seams):
+    """``main(argv, **seams)`` -> (status, stdout, stderr), checking the one-line error
+    contract; ``seams`` are main's keywords (``experiments=``, ``memory_limit=``, ...)."""
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        code = cli.main([str(a) for a in argv])
+        code = cli.main([str(a) for a in argv], **seams)
     out, err = capsys.readouterr()
     # A warning would be a second stderr line (RuntimeWarning from overflow, networkx's ...).
     assert not caught, [str(w.message) for w in caught]
@@ -383,10 +386,25 @@ def test_node_limit_stops_reading_early(tmp_path, capsys):
     assert code == 0 and len(rows(out)) == 302
 
 
-def test_default_node_limit_follows_the_memory_budget(monkeypatch):
+def test_default_node_limit_follows_the_memory_budget(tmp_path, capsys):
     assert match_cli.matching_memory(11585) <= 8 * 2**30 < match_cli.matching_memory(11586)
-    monkeypatch.setattr(match_cli, "memory_budget", lambda: 2**30)
-    assert match_cli.default_max_nodes() == math.isqrt(2**30 // 64) == 4096
+    assert match_cli.default_max_nodes(2**30) == math.isqrt(2**30 // 64) == 4096
+    assert match_cli.default_max_nodes(64 * 100**2 + 64 * 200) == 100
+    budget = match_cli.memory_budget()
+    assert match_cli.default_max_nodes() == math.isqrt(budget // 64) <= 11585
+    with pytest.raises(ValueError, match="memory_limit must be a positive int"):
+        match_cli.default_max_nodes(0.5)
+    star = tmp_path / "star.txt"
+    star.write_text("".join(f"hub n{i}\n" for i in range(150)))  # 151 nodes
+    code, _, err = run(["match", star, star], capsys, memory_limit=match_cli.matching_memory(150))
+    assert code == 2
+    assert err == (f"stepsize: error: graph 1 ({star}) has more than 150 nodes, more than the "
+                   f"default limit of 150 (memory_limit 0.0 GiB): matching N nodes needs about "
+                   f"64 N^2 bytes (0.0 GiB for 150, more for this graph); pass --max-nodes N to "
+                   f"allow N nodes\n")
+    code, out, _ = run(["match", star, star, "--method", "ipfp"], capsys,
+                       memory_limit=match_cli.matching_memory(151))
+    assert code == 0 and len(rows(out)) == 152
 
 
 @pytest.mark.parametrize("argv, message", [
@@ -420,16 +438,27 @@ def test_unwritable_out_directory(tmp_path, capsys):
     assert code == 2 and "is not writable" in err
 
 
-def test_disk_full_while_writing_is_one_line(tmp_path, capsys, monkeypatch):
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="RLIMIT_FSIZE and EFBIG")
+def test_full_disk_while_writing_is_one_line(tmp_path):
+    """A real failing write: the file-size limit 0 makes the CSV's first write fail (EFBIG;
+    Python ignores SIGXFSZ), as a full disk would, after every check has passed."""
+    resource = pytest.importorskip("resource")
     good = tmp_path / "good.txt"
     good.write_text(PATH4)
+    out = tmp_path / "m.csv"
 
-    def full(*args, **kwargs):
-        raise OSError(28, "No space left on device")
+    def no_file_growth():
+        hard = resource.getrlimit(resource.RLIMIT_FSIZE)[1]
+        resource.setrlimit(resource.RLIMIT_FSIZE, (0, hard))
 
-    monkeypatch.setattr(match_cli, "write_correspondence", full)
-    code, _, err = run(["match", good, good, "--out", tmp_path / "m.csv"], capsys)
-    assert code == 2 and "cannot write --out" in err and "No space left on device" in err
+    process = subprocess.run([sys.executable, "-m", "stepsize", "match", str(good), str(good),
+                              "--out", str(out)], capture_output=True, text=True,
+                             preexec_fn=no_file_growth,
+                             env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"})
+    assert process.returncode == 2, process.stderr
+    assert process.stderr == (f"stepsize: error: cannot write --out {str(out)!r} "
+                              f"(File too large)\n")
+    assert process.stdout == "" and sorted(p.name for p in tmp_path.iterdir()) == ["good.txt"]
 
 
 def test_out_file_is_written_atomically_and_quoted(tmp_path, capsys):
@@ -447,47 +476,37 @@ def test_out_file_is_written_atomically_and_quoted(tmp_path, capsys):
     assert code == 0 and rows(stdout) == expected
 
 
-def test_internal_error_is_exit_1_with_traceback_hint(tmp_path, capsys, monkeypatch):
+def test_internal_error_is_exit_1_with_traceback_hint(tmp_path, capsys):
     good = tmp_path / "good.txt"
     good.write_text(TRIANGLE)
+    calls = []
 
-    def broken(*args, **kwargs):
+    def broken(A, B, **kwargs):
+        calls.append((A.shape, B.shape, kwargs))
         raise ValueError("an internal check failed")
 
-    monkeypatch.setattr(match_cli, "match_graphs", broken)
-    code, _, err = run(["match", good, good], capsys)
+    code, _, err = run(["match", good, good, "--seed", 7], capsys, matcher=broken)
     assert code == 1
     assert err == ("stepsize: internal error: ValueError: an internal check failed (a bug; "
                    "rerun with --traceback for the full traceback)\n")
+    assert calls == [((3, 3), (3, 3), {"method": "apfp", "seed": 7, "progress": None})]
     with pytest.raises(ValueError, match="an internal check failed"):
-        cli.main(["match", str(good), str(good), "--traceback"])
+        cli.main(["match", str(good), str(good), "--traceback"], matcher=broken)
 
 
-def test_progress_counts_iterations(tmp_path, capsys, monkeypatch):
+def test_progress_counts_iterations(tmp_path, capsys):
     good = tmp_path / "good.txt"
     good.write_text(PATH4)
     code, plain, err = run(["match", good, good], capsys)
     iterations = int(err.split(" iterations (")[0].rsplit("\n", 1)[-1])
-
-    class Recorder:
-        disable, count = False, 0
-
-        def update(self, k):
-            self.count += k
-
-        def __enter__(self):
-            return self
-
-        def __exit__(self, *exc):
-            return None
-
-    recorder = Recorder()
-    monkeypatch.setattr(matching_solver, "progress_bar", lambda **kwargs: recorder)
-    code, out, err = run(["match", good, good, "--progress"], capsys)
-    assert code == 0 and out == plain and recorder.count == iterations > 0
-    monkeypatch.undo()
-    code, _, err = run(["match", good, good, "--progress"], capsys)
-    assert code == 0 and "match_graphs (apfp)" in err
+    assert code == 0 and "match_graphs (apfp)" not in err  # no bar off a terminal
+    # tqdm reads TQDM_* defaults when it is imported: a fresh process redraws at every update.
+    process = subprocess.run([sys.executable, "-m", "stepsize", "match", str(good), str(good),
+                              "--progress"], capture_output=True, text=True,
+                             env={**os.environ, "TQDM_MININTERVAL": "0", "TQDM_MINITERS": "1"})
+    counts = [int(n) for n in re.findall(r"match_graphs \(apfp\): (\d+) it", process.stderr)]
+    assert process.returncode == 0 and process.stdout == plain
+    assert counts == list(range(iterations + 1)) and iterations > 0
 
 
 # ---------------------------------------------------------------------------------------------
@@ -508,12 +527,14 @@ def _fake_entry(name="fake", fail=None, plot_prefix=""):
     return Entry(name, "a fake experiment", {}, {}, run_fake, plot)
 
 
+def _experiments(*entries):
+    return Registry(None, "experiment", entries)
+
+
 @pytest.fixture
-def fake(monkeypatch):
-    entry = _fake_entry()
-    monkeypatch.setattr(EXPERIMENTS, "_entries", {"fake": entry})
-    monkeypatch.setattr(EXPERIMENTS, "_discovered", True)
-    return entry
+def fake():
+    """main's keywords for a registry holding only the fast fake experiment."""
+    return {"experiments": _experiments(_fake_entry())}
 
 
 def test_reproduce_refuses_to_overwrite_a_users_files(fake, tmp_path, capsys):
@@ -521,34 +542,34 @@ def test_reproduce_refuses_to_overwrite_a_users_files(fake, tmp_path, capsys):
         folder = tmp_path / name.replace(".", "_")
         folder.mkdir()
         (folder / name).write_text("the user's file")
-        code, _, err = run(["reproduce", "fake", "--out", folder], capsys)
+        code, _, err = run(["reproduce", "fake", "--out", folder], capsys, **fake)
         assert code == 2
         assert err == (f"stepsize: error: {str(folder / name)!r} exists and was not written by "
                        f"stepsize; pass --force to overwrite it, or choose another --out\n")
         assert (folder / name).read_text() == "the user's file"
         assert sorted(p.name for p in folder.iterdir()) == [name]
-        assert run(["reproduce", "fake", "--out", folder, "--force"], capsys)[0] == 0
+        assert run(["reproduce", "fake", "--out", folder, "--force"], capsys, **fake)[0] == 0
         assert json.loads((folder / "fake.json").read_text())["value"] == 0.5
 
 
 def test_reproduce_overwrites_its_own_files_only(fake, tmp_path, capsys):
-    assert run(["reproduce", "fake", "--out", tmp_path, "--seed", 1], capsys)[0] == 0
-    assert run(["reproduce", "fake", "--out", tmp_path, "--seed", 2], capsys)[0] == 0
+    assert run(["reproduce", "fake", "--out", tmp_path, "--seed", 1], capsys, **fake)[0] == 0
+    assert run(["reproduce", "fake", "--out", tmp_path, "--seed", 2], capsys, **fake)[0] == 0
     assert json.loads((tmp_path / "fake.json").read_text())["value"] == 2.5
     manifest = json.loads((tmp_path / MANIFEST_NAME).read_text())["files"]
     assert sorted(manifest) == ["fake.json", "fake_line.png"]
     assert sorted(p.name for p in tmp_path.iterdir()) == [
         MANIFEST_NAME, "fake.json", "fake_line.png"]  # no lock, no staging left
     (tmp_path / "fake_line.png").write_bytes(b"edited by the user")
-    code, _, err = run(["reproduce", "fake", "--out", tmp_path], capsys)
+    code, _, err = run(["reproduce", "fake", "--out", tmp_path], capsys, **fake)
     assert code == 2 and "fake_line.png' exists and was not written by stepsize" in err
     assert (tmp_path / "fake_line.png").read_bytes() == b"edited by the user"
 
 
 def test_results_from_before_the_record_are_recognized(fake, tmp_path, capsys):
-    assert run(["reproduce", "fake", "--out", tmp_path], capsys)[0] == 0
+    assert run(["reproduce", "fake", "--out", tmp_path], capsys, **fake)[0] == 0
     (tmp_path / MANIFEST_NAME).unlink()
-    assert run(["reproduce", "fake", "--out", tmp_path], capsys)[0] == 0
+    assert run(["reproduce", "fake", "--out", tmp_path], capsys, **fake)[0] == 0
 
 
 @pytest.mark.parametrize("out, message", [
@@ -560,7 +581,7 @@ def test_results_from_before_the_record_are_recognized(fake, tmp_path, capsys):
 def test_reproduce_bad_out(fake, out, message, tmp_path, capsys):
     blocker = tmp_path / "file"
     blocker.write_text("x")
-    code, _, err = run(["reproduce", "fake", "--out", out.format(file=blocker)], capsys)
+    code, _, err = run(["reproduce", "fake", "--out", out.format(file=blocker)], capsys, **fake)
     assert code == 2 and message.format(file=blocker) in err
     assert blocker.read_text() == "x"
 
@@ -569,13 +590,13 @@ def test_concurrent_run_is_refused_and_stale_lock_taken_over(fake, tmp_path, cap
     fcntl = pytest.importorskip("fcntl")
     lock = tmp_path / LOCK_NAME
     lock.write_text("999999999\n")  # left by a killed run: nobody holds it
-    assert run(["reproduce", "fake", "--out", tmp_path], capsys)[0] == 0
+    assert run(["reproduce", "fake", "--out", tmp_path], capsys, **fake)[0] == 0
     assert not lock.exists()
     with open(lock, "w") as holder:
         holder.write("4242\n")
         holder.flush()
         fcntl.flock(holder, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        code, _, err = run(["reproduce", "fake", "--out", tmp_path], capsys)
+        code, _, err = run(["reproduce", "fake", "--out", tmp_path], capsys, **fake)
     assert code == 2
     assert err == (f"stepsize: error: another stepsize run (pid 4242) is writing into --out "
                    f"{str(tmp_path)!r}; wait for it to finish or choose another --out\n")
@@ -601,42 +622,36 @@ def test_planted_lock_symlink_is_refused_and_its_target_untouched(tmp_path):
     assert victim.read_text() == "precious data"
 
 
-def test_failing_experiment_is_an_internal_error_and_writes_nothing(tmp_path, capsys,
-                                                                    monkeypatch):
+def test_failing_experiment_is_an_internal_error_and_writes_nothing(tmp_path, capsys):
     entry = _fake_entry(fail=ValueError("config key 'n' must be positive"))
-    monkeypatch.setattr(EXPERIMENTS, "_entries", {"fake": entry})
-    monkeypatch.setattr(EXPERIMENTS, "_discovered", True)
-    code, _, err = run(["reproduce", "fake", "--out", tmp_path], capsys)
+    code, _, err = run(["reproduce", "fake", "--out", tmp_path], capsys,
+                       experiments=_experiments(entry))
     assert code == 1 and "internal error: ValueError: config key 'n' must be positive" in err
     assert "rerun with --traceback" in err
     assert list(tmp_path.iterdir()) == []
 
 
-def test_bench_and_report_files_are_guarded_too(tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr(BENCHMARKS, "_entries", {"fake": _fake_entry(plot_prefix="bench_")})
-    monkeypatch.setattr(BENCHMARKS, "_discovered", True)
-    monkeypatch.setattr(EXPERIMENTS, "_entries", {"fake": _fake_entry()})
-    monkeypatch.setattr(EXPERIMENTS, "_discovered", True)
+def test_bench_and_report_files_are_guarded_too(tmp_path, capsys):
+    seams = {"experiments": _experiments(_fake_entry()),
+             "benchmarks": Registry(None, "benchmark", [_fake_entry(plot_prefix="bench_")])}
     (tmp_path / "bench_fake_line.png").write_bytes(b"mine")
-    code, _, err = run(["bench", "fake", "--out", tmp_path], capsys)
+    code, _, err = run(["bench", "fake", "--out", tmp_path], capsys, **seams)
     assert code == 2 and err.endswith("bench_fake_line.png' exists and was not written by "
                                       "stepsize; pass --force to overwrite it, or choose "
                                       "another --out\n")  # refused up front: nothing kept
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bench_fake_line.png"]
     (tmp_path / "REPORT.md").write_text("# my notes\n")
-    code, _, err = run(["reproduce", "all", "--out", tmp_path], capsys)
+    code, _, err = run(["reproduce", "all", "--out", tmp_path], capsys, **seams)
     assert code == 2 and "REPORT.md' exists and was not written by stepsize" in err
     assert not (tmp_path / "fake.json").exists()  # refused before running anything
-    assert run(["reproduce", "all", "--out", tmp_path, "--force"], capsys)[0] == 0
+    assert run(["reproduce", "all", "--out", tmp_path, "--force"], capsys, **seams)[0] == 0
     assert (tmp_path / "REPORT.md").read_text().startswith("# stepsize: reproduction report")
-    assert run(["reproduce", "all", "--out", tmp_path], capsys)[0] == 0  # now stepsize's
+    assert run(["reproduce", "all", "--out", tmp_path], capsys, **seams)[0] == 0  # now stepsize's
 
 
-def test_interrupted_run_leaves_no_lock_and_no_partial_files(tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr(EXPERIMENTS, "_entries",
-                        {"fake": _fake_entry(fail=KeyboardInterrupt())})
-    monkeypatch.setattr(EXPERIMENTS, "_discovered", True)
-    code, _, err = run(["reproduce", "fake", "--out", tmp_path], capsys)
+def test_interrupted_run_leaves_no_lock_and_no_partial_files(tmp_path, capsys):
+    code, _, err = run(["reproduce", "fake", "--out", tmp_path], capsys,
+                       experiments=_experiments(_fake_entry(fail=KeyboardInterrupt())))
     assert code == 130 and err == "stepsize: interrupted\n"
     assert list(tmp_path.iterdir()) == []
 

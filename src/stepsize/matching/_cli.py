@@ -78,13 +78,21 @@ def memory_budget() -> int:
     return min(MAX_MEMORY_BUDGET, ram // 2)
 
 
-def default_max_nodes() -> int:
-    """The default ``--max-nodes``: the largest ``n`` with ``matching_memory(n)`` in budget.
+def default_max_nodes(memory_limit: int | None = None) -> int:
+    """The default ``--max-nodes``: the largest ``n`` with ``matching_memory(n)`` within
+    ``memory_limit`` bytes (None: :func:`memory_budget`).
 
     >>> default_max_nodes() <= 11585
     True
+    >>> default_max_nodes(2**30)
+    4096
     """
-    return math.isqrt(memory_budget() // BYTES_PER_NODE_PAIR)
+    if memory_limit is None:
+        memory_limit = memory_budget()
+    elif isinstance(memory_limit, bool) or not isinstance(memory_limit, int) or memory_limit < 1:
+        raise ValueError(f"memory_limit must be a positive int (bytes) or None, "
+                         f"got {memory_limit!r}")
+    return math.isqrt(memory_limit // BYTES_PER_NODE_PAIR)
 
 
 def _gib(n_bytes: float) -> str:
@@ -125,16 +133,17 @@ def _check_out(out: str | None, force: bool) -> Path | None:
     return path
 
 
-def _memory_message(what: str, nodes: str, max_nodes: int, default: bool) -> str:
-    limit = (f"the default limit of {max_nodes} (the smaller of 8 GiB and half of this "
-             f"machine's RAM)" if default else f"--max-nodes {max_nodes}")
+def _memory_message(what: str, nodes: str, max_nodes: int, default: str | None) -> str:
+    """``default``: None for a --max-nodes given, else where the default limit comes from."""
+    limit = (f"--max-nodes {max_nodes}" if default is None
+             else f"the default limit of {max_nodes} ({default})")
     need = f"{_gib(matching_memory(int(nodes)))}" if nodes.isdigit() else "more"
     return (f"{what} has {nodes} nodes, more than {limit}: matching N nodes needs about "
             f"{BYTES_PER_NODE_PAIR} N^2 bytes ({_gib(matching_memory(max_nodes))} for "
             f"{max_nodes}, {need} for this graph); pass --max-nodes N to allow N nodes")
 
 
-def _read(path: str, name: str, max_nodes: int, default: bool) -> Graph:
+def _read(path: str, name: str, max_nodes: int, default: str | None) -> Graph:
     try:
         return read_graph(path, max_nodes=max_nodes)
     except TooManyNodesError as exc:
@@ -144,21 +153,33 @@ def _read(path: str, name: str, max_nodes: int, default: bool) -> Graph:
         raise InputError(str(exc)) from None
 
 
-def _match(first: Graph, second: Graph, method: str, seed: int, progress: bool | None):
+def _match(matcher, first: Graph, second: Graph, method: str, seed: int,
+           progress: bool | None):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
-        return match_graphs(first.adjacency, second.adjacency, method=method, seed=seed,
-                            progress=progress)
+        return matcher(first.adjacency, second.adjacency, method=method, seed=seed,
+                       progress=progress)
 
 
-def cli_match(args) -> int:
+def _max_nodes(args, memory_limit: int | None) -> tuple[int, str | None]:
+    """``--max-nodes``, and for the default limit the words naming where it comes from."""
+    max_nodes = getattr(args, "max_nodes", None)
+    if max_nodes is not None:
+        return max_nodes, None
+    source = ("the smaller of 8 GiB and half of this machine's RAM" if memory_limit is None
+              else f"memory_limit {_gib(memory_limit)}")
+    return default_max_nodes(memory_limit), source
+
+
+def cli_match(args, *, memory_limit: int | None = None, matcher=None) -> int:
     """Run ``stepsize match`` for the parsed ``args``.
 
     ``args`` has ``graph1``, ``graph2``, ``method``, ``seed``, ``out``, ``force``, and optionally
-    ``max_nodes`` (None: :func:`default_max_nodes`) and ``progress`` (None: on a terminal).
-    Prints the objective, edge correctness, iterations and time; writes the CSV correspondence
-    ``graph1,graph2`` (labels, quoted by the ``csv`` module) to ``--out``, or to stdout with the
-    summary on stderr when ``--out`` is absent.
+    ``max_nodes`` (None: :func:`default_max_nodes` of ``memory_limit``) and ``progress`` (None:
+    on a terminal). ``matcher`` replaces :func:`~stepsize.matching.match_graphs` (None: that
+    one). Prints the objective, edge correctness, iterations and time; writes the CSV
+    correspondence ``graph1,graph2`` (labels, quoted by the ``csv`` module) to ``--out``, or to
+    stdout with the summary on stderr when ``--out`` is absent.
 
     Returns:
         0 on success.
@@ -166,16 +187,17 @@ def cli_match(args) -> int:
     Raises:
         InputError: a bad argument, input file or output place (the CLI exits with status 2).
     """
+    if matcher is not None and not callable(matcher):
+        raise TypeError(f"matcher must be callable or None, got {type(matcher).__name__}")
     method = _check_method(args.method)
-    max_nodes = getattr(args, "max_nodes", None)
-    default = max_nodes is None
-    max_nodes = default_max_nodes() if default else max_nodes
+    max_nodes, default = _max_nodes(args, memory_limit)
     out = _check_out(args.out, args.force)
     first = _read(args.graph1, "graph 1", max_nodes, default)
     second = _read(args.graph2, "graph 2", max_nodes, default)
 
     start = time.perf_counter()
-    result = _match(first, second, method, args.seed, getattr(args, "progress", None))
+    result = _match(match_graphs if matcher is None else matcher, first, second, method,
+                    args.seed, getattr(args, "progress", None))
     elapsed = time.perf_counter() - start
     matched = int((result.col_ind >= 0).sum())
     correctness = edge_correctness(first.adjacency, second.adjacency, result.col_ind)
