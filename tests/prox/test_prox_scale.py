@@ -257,6 +257,21 @@ def test_eta_keeps_its_relative_accuracy_when_sigma_dominates():
     np.testing.assert_array_equal(stack.eta[0], eta)
 
 
+
+def test_assembly_does_not_cancel_when_omega_is_far_below_x():
+    """Spread-sweep instance 15537 (p = 16, sigma 1.9e6, ||Omega*|| ~ 7e-8 ||X||): the smaller
+    (negative) side gives ``Omega = X + sum_-``, whose rounding ``eps ||X||`` left Omega with an
+    eigenvalue of -1.5e-9 (later -7.8e-9) times its norm; the positive sum is now used there.
+    Instance 13914 (p = 39): the assembly's Gu-Eisenstat weights from roots that are iterated
+    again at ``t*`` (dual infeasibility 2.1e-9 when the root search's roots were reused)."""
+    X, y, sigma = spread_instance("spread_y", 15537)
+    Omega, eta = prox_matrix_perspective(X, y, sigma).x
+    assert np.linalg.norm(Omega) < 1e-7 * np.linalg.norm(X)
+    assert kkt_residuals(X, y, sigma, Omega, eta).max <= 1e-12
+    assert np.linalg.eigvalsh(Omega)[0] >= -1e-12 * np.linalg.norm(Omega)
+    X, y, sigma = spread_instance("diag_spread", 13914)
+    assert kkt_residuals(X, y, sigma, *prox_matrix_perspective(X, y, sigma).x).max <= 1e-12
+
 @settings(max_examples=40, deadline=None)
 @given(
     kind=st.sampled_from(["random", "zeros", "negative", "lowrank", "clusters"]),

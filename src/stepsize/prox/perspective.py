@@ -348,38 +348,45 @@ class _SecularRootFunction:
         root = secular_roots(self.poles, self.weights, -t, np.array([self.poles.size]))
         return max(top, float(root.values(self.poles)[0]))
 
-    def _all_roots(self, t: float) -> Roots:
-        """All ``n + 1`` roots at ``t``: those of the last evaluation, when it was at ``t``
-        (converged there; iterating them again moves them by rounding), and the others."""
-        poles, weights, known = self.poles, self.weights, self.roots
-        everything = np.arange(poles.size + 1)
-        if known is None or known.alpha != -t:
-            return secular_roots(poles, weights, -t, everything, known, self.midpoints)
-        missing = np.setdiff1d(everything, known.index)
-        rest = secular_roots(poles, weights, -t, missing, midpoints=self.midpoints)
-        origin, offset = np.empty(everything.size, dtype=np.intp), np.empty(everything.size)
-        origin[known.index], offset[known.index] = known.origin, known.offset
-        origin[missing], offset[missing] = rest.origin, rest.offset
-        return Roots(index=everything, origin=origin, offset=offset, alpha=-t)
-
     def assemble(self, t: float, X, y):
         """``S = [M(t)]_+`` from the arrowhead eigenpairs; returns ``(Omega, eta, rank)``.
 
         The sum runs over the smaller of the positive and negative eigenvalue sets: ``S = sum_+
-        lambda v v^T`` or ``S = M(t) + sum_- (-lambda) v v^T``.
+        lambda v v^T`` or ``S = M(t) + sum_- (-lambda) v v^T``. The second form cancels when
+        ``||Omega|| << ||X||`` (its rounding is ``eps ||X||``, which was 1e-8 of ``Omega`` on a
+        spread-sweep instance): below ``2^-10 ||X||_F`` the first form is used instead.
         """
         arrow = self.arrow
-        p = X.shape[0]
         poles = arrow.poles
         n = poles.size
         if n:
-            roots = self._all_roots(t)
+            # all n + 1 roots (the Gu-Eisenstat weights need them). Reusing the last
+            # evaluation's roots at this t saved two passes but left the weights at 2e-9
+            # dual infeasibility on a spread-sweep instance: they are iterated again here
+            roots = secular_roots(poles, arrow.weights, -t, np.arange(n + 1), self.roots,
+                                  self.midpoints)
             lam = roots.values(poles)
         else:
             roots, lam = None, np.array([-t])
         deflated_values = arrow.diagonal[arrow.deflated]
         rank = int(np.sum(lam > 0) + np.sum(deflated_values > 0))
         use_positive = rank <= (n + 1 + deflated_values.size) - rank
+        Omega, eta = self._sum(roots, lam, use_positive, X.shape[0])
+        if not use_positive:
+            # X is exactly symmetric (validated), so the sum stays exactly symmetric
+            Omega += X
+            eta += y
+            if float(np.linalg.norm(Omega)) < 2.0**-10 * float(np.linalg.norm(X)):
+                Omega, eta = self._sum(roots, lam, True, X.shape[0])
+        return Omega, eta, rank
+
+    def _sum(self, roots, lam, use_positive: bool, p: int):
+        """``(F F^T, sqrt(2) F last)`` over the eigenpairs of one sign: ``F = Q Z V |lambda|^(1/2)``
+        (``V`` the arrowhead eigenvectors)."""
+        arrow = self.arrow
+        poles = arrow.poles
+        n = poles.size
+        deflated_values = arrow.diagonal[arrow.deflated]
         side = lam > 0 if use_positive else lam < 0
         magnitude = np.sqrt(np.abs(lam[side]))
         # S = F F^T with F = [upper; last]: upper = Q G with G in the basis Z, built as G^T
@@ -407,13 +414,7 @@ class _SecularRootFunction:
         transposed = uppers[0] if len(uppers) == 1 else np.vstack(uppers or [np.zeros((0, p))])
         upper = self.reflectors.apply(transposed.T)
         last = lasts[0] if len(lasts) == 1 else np.concatenate(lasts or [np.zeros(0)])
-        Omega = upper @ upper.T
-        eta = _SQRT2 * (upper @ last)
-        if not use_positive:
-            # X is exactly symmetric (validated), so the sum stays exactly symmetric
-            Omega += X
-            eta += y
-        return Omega, eta, rank
+        return upper @ upper.T, _SQRT2 * (upper @ last)
 
 
 class _DenseRootFunction:
