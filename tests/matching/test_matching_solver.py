@@ -383,3 +383,30 @@ def test_a_zero_step_after_a_loose_projection_projects_again_at_inner_tol():
     # With inner_tol throughout (no loose projection) the same matching, no retry needed.
     tight = match_graphs(A, B, seed=0, stall_restarts=0, inner_tol_factor=1.0)
     np.testing.assert_array_equal(tight.col_ind, truth)
+
+
+def test_apfp_skips_the_soft_restart_when_the_barycenter_is_its_own_projection():
+    from stepsize.matching import solver
+    from stepsize.matching.projections import adaptive_softassign, sinkhorn
+
+    # A cycle: every row sum of A is 2, so the gradient at the barycenter, outer(A 1, B 1) / N,
+    # is f_i + g_j and every softassign of it, at any beta, is the barycenter.
+    n = 12
+    A = np.roll(np.eye(n), 1, axis=1) + np.roll(np.eye(n), -1, axis=1)
+    B = np.random.default_rng(0).uniform(size=(n, n))
+    B = B + B.T
+    G = np.outer(A.sum(axis=1), B.sum(axis=1)) / n
+    for beta in (1.0, 1e3):
+        assert np.allclose(sinkhorn(beta * G, tol=1e-12).P, 1.0 / n, atol=1e-9)
+    assert np.allclose(adaptive_softassign(G, 1.0).P, 1.0 / n, atol=1e-9)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        result = match_graphs(A, B, seed=0)
+        # The first start's first step is 0 from U: no soft restart (it would end there too).
+        plain = match_graphs(A, B, seed=0, stall_restarts=0, polish=0, two_opt=False)
+    assert plain.n_iter == 1 and plain.info["stall"] == "uniform"
+    assert "restart" not in plain.info and "restart" not in result.info
+    assert result.info["starts"][0]["stall"] == "uniform"
+    # A run that left the barycenter is not such a fixed point.
+    moved = match_graphs(B, B, restart_epsilon=None)
+    assert moved.n_iter > 1 and not solver._barycenter_fixed(moved)

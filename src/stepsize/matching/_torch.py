@@ -608,7 +608,7 @@ def _run_start(problem: _Problem, rows: list[int], settings, starts, restart_eps
 
     results = _iterate(sub, settings, first_iterate(range(len(rows))), starts is None)
     soft = [k for k, r in enumerate(results)
-            if _soft_restart(r, settings, restart_epsilon, sub.size)]
+            if _soft_restart(r, settings, restart_epsilon, sub.size, starts is None)]
     if soft:
         again = _iterate(sub.subset(soft), replace(settings, epsilon=restart_epsilon),
                          first_iterate(soft), starts is None)
