@@ -917,12 +917,16 @@ def _bitwidth_data_and_model(name: str, settings: dict):
 
 def _bitwidth_twins(float_model, bits, data, config, seed, methods) -> dict:
     """Ours (``quantize_model``, steps initialized on one seeded training batch) and each
-    peer's twin of it: the same FP weights and, where the peer takes them, the same steps."""
+    peer's twin of it: the same FP weights and, where the peer takes them, the same steps.
+    ``config["activation_init"]`` (if given, e.g. ``"lsq"``: the paper's) replaces the layers'
+    default input init for ours and so for the peers that take our steps."""
     import torch
 
     from stepsize.quantization import quantize_model
 
-    ours = quantize_model(copy.deepcopy(float_model), bits=bits)
+    init = {"activation_init": config["activation_init"]} if config.get("activation_init") \
+        else {}
+    ours = quantize_model(copy.deepcopy(float_model), bits=bits, **init)
     train_x = data["train"][0]
     first = torch.randperm(len(train_x), generator=torch.Generator().manual_seed(seed))
     ours.eval()
