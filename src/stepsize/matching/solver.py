@@ -1013,9 +1013,10 @@ def _two_opt(A: np.ndarray, B: np.ndarray, linear, perm: np.ndarray, max_swaps: 
     """Best-improvement pairwise exchanges for ``Z(p) = 1/2 sum_ij A_ij B_p(i)p(j) + sum_i
     L_i,p(i)`` (maximized): ``(p, swaps, Z(p_out) - Z(p_in))`` at a local maximum (or after
     ``max_swaps``, default ``10 N``). Each pass takes the gains of every exchange from
-    :func:`_swap_gains`; ``M = A C^T + A^T C`` (``C = B[p][:, p]``) is formed once and updated
-    by two outer products per exchange: with ``Q`` the transposition ``(r s)``, ``A Q C^T =
-    A C^T - (A e_r - A e_s)(C e_r - C e_s)^T``, and the columns of ``M Q`` swapped."""
+    :func:`_swap_gains` (doubled, into preallocated arrays); ``M = A C^T + A^T C`` (``C =
+    B[p][:, p]``) is formed once and updated by two outer products per exchange: with ``Q`` the
+    transposition ``(r s)``, ``A Q C^T = A C^T - (A e_r - A e_s)(C e_r - C e_s)^T``, and the
+    columns of ``M Q`` swapped."""
     perm = perm.copy()
     max_swaps = max_swaps or 10 * perm.size
     a = np.diagonal(A)
@@ -1026,19 +1027,28 @@ def _two_opt(A: np.ndarray, B: np.ndarray, linear, perm: np.ndarray, max_swaps: 
     before = _exchange_value(A, C, linear, perm)
     M = A @ C.T
     M += A.T @ C
+    gains, work = np.empty_like(M), np.empty_like(M)
+    threshold = 2e-12 * (abs(before) + 1.0)  # on doubled gains
     swaps = 0
     while swaps < max_swaps:
-        gains = _swap_gains(M, C, fixed, None if linear is None else linear[:, perm])
-        best = int(np.argmax(gains))
+        _doubled_swap_gains(M, C, fixed, None if linear is None else linear[:, perm], gains,
+                            work)
+        best = int(gains.argmax())
         r, s = divmod(best, perm.size)
-        if not gains[r, s] > 1e-12 * (abs(before) + 1.0):
+        if not gains[r, s] > threshold:
             break
-        M -= np.outer(A[:, r] - A[:, s], C[:, r] - C[:, s])
-        M -= np.outer(A[r] - A[s], C[r] - C[s])
+        np.multiply(np.subtract(A[:, r], A[:, s])[:, None], C[:, r] - C[:, s], out=work)
+        M -= work
+        np.multiply(np.subtract(A[r], A[s])[:, None], C[r] - C[s], out=work)
+        M -= work
         for X in (M, C):
-            X[:, [r, s]] = X[:, [s, r]]
-        C[[r, s]] = C[[s, r]]
-        perm[[r, s]] = perm[[s, r]]
+            column = X[:, r].copy()
+            X[:, r] = X[:, s]
+            X[:, s] = column
+        row = C[r].copy()
+        C[r] = C[s]
+        C[s] = row
+        perm[r], perm[s] = perm[s], perm[r]
         swaps += 1
     return perm, swaps, _exchange_value(A, C, linear, perm) - before
 
@@ -1057,19 +1067,29 @@ def _swap_gains(M: np.ndarray, C: np.ndarray, fixed: np.ndarray, linear_p) -> np
 
     (``m``, ``c``: the diagonals of ``M``, ``C``), plus ``L_rp(s) + L_sp(r) - L_rp(r) -
     L_sp(s)``: the O(N) exchange gain of the QAP for all pairs at once."""
+    gains = _doubled_swap_gains(M, C, fixed, linear_p, np.empty_like(M), np.empty_like(M))
+    gains *= 0.5
+    return gains
+
+
+def _doubled_swap_gains(M, C, fixed, linear_p, out: np.ndarray, work: np.ndarray) -> np.ndarray:
+    """Twice :func:`_swap_gains`, written into ``out`` (``work``: scratch of the same shape)."""
     m, c = np.diagonal(M), np.diagonal(C)
-    gains = M + M.T
+    gains = np.add(M, M.T, out=out)
     gains -= m[:, None]
     gains -= m
-    both = C + C.T
+    both = np.add(C, C.T, out=work)
     both -= c[:, None]
     both -= c
     both *= fixed
     gains += both
-    gains *= 0.5
     if linear_p is not None:
         d = np.diagonal(linear_p)
-        gains += linear_p + linear_p.T - d[:, None] - d
+        terms = np.add(linear_p, linear_p.T, out=work)
+        terms -= d[:, None]
+        terms -= d
+        terms *= 2.0
+        gains += terms
     return gains
 
 
