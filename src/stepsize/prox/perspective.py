@@ -246,6 +246,7 @@ class _SecularRootFunction:
     def __init__(self, X, y, sigma: float = 1.0):
         # X = Q Z diag(a) Z^T Q^T with Q left as reflectors: U = Q Z is never formed
         a, Z, self.reflectors = tridiagonal_eigh(X)
+        self.norm = float(np.linalg.norm(a))  # ||X||_F
         rotated = self.reflectors.apply(y[:, None].copy(), transpose=True)[:, 0]  # Q^T y
         self.arrow = deflate(a, Z, (Z.T @ rotated) / _SQRT2)
         self.poles = self.arrow.poles
@@ -376,7 +377,7 @@ class _SecularRootFunction:
             # X is exactly symmetric (validated), so the sum stays exactly symmetric
             Omega += X
             eta += y
-            if float(np.linalg.norm(Omega)) < 2.0**-10 * float(np.linalg.norm(X)):
+            if float(np.linalg.norm(Omega)) < 2.0**-10 * self.norm:
                 Omega, eta = self._sum(roots, lam, True, X.shape[0])
         return Omega, eta, rank
 
@@ -414,7 +415,9 @@ class _SecularRootFunction:
         transposed = uppers[0] if len(uppers) == 1 else np.vstack(uppers or [np.zeros((0, p))])
         upper = self.reflectors.apply(transposed.T)
         last = lasts[0] if len(lasts) == 1 else np.concatenate(lasts or [np.zeros(0)])
-        return upper @ upper.T, _SQRT2 * (upper @ last)
+        rows = upper.T  # C order: numpy's rows.T @ rows is a syrk (upper @ upper.T, with upper
+        # Fortran-ordered, is a full gemm: 0.14 s against 0.09 s at p = 2000, r = 1000)
+        return rows.T @ rows, _SQRT2 * (upper @ last)
 
 
 class _DenseRootFunction:
