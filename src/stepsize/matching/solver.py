@@ -706,8 +706,11 @@ def _full_result(result: MatchingResult, log_scale: float, problem, weights, see
     free_a, free_b = problem[3], problem[4]
     n1, n2 = A.shape[0], B.shape[0]
     col_ind = _full_col_ind(result.col_ind, seeds, free_a, free_b, n1)
-    X = np.zeros((n1, n2))
-    X[np.ix_(free_a, free_b)] = result.x
+    if seeds is None:  # every node free: the iterate itself
+        X = np.array(result.x)
+    else:
+        X = np.zeros((n1, n2))
+        X[np.ix_(free_a, free_b)] = result.x
     constant = 0.0
     if seeds is not None:
         X[seeds[:, 0], seeds[:, 1]] = 1.0
@@ -1023,7 +1026,7 @@ def _two_opt(A: np.ndarray, B: np.ndarray, linear, perm: np.ndarray, max_swaps: 
     fixed = A + A.T
     fixed -= a[:, None]
     fixed -= a
-    C = B[np.ix_(perm, perm)]
+    C = B.take(perm, axis=0).take(perm, axis=1)  # B[p][:, p]
     before = _exchange_value(A, C, linear, perm)
     M = A @ C.T
     M += A.T @ C
