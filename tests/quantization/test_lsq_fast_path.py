@@ -3,7 +3,6 @@ eager fast path of ``forward`` (its cache follows ``bits``, the sign and ``grad_
 quantizers without the per-call finite check; and the MSE initialization of inputs (the default
 of the quantized layers), measured on a strided sample of large tensors."""
 
-import math
 
 import pytest
 import torch
@@ -121,26 +120,43 @@ def test_layers_initialize_inputs_by_mse_and_weights_by_lsq():
         float(initial_step_size(middle.weight, 2, signed=True, method="lsq")), rel=1e-6)
 
 
-def test_mse_init_measures_the_error_on_a_strided_sample():
+def test_mse_init_measures_the_error_on_a_fixed_random_sample():
     generator = torch.Generator().manual_seed(4)
     small = torch.relu(torch.randn(MSE_SAMPLE, generator=generator))
     big = torch.relu(torch.randn(3 * MSE_SAMPLE + 5, generator=generator))
+    grid = torch.linspace(0.01, 2.0, 100)
+
+    def grid_minimum(sample, lsq):
+        errors = [float(((torch.clamp(sample / (f * lsq), 0, 7).round() * (f * lsq) - sample)
+                         ** 2).mean()) for f in grid]
+        return float(grid[int(torch.tensor(errors).argmin())]) * lsq
+
     # below the sample size the whole tensor is used: the brute-force grid minimum
     lsq = float(initial_step_size(small, 3, signed=False, method="lsq"))
-    grid = torch.linspace(0.01, 2.0, 100)
-    errors = [float(((torch.clamp(small / (f * lsq), 0, 7).round() * (f * lsq) - small) ** 2)
-                    .mean()) for f in grid]
-    best = float(grid[int(torch.tensor(errors).argmin())]) * lsq
     assert float(initial_step_size(small, 3, signed=False, method="mse")) == pytest.approx(
-        best, rel=1e-5)
-    # above it, every 4th entry (ceil of 3 + 5 / MSE_SAMPLE): the same search on that sample,
-    # scaled from the LSQ step of the whole tensor
-    stride = math.ceil(big.numel() / MSE_SAMPLE)
-    assert stride == 4
+        grid_minimum(small, lsq), rel=1e-5)
+    # above it, MSE_SAMPLE entries drawn with torch.Generator seed 0: the same search on that
+    # sample, scaled from the LSQ step of the whole tensor
+    index = torch.randint(big.numel(), (MSE_SAMPLE,), generator=torch.Generator().manual_seed(0))
     lsq_big = float(initial_step_size(big, 3, signed=False, method="lsq"))
-    sample = big[::stride]
-    errors = [float(((torch.clamp(sample / (f * lsq_big), 0, 7).round() * (f * lsq_big)
-                      - sample) ** 2).mean()) for f in grid]
-    best = float(grid[int(torch.tensor(errors).argmin())]) * lsq_big
     assert float(initial_step_size(big, 3, signed=False, method="mse")) == pytest.approx(
-        best, rel=1e-5)
+        grid_minimum(big[index], lsq_big), rel=1e-5)
+
+
+def test_mse_init_of_an_image_batch_is_not_one_column():
+    """Review finding: an evenly strided sample of a (64, 64, 32, 32) ReLU activation (stride
+    64 divides the width) read one image column, all zero padding here, and gave a step 1/8 of
+    the optimum (45x its squared error). The random sample's step is within 1% of the best
+    squared error of a fine search over the whole tensor."""
+    torch.manual_seed(0)
+    activation = torch.relu(torch.randn(64, 64, 32, 32))
+    activation[..., 0] = 0  # the left column, zero as after padding
+    values = activation.reshape(-1)
+
+    def error(c):
+        return float(((torch.clamp(values / c, 0, 7).round() * c - values) ** 2).mean())
+
+    step = float(initial_step_size(activation, 3, signed=False, method="mse"))
+    best = min(error(c) for c in torch.linspace(0.2, 0.6, 81).tolist())
+    assert error(step) <= 1.01 * best
+    assert error(step) < 0.2 * error(float(values.max()) / 7 / 8)  # a step 1/8 of max/7 is poor
