@@ -426,3 +426,24 @@ def test_resnet18_deployment_model_agrees_with_onnxruntime(torchvision_models, t
     # carry that on
     exact = np.abs(onnx_out - torch_out).max(1) <= 1e-5 * np.abs(torch_out).max()
     assert exact.mean() >= 0.9  # measured 61 of 64
+
+
+def test_deployment_model_and_export_onnx_name_bad_arguments(tmp_path):
+    """Review finding: deployment_model(None, x) raised AttributeError, a bad calibration_input
+    was called example_input, and a batch of the wrong shape raised from inside torch.fx."""
+    from stepsize.quantization.export import deployment_model
+
+    net = quantize_model(nn.Sequential(nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4), nn.ReLU(),
+                                       nn.Flatten(), nn.Linear(16, 2)), 8)
+    x = torch.randn(8, 1, 4, 4)
+    net(x)
+    net.eval()
+    with pytest.raises(TypeError, match="model must be a torch.nn.Module"):
+        deployment_model(None, x)
+    with pytest.raises(TypeError, match="model must be a torch.nn.Module"):
+        export_onnx(None, tmp_path / "m.onnx", x)
+    with pytest.raises(TypeError, match="calibration_input must be a torch.Tensor"):
+        deployment_model(net, [1.0])
+    with pytest.raises(ValueError, match="calibration_input does not fit the model"):
+        deployment_model(net, torch.randn(8, 3, 4, 4))
+    assert not (tmp_path / "m.onnx").exists()

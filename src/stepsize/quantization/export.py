@@ -423,6 +423,8 @@ class _OneInput(nn.Module):
 
 def _check_onnx_arguments(model, example_input, opset, fold_batch_norm, bias_codes,
                           integer_kernels, calibration_input) -> None:
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {describe(model)}")
     layers = check_calibrated(model)
     for label, value in (("example_input", example_input),
                          ("calibration_input", calibration_input)):
@@ -558,8 +560,16 @@ def deployment_model(model: nn.Module, calibration_input: torch.Tensor) -> torch
         >>> [type(m).__name__ for m in deployed.modules()].count("OutputQuantizer")
         1
     """
+    if not isinstance(calibration_input, torch.Tensor):
+        raise TypeError(
+            f"calibration_input must be a torch.Tensor, got {describe(calibration_input)}")
     _check_onnx_arguments(model, calibration_input, 17, False, False, True, None)
     copied = copy.deepcopy(model).eval()
+    try:
+        with torch.no_grad():
+            copied(calibration_input)
+    except (RuntimeError, ValueError) as exc:
+        raise ValueError(f"calibration_input does not fit the model: {exc}") from exc
     pairs = dict(_batch_norm_pairs(copied) or [])
     traced = trace_for_onnx(copied)
     modules = dict(traced.named_modules())
