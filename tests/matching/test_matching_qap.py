@@ -291,3 +291,17 @@ def test_qaplib_benchmark_section_on_the_test_instances():
     assert goals["one start"]["accurate"] is False and goals["2 starts"]["accurate"] is True
     for goal in goals.values():
         assert goal["met"] == (goal["accurate"] and goal["time_ratio"] <= 1.0)
+
+
+def test_the_stagnation_stop_says_so_and_can_be_turned_off():
+    """Review finding: the stagnation stop ended asm on nug12 whatever tol asked, with no way
+    to turn it off. It is an option (on by default) and the message names it."""
+    instance = read_qaplib(DATA / "nug12.dat")
+    stopped = match_graphs(instance.A, instance.B, method="asm", maximize=False, seed=0,
+                           tol=1e-14, max_iter=2000)
+    assert stopped.converged and stopped.message.startswith("the objective rose by at most")
+    full = match_graphs(instance.A, instance.B, method="asm", maximize=False, seed=0,
+                        tol=1e-14, max_iter=2000, stagnation=False)
+    assert "objective rose" not in full.message and full.n_iter > stopped.n_iter
+    with pytest.raises(TypeError, match="stagnation must be True or False"):
+        match_graphs(instance.A, instance.B, stagnation="no")

@@ -160,6 +160,10 @@ class MatchingOptions:
             (stopped after 5 without a better discrete iterate).
         two_opt: end every start (up to 100 nodes) with a pairwise-exchange local search
             from its matching (best-improvement swaps to a local optimum; apfp and asm).
+        stagnation: also stop a softassign run with the adaptive step, as converged, when its
+            objective rose by at most 1% of its total rise over 5 iterations (the adaptive
+            softassign: 3% over 3); ``message`` says so. False: only ``tol`` and
+            ``max_iter`` stop it.
         history: keep the relaxed objective of every iterate in ``history``.
         stall_restarts: randomized starts tried when the kept run has stalled (0: none).
         float32_from: Sinkhorn kernels with at least this many rows are float32 (half the
@@ -188,6 +192,7 @@ class MatchingOptions:
     inner_max_iter: int = 100
     polish: int = 0
     two_opt: bool = False
+    stagnation: bool = True
     history: bool = False
     stall_restarts: int = _STALL_RESTARTS
     float32_from: int = _FLOAT32_FROM
@@ -552,7 +557,8 @@ def _product_operands(A, B):
 def _check_settings(projection, step, beta, scale, beta_growth, beta_max, epsilon,
                     restart_epsilon, max_iter, tol, inner_tol, inner_max_iter, polish,
                     size: int, inner_tol_factor=1.0, stall_restarts=_STALL_RESTARTS,
-                    float32_from=_FLOAT32_FROM, memory_limit=None, two_opt=False):
+                    float32_from=_FLOAT32_FROM, memory_limit=None, two_opt=False,
+                    stagnation=True):
     """Validate the iteration options once; ``(settings, restart_epsilon)``."""
     projection = check_choice(projection, "projection", PROJECTIONS)
     rule = _step_rule(step)
@@ -585,16 +591,17 @@ def _check_settings(projection, step, beta, scale, beta_growth, beta_max, epsilo
         check_int(inner_max_iter, "inner_max_iter", low=1), check_int(polish, "polish", low=0),
         inner_tol_max=inner_tol_max,
         stall_restarts=check_int(stall_restarts, "stall_restarts", low=0),
-        float32_from=check_int(float32_from, "float32_from", low=1), two_opt=_flag(two_opt),
+        float32_from=check_int(float32_from, "float32_from", low=1),
+        two_opt=_flag(two_opt, "two_opt"), stagnation=_flag(stagnation, "stagnation"),
         memory_limit=None if memory_limit is None else check_real(
             memory_limit, "memory_limit", low=0, low_inclusive=False))
     return settings, restart_epsilon
 
 
-def _flag(two_opt) -> bool:
-    if not isinstance(two_opt, (bool, np.bool_)):
-        raise TypeError(f"two_opt must be True or False, got {describe(two_opt)}")
-    return bool(two_opt)
+def _flag(value, name: str) -> bool:
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be True or False, got {describe(value)}")
+    return bool(value)
 
 
 def _settings_of(options: MatchingOptions, size: int):
@@ -1248,6 +1255,7 @@ class _Settings:
     float32_from: int = _FLOAT32_FROM
     memory_limit: float | None = None
     two_opt: bool = False
+    stagnation: bool = True
 
 
 def _project(grad, beta, settings: _Settings, problem: _Problem, potential, buffer,
@@ -1377,8 +1385,8 @@ def _stagnant(objectives: list, settings: _Settings) -> bool:
     the adaptive softassign when ``epsilon`` is set)."""
     window, gain = ((_STAGNANT_WINDOW_ADAPTIVE, _STAGNANT_GAIN_ADAPTIVE)
                     if settings.epsilon is not None else (_STAGNANT_WINDOW, _STAGNANT_GAIN))
-    if (len(objectives) <= window or settings.projection not in _SOFTASSIGNS
-            or settings.rule is not adaptive_step):
+    if (not settings.stagnation or len(objectives) <= window
+            or settings.projection not in _SOFTASSIGNS or settings.rule is not adaptive_step):
         return False
     last = objectives[-1]
     return last - objectives[-1 - window] <= gain * (last - objectives[0])
