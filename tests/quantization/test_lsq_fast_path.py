@@ -160,3 +160,8 @@ def test_mse_init_of_an_image_batch_is_not_one_column():
     best = min(error(c) for c in torch.linspace(0.2, 0.6, 81).tolist())
     assert error(step) <= 1.01 * best
     assert error(step) < 0.2 * error(float(values.max()) / 7 / 8)  # a step 1/8 of max/7 is poor
+
+
+def test_activation_init_names_itself_and_lists_auto():
+    with pytest.raises(ValueError, match="activation_init must be one of 'auto', 'lsq'"):
+        quantize_model(nn.Sequential(nn.Linear(3, 3)), 4, activation_init="Auto")

@@ -17,8 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from stepsize._validation import check_int, describe
-from stepsize.quantization.quantizer import GradScale, LSQQuantizer, check_bits
+from stepsize._validation import check_choice, check_int, describe
+from stepsize.quantization.quantizer import INIT_METHODS, GradScale, LSQQuantizer, check_bits
 
 __all__ = [
     "FLOAT_LAYER_TYPES",
@@ -50,8 +50,10 @@ def _input_quantizer(activation_bits, activation_signed, activation_init, grad_s
     "auto"`` is ``"mse"`` below 8 bits and the paper's ``"lsq"`` at 8 bits and above."""
     if activation_bits == 0:
         return None
-    if isinstance(activation_init, str) and activation_init == "auto":
-        activation_init = "mse" if activation_bits < 8 else "lsq"
+    if isinstance(activation_init, str):
+        check_choice(activation_init, "activation_init", ("auto",) + INIT_METHODS)
+        if activation_init == "auto":
+            activation_init = "mse" if activation_bits < 8 else "lsq"
     return LSQQuantizer(activation_bits, activation_signed, init=activation_init,
                         grad_scale=grad_scale, offset=offset).to(device)
 
