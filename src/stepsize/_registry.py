@@ -61,6 +61,8 @@ class Registry:
         self.kind = kind
         self._entries: dict[str, Entry] = {}
         self._discovered = package is None
+        if isinstance(entries, (str, bytes)) or not isinstance(entries, Iterable):
+            raise TypeError(f"entries must be an iterable of Entry, got {type(entries).__name__}")
         for entry in entries:
             self.register(entry)
 

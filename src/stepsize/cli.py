@@ -248,10 +248,10 @@ def main(argv: list[str] | None = None, *, experiments: Registry = EXPERIMENTS,
     for name, registry in (("experiments", experiments), ("benchmarks", benchmarks)):
         if not isinstance(registry, Registry):
             raise TypeError(f"{name} must be a Registry, got {type(registry).__name__}")
-    if memory_limit is not None and (isinstance(memory_limit, bool)
-                                     or not isinstance(memory_limit, int) or memory_limit < 1):
-        raise ValueError(f"memory_limit must be a positive int (bytes) or None, "
-                         f"got {memory_limit!r}")
+    if memory_limit is not None:  # (the matching import only when needed: `stepsize --help`)
+        from stepsize.matching._cli import check_memory_limit
+
+        check_memory_limit(memory_limit)
     if matcher is not None and not callable(matcher):
         raise TypeError(f"matcher must be callable or None, got {type(matcher).__name__}")
     os.environ.setdefault("MPLBACKEND", "Agg")

@@ -87,12 +87,19 @@ def default_max_nodes(memory_limit: int | None = None) -> int:
     >>> default_max_nodes(2**30)
     4096
     """
+    memory_limit = check_memory_limit(memory_limit)
     if memory_limit is None:
         memory_limit = memory_budget()
-    elif isinstance(memory_limit, bool) or not isinstance(memory_limit, int) or memory_limit < 1:
+    return math.isqrt(memory_limit // BYTES_PER_NODE_PAIR)
+
+
+def check_memory_limit(memory_limit):
+    """``memory_limit``: a positive int (bytes) or None (then the RAM rule applies)."""
+    if memory_limit is not None and (isinstance(memory_limit, bool)
+                                     or not isinstance(memory_limit, int) or memory_limit < 1):
         raise ValueError(f"memory_limit must be a positive int (bytes) or None, "
                          f"got {memory_limit!r}")
-    return math.isqrt(memory_limit // BYTES_PER_NODE_PAIR)
+    return memory_limit
 
 
 def _gib(n_bytes: float) -> str:
