@@ -4,6 +4,7 @@ same guarantees through all three trainers."""
 import doctest
 import os
 import pickle
+import re
 import shlex
 import subprocess
 import sys
@@ -94,23 +95,65 @@ def test_writes_leave_no_temporary_file_and_replace_the_old_one(tmp_path):
     assert load_checkpoint(path, kind="test", settings=SETTINGS)["epoch"] == 2
 
 
-@pytest.mark.parametrize("failure", [OSError(28, "No space left on device"), KeyboardInterrupt()])
-def test_a_failed_write_keeps_the_previous_checkpoint(tmp_path, monkeypatch, failure):
+_WRITE_UNDER_A_SIZE_LIMIT = """
+import resource, signal, sys, torch
+from stepsize._checkpoint import save_checkpoint
+path, limit, size = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # the write fails with EFBIG, the process lives
+resource.setrlimit(resource.RLIMIT_FSIZE, (limit, resource.getrlimit(resource.RLIMIT_FSIZE)[1]))
+try:
+    save_checkpoint(path, kind="test", settings={"lr": 0.1}, state={"w": torch.zeros(size)})
+except BaseException as exc:
+    print(f"{type(exc).__name__}: {exc}")
+"""
+
+
+@pytest.mark.parametrize("limit, size", [
+    (512, 2),  # the whole file sits in the stream's buffer: the final flush fails
+    pytest.param(1 << 16, 1 << 20, marks=pytest.mark.xfail(
+        strict=True, reason="a write failing inside torch.save surfaces as torch's RuntimeError "
+                            "(inline_container.cc 'unexpected pos'), not the documented OSError")),
+], ids=["at the flush", "inside torch.save"])
+def test_a_real_write_failure_keeps_the_previous_checkpoint(tmp_path, limit, size):
+    """A real half-written file: a child process whose file size limit (RLIMIT_FSIZE) cuts the
+    temporary file short, as a full disk would; nothing in the library is replaced."""
+    pytest.importorskip("resource")  # POSIX only
+    path = tmp_path / "run.pt"
+    save_checkpoint(path, kind="test", settings={"lr": 0.1}, state={"w": torch.ones(2)})
+    before = path.read_bytes()
+    full = tmp_path / "full" / "run.pt"  # the same checkpoint without the limit
+    full.parent.mkdir()
+    save_checkpoint(full, kind="test", settings={"lr": 0.1}, state={"w": torch.zeros(size)})
+    assert full.stat().st_size > limit  # so the child's file is cut short
+    out = subprocess.run([sys.executable, "-c", _WRITE_UNDER_A_SIZE_LIMIT, str(path), str(limit),
+                          str(size)], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert path.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir() if p.is_file()] == ["run.pt"]  # no temporary
+    assert torch.equal(load_checkpoint(path, kind="test", settings={"lr": 0.1})["w"],
+                       torch.ones(2))
+    assert re.fullmatch(rf"OSError: cannot write checkpoint {re.escape(str(path))}: "
+                        r"\[Errno 27\] File too large\n", out.stdout), out.stdout
+
+
+class _Interrupting(torch.Tensor):
+    """A tensor whose pickling is interrupted (Ctrl-C while torch.save runs)."""
+
+    def __reduce_ex__(self, protocol):
+        raise KeyboardInterrupt
+
+
+def test_an_interrupted_write_keeps_the_previous_checkpoint(tmp_path):
     path = tmp_path / "run.pt"
     save_checkpoint(path, kind="test", settings=SETTINGS, state={"epoch": 1})
     before = path.read_bytes()
-
-    def half_written(obj, stream):
-        stream.write(b"PK\x03\x04 half a file")
-        raise failure
-
-    monkeypatch.setattr(torch, "save", half_written)
-    expected = OSError if isinstance(failure, OSError) else KeyboardInterrupt
-    match = r"cannot write checkpoint .*run\.pt: .*No space" if expected is OSError else None
-    with pytest.raises(expected, match=match):
-        save_checkpoint(path, kind="test", settings=SETTINGS, state={"epoch": 2})
+    state = {"epoch": 2, "weights": torch.ones(64), "late": torch.zeros(3).as_subclass(
+        _Interrupting)}
+    with pytest.raises(KeyboardInterrupt):
+        save_checkpoint(path, kind="test", settings=SETTINGS, state=state)
     assert path.read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ["run.pt"]
+    assert load_checkpoint(path, kind="test", settings=SETTINGS)["epoch"] == 1
 
 
 def test_only_plain_data_is_written(tmp_path):
