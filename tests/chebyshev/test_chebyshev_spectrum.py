@@ -366,3 +366,12 @@ def test_normal_operator_is_estimated_as_an_operator():
     estimate = estimate_spectrum(W, seed=0)
     eigenvalues = np.linalg.eigvalsh(A.T @ A)
     assert estimate.lmin <= eigenvalues[0] and estimate.lmax >= eigenvalues[-1]
+
+
+def test_spectrum_x_follows_its_bounds():
+    """Review finding: Spectrum is a mutable SolverResult; setting lmin left x stale."""
+    spectrum = estimate_spectrum(np.diag([1.0, 2.0, 5.0]), method="exact")
+    assert spectrum.x == (spectrum.lmin, spectrum.lmax)
+    assert spectrum.lmin <= 1.0 and spectrum.lmax >= 5.0  # the exact ends, widened
+    spectrum.lmin = 0.5
+    assert spectrum.x == (0.5, spectrum.lmax) and spectrum.kappa == spectrum.lmax / 0.5

@@ -140,6 +140,12 @@ class Spectrum(SolverResult):
     lmax_method: str = ""
     lmax_failure_probability: float = 0.0
 
+    def __setattr__(self, name, value):
+        """``x`` follows ``lmin`` and ``lmax`` (a widened bound is also the result's ``x``)."""
+        super().__setattr__(name, value)
+        if name in ("lmin", "lmax") and {"lmin", "lmax"} <= self.__dict__.keys():
+            super().__setattr__("x", (self.lmin, self.lmax))
+
     @property
     def kappa(self) -> float:
         """Condition number of the interval, ``lmax / lmin`` (inf if ``lmin == 0``)."""
