@@ -3,16 +3,20 @@ float, first/last layer by forward order), positive step sizes under SGD, exact 
 Dropout, and torchvision architectures (skipped without torchvision)."""
 
 import copy
+import functools
 import math
 import warnings
+import weakref
 
 import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.optim.optimizer import register_optimizer_step_post_hook
+from torch.optim.optimizer import (
+    register_optimizer_step_post_hook,
+    register_optimizer_step_pre_hook,
+)
 
-import stepsize.quantization.quantizer as quantizer_module
 from stepsize.quantization import (
     LSQQuantizer,
     TrainingOptions,
@@ -369,7 +373,7 @@ def _eps_clamp(quantizer):
         quantizer.step_size.clamp_(min=torch.finfo(torch.float32).eps)
 
 
-def test_overshooting_sgd_step_keeps_codes_in_use(monkeypatch):
+def test_overshooting_sgd_step_keeps_codes_in_use():
     """The failure mode: one SGD step drives a depthwise layer's weight step below zero."""
     torch.manual_seed(0)
     layer = nn.Sequential(nn.Conv2d(8, 8, 5, padding=2, groups=8, bias=False), nn.BatchNorm2d(8))
@@ -390,58 +394,93 @@ def test_overshooting_sgd_step_keeps_codes_in_use(monkeypatch):
     assert float(quantizer.step_size.detach()) == pytest.approx(step / 4)
     codes = model[1][0].weight / quantizer.step_size
     assert (codes.abs() < 7).float().mean() > 0.5  # most weights keep an unsaturated code
-    # the eps rule saturates every code of the layer: its output is then ~1e-6 of the input
-    monkeypatch.setattr(LSQQuantizer, "project_step_size", _eps_clamp)
+    # the eps rule saturates every code of the layer: its output is then ~1e-6 of the input.
+    # It replaces the projection of this one quantizer object only (an instance attribute,
+    # which the eager forward calls in place of the method); the class is untouched
+    quantizer.project_step_size = lambda: _eps_clamp(quantizer)
     with torch.no_grad():
         quantizer.step_size.fill_(-2 * step)
     model(x)
+    assert float(quantizer.step_size.detach()) == torch.finfo(torch.float32).eps
     codes = model[1][0].weight / quantizer.step_size
     assert (codes.abs() >= 7).all()
+    eps = torch.finfo(torch.float32).eps
+    assert float(quantizer(model[1][0].weight).detach().abs().max()) <= 8 * eps
+
+
+def _before_projection(hook):
+    """Attach ``hook`` to every optimizer that steps while the returned handle lives, as that
+    optimizer's own step post-hook: torch runs those before the global post-hooks, so ``hook``
+    sees the step sizes as the update left them, before stepsize's projection (a global hook
+    registered at import)."""
+    attached = weakref.WeakSet()
+
+    def attach(optimizer, args, kwargs):
+        if optimizer not in attached:
+            attached.add(optimizer)
+            optimizer.register_step_post_hook(hook)
+
+    return register_optimizer_step_pre_hook(attach)
 
 
 # --- torchvision architectures (skipped without torchvision) ---------------------------------
 
 
-def test_efficientnet_b0_trains_without_nan_where_the_eps_clamp_diverged(monkeypatch,
-                                                                          torchvision_models):
+def test_efficientnet_b0_trains_without_nan_where_the_eps_clamp_diverged(torchvision_models):
     """Issue 16's failure: efficientnet_b0, batch 8, lr 0.01, 4 bits; NaN within the first steps
     with the eps clamp (checked here too, so the test can fail), finite losses now."""
     models = torchvision_models
+    eps = torch.finfo(torch.float32).eps
+    # the eps rule, one float32 ulp above eps: the library's projection replaces entries <= eps
+    # and, without a max_change bound, leaves every larger finite entry as the old rule set it
+    floor = float(torch.nextafter(torch.tensor(eps), torch.tensor(1.0)))
 
-    def run():
+    def run(eps_clamp, bounded=True):
         torch.manual_seed(0)
         net = models.efficientnet_b0(num_classes=10)
         x, y = torch.randn(24, 3, 32, 32), torch.randint(0, 10, (24,))
         with warnings.catch_warnings():
             warnings.simplefilter("error")  # no layer left in float
             quantize_model(net, bits=4, example_inputs=x[:2])
-        steps = []  # the smallest step size after every optimizer step
-        handle = register_optimizer_step_post_hook(
-            lambda optimizer, args, kwargs: steps.append(min(
-                float(p.detach().min()) for p in step_size_parameters(net))))
+        quantizers = [m for m in net.modules() if isinstance(m, LSQQuantizer)]
+        for quantizer in quantizers:  # this net's objects only; the class is untouched
+            if eps_clamp or not bounded:  # the old rule had no max_change bound
+                quantizer.max_change = None
+            if eps_clamp:  # what the eager forward calls in place of the method
+                quantizer.project_step_size = functools.partial(_eps_clamp, quantizer)
+
+        def lowest():
+            return min(float(p.detach().min()) for p in step_size_parameters(net))
+
+        updated, projected = [], []  # the smallest step size after each update, then projection
+
+        def after_update(optimizer, args, kwargs):
+            updated.append(lowest())
+            if eps_clamp:
+                with torch.no_grad():
+                    for quantizer in quantizers:
+                        quantizer.step_size.clamp_(min=floor)
+
+        handles = (_before_projection(after_update), register_optimizer_step_post_hook(
+            lambda optimizer, args, kwargs: projected.append(lowest())))
         try:
             result = train_model(net, (x, y), progress=False,
                                  options=TrainingOptions(epochs=1, lr=0.01, batch_size=8))
         finally:
-            handle.remove()
-        return result, min(steps)
+            for handle in handles:
+                handle.remove()
+        return result, updated, projected
 
-    seen, project = [], LSQQuantizer.project_step_size
-
-    def recording(quantizer):
-        seen.append(float(quantizer.step_size.detach().min()))
-        project(quantizer)
-
-    monkeypatch.setattr(LSQQuantizer, "project_step_size", recording)
-    # the optimizer hook projects single steps together: route it through the patched method
-    monkeypatch.setattr(quantizer_module, "project_step_sizes",
-                        lambda quantizers: [q.project_step_size() for q in quantizers])
-    result, lowest = run()
+    result, updated, projected = run(eps_clamp=False)
     assert all(map(math.isfinite, result.losses)) and result.optimizer_steps == 3
-    assert min(seen) < 0 < lowest  # an SGD update drove a step below zero; the hook caught it
-    monkeypatch.setattr(LSQQuantizer, "project_step_size", _eps_clamp)
+    assert len(updated) == len(projected) == 3
+    assert min(updated) < 0 < min(projected)  # an SGD update drove a step below zero; the hook
+    assert min(projected) > eps  # caught it, and every step stays a usable positive number
+    # the control: without the bound, the projection alone still trains; the eps rule does not
+    result, updated, _ = run(eps_clamp=False, bounded=False)
+    assert all(map(math.isfinite, result.losses)) and min(updated) < 0
     with pytest.raises((FloatingPointError, ValueError), match="NaN|finite"):
-        run()
+        run(eps_clamp=True)
 
 
 def test_torchvision_models_convert_with_forward_order_and_no_float_layers(torchvision_models):
