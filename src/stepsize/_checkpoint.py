@@ -262,10 +262,17 @@ def save_checkpoint(path: str | os.PathLike, *, kind: str, settings: Mapping,
         os.replace(temporary, path)
     except BaseException as exc:
         temporary.unlink(missing_ok=True)
-        if isinstance(exc, OSError):
+        if isinstance(exc, OSError) or _writer_failure(exc):
             raise OSError(f"cannot write checkpoint {path}: {exc}") from exc
         raise
     _sync_directory(path.parent)
+
+
+def _writer_failure(exc: BaseException) -> bool:
+    """Whether ``exc`` is torch's zip writer failing to write (a full disk inside
+    ``torch.save`` surfaces as ``RuntimeError: [enforce fail at inline_container.cc ...]``)."""
+    return isinstance(exc, RuntimeError) and any(
+        mark in str(exc) for mark in ("inline_container", "PytorchStreamWriter"))
 
 
 def _sync_directory(folder: Path) -> None:
