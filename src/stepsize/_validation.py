@@ -218,12 +218,19 @@ def check_symmetric(matrix: Any, name: str, *, rtol: float = 1e-10) -> Any:
     else:
         gap = float(np.max(np.abs(difference))) if matrix.size else 0.0
         scale = float(np.max(np.abs(matrix))) if matrix.size else 0.0
-    if gap > rtol * max(scale, np.finfo(float).tiny):
+    check_symmetry_gap(gap, scale, name, rtol)
+    return matrix
+
+
+def check_symmetry_gap(gap: float, scale: float, name: str, rtol: float = 1e-10) -> None:
+    """Raise unless ``gap = max |M - M^T|`` is within ``rtol`` of ``scale = max |M_ij|`` (the
+    rule of :func:`check_symmetric`, for callers that compute the two maxima themselves)."""
+    tiny = np.finfo(float).tiny
+    if gap > rtol * max(scale, tiny):
         raise ValueError(
             f"{name} must be symmetric: max |{name} - {name}^T| = {gap:.3g} "
-            f"(relative {gap / max(scale, np.finfo(float).tiny):.3g} > {rtol:g})"
+            f"(relative {gap / max(scale, tiny):.3g} > {rtol:g})"
         )
-    return matrix
 
 
 def _sparse_exactly_symmetric(matrix: Any) -> bool:

@@ -54,6 +54,7 @@ from stepsize._validation import (
     check_int,
     check_real,
     check_square,
+    check_symmetry_gap,
 )
 from stepsize.prox._root import find_root
 from stepsize.prox._secular import (
@@ -111,12 +112,7 @@ def check_symmetric_matrix(X, name: str = "X", symmetrize: bool = False) -> np.n
             scale = max(scale, float(np.max(np.abs(top))))
         np.multiply(top, 0.5, out=out[rows])
         out[rows] += 0.5 * left
-    tiny = np.finfo(float).tiny
-    if gap > 1e-10 * max(scale, tiny):
-        raise ValueError(
-            f"{name} must be symmetric: max |{name} - {name}^T| = {gap:.3g} "
-            f"(relative {gap / max(scale, tiny):.3g} > 1e-10)"
-        )
+    check_symmetry_gap(gap, scale, name)
     return out
 
 
