@@ -200,10 +200,10 @@ def _ridge(config, rng, rows, records):
                      config, rows, records)
 
 
-def _lasso(config, rng, rows, records):
+def _lasso_cases(config, rng):
+    """The scaled-lasso instances: ``(name, n, X, Y)`` for each of ``config["lasso_sizes"]``
+    (3 active rows, noise covariance 0.5 (I + 11^T)), then Linnerud if ``real_data``."""
     from sklearn.datasets import load_linnerud
-
-    from stepsize.prox.regression import matrix_scaled_lasso
 
     cases = []
     for n, d, k in config["lasso_sizes"]:
@@ -211,12 +211,19 @@ def _lasso(config, rng, rows, records):
         coef = np.zeros((d, k))
         coef[:3] = rng.standard_normal((3, k))
         noise = np.linalg.cholesky(0.5 * np.ones((k, k)) + 0.5 * np.eye(k))
-        Y = X @ coef + rng.standard_normal((n, k)) @ noise.T
-        cases.append((f"scaled lasso d = {d}, k = {k}", n, X, Y))
+        cases.append((f"scaled lasso d = {d}, k = {k}", n, X,
+                      X @ coef + rng.standard_normal((n, k)) @ noise.T))
     if config["real_data"]:
         X, Y = load_linnerud(return_X_y=True)
         cases.append(("scaled lasso, Linnerud", 20, (X - X.mean(0)) / X.std(0), Y - Y.mean(0)))
-    for name, n, X, Y in cases:
+    return cases
+
+
+def _lasso(config, rng, rows, records):
+
+    from stepsize.prox.regression import matrix_scaled_lasso
+
+    for name, n, X, Y in _lasso_cases(config, rng):
         lam = 0.5 * math.sqrt(2 * math.log(X.shape[1] * Y.shape[1]) / n)
         _compare(name, n, lambda X=X, Y=Y, lam=lam: matrix_scaled_lasso(X, Y, lam).objective,
                  _peers(config, n, lambda s, X=X, Y=Y, lam=lam: cvxpy_matrix_scaled_lasso(
@@ -253,7 +260,7 @@ def solver_steps(config: dict, seed: int = 0) -> list[dict]:
     KKT residual), cap violation and objective. No peer is run."""
     import math as _math
 
-    from sklearn.datasets import load_diabetes, load_linnerud
+    from sklearn.datasets import load_diabetes
 
     from stepsize._validation import check_int
     from stepsize.prox import constrained_gaussian_mle, matrix_scaled_lasso, pseudolikelihood_graph
@@ -281,19 +288,7 @@ def solver_steps(config: dict, seed: int = 0) -> list[dict]:
     for n, p in config["ridge_sizes"]:
         data, caps = _mle_data(rng, p, 5.0, config["mle_caps"])
         mle(f"MLE ridge 10/n^2, n = {n}", p, data[:n], caps, 10.0 / n**2)
-    lasso_cases = []
-    for n, d, k in config["lasso_sizes"]:
-        X = rng.standard_normal((n, d))
-        coef = np.zeros((d, k))
-        coef[:3] = rng.standard_normal((3, k))
-        noise = np.linalg.cholesky(0.5 * np.ones((k, k)) + 0.5 * np.eye(k))
-        lasso_cases.append((f"scaled lasso d = {d}, k = {k}", n, X,
-                            X @ coef + rng.standard_normal((n, k)) @ noise.T))
-    if config["real_data"]:
-        X, Y = load_linnerud(return_X_y=True)
-        lasso_cases.append(("scaled lasso, Linnerud", 20, (X - X.mean(0)) / X.std(0),
-                            Y - Y.mean(0)))
-    for name, n, X, Y in lasso_cases:
+    for name, n, X, Y in _lasso_cases(config, rng):
         result = matrix_scaled_lasso(X, Y, 0.5 * _math.sqrt(2 * _math.log(X.shape[1] * Y.shape[1])
                                                             / n))
         out.append({"problem": name, "size": n, "iterations": result.n_iter,
