@@ -79,13 +79,13 @@ def train(name):
     with torch.no_grad():
         for i in range(0, len(x), 50):
             net(x[i:i + 50])
-    CACHE.mkdir(exist_ok=True)
+    CACHE.mkdir(parents=True, exist_ok=True)
     torch.save(net.state_dict(), CACHE / f"{name}.pt")
 
 
 def load(name):
     net = build(name)
-    net.load_state_dict(torch.load(CACHE / f"{name}.pt"))
+    net.load_state_dict(torch.load(CACHE / f"{name}.pt", weights_only=True))
     return net.eval()
 
 
