@@ -59,19 +59,24 @@ def build(name):
     return getattr(torchvision_models(), name)(num_classes=10)
 
 
-def train(name):
-    (x, y), _ = digits()
-    torch.manual_seed(0)
-    net = build(name)
-    opt = torch.optim.Adam(net.parameters(), 1e-3)
-    for _ in range(EPOCHS[name]):
-        net.train()
+def _adam_epochs(model, params, lr, x, y, epochs):
+    """Adam on cross-entropy, batches of 50 in a fresh random order each epoch (model's mode
+    as given)."""
+    opt = torch.optim.Adam(params, lr)
+    for _ in range(epochs):
         perm = torch.randperm(len(x))
         for i in range(0, len(x), 50):
             idx = perm[i:i + 50]
             opt.zero_grad()
-            F.cross_entropy(net(x[idx]), y[idx]).backward()
+            F.cross_entropy(model(x[idx]), y[idx]).backward()
             opt.step()
+
+
+def train(name):
+    (x, y), _ = digits()
+    torch.manual_seed(0)
+    net = build(name).train()
+    _adam_epochs(net, net.parameters(), 1e-3, x, y, EPOCHS[name])
     for m in net.modules():  # BN statistics over the training set
         if isinstance(m, nn.modules.batchnorm._BatchNorm):
             m.momentum, _ = None, m.reset_running_stats()
@@ -165,16 +170,8 @@ def fine_tune(d, q, x, y, epochs):
     """QAT of the deployed graph: cross-entropy on the training labels, eval mode (batch norm
     frozen), Adam 1e-5 on weights and all steps, batch 50."""
     d = copy.deepcopy(d).eval()
-    params = [p for p in d.parameters() if p.requires_grad]
-    opt = torch.optim.Adam(params, 1e-5)
     torch.manual_seed(1)
-    for _ in range(epochs):
-        perm = torch.randperm(len(x))
-        for i in range(0, len(x), 50):
-            idx = perm[i:i + 50]
-            opt.zero_grad()
-            F.cross_entropy(d(x[idx]), y[idx]).backward()
-            opt.step()
+    _adam_epochs(d, [p for p in d.parameters() if p.requires_grad], 1e-5, x, y, epochs)
     return d.eval()
 
 

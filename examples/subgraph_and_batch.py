@@ -29,7 +29,7 @@ import numpy as np
 
 from stepsize import ConvergenceWarning
 from stepsize.matching import match_graphs, match_subgraph
-from stepsize.matching.generators import kb_pair
+from stepsize.matching.generators import kb_pair, subgraph_pair
 
 SUBGRAPH_PROBLEMS = ((30, 40), (50, 100), (80, 100))
 VARIANTS = {
@@ -40,13 +40,6 @@ VARIANTS = {
 }
 
 
-def subgraph_pair(n1, n2, p, seed):
-    """B ~ G(n2, p); A = B's subgraph induced on n1 random nodes: node i of A is keep[i]."""
-    rng = np.random.default_rng(seed)
-    upper = np.triu(rng.uniform(size=(n2, n2)) < p, 1)
-    B = (upper | upper.T).astype(float)
-    keep = rng.choice(n2, size=n1, replace=False)
-    return B[np.ix_(keep, keep)], B, keep
 
 
 def subgraph_table(seeds):
@@ -55,7 +48,7 @@ def subgraph_table(seeds):
     print("|---" * (len(VARIANTS) + 1) + "|")
     for n1, n2 in SUBGRAPH_PROBLEMS:
         cells = []
-        pairs = [subgraph_pair(n1, n2, 0.15, seed) for seed in range(10, 10 + seeds)]
+        pairs = [subgraph_pair(n1, n2, density=0.15, seed=seed) for seed in range(10, 10 + seeds)]
         for options in VARIANTS.values():
             accuracy, seconds = [], []
             for A, B, keep in pairs:

@@ -8,15 +8,7 @@ import pytest
 
 from stepsize.matching import METHODS, assignment_objective, projected_fixed_point, sinkhorn
 from stepsize.matching._subgraph import SUBGRAPH_RELAXATIONS, match_subgraph, mean_weight
-
-
-def _subgraph_pair(n1, n2, p, seed):
-    """B ~ G(n2, p); A = B's subgraph induced on n1 random nodes: node i of A is keep[i]."""
-    rng = np.random.default_rng(seed)
-    upper = np.triu(rng.uniform(size=(n2, n2)) < p, 1)
-    B = (upper | upper.T).astype(float)
-    keep = rng.choice(n2, size=n1, replace=False)
-    return B[np.ix_(keep, keep)], B, keep
+from stepsize.matching.generators import subgraph_pair
 
 
 def _naive(A, B):
@@ -34,7 +26,7 @@ def test_the_planted_copy_maximizes_the_centered_objective_by_brute_force():
     # Every injective map of a 5-node induced subgraph into a 7-node graph (2520 of them):
     # the planted one (and its automorphic images) maximize Z_c = Z - c/2 (induced weight),
     # and the matcher finds that maximum; naive Z has other maximizers.
-    A, B, keep = _subgraph_pair(5, 7, 0.5, 3)
+    A, B, keep = subgraph_pair(5, 7, density=0.5, seed=3)
     c = mean_weight(B)
     maps = [np.array(m) for m in itertools.permutations(range(7), 5)]
     centered = [assignment_objective(A, B, m) - 0.5 * c * _induced(B, m) for m in maps]
@@ -50,7 +42,7 @@ def test_the_planted_copy_maximizes_the_centered_objective_by_brute_force():
 
 
 def test_the_reported_objectives_are_the_closed_forms():
-    A, B, _ = _subgraph_pair(20, 30, 0.2, 1)
+    A, B, _ = subgraph_pair(20, 30, density=0.2, seed=1)
     result = match_subgraph(A, B, seed=0)
     c = result.info["center"]
     assert c == pytest.approx(mean_weight(B)) and c == pytest.approx(B.sum() / (30 * 29))
@@ -69,7 +61,7 @@ def test_centering_finds_the_subgraph_where_naive_padding_does_not(seed):
     # The issue's case, a 30-node induced subgraph of G(40, 0.15) (seeds of the benchmark):
     # seed 1: naive padding 0.1, centered 1.0 with one relaxation; seed 9: naive 0.0, one
     # relaxation 0.0, the four of the default 1.0 (measured).
-    A, B, keep = _subgraph_pair(30, 40, 0.15, seed)
+    A, B, keep = subgraph_pair(30, 40, density=0.15, seed=seed)
     naive = _naive(A, B)
     one = match_subgraph(A, B, relaxations=1, seed=0)
     four = match_subgraph(A, B, seed=0)
@@ -83,7 +75,7 @@ def test_centering_finds_the_subgraph_where_naive_padding_does_not(seed):
 
 
 def test_the_larger_graph_first_leaves_the_extra_nodes_unmatched():
-    A, B, keep = _subgraph_pair(30, 40, 0.15, 0)
+    A, B, keep = subgraph_pair(30, 40, density=0.15, seed=0)
     result = match_subgraph(B, A, seed=0)  # B (40 nodes) first: A is centered by B's density
     assert result.col_ind.shape == (40,) and np.sum(result.col_ind == -1) == 10
     np.testing.assert_array_equal(result.col_ind[keep], np.arange(30))
@@ -91,7 +83,7 @@ def test_the_larger_graph_first_leaves_the_extra_nodes_unmatched():
 
 
 def test_center_zero_is_naive_padding():
-    A, B, _ = _subgraph_pair(15, 20, 0.3, 2)
+    A, B, _ = subgraph_pair(15, 20, density=0.3, seed=2)
     ours = match_subgraph(A, B, center=0.0, relaxations=1, seed=0)
     reference = _naive(A, B)
     np.testing.assert_array_equal(ours.col_ind, reference.col_ind)
@@ -122,7 +114,7 @@ def test_padding_is_a_rectangular_sinkhorn_with_a_slack_row():
 
 
 def test_bad_arguments_name_themselves():
-    A, B, _ = _subgraph_pair(5, 7, 0.5, 0)
+    A, B, _ = subgraph_pair(5, 7, density=0.5, seed=0)
     with pytest.raises(ValueError, match="center"):
         match_subgraph(A, B, center="density")
     with pytest.raises(ValueError, match="center"):
@@ -145,3 +137,14 @@ def test_different_sizes_reads_every_kind_of_graph():
     assert different_sizes(np.zeros((2, 3, 3)), np.zeros((2, 4, 4)))  # batches: n = last axis
     assert not different_sizes(3.0, np.zeros((4, 4)))  # unreadable: the matcher reports it
 
+
+
+def test_subgraph_pair_is_an_induced_subgraph_and_checks_its_input():
+    A, B, keep = subgraph_pair(30, 40, density=0.15, seed=0)
+    assert np.array_equal(A, B[np.ix_(keep, keep)]) and len(set(keep.tolist())) == 30
+    assert np.array_equal(B, B.T) and not B.diagonal().any()
+    assert abs(B[np.triu_indices(40, 1)].mean() - 0.15) < 0.03  # 780 Bernoulli(0.15) draws
+    with pytest.raises(ValueError, match="n1 must be <= 40"):
+        subgraph_pair(41, 40)
+    with pytest.raises(ValueError, match="density must be"):
+        subgraph_pair(3, 4, density=1.5)

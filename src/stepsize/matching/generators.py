@@ -11,7 +11,7 @@ import scipy.sparse as sp
 
 from stepsize._validation import check_choice, check_int, check_real, check_rng
 
-__all__ = ["edm_pair", "kb_pair", "network_pair", "outlier_pair"]
+__all__ = ["edm_pair", "kb_pair", "network_pair", "outlier_pair", "subgraph_pair"]
 
 
 def _symmetric_uniform(n: int, rng) -> np.ndarray:
@@ -198,3 +198,26 @@ def network_pair(n: int, *, rewire: float = 0.05, m: int = 4, seed=None):
     upper_b = sp.coo_array((np.ones(rows.size), (rows, cols)), shape=(n, n))
     B, truth = _relabel(sp.csr_array(upper_b + upper_b.T), rng)
     return A, B, truth
+
+
+def subgraph_pair(n1: int, n2: int, *, density: float = 0.15, seed=None):
+    """A graph and one of its induced subgraphs (the subgraph matching of ``match_subgraph``).
+
+    ``B ~ G(n2, density)`` (0/1, undirected, no loops); ``A`` is ``B``'s subgraph induced on
+    ``n1`` distinct random nodes, node ``i`` of ``A`` being node ``keep[i]`` of ``B``.
+
+    Returns:
+        ``(A, B, keep)``: dense ``A`` (n1 x n1), ``B`` (n2 x n2) and the true ``col_ind``.
+
+    >>> A, B, keep = subgraph_pair(5, 8, density=0.5, seed=0)
+    >>> bool((A == B[keep][:, keep]).all()), A.shape, B.shape
+    (True, (5, 5), (8, 8))
+    """
+    n2 = check_int(n2, "n2", low=1)
+    n1 = check_int(n1, "n1", low=1, high=n2)
+    density = check_real(density, "density", low=0, high=1)
+    rng = check_rng(seed)
+    upper = np.triu(rng.uniform(size=(n2, n2)) < density, 1)
+    B = (upper | upper.T).astype(float)
+    keep = rng.choice(n2, size=n1, replace=False)
+    return B[np.ix_(keep, keep)], B, keep
