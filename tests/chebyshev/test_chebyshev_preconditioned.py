@@ -10,6 +10,7 @@ import scipy.sparse.linalg as spla
 
 from stepsize import ConvergenceWarning
 from stepsize.chebyshev import (
+    ChebyshevOptions,
     as_preconditioner,
     chebyshev_gd,
     chebyshev_semi_iterative,
@@ -108,7 +109,7 @@ def test_underestimated_lmax_is_undone_and_widened():
     W = np.diag(eigenvalues)
     b = np.ones(51)
     b[-1] = 1e-9
-    result = chebyshev_gd(W, b, tol=1e-10, estimate_iter=3)
+    result = chebyshev_gd(W, b, tol=1e-10, options=ChebyshevOptions(estimate_iter=3))
     assert result.converged and _relative_residual(W, result.x, b) <= 1e-10
     assert result.info["lmax"] >= 30.0
 

@@ -8,6 +8,7 @@ import scipy.sparse.linalg as spla
 from stepsize import ConvergenceWarning
 from stepsize._reference.instances import gaussian_gram, gaussian_operator, jacobi_instance
 from stepsize.chebyshev import (
+    ChebyshevOptions,
     chebyshev_bound,
     chebyshev_gd,
     chebyshev_period,
@@ -25,6 +26,8 @@ from stepsize.chebyshev import (
     psor,
 )
 
+MIXED = ChebyshevOptions(mixed_precision=True)
+
 
 @pytest.fixture(scope="module")
 def system():
@@ -36,7 +39,8 @@ def system():
 
 def test_chebyshev_gd_mse_oracle(system):
     W, lmin, lmax, X = system
-    result = chebyshev_gd(W, W @ X, lmin=lmin, lmax=lmax, T=25, x_true=X, history=True)
+    result = chebyshev_gd(W, W @ X, lmin=lmin, lmax=lmax, x_true=X, history=True,
+                          options=ChebyshevOptions(T=25))
     assert np.mean((result.x - X) ** 2) == pytest.approx(2.45e-8, rel=0.1)
     assert result.n_iter == 25 and len(result.history) == 26 and result.history[0] == 1.0
     assert result.info["matvecs"] == 26 * 400
@@ -52,7 +56,7 @@ def test_semi_iterative_equals_chebyshev_gd_at_T(system):
     W, lmin, lmax, X = system
     C = W @ X[:, :20]
     for T in (5, 16, 25):
-        chgd = chebyshev_gd(W, C, lmin=lmin, lmax=lmax, T=T)
+        chgd = chebyshev_gd(W, C, lmin=lmin, lmax=lmax, options=ChebyshevOptions(T=T))
         semi = chebyshev_semi_iterative(W, C, lmin=lmin, lmax=lmax, max_iter=T)
         np.testing.assert_allclose(semi.x, chgd.x, rtol=0, atol=1e-9)
 
@@ -87,7 +91,7 @@ def test_tolerance_stops_and_converges_to_solve():
 
 def test_estimated_spectrum_counts_matvecs():
     W = gaussian_gram(100, 300, 1)
-    result = chebyshev_gd(W, np.ones(100), T=16, seed=0)
+    result = chebyshev_gd(W, np.ones(100), seed=0, options=ChebyshevOptions(T=16))
     # 15 CG steps estimate the interval (and advance x), then one period of 16 steps; the
     # initial residual is the one further product
     assert (result.info["estimation_matvecs"], result.n_iter) == (15, 15 + 16)
@@ -98,7 +102,8 @@ def test_estimated_spectrum_counts_matvecs():
 def test_non_convergence_warns(system):
     W, lmin, lmax, X = system
     with pytest.warns(ConvergenceWarning, match="did not converge"):
-        result = chebyshev_gd(W, W @ X[:, 0], lmin=lmin, lmax=lmax, T=5, max_iter=5, tol=1e-12)
+        result = chebyshev_gd(W, W @ X[:, 0], lmin=lmin, lmax=lmax, max_iter=5, tol=1e-12,
+                              options=ChebyshevOptions(T=5))
     assert not result.converged
 
 
@@ -106,7 +111,7 @@ def test_least_squares_through_normal_operator():
     A = gaussian_operator(300, 600, 12)
     X = np.random.default_rng(2).standard_normal((300, 8))
     W, c = normal_equations(A, A @ X)
-    result = chebyshev_gd(W, c, T=25, max_iter=100, seed=0)
+    result = chebyshev_gd(W, c, max_iter=100, seed=0, options=ChebyshevOptions(T=25))
     np.testing.assert_allclose(result.x, X, atol=1e-8)
 
 
@@ -126,13 +131,14 @@ def test_torch_tensors_float32_and_float64(system):
     for dtype, tolerance in ((torch.float64, 1e-12), (torch.float32, 1e-4)):
         Wt = torch.tensor(W, dtype=dtype)
         Ct = Wt @ torch.tensor(X[:, :50], dtype=dtype)
-        result = chebyshev_gd(Wt, Ct, lmin=lmin, lmax=lmax, T=25)
+        result = chebyshev_gd(Wt, Ct, lmin=lmin, lmax=lmax, options=ChebyshevOptions(T=25))
         assert isinstance(result.x, torch.Tensor) and result.x.dtype == dtype
-        numpy_result = chebyshev_gd(W, W @ X[:, :50], lmin=lmin, lmax=lmax, T=25)
+        numpy_result = chebyshev_gd(W, W @ X[:, :50], lmin=lmin, lmax=lmax,
+                                    options=ChebyshevOptions(T=25))
         np.testing.assert_allclose(result.x.double().numpy(), numpy_result.x, atol=tolerance)
     A = torch.tensor(gaussian_operator(300, 600, 12))
     Wn, c = normal_equations(A, A @ torch.tensor(X[:, :4]))
-    solved = chebyshev_gd(Wn, c, T=25, max_iter=100, seed=0)
+    solved = chebyshev_gd(Wn, c, max_iter=100, seed=0, options=ChebyshevOptions(T=25))
     np.testing.assert_allclose(solved.x.numpy(), X[:, :4], atol=1e-8)
 
 
@@ -149,7 +155,8 @@ def test_torch_tensors_float32_and_float64(system):
     (lambda W, c: chebyshev_gd(np.diag([0.0, 1.0, 2.0, 3.0]), c[:4]), ValueError, "singular"),
     (lambda W, c: gradient_descent(W, c, 0.1, x0=c * np.inf), ValueError, "x0 must be finite"),
     (lambda W, c: gradient_descent(W, c, 0.1, x_true=c[:3]), ValueError, "x_true must have"),
-    (lambda W, c: chebyshev_gd(W, c, lmin=1, lmax=2, T=0), ValueError, "T must be >= 1"),
+    (lambda W, c: chebyshev_gd(W, c, lmin=1, lmax=2, options=ChebyshevOptions(T=0)), ValueError,
+     "T must be >= 1"),
     (lambda W, c: chebyshev_gd(W, c, lmin=1, lmax=2, tol=-1.0), ValueError, "tol"),
 ])
 def test_bad_input(call, error, match):
@@ -220,8 +227,8 @@ def test_mixed_precision_reaches_float64_accuracy(kind):
     X = rng.standard_normal((W.shape[0], 12))
     C = W @ X
     spectrum = estimate_spectrum(W, seed=0)
-    mixed = chebyshev_gd(W, C, spectrum=spectrum, tol=1e-10, max_iter=5000, mixed_precision=True,
-                         history=True)
+    mixed = chebyshev_gd(W, C, spectrum=spectrum, tol=1e-10, max_iter=5000, history=True,
+                         options=MIXED)
     plain = chebyshev_gd(W, C, spectrum=spectrum, tol=1e-10, max_iter=5000)
     assert mixed.converged and mixed.x.dtype == np.float64
     residual = np.linalg.norm(C - W @ mixed.x, axis=0) / np.linalg.norm(C, axis=0)
@@ -238,8 +245,8 @@ def test_mixed_precision_torch():
     torch = pytest.importorskip("torch")
     W = _grid_laplacian(12, 0.1).toarray()
     X = np.random.default_rng(4).standard_normal((144, 3))
-    result = chebyshev_gd(torch.tensor(W), torch.tensor(W @ X), tol=1e-11, max_iter=5000,
-                          mixed_precision=True, seed=0)
+    result = chebyshev_gd(torch.tensor(W), torch.tensor(W @ X), tol=1e-11, max_iter=5000, seed=0,
+                          options=MIXED)
     assert result.converged and result.x.dtype == torch.float64
     np.testing.assert_allclose(result.x.numpy(), X, atol=1e-9)
 
@@ -249,13 +256,14 @@ def test_sparse_column_blocks_are_exact():
     # round down to blocks of 128 (128 + 128 + 44); with a history the batch runs in one piece
     W = _grid_laplacian(50, 0.2)
     C = np.random.default_rng(5).standard_normal((2500, 300))
-    whole = chebyshev_gd(W, C, lmin=0.2, lmax=8.2, T=16, max_iter=48, history=True)
-    blocked = chebyshev_gd(W, C, lmin=0.2, lmax=8.2, T=16, max_iter=48)
+    whole = chebyshev_gd(W, C, lmin=0.2, lmax=8.2, max_iter=48, history=True,
+                         options=ChebyshevOptions(T=16))
+    blocked = chebyshev_gd(W, C, lmin=0.2, lmax=8.2, max_iter=48, options=ChebyshevOptions(T=16))
     assert blocked.info["column_blocks"] == 3 and "column_blocks" not in whole.info
     np.testing.assert_allclose(blocked.x, whole.x, rtol=0, atol=1e-13)
     assert blocked.info["matvecs"] == whole.info["matvecs"] == 49 * 300
     # mixed precision: four float32 arrays, 12 MiB / (16 * 2500) = 314 columns -> blocks of 256
-    solved = chebyshev_gd(W, C, tol=1e-9, max_iter=2000, seed=0, mixed_precision=True)
+    solved = chebyshev_gd(W, C, tol=1e-9, max_iter=2000, seed=0, options=MIXED)
     assert solved.converged and solved.info["column_blocks"] == 2
     residual = np.linalg.norm(C - W @ solved.x, axis=0) / np.linalg.norm(C, axis=0)
     assert residual.max() <= 1e-9
@@ -277,13 +285,14 @@ def test_column_blocks_follow_the_byte_budget():
 
 
 @pytest.mark.parametrize("call, error, match", [
-    (lambda W, c: chebyshev_gd(W, c.astype(np.float32), lmin=1, lmax=2, mixed_precision=True),
+    (lambda W, c: chebyshev_gd(W, c.astype(np.float32), lmin=1, lmax=2, options=MIXED),
      ValueError, "float64"),
-    (lambda W, c: chebyshev_gd(spla.aslinearoperator(W), c, lmin=1, lmax=2, mixed_precision=True),
+    (lambda W, c: chebyshev_gd(spla.aslinearoperator(W), c, lmin=1, lmax=2, options=MIXED),
      TypeError, "mixed_precision needs W"),
-    (lambda W, c: chebyshev_gd(W, c, lmin=1, lmax=2, T=8, mixed_precision=True),
-     ValueError, "leave T=None"),
-    (lambda W, c: chebyshev_gd(W, c, lmin=1e-6, lmax=2, mixed_precision=True),
+    (lambda W, c: chebyshev_gd(W, c, lmin=1, lmax=2,
+                               options=ChebyshevOptions(T=8, mixed_precision=True)),
+     ValueError, "leave options.T=None"),
+    (lambda W, c: chebyshev_gd(W, c, lmin=1e-6, lmax=2, options=MIXED),
      ValueError, "lmax / lmin"),
 ])
 def test_mixed_precision_bad_input(call, error, match):
@@ -306,3 +315,44 @@ def test_chebyshev_period_reaches_the_reduction():
 def test_chebyshev_period_bad_input(args, match):
     with pytest.raises(ValueError, match=match):
         chebyshev_period(*args)
+
+
+@pytest.mark.parametrize("call, error, match", [
+    (lambda: ChebyshevOptions(order="random"), ValueError, "order must be one of"),
+    (lambda: ChebyshevOptions(estimate_iter=0), ValueError, "estimate_iter must be >= 1"),
+    (lambda: ChebyshevOptions(T=2.5), TypeError, "T must be an int"),
+    (lambda: ChebyshevOptions(mixed_precision="yes"), TypeError, "mixed_precision must be a bool"),
+    (lambda: ChebyshevOptions(8), TypeError, "positional"),
+    (lambda: chebyshev_gd(np.eye(2), np.ones(2), options={"T": 8}), TypeError,
+     "options must be a ChebyshevOptions"),
+    (lambda: chebyshev_semi_iterative(np.eye(2), np.ones(2), options=ChebyshevOptions(T=8)),
+     ValueError, "options.T is not an option of chebyshev_semi_iterative"),
+    (lambda: chebyshev_semi_iterative(np.eye(2), np.ones(2),
+                                      options=ChebyshevOptions(order="natural")),
+     ValueError, "options.order is not an option"),
+    (lambda: chebyshev_semi_iterative(np.eye(2), np.ones(2), options=MIXED),
+     ValueError, "options.mixed_precision is not an option"),
+])
+def test_chebyshev_options_are_validated(call, error, match):
+    with pytest.raises(error, match=match):
+        call()
+
+
+def test_chebyshev_options_change_the_solve(system):
+    """Each field acts: T and order set the steps (the error at t = T meets the bound of T);
+    estimate_iter sets the CG steps of the estimate; semi_iterative uses estimate_iter too."""
+    W, lmin, lmax, X = system
+    C = W @ X[:, :20]
+    for T in (4, 9):
+        result = chebyshev_gd(W, C, lmin=lmin, lmax=lmax, max_iter=T,
+                              options=ChebyshevOptions(T=T, order="natural"))
+        error = np.linalg.norm(result.x - X[:, :20]) / np.linalg.norm(X[:, :20])
+        assert error <= chebyshev_bound(lmin, lmax, T) * (1 + 1e-9)
+        assert error >= 0.3 * chebyshev_bound(lmin, lmax, T)  # not a longer solve
+    for solver in (chebyshev_gd, chebyshev_semi_iterative):
+        few = solver(W, C[:, 0], tol=1e-8, options=ChebyshevOptions(estimate_iter=4))
+        many = solver(W, C[:, 0], tol=1e-8, options=ChebyshevOptions(estimate_iter=30))
+        assert few.info["intervals"][0] != many.info["intervals"][0]
+        assert few.converged and many.converged
+    assert ChebyshevOptions() == ChebyshevOptions(T=None, order="fractal", estimate_iter=15,
+                                                  mixed_precision=False)

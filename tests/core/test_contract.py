@@ -36,13 +36,8 @@ TRAINERS = ("unfolding.train_expected_loss", "unfolding.train_incremental",
 MAX_OPTIONS = 8
 NOT_OPTIONS = {"max_iter", "tol", "seed", "progress", "checkpoint", "resume", "callback",
                "options", "data"}
-# functions allowed more options, and why
-MANY_OPTIONS = {
-    "chebyshev.chebyshev_gd": "a linear solver called like scipy's cg (M, x0), with the interval "
-                              "(lmin, lmax, spectrum) and the schedule (T, order) as the keywords "
-                              "DESIGN.md's contract names; kept flat by choice",
-    "chebyshev.chebyshev_semi_iterative": "as chebyshev_gd",
-}
+# functions allowed more options, and why (none at present)
+MANY_OPTIONS: dict[str, str] = {}
 
 
 def _public_callables():

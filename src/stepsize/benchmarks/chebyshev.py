@@ -653,7 +653,13 @@ def _rate_and_stability(config, seed):
     of the precision, ``10 kappa eps`` (the accuracy to which W x = c is determined at all).
     The paper's natural order is run beside the default fractal order, with the exact spectrum.
     """
-    from stepsize.chebyshev import chebyshev_bound, chebyshev_gd, estimate_spectrum, optimal_rate
+    from stepsize.chebyshev import (
+        ChebyshevOptions,
+        chebyshev_bound,
+        chebyshev_gd,
+        estimate_spectrum,
+        optimal_rate,
+    )
 
     rows = []
     for kappa in config["kappas"]:
@@ -671,7 +677,8 @@ def _rate_and_stability(config, seed):
                 for source, order, lmin, lmax in cases:
                     with np.errstate(over="ignore", invalid="ignore"):  # natural overflows
                         result = chebyshev_gd(W.astype(dtype), (W @ X).astype(dtype), lmin=lmin,
-                                              lmax=lmax, T=T, max_iter=T, order=order)
+                                              lmax=lmax, max_iter=T,
+                                              options=ChebyshevOptions(T=T, order=order))
                     error = _relative_error(result.x, X)
                     bound = chebyshev_bound(lmin, lmax, T)
                     rows.append({

@@ -10,6 +10,7 @@ from stepsize.chebyshev.psor import chebyshev_psor, jacobi_map, jacobi_spectrum,
 from stepsize.chebyshev.schedules import chebyshev_schedule
 from stepsize.chebyshev.smoothers import ChebyshevSmoother, attach_smoothers, chebyshev_smoother
 from stepsize.chebyshev.solvers import (
+    ChebyshevOptions,
     chebyshev_gd,
     chebyshev_semi_iterative,
     conjugate_gradient,
@@ -33,6 +34,7 @@ from stepsize.chebyshev.steps import (
 )
 
 __all__ = [
+    "ChebyshevOptions",
     "ChebyshevSmoother",
     "attach_smoothers",
     "chebyshev_schedule",

@@ -6,7 +6,8 @@ new iterate and residual; :func:`drive` records the history, checks the toleranc
 matvecs and builds the :class:`~stepsize.SolverResult`. :func:`in_column_blocks` runs a kernel
 (a method wrapped with :func:`drive`) on a sparse batch block by block, which keeps the work
 arrays in cache. :class:`DivergenceMonitor` notices a given interval that misses the spectrum.
-:func:`mixed_precision_descent` is the float32 kernel of ``chebyshev_gd(mixed_precision=True)``.
+:func:`mixed_precision_descent` is the float32 kernel of ``chebyshev_gd`` with
+``ChebyshevOptions(mixed_precision=True)``.
 """
 
 from __future__ import annotations

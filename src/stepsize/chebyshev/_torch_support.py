@@ -77,7 +77,7 @@ def _batched(solver, W, c, args, options):
         raise ValueError(f"every W in the batch must be symmetric: max |W - W^T| = {gap:.3g}")
     if not bool(torch.isfinite(W).all()):
         raise ValueError("W must be finite, but it has NaN or infinite entries")
-    if options.get("mixed_precision"):
+    if getattr(options.get("options"), "mixed_precision", False):
         raise ValueError("mixed_precision is not supported with a batch W (b, n, n)")
     squeeze = c.ndim == 2
     C = c.unsqueeze(-1) if squeeze else c

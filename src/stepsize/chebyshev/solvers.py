@@ -17,6 +17,12 @@ dtype; the iteration runs in the dtype of ``c``) are accepted.
 Least squares :math:`\min \|A x - y\|` runs through :func:`normal_equations`, which applies
 :math:`A^\top A` without forming it.
 
+**Options.** What only the Chebyshev solvers take (the period ``T``, the step ``order``, the
+CG steps ``estimate_iter`` of an interval estimate, ``mixed_precision``) comes in one
+:class:`ChebyshevOptions`, passed as ``options=``; the keywords are those shared with
+``scipy.sparse.linalg.cg`` and this module's other solvers (``M``, ``x0``, ``max_iter``, ``tol``,
+``x_true``, ``history``, ``warn``) and the interval (``lmin``/``lmax`` or ``spectrum``).
+
 **Interval** (:func:`chebyshev_gd`, :func:`chebyshev_semi_iterative`). Given (``lmin``/``lmax``
 or ``spectrum``), it is used as is. Otherwise the solve starts with ``estimate_iter`` steps of
 preconditioned CG whose step lengths give the Lanczos Ritz values of :math:`M W`
@@ -54,7 +60,7 @@ import functools
 import numpy as np
 
 from stepsize._results import SolverResult
-from stepsize._validation import check_array, check_choice, check_int, check_rng
+from stepsize._validation import check_array, check_choice, check_int, check_rng, describe
 from stepsize.chebyshev._backend import copy, is_torch, like, low_precision, residual
 from stepsize.chebyshev._drivers import (
     MIXED_PRECISION_MAX_KAPPA,
@@ -73,6 +79,7 @@ from stepsize.chebyshev.spectrum import Spectrum, interval_result
 from stepsize.chebyshev.steps import ORDERS, chebyshev_period, heavy_ball_parameters
 
 __all__ = [
+    "ChebyshevOptions",
     "NormalOperator",
     "chebyshev_gd",
     "chebyshev_period",
@@ -88,6 +95,65 @@ __all__ = [
 # float32 arrays (right-hand side, correction, residual, buffer) of a mixed-precision period.
 _DESCENT_ARRAYS = 4
 _MIXED_ENTRY_BYTES = 4 * 4
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class ChebyshevOptions:
+    """The Chebyshev-specific options of :func:`chebyshev_gd` and
+    :func:`chebyshev_semi_iterative`, with their defaults.
+
+    The values are validated when the options are built; ``dataclasses.replace`` builds (and
+    validates) a changed copy.
+
+    Attributes:
+        T: period of :func:`chebyshev_gd` (None: chosen per period from ``tol``, or for 1e-8
+            without it). :func:`chebyshev_semi_iterative` takes None only.
+        order: step order within a period, one of ``ORDERS`` (``"fractal"`` is stable at any
+            T); :func:`chebyshev_gd` only.
+        estimate_iter: CG steps per interval estimate (each costs one matvec per column), >= 1.
+        mixed_precision: float32 periods with float64 refinement (:func:`chebyshev_gd` only).
+
+    >>> options = ChebyshevOptions(T=8, order="natural")
+    >>> options.estimate_iter, options.mixed_precision
+    (15, False)
+    >>> dataclasses.replace(options, T=0)
+    Traceback (most recent call last):
+    ValueError: T must be >= 1, got 0
+    """
+
+    T: int | None = None
+    order: str = "fractal"
+    estimate_iter: int = 15
+    mixed_precision: bool = False
+
+    def __post_init__(self) -> None:
+        check_choice(self.order, "order", ORDERS)
+        if not isinstance(self.mixed_precision, (bool, np.bool_)):
+            raise TypeError(f"mixed_precision must be a bool, got "
+                            f"{describe(self.mixed_precision)}")
+        canonical = {
+            "T": None if self.T is None else check_int(self.T, "T", low=1),
+            "estimate_iter": check_int(self.estimate_iter, "estimate_iter", low=1),
+            "mixed_precision": bool(self.mixed_precision),
+        }
+        for name, value in canonical.items():  # frozen: set once, here
+            object.__setattr__(self, name, value)
+
+
+def _check_options(options, solver: str, *, refused: tuple[str, ...] = ()) -> ChebyshevOptions:
+    """``options`` as a :class:`ChebyshevOptions` (None: the defaults); fields in ``refused``
+    must keep their defaults."""
+    if options is None:
+        return ChebyshevOptions()
+    if not isinstance(options, ChebyshevOptions):
+        raise TypeError(f"options must be a ChebyshevOptions or None, e.g. "
+                        f"ChebyshevOptions(T=8), got {describe(options)}")
+    default = ChebyshevOptions()
+    changed = [name for name in refused if getattr(options, name) != getattr(default, name)]
+    if changed:
+        raise ValueError(f"options.{changed[0]} is not an option of {solver} (it takes "
+                         f"estimate_iter only), got {getattr(options, changed[0])!r}")
+    return options
 
 
 def gradient_descent(
@@ -128,9 +194,8 @@ def gradient_descent(
 
 @torch_extensions
 def chebyshev_gd(
-    W, c, *, M=None, T=None, lmin=None, lmax=None, spectrum=None, order="fractal", x0=None,
-    max_iter=None, tol=None, estimate_iter=15, x_true=None, history=False, warn=True, seed=None,
-    mixed_precision=False,
+    W, c, *, M=None, lmin=None, lmax=None, spectrum=None, x0=None, max_iter=None, tol=None,
+    x_true=None, history=False, warn=True, seed=None, options: ChebyshevOptions | None = None,
 ) -> SolverResult:
     r"""Chebyshev gradient descent (CHGD), optionally preconditioned.
 
@@ -143,7 +208,7 @@ def chebyshev_gd(
     preconditioner application per step, no inner products within a period. How the interval is
     estimated and corrected, and when the solve stops, is in this module's docstring.
 
-    With ``mixed_precision=True`` (float64 ``c``, a dense, sparse or torch ``W``, no ``M``) the
+    With ``options.mixed_precision`` (float64 ``c``, a dense, sparse or torch ``W``, no ``M``) the
     periods run in float32 and each is corrected by one float64 residual (iterative refinement;
     the interval comes from :func:`estimate_spectrum` on the float32 copy of W).
 
@@ -153,23 +218,22 @@ def chebyshev_gd(
         M: preconditioner, an SPD approximation of :math:`W^{-1}` given as in scipy's ``cg``
             (:func:`~stepsize.chebyshev.preconditioning.as_preconditioner`): an array, sparse
             matrix, LinearOperator, callable, ``"jacobi"`` or a pyamg ``MultilevelSolver``.
-        T: period (default: chosen per period from ``tol``, or 1e-8 without it).
         lmin, lmax, spectrum: the interval of :math:`M W`; estimated when not given.
-        order: step order within a period (``"fractal"`` is stable at any T).
         x0: starting point (zeros by default).
         max_iter: cap on iterations (CG estimation steps included).
         tol: relative residual to reach; None runs ``max_iter`` steps.
-        estimate_iter: CG steps per estimate (each costs one matvec per column).
         x_true, history, warn: as in :func:`gradient_descent`.
         seed: seed of the mixed-precision Lanczos estimate (the only random part).
-        mixed_precision: float32 periods with float64 refinement.
+        options: a :class:`ChebyshevOptions` (period ``T``, step ``order``, ``estimate_iter``,
+            ``mixed_precision``); None: ``ChebyshevOptions()``.
 
     Returns:
         :class:`~stepsize.SolverResult` with ``info["matvecs"]`` (estimation included),
         ``info["lmin"]``, ``info["lmax"]`` (the final interval) and ``info["intervals"]``.
 
     >>> W = np.diag([1.0, 2.0, 4.0])
-    >>> r = chebyshev_gd(W, np.ones(3), lmin=1.0, lmax=4.0, T=3, max_iter=9)
+    >>> r = chebyshev_gd(W, np.ones(3), lmin=1.0, lmax=4.0, max_iter=9,
+    ...                  options=ChebyshevOptions(T=3))
     >>> bool(np.allclose(r.x, [1.0, 0.5, 0.25], atol=1e-3)), r.converged
     (True, None)
     >>> A = np.diag(np.linspace(1.0, 100.0, 50))
@@ -178,27 +242,26 @@ def chebyshev_gd(
     (True, 1)
     """
     W, c, x0, x_true = validated_system(W, c, x0, x_true)
-    if T is not None:
-        T = check_int(T, "T", low=1)
+    chosen = _check_options(options, "chebyshev_gd")
     max_iter, tol = check_budget(max_iter, tol, None)
-    check_choice(order, "order", ORDERS)
-    options = DriveOptions("chebyshev_gd", max_iter or UNCAPPED, tol, x_true, history, warn)
-    if mixed_precision:
-        return _mixed_precision_solve(W, c, x0, options, M=M, T=T, interval=(lmin, lmax),
-                                      spectrum=spectrum, order=order, max_iter=max_iter,
-                                      seed=seed)
-    return _chebyshev_solve(W, c, x0, options, "steps", M=M, T=T,
-                            interval=given_interval(spectrum, lmin, lmax), order=order,
-                            max_iter=max_iter, estimate_iter=estimate_iter)
+    drive_options = DriveOptions("chebyshev_gd", max_iter or UNCAPPED, tol, x_true, history, warn)
+    if chosen.mixed_precision:
+        return _mixed_precision_solve(W, c, x0, drive_options, M=M, T=chosen.T,
+                                      interval=(lmin, lmax), spectrum=spectrum,
+                                      order=chosen.order, max_iter=max_iter, seed=seed)
+    return _chebyshev_solve(W, c, x0, drive_options, "steps", M=M, T=chosen.T,
+                            interval=given_interval(spectrum, lmin, lmax), order=chosen.order,
+                            max_iter=max_iter, estimate_iter=chosen.estimate_iter)
 
 
 def _mixed_precision_solve(W, c, x0, options, *, M, T, interval, spectrum, order, max_iter,
                            seed) -> SolverResult:
-    """:func:`chebyshev_gd` with ``mixed_precision=True`` (inputs but these checked)."""
+    """:func:`chebyshev_gd` with ``options.mixed_precision`` (inputs but these checked)."""
     if M is not None:
         raise ValueError("mixed_precision does not take a preconditioner M")
     if T is not None:
-        raise ValueError("T is chosen per period when mixed_precision=True; leave T=None")
+        raise ValueError("T is chosen per period when options.mixed_precision is True; leave "
+                         "options.T=None")
     if str(c.dtype) not in ("float64", "torch.float64"):
         raise ValueError(f"mixed_precision refines float64 solves; c has dtype {c.dtype}")
     # the float32 copy also serves the spectrum estimate: bounds need no float64 accuracy
@@ -223,7 +286,6 @@ def _chebyshev_solve(W, c, x0, options, recurrence, *, M, T, interval, order, ma
     """Shared entry of :func:`chebyshev_gd` (``recurrence="steps"``) and
     :func:`chebyshev_semi_iterative` (``"three-term"``)."""
     precondition = as_preconditioner(M, W)
-    estimate_iter = check_int(estimate_iter, "estimate_iter", low=1)
     plan = ChebyshevPlan(recurrence, precondition, interval, T, order, estimate_iter, max_iter)
     # work arrays per iteration: x, r, c and a buffer, plus M r, plus p and W p for estimation
     arrays = 4 + (precondition is not None) + 2 * (interval is None)
@@ -236,7 +298,7 @@ def _chebyshev_solve(W, c, x0, options, recurrence, *, M, T, interval, order, ma
 @torch_extensions
 def chebyshev_semi_iterative(
     W, c, *, M=None, lmin=None, lmax=None, spectrum=None, x0=None, max_iter=None, tol=None,
-    estimate_iter=15, x_true=None, history=False, warn=True,
+    x_true=None, history=False, warn=True, options: ChebyshevOptions | None = None,
 ) -> SolverResult:
     r"""Chebyshev semi-iterative method (three-term recurrence; Golub & Varga 1961).
 
@@ -256,10 +318,11 @@ def chebyshev_semi_iterative(
     restarts at each period's end (where the residual is checked).
 
     Args:
-        W, c, M, lmin, lmax, spectrum, x0, estimate_iter, x_true, history, warn: as in
-            :func:`chebyshev_gd`.
+        W, c, M, lmin, lmax, spectrum, x0, x_true, history, warn: as in :func:`chebyshev_gd`.
         max_iter: cap on iterations; without ``tol``, the degree of the one period run.
         tol: relative residual to reach; None runs ``max_iter`` steps (``converged=None``).
+        options: a :class:`ChebyshevOptions` whose ``estimate_iter`` is used; its ``T``,
+            ``order`` and ``mixed_precision`` (:func:`chebyshev_gd`'s) must keep their defaults.
 
     Returns:
         :class:`~stepsize.SolverResult`, with the ``info`` of :func:`chebyshev_gd`.
@@ -269,13 +332,15 @@ def chebyshev_semi_iterative(
     True
     """
     W, c, x0, x_true = validated_system(W, c, x0, x_true)
+    chosen = _check_options(options, "chebyshev_semi_iterative",
+                            refused=("T", "order", "mixed_precision"))
     max_iter, tol = check_budget(max_iter, tol, None)
-    options = DriveOptions("chebyshev_semi_iterative", max_iter or UNCAPPED, tol, x_true,
-                           history, warn)
-    return _chebyshev_solve(W, c, x0, options, "three-term", M=M,
+    drive_options = DriveOptions("chebyshev_semi_iterative", max_iter or UNCAPPED, tol, x_true,
+                                 history, warn)
+    return _chebyshev_solve(W, c, x0, drive_options, "three-term", M=M,
                             T=None if tol is not None else max_iter,
                             interval=given_interval(spectrum, lmin, lmax), order="natural",
-                            max_iter=max_iter, estimate_iter=estimate_iter)
+                            max_iter=max_iter, estimate_iter=chosen.estimate_iter)
 
 
 def heavy_ball(

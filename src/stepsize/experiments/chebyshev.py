@@ -37,6 +37,7 @@ FULL = {**QUICK, "samples": 10000, "samples_float32": 2000, "eigenbasis_samples"
 
 def _mse_curves(W, X, lmin, lmax, T, spectrum_estimate, mp_edges):
     from stepsize.chebyshev import (
+        ChebyshevOptions,
         chebyshev_gd,
         chebyshev_semi_iterative,
         conjugate_gradient,
@@ -47,15 +48,17 @@ def _mse_curves(W, X, lmin, lmax, T, spectrum_estimate, mp_edges):
 
     C = W @ X
     scale = float(np.mean(X**2))  # history is relative to ||X*|| because x0 = 0
+    period = ChebyshevOptions(T=T)
     runs = {
         "gd": gradient_descent(W, C, optimal_constant_step(lmin, lmax), max_iter=T, x_true=X,
                                history=True),
         "heavy_ball": heavy_ball(W, C, lmin=lmin, lmax=lmax, max_iter=T, x_true=X, history=True),
-        "chebyshev": chebyshev_gd(W, C, lmin=lmin, lmax=lmax, T=T, x_true=X, history=True),
-        "chebyshev_lanczos": chebyshev_gd(W, C, spectrum=spectrum_estimate, T=T, x_true=X,
-                                          history=True),
-        "chebyshev_marchenko_pastur": chebyshev_gd(W, C, lmin=mp_edges[0], lmax=mp_edges[1], T=T,
-                                                   x_true=X, history=True),
+        "chebyshev": chebyshev_gd(W, C, lmin=lmin, lmax=lmax, x_true=X, history=True,
+                                  options=period),
+        "chebyshev_lanczos": chebyshev_gd(W, C, spectrum=spectrum_estimate, x_true=X,
+                                          history=True, options=period),
+        "chebyshev_marchenko_pastur": chebyshev_gd(W, C, lmin=mp_edges[0], lmax=mp_edges[1],
+                                                   x_true=X, history=True, options=period),
         "semi_iterative": chebyshev_semi_iterative(W, C, lmin=lmin, lmax=lmax, max_iter=T, x_true=X,
                                                    history=True),
         "conjugate_gradient": conjugate_gradient(W, C, max_iter=T, x_true=X, history=True),
@@ -64,14 +67,15 @@ def _mse_curves(W, X, lmin, lmax, T, spectrum_estimate, mp_edges):
 
 
 def _float32_by_order(W, X, lmin, lmax, T):
-    from stepsize.chebyshev import ORDERS, chebyshev_gd
+    from stepsize.chebyshev import ORDERS, ChebyshevOptions, chebyshev_gd
 
     W32, X32 = W.astype(np.float32), X.astype(np.float32)
     C32 = W32 @ X32
     result = {}
     for order in ORDERS:
         # the paper's natural order is expected to blow up in float32: measured, not warned
-        x = chebyshev_gd(W32, C32, lmin=lmin, lmax=lmax, T=T, order=order, warn=False).x
+        x = chebyshev_gd(W32, C32, lmin=lmin, lmax=lmax, warn=False,
+                         options=ChebyshevOptions(T=T, order=order)).x
         with np.errstate(over="ignore", invalid="ignore"):
             result[order] = float(np.mean((x.astype(np.float64) - X) ** 2))
     return result
@@ -80,6 +84,7 @@ def _float32_by_order(W, X, lmin, lmax, T):
 def _eigenbasis(samples: int, seed: int):
     """CHGD_MSE.ipynb: W = diag(eig), x* = 0, x0 ~ N(1, 1), metric sum ||x_t||^2 / samples."""
     from stepsize.chebyshev import (
+        ChebyshevOptions,
         chebyshev_gd,
         chebyshev_semi_iterative,
         gradient_descent,
@@ -96,8 +101,8 @@ def _eigenbasis(samples: int, seed: int):
     def curve(result):
         return (np.asarray(result.history) ** 2 * start).tolist()
 
-    chgd = chebyshev_gd(W, zero, lmin=lmin, lmax=lmax, T=16, order="natural", x0=X0, max_iter=64,
-                        x_true=zero, history=True)
+    chgd = chebyshev_gd(W, zero, lmin=lmin, lmax=lmax, x0=X0, max_iter=64, x_true=zero,
+                        history=True, options=ChebyshevOptions(T=16, order="natural"))
     gd = gradient_descent(W, zero, optimal_constant_step(lmin, lmax), x0=X0, max_iter=64,
                           x_true=zero, history=True)
     semi = chebyshev_semi_iterative(W, zero, lmin=lmin, lmax=lmax, x0=X0, max_iter=16, x_true=zero,
