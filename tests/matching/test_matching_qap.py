@@ -123,7 +123,9 @@ def test_near_optimal_against_brute_force_on_tiny_directed_instances(maximize):
     # Measured gaps (%) to the best-known value, one start and five starts (seed 0), with the
     # 2-opt search ending every start (one IPFP polish step before it); before it (polish up to
     # 30 steps): bur26a 0.21 / 0.16, lipa10a 1.90 / 0.0, nug12 39.8 / 0.0, esc16b 0.68 / 0.68.
-    ("bur26a", 0.2, 0.2),    # 0.18 and 0.18
+    # bur26a: 0.21 and 0.21; 0.18 and 0.18 while the first start's near-barycenter run was
+    # restarted with the adaptive softassign (now the polish and the 2-opt search end it).
+    ("bur26a", 0.22, 0.22),
     ("lipa10a", 0.01, 0.01),  # 0.0 and 0.0 (optimal)
     ("nug12", 7.0, 0.01),    # 6.92 (618; 1 IPFP step: 802, then 3 exchanges) and 0.0
     ("esc16b", 0.01, 0.01),  # 0.0 and 0.0
@@ -164,9 +166,17 @@ def test_a_stall_that_no_restart_fixes_warns_and_is_not_converged():
     instance = read_qaplib(DATA / "esc16b.dat")
     with pytest.warns(ConvergenceWarning, match="stalled at the barycenter"):
         result = match_graphs(instance.A, instance.B, maximize=False, polish=0,
-                              stall_restarts=0)
+                              stall_restarts=0, two_opt=False)
     assert result.converged is False and "stalled" in result.message
     assert result.info["stall"] == "uniform"
+    # With the 2-opt search (apfp's default up to 100 nodes) the same stalled run ends at a
+    # pairwise-exchange local optimum: an answer, recorded as sharpened, not restarted.
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        sharpened = match_graphs(instance.A, instance.B, maximize=False, stall_restarts=0)
+    assert sharpened.converged and sharpened.info["stall"] is None
+    assert sharpened.info["sharpened_stall"] == "uniform" and sharpened.n_iter == 1
+    assert sharpened.objective == BEST["esc16b"] < result.objective  # measured: 292, optimal
     # A zero graph makes every matching optimal: nothing stalls, no warning.
     with warnings.catch_warnings():
         warnings.simplefilter("error")

@@ -57,9 +57,12 @@ def test_polish_stops_after_five_steps_without_a_better_discrete_iterate():
     assert default.info["polish"]["n_iter"] == 1
     assert default.info["two_opt"]["swaps"] == 3 and default.objective == 618.0
     assert default.info["two_opt"]["gain"] == pytest.approx(1.84, rel=1e-12)
-    # Where the polish runs, apfp does not restart the soft first run (polish=0 does).
+    # Where the polish runs, apfp does not restart the soft first run (polish=0 does, when the
+    # 2-opt search does not follow either).
     assert "restart" not in result.info
-    assert "restart" in match_graphs(instance.A, instance.B, maximize=False, polish=0).info
+    assert "restart" in match_graphs(instance.A, instance.B, maximize=False, polish=0,
+                                     two_opt=False, stall_restarts=0).info
+    assert "restart" not in match_graphs(instance.A, instance.B, maximize=False, polish=0).info
 
 
 @pytest.mark.parametrize("symmetric", [True, False])

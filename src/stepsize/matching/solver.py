@@ -59,6 +59,7 @@ from __future__ import annotations
 
 import functools
 import math
+import numbers
 import sys
 import warnings
 from contextlib import contextmanager
@@ -404,15 +405,15 @@ def _max_abs(matrix) -> float:
     return float(np.max(np.abs(matrix)))
 
 
-def _normalize(A, B, K, lam: float):
+def _normalize(A, B, K, lam: float, maxima=None):
     """Factors ``(a, b, lam K / s, log s)`` of the normalized problem ``(A / a, B / b, ...)``.
 
     ``a = max|A|``; ``b = max|B| s / (max|A| max|B|)``; ``s = max(max|A| max|B|, |lam| max|K|)``,
     formed in logarithms, so weights near the ends of the float64 range neither overflow nor
     underflow. ``Z`` of the normalized problem is ``Z / s``; without a node term ``s = a b``.
-    Zero matrices get the factor 1.
+    Zero matrices get the factor 1. ``maxima``: ``(max|A|, max|B|)`` when already known.
     """
-    a, b = _max_abs(A), _max_abs(B)
+    a, b = maxima or (_max_abs(A), _max_abs(B))
     log_quadratic = math.log(a) + math.log(b) if a > 0 and b > 0 else -math.inf
     k = _max_abs(K) if K is not None and lam != 0.0 else 0.0
     log_linear = math.log(abs(lam)) + math.log(k) if k > 0 else -math.inf
@@ -605,7 +606,25 @@ def _flag(value, name: str) -> bool:
 
 
 def _settings_of(options: MatchingOptions, size: int):
-    """``_check_settings`` of the iteration fields of ``options`` (not lam, init, history)."""
+    """``_check_settings`` of the iteration fields of ``options`` (not lam, init, history);
+    remembered for hashable options (the presets: tens of microseconds a call at n <= 50)."""
+    if isinstance(options.step, str):  # not a callable (a progress bar's: kept alive)
+        # The field types are part of the key: 1 == True and 100.0 == 100 must not share a
+        # check (two_opt=1 is a TypeError, two_opt=True is not).
+        kinds = tuple(type(getattr(options, name)) for name in _field_names(type(options)))
+        try:
+            return _cached_settings(options, kinds, size)
+        except TypeError:  # unhashable: an array init (an invalid value raises again below)
+            pass
+    return _checked_settings(options, size)
+
+
+@functools.lru_cache(maxsize=64)
+def _cached_settings(options: MatchingOptions, kinds: tuple, size: int):
+    return _checked_settings(options, size)
+
+
+def _checked_settings(options: MatchingOptions, size: int):
     chosen = options.as_dict()
     for name in ("lam", "init", "history"):
         del chosen[name]
@@ -668,10 +687,20 @@ def projected_fixed_point(
     n_init, lam = check_int(n_init, "n_init", low=1), check_real(options.lam, "lam")
     settings, restart_epsilon = _settings_of(options, max(n1, n2))
     problem = _internal_problem(A, B, K, lam, bool(maximize), seeds)
-    result, log_scale = _solve_free(problem, settings, init, check_rng(seed), n_init,
+    result, log_scale = _solve_free(problem, settings, init, _lazy_rng(seed), n_init,
                                     restart_epsilon)
     return _full_result(result, log_scale, problem, (A, B, K, lam), seeds, bool(maximize),
                         options.history)
+
+
+def _lazy_rng(seed):
+    """``seed`` checked as :func:`check_rng` does, and a function building its Generator when
+    first called: a start from the barycenter draws nothing, and seeding a Generator is about
+    30 us of a 1 ms call at QAPLIB's sizes."""
+    if not (seed is None or isinstance(seed, np.random.Generator) or (
+            isinstance(seed, numbers.Integral) and not isinstance(seed, bool) and seed >= 0)):
+        check_rng(seed)  # raises, naming seed
+    return functools.cache(functools.partial(check_rng, seed))
 
 
 def _checked_inputs(A, B, K, seeds, init):
@@ -779,11 +808,18 @@ def _uniform_row_max(size: int) -> float:
 
 
 def _stall(result: MatchingResult, size: int, projection: str) -> str | None:
-    """``"uniform"``, ``"soft"`` or None: how a converged run stopped short of a matching."""
+    """``"uniform"``, ``"soft"`` or None: how a converged run stopped short of a matching
+    (numpy and torch); None for a run that the 2-opt search ended (``info["sharpened_stall"]``
+    then says that its relaxation stopped at the barycenter)."""
     if not result.converged:
         return None
     row_max = result.info["mean_row_max"]
     if row_max <= _uniform_row_max(size):
+        if "two_opt" in result.info:
+            # Sharpened: the polish and the 2-opt search ended it at a pairwise-exchange local
+            # optimum of the discrete problem, an answer (FAQ's kind); recorded, not restarted.
+            result.info["sharpened_stall"] = "uniform"
+            return None
         return "uniform"
     # A soft fixed point that was sharpened (polish) ends at a discrete local optimum; one whose
     # rounding scores at least the relaxed value is a mixture of equally good matchings (ties,
@@ -844,7 +880,8 @@ def _solve(A, B, linear, settings: _Settings, init, rng, n_init: int, restart_ep
     # The work arrays; the linear term; dense graphs' padded copies.
     _check_memory(size, _work_arrays(settings, restart_epsilon, n_init) + (linear is not None)
                   + (0 if sparse else 2), settings.memory_limit)
-    a, b, node_term, log_scale = _normalize(A, B, linear, 1.0)
+    maxima = _max_abs(A), _max_abs(B)
+    a, b, node_term, log_scale = _normalize(A, B, linear, 1.0, maxima)
     A_ops, B_ops, A_t, B_t = _product_operands(_scaled(_pad(A, size, sparse), a, sparse),
                                                _scaled(_pad(B, size, sparse), b, sparse))
     padded_linear = None
@@ -853,7 +890,7 @@ def _solve(A, B, linear, settings: _Settings, init, rng, n_init: int, restart_ep
         padded_linear[:n1, :n2] = node_term
     problem = _Problem(node_term, A_ops, B_ops, A_t, B_t, padded_linear, n1, n2, sparse)
     # A zero graph (and no linear term) makes every matching optimal: nothing can stall.
-    constant = node_term is None and (_max_abs(A) == 0.0 or _max_abs(B) == 0.0)
+    constant = node_term is None and 0.0 in maxima
     result = _run_starts(problem, settings, init, rng, n_init, restart_epsilon, constant)
     _to_user_units(result, log_scale)
     return result, log_scale
@@ -861,18 +898,21 @@ def _solve(A, B, linear, settings: _Settings, init, rng, n_init: int, restart_ep
 
 def _run_starts(problem, settings: _Settings, init, rng, n_init: int, restart_epsilon,
                 constant: bool) -> MatchingResult:
-    """Every start (and the stall restarts) on a prepared problem; the best run."""
+    """Every start (and the stall restarts) on a prepared problem; the best run. ``rng``: a
+    Generator, or a function returning one (:func:`_lazy_rng`), called at the first draw."""
     n1, n2 = problem.n1, problem.n2
     size = problem.padded_size
+    draw = rng if callable(rng) else (lambda: rng)
 
     def starts(start_init):
         # The start, then the same start again for a soft restart: rebuilt from the generator's
         # saved state rather than kept (one N x N array less during the run; the state, not a
         # deep copy of the generator: a fifth of a 5-start QAPLIB run's overhead at n <= 50).
-        state = rng.bit_generator.state
-        yield _initial_matrix(start_init, n1, n2, size, rng)
+        generator = draw()
+        state = generator.bit_generator.state
+        yield _initial_matrix(start_init, n1, n2, size, generator)
         while True:
-            again = np.random.Generator(type(rng.bit_generator)(0))
+            again = np.random.Generator(type(generator.bit_generator)(0))
             again.bit_generator.state = state
             yield _initial_matrix(start_init, n1, n2, size, again)
 
@@ -953,7 +993,8 @@ def _run_start(problem, settings: _Settings, make_start, size: int, restart_epsi
         return np.full((size, size), 1.0 / size) if barycenter else make_start()
 
     result = _iterate(problem, settings, first_iterate(), barycenter)
-    if _soft_restart(result, settings, restart_epsilon, size, barycenter):
+    if _soft_restart(result, settings, restart_epsilon, size, barycenter,
+                     problem.lawler is None):
         again = _iterate(problem, replace(settings, epsilon=restart_epsilon), first_iterate(),
                          barycenter)
         first = result
@@ -1104,7 +1145,7 @@ def _doubled_swap_gains(M, C, fixed, linear_p, out: np.ndarray, work: np.ndarray
 
 
 def _soft_restart(result: MatchingResult, settings: _Settings, restart_epsilon,
-                  size: int, barycenter: bool = False) -> bool:
+                  size: int, barycenter: bool = False, quadratic: bool = True) -> bool:
     """Whether apfp reruns a converged run with the adaptive softassign (numpy and torch).
 
     A soft fixed point (mean row maximum below ``_SOFT_ROW_MAX``) is restarted, except up to
@@ -1112,11 +1153,14 @@ def _soft_restart(result: MatchingResult, settings: _Settings, restart_epsilon,
     polish alone sharpens it (same mean accuracy on 55 benchmark pairs up to 200 nodes with or
     without the restart, which costs more there); above, its LAPs are dear and a soft first
     run needs the restart. Nor is a run from the barycenter that the barycenter itself ends
-    (:func:`_barycenter_fixed`): the restart would start there too and end there.
+    (:func:`_barycenter_fixed`): the restart would start there too and end there. Nor, near
+    the barycenter too, a run that the 2-opt search ends (:func:`_exchanges`): the polish and
+    the exchanges sharpen it (QAPLIB n <= 50, one start: bur26*, had20, lipa*, wil50 in a
+    third of the time, mean gap 5.28% -> 5.39%; five starts unchanged, docs/matching.md).
     """
     row_max = result.info["mean_row_max"]
-    polished = (settings.polish > 0 and size <= _POLISH_ONLY_N
-                and row_max > _uniform_row_max(size))
+    polished = _exchanges(settings, size, quadratic) or (
+        settings.polish > 0 and size <= _POLISH_ONLY_N and row_max > _uniform_row_max(size))
     return (restart_epsilon is not None and settings.epsilon is None and bool(result.converged)
             and settings.projection in _SOFTASSIGNS and not polished
             and row_max < _SOFT_ROW_MAX and not (barycenter and _barycenter_fixed(result)))
@@ -1527,6 +1571,12 @@ def _routed(A, B, K, method, maximize, n_init, seeds, seed, progress, options):
     return None
 
 
+def _unchanged(preset: MatchingOptions, plain: dict, chosen: dict) -> MatchingOptions:
+    """``preset`` itself when no progress bar replaced its step (then its checked settings are
+    remembered, :func:`_settings_of`), else the options of ``chosen``."""
+    return preset if chosen is plain else MatchingOptions(**chosen)
+
+
 def match_graphs(A, B, K=None, *, method: str = "apfp", maximize: bool = True, n_init: int = 1,
                  seeds=None, seed=None, progress: bool | None = None, **options) -> MatchingResult:
     """Match the nodes of two weighted graphs, directed or not; or solve a QAP.
@@ -1601,9 +1651,9 @@ def match_graphs(A, B, K=None, *, method: str = "apfp", maximize: bool = True, n
     routed = _routed(A, B, K, method, maximize, n_init, seeds, seed, progress, options)
     if routed is not None:
         return routed
-    with progress_options(METHODS[method].replaced(**options).as_dict(), progress,
-                          f"match_graphs ({method})") as chosen:
+    preset = METHODS[method].replaced(**options)
+    with progress_options(plain := preset.as_dict(), progress, f"match_graphs ({method})") as new:
         result = projected_fixed_point(A, B, K, maximize=maximize, n_init=n_init, seeds=seeds,
-                                       seed=seed, options=MatchingOptions(**chosen))
+                                       seed=seed, options=_unchanged(preset, plain, new))
     result.method = method
     return result
