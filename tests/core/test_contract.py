@@ -217,6 +217,18 @@ def _option_count(function) -> int:
                and p.kind is not p.VAR_KEYWORD and p.name not in NOT_OPTIONS)
 
 
+def test_every_seed_defaults_to_none():
+    """DESIGN.md's convention for randomness: ``seed`` (int or Generator) defaulting to None, a
+    fresh draw (as numpy's ``default_rng(None)``), in numpy and torch code alike."""
+    seeded = {name: inspect.signature(function).parameters["seed"].default
+              for name, function in PUBLIC.items()
+              if "seed" in inspect.signature(function).parameters}
+    assert {"matching.match_graphs", "chebyshev.chebyshev_gd"} <= set(seeded)
+    if "unfolding.train_incremental" in PUBLIC:  # torch installed
+        assert {"unfolding.train_incremental", "quantization.train_model"} <= set(seeded)
+    assert {name: default for name, default in seeded.items() if default is not None} == {}
+
+
 @pytest.mark.parametrize("name", sorted(PUBLIC))
 def test_many_options_come_in_an_options_dataclass(name):
     function = PUBLIC[name]

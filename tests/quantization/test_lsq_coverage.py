@@ -464,7 +464,7 @@ def test_efficientnet_b0_trains_without_nan_where_the_eps_clamp_diverged(torchvi
         handles = (_before_projection(after_update), register_optimizer_step_post_hook(
             lambda optimizer, args, kwargs: projected.append(lowest())))
         try:
-            result = train_model(net, (x, y), progress=False,
+            result = train_model(net, (x, y), progress=False, seed=0,
                                  options=TrainingOptions(epochs=1, lr=0.01, batch_size=8))
         finally:
             for handle in handles:

@@ -2,6 +2,7 @@
 export."""
 
 import dataclasses
+import inspect
 import math
 import warnings
 
@@ -26,6 +27,7 @@ from stepsize.quantization import (
     quantize_model,
     train_model,
 )
+from stepsize.quantization.training import _data_seed
 
 
 def _digits(count=600):
@@ -214,9 +216,52 @@ def test_checkpoint_resume_equals_uninterrupted_run(tmp_path):
                             strict=True):
         assert torch.equal(a, b), name
     with pytest.raises(ValueError, match=r"run\.pt was written for a different configuration: "
-                                         r"lr is 0.02 there but 0.5 here; seed is 5 there but 0"):
+                                         r"lr is 0.02 there but 0.5 here; seed is 5 there but "
+                                         r"'random' here"):
         train_model(resumed_model, data, options=TrainingOptions(epochs=3, lr=0.5, batch_size=50),
                     checkpoint=path)
+
+
+def test_seed_none_draws_an_order_that_resume_continues(tmp_path):
+    """seed=None (the default, as everywhere in the library) draws a fresh data order per run,
+    kept in the checkpoint: a resumed run continues it and equals an uninterrupted run with that
+    seed; a torch.Generator is advanced in place and reproducible from its state."""
+    x, y = _digits(200)
+    config = TrainingOptions(epochs=3, lr=0.02, batch_size=50)
+    assert inspect.signature(train_model).parameters["seed"].default is None
+    path = tmp_path / "random.pt"
+    interrupted = _fresh_quantized(3)
+    interrupted.register_forward_pre_hook(_interrupt_at_forward(10))
+    with pytest.raises(Interrupt):
+        train_model(interrupted, (x, y), options=config, progress=False, checkpoint=path)
+    drawn = torch.load(path, weights_only=True)["data_seed"]
+    assert isinstance(drawn, int) and 0 <= drawn < 2**40
+    with pytest.warns(UserWarning, match="started from other weights"):  # stopped mid-epoch
+        resumed = train_model(interrupted, (x, y), options=config, progress=False,
+                              checkpoint=path)
+    assert resumed.resumed_from == 2 and resumed.optimizer_steps == 12
+    reference = _fresh_quantized(3)
+    train_model(reference, (x, y), options=config, progress=False, seed=drawn)
+    _same_state(reference, interrupted)
+    other = _fresh_quantized(3)
+    train_model(other, (x, y), options=config, progress=False)  # another draw, another order
+    assert not torch.equal(other[0].weight, reference[0].weight)
+
+    runs = []
+    for _ in range(2):
+        generator = torch.Generator().manual_seed(11)
+        before = generator.get_state()
+        model = _fresh_quantized(3)
+        train_model(model, (x, y), options=config, progress=False, seed=generator)
+        assert not torch.equal(generator.get_state(), before)  # advanced in place
+        runs.append(model)
+    _same_state(*runs)
+    with pytest.raises(TypeError, match="seed must be an int, a torch.Generator or None"):
+        train_model(_fresh_quantized(3), (x, y), options=config, seed=1.5)
+    with pytest.raises(ValueError, match="seed must be >= 0"):
+        train_model(_fresh_quantized(3), (x, y), options=config, seed=-1)
+    with pytest.raises(ValueError, match="pass the same int seed in every process"):
+        _data_seed(None, world=2)  # under torch.distributed (the DDP test runs with seed=7)
 
 
 def test_callback_sees_each_epoch_once_after_its_checkpoint(tmp_path):
@@ -234,7 +279,7 @@ def test_callback_sees_each_epoch_once_after_its_checkpoint(tmp_path):
 
     torch.manual_seed(0)
     result = train_model(net, (x, y), options=config, checkpoint=path, callback=record,
-                         progress=False)
+                         progress=False, seed=0)
     assert seen == [(k + 1, 3 * (k + 1), result.losses[k], k + 1, 3 * (k + 1), True)
                     for k in range(3)]
 
@@ -247,9 +292,9 @@ def test_callback_sees_each_epoch_once_after_its_checkpoint(tmp_path):
     torch.manual_seed(0)
     with pytest.raises(Interrupt):
         train_model(stopped, (x, y), options=config, checkpoint=tmp_path / "stop.pt",
-                    callback=stop_after_second, progress=False)
+                    callback=stop_after_second, progress=False, seed=0)
     resumed = train_model(stopped, (x, y), options=config, checkpoint=tmp_path / "stop.pt",
-                          progress=False)
+                          progress=False, seed=0)
     assert (resumed.resumed_from, resumed.rounds, resumed.losses[:2]) == (2, 3, result.losses[:2])
     with pytest.raises(TypeError, match=r"callback must take one argument \(progress\), but "
                                         r"its signature is \(step, model\)"):
@@ -617,7 +662,7 @@ def test_extending_a_finished_run(tmp_path):
 
     def run(model, epochs, path=None, options=constant):
         return train_model(model, (x, y), options=dataclasses.replace(options, epochs=epochs),
-                           checkpoint=path, progress=False)
+                           checkpoint=path, progress=False, seed=0)
 
     reference = _tiny_quantized()
     torch.manual_seed(3)

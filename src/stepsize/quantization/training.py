@@ -12,7 +12,8 @@ targets)`` (cross-entropy by default); optional autocast and gradient accumulati
 
 Training checkpoints after every epoch (through :mod:`stepsize._checkpoint`: ``weights_only``
 loading, a content hash, atomic writes) and resumes from the checkpoint; the data order of each
-epoch depends only on ``(seed, epoch)`` (a DataLoader's own sampler draws from torch's global
+epoch depends only on ``(seed, epoch)`` (with ``seed=None``, an int drawn once and kept in the
+checkpoint; a DataLoader's own sampler draws from torch's global
 generator or its own, both saved) and the checkpoint holds torch's global RNG state (which
 Dropout draws from), so an interrupted and resumed run equals an uninterrupted one (under
 torch.distributed the state saved is rank 0's, so there resumed dropout masks differ). The
@@ -332,6 +333,31 @@ class TrainingOptions:
             object.__setattr__(self, name, value)
 
 
+# seeds drawn for seed=None or from a torch.Generator: below 2**40, so that the epoch seeds
+# seed * 1_000_003 + epoch stay inside torch.Generator.manual_seed's range
+_SEED_BITS = 40
+
+
+def _data_seed(seed, world: int) -> tuple[int, int | str]:
+    """The int that orders the data and how the checkpoint records it: an int as itself, None
+    as ``"random"`` (the drawn int is kept in the checkpoint's state) and a
+    ``torch.Generator`` (advanced in place) by the fingerprint of its state."""
+    if isinstance(seed, torch.Generator):
+        description = "generator:" + fingerprint(seed.get_state())
+        return int(torch.randint(0, 2**_SEED_BITS, (), generator=seed)), description
+    if seed is None:
+        if world > 1:
+            raise ValueError(f"seed=None draws a data order per process, but torch.distributed "
+                             f"runs {world} processes: pass the same int seed in every process")
+        generator = torch.Generator()
+        generator.seed()  # from the OS's entropy, as unfolding's trainers do for seed=None
+        return int(torch.randint(0, 2**_SEED_BITS, (), generator=generator)), "random"
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise TypeError(f"seed must be an int, a torch.Generator or None, got {describe(seed)}")
+    seed = check_int(seed, "seed", low=0)
+    return seed, seed
+
+
 @dataclass
 class _Plan:
     """The validated arguments of one :func:`train_model` call (``options.weight_decay`` set)."""
@@ -340,6 +366,7 @@ class _Plan:
     options: TrainingOptions
     teacher: nn.Module | None
     seed: int
+    seed_record: int | str
     checkpoint: Path | None
     resume: bool
     progress: bool | None
@@ -353,7 +380,7 @@ class _Plan:
         return dict(
             lr=options.lr, batch_size=options.batch_size, optimizer=options.optimizer,
             momentum=options.momentum, weight_decay=options.weight_decay,
-            schedule=options.schedule, seed=self.seed, world_size=world,
+            schedule=options.schedule, seed=self.seed_record, world_size=world,
             data=self.data.description, model=module_fingerprint(base, weights=False),
             temperature=options.temperature,
             teacher=None if self.teacher is None else module_fingerprint(self.teacher,
@@ -378,9 +405,10 @@ def _plan(model, data, *, options, teacher, seed, checkpoint, resume, progress,
         base = model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
         bits = [layer.weight_quantizer.bits for _, layer in quant_layers(base)]
         options = replace(options, weight_decay=default_weight_decay(min(bits) if bits else None))
+    seed, seed_record = _data_seed(seed, _distributed()[1])
     return _Plan(
         data=_Data(data, "data", classify=options.loss_fn is None), options=options,
-        teacher=teacher, seed=check_int(seed, "seed", low=0),
+        teacher=teacher, seed=seed, seed_record=seed_record,
         checkpoint=check_checkpoint_path(checkpoint), resume=resume,
         progress=check_progress(progress),
         callback=check_callback(callback, arguments="progress"),
@@ -459,6 +487,8 @@ class _Trainer:
             result.rounds, result.optimizer_steps = done, int(state["step"])
             result.losses = [float(loss) for loss in state["losses"]]
             result.wall_time_s = float(state.get("wall_time_s", 0.0))
+            if state.get("data_seed") is not None:  # seed=None: the order drawn by the run
+                self.plan.seed = int(state["data_seed"])
             _set_rng_state(state.get("rng"))
             generator = self.plan.data.generator()
             if generator is not None and state.get("loader_rng") is not None:
@@ -472,6 +502,7 @@ class _Trainer:
                          model=self.base.state_dict(), optimizer=self.opt.state_dict(),
                          scaler=self.scaler.state_dict(), rng=_rng_state(),
                          wall_time_s=result.wall_time_s, start=self.start,
+                         data_seed=self.plan.seed,
                          loader_rng=None if generator is None else generator.get_state())
             save_checkpoint(self.plan.checkpoint, kind=_CHECKPOINT_KIND, settings=self.settings,
                             state=state)
@@ -571,7 +602,7 @@ def train_model(
     *,
     options: TrainingOptions,
     teacher: nn.Module | None = None,
-    seed: int = 0,
+    seed: int | torch.Generator | None = None,
     checkpoint: str | os.PathLike | None = None,
     resume: bool = True,
     progress: bool | None = None,
@@ -592,7 +623,9 @@ def train_model(
         options: how to train, a :class:`TrainingOptions` (epochs, lr, batch size, optimizer,
             schedule, weight decay, loss, accumulation, autocast, distillation temperature).
         teacher: a full-precision model for knowledge distillation (kept in eval mode), or None.
-        seed: seed of the data order.
+        seed: seed of the data order: an int, a ``torch.Generator`` (advanced in place) or
+            None (the library's default: a fresh order, drawn once per run and kept in the
+            checkpoint, so ``resume`` continues it; refused under torch.distributed).
         checkpoint: file written (atomically) after every epoch.
         resume: continue from ``checkpoint`` if it exists; its settings (``options`` but
             ``epochs``, ``seed``; data, model structure and teacher by hash; the world size)
