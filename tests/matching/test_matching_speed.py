@@ -202,3 +202,21 @@ def test_float32_sparse_products_agree_with_float64(monkeypatch, directed):
     assert single.objective == double.objective and single.n_iter == double.n_iter
     assert single.info["relaxed_objective"] == pytest.approx(double.info["relaxed_objective"],
                                                              rel=1e-6)
+
+
+def test_inexact_projections_stop_after_30_scalings_unless_inner_max_iter_is_given():
+    from stepsize.matching.solver import _settings_of
+
+    # inner_max_iter=None: 30 where apfp's projections are inexact (below 1000 nodes), else 100.
+    assert _settings_of(METHODS["apfp"], 999)[0].inner_max_iter == 30
+    assert _settings_of(METHODS["apfp"], 1000)[0].inner_max_iter == 100
+    assert _settings_of(METHODS["asm"], 50)[0].inner_max_iter == 100  # a fixed tolerance
+    assert _settings_of(METHODS["apfp"].replaced(inner_max_iter=100), 50)[0].inner_max_iter == 100
+    # A power-law pair (hubs): projections needing 100 scalings stop at 30, and the planted
+    # matching is found either way (measured: 143 scalings in all instead of 289).
+    A, B, truth = network_pair(50, rewire=0.05, seed=0)
+    capped = match_graphs(A, B, seed=0)
+    full = match_graphs(A, B, seed=0, inner_max_iter=100)
+    assert max(capped.info["inner_iterations"]) == 30 and max(full.info["inner_iterations"]) == 100
+    assert sum(capped.info["inner_iterations"]) < sum(full.info["inner_iterations"])
+    assert matching_accuracy(capped.col_ind, truth) == matching_accuracy(full.col_ind, truth) == 1

@@ -59,13 +59,14 @@ def test_the_reported_objectives_are_the_closed_forms():
 @pytest.mark.parametrize("seed", [1, 9])
 def test_centering_finds_the_subgraph_where_naive_padding_does_not(seed):
     # The case, a 30-node induced subgraph of G(40, 0.15) (seeds of the benchmark):
-    # seed 1: naive padding 0.1, centered 1.0 with one relaxation; seed 9: naive 0.0, one
-    # relaxation 0.0, the four of the default 1.0 (measured).
+    # seed 1: naive padding 0.133 (0.1 with up to 100 Sinkhorn scalings per projection, before
+    # apfp's inexact projections stopped at 30), centered 1.0 with one relaxation; seed 9:
+    # naive 0.0, one relaxation 0.0, the four of the default 1.0 (measured).
     A, B, keep = subgraph_pair(30, 40, density=0.15, seed=seed)
     naive = _naive(A, B)
     one = match_subgraph(A, B, relaxations=1, seed=0)
     four = match_subgraph(A, B, seed=0)
-    assert np.mean(naive.col_ind == keep) <= 0.1
+    assert np.mean(naive.col_ind == keep) <= 0.14
     np.testing.assert_array_equal(four.col_ind, keep)
     if seed == 1:
         np.testing.assert_array_equal(one.col_ind, keep)
