@@ -134,7 +134,9 @@ def _sinkhorn(
     kernel = _exp_single(log_kernel) if single else np.exp(log_kernel, out=log_kernel)
     low = _ABSORB_LOW_32 if single else _ABSORB_LOW
     # Preallocated vectors and out= arguments: at n <= 100 the loop is numpy call overhead.
-    u, v, row, kernel_v = np.empty((4, n), kernel.dtype)
+    vectors = np.empty((4, n), kernel.dtype)
+    u, v, row, kernel_v = vectors
+    sums = vectors[2:]  # row and kernel_v, tested for absorption by one reduction
     v.fill(1.0)
     np.dot(kernel, v, out=kernel_v)
     error = np.inf
@@ -151,7 +153,7 @@ def _sinkhorn(
         np.dot(u, kernel, out=row)
         np.reciprocal(row, out=v)
         np.dot(kernel, v, out=kernel_v)
-        if test and (_min(row) < low or _min(kernel_v) < low):
+        if test and _min(sums, axis=None) < low:
             # Fold the scalings into the kernel before u = 1 / (K v) or v overflows; its
             # entries become those of the current doubly stochastic estimate, hence <= 1.
             kernel *= u[:, None]
@@ -182,13 +184,14 @@ def _centred(log_kernel: np.ndarray, warm: np.ndarray | None, single: bool) -> n
     if warm is not None:
         log_kernel += warm
     log_kernel -= _max(log_kernel, axis=1)[:, None]
-    g = _max(log_kernel, axis=0)
-    np.negative(g, out=g)
-    if warm is not None:
-        recentre = -(_UNDERFLOW_LOG_32 if single else _UNDERFLOW_LOG)
-        if not _max(g) > recentre:  # the common case: every column kept (no n x n pass)
+    top = _max(log_kernel, axis=0)  # the column maxima, each <= 0
+    if warm is None:
+        g = np.negative(top, out=top)
+    else:
+        floor = _UNDERFLOW_LOG_32 if single else _UNDERFLOW_LOG
+        if not _min(top) < floor:  # the common case: every column kept (no n x n pass)
             return warm
-        g[g <= recentre] = 0.0
+        g = np.where(top < floor, -top, 0.0)
     log_kernel += g
     return g if warm is None else warm + g
 

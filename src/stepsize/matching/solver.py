@@ -716,7 +716,14 @@ def _lazy_rng(seed):
     if not (seed is None or isinstance(seed, np.random.Generator) or (
             isinstance(seed, numbers.Integral) and not isinstance(seed, bool) and seed >= 0)):
         check_rng(seed)  # raises, naming seed
-    return functools.cache(functools.partial(check_rng, seed))
+    built = []
+
+    def draw() -> np.random.Generator:
+        if not built:  # one Generator for every start of the call
+            built.append(check_rng(seed))
+        return built[0]
+
+    return draw
 
 
 def _checked_inputs(A, B, K, seeds, init):
@@ -1047,6 +1054,7 @@ def _exchanges(settings: _Settings, size: int, quadratic: bool) -> bool:
     return settings.two_opt and quadratic and size <= _TWO_OPT_MAX_N
 
 
+@functools.lru_cache(maxsize=64)
 def _polish_settings(settings: _Settings, exchanges: bool) -> _Settings:
     """The IPFP polish (numpy and torch): Hungarian directions, exact line search, at most
     ``polish`` iterations (``_POLISH_BEFORE_TWO_OPT`` when the 2-opt search follows, which
