@@ -189,6 +189,17 @@ def test_torch_batch_of_systems():
         chebyshev_gd(W[:, :, :-1], c, tol=1e-8)
     with pytest.raises(ValueError, match="every W in the batch must be symmetric"):
         chebyshev_gd(A, c, tol=1e-8)
+    with pytest.raises(ValueError, match="mixed_precision is not supported with a batch W"):
+        chebyshev_gd(W, c, tol=1e-8, options=ChebyshevOptions(mixed_precision=True))
+    # 15 CG steps (the default) solve these 15-dimensional systems before any Chebyshev period;
+    # 4 give an interval from the Ritz values of all 3 spectra (inside them, lmax widened 1.1x)
+    assert chebyshev_gd(W, c, tol=1e-10).info["intervals"] == []
+    estimated = chebyshev_gd(W, c, tol=1e-10, options=ChebyshevOptions(estimate_iter=4))
+    eigenvalues = torch.linalg.eigvalsh(W)
+    lmin, lmax = estimated.info["intervals"][0]
+    assert float(eigenvalues.min()) <= lmin < lmax <= 1.1 * float(eigenvalues.max())
+    assert estimated.converged and estimated.n_iter > 15
+    torch.testing.assert_close(estimated.x, torch.linalg.solve(W, c), rtol=1e-8, atol=1e-9)
 
 
 def test_torch_inputs_refused_clearly():
