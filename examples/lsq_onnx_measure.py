@@ -8,7 +8,8 @@ results/lsq_onnx_cache), agree (argmax
 agreement on the 397 held-out digits at 32x32), kernels (onnxruntime optimized-graph counts),
 speed (onnx_latencies at 224x224, batch 1/32, threads 1/2, all models interleaved).
 Options: --deployed (agreement also against the fake model with the deployed quantizers,
-``deployment_model``), --finetune N (N epochs of QAT of that model), --shifted (held-out
+``deployment_model``), --finetune N (N epochs of Adam 1e-5 on that model in eval mode), --qat N
+(N epochs of train_model's recipe on that model: QAT of what is deployed), --shifted (held-out
 digits and their 4 one-pixel shifts: 1985 inputs), --no-spin (speed with
 session.intra_op.allow_spinning 0), --init METHOD (activation step init of quantize_model,
 default lsq).
@@ -141,7 +142,7 @@ def run(path, x):
     return s.run(None, {"input": x.numpy()})[0]
 
 
-def exports(name, folder, size, deployed=False, finetune=0):
+def exports(name, folder, size, deployed=False, finetune=0, qat=0):
     """float/ours/peer ONNX files of one model at ``size`` (calibration: training images)."""
     (x, y), _ = digits()
     calibration = x[:64] if size == 32 else F.interpolate(x[:32], size=size, mode="bilinear")
@@ -159,6 +160,8 @@ def exports(name, folder, size, deployed=False, finetune=0):
         d = deployment_model(q, calibration)
         if finetune:
             d = fine_tune(d, q, x, y, finetune)
+        if qat:
+            d = qat_train(d, x, y, qat)
         paths["deployed"] = Path(folder) / f"{name}_{size}_deployed.onnx"
         export_onnx(d, paths["deployed"], calibration[:1], integer_kernels=True,
                     calibration_input=calibration)
@@ -175,6 +178,17 @@ def fine_tune(d, q, x, y, epochs):
     return d.eval()
 
 
+def qat_train(d, x, y, epochs):
+    """QAT of the deployed graph with the library's recipe: ``train_model`` (train mode, batch
+    norm on batch statistics, SGD momentum 0.9, cosine LR 1e-3 (the paper's 8-bit rate),
+    default weight decay, batch 50, seed 0) on the training digits."""
+    from stepsize.quantization import TrainingOptions, train_model
+
+    train_model(d, (x, y), options=TrainingOptions(epochs=epochs, lr=1e-3, batch_size=50),
+                seed=0)
+    return d.eval()
+
+
 def held_out():
     """The 397 held-out digits and their 4 one-pixel shifts (1985 inputs)."""
     _, (xt, yt) = digits()
@@ -182,12 +196,12 @@ def held_out():
     return torch.cat(shifts), yt.repeat(5)
 
 
-def agree_phase(models, deployed, finetune):
+def agree_phase(models, deployed, finetune, qat=0):
     rows = {}
     xt, yt = held_out() if "--shifted" in sys.argv else digits()[1]
     with tempfile.TemporaryDirectory() as folder:
         for name in models:
-            net, q, paths, extra = exports(name, folder, 32, deployed, finetune)
+            net, q, paths, extra = exports(name, folder, 32, deployed, finetune, qat)
             with torch.no_grad():
                 fl, fk = net(xt).numpy(), q(xt).numpy()
             outs = {k: run(p, xt) for k, p in paths.items() if k != "float"}
@@ -201,10 +215,14 @@ def agree_phase(models, deployed, finetune):
             if "deployed" in extra:
                 with torch.no_grad():
                     fd = extra["deployed"](xt).numpy()
+                    fd64 = copy.deepcopy(extra["deployed"]).double()(xt.double()).numpy()
+                    fk64 = copy.deepcopy(q).double()(xt.double()).numpy()
                 row.update(deployed_fake_acc=acc(fd), deployed_onnx_acc=acc(outs["deployed"]),
                            deployed_onnx_vs_deployed_fake_diff=agree(outs["deployed"], fd),
                            deployed_fake_vs_fake_diff=agree(fd, fk),
-                           deployed_onnx_vs_fake_diff=agree(outs["deployed"], fk))
+                           deployed_onnx_vs_fake_diff=agree(outs["deployed"], fk),
+                           deployed_fake_float32_vs_float64_diff=agree(fd, fd64),
+                           fake_float32_vs_float64_diff=agree(fk, fk64))
             rows[name] = row
             print(name, json.dumps(row), flush=True)
     return rows
@@ -244,7 +262,8 @@ if __name__ == "__main__":
     if "--models" in args:
         models = args[args.index("--models") + 1].split(",")
     finetune = int(args[args.index("--finetune") + 1]) if "--finetune" in args else 0
-    deployed = "--deployed" in args or finetune > 0
+    qat = int(args[args.index("--qat") + 1]) if "--qat" in args else 0
+    deployed = "--deployed" in args or finetune > 0 or qat > 0
     for phase in ("train", "agree", "kernels", "speed"):
         if phase in args:
             print(f"== {phase} ({os.popen('date -u').read().strip()})", flush=True)
@@ -253,7 +272,7 @@ if __name__ == "__main__":
                     if not (CACHE / f"{name}.pt").exists():
                         train(name)
             elif phase == "agree":
-                agree_phase(models, deployed, finetune)
+                agree_phase(models, deployed, finetune, qat)
             elif phase == "kernels":
                 kernels_phase(models)
             else:

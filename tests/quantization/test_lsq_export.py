@@ -203,3 +203,36 @@ def test_weight_only_models_are_refused_naming_the_layer():
         attention(torch.randn(2, 3, 8))
     with pytest.raises(ValueError, match=r"'attention' \(QuantMultiheadAttention\) is weight-on"):
         export_integer(attention.eval())
+
+
+def test_bench_integer_agreement_separates_float32_rounding_from_export_error():
+    """bench lsq judges export_integer against the fake model in float64 and records the
+    float32 floor: at step 0.7 the input 1.05 (float32 1.0499999523...) is code 2 in float32
+    (x / s rounds to exactly 1.5, a tie to even) and code 1 in float64 (1.49999996), so the
+    float32 fake model picks class 0 (logit 2 * 0.7 * w_hat against the bias 1.05) while the
+    float64 fake model and the integer model pick class 1."""
+    lsq = pytest.importorskip("stepsize.benchmarks.lsq")
+    linear = nn.Linear(1, 2)
+    with torch.no_grad():
+        linear.weight.copy_(torch.tensor([[1.0], [0.0]]))
+        linear.bias.copy_(torch.tensor([0.0, 1.05]))
+    model = quantize_model(nn.Sequential(linear), bits=8)
+    with torch.no_grad():
+        model(torch.rand(16, 1))
+        model[0].input_quantizer.step_size.fill_(0.7)
+    model.eval()
+    x = torch.tensor([[1.0499999523162842], [0.3], [2.0]])
+    with torch.no_grad():
+        logits32 = model(x)
+        logits64 = model.double()(x.double())
+    model.float()
+    with torch.no_grad():
+        w_hat = float(model[0].weight_quantizer(model[0].weight)[0, 0])
+    assert logits32.argmax(1).tolist() == [0, 1, 0] and logits64.argmax(1).tolist() == [1, 1, 0]
+    out = lsq._integer_agreement(model, x, logits32, logits64)
+    assert out["integer_agreement"] == 1.0  # the goal: the exact evaluation
+    assert out["integer_agreement_float32"] == pytest.approx(2 / 3)
+    assert out["fake_float32_vs_float64"] == pytest.approx(2 / 3)
+    assert out["integer_max_error_vs_float64"] <= 1e-12
+    assert out["fake_float32_max_error_vs_float64"] == pytest.approx(0.7 * w_hat, rel=1e-6)
+    assert out["integer_flip_margins"] == pytest.approx([1.4 * w_hat - 1.05], rel=1e-5)

@@ -447,3 +447,50 @@ def test_deployment_model_and_export_onnx_name_bad_arguments(tmp_path):
     with pytest.raises(ValueError, match="calibration_input does not fit the model"):
         deployment_model(net, torch.randn(8, 3, 4, 4))
     assert not (tmp_path / "m.onnx").exists()
+
+
+class _ResidualNorm(nn.Module):
+    """conv-BN-ReLU, conv-BN into a residual add, ReLU, pooling, linear head."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU())
+        self.branch = nn.Sequential(nn.Conv2d(8, 8, 3, padding=1), nn.BatchNorm2d(8))
+        self.head = nn.Linear(8, 4)
+
+    def forward(self, x):
+        y = self.stem(x)
+        return self.head(torch.relu(self.branch(y) + y).mean((2, 3)))
+
+
+def test_train_model_trains_the_deployment_model_that_onnxruntime_runs(tmp_path):
+    """QAT of what is deployed: train_model (train mode: batch norm on batch statistics, its
+    running statistics, weights and the calibrated output steps all move) on a deployment
+    model; its integer-kernel export then equals it to float32 rounding."""
+    from stepsize.quantization import TrainingOptions, train_model
+    from stepsize.quantization.export import deployment_model
+
+    torch.manual_seed(0)
+    model = quantize_model(_ResidualNorm(), bits=8)
+    calibration, x = torch.randn(32, 3, 8, 8), torch.randn(256, 3, 8, 8)
+    targets = torch.randint(0, 4, (256,))
+    with torch.no_grad():
+        model(calibration)  # training mode: batch statistics, then LSQ steps
+    deployed = deployment_model(model.eval(), calibration)
+    steps = {n: float(p.detach()) for n, p in deployed.named_parameters()
+             if "output_quantizer" in n}
+    mean = deployed.get_submodule("stem.1").running_mean.clone()
+    assert len(steps) == 3  # calibrated: the skip input, the branch, the add's output
+    result = train_model(deployed, (x, targets), options=TrainingOptions(
+        epochs=2, lr=0.05, batch_size=32), seed=0)
+    assert all(np.isfinite(result.losses))
+    deployed.eval()
+    moved = {n: float(p.detach()) for n, p in deployed.named_parameters()
+             if "output_quantizer" in n}
+    assert all(moved[n] != steps[n] and moved[n] > 0 for n in steps)
+    assert not torch.equal(deployed.get_submodule("stem.1").running_mean, mean)
+    path = export_onnx(deployed, tmp_path / "qat.onnx", x[:1], integer_kernels=True)
+    with torch.no_grad():
+        expected = deployed(x).numpy()
+    scale = np.abs(expected).max()
+    assert np.abs(_run(path, x) - expected).max() <= 1e-6 * scale

@@ -536,8 +536,11 @@ def deployment_model(model: nn.Module, calibration_input: torch.Tensor) -> torch
     train with LSQ's gradient) and, after each quantized layer (after its batch norm), the
     rounding error of its int32 bias codes added as a constant. In eval mode it equals the
     exported graph up to float32 rounding; ``export_onnx(deployment_model(...),
-    integer_kernels=True)`` reuses its quantizers. Fine-tune it in eval mode (batch norm
-    frozen), e.g. towards ``model``'s logits, to recover what the extra quantizers cost.
+    integer_kernels=True)`` reuses its quantizers. Train it (``train_model``: QAT of what is
+    deployed) or fine-tune it in eval mode (batch norm frozen) to recover what the extra
+    quantizers cost: onnxruntime's integer kernels need those requantizations and int32
+    biases, which the model they are added to does not compute, so the export of ``model``
+    itself agrees with ``model`` only up to them (docs/quantization.md).
 
     Args:
         model: a calibrated quantized model (as for ``export_onnx(..., integer_kernels=True)``).
