@@ -82,6 +82,42 @@ def spread_instance(kind: str, seed: int):
     return X, y, 10 ** rng.uniform(-8, 8)
 
 
+def issue_range_instances(seed: int, count: int = 5100) -> list:
+    """The issue range of issue 13: ``count`` problems ``(kind, X, y, sigma)``, kind
+    ``HARD_KINDS[index % 5]``, p in 2..39, sigma 10^U(-8, -4) (where PyProximal's backtracking
+    calls the prox), drawn from ``numpy.random.default_rng(seed)`` in the order of the
+    robustness benchmark's sigma sweep."""
+    from stepsize._reference.prox_instances import HARD_KINDS, hard_instance
+    from stepsize._validation import check_int
+
+    rng = np.random.default_rng(check_int(seed, "seed", low=0))
+    out = []
+    for index in range(check_int(count, "count", low=0)):
+        kind = HARD_KINDS[index % len(HARD_KINDS)]
+        X, y = hard_instance(kind, rng, int(rng.integers(2, 40)))
+        out.append((kind, X, y, 10 ** rng.uniform(-8, -4)))
+    return out
+
+
+def scale_sweep_instances(seed: int, per_kind: int = 10, step: int = 10) -> list:
+    """The scale sweep of issue 13: ``(kind, X, y, sigma)`` with ``max|X, y| / sigma = 10^k``,
+    ``k = -300, -300 + step, ..., 300``, ``per_kind`` instances (p 3..11) of each
+    ``HARD_KINDS`` kind, drawn from ``numpy.random.default_rng(seed)`` in the order of the
+    robustness benchmark's ratio sweep."""
+    from stepsize._reference.prox_instances import HARD_KINDS, hard_instance
+    from stepsize._validation import check_int
+
+    rng = np.random.default_rng(check_int(seed, "seed", low=0))
+    per_kind, step = check_int(per_kind, "per_kind", low=1), check_int(step, "step", low=1)
+    out = []
+    for kind in HARD_KINDS:
+        for _ in range(per_kind):
+            X, y = hard_instance(kind, rng, int(rng.integers(3, 12)))
+            data = max(np.abs(X).max(), np.abs(y).max())
+            out += [(kind, X, y, data * 10.0 ** (-k)) for k in range(-300, 301, step)]
+    return out
+
+
 def prox_over_eigh(p: int = 2000, runs: int = 5, seed: int = 0) -> dict:
     """The issue-13 ratio: ``prox_matrix_perspective`` over one ``numpy.linalg.eigh`` of the
     same ``X`` (a ``random_prox_instance``, sigma = 1), ``runs`` interleaved pairs after a

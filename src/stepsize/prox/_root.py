@@ -42,6 +42,9 @@ _SQRT_EPS = math.sqrt(_EPS)
 _STEP_FLOOR = 64
 # the kink t_c is tried after a point below it with m under this fraction of sigma
 _KINK_FRACTION = 0.01
+# a Newton restart from above that covers less than this fraction of the bracket is replaced by
+# a bisection
+_RESTART_FRACTION = 0.5
 
 
 @dataclass
@@ -226,7 +229,12 @@ def _safeguard(s: _Search, candidate: float, far_below: bool, trusted: bool, inf
         candidate = low + (high - low) / 1024
     if (s.method == "newton" and not low < candidate < high and upper[2] > 0
             and s.restarted_from != upper[0]):
-        candidate, s.restarted_from = upper[0] - upper[1] / upper[2], upper[0]
+        newton = upper[0] - upper[1] / upper[2]
+        if high < 0 and upper[0] - newton < _RESTART_FRACTION * (high - low):
+            # Newton from above would cover under half of the bracket: m is convex there, so it
+            # would crawl (a cliff of m below the root, issue 13's 11 to 14 steps): bisect
+            return math.nan
+        candidate, s.restarted_from = newton, upper[0]
     # the models can cycle (a two-point fit alternating about the root): when two steps have
     # not halved |h| on the same side of the root, bisect once (not against a flat lower end,
     # whose |h| = sigma says nothing about progress)
