@@ -6,7 +6,10 @@ Usage (from the repository root):
 PHASE: train (float models on sklearn digits, cached in $LSQ_ONNX_CACHE, default
 results/lsq_onnx_cache), agree (argmax
 agreement on the 397 held-out digits at 32x32), kernels (onnxruntime optimized-graph counts),
-speed (onnx_latencies at 224x224, batch 1/32, threads 1/2, all models interleaved).
+speed (onnx_latencies at 224x224, batch 1/32, threads 1/2, all models interleaved), sources
+(which of the export's two inexact steps moves the argmax of the plain fake model: the
+deployment model with its calibrated output quantizers or its bias rounding removed, or
+calibrated on the held-out inputs too, i.e. without clipping).
 Options: --deployed (agreement also against the fake model with the deployed quantizers,
 ``deployment_model``), --finetune N (N epochs of Adam 1e-5 on that model in eval mode), --qat N
 (N epochs of train_model's recipe on that model: QAT of what is deployed), --shifted (held-out
@@ -228,6 +231,51 @@ def agree_phase(models, deployed, finetune, qat=0):
     return rows
 
 
+def _without(deployed, kinds):
+    """A copy of ``deployed`` with its modules of ``kinds`` replaced by identities; of the
+    output quantizers only the calibrated ones and their tied copies (those tied to a layer's
+    own LSQ step repeat that layer's quantization: exact)."""
+    from stepsize.quantization._onnx_integer import OutputQuantizer
+
+    def calibrated(module):
+        while isinstance(module, OutputQuantizer) and module._source:
+            module = module._source[0]
+        return isinstance(module, OutputQuantizer)
+
+    copied = copy.deepcopy(deployed)
+    for name, module in list(copied.named_modules()):
+        if isinstance(module, kinds) and (not isinstance(module, OutputQuantizer)
+                                          or calibrated(module)):
+            copied.add_submodule(name, nn.Identity())
+    return copied
+
+
+def sources_phase(models):
+    """Argmax differences from the plain fake model on the held-out inputs (``--shifted``:
+    1985) of the deployment model and of variants without one of the export's inexact steps."""
+    from stepsize.quantization._onnx_integer import OutputQuantizer
+    from stepsize.quantization.export import _BiasRounding, deployment_model
+
+    (x, _), _ = digits()
+    xt, _ = held_out() if "--shifted" in sys.argv else digits()[1]
+    for name in models:
+        q = quantized(load(name), x[:64])
+        deployed = deployment_model(q, x[:64])
+        variants = {
+            "deployment model": deployed,
+            "calibrated on the held-out inputs too (no clipping)":
+                deployment_model(q, torch.cat([x[:64], xt])),
+            "calibrated output quantizers removed (bias rounding only)":
+                _without(deployed, (OutputQuantizer,)),
+            "bias rounding removed (output quantizers only)": _without(deployed, (_BiasRounding,)),
+            "both removed": _without(deployed, (OutputQuantizer, _BiasRounding)),
+        }
+        with torch.no_grad():
+            fake = q(xt).argmax(1)
+            diffs = {k: int((v(xt).argmax(1) != fake).sum()) for k, v in variants.items()}
+        print(name, json.dumps({"n": len(xt), **diffs}), flush=True)
+
+
 def kernels_phase(models):
     with tempfile.TemporaryDirectory() as folder:
         for name in models:
@@ -264,7 +312,7 @@ if __name__ == "__main__":
     finetune = int(args[args.index("--finetune") + 1]) if "--finetune" in args else 0
     qat = int(args[args.index("--qat") + 1]) if "--qat" in args else 0
     deployed = "--deployed" in args or finetune > 0 or qat > 0
-    for phase in ("train", "agree", "kernels", "speed"):
+    for phase in ("train", "agree", "sources", "kernels", "speed"):
         if phase in args:
             print(f"== {phase} ({os.popen('date -u').read().strip()})", flush=True)
             if phase == "train":
@@ -273,6 +321,8 @@ if __name__ == "__main__":
                         train(name)
             elif phase == "agree":
                 agree_phase(models, deployed, finetune, qat)
+            elif phase == "sources":
+                sources_phase(models)
             elif phase == "kernels":
                 kernels_phase(models)
             else:

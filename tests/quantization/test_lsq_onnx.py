@@ -135,12 +135,14 @@ def test_resnet18_fuses_every_conv_and_add(torchvision_models, tmp_path):
     assert kernels.get("QLinearGlobalAveragePool") == 1
     assert not {"Conv", "FusedConv", "Add", "BatchNormalization"} & set(kernels)
     assert biases == 20
-    # the stem's max pooling runs on the uint8 codes (one QuantizeLinear after it, shared by
-    # layer1.0.conv1 and the skip path), not in float between reorders; the QuantizeLinear
-    # left: the input's and a requantization of each first block's output of the 4 stages,
-    # read by the next block's conv1 (its step) and its skip path (a calibrated step)
+    # the stem's max pooling runs on the uint8 codes, not in float between reorders; the
+    # QuantizeLinear left: the input's and a requantization of each stage's input, read by a
+    # block's conv1 (its step) and its skip path (a calibrated step): the max pooling's output
+    # (layer1.0's skip path through the pooling, at a calibrated step since the fix; before
+    # it the skip path carried conv1's coarser LSQ step) and each first block's output of
+    # the 4 stages
     assert kernels.get("NhwcMaxPool") == 1 and "MaxPool" not in kernels
-    assert kernels.get("QuantizeLinear") == 5
+    assert kernels.get("QuantizeLinear") == 6
     # the logits layer: int8 GEMM with float output (its DequantizeLinear nodes carry explicit
     # zero points, without which onnxruntime leaves a float Gemm)
     assert kernels.get("QGemm") == 1 and "Gemm" not in kernels
@@ -168,6 +170,12 @@ def test_integer_kernel_arguments_are_checked(tmp_path):
         speed.onnx_latencies({"a": path}, x.numpy(), spinning="no")
     quiet = speed.onnx_latencies({"a": path}, x.numpy(), threads=2, repeats=2, spinning=False)
     assert quiet["a"] > 0
+    cpu = speed.onnx_latencies({"a": path}, x.numpy(), repeats=2, clock="thread")
+    assert cpu["a"] > 0
+    with pytest.raises(ValueError, match="clock must be 'wall' or 'thread'"):
+        speed.onnx_latencies({"a": path}, x.numpy(), clock="cpu")
+    with pytest.raises(ValueError, match="clock='thread' needs threads=1"):
+        speed.onnx_latencies({"a": path}, x.numpy(), threads=2, clock="thread")
 
 
 def test_weight_only_model_exports_weights_only(tmp_path):
@@ -417,7 +425,7 @@ def test_resnet18_deployment_model_agrees_with_onnxruntime(torchvision_models, t
         model, calibration, x, tmp_path, "resnet18")
     assert kernels == plain_kernels
     assert kernels.get("QLinearConv") == 20 and kernels.get("QLinearAdd") == 8
-    assert kernels.get("QuantizeLinear") == 5 and kernels.get("Transpose") == 2
+    assert kernels.get("QuantizeLinear") == 6 and kernels.get("Transpose") == 2
     # (its calibrated steps see the bias rounding, so they differ slightly from the plain
     # export's: no bit equality with it here)
     assert (onnx_out.argmax(1) == torch_out.argmax(1)).all()

@@ -8,7 +8,8 @@ pass (on a ``torch.fx`` trace) adds an output quantizer ``Q_o`` after each quant
 the ReLU/ReLU6 that follows it) and after each residual add:
 
 * when the output reaches a layer's input quantizer (directly or through max pooling,
-  flattening, identities) and is not also the skip input of a residual add, ``Q_o`` is that
+  flattening, identities) and is not also the skip input of a residual add (directly or
+  through those ops), ``Q_o`` is that
   quantizer (step ``s'``): exact, and the consumer's own QuantizeLinear/DequantizeLinear pair
   becomes redundant;
 * otherwise (a branch into a residual add, a skip path, an output into average pooling) ``Q_o``
@@ -292,14 +293,20 @@ class _Placement:
                                            and self.reaches_output(user))
                    for user in node.users)
 
+    def feeds_add(self, node: torch.fx.Node) -> bool:
+        """Whether ``node`` is an input of a residual add, directly or through pass-through
+        ops (resnet's max pooling feeds the first block's conv and its skip path)."""
+        return any(_kind(user, self.modules) == "add" or (
+            _kind(user, self.modules) == "pass" and user.args[:1] == (node,)
+            and self.feeds_add(user)) for user in node.users)
+
     def choose(self, tail: torch.fx.Node) -> OutputQuantizer:
         """The consumer's input quantizer (8 bits or fewer) if the output reaches one and is
         not also the skip input of a residual add; else one calibrated on the recorded range
         (finer than a layer's LSQ step, which the skip path would otherwise carry on)."""
         consumers = [q for q in _consumer_quantizers(tail, self.modules)
                      if q.bits <= 8 and q.step_size.numel() == 1 and q.offset is None]
-        skip = any(_kind(user, self.modules) == "add" for user in tail.users)
-        if consumers and not skip:
+        if consumers and not self.feeds_add(tail):
             return from_lsq(consumers[0], tied=self.deployment)
         return _calibrated(*self.ranges[tail.name][:2])
 

@@ -67,9 +67,9 @@ def onnx_kernels(path: str | os.PathLike) -> dict[str, int]:
 
 
 def onnx_latencies(paths: Mapping[str, str | os.PathLike], inputs: np.ndarray, *,
-                   threads: int = 1, repeats: int = 7,
-                   spinning: bool = True) -> dict[str, float]:
-    """Median wall time of one onnxruntime ``run`` per model, the models interleaved.
+                   threads: int = 1, repeats: int = 7, spinning: bool = True,
+                   clock: str = "wall") -> dict[str, float]:
+    """Median time of one onnxruntime ``run`` per model, the models interleaved.
 
     Each model gets a CPU session with ``threads`` intra-op threads and one warm-up run; then
     ``repeats`` rounds run every model once each, so that changing machine load hits all of
@@ -84,6 +84,10 @@ def onnx_latencies(paths: Mapping[str, str | os.PathLike], inputs: np.ndarray, *
             (``session.intra_op.allow_spinning = 0``) makes several threads far less sensitive
             to other processes on a shared CPU (each parallel section otherwise waits for a
             descheduled spinner).
+        clock: ``"wall"`` (``time.perf_counter``) or ``"thread"`` (``time.thread_time``, the
+            CPU time of the calling thread, which runs the whole graph when ``threads`` is 1:
+            other processes' time slices on a shared CPU do not inflate it; ``threads`` must
+            then be 1).
 
     Returns:
         ``{name: median seconds}``.
@@ -108,13 +112,19 @@ def onnx_latencies(paths: Mapping[str, str | os.PathLike], inputs: np.ndarray, *
     repeats = check_int(repeats, "repeats", low=1)
     if not isinstance(spinning, bool):
         raise TypeError(f"spinning must be a bool, got {describe(spinning)}")
+    if clock not in ("wall", "thread"):
+        raise ValueError(f"clock must be 'wall' or 'thread', got {clock!r}")
+    if clock == "thread" and threads != 1:
+        raise ValueError(f"clock='thread' needs threads=1 (the calling thread's CPU time "
+                         f"misses the work of other threads), got threads={threads}")
+    timer = time.perf_counter if clock == "wall" else time.thread_time
     sessions = {name: _session(path, threads, spinning=spinning) for name, path in paths.items()}
     times: dict[str, list[float]] = {name: [] for name in paths}
     for current in sessions.values():
         current.run(None, {current.get_inputs()[0].name: inputs})
     for _ in range(repeats):
         for name, current in sessions.items():
-            start = time.perf_counter()
+            start = timer()
             current.run(None, {current.get_inputs()[0].name: inputs})
-            times[name].append(time.perf_counter() - start)
+            times[name].append(timer() - start)
     return {name: float(np.median(values)) for name, values in times.items()}
