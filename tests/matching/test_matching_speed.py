@@ -207,8 +207,10 @@ def test_float32_sparse_products_agree_with_float64(monkeypatch, directed):
 def test_inexact_projections_stop_after_30_scalings_unless_inner_max_iter_is_given():
     from stepsize.matching.solver import _settings_of
 
-    # inner_max_iter=None: 30 where apfp's projections are inexact (below 1000 nodes), else 100.
-    assert _settings_of(METHODS["apfp"], 999)[0].inner_max_iter == 30
+    # inner_max_iter=None: 30 where apfp's projections are inexact up to 100 nodes, else 100
+    # (from 150 nodes the cap cost power-law pairs outer iterations; at 500 one failed).
+    assert _settings_of(METHODS["apfp"], 100)[0].inner_max_iter == 30
+    assert _settings_of(METHODS["apfp"], 101)[0].inner_max_iter == 100
     assert _settings_of(METHODS["apfp"], 1000)[0].inner_max_iter == 100
     assert _settings_of(METHODS["asm"], 50)[0].inner_max_iter == 100  # a fixed tolerance
     assert _settings_of(METHODS["apfp"].replaced(inner_max_iter=100), 50)[0].inner_max_iter == 100

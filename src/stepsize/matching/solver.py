@@ -125,14 +125,16 @@ INNER_TOL_FACTOR = 100.0
 # loose early direction adds costs more than the Sinkhorn iterations it saves (sparse n = 2000:
 # 5 outer iterations instead of 4; n = 10,000: 6 instead of 4, 127 s of CPU instead of 83).
 _LOOSE_INNER_BELOW = 1000
-# ... where a projection also stops after at most this many Sinkhorn scalings (with
-# inner_max_iter None, the default; else _INNER_MAX_ITER, or the inner_max_iter given). A
-# projection that needs more is one whose kernel the hubs of a graph make nearly degenerate
-# (slow, sublinear scaling): on the real networks of docs/matching.md 53 of 439 projections
-# took the 100 allowed and half of all scalings; at 30, mean accuracy 0.854 -> 0.859 in 0.85x
-# the time, the benchmark families' 64 pairs (n <= 200) unchanged. From 1000 nodes (no
-# inexact projections) the cap stays 100: a power-law pair at n = 1000 takes 67 outer
-# iterations instead of 7 at 30 scalings.
+# Up to _INEXACT_MAX_N nodes, where a Sinkhorn scaling is a few numpy calls' overhead, such a
+# loose projection also stops after at most _INEXACT_MAX_ITER scalings (inner_max_iter None,
+# the default; else _INNER_MAX_ITER, or the inner_max_iter given). A projection that needs more
+# is one whose kernel the hubs of a graph make nearly degenerate (slow, sublinear scaling): on
+# the real networks of docs/matching.md (n <= 77) 53 of 439 projections took the 100 allowed
+# and half of all scalings; at 30, mean accuracy 0.854 -> 0.859 in 0.85x the time, the
+# benchmark families at n <= 100 unchanged. Above, the outer iterations it adds cost more:
+# power-law pairs take more iterations from 150 nodes, and at 500 nodes (seed 0, rewiring
+# 0.05) 35 instead of 9, at accuracy 0.03 instead of 1.0.
+_INEXACT_MAX_N = 100
 _INEXACT_MAX_ITER = 30
 _INNER_MAX_ITER = 100
 
@@ -162,14 +164,15 @@ class MatchingOptions:
         init: ``"barycenter"``, ``"randomized"`` or an n1 x n2 array (the first start).
         max_iter, tol: cap on iterations; stop at ``alpha ||D - M|| / ||M|| < tol``.
         inner_tol, inner_max_iter: Sinkhorn (or doubly stochastic projection) stopping rule;
-            ``inner_max_iter=None`` (default): 100, or 30 for inexact projections (below).
+            ``inner_max_iter=None`` (default): 100, or 30 for inexact projections up to 100
+            nodes (below).
         inner_tol_factor: the inner tolerance of iteration ``k`` is the last relative change
             ``alpha ||D - M|| / ||M||`` clipped to ``[inner_tol, inner_tol_factor inner_tol]``
             (loose far from the fixed point, where the exact line search needs no precise
             direction); 1: ``inner_tol`` throughout. apfp: ``INNER_TOL_FACTOR = 100``, below
             1000 nodes (above, the products dominate and the tolerance stays ``inner_tol``).
-            Such inexact projections stop after at most 30 scalings unless ``inner_max_iter``
-            is given.
+            Up to 100 nodes such inexact projections stop after at most 30 scalings unless
+            ``inner_max_iter`` is given.
         polish: at most this many IPFP sharpening iterations for a run not yet a matching
             (stopped after 5 without a better discrete iterate).
         two_opt: end every start (up to 100 nodes) with a pairwise-exchange local search
@@ -599,8 +602,9 @@ def _check_settings(projection, step, beta, scale, beta_growth, beta_max, epsilo
     inner_tol_max = inner_tol * check_real(inner_tol_factor, "inner_tol_factor", low=1)
     if size >= _LOOSE_INNER_BELOW:
         inner_tol_max = inner_tol
-    if inner_max_iter is None:  # inexact projections: at most _INEXACT_MAX_ITER scalings
-        inner_max_iter = _INEXACT_MAX_ITER if inner_tol_max > inner_tol else _INNER_MAX_ITER
+    if inner_max_iter is None:  # inexact projections at small n: _INEXACT_MAX_ITER scalings
+        inexact = inner_tol_max > inner_tol and size <= _INEXACT_MAX_N
+        inner_max_iter = _INEXACT_MAX_ITER if inexact else _INNER_MAX_ITER
     inner_max_iter = check_int(inner_max_iter, "inner_max_iter", low=1)
     settings = _Settings(
         projection, rule, beta, scale, beta_growth, beta_max, epsilon,
