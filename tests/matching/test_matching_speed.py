@@ -138,11 +138,16 @@ def test_a_softassign_run_stops_when_its_objective_stagnates():
 
     settings, _ = _settings_of(METHODS["apfp"], 20)
     rising = [0.0, 100.0, 100.2, 100.4, 100.6]
-    # Window 4, share 1%: Z_4 - Z_0 = 100.6 rose by more than 1% of itself...
+    # Window 4 (up to 100 nodes; 5 above), share 1%: Z_4 - Z_0 = 100.6 rose by more than 1% of
+    # itself...
     assert not _stagnant(rising, settings)
     # ... one step later Z_5 - Z_1 = 0.7 <= 1% of 100.7: stagnant.
     assert _stagnant([*rising, 100.7], settings)
     assert not _stagnant([*rising, 102.0], settings)  # 2.0 > 1.02
+    larger, _ = _settings_of(METHODS["apfp"], 101)
+    assert (settings.window, larger.window) == (4, 5)
+    assert not _stagnant([*rising, 100.7], larger)  # Z_5 - Z_0 = 100.7: not yet
+    assert _stagnant([*rising, 100.7, 100.8], larger)  # Z_6 - Z_1 = 0.8 <= 1.008
     # The adaptive softassign (epsilon set: asm, apfp's restart): 3% in 3 iterations.
     adaptive = replace(settings, epsilon=1.0)
     assert _stagnant([0.0, 100.0, 101.0, 102.0, 103.0], adaptive)  # 3.0 <= 3.09

@@ -178,8 +178,8 @@ class MatchingOptions:
         two_opt: end every start (up to 100 nodes) with a pairwise-exchange local search
             from its matching (best-improvement swaps to a local optimum; apfp and asm).
         stagnation: also stop a softassign run with the adaptive step, as converged, when its
-            objective rose by at most 1% of its total rise over 4 iterations (the adaptive
-            softassign: 3% over 3); ``message`` says so. False: only ``tol`` and
+            objective rose by at most 1% of its total rise over 5 iterations (4 up to 100
+            nodes; the adaptive softassign: 3% over 3); ``message`` says so. False: only ``tol`` and
             ``max_iter`` stop it.
         history: keep the relaxed objective of every iterate in ``history``.
         stall_restarts: randomized starts tried when the kept run has stalled (0: none).
@@ -614,6 +614,7 @@ def _check_settings(projection, step, beta, scale, beta_growth, beta_max, epsilo
         stall_restarts=check_int(stall_restarts, "stall_restarts", low=0),
         float32_from=check_int(float32_from, "float32_from", low=1),
         two_opt=_flag(two_opt, "two_opt"), stagnation=_flag(stagnation, "stagnation"),
+        window=_STAGNANT_WINDOW_SMALL if size <= _INEXACT_MAX_N else _STAGNANT_WINDOW,
         memory_limit=None if memory_limit is None else check_real(
             memory_limit, "memory_limit", low=0, low_inclusive=False))
     return settings, restart_epsilon
@@ -1328,6 +1329,8 @@ class _Settings:
     memory_limit: float | None = None
     two_opt: bool = False
     stagnation: bool = True
+    # The stagnation window of the dynamical softassign (see _stagnant).
+    window: int = 5
 
 
 def _project(grad, beta, settings: _Settings, problem: _Problem, potential, buffer,
@@ -1507,24 +1510,27 @@ def _loose(requested: float, error: float, settings: _Settings) -> bool:
 # (asm, apfp's soft-point restart) stops sooner, at 3% in 3 (QAPLIB n <= 50 one start: 1.36x ->
 # 1.27x FAQ's time, same gap; 64 benchmark pairs n = 20-200: apfp's and asm's accuracy
 # unchanged, asm 15% faster); the dynamical softassign at that setting lost accuracy on noisy
-# geometric pairs. The window of the dynamical softassign was 5 iterations; at 4, apfp on the
-# real networks of docs/matching.md runs 392 outer iterations instead of 433 (mean accuracy
-# 0.859 -> 0.858), QAPLIB n <= 50 one start 5.39 -> 5.45% mean gap (median 2.26%, five starts
-# 2.91%), the benchmark families' 64 pairs (n <= 200) unchanged.
-_STAGNANT_WINDOW = 4
+# geometric pairs. Up to _INEXACT_MAX_N nodes the dynamical softassign's window is 4 (was 5):
+# apfp on the real networks of docs/matching.md runs 392 outer iterations instead of 433
+# (mean accuracy 0.859 -> 0.858), QAPLIB n <= 50 one start 5.39 -> 5.45% mean gap (median
+# 2.26%, five starts 2.91%), the benchmark families' 64 pairs (n <= 200) unchanged; at 500
+# nodes a power-law pair at rewiring 0.25 stopped one iteration sooner at accuracy 0.994
+# instead of 1.0, so above 100 nodes it stays 5.
+_STAGNANT_WINDOW = 5
+_STAGNANT_WINDOW_SMALL = 4
 _STAGNANT_GAIN = 1e-2
 _STAGNANT_WINDOW_ADAPTIVE = 3
 _STAGNANT_GAIN_ADAPTIVE = 3e-2
-_STAGNANT_MESSAGE = ("the objective rose by at most a small share of its total rise (1% in 4 "
-                     "iterations; adaptive softassign: 3% in 3)")
+_STAGNANT_MESSAGE = ("the objective rose by at most a small share of its total rise (1% in 5 "
+                     "iterations, 4 up to 100 nodes; adaptive softassign: 3% in 3)")
 
 
 def _stagnant(objectives: list, settings: _Settings) -> bool:
     """Whether a softassign run (adaptive step) has stagnated (numpy and torch):
-    ``Z_k - Z_{k-W} <= g (Z_k - Z_0)`` for the window ``W`` and the share ``g`` above (those of
-    the adaptive softassign when ``epsilon`` is set)."""
+    ``Z_k - Z_{k-W} <= g (Z_k - Z_0)`` for the window ``W`` (``settings.window``) and the share
+    ``g`` above (those of the adaptive softassign when ``epsilon`` is set)."""
     window, gain = ((_STAGNANT_WINDOW_ADAPTIVE, _STAGNANT_GAIN_ADAPTIVE)
-                    if settings.epsilon is not None else (_STAGNANT_WINDOW, _STAGNANT_GAIN))
+                    if settings.epsilon is not None else (settings.window, _STAGNANT_GAIN))
     if (not settings.stagnation or len(objectives) <= window
             or settings.projection not in _SOFTASSIGNS or settings.rule is not adaptive_step):
         return False
