@@ -151,6 +151,7 @@ def test_optimizer_hook_caches_its_plan_and_follows_new_quantizers():
 
 
 def test_step_registry_forgets_collected_quantizers():
+    gc.collect()  # quantizers of earlier tests, in reference cycles, go first
     before = len(quantizer_module._STEP_OWNERS)
     quantizer = LSQQuantizer(4, True)
     key = id(quantizer.step_size)
@@ -159,3 +160,36 @@ def test_step_registry_forgets_collected_quantizers():
     gc.collect()
     assert key not in quantizer_module._STEP_OWNERS
     assert len(quantizer_module._STEP_OWNERS) == before
+
+
+def test_compiled_quantizer_on_a_permuted_input_has_no_graph_break():
+    """timm's ConvNeXt quantizes channels-last views: the kernel's forward must not pass a
+    non-contiguous ``out=`` tensor, on which dynamo breaks the graph (31 breaks there)."""
+    from torch._dynamo.utils import counters
+
+    class Net(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.quantizer = LSQQuantizer(4, True)
+
+        def forward(self, x):
+            return self.quantizer(x.permute(0, 2, 3, 1))
+
+    torch.manual_seed(5)
+    net = Net()
+    x = torch.randn(2, 3, 4, 5)
+    net(x)
+    eager_in = x.clone().requires_grad_()
+    net(eager_in).square().sum().backward()
+    eager_grads = (eager_in.grad, net.quantizer.step_size.grad.clone())
+    net.quantizer.step_size.grad = None
+    torch._dynamo.reset()
+    counters.clear()
+    compiled_in = x.clone().requires_grad_()
+    out = torch.compile(net, backend="aot_eager")(compiled_in)
+    out.square().sum().backward()
+    assert sum(counters["graph_break"].values()) == 0
+    torch._dynamo.reset()
+    assert torch.equal(out.detach(), net(x).detach())
+    torch.testing.assert_close(compiled_in.grad, eager_grads[0], rtol=0, atol=0)
+    torch.testing.assert_close(net.quantizer.step_size.grad, eager_grads[1], rtol=1e-6, atol=0)

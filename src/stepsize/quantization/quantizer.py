@@ -142,7 +142,6 @@ def _resolve_grad_scale(grad_scale: GradScale, elements_per_step: int, q_p: int)
 
 #: ``grad * (low < x < high)`` in one pass, without a mask tensor (ReLU6's backward kernel)
 _masked_gradient = torch.ops.aten.hardtanh_backward
-_masked_gradient_into = torch.ops.aten.hardtanh_backward.grad_input
 
 
 class _LSQFunction(torch.autograd.Function):
@@ -176,7 +175,9 @@ class _LSQFunction(torch.autograd.Function):
         if q_n >= 1:
             inside = _masked_gradient(scaled, scaled, -q_n, q_p)
             code = scaled.clamp_(-q_n, q_p).round_()
-            ctx.save_for_backward(torch.sub(code, inside, out=inside))  # in place: no new buffer
+            # code - inside in inside's buffer, no new one: a + (-b) is a - b exactly (no
+            # out= argument: dynamo breaks the graph on one that is not contiguous)
+            ctx.save_for_backward(inside.neg_().add_(code))
             return code.mul_(step_size)
         ctx.save_for_backward(v, step_size)
         return scaled.clamp_(-q_n, q_p).round_().mul_(step_size)
@@ -187,18 +188,13 @@ class _LSQFunction(torch.autograd.Function):
         needs_v, needs_step = ctx.needs_input_grad[:2]
         if q_n >= 1:
             (local,) = ctx.saved_tensors
-            buffer = grad_step = None
+            grad_v = _masked_gradient(grad_output, local, -1, 1) if needs_v else None
+            grad_step = None
             if needs_step:
-                buffer = local * grad_output
+                product = local * grad_output
                 # per tensor: sum() is sum_to_size(()) without its view (bitwise the same)
-                grad_step = (buffer.sum_to_size(step_shape) if step_shape else buffer.sum()
+                grad_step = (product.sum_to_size(step_shape) if step_shape else product.sum()
                              ).mul_(grad_scale)
-            grad_v = None
-            if needs_v:
-                if buffer is None or grad_step is buffer:  # elementwise steps: no sum was taken
-                    grad_v = _masked_gradient(grad_output, local, -1, 1)
-                else:  # the product's buffer is free again: one allocation fewer
-                    grad_v = _masked_gradient_into(grad_output, local, -1, 1, grad_input=buffer)
             return grad_v, grad_step, None, None, None
         v, step_size = ctx.saved_tensors
         scaled = v / step_size
