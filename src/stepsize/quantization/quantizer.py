@@ -152,32 +152,35 @@ class _LSQFunction(torch.autograd.Function):
     a mask took 7-17 ms per 1M float32 entries against 0.3 ms for it).
 
     With ``Q_N >= 1`` (signed codes) the forward keeps one tensor, the step gradient's local
-    term ``local = round(clip(v/s)) - (v/s inside, 0 outside)`` (eq. 3's three branches), and
-    the backward is ``hardtanh_backward(grad, local, -1, 1)`` for ``v`` and ``sum(local *
-    grad) * g`` for ``s``: inside the range ``|local| <= 1/2`` (the code and ``v/s`` differ by
-    at most half a step, exactly), outside ``local`` is the clip code ``-Q_N <= -1`` or ``Q_P
-    >= 1``, so ``-1 < local < 1`` is the inside test. The results are bitwise those of the
-    mask formula. The backward is four tensor ops instead of nine and the forward six instead
-    of four (on a small ViT's training step, 36 quantizers of 4k-12k entries, each op costs
-    5-10 us, the allocation of its output most of it). Autograd keeps one tensor of ``v``'s
-    size, as before; where ``v`` stays alive anyway (a weight) that is one more. Unsigned
-    codes (``Q_N = 0``: a clip at 0 leaves ``local = 0``, as an exact integer code inside does)
+    term ``local = round(clip(v/s)) - (v/s inside, 0 outside)`` (eq. 3's three branches),
+    negated; the backward is ``hardtanh_backward(grad, -local, -1, 1)`` for ``v`` and
+    ``sum(-local * grad) * -g`` for ``s``. Inside the range ``|local| <= 1/2`` (the code and
+    ``v/s`` differ by at most half a step, exactly); outside, ``local`` is the clip code
+    ``-Q_N <= -1`` or ``Q_P >= 1``; so ``-1 < -local < 1`` is the inside test. The results are
+    bitwise those of the mask formula (up to the sign of a zero). The backward is four tensor
+    ops instead of nine, the forward six instead of four (on a small ViT's training step, 36
+    quantizers of 4k-12k entries, each op costs 5-10 us, most of it allocating its output).
+    Autograd keeps one tensor of ``v``'s size, as before; where ``v`` stays alive anyway (a
+    weight) that is one more. Unsigned codes (``Q_N = 0``: a clip at 0 leaves ``local = 0``, as
+    an exact integer code inside does)
     keep ``v`` and recompute ``v/s``.
     """
 
     @staticmethod
-    def forward(ctx, v, step_size, q_n, q_p, grad_scale):
+    def forward(ctx, v, step_size, q_n, q_p, grad_scale, check=False):
         # plain tensors: each op with an nn.Parameter operand (a weight, the step size) costs
         # about 3 us more, which is most of the op's time on small tensors
         v, step_size = v.detach(), step_size.detach()
+        if check:
+            _require_finite(v)
         ctx.bounds = (q_n, q_p, grad_scale, step_size.shape)
         scaled = v / step_size
         if q_n >= 1:
             inside = _masked_gradient(scaled, scaled, -q_n, q_p)
             code = scaled.clamp_(-q_n, q_p).round_()
-            # code - inside in inside's buffer, no new one: a + (-b) is a - b exactly (no
-            # out= argument: dynamo breaks the graph on one that is not contiguous)
-            ctx.save_for_backward(inside.neg_().add_(code))
+            # -local = inside - code, in inside's buffer (no new one, one op; no out= argument:
+            # dynamo breaks the graph on one that is not contiguous)
+            ctx.save_for_backward(inside.sub_(code))
             return code.mul_(step_size)
         ctx.save_for_backward(v, step_size)
         return scaled.clamp_(-q_n, q_p).round_().mul_(step_size)
@@ -187,15 +190,17 @@ class _LSQFunction(torch.autograd.Function):
         q_n, q_p, grad_scale, step_shape = ctx.bounds
         needs_v, needs_step = ctx.needs_input_grad[:2]
         if q_n >= 1:
-            (local,) = ctx.saved_tensors
-            grad_v = _masked_gradient(grad_output, local, -1, 1) if needs_v else None
+            (negated,) = ctx.saved_tensors  # -local: the inside test is symmetric
+            grad_v = _masked_gradient(grad_output, negated, -1, 1) if needs_v else None
             grad_step = None
             if needs_step:
-                product = local * grad_output
-                # per tensor: sum() is sum_to_size(()) without its view (bitwise the same)
+                # sum(-x) is -sum(x) exactly (rounding to nearest is symmetric), so this is
+                # sum(local * grad) * g up to the sign of a zero; per tensor, sum() is
+                # sum_to_size(()) without its view (bitwise the same)
+                product = negated * grad_output
                 grad_step = (product.sum_to_size(step_shape) if step_shape else product.sum()
-                             ).mul_(grad_scale)
-            return grad_v, grad_step, None, None, None
+                             ).mul_(-grad_scale)
+            return grad_v, grad_step, None, None, None, None
         v, step_size = ctx.saved_tensors
         scaled = v / step_size
         grad_v = _masked_gradient(grad_output, scaled, -q_n, q_p) if needs_v else None
@@ -206,13 +211,27 @@ class _LSQFunction(torch.autograd.Function):
             inside = _masked_gradient(scaled, scaled, -q_n, q_p)
             local = scaled.clamp_(-q_n, q_p).round_().sub_(inside).mul_(grad_output)
             grad_step = local.sum_to_size(step_shape).mul_(grad_scale)
-        return grad_v, grad_step, None, None, None
+        return grad_v, grad_step, None, None, None, None
 
 
-def _lsq(v: torch.Tensor, step_size: torch.Tensor, q_n: int, q_p: int, g: float) -> torch.Tensor:
+def _require_finite(v: torch.Tensor) -> None:
+    """The finite check of :meth:`LSQQuantizer.forward` on a tensor without autograd history:
+    one sum (a non-finite entry makes it non-finite; a finite sum that overflowed is settled by
+    the exact test of :func:`_check_tensor`, which raises naming the input)."""
+    if not math.isfinite(v.sum().item()):
+        _check_tensor(v, "input of LSQQuantizer")
+
+
+def _lsq(v: torch.Tensor, step_size: torch.Tensor, q_n: int, q_p: int, g: float,
+         check: bool = False) -> torch.Tensor:
+    """The LSQ forward (and its autograd node when a gradient is wanted); ``check``: refuse a
+    non-finite ``v`` first (the eager forward's check, made where ``v`` is already detached:
+    the separate detach and call cost a few us per quantizer call)."""
     if torch.is_grad_enabled() and (v.requires_grad or step_size.requires_grad):
-        return _LSQFunction.apply(v, step_size, q_n, q_p, g)
+        return _LSQFunction.apply(v, step_size, q_n, q_p, g, check)
     # nothing to differentiate (inference, no_grad): the forward alone, no autograd node
+    if check:
+        _require_finite(v)
     return (v / step_size).clamp_(-q_n, q_p).round_().mul_(step_size)
 
 
@@ -652,7 +671,7 @@ class LSQQuantizer(nn.Module):
         numeric ``grad_scale`` stay the same (a callable one is called every time)."""
         step = self._parameters["step_size"]
         if not (isinstance(v, torch.Tensor) and v.is_floating_point() and not v.is_meta
-                and v.numel() and (not self.check_finite or _all_finite(v))):
+                and v.numel()):
             self._check_input(v, self.check_finite)  # raises, naming what is wrong
         if step._version != self._projected_version:  # written since projected
             self.project_step_size()
@@ -662,7 +681,7 @@ class LSQQuantizer(nn.Module):
             q_n, q_p = self.bounds
             cached = (key, q_n, q_p, _resolve_grad_scale(self.grad_scale, v.numel(), q_p))
             self.__dict__["_scale_cache"] = cached
-        return _lsq(v, step, cached[1], cached[2], cached[3])
+        return _lsq(v, step, cached[1], cached[2], cached[3], self.check_finite)
 
     def forward(self, v: torch.Tensor) -> torch.Tensor:
         if (self._initialized and self.offset is None and not self.per_channel
