@@ -34,6 +34,7 @@ from stepsize._results import ConvergenceWarning, warn_not_converged
 from stepsize._validation import check_choice, check_int, check_rng, describe
 from stepsize.matching.projections import _CHECK_EVERY, _hungarian_columns, _refuse_meta
 from stepsize.matching.solver import (
+    _SETTLED_MESSAGE,
     _SOFTASSIGNS,
     _STAGNANT_MESSAGE,
     METHODS,
@@ -47,10 +48,13 @@ from stepsize.matching.solver import (
     _from_internal,
     _initial_matrix,
     _loose,
+    _maximizes,
     _next_inner_tol,
     _polish_settings,
     _rescale,
     _settings_of,
+    _settled,
+    _settles,
     _sharpens,
     _soft_restart,
     _stagnant,
@@ -462,6 +466,7 @@ def _iterate(problem: _Problem, settings, M: torch.Tensor, barycenter: bool) -> 
     values = (0.5 * (M * quadratic).sum(dim=(1, 2))).tolist()
     state = [{"trace": {"alpha": [], "c1": [], "c2": [], "beta": [], "inner_iterations": []},
               "objectives": [value], "best": (-math.inf, None), "best_iteration": 0,
+              "roundings": [],
               "n_iter": settings.max_iter,
               "converged": False, "message": f"reached max_iter = {settings.max_iter}"}
              for value in values]
@@ -504,9 +509,12 @@ def _iterate(problem: _Problem, settings, M: torch.Tensor, barycenter: bool) -> 
                 target.index_copy_(0, index, part)
         else:
             potential, beta = pot_l, beta_l
+        # The Hungarian rounding of each pair's new iterate (solver._settled), when used.
+        rounded = (_assignments(M_l) if _settles(settings, barycenter)
+                   else [None] * len(live))
         live = [j for k, j in enumerate(live)
                 if not _stopped(state[j], values, inner_tol, j, iteration, settings, alphas[k],
-                                stats[k], norms[k], errors[k])]
+                                stats[k], norms[k], errors[k], rounded[k], sub, k)]
     return _rounded(problem, M, values, state)
 
 
@@ -527,7 +535,7 @@ def _step(state: dict, value: float, iteration: int, settings, stats, beta, inne
 
 
 def _stopped(state: dict, values: list, inner_tol: list, j: int, iteration: int, settings,
-             alpha: float | None, stats, norm: float, error: float) -> bool:
+             alpha: float | None, stats, norm: float, error: float, rounded, sub, k) -> bool:
     """Update pair ``j``'s objective and Sinkhorn tolerance after its step; whether it stops
     (as ``solver._iterate``, with its ``_converged_step`` and ``_next_inner_tol``)."""
     c1, c2, direction_norm = stats
@@ -551,11 +559,23 @@ def _stopped(state: dict, values: list, inner_tol: list, j: int, iteration: int,
         state.update(n_iter=iteration, converged=True,
                      message=f"relative change below tol = {settings.tol:g}")
         return True
-    if _stagnant(state["objectives"], settings):
-        state.update(n_iter=iteration, converged=True, message=_STAGNANT_MESSAGE)
+    settled = rounded is not None and _settled(state["roundings"], rounded, settings) \
+        and _discrete_fixed(sub, k, rounded)
+    if settled or _stagnant(state["objectives"], settings):
+        state.update(n_iter=iteration, converged=True,
+                     message=_SETTLED_MESSAGE if settled else _STAGNANT_MESSAGE)
         return True
     inner_tol[j] = _next_inner_tol(change, settings)
     return False
+
+
+def _discrete_fixed(problem: _Problem, k: int, columns: np.ndarray) -> bool:
+    """``solver._discrete_fixed`` for pair ``k``: the gradient at the permutation, in float64
+    on the CPU."""
+    A, B, A_T, B_T = (None if t is None else t[k].to("cpu", torch.float64).numpy()
+                      for t in (problem.A, problem.B, problem.A_T, problem.B_T))
+    G = A @ B[columns] if A_T is None else 0.5 * (A @ B_T[columns] + A_T @ B[columns])
+    return _maximizes(G, columns)
 
 
 def _rounded(problem: _Problem, M: torch.Tensor, values: list, state: list) -> list:

@@ -69,6 +69,26 @@ _ABSORB_LOW_32 = 1e-30
 _UNDERFLOW_LOG_32 = -80.0
 # The reductions without ndarray.min's Python wrapper (it dominates at n <= 100).
 _min, _max = np.minimum.reduce, np.maximum.reduce
+
+
+# Up to this many entries argmin / argmax and a read are faster than the reductions (2x at
+# 34 x 34; from about 300 x 300 the reductions are, by 20-70%, on strided blocks more).
+_ARG_REDUCE_MAX = 64 * 64
+
+
+_ROW_ARGMAX_MAX_N = 200
+
+
+def _least(vector: np.ndarray):
+    """The smallest entry of a 1-D (or contiguous) array: ``argmin`` and one read, a quarter
+    of ``np.minimum.reduce``'s call overhead at n <= 100 (the same value, NaN included)."""
+    return vector.flat[vector.argmin()]
+
+
+def _largest(vector: np.ndarray):
+    """The largest entry (see :func:`_least`)."""
+    return vector.flat[vector.argmax()]
+
 # exp underflows to 0 below about -745; a warm-started column is re-centred below this.
 _UNDERFLOW_LOG = -600.0
 # The float64 loop tests the row error and the absorption bound after the first two
@@ -136,7 +156,7 @@ def _sinkhorn(
     # Preallocated vectors and out= arguments: at n <= 100 the loop is numpy call overhead.
     vectors = np.empty((4, n), kernel.dtype)
     u, v, row, kernel_v = vectors
-    sums = vectors[2:]  # row and kernel_v, tested for absorption by one reduction
+    sums = vectors[2:].reshape(-1)  # row and kernel_v, tested for absorption by one argmin
     v.fill(1.0)
     np.dot(kernel, v, out=kernel_v)
     error = np.inf
@@ -153,7 +173,7 @@ def _sinkhorn(
         np.dot(u, kernel, out=row)
         np.reciprocal(row, out=v)
         np.dot(kernel, v, out=kernel_v)
-        if test and _min(sums, axis=None) < low:
+        if test and _least(sums) < low:
             # Fold the scalings into the kernel before u = 1 / (K v) or v overflows; its
             # entries become those of the current doubly stochastic estimate, hence <= 1.
             kernel *= u[:, None]
@@ -183,17 +203,26 @@ def _centred(log_kernel: np.ndarray, warm: np.ndarray | None, single: bool) -> n
     """
     if warm is not None:
         log_kernel += warm
-    log_kernel -= _max(log_kernel, axis=1)[:, None]
+    log_kernel -= _row_maxima(log_kernel)[:, None]
     top = _max(log_kernel, axis=0)  # the column maxima, each <= 0
     if warm is None:
         g = np.negative(top, out=top)
     else:
         floor = _UNDERFLOW_LOG_32 if single else _UNDERFLOW_LOG
-        if not _min(top) < floor:  # the common case: every column kept (no n x n pass)
+        if not _least(top) < floor:  # the common case: every column kept (no n x n pass)
             return warm
         g = np.where(top < floor, -top, 0.0)
     log_kernel += g
     return g if warm is None else warm + g
+
+
+def _row_maxima(matrix: np.ndarray) -> np.ndarray:
+    """The row maxima: up to 200 x 200 (C-contiguous) the entries at the row argmax, 1.4-3x
+    faster than ``np.maximum.reduce(axis=1)`` from 15 to 200 rows (the same values)."""
+    n, m = matrix.shape
+    if n > _ROW_ARGMAX_MAX_N or not matrix.flags.c_contiguous:
+        return _max(matrix, axis=1)
+    return matrix.reshape(-1)[matrix.argmax(axis=1) + np.arange(0, n * m, m)]
 
 
 def _exp_single(log_kernel: np.ndarray) -> np.ndarray:
@@ -222,7 +251,7 @@ def _scale_back(kernel: np.ndarray, u, v, out: np.ndarray) -> None:
 def _row_error(u: np.ndarray, kernel_v: np.ndarray, out: np.ndarray) -> float:
     """``max |u o (K v) - 1|``, the row-sum error (columns are exact after each update)."""
     np.multiply(u, kernel_v, out=out)
-    return float(max(_max(out) - 1.0, 1.0 - _min(out)))
+    return float(max(_largest(out) - 1.0, 1.0 - _least(out)))
 
 
 def _refuse_meta(value, name: str):
@@ -336,7 +365,10 @@ def dynamical_softassign(
 
 def _dynamical_width(scores: np.ndarray, scale: str) -> float:
     """The normalization ``s(X)`` of the dynamical softassign: range or max magnitude."""
-    high, low = float(_max(scores, axis=None)), float(_min(scores, axis=None))
+    if scores.size <= _ARG_REDUCE_MAX:
+        high, low = float(_largest(scores)), float(_least(scores))
+    else:
+        high, low = float(_max(scores, axis=None)), float(_min(scores, axis=None))
     return high - low if scale == "range" else max(high, -low)
 
 
@@ -491,10 +523,10 @@ def _scaled_into(X: np.ndarray, factor: float, buffer: np.ndarray | None) -> np.
 
 def _row_argmax_assignment(X: np.ndarray) -> np.ndarray | None:
     """The row-wise argmax when it is a permutation (then it solves the assignment exactly)."""
-    best = np.argmax(X, axis=1)
+    best = X.argmax(axis=1)  # the method and one argmin, not np.argmax and all(): 2.4x at n = 34
     hit = np.zeros(best.size, dtype=bool)
     hit[best] = True
-    return best if hit.all() else None
+    return best if hit[hit.argmin()] else None
 
 
 def _hungarian_columns(X: np.ndarray) -> np.ndarray:
