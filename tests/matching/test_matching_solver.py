@@ -375,10 +375,10 @@ def test_a_zero_step_after_a_loose_projection_projects_again_at_inner_tol():
     with warnings.catch_warnings():
         warnings.simplefilter("error", ConvergenceWarning)
         # stagnation=False: by default the run stops once its rounding (already the planted
-        # permutation) has settled, after 4 iterations, at a soft iterate (mean row max 0.14).
+        # permutation) has settled, after 3 iterations, at a soft iterate (mean row max 0.10).
         result = match_graphs(A, B, seed=0, stall_restarts=0, stagnation=False)
         settled = match_graphs(A, B, seed=0, stall_restarts=0)
-    assert settled.message == _SETTLED_MESSAGE and settled.n_iter == 4
+    assert settled.message == _SETTLED_MESSAGE and settled.n_iter == 3
     np.testing.assert_array_equal(settled.col_ind, truth)
     alphas = result.info["alpha"]
     # The zero step along the loose direction is not a stop: the next projection is at

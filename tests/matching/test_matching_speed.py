@@ -221,8 +221,8 @@ def test_inexact_projections_stop_after_30_scalings_unless_inner_max_iter_is_giv
     assert _settings_of(METHODS["apfp"].replaced(inner_max_iter=100), 50)[0].inner_max_iter == 100
     # A power-law pair (hubs): projections needing 100 scalings stop at 30, and the planted
     # matching is found either way (measured: 143 scalings in all instead of 289). With
-    # stagnation=False: by default the settled rounding ends both runs after 5 iterations and
-    # 53 scalings, before a projection reaches the cap.
+    # stagnation=False: by default the settled rounding ends both runs after 4 iterations and
+    # 52 scalings, before a projection reaches the cap.
     A, B, truth = network_pair(50, rewire=0.05, seed=0)
     capped = match_graphs(A, B, seed=0, stagnation=False)
     full = match_graphs(A, B, seed=0, inner_max_iter=100, stagnation=False)

@@ -12,6 +12,7 @@ import pytest
 from stepsize._results import ConvergenceWarning
 from stepsize.matching import METHODS, match_graphs, projected_fixed_point
 from stepsize.matching.generators import kb_pair
+from stepsize.matching.solver import _SETTLED_MESSAGE
 
 torch = pytest.importorskip("torch")
 from stepsize.matching._torch import match_graphs_torch  # noqa: E402
@@ -251,8 +252,15 @@ def test_a_zero_step_after_a_loose_projection_is_retried_as_in_numpy():
     A = W + W.T
     perm = np.random.default_rng(0).permutation(20)
     B = A[np.ix_(perm, perm)]
-    reference = match_graphs(A, B, seed=0, stall_restarts=0)
-    ours = match_graphs_torch(torch.as_tensor(A), torch.as_tensor(B), seed=0, stall_restarts=0)
+    # stagnation=False: by default both stop after 3 iterations, the rounding settled (below).
+    reference = match_graphs(A, B, seed=0, stall_restarts=0, stagnation=False)
+    ours = match_graphs_torch(torch.as_tensor(A), torch.as_tensor(B), seed=0, stall_restarts=0,
+                              stagnation=False)
+    settled = match_graphs_torch(torch.as_tensor(A), torch.as_tensor(B), seed=0,
+                                 stall_restarts=0)
+    assert settled.info["alpha"] == match_graphs(A, B, seed=0, stall_restarts=0).info["alpha"]
+    assert settled.n_iter == 3 and settled.message == _SETTLED_MESSAGE
+    np.testing.assert_array_equal(settled.col_ind, np.argsort(perm))
     assert ours.converged is True and ours.info["stall"] is None
     assert 0.0 in ours.info["alpha"][:-2]
     np.testing.assert_array_equal(ours.col_ind, np.argsort(perm))
