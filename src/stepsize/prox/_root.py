@@ -10,6 +10,10 @@
   can be 1e50 ``sigma`` below the start): Newton on ``log m`` against ``log |t|``.
 * **Rational model** ``C / (tau - t)^2`` fitted to ``m``, ``m'``, while it reduces ``|h|``; then
   plain Newton on ``h``.
+* **The pole surrogate** in place of the first Newton restart from a bracket that reaches above
+  zero, when that restart would cover under 1% of the bracket: the point where the sum over the
+  poles ``d_j`` of the 2 x 2 problems ``[[d_j, b_j], [b_j, -t]]`` (exact for one pole) falls to
+  ``10 sigma``, where it is further down.
 * **Newton from the best point above** after a point far below the root (``m < sigma / 1000``,
   ``M(t)`` nearly PSD, where no model holds), and after a model step that crossed the root to
   ``m < sigma / 2`` when that point is near (``m <= 1e4 sigma``) and Newton from it covers at
@@ -45,6 +49,11 @@ _KINK_FRACTION = 0.01
 # a Newton restart from above that covers less than this fraction of the bracket is replaced by
 # a bisection
 _RESTART_FRACTION = 0.5
+# a Newton restart from above across a bracket that reaches above zero and covers less than this
+# fraction of it is replaced by the surrogate's point at _SURROGATE_LEVEL sigma (when that is
+# further down)
+_SURROGATE_FRACTION = 0.01
+_SURROGATE_LEVEL = 10.0
 
 
 @dataclass
@@ -73,18 +82,21 @@ class _Search:
     at_kink: bool = False
     below_kink: int = 0
     sides: list = field(default_factory=list)
+    surrogate: object = None
 
 
 def find_root(h, method, sigma, target, maxiter, low, info, scale=1.0, low_is_bound=False,
-              kink=None):
+              kink=None, surrogate=None):
     """Safeguarded Newton-type steps (or bisection) for ``m(t) = sigma`` on ``[low, sigma]``
     (module docstring); records steps in ``info`` and returns ``(t, m(t) - sigma)``.
 
     ``kink`` is ``(t_c, rounding)``, the one ``t`` where an eigenvalue of ``M(t)`` crosses
-    zero (or None)."""
+    zero (or None); ``surrogate(level)`` is the ``t < 0`` where the sum of the 2 x 2 corner
+    problems falls to ``level`` (or None)."""
     mass, slope, noise = h(sigma)
     s = _Search(method, sigma, scale, sigma, mass, slope, mass - sigma, low, sigma,
                 low_is_bound, (sigma, mass - sigma, slope))
+    s.surrogate = surrogate if method == "newton" else None
     if kink is not None and method == "newton":
         crossing, rounding = kink
         # just above t_c, past its rounding, so that the crossing term is switched on there
@@ -234,6 +246,14 @@ def _safeguard(s: _Search, candidate: float, far_below: bool, trusted: bool, inf
             # Newton from above would cover under half of the bracket: m is convex there, so it
             # would crawl (a cliff of m below the root, issue 13's 11 to 14 steps): bisect
             return math.nan
+        if s.surrogate is not None and high > 0 and upper[0] - newton < _SURROGATE_FRACTION * (
+                high - low):
+            # from t = sigma with m / sigma huge, m is flat over the scale m / m' of the small
+            # poles and Newton crawls (issue 13's spread sweep): jump to where the sum of the
+            # 2 x 2 problems of the poles falls to 10 sigma (once)
+            point, s.surrogate = s.surrogate(_SURROGATE_LEVEL * s.sigma), None
+            if point is not None and low < point < newton:
+                newton = point
         candidate, s.restarted_from = newton, upper[0]
     # the models can cycle (a two-point fit alternating about the root): when two steps have
     # not halved |h| on the same side of the root, bisect once (not against a flat lower end,

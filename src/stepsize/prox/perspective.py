@@ -303,6 +303,10 @@ class _SecularRootFunction:
             return None
         return crossing, 2 * _EPS * rounding
 
+    def surrogate_point(self, level: float) -> float | None:
+        """See :func:`_surrogate_point`."""
+        return _surrogate_point(self.poles, self.weights, level)
+
     def root_lower_bound(self) -> float:
         """A lower bound on ``t* = sigma - phi(Omega*, eta*)`` from a feasible point.
 
@@ -471,6 +475,17 @@ class _DenseRootFunction:
 
     def largest_eigenvalue(self, t: float) -> float:
         return float(self._eigh(t)[0][-1])
+
+    def surrogate_point(self, level: float) -> float | None:
+        """See :func:`_surrogate_point`; the poles and weights from the trailing block of the
+        reduced tridiagonal matrix (``X``) and its coupling to the corner (one ``dstevd``)."""
+        if self.diagonal.size < 2:
+            return None
+        poles, vectors, status = _stevd(self.diagonal[1:].copy(), self.offdiagonal[1:].copy(),
+                                        compute_v=1)
+        if status != 0:
+            return None
+        return _surrogate_point(poles, (self.offdiagonal[0] * vectors[0]) ** 2, level)
 
     def kink(self) -> tuple[float, float] | None:
         """``t_c = -b^T X^{-1} b`` (see :meth:`_SecularRootFunction.kink`) from the reduced
@@ -722,19 +737,62 @@ def _normalized_prox(X, y, sigma, method, tol, maxiter, info, secular=False):
     bounded = isinstance(h, _SecularRootFunction)
     if bounded:
         low = max(low, h.root_lower_bound())
-    t, value = find_root(h, method, sigma, target, maxiter, low, info, scale, bounded, h.kink())
+    t, value = find_root(h, method, sigma, target, maxiter, low, info, scale, bounded, h.kink(),
+                         h.surrogate_point)
     if dense and not info.converged:
         # a dense eigenvector's small last components carry absolute (not relative) rounding
         # errors, which can leave h above tol on badly scaled data: redo it on the arrowhead
         h = _SecularRootFunction(X, y, sigma)
         low = max(low, h.root_lower_bound())
-        t, value = find_root(h, method, sigma, target, maxiter, low, info, scale, True, h.kink())
+        t, value = find_root(h, method, sigma, target, maxiter, low, info, scale, True, h.kink(),
+                             h.surrogate_point)
     if not info.converged:
         warn_not_converged(f"prox_matrix_perspective ({method})", info.n_iter, info.message)
     Omega, eta, rank = h.assemble(t, X, y)
     info.residual = abs(value) / sigma
     info.rank = rank
     return Omega, _relative_eta(Omega, eta, y, sigma), t
+
+
+def _surrogate_mass(poles, weights, t: float) -> float:
+    """``sum_j e^T [A_j]_- e`` over the 2 x 2 problems ``A_j = [[d_j, b_j], [b_j, -t]]``, ``t <
+    0``: the first-order model of ``m(t)`` (exact for one pole) that ignores how the poles
+    share the corner. The negative eigenvalue is ``(-t d_j - b_j^2) / lambda_+`` (no
+    cancellation), its corner weight ``(d - lambda)^2 / ((d - lambda)^2 + b^2)``."""
+    corner = -t
+    with np.errstate(all="ignore"):
+        upper = 0.5 * (poles + corner) + np.hypot(0.5 * (poles - corner), np.sqrt(weights))
+        lam = (poles * corner - weights) / upper
+        gap = (poles - lam) ** 2
+        q2 = gap / (gap + weights)
+        terms = np.where((lam < 0) & (weights > 0), -lam * q2, 0.0)
+    return float(np.sum(np.where(np.isfinite(terms), terms, 0.0)))
+
+
+def _surrogate_point(poles, weights, level: float) -> float | None:
+    """The ``t < 0`` where :func:`_surrogate_mass` falls to ``level`` (to a few digits: it only
+    places one step of the root finder), or None where it does not cross it in ``[-1e300,
+    -1e-300]``. Geometric bracketing by factors of 4, then bisection of ``log |t|``."""
+    if poles.size == 0:
+        return None
+    low = high = -1.0
+    if _surrogate_mass(poles, weights, low) > level:
+        while _surrogate_mass(poles, weights, low) > level:
+            if low < -1e300:
+                return None
+            high, low = low, 4.0 * low
+    else:
+        while _surrogate_mass(poles, weights, high) <= level:
+            if high > -1e-300:
+                return None
+            low, high = high, 0.25 * high
+    for _ in range(40):
+        middle = -math.sqrt(low * high)
+        if _surrogate_mass(poles, weights, middle) > level:
+            high = middle
+        else:
+            low = middle
+    return high
 
 
 def _relative_eta(Omega, eta, y, sigma):
