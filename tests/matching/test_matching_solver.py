@@ -21,7 +21,6 @@ from stepsize.matching import (
     projected_fixed_point,
 )
 from stepsize.matching.generators import edm_pair, kb_pair, network_pair, outlier_pair
-from stepsize.matching.solver import _SETTLED_MESSAGE
 
 ADAPTIVE = [name for name, preset in METHODS.items() if preset.step == "adaptive"]
 
@@ -374,12 +373,7 @@ def test_a_zero_step_after_a_loose_projection_projects_again_at_inner_tol():
     A, B, truth = _dense_symmetric_pair()
     with warnings.catch_warnings():
         warnings.simplefilter("error", ConvergenceWarning)
-        # stagnation=False: by default the run stops once its rounding (already the planted
-        # permutation) has settled, after 3 iterations, at a soft iterate (mean row max 0.10).
-        result = match_graphs(A, B, seed=0, stall_restarts=0, stagnation=False)
-        settled = match_graphs(A, B, seed=0, stall_restarts=0)
-    assert settled.message == _SETTLED_MESSAGE and settled.n_iter == 3
-    np.testing.assert_array_equal(settled.col_ind, truth)
+        result = match_graphs(A, B, seed=0, stall_restarts=0)
     alphas = result.info["alpha"]
     # The zero step along the loose direction is not a stop: the next projection is at
     # inner_tol and the iteration goes on from the same iterate, to the planted permutation.
@@ -419,3 +413,29 @@ def test_apfp_skips_the_soft_restart_when_the_barycenter_is_its_own_projection()
     # A run that left the barycenter is not such a fixed point.
     moved = match_graphs(B, B, restart_epsilon=None)
     assert moved.n_iter > 1 and not solver._barycenter_fixed(moved)
+
+
+def test_apfp_stops_once_the_rounding_has_settled_on_sparse_graphs_up_to_50_nodes():
+    from stepsize.matching import solver
+
+    # A sparse weighted pair (density 0.2): the Hungarian rounding of M is the planted
+    # matching and a discrete fixed point from iteration 2 on; the run stops at iteration 3
+    # with the same matching as the run that goes on to tol (8 iterations, 154 scalings).
+    A, B, truth = kb_pair(30, density=0.2, noise=0.1, seed=0)
+    settled = match_graphs(A, B, seed=0)
+    full = match_graphs(A, B, seed=0, stagnation=False)
+    assert settled.message == solver._SETTLED_MESSAGE and settled.converged
+    assert (settled.n_iter, sum(settled.info["inner_iterations"])) == (3, 40)
+    assert (full.n_iter, sum(full.info["inner_iterations"])) == (8, 154)
+    np.testing.assert_array_equal(settled.col_ind, truth)
+    np.testing.assert_array_equal(full.col_ind, truth)
+    assert settled.objective == full.objective
+    # Not on dense graphs (QAPLIB's distances), above 50 nodes, for asm, or from another start.
+    W = np.random.default_rng(6).uniform(size=(20, 20))
+    assert match_graphs(W + W.T, W + W.T, seed=0).message != solver._SETTLED_MESSAGE
+    assert not solver._sparse_pair(201, 10, 20, 5) and solver._sparse_pair(190, 10, 20, 5)
+    assert solver._settings_of(METHODS["apfp"], 50)[0].settle == 2
+    assert solver._settings_of(METHODS["apfp"], 51)[0].settle == 0
+    assert solver._settings_of(METHODS["asm"], 30)[0].settle == 0
+    randomized = match_graphs(A, B, seed=0, init="randomized")
+    assert randomized.message != solver._SETTLED_MESSAGE

@@ -12,7 +12,6 @@ import pytest
 from stepsize._results import ConvergenceWarning
 from stepsize.matching import METHODS, match_graphs, projected_fixed_point
 from stepsize.matching.generators import kb_pair
-from stepsize.matching.solver import _SETTLED_MESSAGE
 
 torch = pytest.importorskip("torch")
 from stepsize.matching._torch import match_graphs_torch  # noqa: E402
@@ -252,17 +251,29 @@ def test_a_zero_step_after_a_loose_projection_is_retried_as_in_numpy():
     A = W + W.T
     perm = np.random.default_rng(0).permutation(20)
     B = A[np.ix_(perm, perm)]
-    # stagnation=False: by default both stop after 3 iterations, the rounding settled (below).
-    reference = match_graphs(A, B, seed=0, stall_restarts=0, stagnation=False)
-    ours = match_graphs_torch(torch.as_tensor(A), torch.as_tensor(B), seed=0, stall_restarts=0,
-                              stagnation=False)
-    settled = match_graphs_torch(torch.as_tensor(A), torch.as_tensor(B), seed=0,
-                                 stall_restarts=0)
-    assert settled.info["alpha"] == match_graphs(A, B, seed=0, stall_restarts=0).info["alpha"]
-    assert settled.n_iter == 3 and settled.message == _SETTLED_MESSAGE
-    np.testing.assert_array_equal(settled.col_ind, np.argsort(perm))
+    reference = match_graphs(A, B, seed=0, stall_restarts=0)
+    ours = match_graphs_torch(torch.as_tensor(A), torch.as_tensor(B), seed=0, stall_restarts=0)
     assert ours.converged is True and ours.info["stall"] is None
     assert 0.0 in ours.info["alpha"][:-2]
     np.testing.assert_array_equal(ours.col_ind, np.argsort(perm))
     assert ours.info["alpha"] == reference.info["alpha"]
     assert ours.n_iter == reference.n_iter
+
+
+def test_the_settled_rounding_stop_runs_as_in_numpy():
+    from stepsize.matching.solver import _SETTLED_MESSAGE
+
+    A, B, truth = kb_pair(30, density=0.2, noise=0.1, seed=0)
+    reference = match_graphs(A, B, seed=0)
+    ours = match_graphs_torch(torch.as_tensor(A), torch.as_tensor(B), seed=0)
+    assert ours.message == reference.message == _SETTLED_MESSAGE
+    assert ours.n_iter == reference.n_iter == 3
+    assert ours.info["alpha"] == reference.info["alpha"]
+    np.testing.assert_array_equal(ours.col_ind, truth)
+    # A batch of this pair and a dense one: each pair decides for itself.
+    W = np.random.default_rng(6).uniform(size=(30, 30))
+    batch = match_graphs_torch(torch.as_tensor(np.stack([A, W + W.T])),
+                               torch.as_tensor(np.stack([B, W + W.T])), seed=0)
+    assert batch[0].message == _SETTLED_MESSAGE and batch[0].n_iter == 3
+    assert batch[1].message != _SETTLED_MESSAGE
+    assert batch[1].n_iter == match_graphs(W + W.T, W + W.T, seed=0).n_iter

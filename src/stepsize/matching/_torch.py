@@ -23,6 +23,7 @@ This module imports torch; :mod:`stepsize.matching` imports it only when a tenso
 
 from __future__ import annotations
 
+import functools
 import math
 import warnings
 from dataclasses import dataclass, replace
@@ -57,6 +58,7 @@ from stepsize.matching.solver import (
     _settles,
     _sharpens,
     _soft_restart,
+    _sparse_pair,
     _stagnant,
     _stall,
     _to_col_ind,
@@ -466,7 +468,7 @@ def _iterate(problem: _Problem, settings, M: torch.Tensor, barycenter: bool) -> 
     values = (0.5 * (M * quadratic).sum(dim=(1, 2))).tolist()
     state = [{"trace": {"alpha": [], "c1": [], "c2": [], "beta": [], "inner_iterations": []},
               "objectives": [value], "best": (-math.inf, None), "best_iteration": 0,
-              "roundings": [],
+              "roundings": {"last": [], "not_fixed": None},
               "n_iter": settings.max_iter,
               "converged": False, "message": f"reached max_iter = {settings.max_iter}"}
              for value in values]
@@ -476,6 +478,7 @@ def _iterate(problem: _Problem, settings, M: torch.Tensor, barycenter: bool) -> 
     # inner_tol.
     inner_tol = [max(settings.inner_tol, settings.inner_tol_max)] * batch
     live, sub, index = list(range(batch)), problem, None
+    settle = _sparse_pairs(problem) if _settles(settings, barycenter) else [False] * batch
     for iteration in range(1, settings.max_iter + 1):
         if not live:
             break
@@ -510,8 +513,8 @@ def _iterate(problem: _Problem, settings, M: torch.Tensor, barycenter: bool) -> 
         else:
             potential, beta = pot_l, beta_l
         # The Hungarian rounding of each pair's new iterate (solver._settled), when used.
-        rounded = (_assignments(M_l) if _settles(settings, barycenter)
-                   else [None] * len(live))
+        rounded = (_assignments(M_l) if any(settle[j] for j in live) else [None] * len(live))
+        rounded = [r if settle[j] else None for r, j in zip(rounded, live)]
         live = [j for k, j in enumerate(live)
                 if not _stopped(state[j], values, inner_tol, j, iteration, settings, alphas[k],
                                 stats[k], norms[k], errors[k], rounded[k], sub, k)]
@@ -559,14 +562,21 @@ def _stopped(state: dict, values: list, inner_tol: list, j: int, iteration: int,
         state.update(n_iter=iteration, converged=True,
                      message=f"relative change below tol = {settings.tol:g}")
         return True
-    settled = rounded is not None and _settled(state["roundings"], rounded, settings) \
-        and _discrete_fixed(sub, k, rounded)
+    settled = rounded is not None and _settled(state["roundings"], rounded, settings,
+                                               functools.partial(_discrete_fixed, sub, k))
     if settled or _stagnant(state["objectives"], settings):
         state.update(n_iter=iteration, converged=True,
                      message=_SETTLED_MESSAGE if settled else _STAGNANT_MESSAGE)
         return True
     inner_tol[j] = _next_inner_tol(change, settings)
     return False
+
+
+def _sparse_pairs(problem: _Problem) -> list[bool]:
+    """``solver._sparse_pair`` of each pair of the batch (the padding adds no nonzero)."""
+    return [_sparse_pair(int(a), int(b), problem.n1, problem.n2) for a, b in zip(
+        torch.count_nonzero(problem.A, dim=(1, 2)).tolist(),
+        torch.count_nonzero(problem.B, dim=(1, 2)).tolist())]
 
 
 def _discrete_fixed(problem: _Problem, k: int, columns: np.ndarray) -> bool:
