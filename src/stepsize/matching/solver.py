@@ -180,9 +180,10 @@ class MatchingOptions:
         stagnation: also stop a softassign run with the adaptive step, as converged, when its
             objective rose by at most 1% of its total rise over 5 iterations (4 up to 100
             nodes; the adaptive softassign: 3% over 3); ``message`` says so. apfp's runs from
-            the barycenter up to 50 nodes also stop once the Hungarian rounding of the iterate
-            is the same for 2 iterates and maximizes the linearization at itself. False: only
-            ``tol`` and ``max_iter`` stop it.
+            the barycenter on sparse graphs (at most half the node pairs joined) up to 50 nodes
+            also stop once the Hungarian rounding of the iterate is the same for 2 iterates
+            and maximizes the linearization at itself. False: only ``tol`` and ``max_iter``
+            stop it.
         history: keep the relaxed objective of every iterate in ``history``.
         stall_restarts: randomized starts tried when the kept run has stalled (0: none).
         float32_from: Sinkhorn kernels with at least this many rows are float32 (half the
@@ -1558,7 +1559,8 @@ def _stagnant(objectives: list, settings: _Settings) -> bool:
 # 30-scaling cap), left it unchanged or moved it to a worse local optimum: 392 -> 235 outer
 # iterations, 5219 -> 2929 Sinkhorn scalings, mean accuracy 0.858 -> 0.868 (no graph lower;
 # 3 iterates: 0.865). Without the fixed-point test QAPLIB (n <= 50, one start) lost 0.5
-# points of mean gap; with it its gaps are unchanged (its settled roundings never are one).
+# points of mean gap; with it its gaps are unchanged, and since its dense matrices never
+# settled at one but paid a LAP every iteration, only sparse pairs (_sparse_pair) stop so.
 # One LAP per iteration (5-15 us at 34 nodes, 80 us at 77, about a projection's cost there,
 # where no run stopped sooner), so not above 50 nodes.
 _SETTLE_ITERATES = 2
