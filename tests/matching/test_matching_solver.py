@@ -323,6 +323,25 @@ def test_progress_counts_the_iterations(capsys):
         match_graphs(A, B, progress="yes")
 
 
+def test_progress_bar_does_not_change_the_run(capsys):
+    """A bar counts the iterations through the step rule; the run must stay the adaptive one
+    (its stagnation and settled-rounding stops), not become a user step rule's run."""
+    rng = np.random.default_rng(5)
+    A = nx.to_numpy_array(nx.karate_club_graph(), weight=None)
+    edges = np.argwhere(np.triu(A))
+    A_noisy = A.copy()
+    for i, j in edges[rng.choice(len(edges), 4, replace=False)]:
+        A_noisy[i, j] = A_noisy[j, i] = 0.0
+    perm = rng.permutation(len(A))
+    B = A_noisy[np.ix_(perm, perm)]
+    quiet = match_graphs(A, B, progress=False)
+    shown = match_graphs(A, B, progress=True)
+    counted = capsys.readouterr().err
+    assert quiet.n_iter == shown.n_iter and quiet.message == shown.message
+    np.testing.assert_array_equal(quiet.col_ind, shown.col_ind)
+    assert "match_graphs (apfp):" in counted  # tqdm clears it when done
+
+
 def test_lawler_progress(capsys):
     from stepsize.matching import match_lawler
 

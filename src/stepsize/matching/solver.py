@@ -360,7 +360,8 @@ def _step_rule(step) -> StepRule:
         check_choice(step, "step", ("adaptive",))
         return adaptive_step
     if callable(step):
-        return _checked_rule(step)
+        # a progress bar's counter (progress_options) wraps a rule checked already
+        return step if hasattr(step, "_stepsize_counted") else _checked_rule(step)
     return fixed_step(check_real(step, "step", low=0, high=1, low_inclusive=False))
 
 
@@ -385,7 +386,13 @@ def progress_options(options: dict, progress, desc: str):
             bar.update(1)
             return rule(c1, c2)
 
+        counting._stepsize_counted = rule  # the counted rule (_adaptive)
         yield {**options, "step": counting}
+
+
+def _adaptive(rule: StepRule) -> bool:
+    """Whether ``rule`` is :func:`adaptive_step`, itself or counted by a progress bar."""
+    return getattr(rule, "_stepsize_counted", rule) is adaptive_step
 
 
 def _checked_rule(rule: StepRule) -> StepRule:
@@ -1545,7 +1552,7 @@ def _stagnant(objectives: list, settings: _Settings) -> bool:
     window, gain = ((_STAGNANT_WINDOW_ADAPTIVE, _STAGNANT_GAIN_ADAPTIVE)
                     if settings.epsilon is not None else (settings.window, _STAGNANT_GAIN))
     if (not settings.stagnation or len(objectives) <= window
-            or settings.projection not in _SOFTASSIGNS or settings.rule is not adaptive_step):
+            or settings.projection not in _SOFTASSIGNS or not _adaptive(settings.rule)):
         return False
     last = objectives[-1]
     return last - objectives[-1 - window] <= gain * (last - objectives[0])
@@ -1588,7 +1595,7 @@ def _settles(settings: _Settings, barycenter: bool) -> bool:
     adaptive step from the barycenter (a start near a permutation keeps its rounding for the
     first iterates), unless ``stagnation=False`` (numpy and torch)."""
     return (settings.settle > 0 and barycenter and settings.epsilon is None
-            and settings.stagnation and settings.rule is adaptive_step)
+            and settings.stagnation and _adaptive(settings.rule))
 
 
 def _sparse_pair(nonzeros_a: int, nonzeros_b: int, n1: int, n2: int) -> bool:
