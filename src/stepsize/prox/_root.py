@@ -23,9 +23,16 @@
 * **The zero crossing** ``t_c`` (``kink``), the one ``t`` where an eigenvalue of ``M(t)``
   crosses zero and ``m`` bends: after a point below it with ``m < sigma / 100``, the next point
   is just above ``t_c``, and from there (below the root) a Newton step (see ``_kink_step``).
+* **Newton from above after a crossing keeps the model's point** when that point lies between
+  the lower end and the Newton point (``m`` convex: Newton from above stays above the root).
+* **The cubic Hermite step**: when both ends of the bracket have ``|h| <= 0.1 sigma``, the root
+  of the cubic Hermite interpolant of ``h`` on the bracket (values and slopes at both ends).
 * **Bisection** (of ``log |t|`` when the bracket spans more than a factor 4 below zero) when a
   step leaves the bracket ``[low, high]`` from the signs of ``h``, or when two steps have not
-  halved ``|h|`` on the same side of the root.
+  halved ``|h|`` on the same side of the root. Geometric in the distance from the pole ``tau =
+  t + 2 m / m'`` fitted at the upper end instead, when that lies below zero and the bracket
+  spans more than a factor 4 in that distance (a cliff of ``m`` just below the upper end, above
+  a plateau: issue 13's ``diag_spread`` 12450, 12 steps to 9).
 
 Stops when ``|m - sigma| <= target``, when ``|m - sigma|`` is within the rounding floor of ``m``
 (the computed ``m`` cannot tell ``t`` from ``t*`` any more), when a Newton-type step from ``|h| <=
@@ -54,6 +61,9 @@ _RESTART_FRACTION = 0.5
 # further down)
 _SURROGATE_FRACTION = 0.01
 _SURROGATE_LEVEL = 10.0
+# the cubic Hermite step is taken when both ends of the bracket have |h| within this fraction of
+# sigma
+_HERMITE_LEVEL = 0.1
 
 
 @dataclass
@@ -83,6 +93,7 @@ class _Search:
     below_kink: int = 0
     sides: list = field(default_factory=list)
     surrogate: object = None
+    lower: tuple | None = None
 
 
 def find_root(h, method, sigma, target, maxiter, low, info, scale=1.0, low_is_bound=False,
@@ -131,26 +142,29 @@ def _choose(s: _Search, info) -> tuple[float, bool]:
         s.high, s.upper = s.t, (s.t, s.value, s.slope)
     else:
         s.low, s.low_is_bound, s.low_is_flat = s.t, False, far_below
+        s.lower = (s.t, s.value, s.slope)
     usable = s.method == "newton" and s.slope > 0 and s.mass > 0
     candidate = _model_step(s, usable, far_below)
     upper = s.upper
     trusted = (crossed and s.restarted_from != upper[0] and upper[2] > 0
                and upper[1] <= 1e4 * s.sigma and upper[1] / upper[2] >= 0.5 * (upper[0] - s.t))
     if trusted:
-        candidate, s.restarted_from = upper[0] - upper[1] / upper[2], upper[0]
+        # Newton from above stays above the root (m convex there): keep the model's point when
+        # it lies between the lower end and that Newton point
+        newton, s.restarted_from = upper[0] - upper[1] / upper[2], upper[0]
+        candidate = candidate if s.low < candidate < newton else newton
     forced = _kink_step(s, candidate, at_kink)
     if forced is None:
         candidate = _safeguard(s, candidate, far_below, trusted, info)
     else:
         candidate = forced
+    if s.low < candidate < s.high:
+        candidate = _hermite_step(s, candidate)
     is_step = s.low < candidate < s.high
     s.bisected_last = not is_step
     if not is_step:
         info.n_bisection += 1
-        if s.high < 0 and s.low < 4 * s.high:
-            candidate = -math.exp(0.5 * (math.log(-s.low) + math.log(-s.high)))
-        else:
-            candidate = 0.5 * (s.low + s.high)
+        candidate = _bisection_point(s)
     s.last = (s.t, s.mass / s.slope) if usable and not far_below else None
     s.stepped_from_above = is_step and s.value > 0
     if s.mass > 0 and s.t < -4.0 * s.scale and not far_below:
@@ -288,3 +302,43 @@ def _move(s: _Search, h, candidate: float, is_step: bool, target: float, info) -
         or stalled
         or s.high - s.low <= 4 * _EPS * max(s.sigma, abs(s.low), abs(s.high))
     )
+
+
+def _bisection_point(s: _Search) -> float:
+    """The bisection point of ``[low, high]``: geometric in the distance from the pole ``tau = t
+    + 2 m / m'`` of ``C / (tau - t)^2`` fitted at the upper end (when it lies below zero and the
+    bracket spans more than a factor 4 in that distance: a cliff of ``m`` just below the upper
+    end, above a plateau), else geometric in ``|t|`` over wide negative brackets, else the
+    midpoint."""
+    low, high, upper = s.low, s.high, s.upper
+    pole = upper[0] + 2.0 * (upper[1] + s.sigma) / upper[2] if upper[2] > 0 else 0.0
+    if high < 0 and upper[0] == high and pole < 0 and low - pole < 4 * (high - pole):
+        return pole - math.sqrt((pole - low) * (pole - high))
+    if high < 0 and low < 4 * high:
+        return -math.exp(0.5 * (math.log(-low) + math.log(-high)))
+    return 0.5 * (low + high)
+
+
+def _hermite_step(s: _Search, candidate: float) -> float:
+    """The root of the cubic Hermite interpolant of ``h`` (values and slopes at both ends of the
+    bracket) when both ends are near the root (``|h| <= 0.1 sigma``), else ``candidate``: its
+    error is of order ``(t* - low)^2 (high - t*)^2``, where a one-sided model keeps only the
+    nearer end."""
+    lower, upper = s.lower, s.upper
+    if (s.method != "newton" or lower is None or lower[0] != s.low or upper[0] != s.high
+            or lower[2] <= 0 or upper[2] <= 0
+            or max(-lower[1], upper[1]) > _HERMITE_LEVEL * s.sigma):
+        return candidate
+    width = upper[0] - lower[0]
+    h0, h1, d0, d1 = lower[1], upper[1], lower[2] * width, upper[2] * width
+    # h0 <= 0 < h1: bisection of the cubic in x = (t - low) / width to full precision
+    a, b = 0.0, 1.0
+    for _ in range(60):
+        x = 0.5 * (a + b)
+        value = ((1 + 2 * x) * (1 - x) ** 2 * h0 + x * (1 - x) ** 2 * d0
+                 + x * x * (3 - 2 * x) * h1 - x * x * (1 - x) * d1)
+        if value > 0:
+            b = x
+        else:
+            a = x
+    return lower[0] + 0.5 * (a + b) * width
