@@ -471,6 +471,27 @@ class _ResidualNorm(nn.Module):
         return self.head(torch.relu(self.branch(y) + y).mean((2, 3)))
 
 
+def test_deployment_model_output_steps_get_no_weight_decay():
+    """The calibrated output steps of a deployment model are step sizes: train_model puts them
+    in the no-decay group with the LSQ steps (decay would pull them toward 0)."""
+    from stepsize.quantization.export import deployment_model
+    from stepsize.quantization.training import _parameter_groups
+
+    torch.manual_seed(0)
+    model = quantize_model(_ResidualNorm(), bits=8)
+    calibration = torch.randn(32, 3, 8, 8)
+    with torch.no_grad():
+        model(calibration)
+    deployed = deployment_model(model.eval(), calibration)
+    decayed, free = _parameter_groups(deployed, 1e-4)
+    assert (decayed["weight_decay"], free["weight_decay"]) == (1e-4, 0.0)
+    outputs = {id(p) for n, p in deployed.named_parameters() if "output_quantizer" in n}
+    lsq = {id(p) for n, p in deployed.named_parameters() if "step_size" in n}
+    assert len(outputs) == 3 and lsq
+    assert {id(p) for p in free["params"]} == outputs | lsq
+    assert not outputs & {id(p) for p in decayed["params"]}
+
+
 def test_train_model_trains_the_deployment_model_that_onnxruntime_runs(tmp_path):
     """QAT of what is deployed: train_model (train mode: batch norm on batch statistics, its
     running statistics, weights and the calibrated output steps all move) on a deployment

@@ -29,6 +29,7 @@ Reference: Esser et al., "Learned Step Size Quantization", ICLR 2020.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import math
 import os
 import time
@@ -60,6 +61,7 @@ from stepsize._validation import (
     check_real,
     describe,
 )
+from stepsize.quantization._onnx_integer import OutputQuantizer
 from stepsize.quantization.layers import quant_layers, step_size_parameters
 
 __all__ = [
@@ -242,7 +244,11 @@ def _set_rng_state(state: dict | None) -> None:
 
 
 def _parameter_groups(model: nn.Module, weight_decay: float) -> list[dict]:
-    steps = {id(p) for p in step_size_parameters(model)}
+    """Weight decay on every parameter but the step sizes: the LSQ quantizers' and the
+    calibrated output steps of a :func:`~stepsize.quantization.export.deployment_model`."""
+    outputs = (p for m in model.modules() if isinstance(m, OutputQuantizer)
+               for p in m.parameters(recurse=False))
+    steps = {id(p) for p in itertools.chain(step_size_parameters(model), outputs)}
     rest = [p for p in model.parameters() if id(p) not in steps and p.requires_grad]
     return [
         {"params": rest, "weight_decay": weight_decay},
