@@ -165,3 +165,12 @@ def test_mse_init_of_an_image_batch_is_not_one_column():
 def test_activation_init_names_itself_and_lists_auto():
     with pytest.raises(ValueError, match="activation_init must be one of 'auto', 'lsq'"):
         quantize_model(nn.Sequential(nn.Linear(3, 3)), 4, activation_init="Auto")
+
+
+def test_project_step_sizes_refuses_other_modules():
+    """The public projection names the argument and the position of a non-quantizer."""
+    with pytest.raises(TypeError, match=r"quantizers must hold LSQQuantizer modules, got Linear "
+                                        r"at position 1"):
+        project_step_sizes([LSQQuantizer(4), torch.nn.Linear(2, 2)])
+    with pytest.raises(TypeError, match="quantizers must be an iterable"):
+        project_step_sizes(LSQQuantizer(4))

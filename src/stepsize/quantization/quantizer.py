@@ -821,7 +821,19 @@ def project_step_sizes(quantizers) -> None:
     The attributes are read and written through the modules' ``__dict__`` and ``_parameters``:
     ``nn.Module``'s ``__getattr__``/``__setattr__`` cost microseconds per call, which on the 36
     quantizers of a small ViT was most of the hook's time.
+
+    >>> project_step_sizes([torch.nn.Linear(2, 2)])
+    Traceback (most recent call last):
+    TypeError: quantizers must hold LSQQuantizer modules, got Linear at position 0
     """
+    if isinstance(quantizers, LSQQuantizer) or not hasattr(quantizers, "__iter__"):
+        raise TypeError(f"quantizers must be an iterable of LSQQuantizer modules, got "
+                        f"{describe(quantizers)}")
+    quantizers = list(quantizers)
+    for position, quantizer in enumerate(quantizers):
+        if not isinstance(quantizer, LSQQuantizer):
+            raise TypeError(f"quantizers must hold LSQQuantizer modules, got "
+                            f"{type(quantizer).__name__} at position {position}")
     _run_projection(*_projection_plan(quantizers))
 
 
