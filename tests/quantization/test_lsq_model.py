@@ -54,10 +54,10 @@ def trained():
     x, y = _digits()
     net = _conv_net()
     train_model(net, (x[:500], y[:500]), options=TrainingOptions(epochs=3, lr=0.1, batch_size=50),
-                progress=False)
+                seed=0, progress=False)
     quantize_model(net, bits=3)
     train_model(net, (x[:500], y[:500]), options=TrainingOptions(epochs=2, lr=0.01, batch_size=50),
-                progress=False)
+                seed=0, progress=False)
     return net.eval(), x, y
 
 
@@ -152,7 +152,7 @@ def test_training_improves_accuracy_and_checks_arguments():
     net = _conv_net()
     before = evaluate(net, (x, y))
     result = train_model(net, (x, y), options=TrainingOptions(epochs=2, lr=0.1, batch_size=40),
-                         progress=False)
+                         seed=0, progress=False)
     assert result.optimizer_steps == 20 and len(result.losses) == 2
     assert result.losses[1] < result.losses[0]
     assert evaluate(net, (x, y)) > before + 0.2
@@ -505,7 +505,7 @@ def test_per_channel_model_exports_to_integer_and_onnx(tmp_path):
     x, y = _digits(300)
     net = quantize_model(_conv_net(), bits=3, per_channel=True)
     train_model(net, (x, y), options=TrainingOptions(epochs=2, lr=0.05, batch_size=50),
-                progress=False)
+                seed=0, progress=False)
     net.eval()
     steps = net[3].weight_quantizer.step_size
     assert steps.shape == (16,) and len(torch.unique(steps.detach())) == 16
@@ -605,7 +605,7 @@ def test_regression_loss_and_metric():
     net = nn.Linear(3, 1)
     config = TrainingOptions(epochs=30, lr=0.05, batch_size=32, optimizer="adam",
                             loss_fn=nn.functional.mse_loss, weight_decay=0.0)
-    result = train_model(net, (x, y), options=config, progress=False)
+    result = train_model(net, (x, y), options=config, seed=0, progress=False)
     with torch.no_grad():
         direct = float(nn.functional.mse_loss(net(x), y))
     assert result.losses[-1] < 1e-3 * result.losses[0]
@@ -648,7 +648,7 @@ def test_bfloat16_autocast_trains_a_quantized_model():
     x, y = _tiny_data(96)
     net = _tiny_quantized()
     config = TrainingOptions(epochs=4, lr=0.05, batch_size=16, autocast=torch.bfloat16)
-    result = train_model(net, (x, y), options=config, progress=False)
+    result = train_model(net, (x, y), options=config, seed=0, progress=False)
     assert all(math.isfinite(loss) for loss in result.losses)
     assert result.losses[-1] < result.losses[0]
     assert all(p.dtype == torch.float32 for p in net.parameters())
