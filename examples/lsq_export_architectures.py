@@ -13,7 +13,7 @@ from collections import Counter
 import torch
 from torch import nn
 
-from stepsize.benchmarks.lsq import torchvision_models
+from stepsize.benchmarks.lsq import _batch_statistics, torchvision_models
 from stepsize.quantization import export_integer, quantize_model
 
 torch.set_num_threads(1)
@@ -42,14 +42,7 @@ MODELS = {
 def calibrate(model, batch=16, seed=0):
     """Batch-norm statistics and LSQ steps from one training-mode batch; eval mode."""
     generator = torch.Generator().manual_seed(seed)
-    for module in model.modules():
-        if isinstance(module, nn.modules.batchnorm._BatchNorm):
-            module.momentum = None
-            module.reset_running_stats()
-    model.train()
-    with torch.no_grad():
-        model(torch.randn(batch, 3, 32, 32, generator=generator))
-    return model.eval()
+    return _batch_statistics(model, torch.randn(batch, 3, 32, 32, generator=generator))
 
 
 def measure(name, build):

@@ -9,20 +9,14 @@ import pytest
 import torch
 from torch import nn
 
+from stepsize.benchmarks.lsq import _batch_statistics
 from stepsize.quantization import LSQQuantizer, export_integer, quant_layers, quantize_model
 
 
 def _calibrate(model, shape, seed=0):
     """Batch-norm statistics from one training-mode batch, then the step sizes (eval mode)."""
     generator = torch.Generator().manual_seed(seed)
-    for module in model.modules():
-        if isinstance(module, nn.modules.batchnorm._BatchNorm):
-            module.momentum = None
-            module.reset_running_stats()
-    model.train()
-    with torch.no_grad():
-        model(torch.randn(8, *shape, generator=generator))
-    return model.eval()
+    return _batch_statistics(model, torch.randn(8, *shape, generator=generator))
 
 
 def _agreement(model, integer, x):

@@ -681,14 +681,13 @@ def _architecture_checks(config, seed) -> tuple[dict, dict, list[str]]:
     return checks, _architecture_goals(checks), missing
 
 
-def _float_with_statistics(build, calibration, seed: int):
-    """A float model (random weights, ``seed``) whose batch-norm statistics are those of
-    ``calibration`` (one training-mode pass, cumulative average), in eval mode."""
+def _batch_statistics(net, calibration):
+    """``net`` in eval mode after one training-mode pass over ``calibration``: batch-norm
+    statistics reset and taken from that batch alone (cumulative average), and the step sizes of
+    uninitialized LSQ quantizers initialized from it."""
     import torch
     from torch import nn
 
-    torch.manual_seed(seed)
-    net = build()
     for module in net.modules():
         if isinstance(module, nn.modules.batchnorm._BatchNorm):
             module.momentum = None
@@ -697,6 +696,15 @@ def _float_with_statistics(build, calibration, seed: int):
     with torch.no_grad():
         net(calibration)
     return net.eval()
+
+
+def _float_with_statistics(build, calibration, seed: int):
+    """A float model (random weights, ``seed``) whose batch-norm statistics are those of
+    ``calibration`` (``_batch_statistics``), in eval mode."""
+    import torch
+
+    torch.manual_seed(seed)
+    return _batch_statistics(build(), calibration)
 
 
 class _Calibration:
