@@ -438,13 +438,14 @@ def test_apfp_stops_once_the_rounding_has_settled_on_sparse_graphs_up_to_50_node
     from stepsize.matching import solver
 
     # A sparse weighted pair (density 0.2): the Hungarian rounding of M is the planted
-    # matching and a discrete fixed point from iteration 2 on; the run stops at iteration 3
-    # with the same matching as the run that goes on to tol (8 iterations, 154 scalings).
+    # matching and a discrete fixed point from iteration 2 on; the run stops there, with the
+    # same matching as the run that goes on to tol (8 iterations, 154 scalings).
     A, B, truth = kb_pair(30, density=0.2, noise=0.1, seed=0)
     settled = match_graphs(A, B, seed=0)
     full = match_graphs(A, B, seed=0, stagnation=False)
     assert settled.message == solver._SETTLED_MESSAGE and settled.converged
-    assert (settled.n_iter, sum(settled.info["inner_iterations"])) == (3, 40)
+    assert (settled.n_iter, sum(settled.info["inner_iterations"])) == (2, 32)
+    assert "polish" not in settled.info  # a discrete fixed point already: no IPFP polish
     assert (full.n_iter, sum(full.info["inner_iterations"])) == (8, 154)
     np.testing.assert_array_equal(settled.col_ind, truth)
     np.testing.assert_array_equal(full.col_ind, truth)
@@ -453,7 +454,7 @@ def test_apfp_stops_once_the_rounding_has_settled_on_sparse_graphs_up_to_50_node
     W = np.random.default_rng(6).uniform(size=(20, 20))
     assert match_graphs(W + W.T, W + W.T, seed=0).message != solver._SETTLED_MESSAGE
     assert not solver._sparse_pair(201, 10, 20, 5) and solver._sparse_pair(190, 10, 20, 5)
-    assert solver._settings_of(METHODS["apfp"], 50)[0].settle == 2
+    assert solver._settings_of(METHODS["apfp"], 50)[0].settle == 1
     assert solver._settings_of(METHODS["apfp"], 51)[0].settle == 0
     assert solver._settings_of(METHODS["asm"], 30)[0].settle == 0
     randomized = match_graphs(A, B, seed=0, init="randomized")

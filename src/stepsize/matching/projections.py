@@ -150,7 +150,8 @@ def _sinkhorn(
     """
     n = log_kernel.shape[0]
     single = n >= float32_from and tol >= _FLOAT32_TOL and log_kernel.flags.c_contiguous
-    potential = _centred(log_kernel, warm, single)
+    work = _broadcast_work(log_kernel, single)
+    potential = _centred(log_kernel, warm, single, work)
     kernel = _exp_single(log_kernel) if single else np.exp(log_kernel, out=log_kernel)
     low = _ABSORB_LOW_32 if single else _ABSORB_LOW
     # Preallocated vectors and out= arguments: at n <= 100 the loop is numpy call overhead.
@@ -176,8 +177,7 @@ def _sinkhorn(
         if test and _least(sums) < low:
             # Fold the scalings into the kernel before u = 1 / (K v) or v overflows; its
             # entries become those of the current doubly stochastic estimate, hence <= 1.
-            kernel *= u[:, None]
-            kernel *= v[None, :]
+            _scaled_rows_columns(kernel, u, v, work)
             potential = potential + np.log(v)
             u.fill(1.0)
             v.fill(1.0)
@@ -187,13 +187,52 @@ def _sinkhorn(
     if single:
         _scale_back(kernel, u, v, log_kernel)
     else:
-        kernel *= u[:, None]
-        kernel *= v[None, :]
+        _scaled_rows_columns(kernel, u, v, work)
     return _result(log_kernel, iteration, error < tol, error,
                    potential + np.log(v, dtype=np.float64))
 
 
-def _centred(log_kernel: np.ndarray, warm: np.ndarray | None, single: bool) -> np.ndarray:
+# Up to this many rows the broadcasting updates of an n x n matrix by a vector (a row or
+# column scaling, a potential) write the vector into an n x n work array (``work[...] = v``)
+# and apply the ufunc to two contiguous matrices: at n = 34 about 1.5 us instead of 6 us for
+# numpy's broadcasting ufunc loop (one inner loop per row); the same values, bit for bit.
+_BROADCAST_WORK_MAX_N = 200
+
+
+def _broadcast_work(matrix: np.ndarray, single: bool = False) -> np.ndarray | None:
+    """An n x n scratch array for :func:`_by_rows` and :func:`_by_columns` up to
+    ``_BROADCAST_WORK_MAX_N`` rows (float64 kernels); else None (numpy broadcasts)."""
+    if single or matrix.shape[0] > _BROADCAST_WORK_MAX_N or not matrix.flags.c_contiguous:
+        return None
+    return np.empty_like(matrix)
+
+
+def _by_rows(ufunc, matrix: np.ndarray, vector: np.ndarray, work) -> None:
+    """``matrix[i, j] = ufunc(matrix[i, j], vector[j])`` in place (through ``work`` if any)."""
+    if work is None:
+        ufunc(matrix, vector[None, :], out=matrix)
+        return
+    work[...] = vector
+    ufunc(matrix, work, out=matrix)
+
+
+def _by_columns(ufunc, matrix: np.ndarray, vector: np.ndarray, work) -> None:
+    """``matrix[i, j] = ufunc(matrix[i, j], vector[i])`` in place (through ``work`` if any)."""
+    if work is None:
+        ufunc(matrix, vector[:, None], out=matrix)
+        return
+    work[...] = vector[:, None]
+    ufunc(matrix, work, out=matrix)
+
+
+def _scaled_rows_columns(kernel: np.ndarray, u: np.ndarray, v: np.ndarray, work) -> None:
+    """``kernel <- diag(u) kernel diag(v)`` in place (rows first, as before: the same values)."""
+    _by_columns(np.multiply, kernel, u, work)
+    _by_rows(np.multiply, kernel, v, work)
+
+
+def _centred(log_kernel: np.ndarray, warm: np.ndarray | None, single: bool,
+             work: np.ndarray | None = None) -> np.ndarray:
     """Add ``warm`` and shift ``log_kernel`` in place so that its exponential neither overflows
     nor underflows; the column potential of the shifted kernel.
 
@@ -202,17 +241,21 @@ def _centred(log_kernel: np.ndarray, warm: np.ndarray | None, single: bool) -> n
     (a warm start keeps its column potentials except where a column would underflow).
     """
     if warm is not None:
-        log_kernel += warm
-    log_kernel -= _row_maxima(log_kernel)[:, None]
+        _by_rows(np.add, log_kernel, warm, work)
+    _by_columns(np.subtract, log_kernel, _row_maxima(log_kernel), work)
+    floor = _UNDERFLOW_LOG_32 if single else _UNDERFLOW_LOG
+    if warm is not None and work is not None and _least(log_kernel) >= floor:
+        # Every entry, hence every column maximum, is above the floor: every column is kept
+        # (what the column maxima below would find, without their reduction).
+        return warm
     top = _max(log_kernel, axis=0)  # the column maxima, each <= 0
     if warm is None:
         g = np.negative(top, out=top)
     else:
-        floor = _UNDERFLOW_LOG_32 if single else _UNDERFLOW_LOG
         if not _least(top) < floor:  # the common case: every column kept (no n x n pass)
             return warm
         g = np.where(top < floor, -top, 0.0)
-    log_kernel += g
+    _by_rows(np.add, log_kernel, g, work)
     return g if warm is None else warm + g
 
 
