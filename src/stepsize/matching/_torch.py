@@ -513,7 +513,9 @@ def _iterate(problem: _Problem, settings, M: torch.Tensor, barycenter: bool) -> 
         else:
             potential, beta = pot_l, beta_l
         # The Hungarian rounding of each pair's new iterate (solver._settled), when used.
-        rounded = (_assignments(M_l) if any(settle[j] for j in live) else [None] * len(live))
+        # Not the first iterate's (solver._iterate).
+        rounded = (_assignments(M_l) if iteration > 1 and any(settle[j] for j in live)
+                   else [None] * len(live))
         rounded = [r if settle[j] else None for r, j in zip(rounded, live)]
         live = [j for k, j in enumerate(live)
                 if not _stopped(state[j], values, inner_tol, j, iteration, settings, alphas[k],

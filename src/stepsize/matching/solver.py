@@ -93,6 +93,8 @@ from stepsize.matching.projections import (
     _doubly_stochastic_projection,
     _dynamical_width,
     _hungarian_columns,
+    _largest,
+    _least,
     _permutation_matrix,
     _refuse_meta,
     _row_maxima,
@@ -432,7 +434,8 @@ def _check_graph_input(value, name: str):
 def _max_abs(matrix) -> float:
     if sp.issparse(matrix):
         return float(np.max(np.abs(matrix.data))) if matrix.nnz else 0.0
-    return float(np.max(np.abs(matrix)))
+    # max |a| = max(max a, -min a), without the n x n |matrix| (the same value)
+    return abs(max(float(_largest(matrix)), -float(_least(matrix))))
 
 
 def _normalize(A, B, K, lam: float, maxima=None):
@@ -567,7 +570,8 @@ def _internal_problem(A, B, K, lam: float, maximize: bool, seeds: np.ndarray | N
 def _is_symmetric(matrix) -> bool:
     if sp.issparse(matrix):
         return (abs(matrix - matrix.T) > 0).nnz == 0
-    return bool(np.array_equal(matrix, matrix.T))
+    # np.array_equal(matrix, matrix.T) for a square matrix, without its wrappers
+    return not (matrix != matrix.T).any()
 
 
 def _product_operands(A, B):
@@ -646,19 +650,31 @@ def _settings_of(options: MatchingOptions, size: int):
     """``_check_settings`` of the iteration fields of ``options`` (not lam, init, history);
     remembered for hashable options (the presets: tens of microseconds a call at n <= 50)."""
     if isinstance(options.step, str):  # not a callable (a progress bar's: kept alive)
+        known = _PRESET_SETTINGS.get((id(options), size))
+        if known is not None and known[0] is options:  # a preset as it is (its fields' types)
+            return known[1]
         # The field types are part of the key: 1 == True and 100.0 == 100 must not share a
         # check (two_opt=1 is a TypeError, two_opt=True is not).
         kinds = tuple(type(getattr(options, name)) for name in _field_names(type(options)))
         try:
-            return _cached_settings(options, kinds, size)
+            settings = _cached_settings(options, kinds, size)
         except TypeError:  # unhashable: an array init (an invalid value raises again below)
-            pass
+            return _checked_settings(options, size)
+        if len(_PRESET_SETTINGS) < 256 and any(options is p for p in METHODS.values()):
+            _PRESET_SETTINGS[id(options), size] = options, settings
+        return settings
     return _checked_settings(options, size)
 
 
 @functools.lru_cache(maxsize=64)
 def _cached_settings(options: MatchingOptions, kinds: tuple, size: int):
     return _checked_settings(options, size)
+
+
+# (id(preset), size) -> (preset, settings) for the presets of METHODS used unchanged (the
+# same object, hence the same fields and types): the key of _cached_settings (the type of
+# every field) costs a few percent of a call at 34 nodes. At most 256 sizes are kept.
+_PRESET_SETTINGS: dict = {}
 
 
 def _checked_settings(options: MatchingOptions, size: int):
@@ -817,6 +833,8 @@ def _full_result(result: MatchingResult, log_scale: float, problem, weights, see
 
 
 def _full_col_ind(free_col_ind, seeds, free_a, free_b, n1: int) -> np.ndarray:
+    if seeds is None and free_a.size == n1 and free_b.size == free_b[-1] + 1:
+        return np.array(free_col_ind, dtype=np.intp)  # every node free: the same indices
     col_ind = np.full(n1, -1, dtype=np.intp)
     if seeds is not None:
         col_ind[seeds[:, 0]] = seeds[:, 1]
@@ -1320,11 +1338,18 @@ def _barycenter_quadratic(problem: _Problem, size: int) -> np.ndarray:
     if problem.lawler is not None:
         return _quadratic(problem, np.full((size, size), 1.0 / size))
     A, B = problem.A_pad, problem.B_pad
-    rows_a, cols_a = np.asarray(A.sum(axis=1)).ravel(), np.asarray(A.sum(axis=0)).ravel()
-    rows_b, cols_b = np.asarray(B.sum(axis=1)).ravel(), np.asarray(B.sum(axis=0)).ravel()
     if problem.A_T is None:
-        return _outer(rows_a, cols_b / size)
-    return 0.5 * (_outer(rows_a, rows_b / size) + _outer(cols_a, cols_b / size))
+        return _outer(_sums(A, 1), _sums(B, 0) / size)
+    return 0.5 * (_outer(_sums(A, 1), _sums(B, 1) / size)
+                  + _outer(_sums(A, 0), _sums(B, 0) / size))
+
+
+def _sums(matrix, axis: int) -> np.ndarray:
+    """The row (``axis=1``) or column sums, as ``matrix.sum(axis=axis)`` (dense: its
+    reduction without the method's wrappers)."""
+    if sp.issparse(matrix):
+        return np.asarray(matrix.sum(axis=axis)).ravel()
+    return np.add.reduce(matrix, axis=axis)
 
 
 def _outer(x: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -1409,6 +1434,7 @@ def _iterate(problem: _Problem, settings: _Settings, M: np.ndarray, barycenter: 
     # The inner tolerance follows the last relative change, from inner_tol_max to inner_tol.
     inner_tol = max(settings.inner_tol, settings.inner_tol_max)
     roundings = {"last": [], "not_fixed": None}  # the Hungarian columns of the last iterates
+    rounding = None  # that of M, while M is unchanged
     settle = _settles(settings, barycenter) and problem.lawler is None and _sparse_pair(
         _nonzeros(problem.A_pad), _nonzeros(problem.B_pad), problem.n1, problem.n2)
     for iteration in range(1, settings.max_iter + 1):
@@ -1439,6 +1465,7 @@ def _iterate(problem: _Problem, settings: _Settings, M: np.ndarray, barycenter: 
             break
         change = alpha * math.sqrt(float(np.vdot(direction, direction)))
         _axpy(alpha, direction, M)
+        rounding = None
         _axpy(alpha, curvature, quadratic)
         if linear is not None:
             np.add(quadratic, linear, out=grad)
@@ -1448,9 +1475,10 @@ def _iterate(problem: _Problem, settings: _Settings, M: np.ndarray, barycenter: 
         if _converged_step(change, inner_tol, error, settings):
             converged, message = True, f"relative change below tol = {settings.tol:g}"
             break
-        # First: roundings[-1] is then the rounding of M (reused by _rounded).
-        settled = settle and _settled(
-            roundings, _hungarian_columns(M), settings, functools.partial(_discrete_fixed, problem))
+        # Not the first iterate's rounding (_FIRST_ROUNDING). ``rounding``: M's (for _rounded).
+        rounding = _hungarian_columns(M) if settle and iteration > 1 else None
+        settled = rounding is not None and _settled(
+            roundings, rounding, settings, functools.partial(_discrete_fixed, problem))
         if settled or _stagnant(objectives, settings):
             converged, message = True, _SETTLED_MESSAGE if settled else _STAGNANT_MESSAGE
             break
@@ -1458,7 +1486,7 @@ def _iterate(problem: _Problem, settings: _Settings, M: np.ndarray, barycenter: 
     del direction, curvature, grad, quadratic  # before the rounding's LAP copies M
     return _rounded(problem, M, best_discrete[1], value, trace, MatchingResult(
         x=M[:problem.n1, :problem.n2], n_iter=iteration, converged=converged,
-        history=objectives, message=message, info={}), (roundings["last"] or [None])[-1])
+        history=objectives, message=message, info={}), rounding)
 
 
 def _single_operands(problem: _Problem, settings: _Settings, size: int) -> _Problem | None:
@@ -1595,6 +1623,9 @@ def _stagnant(objectives: list, settings: _Settings) -> bool:
 # One LAP per iteration (5-15 us at 34 nodes, 80 us at 77, about a projection's cost there,
 # where no run stopped sooner), so not above 50 nodes.
 _SETTLE_ITERATES = 1
+# _FIRST_ROUNDING: the first iterate's rounding is not tested (the softassign of the
+# barycenter's rank-one gradient: on the 36 real-network pairs and 96 benchmark pairs up to 50
+# nodes it was never a discrete fixed point, and testing it cost a LAP and a product per run).
 _SETTLE_MAX_N = 50
 _SETTLE_DENSITY = 0.5
 _SETTLED_MESSAGE = ("the rounding of the iterate is a discrete fixed point (it maximizes the "
@@ -1617,8 +1648,29 @@ def _discrete_fixed(problem: _Problem, columns: np.ndarray) -> bool:
 def _maximizes(G: np.ndarray, columns: np.ndarray) -> bool:
     """Whether ``columns`` maximizes ``<G, P>`` up to rounding (numpy and torch)."""
     rows = np.arange(columns.size)
-    best, mine = float(G[rows, _hungarian_columns(G)].sum()), float(G[rows, columns].sum())
-    return best <= mine + 1e-12 * max(1.0, abs(mine))
+    mine = float(G[rows, columns].sum())
+    tolerance = 1e-12 * max(1.0, abs(mine))
+    if _exchange_gains(G, columns, tolerance):
+        return False  # what the LAP would find too, without it
+    return float(G[rows, _hungarian_columns(G)].sum()) <= mine + tolerance
+
+
+def _exchange_gains(G: np.ndarray, columns: np.ndarray, tolerance: float) -> bool:
+    """Whether exchanging the columns of two rows raises ``<G, P>`` by more than ``tolerance``
+    plus ``1e-10 max|G|`` (up to ``_BROADCAST_WORK_MAX_N`` rows; else False): then the best
+    assignment beats ``columns`` by more than ``tolerance`` despite the rounding of either sum
+    (at most about ``n^2 eps max|G|``), so :func:`_maximizes` is False without the O(n^3) LAP
+    (most roundings that the settled-rounding stop tests are not fixed points)."""
+    D = G.take(columns, axis=1)  # D[i, k] = G[i, columns[k]]: the assignment on the diagonal
+    spread = _broadcast_work(D)
+    if spread is None:
+        return False
+    d = np.diagonal(D)
+    gains = np.add(D, D.T)  # D_ik + D_ki - D_ii - D_kk: the gain of exchanging rows i and k
+    _by_columns(np.subtract, gains, d, spread)
+    _by_rows(np.subtract, gains, d, spread)
+    scale = max(float(_largest(D)), -float(_least(D)))
+    return float(_largest(gains)) > tolerance + 1e-10 * scale
 
 
 def _settles(settings: _Settings, barycenter: bool) -> bool:
@@ -1740,6 +1792,16 @@ def _routed(A, B, K, method, maximize, n_init, seeds, seed, progress, options):
     return None
 
 
+def _with_progress(run, preset: MatchingOptions, progress, desc: str) -> MatchingResult:
+    """``run(options=...)`` with ``preset``, its step counted by a progress bar if one is
+    shown (:func:`progress_options`); without a bar, ``preset`` itself (no options dict to
+    build: a few microseconds of a call at n <= 50)."""
+    if check_progress(progress) is False or (progress is None and not sys.stderr.isatty()):
+        return run(options=preset)
+    with progress_options(plain := preset.as_dict(), progress, desc) as chosen:
+        return run(options=_unchanged(preset, plain, chosen))
+
+
 def _unchanged(preset: MatchingOptions, plain: dict, chosen: dict) -> MatchingOptions:
     """``preset`` itself when no progress bar replaced its step (then its checked settings are
     remembered, :func:`_settings_of`), else the options of ``chosen``."""
@@ -1820,9 +1882,8 @@ def match_graphs(A, B, K=None, *, method: str = "apfp", maximize: bool = True, n
     routed = _routed(A, B, K, method, maximize, n_init, seeds, seed, progress, options)
     if routed is not None:
         return routed
-    preset = METHODS[method].replaced(**options)
-    with progress_options(plain := preset.as_dict(), progress, f"match_graphs ({method})") as new:
-        result = projected_fixed_point(A, B, K, maximize=maximize, n_init=n_init, seeds=seeds,
-                                       seed=seed, options=_unchanged(preset, plain, new))
+    result = _with_progress(functools.partial(
+        projected_fixed_point, A, B, K, maximize=maximize, n_init=n_init, seeds=seeds,
+        seed=seed), METHODS[method].replaced(**options), progress, f"match_graphs ({method})")
     result.method = method
     return result
