@@ -1133,7 +1133,7 @@ def _two_opt(A: np.ndarray, B: np.ndarray, linear, perm: np.ndarray, max_swaps: 
     columns of ``M Q`` swapped."""
     perm = perm.copy()
     max_swaps = max_swaps or 10 * perm.size
-    a = np.diagonal(A)
+    a = A.diagonal()
     fixed = A + A.T
     spread = _broadcast_work(fixed)
     _by_columns(np.subtract, fixed, a, spread)
@@ -1191,7 +1191,7 @@ def _doubled_swap_gains(M, C, fixed, linear_p, out: np.ndarray, work: np.ndarray
                         spread: np.ndarray | None = None) -> np.ndarray:
     """Twice :func:`_swap_gains`, written into ``out`` (``work``: scratch of the same shape;
     ``spread``: another, for the updates by a diagonal, :func:`projections._by_rows`)."""
-    m, c = np.diagonal(M), np.diagonal(C)
+    m, c = M.diagonal(), C.diagonal()
     gains = np.add(M, M.T, out=out)
     _by_columns(np.subtract, gains, m, spread)
     _by_rows(np.subtract, gains, m, spread)
@@ -1201,7 +1201,7 @@ def _doubled_swap_gains(M, C, fixed, linear_p, out: np.ndarray, work: np.ndarray
     both *= fixed
     gains += both
     if linear_p is not None:
-        d = np.diagonal(linear_p)
+        d = linear_p.diagonal()
         terms = np.add(linear_p, linear_p.T, out=work)
         _by_columns(np.subtract, terms, d, spread)
         _by_rows(np.subtract, terms, d, spread)
@@ -1665,7 +1665,7 @@ def _exchange_gains(G: np.ndarray, columns: np.ndarray, tolerance: float) -> boo
     spread = _broadcast_work(D)
     if spread is None:
         return False
-    d = np.diagonal(D)
+    d = D.diagonal()
     gains = np.add(D, D.T)  # D_ik + D_ki - D_ii - D_kk: the gain of exchanging rows i and k
     _by_columns(np.subtract, gains, d, spread)
     _by_rows(np.subtract, gains, d, spread)
@@ -1705,7 +1705,7 @@ def _settled(roundings: dict, columns: np.ndarray, settings: _Settings, fixed) -
                                               for other in last[:-1]):
         return False
     known = roundings["not_fixed"]
-    if known is not None and np.array_equal(known, columns):
+    if known is not None and not (known != columns).any():  # np.array_equal, same shapes
         return False
     if fixed(columns):
         return True
