@@ -6,16 +6,20 @@ Usage (from the repository root):
 PHASE: train (float models on sklearn digits, cached in $LSQ_ONNX_CACHE, default
 results/lsq_onnx_cache), agree (argmax
 agreement on the 397 held-out digits at 32x32), kernels (onnxruntime optimized-graph counts),
-speed (onnx_latencies at 224x224, batch 1/32, threads 1/2, all models interleaved), sources
+speed (onnx_latencies at 224x224, batch 1/32, threads 1/2, all models interleaved), layers
+(the uint8 codes of every output quantizer in onnxruntime's integer kernels against the
+deployment model's, with its kernel emulation and with the float32 fake arithmetic, on the
+first 400 held-out inputs with shifts), sources
 (which of the export's two inexact steps moves the argmax of the plain fake model: the
 deployment model with its calibrated output quantizers or its bias rounding removed, or
 calibrated on the held-out inputs too, i.e. without clipping).
 Options: --deployed (agreement also against the fake model with the deployed quantizers,
-``deployment_model``), --finetune N (N epochs of Adam 1e-5 on that model in eval mode), --qat N
-(N epochs of train_model's recipe on that model: QAT of what is deployed), --shifted (held-out
-digits and their 4 one-pixel shifts: 1985 inputs), --no-spin (speed with
-session.intra_op.allow_spinning 0), --init METHOD (activation step init of quantize_model,
-default lsq).
+``deployment_model``, which computes onnxruntime's kernel arithmetic in eval mode, and against
+its float32 fake arithmetic without that emulation), --finetune N (N epochs of Adam 1e-5 on
+that model in eval mode), --qat N (N epochs of train_model's recipe on that model: QAT of what
+is deployed), --shifted (held-out digits and their 4 one-pixel shifts: 1985 inputs), --no-spin
+(speed with session.intra_op.allow_spinning 0), --init METHOD (activation step init of
+quantize_model, default lsq).
 
 Recipe as docs/quantization.md "Issue 16: ONNX on integer kernels": torchvision resnet18 /
 mobilenet_v2 (num_classes=10) trained in float on digits (8x8 -> bilinear 3x32x32,
@@ -26,6 +30,7 @@ images (also the calibration_input); peer: onnxruntime quantize_static after qua
 
 import copy
 import json
+import math
 import os
 import subprocess
 import sys
@@ -135,14 +140,20 @@ def export_peer(float_path, path, calibration):
                     activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
 
 
-def run(path, x):
+def run_all(path, x):
+    """Every output of the ONNX model at ``path`` on ``x`` (onnxruntime, CPU, one thread, all
+    graph optimizations)."""
     import onnxruntime
 
     options = onnxruntime.SessionOptions()
     options.log_severity_level = 3
     options.intra_op_num_threads = 1
     s = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    return s.run(None, {"input": x.numpy()})[0]
+    return s.run(None, {"input": x.numpy()})
+
+
+def run(path, x):
+    return run_all(path, x)[0]
 
 
 def exports(name, folder, size, deployed=False, finetune=0, qat=0):
@@ -216,19 +227,35 @@ def agree_phase(models, deployed, finetune, qat=0):
                    "peer_vs_float_diff": agree(outs["peer"], fl),
                    "fake_vs_float_diff": agree(fk, fl)}
             if "deployed" in extra:
+                plain = float_arithmetic(extra["deployed"])
                 with torch.no_grad():
                     fd = extra["deployed"](xt).numpy()
-                    fd64 = copy.deepcopy(extra["deployed"]).double()(xt.double()).numpy()
+                    fp = plain(xt).numpy()
+                    fp64 = copy.deepcopy(plain).double()(xt.double()).numpy()
                     fk64 = copy.deepcopy(q).double()(xt.double()).numpy()
                 row.update(deployed_fake_acc=acc(fd), deployed_onnx_acc=acc(outs["deployed"]),
                            deployed_onnx_vs_deployed_fake_diff=agree(outs["deployed"], fd),
+                           deployed_onnx_equals_deployed_fake=bool(
+                               (outs["deployed"] == fd).all()),
+                           deployed_onnx_vs_float_arithmetic_diff=agree(outs["deployed"], fp),
                            deployed_fake_vs_fake_diff=agree(fd, fk),
                            deployed_onnx_vs_fake_diff=agree(outs["deployed"], fk),
-                           deployed_fake_float32_vs_float64_diff=agree(fd, fd64),
+                           float_arithmetic_float32_vs_float64_diff=agree(fp, fp64),
                            fake_float32_vs_float64_diff=agree(fk, fk64))
             rows[name] = row
             print(name, json.dumps(row), flush=True)
     return rows
+
+
+def float_arithmetic(deployed):
+    """A copy of the deployment model without its kernel emulation: the float32 fake
+    arithmetic (a convolution of dequantized values, then ``round(y / s)``) that it used
+    before the emulation."""
+    from stepsize.quantization._onnx_emulation import strip_emulation
+
+    copied = copy.deepcopy(deployed)
+    strip_emulation(copied)
+    return copied.eval()
 
 
 def _without(deployed, kinds):
@@ -242,7 +269,7 @@ def _without(deployed, kinds):
             module = module._source[0]
         return isinstance(module, OutputQuantizer)
 
-    copied = copy.deepcopy(deployed)
+    copied = float_arithmetic(deployed)
     for name, module in list(copied.named_modules()):
         if isinstance(module, kinds) and (not isinstance(module, OutputQuantizer)
                                           or calibrated(module)):
@@ -274,6 +301,123 @@ def sources_phase(models):
             fake = q(xt).argmax(1)
             diffs = {k: int((v(xt).argmax(1) != fake).sum()) for k, v in variants.items()}
         print(name, json.dumps({"n": len(xt), **diffs}), flush=True)
+
+
+def _code_outputs(path, folder):
+    """A copy of the ONNX file at ``path`` whose graph also outputs the uint8 codes of every
+    output quantizer (after its Clip, if any), and their quantizer names."""
+    import re
+
+    import onnx
+
+    graph_model = onnx.load(str(path))
+    readers = {}
+    for node in graph_model.graph.node:
+        for name in node.input:
+            readers.setdefault(name, []).append(node)
+    names = []
+    for node in graph_model.graph.node:
+        found = re.search(r"(output_quantizer_\d+)/", node.name)
+        if node.op_type != "QuantizeLinear" or not found:
+            continue
+        tensor = node.output[0]
+        if [r.op_type for r in readers.get(tensor, [])] == ["Clip"]:
+            tensor = readers[tensor][0].output[0]
+        graph_model.graph.output.append(
+            onnx.helper.make_tensor_value_info(tensor, onnx.TensorProto.UINT8, None))
+        names.append(found.group(1))
+    target = Path(folder) / "codes.onnx"
+    onnx.save(graph_model, str(target))
+    return target, names
+
+
+def _torch_codes(model, inputs, emulated):
+    """{output quantizer name: its codes} of the deployment model on ``inputs``: the values
+    after the kernel emulation (``emulated``) or after the quantizer itself."""
+    from stepsize.quantization._onnx_emulation import _Emulation
+    from stepsize.quantization._onnx_integer import OutputQuantizer
+
+    names = {id(m): n for n, m in model.named_modules()}
+    codes, hooks = {}, []
+
+    def record(module, args, out):
+        quantizer = module if isinstance(module, OutputQuantizer) else module._parts[-1]
+        if isinstance(quantizer, OutputQuantizer):
+            step = quantizer.step().detach()
+            codes[names[id(quantizer)]] = torch.round(out / step) + quantizer.zero_point
+
+    for module in model.modules():
+        if isinstance(module, _Emulation if emulated else OutputQuantizer):
+            hooks.append(module.register_forward_hook(record))
+    with torch.no_grad():
+        model(inputs)
+    for hook in hooks:
+        hook.remove()
+    return codes
+
+
+def layers_phase(models, count=400):
+    """Codes of every output quantizer in onnxruntime's integer kernels against the deployment
+    model's on the first ``count`` held-out inputs: with its kernel emulation, and with the
+    float32 fake arithmetic (convolution of dequantized values, then round(y / s))."""
+    from stepsize.quantization.export import deployment_model
+
+    (x, _), _ = digits()
+    xt = held_out()[0][:count]
+    for name in models:
+        q = quantized(load(name), x[:64])
+        deployed = deployment_model(q, x[:64])
+        with tempfile.TemporaryDirectory() as folder:
+            path = export_onnx(deployed, Path(folder) / "d.onnx", x[:1], integer_kernels=True)
+            target, names = _code_outputs(path, folder)
+            outs = run_all(target, xt)
+        emulated = _torch_codes(deployed, xt, True)
+        plain = _torch_codes(float_arithmetic(deployed), xt, False)
+        rows = []
+        for index, quantizer in enumerate(names):
+            ort = torch.from_numpy(outs[1 + index].astype("float32"))
+            rows.append((quantizer, tuple(ort.shape), int((ort != emulated[quantizer]).sum()),
+                         int((ort != plain[quantizer]).sum())))
+        first = next((r for r in rows if r[3]), None)
+        print(name, json.dumps({"inputs": count, "quantizers": len(rows),
+                                "codes": sum(math.prod(r[1]) for r in rows),
+                                "emulated_code_diffs": sum(r[2] for r in rows),
+                                "float_arithmetic_code_diffs": sum(r[3] for r in rows),
+                                "float_first_differing_quantizer": first,
+                                "float_last_quantizer": rows[-1]}), flush=True)
+        if first is not None:
+            print("  at the first differing code:", json.dumps(_tie(deployed, xt, first[0],
+                                                               plain[first[0]], outs, names)))
+        for row in rows:
+            print("  ", *row, flush=True)
+
+
+def _tie(deployed, xt, quantizer, plain_codes, outs, names):
+    """At the first code where the float32 fake arithmetic and onnxruntime differ: ``y / s``
+    before rounding as the kernel computes it (``f32(acc + b) * M``) and as the float32
+    fake arithmetic does (``y / s`` of the convolution of dequantized values), the codes."""
+    from stepsize.quantization._onnx_emulation import KernelOutput, _f32
+
+    module = next(m for m in deployed.modules() if isinstance(m, KernelOutput)
+                  and m._parts[2] is deployed.get_submodule(quantizer))
+    ort = torch.from_numpy(outs[1 + names.index(quantizer)].astype("float32"))
+    where = tuple(torch.nonzero(ort != plain_codes)[0].tolist())
+    seen = {}
+    hooks = [module.register_forward_hook(lambda m, args, out: seen.update(x=args[1])),
+             module._parts[2].register_forward_hook(lambda m, args, out: seen.update(y=args[0]))]
+    with torch.no_grad():
+        float_arithmetic(deployed)(xt[where[0]:where[0] + 1])  # the quantizer's float input
+        plain_y = seen["y"]
+        deployed(xt[where[0]:where[0] + 1])
+    for hook in hooks:
+        hook.remove()
+    total, scale = module.accumulator(seen["x"])
+    step = _f32(module._parts[2].step())
+    index = (0,) + where[1:]
+    return {"quantizer": quantizer, "element": list(where),
+            "kernel_y_over_s": float((total.float() * (scale / step))[index]),
+            "float32_y_over_s": float((plain_y / step)[index]),
+            "onnxruntime_code": int(ort[where]), "float32_code": int(plain_codes[where])}
 
 
 def kernels_phase(models):
@@ -312,7 +456,7 @@ if __name__ == "__main__":
     finetune = int(args[args.index("--finetune") + 1]) if "--finetune" in args else 0
     qat = int(args[args.index("--qat") + 1]) if "--qat" in args else 0
     deployed = "--deployed" in args or finetune > 0 or qat > 0
-    for phase in ("train", "agree", "sources", "kernels", "speed"):
+    for phase in ("train", "agree", "layers", "sources", "kernels", "speed"):
         if phase in args:
             print(f"== {phase} ({os.popen('date -u').read().strip()})", flush=True)
             if phase == "train":
@@ -321,6 +465,8 @@ if __name__ == "__main__":
                         train(name)
             elif phase == "agree":
                 agree_phase(models, deployed, finetune, qat)
+            elif phase == "layers":
+                layers_phase(models)
             elif phase == "sources":
                 sources_phase(models)
             elif phase == "kernels":

@@ -3,6 +3,7 @@ that its QDQ fusion makes QLinearConv / QLinearAdd, batch norm folded, int32 bia
 initializers; exact where every output reaches a layer's own quantizer."""
 
 import collections
+import copy
 
 import numpy as np
 import pytest
@@ -523,3 +524,69 @@ def test_train_model_trains_the_deployment_model_that_onnxruntime_runs(tmp_path)
         expected = deployed(x).numpy()
     scale = np.abs(expected).max()
     assert np.abs(_run(path, x) - expected).max() <= 1e-6 * scale
+
+
+class _Kernels(nn.Module):
+    """Every kernel the emulation covers: conv-BN-ReLU6 (a Clip on the codes), a depthwise
+    conv, a residual add of two calibrated tensors (non-zero zero points) with a ReLU, global
+    average pooling, the linear logits (QGemm, float output)."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.BatchNorm2d(16),
+                                  nn.ReLU6())
+        self.depthwise = nn.Sequential(nn.Conv2d(16, 16, 3, padding=1, groups=16),
+                                       nn.BatchNorm2d(16))
+        self.project = nn.Sequential(nn.Conv2d(16, 16, 1, bias=False), nn.BatchNorm2d(16))
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.head = nn.Linear(16, 10)
+
+    def forward(self, x):
+        y = self.depthwise(self.stem(x))
+        return self.head(torch.flatten(self.pool(torch.relu(self.project(y) + y)), 1))
+
+
+def test_deployment_model_equals_onnxruntime_bit_for_bit(tmp_path):
+    """In eval mode the deployment model computes each fused kernel as onnxruntime's CPU
+    kernels do (exact int32 accumulator, one float32 requantization with round half to even,
+    QLinearAdd's fused multiply-adds, QLinearGlobalAveragePool's integer sum, QGemm's float
+    logits), so its logits equal onnxruntime's exactly, also after training steps (before the
+    emulation: up to 3e-8 relative and one moved code on some inputs). In train mode it is
+    the fake model (batch statistics), and the gradient is the fake model's in both modes."""
+    from stepsize.quantization._onnx_emulation import strip_emulation
+    from stepsize.quantization.export import deployment_model
+
+    torch.manual_seed(0)
+    model = quantize_model(_Kernels(), bits=8)
+    calibration, x = torch.randn(32, 3, 8, 8), torch.randn(512, 3, 8, 8)
+    with torch.no_grad():
+        model(calibration)  # training mode: batch statistics, then LSQ steps
+        model.stem[0].weight.mul_(4.0)  # ReLU6 saturates: its Clip on the codes matters
+    deployed = deployment_model(model.eval(), calibration)
+    kinds = collections.Counter(type(m).__name__ for m in deployed.modules())
+    assert (kinds["KernelOutput"], kinds["AddOutput"], kinds["PoolOutput"]) == (4, 1, 1)
+    for step in range(3):
+        path = export_onnx(deployed, tmp_path / f"k{step}.onnx", x[:1], integer_kernels=True)
+        with torch.no_grad():
+            expected = deployed(x).numpy()
+        assert np.array_equal(_run(path, x), expected)
+        deployed.train()
+        with torch.no_grad():
+            fake = deployed(x[:64])  # train mode: no emulation, batch statistics
+        assert not torch.equal(fake, torch.from_numpy(expected[:64]))
+        deployed.eval()
+        deployed(calibration).square().mean().backward()  # eval: straight-through gradient
+        with torch.no_grad():
+            for parameter in deployed.parameters():
+                parameter.sub_(1e-3 * parameter.grad.sign())
+                parameter.grad = None
+    kernels = speed.onnx_kernels(path)
+    assert (kernels.get("QLinearConv"), kernels.get("QLinearAdd"), kernels.get("QGemm"),
+            kernels.get("QLinearGlobalAveragePool"), kernels.get("Clip")) == (3, 1, 1, 1, 1)
+    assert not {"Conv", "Add", "Gemm", "BatchNormalization"} & set(kernels)
+    # without the emulation (the float32 fake arithmetic) the logits are not onnxruntime's
+    plain = copy.deepcopy(deployed)
+    strip_emulation(plain)
+    with torch.no_grad():
+        assert not np.array_equal(_run(path, x), plain(x).numpy())
+

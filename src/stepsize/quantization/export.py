@@ -26,6 +26,7 @@ from torch import nn
 
 from stepsize._validation import check_int, describe
 from stepsize.quantization._fx_export import IntegerModel, build_integer_model
+from stepsize.quantization._onnx_emulation import emulate_kernels, strip_emulation
 from stepsize.quantization._onnx_integer import (
     OutputQuantizer,
     absorb_placed,
@@ -279,6 +280,19 @@ def _bias_codes(layer: nn.Module, norm: nn.Module | None) -> tuple[_OnnxWeight, 
     return weight, _OnnxBias(bias, scale), bias
 
 
+def _kernel_weights(layer: nn.Module, norm: nn.Module | None):
+    """``(weight codes, float32 weight scale per output channel, int32 bias codes)`` that
+    ``integer_kernels`` export writes for ``layer`` (``norm`` folded in; zero bias codes
+    where the layer has no bias)."""
+    channels = layer.weight.shape[0]
+    if norm is None and layer.bias is None:
+        weight = _OnnxWeight(layer.weight_quantizer, layer.weight)
+        return weight.codes, weight.scale.expand(channels), torch.zeros(channels,
+                                                                        dtype=torch.int32)
+    weight, bias, _ = _bias_codes(layer, norm)
+    return weight.codes, weight.scale.expand(channels), bias.codes
+
+
 def _fold_batch_norms(exported: nn.Module, bias_codes: bool) -> int:
     """Fold every batch norm that follows a quantized convolution into it: the weight codes
     stay, the per-channel scale becomes ``s_w gamma_c / sigma_c`` and the bias
@@ -391,6 +405,8 @@ def _onnx_module(model, example_input, fold_batch_norm, bias_codes, integer_kern
     """A copy of ``model`` with batch norms folded, output quantizers placed and the LSQ
     quantizers replaced by their ONNX forms (the work of :func:`export_onnx`)."""
     exported = copy.deepcopy(model).eval()
+    if _is_deployment_model(exported):
+        strip_emulation(exported)  # its float32 arithmetic is onnxruntime's, not the graph's
     if fold_batch_norm or integer_kernels:
         _fold_batch_norms(exported, bias_codes or integer_kernels)
     redundant: set[str] = set()
@@ -534,13 +550,18 @@ def deployment_model(model: nn.Module, calibration_input: torch.Tensor) -> torch
     :mod:`stepsize.quantization._onnx_integer` inserted (uint8 codes; those at residual adds and
     skip paths calibrated on ``calibration_input``, min/max; their steps are parameters that
     train with LSQ's gradient) and, after each quantized layer (after its batch norm), the
-    rounding error of its int32 bias codes added as a constant. In eval mode it equals the
-    exported graph up to float32 rounding; ``export_onnx(deployment_model(...),
-    integer_kernels=True)`` reuses its quantizers. Train it (``train_model``: QAT of what is
-    deployed) or fine-tune it in eval mode (batch norm frozen) to recover what the extra
-    quantizers cost: onnxruntime's integer kernels need those requantizations and int32
-    biases, which the model they are added to does not compute, so the export of ``model``
-    itself agrees with ``model`` only up to them (docs/quantization.md).
+    rounding error of its int32 bias codes added as a constant. In eval mode each fused
+    kernel's output (QLinearConv, QLinearAdd, QLinearGlobalAveragePool, the QGemm logits) is
+    computed as onnxruntime's CPU kernels compute it (the exact int32 accumulator, one float32
+    requantization rounding half to even; :mod:`stepsize.quantization._onnx_emulation`), with
+    the fake-quantized value's gradient (straight through), so it equals the exported graph
+    run by onnxruntime code for code; in train mode (batch statistics) it is the fake model.
+    ``export_onnx(deployment_model(...), integer_kernels=True)`` reuses its quantizers. Train
+    it (``train_model``: QAT of what is deployed) or fine-tune it in eval mode (batch norm
+    frozen) to recover what the extra quantizers cost: onnxruntime's integer kernels need
+    those requantizations and int32 biases, which the model they are added to does not
+    compute, so the export of ``model`` itself agrees with ``model`` only up to them
+    (docs/quantization.md).
 
     Args:
         model: a calibrated quantized model (as for ``export_onnx(..., integer_kernels=True)``).
@@ -590,6 +611,7 @@ def deployment_model(model: nn.Module, calibration_input: torch.Tensor) -> torch
             node.replace_all_uses_with(new, delete_user_cb=lambda user, new=new: user is not new)
     traced.recompile()
     place_output_quantizers(traced, (calibration_input,), deployment=True)
+    emulate_kernels(traced, {layer: modules[norm] for layer, norm in pairs.items()})
     return traced.eval()
 
 
