@@ -590,3 +590,33 @@ def test_deployment_model_equals_onnxruntime_bit_for_bit(tmp_path):
     with torch.no_grad():
         assert not np.array_equal(_run(path, x), plain(x).numpy())
 
+
+def test_optimizer_hook_keeps_deployment_output_steps_positive():
+    """Issue 16: the optimizer hook's positivity projection covered only LSQQuantizer steps;
+    a deployment model's calibrated output steps went <= 0 after a large step (the scale
+    was then used as it was). Now they follow the LSQ rule: a step that is not above eps (or
+    not finite) becomes half its previous value; copies (deepcopy) are projected too."""
+    from stepsize.quantization.export import deployment_model
+
+    torch.manual_seed(0)
+    model = quantize_model(_ResidualNorm(), bits=8)
+    calibration = torch.randn(32, 3, 8, 8)
+    with torch.no_grad():
+        model(calibration)
+    deployed = deployment_model(model.eval(), calibration)
+    for copied in (deployed, copy.deepcopy(deployed)):
+        steps = [p for n, p in copied.named_parameters() if "output_quantizer" in n]
+        before = [float(p) for p in steps]
+        assert len(steps) == 3 and min(before) > 0
+        optimizer = torch.optim.SGD(steps, lr=1.0)
+        for parameter, value in zip(steps, before):
+            parameter.grad = torch.tensor(value + 1.0)  # the SGD step lands at -1
+        optimizer.step()
+        assert [float(p) for p in steps] == pytest.approx([v / 2 for v in before], rel=1e-6)
+        for parameter in steps:
+            parameter.grad = torch.tensor(float("nan"))
+        optimizer.step()  # a NaN step: half the previous (projected) value again
+        assert [float(p) for p in steps] == pytest.approx([v / 4 for v in before], rel=1e-6)
+        steps[0].grad = torch.tensor(-float(steps[0]))  # doubles: a positive step is kept
+        optimizer.step()
+        assert float(steps[0]) == pytest.approx(before[0] / 2, rel=1e-6)

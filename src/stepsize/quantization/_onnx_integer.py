@@ -32,15 +32,17 @@ format and its ``QDQSelectorActionTransformer``.
 from __future__ import annotations
 
 import operator
+import weakref
 
 import torch
 import torch.fx
 import torch.nn.functional as F
 from torch import nn
+from torch.optim.optimizer import register_optimizer_step_post_hook
 
 from stepsize.quantization._fx_export import _Tracer
 from stepsize.quantization.layers import _QuantMixin
-from stepsize.quantization.quantizer import LSQQuantizer
+from stepsize.quantization.quantizer import LSQQuantizer, _projected_value
 
 # ops that commute with quantization (x -> clamp(round(x/s)+z)): the same codes pass through
 _PASSTHROUGH_MODULES = (nn.MaxPool1d, nn.MaxPool2d, nn.Identity, nn.Dropout, nn.Flatten)
@@ -100,6 +102,7 @@ class OutputQuantizer(nn.Module):
         value = torch.tensor(float(scale), dtype=torch.float32)
         if learnable:  # a step trained with the model (LSQ's gradient), as in deployment_model
             self.scale = nn.Parameter(value)
+            _register_scale(self)
         else:
             self.register_buffer("scale", value)
         info = torch.iinfo(torch.int8 if signed else torch.uint8)
@@ -107,6 +110,26 @@ class OutputQuantizer(nn.Module):
         self._source = ()  # (quantizer,) whose step this one uses (tied), in a deployment model
         self.low = info.min if low is None else max(int(low), info.min)
         self.high = info.max if high is None else min(int(high), info.max)
+
+    def __setstate__(self, state) -> None:  # copy.deepcopy and pickle: a new parameter
+        super().__setstate__(state)
+        if isinstance(self._parameters.get("scale"), nn.Parameter):
+            _register_scale(self)
+
+    @torch.no_grad()
+    def project_scale(self) -> None:
+        """Keep a learnable step positive, by :class:`LSQQuantizer`'s rule: a value that is not
+        above float32 eps, or not finite, becomes half the value after the previous
+        projection. Run after every optimizer step that updates it (a global optimizer hook,
+        as for the LSQ steps)."""
+        scale = self._parameters.get("scale")
+        if scale is None:
+            return
+        value = float(scale)
+        new = _projected_value(value, self.__dict__.get("_last_scale", value), None)
+        if new != value:
+            scale.fill_(new)
+        self.__dict__["_last_scale"] = new
 
     def step(self) -> torch.Tensor:
         """The scale: this module's, or the step of the quantizer it is tied to."""
@@ -140,6 +163,39 @@ class OutputQuantizer(nn.Module):
     def forward(self, x):
         return _QuantizeDequantizeAffine.apply(x, self.step(), self.zero_point, self.low,
                                                self.high, self.signed)
+
+
+#: id(learnable scale parameter) -> weak reference to its OutputQuantizer (the optimizer hook)
+_SCALE_OWNERS: dict[int, weakref.ref] = {}
+
+
+def _register_scale(quantizer: OutputQuantizer) -> None:
+    key = id(quantizer.scale)
+    quantizer.__dict__["_last_scale"] = float(quantizer.scale.detach())
+
+    def forget(reference, key=key):
+        if _SCALE_OWNERS.get(key) is reference:
+            del _SCALE_OWNERS[key]
+
+    _SCALE_OWNERS[key] = weakref.ref(quantizer, forget)
+
+
+def _project_scales_after_step(optimizer, args, kwargs) -> None:
+    """Global ``torch.optim`` step post-hook: project every learnable output-quantizer step
+    (a deployment model's calibrated steps) that the step updated; nothing to do, and one
+    dict test, while no such step exists."""
+    if not _SCALE_OWNERS:
+        return
+    find = _SCALE_OWNERS.get
+    for group in optimizer.param_groups:
+        for parameter in group["params"]:
+            reference = find(id(parameter))
+            owner = None if reference is None else reference()
+            if owner is not None and owner._parameters.get("scale") is parameter:
+                owner.project_scale()
+
+
+register_optimizer_step_post_hook(_project_scales_after_step)
 
 
 def _calibrated(low: float, high: float) -> OutputQuantizer:
