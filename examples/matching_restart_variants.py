@@ -8,7 +8,8 @@ first variant's soft iterate (``method="ipfp", init=X``), the adaptive softassig
 Prints accuracy, edge correctness, iterations, mean row maximum of the last iterate and CPU
 seconds (``time.process_time``) per variant.
 
-Run from the repository root, one BLAS thread (about 10 minutes at n = 5000 on an idle core):
+Run from the repository root, one BLAS thread (roughly 15 minutes of CPU at n = 5000; ``--n 1000``
+for a quick look):
 
     OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 \\
         .venv/bin/python examples/matching_restart_variants.py [--n 5000]
