@@ -379,7 +379,10 @@ def layers_phase(models, count=400):
             rows.append((quantizer, tuple(ort.shape), int((ort != emulated[quantizer]).sum()),
                          int((ort != plain[quantizer]).sum())))
         first = next((r for r in rows if r[3]), None)
+        seconds = _eval_seconds({"emulated": deployed, "float32": float_arithmetic(deployed)},
+                                xt)
         print(name, json.dumps({"inputs": count, "quantizers": len(rows),
+                                "eval_seconds_median_of_3": seconds,
                                 "codes": sum(math.prod(r[1]) for r in rows),
                                 "emulated_code_diffs": sum(r[2] for r in rows),
                                 "float_arithmetic_code_diffs": sum(r[3] for r in rows),
@@ -390,6 +393,21 @@ def layers_phase(models, count=400):
                                                                plain[first[0]], outs, names)))
         for row in rows:
             print("  ", *row, flush=True)
+
+
+def _eval_seconds(models, x, repeats=3):
+    """Median wall time of one eval forward of each model on ``x``, interleaved."""
+    import statistics
+    import time
+
+    times = {k: [] for k in models}
+    for _ in range(repeats):
+        for key, model in models.items():
+            start = time.perf_counter()
+            with torch.no_grad():
+                model(x)
+            times[key].append(time.perf_counter() - start)
+    return {k: round(statistics.median(v), 2) for k, v in times.items()}
 
 
 def _tie(deployed, xt, quantizer, plain_codes, outs, names):
