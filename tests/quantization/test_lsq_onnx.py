@@ -319,12 +319,12 @@ def test_mobilenet_v2_kernels_and_the_relu6_clips_it_needs(torchvision_models, t
     assert kernels.get("QuantizeLinear") == 1 + 10
     assert kernels.get("Transpose") == 2  # NCHW <-> NHWC once, at the input and the pool
     # its deployment model (ReLU6 kept in torch, applied to the codes at export) exports to
-    # the same kernels and agrees with it on every input
+    # the same kernels, whose logits equal its own
     x = torch.randn(32, 3, 32, 32)
     _, onnx_out, torch_out, _, deployed_kernels, _ = _deployment_check(
         model, calibration, x, tmp_path, "mobilenet")
     assert deployed_kernels == kernels
-    assert (onnx_out.argmax(1) == torch_out.argmax(1)).all()
+    assert np.array_equal(onnx_out, torch_out)  # the kernels' arithmetic, emulated
 
 
 def test_widened_codes_keep_a_channel_whose_largest_code_is_minus_128(tmp_path):
@@ -415,7 +415,7 @@ def test_deployment_model_computes_what_onnxruntime_runs(tmp_path):
 
 def test_resnet18_deployment_model_agrees_with_onnxruntime(torchvision_models, tmp_path):
     """resnet18 (random weights, 32x32): the deployment model's export keeps every integer
-    kernel and agrees with the deployment model in argmax on every input."""
+    kernel, and its logits equal the deployment model's (eval mode: the kernels' arithmetic)."""
     torch.manual_seed(0)
     model = quantize_model(torchvision_models.resnet18(num_classes=10), bits=8)
     calibration, x = torch.randn(8, 3, 32, 32), torch.randn(64, 3, 32, 32)
@@ -429,12 +429,9 @@ def test_resnet18_deployment_model_agrees_with_onnxruntime(torchvision_models, t
     assert kernels.get("QuantizeLinear") == 6 and kernels.get("Transpose") == 2
     # (its calibrated steps see the bias rounding, so they differ slightly from the plain
     # export's: no bit equality with it here)
-    assert (onnx_out.argmax(1) == torch_out.argmax(1)).all()
-    # equal to float32 rounding on most inputs; on the others a rounding tie (the integer
-    # requantization against torch's float convolution) moved one code, and later layers
-    # carry that on
-    exact = np.abs(onnx_out - torch_out).max(1) <= 1e-5 * np.abs(torch_out).max()
-    assert exact.mean() >= 0.9  # measured 61 of 64
+    # in eval mode the deployment model computes the integer kernels' arithmetic: the logits
+    # are equal (before the emulation, 3 of 64 inputs had a code moved by a rounding tie)
+    assert np.array_equal(onnx_out, torch_out)
 
 
 def test_deployment_model_and_export_onnx_name_bad_arguments(tmp_path):
