@@ -333,7 +333,8 @@ def _code_outputs(path, folder):
 
 def _torch_codes(model, inputs, emulated):
     """{output quantizer name: its codes} of the deployment model on ``inputs``: the values
-    after the kernel emulation (``emulated``) or after the quantizer itself."""
+    after the kernel emulation (``emulated``; a quantizer without one, such as the copy after
+    a max pooling, exact anyway: its own) or after the quantizer itself."""
     from stepsize.quantization._onnx_emulation import _Emulation
     from stepsize.quantization._onnx_integer import OutputQuantizer
 
@@ -347,7 +348,8 @@ def _torch_codes(model, inputs, emulated):
             codes[names[id(quantizer)]] = torch.round(out / step) + quantizer.zero_point
 
     for module in model.modules():
-        if isinstance(module, _Emulation if emulated else OutputQuantizer):
+        # an emulation runs after its quantizer, so its record replaces the quantizer's
+        if isinstance(module, OutputQuantizer) or emulated and isinstance(module, _Emulation):
             hooks.append(module.register_forward_hook(record))
     with torch.no_grad():
         model(inputs)

@@ -8,6 +8,7 @@ import copy
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from stepsize.quantization import export_onnx, quantize_model
@@ -617,3 +618,28 @@ def test_optimizer_hook_keeps_deployment_output_steps_positive():
         steps[0].grad = torch.tensor(-float(steps[0]))  # doubles: a positive step is kept
         optimizer.step()
         assert float(steps[0]) == pytest.approx(before[0] / 2, rel=1e-6)
+
+
+@pytest.mark.parametrize("channels", [8, 600, 1200])
+def test_emulated_accumulator_is_exact(channels):
+    """The emulated int32 accumulator: one float32 convolution (8 channels: every partial sum
+    below 2^24), the input codes split as 16 h + l into two (600: 5400 terms of up to
+    255 x 127), or float64 (1200); each equals the float64 convolution of the codes."""
+    from stepsize.quantization._onnx_emulation import KernelOutput
+    from stepsize.quantization.export import _kernel_weights
+
+    torch.manual_seed(0)
+    model = quantize_model(nn.Sequential(nn.Conv2d(channels, 4, 3), nn.BatchNorm2d(4),
+                                         nn.ReLU()), bits=8, first_last_bits=8)
+    x = torch.rand(2, channels, 5, 5) * 3  # unsigned input codes up to 255
+    with torch.no_grad():
+        model(x)
+        model[0].weight[0, 0, 0, 0] = 127 * model[0].weight_quantizer.step_size  # |code| 127
+        model[0].input_quantizer.step_size.fill_(2.9 / 255)  # codes up to 255
+    layer = model[0].eval()
+    total, _ = KernelOutput(layer, model[1], None, None).accumulator(x)
+    codes, _, bias = _kernel_weights(layer, model[1])
+    x_codes = (x / layer.input_quantizer.step_size.detach()).clamp(0, 255).round()
+    assert int(x_codes.max()) == 255 and int(codes.abs().max()) == 127
+    expected = F.conv2d(x_codes.double(), codes.double()) + bias.double().view(-1, 1, 1)
+    assert torch.equal(total, expected)

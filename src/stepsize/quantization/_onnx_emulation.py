@@ -114,25 +114,22 @@ class KernelOutput(_Emulation):
         quantizer = layer.input_quantizer
         q_n, q_p = quantizer.bounds
         step = _f32(quantizer.step_size.reshape(()))
-        # exact in float32 while every partial sum of integers stays below 2^24, else float64
-        terms = codes[0].numel() * max(q_n, q_p) * int(codes.abs().max())
-        dtype = torch.float32 if terms < 2**24 else torch.float64
-        x_codes = (x.float() / step).clamp(-q_n, q_p).round().to(dtype)
-        codes = codes.to(dtype)
-        if isinstance(layer, nn.Linear):
-            acc = x_codes @ codes.T
-            shape = (-1,)
+        x_codes = (x.float() / step).clamp(-q_n, q_p).round()
+        # float32 sums of integers are exact below 2^24: one float32 product where every
+        # partial sum stays below it, else the input codes split as 16 h + l (|h|, l < 16),
+        # two float32 products, else float64
+        terms = codes[0].numel() * int(codes.abs().max())
+        if terms * max(q_n, q_p) < 2**24:
+            parts = [(1, x_codes)]
+        elif terms * 16 < 2**24:
+            high = torch.floor(x_codes / 16)
+            parts = [(16, high), (1, x_codes - 16 * high)]
         else:
-            conv = F.conv1d if codes.dim() == 3 else F.conv2d
-            if layer.padding_mode != "zeros":
-                x_codes = F.pad(x_codes, layer._reversed_padding_repeated_twice,
-                                mode=layer.padding_mode)
-                padding = 0
-            else:
-                padding = layer.padding
-            acc = conv(x_codes, codes, None, layer.stride, padding, layer.dilation, layer.groups)
-            shape = (-1,) + (1,) * (codes.dim() - 2)
-        return acc.double() + bias.double().view(shape), (step * scale).view(shape)
+            parts = [(1, x_codes.double())]
+        acc = sum(factor * _integer_product(layer, part, codes.to(part.dtype)).double()
+                  for factor, part in parts)
+        shape = (-1,) + (1,) * (codes.dim() - 2)
+        return acc + bias.double().view(shape), (step * scale).view(shape)
 
     def exact(self, x):
         total, scale = self.accumulator(x)
@@ -142,6 +139,18 @@ class KernelOutput(_Emulation):
         codes = _requantize(total, scale / _f32(quantizer.step()), quantizer.zero_point)
         codes = codes.clamp(*_activation_bounds(quantizer, self.activation))
         return _dequantize(codes, quantizer, torch.float32)
+
+
+def _integer_product(layer: nn.Module, x_codes: torch.Tensor, codes: torch.Tensor):
+    """``layer``'s convolution or matrix product of input codes with weight codes (no bias)."""
+    if isinstance(layer, nn.Linear):
+        return x_codes @ codes.T
+    conv = F.conv1d if codes.dim() == 3 else F.conv2d
+    padding = layer.padding
+    if layer.padding_mode != "zeros":
+        x_codes = F.pad(x_codes, layer._reversed_padding_repeated_twice, mode=layer.padding_mode)
+        padding = 0
+    return conv(x_codes, codes, None, layer.stride, padding, layer.dilation, layer.groups)
 
 
 class AddOutput(_Emulation):
