@@ -14,8 +14,11 @@ Training checkpoints after every epoch (through :mod:`stepsize._checkpoint`: ``w
 loading, a content hash, atomic writes) and resumes from the checkpoint; the data order of each
 epoch depends only on ``(seed, epoch)`` (with ``seed=None``, an int drawn once and kept in the
 checkpoint; a DataLoader's own sampler draws from torch's global
-generator or its own, both saved) and the checkpoint holds torch's global RNG state (which
-Dropout draws from), so an interrupted and resumed run equals an uninterrupted one (under
+generator or its own, both saved). Dropout and other random modules draw from torch's global
+generators, which a run with a given ``seed`` seeds from it (and gives back to the caller
+unchanged when it ends; with ``seed=None`` they are used as the caller left them) and the
+checkpoint saves, so two runs with the same seed are equal whatever the caller's global state,
+and an interrupted and resumed run equals an uninterrupted one (under
 torch.distributed the state saved is rank 0's, so there resumed dropout masks differ). The
 checkpoint records every setting that changes the result, including fingerprints of the data, the
 model's structure and the teacher, and refuses to resume a run with other ones; ``epochs`` is not
@@ -339,6 +342,9 @@ class TrainingOptions:
             object.__setattr__(self, name, value)
 
 
+# The global generators' seed of a run, apart from the epochs' data-order seeds
+# (seed * 1_000_003 + epoch, below 2**60).
+_MODULE_SEED_OFFSET = 2**62
 # seeds drawn for seed=None or from a torch.Generator: below 2**40, so that the epoch seeds
 # seed * 1_000_003 + epoch stay inside torch.Generator.manual_seed's range
 _SEED_BITS = 40
@@ -579,7 +585,21 @@ class _Trainer:
         return total / count
 
     def run(self) -> TrainingResult:
-        self.restore()
+        # Random modules (Dropout) draw from torch's global generators. With a given seed they
+        # are seeded here from it (a resumed run then restores the checkpoint's state) and
+        # restored for the caller afterwards, so the seed decides every draw of the run; with
+        # seed=None the run draws from them as the caller left them.
+        if self.plan.seed_record == "random":
+            self.restore()
+            return self._epochs()
+        devices = (list(range(torch.cuda.device_count()))
+                   if torch.cuda.is_available() and torch.cuda.is_initialized() else [])
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed(self.plan.seed * 1_000_003 + _MODULE_SEED_OFFSET)
+            self.restore()
+            return self._epochs()
+
+    def _epochs(self) -> TrainingResult:
         plan, result = self.plan, self.result
         bar = progress_bar(range(result.rounds, self.options.epochs),
                            progress=plan.progress if self.rank == 0 else False,
@@ -629,9 +649,11 @@ def train_model(
         options: how to train, a :class:`TrainingOptions` (epochs, lr, batch size, optimizer,
             schedule, weight decay, loss, accumulation, autocast, distillation temperature).
         teacher: a full-precision model for knowledge distillation (kept in eval mode), or None.
-        seed: seed of the data order: an int, a ``torch.Generator`` (advanced in place) or
-            None (the library's default: a fresh order, drawn once per run and kept in the
-            checkpoint, so ``resume`` continues it; refused under torch.distributed).
+        seed: seed of the data order and of random modules such as Dropout: an int, a
+            ``torch.Generator`` (advanced in place) or None (the library's default: a fresh
+            seed, drawn once per run and kept in the checkpoint, so ``resume`` continues it;
+            refused under torch.distributed). A given seed also seeds torch's global generators
+            for the run (restored for the caller afterwards); None leaves them as they are.
         checkpoint: file written (atomically) after every epoch.
         resume: continue from ``checkpoint`` if it exists; its settings (``options`` but
             ``epochs``, ``seed``; data, model structure and teacher by hash; the world size)
