@@ -724,3 +724,14 @@ def test_seed_decides_dropout_whatever_the_callers_global_state():
                    zip(first.state_dict().values(), third.state_dict().values(), strict=True)
                    if a.is_floating_point()]
     assert max(differences) > 1e-4  # another seed, other dropout masks and data order
+
+
+def test_a_seed_too_large_for_torch_is_refused_naming_seed():
+    # seed * 1_000_003 + epoch seeds torch: a larger seed failed inside torch ("Overflow when
+    # unpacking long long") without naming the argument; the largest allowed one trains.
+    x, y = _tiny_data()
+    options = TrainingOptions(epochs=1, lr=0.05, batch_size=16)
+    largest = (2**64 - 2**20) // 1_000_003
+    train_model(_tiny_quantized(), (x, y), options=options, progress=False, seed=largest)
+    with pytest.raises(ValueError, match="seed must be <="):
+        train_model(_tiny_quantized(), (x, y), options=options, progress=False, seed=largest + 1)

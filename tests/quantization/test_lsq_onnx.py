@@ -643,3 +643,62 @@ def test_emulated_accumulator_is_exact(channels):
     assert int(x_codes.max()) == 255 and int(codes.abs().max()) == 127
     expected = F.conv2d(x_codes.double(), codes.double()) + bias.double().view(-1, 1, 1)
     assert torch.equal(total, expected)
+
+
+class _WindowPool(nn.Module):
+    """A windowed average pool that ends at 1 x 1 (AvgPool2d(2) on a 3 x 3 map: the top-left
+    2 x 2 window only), which is not QLinearGlobalAveragePool."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU())
+        self.pool = nn.AvgPool2d(2)
+        self.head = nn.Linear(16, 10)
+
+    def forward(self, x):
+        return self.head(torch.flatten(self.pool(self.stem(x)), 1))
+
+
+def test_a_windowed_pool_is_not_emulated_as_a_global_one(tmp_path):
+    # Found by review: every pool with a 1 x 1 output was emulated as a global average (the
+    # pooled values off by 0.32, the logits by 0.17 against onnxruntime's).
+    from stepsize.quantization.export import deployment_model
+
+    torch.manual_seed(0)
+    model = quantize_model(_WindowPool(), bits=8)
+    calibration, x = torch.randn(32, 3, 3, 3), torch.randn(8, 3, 3, 3)
+    with torch.no_grad():
+        model(calibration)
+    deployed = deployment_model(model.eval(), calibration)
+    assert not any(type(m).__name__ == "PoolOutput" for m in deployed.modules())
+    path = export_onnx(deployed, tmp_path / "pool.onnx", x[:1], integer_kernels=True)
+    with torch.no_grad():
+        expected = deployed(x).numpy()
+    np.testing.assert_allclose(_run(path, x), expected, rtol=0, atol=1e-6)
+
+
+def test_emulated_accumulator_bound_counts_int8_minus_128():
+    # Found by review: int8 abs(-128) is -128, so the bound chose the float32 path where its
+    # sums are not exact (off by 12 in 4.6e7).
+    from stepsize.quantization._onnx_emulation import KernelOutput
+    from stepsize.quantization.export import _kernel_weights
+
+    torch.manual_seed(0)
+    channels = 600
+    model = quantize_model(nn.Sequential(nn.Conv2d(channels, 4, 3), nn.BatchNorm2d(4), nn.ReLU()),
+                           bits=8, first_last_bits=8)
+    x = torch.rand(2, channels, 5, 5) * 3
+    with torch.no_grad():
+        model(x)
+        step = model[0].weight_quantizer.step_size.view(-1, 1, 1, 1)
+        weight = torch.full_like(model[0].weight, -1000.0)
+        weight[:, ::2] = 1.0
+        model[0].weight.copy_(weight * step)
+        model[0].input_quantizer.step_size.fill_(2.9 / 255)
+    layer = model[0].eval()
+    total, _ = KernelOutput(layer, model[1], None, None).accumulator(x)
+    codes, _, bias = _kernel_weights(layer, model[1])
+    x_codes = (x / layer.input_quantizer.step_size.detach()).clamp(0, 255).round()
+    expected = F.conv2d(x_codes.double(), codes.double()) + bias.double().view(-1, 1, 1)
+    assert int(codes.min()) == -128
+    assert torch.equal(total, expected)

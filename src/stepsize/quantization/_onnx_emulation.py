@@ -89,7 +89,8 @@ class _Emulation(nn.Module):
     def forward(self, fake, *inputs):
         if self.training:
             return fake
-        with torch.no_grad():
+        # integer arithmetic: never under autocast (bf16 products are not exact)
+        with torch.no_grad(), torch.autocast(fake.device.type, enabled=False):
             exact = self.exact(*inputs).to(fake.dtype)
         if not torch.is_grad_enabled() or not fake.requires_grad:
             return exact
@@ -118,7 +119,7 @@ class KernelOutput(_Emulation):
         # float32 sums of integers are exact below 2^24: one float32 product where every
         # partial sum stays below it, else the input codes split as 16 h + l (|h|, l < 16),
         # two float32 products, else float64
-        terms = codes[0].numel() * int(codes.abs().max())
+        terms = codes[0].numel() * int(codes.to(torch.int32).abs().max())  # int8 -128: abs
         if terms * max(q_n, q_p) < 2**24:
             parts = [(1, x_codes)]
         elif terms * 16 < 2**24:
@@ -258,7 +259,25 @@ def _add_emulation(node, modules):
         tuple(node.args[:2])
 
 
+def _global_pool(node, modules) -> bool:
+    """An adaptive average pooling to one element per channel (what QLinearGlobalAveragePool
+    computes); a windowed pooling that happens to end at 1 x 1 averages only its window."""
+    if node.op == "call_module":
+        module = modules[node.target]
+        if not isinstance(module, (nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d)):
+            return False
+        size = module.output_size
+    elif node.target in (F.adaptive_avg_pool1d, F.adaptive_avg_pool2d):
+        size = node.args[1] if len(node.args) > 1 else node.kwargs.get("output_size")
+    else:
+        return False
+    sizes = size if isinstance(size, (tuple, list)) else (size,)
+    return all(s == 1 for s in sizes)
+
+
 def _pool_emulation(node, modules):
+    if not _global_pool(node, modules):
+        return None
     source = node.args[0] if node.args else None
     quantizer = _source_quantizer(source, modules)
     found = _output_quantizer(node, modules)

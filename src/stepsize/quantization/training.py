@@ -366,7 +366,8 @@ def _data_seed(seed, world: int) -> tuple[int, int | str]:
         return int(torch.randint(0, 2**_SEED_BITS, (), generator=generator)), "random"
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise TypeError(f"seed must be an int, a torch.Generator or None, got {describe(seed)}")
-    seed = check_int(seed, "seed", low=0)
+    # the epochs' data-order seeds seed * 1_000_003 + epoch must fit torch's 64-bit seeds
+    seed = check_int(seed, "seed", low=0, high=(2**64 - 2**20) // 1_000_003)
     return seed, seed
 
 
@@ -592,10 +593,15 @@ class _Trainer:
         if self.plan.seed_record == "random":
             self.restore()
             return self._epochs()
-        devices = (list(range(torch.cuda.device_count()))
-                   if torch.cuda.is_available() and torch.cuda.is_initialized() else [])
+        cuda = torch.cuda.is_available() and torch.cuda.is_initialized()
+        devices = list(range(torch.cuda.device_count())) if cuda else []
+        seed = (self.plan.seed * 1_000_003 + _MODULE_SEED_OFFSET) % 2**63
         with torch.random.fork_rng(devices=devices):
-            torch.manual_seed(self.plan.seed * 1_000_003 + _MODULE_SEED_OFFSET)
+            # the generators that fork_rng gives back, not torch.manual_seed (which would also
+            # queue a seed for a CUDA not yet initialized, and keep it after the run)
+            torch.default_generator.manual_seed(seed)
+            if cuda:
+                torch.cuda.manual_seed_all(seed)
             self.restore()
             return self._epochs()
 
