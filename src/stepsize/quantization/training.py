@@ -343,7 +343,7 @@ class TrainingOptions:
 
 
 # The global generators' seed of a run, apart from the epochs' data-order seeds
-# (seed * 1_000_003 + epoch, below 2**60).
+# (seed * 1_000_003 + epoch, below 2**64); taken modulo 2**63.
 _MODULE_SEED_OFFSET = 2**62
 # seeds drawn for seed=None or from a torch.Generator: below 2**40, so that the epoch seeds
 # seed * 1_000_003 + epoch stay inside torch.Generator.manual_seed's range
