@@ -470,18 +470,24 @@ class _ResidualNorm(nn.Module):
         return self.head(torch.relu(self.branch(y) + y).mean((2, 3)))
 
 
-def test_deployment_model_output_steps_get_no_weight_decay():
-    """The calibrated output steps of a deployment model are step sizes: train_model puts them
-    in the no-decay group with the LSQ steps (decay would pull them toward 0)."""
+def _calibrated_deployment():
+    """The deployment model of an 8-bit _ResidualNorm calibrated on 32 random images."""
     from stepsize.quantization.export import deployment_model
-    from stepsize.quantization.training import _parameter_groups
 
     torch.manual_seed(0)
     model = quantize_model(_ResidualNorm(), bits=8)
     calibration = torch.randn(32, 3, 8, 8)
     with torch.no_grad():
         model(calibration)
-    deployed = deployment_model(model.eval(), calibration)
+    return deployment_model(model.eval(), calibration)
+
+
+def test_deployment_model_output_steps_get_no_weight_decay():
+    """The calibrated output steps of a deployment model are step sizes: train_model puts them
+    in the no-decay group with the LSQ steps (decay would pull them toward 0)."""
+    from stepsize.quantization.training import _parameter_groups
+
+    deployed = _calibrated_deployment()
     decayed, free = _parameter_groups(deployed, 1e-4)
     assert (decayed["weight_decay"], free["weight_decay"]) == (1e-4, 0.0)
     outputs = {id(p) for n, p in deployed.named_parameters() if "output_quantizer" in n}
@@ -594,14 +600,7 @@ def test_optimizer_hook_keeps_deployment_output_steps_positive():
     a deployment model's calibrated output steps went <= 0 after a large step (the scale
     was then used as it was). Now they follow the LSQ rule: a step that is not above eps (or
     not finite) becomes half its previous value; copies (deepcopy) are projected too."""
-    from stepsize.quantization.export import deployment_model
-
-    torch.manual_seed(0)
-    model = quantize_model(_ResidualNorm(), bits=8)
-    calibration = torch.randn(32, 3, 8, 8)
-    with torch.no_grad():
-        model(calibration)
-    deployed = deployment_model(model.eval(), calibration)
+    deployed = _calibrated_deployment()
     for copied in (deployed, copy.deepcopy(deployed)):
         steps = [p for n, p in copied.named_parameters() if "output_quantizer" in n]
         before = [float(p) for p in steps]
