@@ -63,13 +63,14 @@ def test_generation_losses_match_the_note(notebook_run):
     10, 15, 20, 25. Up to g = 15 our run is bitwise the numpy reference (3 digits of the oracle:
     rel 1e-2); after that, Adam's normalised updates on gradients of ~1e-7 amplify round-off,
     and runs that differ only in summation order end apart at g = 25: 3.78e-7 with torch's AVX2
-    kernels, 4.31e-7 with its AVX-512 ones (same code and seed), against the note's 3.5e-7, so
-    the late generations get rel 0.05 / 0.3."""
+    kernels, 4.31e-7 with its AVX-512 ones on an AMD EPYC, 4.65e-7 on an Intel Xeon (AVX-512,
+    OpenBLAS' own kernels for that CPU; same code and seed), against the note's 3.5e-7, so the
+    late generations get rel 0.05 / 0.4."""
     losses = notebook_run.losses
     assert len(losses) == 25
     for generation, value, rel in [
         (1, 0.333, 1e-2), (2, 0.143, 1e-2), (5, 1.6e-2, 5e-2), (10, 7.8e-4, 1e-2),
-        (15, 5.2e-5, 1e-2), (20, 3.9e-6, 5e-2), (25, 3.5e-7, 0.3),
+        (15, 5.2e-5, 1e-2), (20, 3.9e-6, 5e-2), (25, 3.5e-7, 0.4),
     ]:
         assert losses[generation - 1] == pytest.approx(value, rel=rel), generation
     assert all(a > b for a, b in zip(losses, losses[1:]))
@@ -98,8 +99,10 @@ def test_training_lowers_the_spectral_radius(notebook_run, notebook_eigenvalues)
     radius = notebook_run.info["spectral_radius"]
     assert all(a > b for a, b in zip(radius, radius[1:]))
     assert radius[-1] == pytest.approx(7.56e-3, rel=0.05)  # learned DUGD rho(Q_25), note 3
+    # note: 3.9e-7; the same round-off spread as the g = 25 loss above (4.71e-7 on an Intel
+    # Xeon, within 10% on AMD EPYC runs)
     assert expected_squared_error(notebook_run.steps, notebook_eigenvalues) == pytest.approx(
-        3.9e-7, rel=0.1
+        3.9e-7, rel=0.25
     )
 
 
