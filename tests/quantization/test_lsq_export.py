@@ -20,13 +20,16 @@ def _calibrate(model, shape, seed=0):
 
 
 def _agreement(model, integer, x):
-    """(argmax agreement with the float32 fake model, max |integer - float64 fake| / scale)."""
+    """(argmax agreement with the fake model evaluated in float64, the arithmetic the integer
+    model performs exactly (the bench's goal), max |integer - float64 fake| / scale). Against
+    the float32 fake model, random-weight networks (near-tied logits) flip an argmax on a
+    rounding tie now and then (mobilenet_v2 with 8-bit min/max input steps: 1 of 8)."""
     with torch.no_grad():
-        fake32, out = model(x), integer(x)
+        out = integer(x)
         fake64, out64 = model.double()(x.double()), integer(x.double())
     model.float()
     assert out.dtype == torch.float32 and out64.dtype == torch.float64
-    agreement = float((fake32.argmax(1) == out.argmax(1)).float().mean())
+    agreement = float((fake64.argmax(1) == out64.argmax(1)).float().mean())
     return agreement, float((out64 - fake64).abs().max() / fake64.abs().max())
 
 

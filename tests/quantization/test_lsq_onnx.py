@@ -138,16 +138,30 @@ def test_resnet18_fuses_every_conv_and_add(torchvision_models, tmp_path):
     assert not {"Conv", "FusedConv", "Add", "BatchNormalization"} & set(kernels)
     assert biases == 20
     # the stem's max pooling runs on the uint8 codes, not in float between reorders; the
-    # QuantizeLinear left: the input's and a requantization of each stage's input, read by a
-    # block's conv1 (its step) and its skip path (a calibrated step): the max pooling's output
-    # (layer1.0's skip path through the pooling, at a calibrated step since the fix; before
-    # it the skip path carried conv1's coarser LSQ step) and each first block's output of
-    # the 4 stages
+    # one QuantizeLinear left is the input's: with the 8-bit min/max input steps (the default)
+    # every skip path is carried at its consumer's own quantization (no requantization)
     assert kernels.get("NhwcMaxPool") == 1 and "MaxPool" not in kernels
-    assert kernels.get("QuantizeLinear") == 6
+    assert kernels.get("QuantizeLinear") == 1
     # the logits layer: int8 GEMM with float output (its DequantizeLinear nodes carry explicit
     # zero points, without which onnxruntime leaves a float Gemm)
     assert kernels.get("QGemm") == 1 and "Gemm" not in kernels
+
+
+def test_coarse_input_steps_keep_calibrated_skip_paths(torchvision_models, tmp_path):
+    """With the paper's LSQ init at 8 bits (coarser than min/max: ``_Placement.carries``
+    refuses it) each stage's input is requantized: read by a block's conv1 at its step and by
+    the skip path at a calibrated step: the max pooling's output (layer1.0's skip path) and
+    each first block's output of the 4 stages, 5 QuantizeLinear beside the input's."""
+    torch.manual_seed(0)
+    model = quantize_model(torchvision_models.resnet18(num_classes=10), bits=8,
+                           activation_init="lsq").eval()
+    calibration = torch.randn(8, 3, 32, 32)
+    with torch.no_grad():
+        model(calibration)
+    path = export_onnx(model, tmp_path / "resnet18.onnx", calibration[:1], integer_kernels=True,
+                       calibration_input=calibration)
+    kernels, _ = _optimized(path, tmp_path)
+    assert kernels.get("QuantizeLinear") == 6 and kernels.get("QLinearAdd") == 8
 
 
 def test_integer_kernel_arguments_are_checked(tmp_path):
@@ -222,7 +236,9 @@ def test_bench_deployment_helpers(tmp_path):
         model(x[:32])
         reference = model(x).argmax(1)
     out = lsq._integer_kernel_agreement(model, x, reference, tmp_path / "c.onnx", x[:32])
-    assert out["onnx_int_agreement"] >= 0.98  # 2-sample tolerance for bias-code rounding
+    # the plain fake model does not compute the int32 bias codes and requantizations: 2 of
+    # 64 random-chain inputs (near-tied logits) flip with 8-bit min/max input steps
+    assert out["onnx_int_agreement"] >= 0.96
     assert out["onnx_int_kernels"] == {"QLinearConv": 3, "Conv": 0}
     float_model = _chain().eval()
     torch.onnx.export(float_model, (x[:1],), str(tmp_path / "f.onnx"), dynamo=False,
@@ -399,7 +415,9 @@ def test_deployment_model_computes_what_onnxruntime_runs(tmp_path):
         assert np.abs(plain_out - fake).max() >= 1e-4 * scale  # measured 5e-3, 1.7e-2
         assert (onnx_out.argmax(1) == torch_out.argmax(1)).all()
         steps = [p for n, p in deployed.named_parameters() if "output_quantizer" in n]
-        assert len(steps) == (1 if build is _chain else 3)  # calibrated; the rest are tied
+        # calibrated (the rest are tied): the chain's pooled input; _Residual's branch and
+        # add output (its skip input is carried at the branch conv's min/max step)
+        assert len(steps) == (1 if build is _chain else 2)
         optimizer = torch.optim.Adam(deployed.parameters(), 1e-3)
         for step in range(5):
             optimizer.zero_grad()
@@ -427,7 +445,10 @@ def test_resnet18_deployment_model_agrees_with_onnxruntime(torchvision_models, t
         model, calibration, x, tmp_path, "resnet18")
     assert kernels == plain_kernels
     assert kernels.get("QLinearConv") == 20 and kernels.get("QLinearAdd") == 8
-    assert kernels.get("QuantizeLinear") == 6 and kernels.get("Transpose") == 2
+    # min/max input steps set in training mode (batch statistics) do not cover 4 of the 5
+    # skip paths' eval-mode ranges (running statistics after one batch): those stay
+    # calibrated, each with a requantization for its conv1 (QuantizeLinear) beside the input's
+    assert kernels.get("QuantizeLinear") == 5 and kernels.get("Transpose") == 2
     # (its calibrated steps see the bias rounding, so they differ slightly from the plain
     # export's: no bit equality with it here)
     # in eval mode the deployment model computes the integer kernels' arithmetic: the logits
@@ -471,11 +492,12 @@ class _ResidualNorm(nn.Module):
 
 
 def _calibrated_deployment():
-    """The deployment model of an 8-bit _ResidualNorm calibrated on 32 random images."""
+    """The deployment model of an 8-bit _ResidualNorm calibrated on 32 random images (the
+    paper's LSQ input init: 3 calibrated output steps)."""
     from stepsize.quantization.export import deployment_model
 
     torch.manual_seed(0)
-    model = quantize_model(_ResidualNorm(), bits=8)
+    model = quantize_model(_ResidualNorm(), bits=8, activation_init="lsq")
     calibration = torch.randn(32, 3, 8, 8)
     with torch.no_grad():
         model(calibration)
@@ -505,7 +527,8 @@ def test_train_model_trains_the_deployment_model_that_onnxruntime_runs(tmp_path)
     from stepsize.quantization.export import deployment_model
 
     torch.manual_seed(0)
-    model = quantize_model(_ResidualNorm(), bits=8)
+    # the paper's LSQ input init: coarser than min/max, so every skip path is calibrated
+    model = quantize_model(_ResidualNorm(), bits=8, activation_init="lsq")
     calibration, x = torch.randn(32, 3, 8, 8), torch.randn(256, 3, 8, 8)
     targets = torch.randint(0, 4, (256,))
     with torch.no_grad():
@@ -561,7 +584,9 @@ def test_deployment_model_equals_onnxruntime_bit_for_bit(tmp_path):
     from stepsize.quantization.export import deployment_model
 
     torch.manual_seed(0)
-    model = quantize_model(_Kernels(), bits=8)
+    # the paper's LSQ input init: ReLU6's reader gets a step with 255 s > 6 (a Clip on the
+    # codes) and the skip path a calibrated step (non-zero zero points at the add)
+    model = quantize_model(_Kernels(), bits=8, activation_init="lsq")
     calibration, x = torch.randn(32, 3, 8, 8), torch.randn(512, 3, 8, 8)
     with torch.no_grad():
         model(calibration)  # training mode: batch statistics, then LSQ steps

@@ -8,15 +8,16 @@ pass (on a ``torch.fx`` trace) adds an output quantizer ``Q_o`` after each quant
 the ReLU/ReLU6 that follows it) and after each residual add:
 
 * when the output reaches a layer's input quantizer (directly or through max pooling,
-  flattening, identities) and is not also the skip input of a residual add (directly or
-  through those ops), ``Q_o`` is that
-  quantizer (step ``s'``): exact, and the consumer's own QuantizeLinear/DequantizeLinear pair
-  becomes redundant;
+  flattening, identities), ``Q_o`` is that quantizer (step ``s'``): exact, and the consumer's
+  own QuantizeLinear/DequantizeLinear pair becomes redundant; where the output is also the
+  skip input of a residual add (directly or through those ops), only if that quantizer covers
+  the recorded range at a step at most ``255/127`` times the calibrated one below (min/max
+  steps do; the paper's coarser LSQ init does not), so that the skip path is not carried at
+  a consumer's coarser step;
 * otherwise (a branch into a residual add, a skip path, an output into average pooling) ``Q_o``
   is calibrated on the example input: ``[min, max]`` mapped onto uint8, ``s = (max - min) /
-  255`` with zero point ``round(-min / s)``, usually finer than a layer's LSQ step, so the
-  skip path is not carried at a consumer's coarser step. This is the one inexact step (the
-  consumer then requantizes to its own step);
+  255`` with zero point ``round(-min / s)``. This is the one inexact step (a consumer then
+  requantizes to its own step: a DequantizeLinear/QuantizeLinear pair in onnxruntime);
 * all activations are uint8 (a signed LSQ quantizer's int8 codes become uint8 with zero point
   128: the same values), as QLinearAdd needs one type for both inputs and the output;
 * a max pooling of codes is quantized again at its input's quantization (exact), so that its
@@ -53,6 +54,9 @@ _ADDS = {operator.add, torch.add}
 _POOL_MODULES = (nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.AvgPool1d, nn.AvgPool2d)
 _POOL_FUNCTIONS = {F.adaptive_avg_pool1d, F.adaptive_avg_pool2d, F.avg_pool1d, F.avg_pool2d}
 _BATCH_NORM = (nn.BatchNorm1d, nn.BatchNorm2d)
+#: how far (a fraction of its width) a skip path's recorded range may exceed a consumer's
+#: codes for that quantization to carry the skip path too (``_Placement.carries``)
+SKIP_RANGE_SLACK = 0.02
 
 
 class _QuantizeDequantizeAffine(torch.autograd.Function):
@@ -357,14 +361,37 @@ class _Placement:
             and self.feeds_add(user)) for user in node.users)
 
     def choose(self, tail: torch.fx.Node) -> OutputQuantizer:
-        """The consumer's input quantizer (8 bits or fewer) if the output reaches one and is
-        not also the skip input of a residual add; else one calibrated on the recorded range
-        (finer than a layer's LSQ step, which the skip path would otherwise carry on)."""
+        """The consumer's input quantizer (8 bits or fewer) if the output reaches one, unless
+        the output is also the skip input of a residual add and that quantizer cannot carry
+        it there (:meth:`carries`); else one calibrated on the recorded range."""
         consumers = [q for q in _consumer_quantizers(tail, self.modules)
                      if q.bits <= 8 and q.step_size.numel() == 1 and q.offset is None]
-        if consumers and not self.feeds_add(tail):
-            return from_lsq(consumers[0], tied=self.deployment)
-        return _calibrated(*self.ranges[tail.name][:2])
+        calibrated = _calibrated(*self.ranges[tail.name][:2])
+        if consumers:
+            chosen = from_lsq(consumers[0], tied=self.deployment)
+            if not self.feeds_add(tail) or self.carries(chosen, calibrated, tail):
+                return chosen
+        return calibrated
+
+    def carries(self, quantizer: OutputQuantizer, calibrated: OutputQuantizer,
+                node: torch.fx.Node) -> bool:
+        """Whether a consumer's quantization can also carry ``node`` on a skip path (one
+        quantization of the tensor: no requantization, QuantizeLinear/DequantizeLinear pair,
+        between the add and the consumer): its step is at most ``255/127`` times the
+        calibrated one's (no coarser than a signed 8-bit min/max step, the 8-bit default
+        ``activation_init``; the paper's ``2 mean|v| / sqrt(Q_P)`` is coarser and would carry
+        the whole residual stream at it) and its codes cover the recorded range to within
+        ``SKIP_RANGE_SLACK`` of its width on either side. The recorded range is the export's
+        own arithmetic on the calibration input (batch norm folded into per-channel weight
+        codes), whose extremes lie up to a few percent beyond the fake model's that set the
+        consumer's min/max step; the few values beyond are clipped, as the consumer's own
+        quantizer clips them in the fake model."""
+        low, high = self.ranges[node.name][:2]
+        step, zero = float(quantizer.step().detach()), quantizer.zero_point
+        slack = SKIP_RANGE_SLACK * (high - low)
+        fine = step <= float(calibrated.scale) * 255 / 127 * (1 + 1e-6)
+        return fine and (quantizer.low - zero) * step <= low + slack and \
+            high - slack <= (quantizer.high - zero) * step
 
     def absorb(self, activation: torch.fx.Node, quantizer: OutputQuantizer) -> bool:
         """Apply a ReLU/ReLU6 to the codes (and drop it) unless onnxruntime removes it itself
