@@ -15,7 +15,8 @@ one epoch on 500 images and is not reported). Prints the bench's bit-width table
         [--bits 4 3 2] [--seeds 3] [--activation-init lsq]
 
 ``--activation-init lsq`` gives every input quantizer the paper's initial step instead of the
-layers' default (``"auto"``: lowest quantization error below 8 bits).
+layers' default (``"auto"``: lowest quantization error below 8 bits, min/max at 8 bits, the
+first and last layers').
 """
 
 import argparse

@@ -6,6 +6,7 @@ Usage (from the repository root):
 PHASE: train (float models on sklearn digits, cached in $LSQ_ONNX_CACHE, default
 results/lsq_onnx_cache), agree (argmax
 agreement on the 397 held-out digits at 32x32), kernels (onnxruntime optimized-graph counts),
+profile (onnxruntime's profiler: kernel time per operator type, batch 1 at 224x224, 1 thread),
 speed (onnx_latencies at 224x224, batch 1/32, threads 1/2, all models interleaved), layers
 (the uint8 codes of every output quantizer in onnxruntime's integer kernels against the
 deployment model's, with its kernel emulation and with the float32 fake arithmetic, on the
@@ -19,13 +20,14 @@ its float32 fake arithmetic without that emulation), --finetune N (N epochs of A
 that model in eval mode), --qat N (N epochs of train_model's recipe on that model: QAT of what
 is deployed), --shifted (held-out digits and their 4 one-pixel shifts: 1985 inputs), --no-spin
 (speed with session.intra_op.allow_spinning 0), --init METHOD (activation step init of
-quantize_model, default lsq).
+quantize_model, default auto: min/max at 8 bits).
 
 Recipe as docs/quantization.md "Issue 16: ONNX on integer kernels": torchvision resnet18 /
 mobilenet_v2 (num_classes=10) trained in float on digits (8x8 -> bilinear 3x32x32,
 (x/16 - 0.3)/0.4, 1400 train / 397 held out, Adam 1e-3, batch 50, 3 / 6 epochs, BN statistics
-recomputed over the training set); quantize_model(bits=8), LSQ initial steps on 64 training
-images (also the calibration_input); peer: onnxruntime quantize_static after quant_pre_process.
+recomputed over the training set); quantize_model(bits=8), initial steps (the defaults) on 64
+training images (also the calibration_input); peer: onnxruntime quantize_static after
+quant_pre_process.
 """
 
 import copy
@@ -104,7 +106,7 @@ def load(name):
 
 
 def quantized(net, calibration):
-    init = sys.argv[sys.argv.index("--init") + 1] if "--init" in sys.argv else "lsq"
+    init = sys.argv[sys.argv.index("--init") + 1] if "--init" in sys.argv else "auto"
     q = quantize_model(copy.deepcopy(net), bits=8, activation_init=init).eval()
     with torch.no_grad():
         q(calibration)
@@ -449,6 +451,40 @@ def kernels_phase(models):
                       flush=True)
 
 
+def profile_phase(models, threads=1, runs=30):
+    """onnxruntime's per-operator kernel time (its profiler: the mean over ``runs`` batch-1
+    runs at 224x224 after a dropped first run) of the float, ours and peer models, by
+    operator type."""
+    import collections
+
+    import onnxruntime
+
+    x = torch.randn(1, 3, 224, 224, generator=torch.Generator().manual_seed(1)).numpy()
+    with tempfile.TemporaryDirectory() as folder:
+        for name in models:
+            _, _, paths, _ = exports(name, folder, 224)
+            for kind in ("float", "ours", "peer"):
+                options = onnxruntime.SessionOptions()
+                options.enable_profiling, options.log_severity_level = True, 3
+                options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
+                options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+                options.profile_file_prefix = str(Path(folder) / "profile")
+                session = onnxruntime.InferenceSession(str(paths[kind]), options,
+                                                       providers=["CPUExecutionProvider"])
+                for _ in range(runs + 1):  # the first (cold) run is dropped below
+                    session.run(None, {"input": x})
+                events = json.loads(Path(session.end_profiling()).read_text())
+                per_op, seen = collections.Counter(), set()
+                for event in events:
+                    if event.get("cat") == "Node" and event["name"].endswith("_kernel_time"):
+                        if event["name"] in seen:
+                            per_op[event["args"]["op_name"]] += event["dur"] / runs
+                        seen.add(event["name"])
+                ops = {op: round(us) for op, us in per_op.most_common()}
+                print(f"{name} {kind} us/run total {round(sum(per_op.values()))}: "
+                      f"{json.dumps(ops)}", flush=True)
+
+
 def speed_phase(models, batches=(1, 32), threads=(1, 2)):
     with tempfile.TemporaryDirectory() as folder:
         for name in models:
@@ -476,7 +512,7 @@ if __name__ == "__main__":
     finetune = int(args[args.index("--finetune") + 1]) if "--finetune" in args else 0
     qat = int(args[args.index("--qat") + 1]) if "--qat" in args else 0
     deployed = "--deployed" in args or finetune > 0 or qat > 0
-    for phase in ("train", "agree", "layers", "sources", "kernels", "speed"):
+    for phase in ("train", "agree", "layers", "sources", "kernels", "profile", "speed"):
         if phase in args:
             print(f"== {phase} ({os.popen('date -u').read().strip()})", flush=True)
             if phase == "train":
@@ -491,5 +527,7 @@ if __name__ == "__main__":
                 sources_phase(models)
             elif phase == "kernels":
                 kernels_phase(models)
+            elif phase == "profile":
+                profile_phase(models)
             else:
                 speed_phase(models)

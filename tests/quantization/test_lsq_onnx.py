@@ -94,20 +94,31 @@ class _Residual(nn.Module):
         return self.head(z.mean((2, 3)))
 
 
-def test_residual_add_gets_a_calibrated_branch_quantizer_and_fuses(tmp_path):
+@pytest.mark.parametrize("init", ["auto", "lsq"])
+def test_residual_add_gets_a_calibrated_branch_quantizer_and_fuses(tmp_path, init):
+    """The branch into the add and the add's output are calibrated; the stem output (the skip
+    input, also read by the branch conv) is carried at the branch conv's own quantization when
+    that covers it (8-bit min/max, the default: its pair dropped) and calibrated otherwise
+    (the paper's coarser init)."""
     torch.manual_seed(0)
-    model = quantize_model(_Residual(), bits=8).eval()
+    model = quantize_model(_Residual(), bits=8, activation_init=init).eval()
     calibration = torch.randn(32, 3, 8, 8)
     with torch.no_grad():
         model(calibration)
         stem = model.stem(calibration)
         branch = model.branch(stem)
     traced = trace_for_onnx(model)
-    place_output_quantizers(traced, (calibration,))
+    redundant = place_output_quantizers(traced, (calibration,))
     quantizers = [m for m in traced.modules() if isinstance(m, OutputQuantizer)]
-    # stem output (also the skip input, so calibrated), branch output (calibrated), add output
+    # stem output, branch output (calibrated), add output (calibrated)
     assert len(quantizers) == 3
-    assert float(quantizers[0].scale) == pytest.approx(float(stem.max()) / 255, rel=1e-6)
+    step = float(model.branch.input_quantizer.step_size)
+    if init == "auto":
+        assert redundant == {"branch"} and quantizers[0].same_as(model.branch.input_quantizer)
+        assert step == pytest.approx(float(stem.max()) / 255, rel=1e-6)  # min/max, unsigned
+    else:
+        assert redundant == set() and step > 2 * float(stem.max()) / 255  # coarser
+        assert float(quantizers[0].scale) == pytest.approx(float(stem.max()) / 255, rel=1e-6)
     assert quantizers[0].zero_point == 0  # after the ReLU: the range starts at 0
     low, high = float(branch.min()), float(branch.max())
     scale = (high - min(low, 0.0)) / 255
@@ -618,6 +629,38 @@ def test_deployment_model_equals_onnxruntime_bit_for_bit(tmp_path):
     strip_emulation(plain)
     with torch.no_grad():
         assert not np.array_equal(_run(path, x), plain(x).numpy())
+
+
+def test_carried_skip_path_is_bit_for_bit_and_trains_tied(tmp_path):
+    """8-bit min/max steps set in eval mode (the default init): the skip input of _Kernels'
+    add (signed, read by the project conv) is carried at that conv's own quantization (uint8,
+    zero point 128, tied to its step: no requantization in the export), and the deployment
+    model's logits still equal onnxruntime's exactly, before and after training steps."""
+    from stepsize.benchmarks.lsq import _batch_statistics
+    from stepsize.quantization.export import deployment_model
+
+    torch.manual_seed(0)
+    calibration, x = torch.randn(32, 3, 8, 8), torch.randn(512, 3, 8, 8)
+    model = _batch_statistics(quantize_model(_Kernels(), bits=8), calibration)
+    deployed = deployment_model(model, calibration)
+    outputs = [m for m in deployed.modules() if isinstance(m, OutputQuantizer)]
+    carried = [m for m in outputs if m._source and m._source[0] is deployed.get_submodule(
+        "project.0").input_quantizer]
+    assert len(carried) == 1 and carried[0].zero_point == 128
+    for step in range(3):
+        path = export_onnx(deployed, tmp_path / f"c{step}.onnx", x[:1], integer_kernels=True)
+        with torch.no_grad():
+            expected = deployed(x).numpy()
+        assert np.array_equal(_run(path, x), expected)
+        deployed(calibration).square().mean().backward()
+        with torch.no_grad():
+            for parameter in deployed.parameters():
+                parameter.sub_(1e-3 * parameter.grad.sign())
+                parameter.grad = None
+        assert carried[0].same_as(deployed.get_submodule("project.0").input_quantizer)
+    kernels = speed.onnx_kernels(path)
+    assert (kernels.get("QLinearConv"), kernels.get("QLinearAdd"), kernels.get("QuantizeLinear"),
+            kernels.get("Clip")) == (3, 1, 1, None)
 
 
 def test_optimizer_hook_keeps_deployment_output_steps_positive():

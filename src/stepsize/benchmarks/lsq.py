@@ -762,7 +762,7 @@ def _deploy_exports(name, build, config, seed, folder: Path) -> tuple[dict, dict
                           dynamic_axes={"input": {0: "batch"}, "output": {0: "batch"}})
         quantized = quantize_model(copy.deepcopy(net), bits=8).eval()
     with torch.no_grad():
-        quantized(calibration)  # LSQ initial steps (no fine-tuning)
+        quantized(calibration)  # the default initial steps (no fine-tuning)
         reference = quantized(test)
         floats = net(test).numpy()
     export_onnx(quantized, paths["ours"], calibration[:1], integer_kernels=True,

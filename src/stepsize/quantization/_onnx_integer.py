@@ -11,9 +11,9 @@ the ReLU/ReLU6 that follows it) and after each residual add:
   flattening, identities), ``Q_o`` is that quantizer (step ``s'``): exact, and the consumer's
   own QuantizeLinear/DequantizeLinear pair becomes redundant; where the output is also the
   skip input of a residual add (directly or through those ops), only if that quantizer covers
-  the recorded range at a step at most ``255/127`` times the calibrated one below (min/max
-  steps do; the paper's coarser LSQ init does not), so that the skip path is not carried at
-  a consumer's coarser step;
+  the recorded range at a step at most ``255/127`` times the calibrated one below, each to
+  within 2% (min/max steps set on the calibration data do; the paper's coarser LSQ init does
+  not), so that the skip path is not carried at a consumer's coarser step;
 * otherwise (a branch into a residual add, a skip path, an output into average pooling) ``Q_o``
   is calibrated on the example input: ``[min, max]`` mapped onto uint8, ``s = (max - min) /
   255`` with zero point ``round(-min / s)``. This is the one inexact step (a consumer then
@@ -55,7 +55,8 @@ _POOL_MODULES = (nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.AvgPool1d, nn.Av
 _POOL_FUNCTIONS = {F.adaptive_avg_pool1d, F.adaptive_avg_pool2d, F.avg_pool1d, F.avg_pool2d}
 _BATCH_NORM = (nn.BatchNorm1d, nn.BatchNorm2d)
 #: how far (a fraction of its width) a skip path's recorded range may exceed a consumer's
-#: codes for that quantization to carry the skip path too (``_Placement.carries``)
+#: codes, and its step the bound, for that quantization to carry the skip path too
+#: (``_Placement.carries``)
 SKIP_RANGE_SLACK = 0.02
 
 
@@ -378,18 +379,20 @@ class _Placement:
         """Whether a consumer's quantization can also carry ``node`` on a skip path (one
         quantization of the tensor: no requantization, QuantizeLinear/DequantizeLinear pair,
         between the add and the consumer): its step is at most ``255/127`` times the
-        calibrated one's (no coarser than a signed 8-bit min/max step, the 8-bit default
-        ``activation_init``; the paper's ``2 mean|v| / sqrt(Q_P)`` is coarser and would carry
-        the whole residual stream at it) and its codes cover the recorded range to within
-        ``SKIP_RANGE_SLACK`` of its width on either side. The recorded range is the export's
-        own arithmetic on the calibration input (batch norm folded into per-channel weight
-        codes), whose extremes lie up to a few percent beyond the fake model's that set the
-        consumer's min/max step; the few values beyond are clipped, as the consumer's own
-        quantizer clips them in the fake model."""
+        calibrated one's (at most the one bit that a signed 8-bit code range spends on a
+        one-sided tensor; min/max steps set on the calibration data pass, the paper's
+        ``2 mean|v| / sqrt(Q_P)`` at 8 bits is coarser and would carry the whole residual
+        stream at it) and its codes cover the recorded range, both to within
+        ``SKIP_RANGE_SLACK``. The recorded range is that of the graph being placed on the
+        calibration input (in the export batch norm is folded into per-channel weight codes;
+        in :func:`~stepsize.quantization.export.deployment_model` the bias rounding is
+        added), whose extremes lie up to a few percent beyond the fake model's that set a
+        min/max step: the few skip-path values beyond the codes are clipped, a quantization
+        the deployment model computes too."""
         low, high = self.ranges[node.name][:2]
         step, zero = float(quantizer.step().detach()), quantizer.zero_point
         slack = SKIP_RANGE_SLACK * (high - low)
-        fine = step <= float(calibrated.scale) * 255 / 127 * (1 + 1e-6)
+        fine = step <= float(calibrated.scale) * 255 / 127 * (1 + SKIP_RANGE_SLACK)
         return fine and (quantizer.low - zero) * step <= low + slack and \
             high - slack <= (quantizer.high - zero) * step
 

@@ -358,13 +358,13 @@ def export_onnx(
             codes (3-bit digits model: argmax agreement 96.7%).
         integer_kernels: fold batch norms, write every bias as int32 codes, and add an 8-bit
             uint8 output quantizer after each quantized layer (after its ReLU/ReLU6) and each
-            residual add: the consumer's own input quantizer where the output reaches one, else
-            one calibrated on ``calibration_input`` (min/max). Each folded channel's weight
-            codes are multiplied by the largest integer ``k_c`` that keeps them in int8 (scale
-            divided by ``k_c``: the same weights) so that its int32 bias codes are ``k_c``
-            times finer. The bias rounding and the calibrated quantizers are the inexact
-            steps; :func:`deployment_model` is the fake model that has them (its export
-            reuses its quantizers). See :mod:`stepsize.quantization._onnx_integer`.
+            residual add: the consumer's input quantizer where the output reaches one (if it
+            also feeds an add: one covering it finely), else min/max on ``calibration_input``.
+            Each folded channel's weight codes are multiplied by the largest integer ``k_c``
+            that keeps them in int8 (scale / ``k_c``: the same weights), so that its int32
+            bias codes are ``k_c`` times finer. Bias rounding and calibrated quantizers are
+            the inexact steps; :func:`deployment_model` is the fake model that has them (its
+            export reuses its quantizers). See :mod:`stepsize.quantization._onnx_integer`.
         calibration_input: the batch that calibrates those extra quantizers (default
             ``example_input``); use several representative inputs.
 
@@ -549,7 +549,9 @@ def deployment_model(model: nn.Module, calibration_input: torch.Tensor) -> torch
     A ``torch.fx`` copy of ``model`` (quantized layers as leaves) with the output quantizers of
     :mod:`stepsize.quantization._onnx_integer` inserted (uint8 codes; those at residual adds and
     skip paths calibrated on ``calibration_input``, min/max; their steps are parameters that
-    train with LSQ's gradient) and, after each quantized layer (after its batch norm), the
+    train with LSQ's gradient; a skip path that its consumer's own 8-bit min/max
+    quantization covers is tied to that step instead) and, after each quantized layer (after
+    its batch norm), the
     rounding error of its int32 bias codes added as a constant. In eval mode each fused
     kernel's output (QLinearConv, QLinearAdd, QLinearGlobalAveragePool, the QGemm logits) is
     computed as onnxruntime's CPU kernels compute it (the exact int32 accumulator, one float32
