@@ -175,6 +175,25 @@ def test_coarse_input_steps_keep_calibrated_skip_paths(torchvision_models, tmp_p
     assert kernels.get("QuantizeLinear") == 6 and kernels.get("QLinearAdd") == 8
 
 
+def test_skip_path_is_carried_only_within_the_range_slack():
+    """``_Placement.carries``: the stem output of _Residual is carried at the branch conv's
+    min/max step when the recorded range is the one the step was set on or reaches 1% further,
+    not 3% further (beyond ``SKIP_RANGE_SLACK``, 2%): then it gets its own calibrated
+    quantizer and the branch conv a requantization."""
+    from stepsize.quantization._onnx_integer import SKIP_RANGE_SLACK
+
+    assert SKIP_RANGE_SLACK == 0.02
+    torch.manual_seed(0)
+    calibration = torch.randn(32, 3, 8, 8)
+    for factor, carried in ((1.0, True), (1.01, True), (1.03, False)):
+        model = quantize_model(_Residual(), bits=8).eval()
+        with torch.no_grad():
+            model(calibration)
+        traced = trace_for_onnx(model)
+        redundant = place_output_quantizers(traced, (calibration * factor,))
+        assert (redundant == {"branch"}) is carried, factor
+
+
 def test_integer_kernel_arguments_are_checked(tmp_path):
     model = quantize_model(_chain(), bits=8).eval()
     x = torch.randn(4, 3, 8, 8)
