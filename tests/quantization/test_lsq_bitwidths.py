@@ -108,7 +108,7 @@ def test_twins_start_from_our_steps():
 
 
 def _cell(mean):
-    return {"summary": {"mean": mean}}
+    return {"summary": {"mean": mean, "values": [mean - 0.01, mean, mean + 0.01]}}
 
 
 def test_two_bit_goal_compares_means_with_every_goal_peer():
@@ -123,6 +123,11 @@ def test_two_bit_goal_compares_means_with_every_goal_peer():
                                         brevitas_default=0.81), 3)["met"] is False
     assert bench._bitwidth_goal(results(ours=0.80, torch_native=0.79), 3)["met"] is False
     assert bench._bitwidth_goal({"mnist5k": {}}, 3)["met"] is None
+    # seed by seed: ours - peer, mean and standard error (paired: same FP weights and steps)
+    paired = bench._paired([0.90, 0.92, 0.95], [0.91, 0.90, 0.92])
+    assert paired["mean"] == pytest.approx(0.04 / 3)
+    assert paired["standard_error"] == pytest.approx(np.std([-0.01, 0.02, 0.03], ddof=1) / 3**0.5)
+    assert met["paired"]["torch native"]["mean"] == pytest.approx(0.0)
     # one seed (the quick configuration) decides nothing, either way
     for ours in (0.5, 0.99):
         one = bench._bitwidth_goal(results(ours=ours, torch_native=0.8, brevitas=0.8), 1)

@@ -1077,7 +1077,20 @@ def _bitwidth_goal(results: dict, seeds: int) -> dict:
     peers = {p: cell[p]["summary"]["mean"] for p in BITWIDTH_GOAL_PEERS if p in cell}
     absent = [p for p in ("torch native", "brevitas") if p not in peers]
     met = not absent and all(ours >= value for value in peers.values())
-    return {"met": met, "ours_mean": ours, "peer_means": peers, "missing_peers": absent}
+    return {"met": met, "ours_mean": ours, "peer_means": peers, "missing_peers": absent,
+            "paired": {p: _paired(cell["ours"]["summary"]["values"], cell[p]["summary"]["values"])
+                       for p in peers}}
+
+
+def _paired(ours: list, peer: list) -> dict:
+    """Ours minus the peer, seed by seed (same FP weights, initial steps and data order per
+    seed): the mean difference and its standard error (sample standard deviation / sqrt(n)),
+    so that a reader can tell a difference from seed noise."""
+    differences = np.asarray(ours, dtype=float) - np.asarray(peer, dtype=float)
+    error = float(differences.std(ddof=1) / np.sqrt(len(differences))) \
+        if len(differences) > 1 else float("nan")
+    return {"mean": float(differences.mean()), "standard_error": error,
+            "seeds": len(differences)}
 
 
 def _bitwidths(config: dict, seed: int) -> dict:
@@ -1126,6 +1139,9 @@ def _bitwidth_table(section: dict, config: dict) -> dict:
              f"quantizers at weight/input_bit_width b; goal ({BITWIDTH_GOAL}): ours' mean >= "
              f"{', '.join(BITWIDTH_GOAL_PEERS)}; step time: lockstep, first seed, "
              f"{config['timing_steps']} steps, 1 thread, thread CPU time; load {section['load']}"
+             + "".join(f"; 2-bit ours - {peer}, seed by seed: {100 * d['mean']:+.2f} +- "
+                       f"{100 * d['standard_error']:.2f} points (standard error)"
+                       for peer, d in goal.get("paired", {}).items())
              + (f"; missing: {', '.join(section['missing'])}" if section["missing"] else ""),
     )
 
