@@ -332,6 +332,19 @@ def test_float32_kernel_agrees_with_float64(n):
     assert result.objective == expected.objective
 
 
+def test_float32_kernel_refused_where_it_would_flush_entries():
+    """A kernel with entries below exp(-80) once centred is scaled in float64 even from
+    float32_from rows (float32 flushed them to zero: apfp's first run on the n = 5000
+    power-law pair took 45 outer iterations instead of 9)."""
+    from stepsize.matching.projections import _sinkhorn
+
+    S = np.random.default_rng(0).normal(size=(40, 40)) * 60  # entries down to about exp(-400)
+    single = _sinkhorn(S.copy(), 1e-3, 100, float32_from=1)
+    double = _sinkhorn(S.copy(), 1e-3, 100)
+    np.testing.assert_array_equal(single.P, double.P)
+    assert single.n_iter == double.n_iter
+
+
 def test_tight_tolerance_at_large_n_uses_float64():
     """From 1000 rows the kernel is float32 only for tolerances it can meet (found by review:
     tol=1e-9 ran to max_iter at n = 1000 and stopped at a row-sum error of 6e-8)."""

@@ -193,7 +193,7 @@ class MatchingOptions:
         history: keep the relaxed objective of every iterate in ``history``.
         stall_restarts: randomized starts tried when the kept run has stalled (0: none).
         float32_from: Sinkhorn kernels with at least this many rows are float32 (half the
-            memory traffic; tolerances >= 1e-6 only).
+            memory traffic; tolerances >= 1e-6 and kernels with no entry below exp(-80) only).
         memory_limit: bytes the N x N work arrays may take, checked before any exists (a
             ``MemoryError`` naming the largest N that fits); None: 80% of ``MemAvailable``.
 
