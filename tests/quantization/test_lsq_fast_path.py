@@ -167,6 +167,27 @@ def test_activation_init_names_itself_and_lists_auto():
         quantize_model(nn.Sequential(nn.Linear(3, 3)), 4, activation_init="Auto")
 
 
+def test_auto_init_is_min_max_at_8_bits_mse_below_and_lsq_plus_with_offset():
+    """activation_init="auto": min/max (max|v| / Q_P) at 8 bits, MSE below; with an LSQ+
+    offset at 8 bits the min/max init maps [min, max] onto the whole code range."""
+    from stepsize.quantization import QuantLinear
+
+    x = torch.randn(64, 4, generator=torch.Generator().manual_seed(0))
+    eight, four = QuantLinear(4, 2, weight_bits=8), QuantLinear(4, 2, weight_bits=4)
+    eight(x), four(x)
+    assert (eight.input_quantizer.init, four.input_quantizer.init) == ("minmax", "mse")
+    q_p = eight.input_quantizer.bounds[1]
+    assert float(eight.input_quantizer.step_size) == pytest.approx(float(x.abs().max()) / q_p,
+                                                                   rel=1e-6)
+    offset = QuantLinear(4, 2, weight_bits=8, offset=True)
+    offset(x)
+    quantizer = offset.input_quantizer
+    q_n, q_p = quantizer.bounds
+    step = (float(x.max()) - float(x.min())) / (q_n + q_p)
+    assert float(quantizer.step_size) == pytest.approx(step, rel=1e-5)
+    assert float(quantizer.offset) == pytest.approx(float(x.min()) + q_n * step, rel=1e-5)
+
+
 def test_project_step_sizes_refuses_other_modules():
     """The public projection names the argument and the position of a non-quantizer."""
     with pytest.raises(TypeError, match=r"quantizers must hold LSQQuantizer modules, got Linear "
