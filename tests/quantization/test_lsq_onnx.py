@@ -135,15 +135,22 @@ def test_residual_add_gets_a_calibrated_branch_quantizer_and_fuses(tmp_path, ini
     assert np.abs(_run(path, x, optimize=False) - placed).max() <= 5e-2 * np.abs(placed).max()
 
 
-def test_resnet18_fuses_every_conv_and_add(torchvision_models, tmp_path):
+def _resnet18_kernels(torchvision_models, tmp_path, **quantization):
+    """onnxruntime's optimized-graph counts and int32 bias count of an 8-bit random-weight
+    resnet18's integer-kernel export, steps from 8 random 32x32 images (eval mode)."""
     torch.manual_seed(0)
-    model = quantize_model(torchvision_models.resnet18(num_classes=10), bits=8).eval()
+    model = quantize_model(torchvision_models.resnet18(num_classes=10), bits=8,
+                           **quantization).eval()
     calibration = torch.randn(8, 3, 32, 32)
     with torch.no_grad():
         model(calibration)
     path = export_onnx(model, tmp_path / "resnet18.onnx", calibration[:1], integer_kernels=True,
                        calibration_input=calibration)
-    kernels, biases = _optimized(path, tmp_path)
+    return _optimized(path, tmp_path)
+
+
+def test_resnet18_fuses_every_conv_and_add(torchvision_models, tmp_path):
+    kernels, biases = _resnet18_kernels(torchvision_models, tmp_path)
     assert kernels.get("QLinearConv") == 20 and kernels.get("QLinearAdd") == 8
     assert kernels.get("QLinearGlobalAveragePool") == 1
     assert not {"Conv", "FusedConv", "Add", "BatchNormalization"} & set(kernels)
@@ -163,15 +170,7 @@ def test_coarse_input_steps_keep_calibrated_skip_paths(torchvision_models, tmp_p
     refuses it) each stage's input is requantized: read by a block's conv1 at its step and by
     the skip path at a calibrated step: the max pooling's output (layer1.0's skip path) and
     each first block's output of the 4 stages, 5 QuantizeLinear beside the input's."""
-    torch.manual_seed(0)
-    model = quantize_model(torchvision_models.resnet18(num_classes=10), bits=8,
-                           activation_init="lsq").eval()
-    calibration = torch.randn(8, 3, 32, 32)
-    with torch.no_grad():
-        model(calibration)
-    path = export_onnx(model, tmp_path / "resnet18.onnx", calibration[:1], integer_kernels=True,
-                       calibration_input=calibration)
-    kernels, _ = _optimized(path, tmp_path)
+    kernels, _ = _resnet18_kernels(torchvision_models, tmp_path, activation_init="lsq")
     assert kernels.get("QuantizeLinear") == 6 and kernels.get("QLinearAdd") == 8
 
 
