@@ -12,11 +12,12 @@ one epoch on 500 images and is not reported). Prints the bench's bit-width table
 
     OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 \\
         .venv/bin/python examples/lsq_docs_bitwidths.py [--datasets mnist1d mnist5k]
-        [--bits 4 3 2] [--seeds 3] [--activation-init lsq]
+        [--bits 4 3 2] [--seeds 3] [--activation-init lsq] [--ste rounded]
 
 ``--activation-init lsq`` gives every input quantizer the paper's initial step instead of the
 layers' default (``"auto"``: lowest quantization error below 8 bits, min/max at 8 bits, the
-first and last layers').
+first and last layers'). ``--ste rounded`` gives ours torch's straight-through band (the
+``ste`` option of ``quantize_model``) instead of the paper's.
 """
 
 import argparse
@@ -34,11 +35,13 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--activation-init", default=None)
+    parser.add_argument("--ste", choices=["paper", "rounded"], default=None)
     args = parser.parse_args()
     bitwidths = dict(lsq.BITWIDTHS_FULL, datasets=args.datasets, bits=args.bits,
                      seeds=args.seeds)
-    if args.activation_init is not None:
-        bitwidths["activation_init"] = args.activation_init
+    for key in ("activation_init", "ste"):
+        if getattr(args, key) is not None:
+            bitwidths[key] = getattr(args, key)
     config = dict(lsq.QUICK, bits=[], train=500, fp_epochs=1, architectures=[],
                   bitwidths=bitwidths)
     start = time.perf_counter()

@@ -6,11 +6,13 @@ The model and data are those of ``stepsize bench lsq``'s small ViT (4 layers, di
 bench does; the native twin is the bench's ``_native_model``. Each of ``STEPS`` iterations times
 one SGD step (forward, backward, update) of each model in turn, as thread CPU time (other
 processes' time slices do not count); the first 10 are dropped. Prints the median forward,
-backward, optimizer and total times and their ratios.
+backward, optimizer and total times and their ratios, for ours with the paper's
+straight-through band and with ``ste="rounded"`` (a copy with every quantizer switched).
 
     OMP_NUM_THREADS=1 .venv/bin/python examples/lsq_vit_step_lockstep.py [STEPS]
 """
 
+import copy
 import statistics
 import sys
 import time
@@ -20,6 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from stepsize.benchmarks import lsq as bench
+from stepsize.quantization import LSQQuantizer
 
 warnings.simplefilter("ignore")
 torch.set_num_threads(1)
@@ -49,7 +52,11 @@ def optimizer(model):
 
 def main(steps: int) -> None:
     net, x, y = setup()
-    models = {"ours": net.train(), "native": bench._native_model(net).train()}
+    rounded = copy.deepcopy(net).train()
+    for module in rounded.modules():
+        if isinstance(module, LSQQuantizer):
+            module.ste = "rounded"
+    models = {"ours": net.train(), "rounded": rounded, "native": bench._native_model(net).train()}
     opts = {k: optimizer(m) for k, m in models.items()}
     parts = {k: {"fwd": [], "bwd": [], "opt": [], "all": []} for k in models}
     for i in range(steps):
@@ -67,8 +74,9 @@ def main(steps: int) -> None:
                 for n, v in zip(("fwd", "bwd", "opt", "all"), (t1 - t0, t2 - t1, t3 - t2, t3 - t0)):
                     parts[k][n].append(v / 1e3)
     for n in ("fwd", "bwd", "opt", "all"):
-        a, b = statistics.median(parts["ours"][n]), statistics.median(parts["native"][n])
-        print(f"{n}: ours {a:8.1f} us, native {b:8.1f} us, ratio {a / b:.3f}")
+        a, r, b = (statistics.median(parts[k][n]) for k in ("ours", "rounded", "native"))
+        print(f"{n}: ours {a:8.1f} us, ours rounded {r:8.1f} us, native {b:8.1f} us, "
+              f"ratios {a / b:.3f} / {r / b:.3f}")
 
 
 if __name__ == "__main__":

@@ -667,6 +667,20 @@ def test_lsq_plus_offsets_and_per_channel_through_quantize_model():
     torch.testing.assert_close(q(x), expected, atol=1e-6, rtol=0)
 
 
+def test_ste_option_reaches_every_quantizer_through_quantize_model():
+    net = quantize_model(_five_layers(), bits=2, ste="rounded")
+    encoder = quantize_model(_Tiny(_encoder_layer()), bits=4, ste="rounded")
+    for model in (net, encoder):
+        stes = [m.ste for m in model.modules() if isinstance(m, LSQQuantizer)]
+        assert len(stes) >= 10 and set(stes) == {"rounded"}
+    assert {m.ste for m in quantize_model(_five_layers()).modules()
+            if isinstance(m, LSQQuantizer)} == {"paper"}
+    plain = _five_layers()
+    with pytest.raises(ValueError, match="ste must be one of 'paper', 'rounded'; got 'torch'"):
+        quantize_model(plain, bits=2, ste="torch")
+    assert not list(quant_layers(plain))  # refused before converting anything
+
+
 def test_requantizing_at_other_bits_initializes_from_the_current_weights():
     torch.manual_seed(0)
     x = torch.randn(16, 4)
@@ -708,14 +722,15 @@ def test_step_sizes_of_copies_are_projected_by_the_optimizer_hook():
 
 
 @pytest.mark.slow
-def test_compiled_quantized_model_has_no_graph_break_and_matches_eager():
+@pytest.mark.parametrize("ste", ["paper", "rounded"])
+def test_compiled_quantized_model_has_no_graph_break_and_matches_eager(ste):
     """Issue 16: ``if not self.initialized`` and ``int(self.signed_code)`` broke the graph at
     every quantizer (10 breaks on this model before), and the projection's in-place write of
     the step size made a compiled backward fail."""
     torch.manual_seed(0)
     net = quantize_model(nn.Sequential(
         nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Conv2d(4, 4, 3, groups=4), nn.ReLU(), nn.Flatten(),
-        nn.Linear(64, 3)), bits=4)
+        nn.Linear(64, 3)), bits=4, ste=ste)
     x = torch.randn(2, 3, 8, 8)
     net(x)  # initializes every quantizer
     explanation = torch._dynamo.explain(net)(x)

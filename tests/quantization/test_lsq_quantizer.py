@@ -141,6 +141,101 @@ def test_native_op_differs_from_paper_in_the_half_step_band():
     assert (ours_v.grad.item(), theirs_v.grad.item()) == (0.0, 1.0)
 
 
+@pytest.mark.skipif(NATIVE is None, reason="torch has no native learnable fake-quant op")
+@pytest.mark.parametrize(("bits", "signed"), [(2, True), (2, False), (3, False), (4, True),
+                                              (8, False)])
+def test_rounded_ste_equals_torch_native_op_including_the_half_step_band(bits, signed):
+    q_n, q_p = quantization_range(bits, signed)
+    generator = torch.Generator().manual_seed(10 + bits)
+    v = torch.randn(64, 50, generator=generator) * 1.5
+    step_value = float(2 * v.abs().mean() / math.sqrt(q_p))
+    v[0, :5] = (q_p + 0.25) * step_value  # the band above the range: native passes it
+    v[1, :5] = -(q_n + 0.25) * step_value  # and below it
+    v[2, :5] = (q_p + 0.75) * step_value  # past the band: native blocks it
+    # a near-tie of round(v/s) is decided by float rounding (torch computes v * (1/s)): moved
+    ratio = v / step_value
+    v = torch.where((ratio - ratio.floor() - 0.5).abs() < 1e-3, v + 0.01 * step_value, v)
+    ratio = v / step_value
+    upstream = torch.randn(64, 50, generator=generator)
+    g = 1 / math.sqrt(v.numel() * q_p)
+
+    ours_v, ours_s = v.clone().requires_grad_(), torch.tensor(step_value, requires_grad=True)
+    ours = lsq_quantize(ours_v, ours_s, bits, signed, ste="rounded")
+    ours.backward(upstream)
+    theirs_v, theirs_s = v.clone().requires_grad_(), torch.tensor([step_value], requires_grad=True)
+    NATIVE(theirs_v, theirs_s, torch.zeros(1), -q_n, q_p, g).backward(upstream)
+    paper_v, paper_s = v.clone().requires_grad_(), torch.tensor(step_value, requires_grad=True)
+    lsq_quantize(paper_v, paper_s, bits, signed).backward(upstream)
+
+    assert torch.equal(ours_v.grad, theirs_v.grad)
+    assert ours_s.grad.item() == pytest.approx(theirs_s.grad.item(), rel=1e-5, abs=1e-6)
+    assert torch.equal(ours, lsq_quantize(v, step_value, bits, signed))  # the same forward
+    assert ours_v.grad[0, :5].abs().sum() > 0 and ours_v.grad[2, :5].abs().sum() == 0
+    band = _band(ratio, q_n, q_p)
+    assert int(band.sum()) > 0 and torch.equal(paper_v.grad[~band], ours_v.grad[~band])
+    assert not torch.equal(paper_v.grad[band], ours_v.grad[band])  # where the two differ
+
+
+@pytest.mark.skipif(NATIVE is None, reason="torch has no native learnable fake-quant op")
+@pytest.mark.parametrize("signed", [True, False])
+def test_rounded_ste_quantizer_trains_like_the_native_op(signed):
+    """A per-channel LSQQuantizer(ste="rounded") and torch's per-channel learnable op: the same
+    outputs and gradients through three SGD steps on the step sizes and the input."""
+    q_n, q_p = quantization_range(3, signed)
+    generator = torch.Generator().manual_seed(3)
+    v = torch.randn(4, 30, generator=generator) + (0 if signed else 1.0)
+    ours = LSQQuantizer(3, signed, per_channel=True, channels=4, ste="rounded")
+    ours(v)  # initializes the steps
+    assert repr(ours).startswith("LSQQuantizer(bits=3, signed=%s, per_channel=4, ste='rounded'"
+                                 % signed)
+    theirs = ours.step_size.detach().clone().requires_grad_()
+    ours_v, theirs_v = v.clone().requires_grad_(), v.clone().requires_grad_()
+    for _ in range(3):
+        upstream = torch.randn(4, 30, generator=generator)
+        out = ours(ours_v)
+        out.backward(upstream)
+        native = torch._fake_quantize_learnable_per_channel_affine(
+            theirs_v, theirs, torch.zeros(4), 0, -q_n, q_p, 1 / math.sqrt(30 * q_p))
+        native.backward(upstream)
+        np.testing.assert_allclose(out.detach(), native.detach(), rtol=1e-6, atol=1e-7)
+        assert torch.equal(ours_v.grad, theirs_v.grad)
+        np.testing.assert_allclose(ours.step_size.grad, theirs.grad, rtol=1e-5, atol=1e-6)
+        with torch.no_grad():
+            for variable in (ours.step_size, theirs, ours_v, theirs_v):
+                variable -= 0.05 * variable.grad
+                variable.grad = None
+
+
+@pytest.mark.parametrize("signed", [True, False])
+def test_rounded_ste_on_the_quantizers_fast_path(signed):
+    """An initialized per-tensor quantizer takes the eager fast path: the same gradients as
+    :func:`lsq_quantize` with ``ste="rounded"``, which differ from the paper's."""
+    v = torch.randn(300, generator=torch.Generator().manual_seed(5)) * 2 + (0 if signed else 1)
+    quantizer = LSQQuantizer(2, signed, ste="rounded", init=0.4, grad_scale=1.0)
+    quantizer(v)  # initializes
+    x, reference = v.clone().requires_grad_(), v.clone().requires_grad_()
+    step = torch.tensor(0.4, requires_grad=True)
+    quantizer(x).sum().backward()
+    lsq_quantize(reference, step, 2, signed, grad_scale=1.0, ste="rounded").sum().backward()
+    assert torch.equal(x.grad, reference.grad)
+    assert quantizer.step_size.grad.item() == pytest.approx(step.grad.item(), rel=1e-6)
+    paper = v.clone().requires_grad_()
+    lsq_quantize(paper, 0.4, 2, signed, grad_scale=1.0).sum().backward()
+    assert not torch.equal(paper.grad, x.grad)
+
+
+def test_rounded_ste_in_the_band_closed_form():
+    # v/s = 3.2 with Q_P = 3: the code round(3.2) = 3 is in range, so v gets 1 and s gets
+    # round(3.2) - 3.2 = -0.2; at 3.6 the code 4 is out: v gets 0 and s gets Q_P = 3; at
+    # -4.4 (Q_N = 4) the code -4 is in: v gets its gradient and s gets -4 + 4.4 = 0.4
+    v, step = torch.tensor([3.2, 3.6, -4.4], requires_grad=True), torch.tensor(
+        1.0, requires_grad=True)
+    lsq_quantize(v, step, 3, True, grad_scale=1.0, ste="rounded").backward(
+        torch.tensor([1.0, 10.0, 100.0]))
+    assert v.grad.tolist() == [1.0, 0.0, 100.0]  # the upstream gradient where it passes
+    assert step.grad.item() == pytest.approx(-0.2 + 30.0 + 100 * 0.4, abs=1e-5)
+
+
 def test_per_channel_step_gradient_sums_each_channel():
     v = torch.randn(3, 4, 2)
     step = torch.tensor([0.2, 0.5, 1.0], requires_grad=True)
@@ -300,6 +395,10 @@ def test_other_bad_arguments():
         LSQQuantizer(4, per_channel=True, channels=2)(torch.randn(3, 4))
     with pytest.raises(TypeError, match="signed"):
         LSQQuantizer(4, signed="yes")
+    with pytest.raises(ValueError, match="ste must be one of 'paper', 'rounded'"):
+        LSQQuantizer(4, ste="torch")
+    with pytest.raises(ValueError, match="ste"):
+        lsq_quantize(torch.randn(3), 0.1, 4, True, ste=None)
 
 
 def test_import_without_torch_names_the_extra():

@@ -11,11 +11,15 @@ from stepsize.quantization import LSQQuantizer, lsq_quantize, quantization_range
 DTYPES = [torch.float64, torch.float32, torch.bfloat16, torch.float16]
 
 
-def _reference(v, step, q_n, q_p, g, upstream):
-    """The paper's eq. 1-3 with explicit masks (the kernel before this change), same dtype."""
+def _reference(v, step, q_n, q_p, g, upstream, ste="paper"):
+    """The paper's eq. 1-3 with explicit masks (the kernel before this change), same dtype;
+    ``ste="rounded"``: inside where the code ``round(v/s)`` is in ``[-Q_N, Q_P]``."""
     scaled = v / step
     out = torch.clamp(scaled, -q_n, q_p).round() * step
-    inside = (scaled > -q_n) & (scaled < q_p)
+    if ste == "rounded":
+        inside = (scaled.round() >= -q_n) & (scaled.round() <= q_p)
+    else:
+        inside = (scaled > -q_n) & (scaled < q_p)
     grad_v = torch.where(inside, upstream, 0.0)
     local = torch.clamp(scaled, -q_n, q_p).round() - torch.where(inside, scaled, 0.0)
     grad_step = (upstream * local).sum_to_size(step.shape) * g
@@ -30,21 +34,23 @@ def _inputs(dtype, q_n, q_p, shape, step_shape, seed):
     k = flat.numel() // 8
     flat[:k] = steps[:k] * -q_n  # exactly at the lower clip (outside in eq. 3)
     flat[k:2 * k] = steps[k:2 * k] * q_p  # exactly at the upper clip
-    ties = torch.randint(-q_n, q_p + 1, (k,), generator=generator) + 0.5
-    flat[2 * k:3 * k] = steps[2 * k:3 * k] * ties.to(dtype)  # .5 ties (half to even)
+    # .5 ties (half to even), from -Q_N - 1/2 to Q_P + 1/2 (the ends of the rounded band)
+    ties = torch.randint(-q_n - 1, q_p + 1, (k,), generator=generator) + 0.5
+    flat[2 * k:3 * k] = steps[2 * k:3 * k] * ties.to(dtype)
     return v, step, torch.randn(shape, generator=generator).to(dtype)
 
 
+@pytest.mark.parametrize("ste", ["paper", "rounded"])
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize(("bits", "signed"), [(2, True), (2, False), (4, True), (8, False)])
 @pytest.mark.parametrize(("shape", "step_shape"),
                          [((40, 25), ()), ((6, 30, 3), (6, 1, 1)), ((4, 5), (4, 5))])
-def test_kernel_is_bitwise_the_mask_reference(dtype, bits, signed, shape, step_shape):
+def test_kernel_is_bitwise_the_mask_reference(dtype, bits, signed, shape, step_shape, ste):
     q_n, q_p = quantization_range(bits, signed)
     v, step, upstream = _inputs(dtype, q_n, q_p, shape, step_shape, seed=bits + 17 * len(shape))
-    expected = _reference(v, step, q_n, q_p, 0.37, upstream)
+    expected = _reference(v, step, q_n, q_p, 0.37, upstream, ste)
     x, s = v.clone().requires_grad_(), step.clone().requires_grad_()
-    out = lsq_quantize(x, s, bits, signed, grad_scale=0.37)
+    out = lsq_quantize(x, s, bits, signed, grad_scale=0.37, ste=ste)
     out.backward(upstream)
     for got, want in zip((out.detach(), x.grad, s.grad), expected, strict=True):
         assert got.dtype == dtype

@@ -977,14 +977,14 @@ def _bitwidth_twins(float_model, bits, data, config, seed, methods) -> dict:
     """Ours (``quantize_model``, steps initialized on one seeded training batch) and each
     peer's twin of it: the same FP weights and, where the peer takes them, the same steps.
     ``config["activation_init"]`` (if given, e.g. ``"lsq"``: the paper's) replaces the layers'
-    default input init for ours and so for the peers that take our steps."""
+    default input init for ours and so for the peers that take our steps; ``config["ste"]``
+    (if given) is ours' straight-through band."""
     import torch
 
     from stepsize.quantization import quantize_model
 
-    init = {"activation_init": config["activation_init"]} if config.get("activation_init") \
-        else {}
-    ours = quantize_model(copy.deepcopy(float_model), bits=bits, **init)
+    options = {key: config[key] for key in ("activation_init", "ste") if config.get(key)}
+    ours = quantize_model(copy.deepcopy(float_model), bits=bits, **options)
     train_x = data["train"][0]
     first = torch.randperm(len(train_x), generator=torch.Generator().manual_seed(seed))
     ours.eval()

@@ -18,7 +18,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from stepsize._validation import check_choice, check_int, describe
-from stepsize.quantization.quantizer import INIT_METHODS, GradScale, LSQQuantizer, check_bits
+from stepsize.quantization.quantizer import (
+    INIT_METHODS,
+    STE_MODES,
+    GradScale,
+    LSQQuantizer,
+    check_bits,
+)
 
 __all__ = [
     "FLOAT_LAYER_TYPES",
@@ -45,7 +51,7 @@ def _activation_bits(activation_bits, weight_bits: int) -> int:
 
 
 def _input_quantizer(activation_bits, activation_signed, activation_init, grad_scale, offset,
-                     device) -> LSQQuantizer | None:
+                     ste, device) -> LSQQuantizer | None:
     """An input quantizer, or None for ``activation_bits=0`` (weight-only); ``activation_init=
     "auto"`` is ``"mse"`` below 8 bits and ``"minmax"`` at 8 bits and above."""
     if activation_bits == 0:
@@ -55,7 +61,7 @@ def _input_quantizer(activation_bits, activation_signed, activation_init, grad_s
         if activation_init == "auto":
             activation_init = "mse" if activation_bits < 8 else "minmax"
     return LSQQuantizer(activation_bits, activation_signed, init=activation_init,
-                        grad_scale=grad_scale, offset=offset).to(device)
+                        grad_scale=grad_scale, offset=offset, ste=ste).to(device)
 
 
 class _QuantMixin:
@@ -74,16 +80,17 @@ class _QuantMixin:
         activation_init: str | float,
         grad_scale: GradScale,
         offset: bool,
+        ste: str,
     ) -> None:
         weight_bits = check_bits(weight_bits, "weight_bits")
         activation_bits = _activation_bits(activation_bits, weight_bits)
         self.weight_quantizer = LSQQuantizer(
             weight_bits, True, per_channel=per_channel, channels=self.weight.shape[0],
-            init=weight_init, grad_scale=grad_scale,
+            init=weight_init, grad_scale=grad_scale, ste=ste,
         ).to(self.weight.device)
         self.weight_quantizer.check_finite = False  # a parameter (LSQQuantizer.check_finite)
         self.add_module("input_quantizer", _input_quantizer(
-            activation_bits, activation_signed, activation_init, grad_scale, offset,
+            activation_bits, activation_signed, activation_init, grad_scale, offset, ste,
             self.weight.device))
 
     def quantized_weight(self) -> torch.Tensor:
@@ -121,7 +128,7 @@ class _QuantMixin:
 
 _LAYER_DEFAULTS = dict(
     weight_bits=4, activation_bits=None, activation_signed=None, per_channel=False,
-    weight_init="lsq", activation_init="auto", grad_scale=None, offset=False,
+    weight_init="lsq", activation_init="auto", grad_scale=None, offset=False, ste="paper",
 )
 
 _DOC_ARGS = """
@@ -141,6 +148,8 @@ _DOC_ARGS = """
             ReLU6 readers' code ranges reached past 6: 34 Clips in the integer export).
         grad_scale: as in :func:`lsq_quantize` (default: the paper's ``1/sqrt(N Q_P)``).
         offset: learn an LSQ+ offset for the input quantizer (Bhalgat et al. 2020).
+        ste: the straight-through band of every quantizer, ``"paper"`` or ``"rounded"``
+            (see :class:`LSQQuantizer`).
 """
 
 
@@ -261,14 +270,14 @@ class QuantMultiheadAttention(nn.MultiheadAttention):
     """
 
     def _attach_quantizers(self, weight_bits, activation_bits, activation_signed, per_channel,
-                           weight_init, activation_init, grad_scale, offset) -> None:
+                           weight_init, activation_init, grad_scale, offset, ste) -> None:
         weight_bits = check_bits(weight_bits, "weight_bits")
         activation_bits = _activation_bits(activation_bits, weight_bits)
 
         def weight_quantizer(parameter):
             quantizer = LSQQuantizer(weight_bits, True, per_channel=per_channel,
                                      channels=parameter.shape[0], init=weight_init,
-                                     grad_scale=grad_scale).to(parameter.device)
+                                     grad_scale=grad_scale, ste=ste).to(parameter.device)
             quantizer.check_finite = False  # a parameter (LSQQuantizer.check_finite)
             return quantizer
 
@@ -276,7 +285,7 @@ class QuantMultiheadAttention(nn.MultiheadAttention):
             setattr(self, name + "_quantizer", weight_quantizer(getattr(self, name)))
         for role in ("query", "key", "value"):
             self.add_module(role + "_quantizer", _input_quantizer(
-                activation_bits, activation_signed, activation_init, grad_scale, offset,
+                activation_bits, activation_signed, activation_init, grad_scale, offset, ste,
                 self.out_proj.weight.device))
 
     def _weight_names(self) -> tuple[str, ...]:
@@ -569,6 +578,7 @@ def _check_quantize_arguments(model, first_last_bits, activation_bits, example_i
     unknown = set(quantization) - set(_LAYER_DEFAULTS) - {"weight_bits"}
     if unknown or "weight_bits" in quantization:
         raise TypeError(f"quantize_model got unexpected keyword arguments {sorted(unknown)}")
+    check_choice(quantization.get("ste", "paper"), "ste", STE_MODES)
     if example_inputs is not None and not isinstance(example_inputs, (torch.Tensor, tuple)):
         raise TypeError(
             "example_inputs must be a tensor or a tuple of arguments, got "
@@ -687,8 +697,8 @@ def quantize_model(
         example_inputs: a batch (tensor or tuple of arguments) run once in eval mode without
             gradients to find the forward order; default: a torch.fx trace.
         **quantization: ``per_channel`` (weights), ``offset`` (LSQ+ input offsets),
-            ``weight_init``, ``activation_init``, ``grad_scale``, ``activation_signed`` for every
-            layer (see :class:`QuantLinear`).
+            ``weight_init``, ``activation_init``, ``grad_scale``, ``activation_signed``, ``ste``
+            for every layer (see :class:`QuantLinear`).
 
     Returns:
         ``model``.

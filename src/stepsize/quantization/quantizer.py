@@ -46,6 +46,10 @@ __all__ = [
 
 INIT_METHODS = ("lsq", "minmax", "three_sigma", "mse")
 
+#: the straight-through bands: ``"paper"`` (eq. 3: where ``v/s`` is inside ``(-Q_N, Q_P)``) and
+#: ``"rounded"`` (where the code ``round(v/s)`` is in ``[-Q_N, Q_P]``, torch's learnable op)
+STE_MODES = ("paper", "rounded")
+
 #: smallest step size kept by :class:`LSQQuantizer` (float32 machine epsilon, as torch does)
 MIN_STEP_SIZE = float(torch.finfo(torch.float32).eps)
 
@@ -167,17 +171,22 @@ class _LSQFunction(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, v, step_size, q_n, q_p, grad_scale, check=False):
+    def forward(ctx, v, step_size, q_n, q_p, grad_scale, check=False, rounded=False):
         # plain tensors: each op with an nn.Parameter operand (a weight, the step size) costs
         # about 3 us more, which is most of the op's time on small tensors
         v, step_size = v.detach(), step_size.detach()
         if check:
             _require_finite(v)
-        ctx.bounds = (q_n, q_p, grad_scale, step_size.shape)
+        ctx.bounds = (q_n, q_p, grad_scale, step_size.shape, rounded)
         scaled = v / step_size
         if q_n >= 1:
-            inside = _masked_gradient(scaled, scaled, -q_n, q_p)
-            code = scaled.clamp_(-q_n, q_p).round_()
+            if rounded:  # the band where the rounded code is in range: -Q_N-1 < round(v/s) < Q_P+1
+                code = scaled.round()
+                inside = _masked_gradient(scaled, code, -q_n - 1, q_p + 1)
+                code.clamp_(-q_n, q_p)
+            else:
+                inside = _masked_gradient(scaled, scaled, -q_n, q_p)
+                code = scaled.clamp_(-q_n, q_p).round_()
             # -local = inside - code, in inside's buffer (no new one, one op; no out= argument:
             # dynamo breaks the graph on one that is not contiguous)
             ctx.save_for_backward(inside.sub_(code))
@@ -187,7 +196,7 @@ class _LSQFunction(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_output):
-        q_n, q_p, grad_scale, step_shape = ctx.bounds
+        q_n, q_p, grad_scale, step_shape, rounded = ctx.bounds
         needs_v, needs_step = ctx.needs_input_grad[:2]
         if q_n >= 1:
             (negated,) = ctx.saved_tensors  # -local: the inside test is symmetric
@@ -200,18 +209,20 @@ class _LSQFunction(torch.autograd.Function):
                 product = negated * grad_output
                 grad_step = (product.sum_to_size(step_shape) if step_shape else product.sum()
                              ).mul_(-grad_scale)
-            return grad_v, grad_step, None, None, None, None
+            return grad_v, grad_step, None, None, None, None, None
         v, step_size = ctx.saved_tensors
         scaled = v / step_size
-        grad_v = _masked_gradient(grad_output, scaled, -q_n, q_p) if needs_v else None
+        # the inside test on v/s (the paper's) or on round(v/s) (rounded), strict either way
+        test, low, high = (scaled.round(), -1, q_p + 1) if rounded else (scaled, 0, q_p)
+        grad_v = _masked_gradient(grad_output, test, low, high) if needs_v else None
         grad_step = None
         if needs_step:
             # round(clip(v/s)) - (v/s inside, 0 outside) gives all three branches of eq. 3 at
             # once; inside, the difference of the code and v/s (within 1/2) is exact
-            inside = _masked_gradient(scaled, scaled, -q_n, q_p)
+            inside = _masked_gradient(scaled, test, low, high)
             local = scaled.clamp_(-q_n, q_p).round_().sub_(inside).mul_(grad_output)
             grad_step = local.sum_to_size(step_shape).mul_(grad_scale)
-        return grad_v, grad_step, None, None, None, None
+        return grad_v, grad_step, None, None, None, None, None
 
 
 def _require_finite(v: torch.Tensor) -> None:
@@ -223,12 +234,13 @@ def _require_finite(v: torch.Tensor) -> None:
 
 
 def _lsq(v: torch.Tensor, step_size: torch.Tensor, q_n: int, q_p: int, g: float,
-         check: bool = False) -> torch.Tensor:
+         check: bool = False, rounded: bool = False) -> torch.Tensor:
     """The LSQ forward (and its autograd node when a gradient is wanted); ``check``: refuse a
     non-finite ``v`` first (the eager forward's check, made where ``v`` is already detached:
-    the separate detach and call cost a few us per quantizer call)."""
+    the separate detach and call cost a few us per quantizer call); ``rounded``: the
+    ``ste="rounded"`` gradients."""
     if torch.is_grad_enabled() and (v.requires_grad or step_size.requires_grad):
-        return _LSQFunction.apply(v, step_size, q_n, q_p, g, check)
+        return _LSQFunction.apply(v, step_size, q_n, q_p, g, check, rounded)
     # nothing to differentiate (inference, no_grad): the forward alone, no autograd node
     if check:
         _require_finite(v)
@@ -241,12 +253,15 @@ def lsq_quantize(
     bits: int,
     signed: bool = True,
     grad_scale: GradScale = None,
+    ste: str = "paper",
 ) -> torch.Tensor:
     """Fake-quantize ``v`` with step size ``s``: ``round(clip(v/s, -Q_N, Q_P)) * s``.
 
     Gradients are the paper's (eq. 3): ``v`` gets 1 strictly inside the range and 0 outside; ``s``
     gets ``round(v/s) - v/s`` inside, ``-Q_N`` at or below the range and ``Q_P`` at or above it,
-    summed over the elements that share the step and multiplied by ``g``.
+    summed over the elements that share the step and multiplied by ``g``. With
+    ``ste="rounded"`` "inside" means that the code ``round(v/s)`` is in ``[-Q_N, Q_P]`` (half a
+    step further at each end), as in torch's ``_fake_quantize_learnable_per_tensor_affine``.
 
     Args:
         v: floating-point tensor to quantize (finite).
@@ -257,6 +272,7 @@ def lsq_quantize(
         grad_scale: ``None`` for the paper's ``g = 1/sqrt(N Q_P)`` with ``N = v.numel() /
             step_size.numel()``; a positive finite number (or 0-d tensor) for a fixed ``g``; or
             a callable ``(N, Q_P) -> g``, whose value is checked the same way at every call.
+        ste: the straight-through band, ``"paper"`` or ``"rounded"`` (the forward is the same).
 
     Returns:
         The fake-quantized tensor ``v_hat`` (same shape as ``v``).
@@ -271,6 +287,7 @@ def lsq_quantize(
     v = _check_tensor(v, "v")
     q_n, q_p = quantization_range(bits, signed)
     grad_scale = _check_grad_scale(grad_scale)
+    check_choice(ste, "ste", STE_MODES)
     if not isinstance(step_size, torch.Tensor):
         step_size = torch.tensor(check_real(step_size, "step_size"), dtype=v.dtype, device=v.device)
     _check_tensor(step_size, "step_size")
@@ -286,7 +303,7 @@ def lsq_quantize(
             f"{tuple(v.shape)}"
         )
     g = _resolve_grad_scale(grad_scale, v.numel() // step_size.numel(), q_p)
-    return _lsq(v, step_size, q_n, q_p, g)
+    return _lsq(v, step_size, q_n, q_p, g, rounded=ste == "rounded")
 
 
 def _channel_view(values: torch.Tensor, channel_axis: int | None) -> torch.Tensor:
@@ -442,6 +459,11 @@ class LSQQuantizer(nn.Module):
         grad_scale: as in :func:`lsq_quantize`.
         offset: learn an LSQ+ offset ``beta``: ``v_hat = round(clip((v-beta)/s)) * s + beta``
             (for activations; it has the same gradient scale as ``s``).
+        ste: the straight-through band. ``"paper"`` (eq. 3): the gradient passes where ``v/s``
+            is strictly inside ``(-Q_N, Q_P)``. ``"rounded"``: where the code ``round(v/s)`` is
+            in ``[-Q_N, Q_P]``, half a step further at each end, where ``s`` gets
+            ``round(v/s) - v/s`` instead of the clip code, as in torch's
+            ``_LearnableFakeQuantize``. The forward is the same.
 
     Example:
         >>> import torch
@@ -477,9 +499,11 @@ class LSQQuantizer(nn.Module):
         init: str | float = "lsq",
         grad_scale: GradScale = None,
         offset: bool = False,
+        ste: str = "paper",
     ):
         super().__init__()
         self.bits = check_bits(bits)
+        self.ste = check_choice(ste, "ste", STE_MODES)
         if signed is not None and not isinstance(signed, bool):
             raise TypeError(f"signed must be True, False or None, got {describe(signed)}")
         if isinstance(init, str):
@@ -681,7 +705,8 @@ class LSQQuantizer(nn.Module):
             q_n, q_p = self.bounds
             cached = (key, q_n, q_p, _resolve_grad_scale(self.grad_scale, v.numel(), q_p))
             self.__dict__["_scale_cache"] = cached
-        return _lsq(v, step, cached[1], cached[2], cached[3], self.check_finite)
+        return _lsq(v, step, cached[1], cached[2], cached[3], self.check_finite,
+                    self.ste == "rounded")
 
     def forward(self, v: torch.Tensor) -> torch.Tensor:
         if (self._initialized and self.offset is None and not self.per_channel
@@ -717,16 +742,19 @@ class LSQQuantizer(nn.Module):
         shape = self._step_shape(v)
         if shape:  # per channel; per tensor the 0-d step broadcasts (a view is a graph node)
             step = step.view(shape)
+        rounded = self.ste == "rounded"
         if self.offset is None:
-            return _lsq(v, step, q_n, q_p, g)
+            return _lsq(v, step, q_n, q_p, g, rounded=rounded)
         shift = _scale_gradient(self.offset, g).view(shape)
-        return _lsq(v - shift, step, q_n, q_p, g) + shift
+        return _lsq(v - shift, step, q_n, q_p, g, rounded=rounded) + shift
 
     def extra_repr(self) -> str:
         sign = "auto" if self.signed is None else self.signed
         text = f"bits={self.bits}, signed={sign}"
         if self.per_channel:
             text += f", per_channel={self.step_size.numel()}"
+        if self.ste != "paper":
+            text += f", ste={self.ste!r}"
         if not self.is_initialized:
             return text + ", step_size=uninitialized"
         if self.per_channel:
