@@ -186,8 +186,8 @@ def test_rounded_ste_quantizer_trains_like_the_native_op(signed):
     v = torch.randn(4, 30, generator=generator) + (0 if signed else 1.0)
     ours = LSQQuantizer(3, signed, per_channel=True, channels=4, ste="rounded")
     ours(v)  # initializes the steps
-    assert repr(ours).startswith("LSQQuantizer(bits=3, signed=%s, per_channel=4, ste='rounded'"
-                                 % signed)
+    assert repr(ours).startswith(
+        f"LSQQuantizer(bits=3, signed={signed}, per_channel=4, ste='rounded'")
     theirs = ours.step_size.detach().clone().requires_grad_()
     ours_v, theirs_v = v.clone().requires_grad_(), v.clone().requires_grad_()
     for _ in range(3):
