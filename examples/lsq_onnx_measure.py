@@ -44,7 +44,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from stepsize.benchmarks.lsq import torchvision_models  # noqa: E402
+from stepsize.benchmarks.lsq import _peer_quantize, torchvision_models  # noqa: E402
 from stepsize.quantization import export_onnx, quantize_model  # noqa: E402
 from stepsize.quantization.export import onnx_kernels, onnx_latencies  # noqa: E402
 
@@ -121,27 +121,6 @@ def export_float(net, path, x):
                           dynamic_axes={"input": {0: "batch"}, "output": {0: "batch"}})
 
 
-def export_peer(float_path, path, calibration):
-    import onnxruntime
-    from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
-    from onnxruntime.quantization.shape_inference import quant_pre_process
-
-    onnxruntime.set_default_logger_severity(3)
-    pre = str(path) + ".pre.onnx"
-    quant_pre_process(str(float_path), pre)
-
-    class Reader:
-        def __init__(self):
-            self.items = iter([{"input": calibration[i:i + 1].numpy()}
-                               for i in range(len(calibration))])
-
-        def get_next(self):
-            return next(self.items, None)
-
-    quantize_static(pre, str(path), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
-                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
-
-
 def run_all(path, x):
     """Every output of the ONNX model at ``path`` on ``x`` (onnxruntime, CPU, one thread, all
     graph optimizations)."""
@@ -168,7 +147,7 @@ def exports(name, folder, size, deployed=False, finetune=0, qat=0):
     export_float(net, paths["float"], calibration)
     export_onnx(q, paths["ours"], calibration[:1], integer_kernels=True,
                 calibration_input=calibration)
-    export_peer(paths["float"], paths["peer"], calibration)
+    _peer_quantize(paths["float"], paths["peer"], calibration)
     extra = {}
     if deployed:
         from stepsize.quantization.export import deployment_model

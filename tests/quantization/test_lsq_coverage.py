@@ -17,6 +17,7 @@ from torch.optim.optimizer import (
     register_optimizer_step_pre_hook,
 )
 
+from stepsize._checkpoint import module_fingerprint
 from stepsize.quantization import (
     LSQQuantizer,
     TrainingOptions,
@@ -668,13 +669,18 @@ def test_lsq_plus_offsets_and_per_channel_through_quantize_model():
 
 
 def test_ste_option_reaches_every_quantizer_through_quantize_model():
-    net = quantize_model(_five_layers(), bits=2, ste="rounded")
-    encoder = quantize_model(_Tiny(_encoder_layer()), bits=4, ste="rounded")
+    """quantize_model's default band is "rounded" (the quantizer's own default is the paper's)."""
+    net = quantize_model(_five_layers(), bits=2, ste="paper")
+    encoder = quantize_model(_Tiny(_encoder_layer()), bits=4, ste="paper")
     for model in (net, encoder):
         stes = [m.ste for m in model.modules() if isinstance(m, LSQQuantizer)]
-        assert len(stes) >= 10 and set(stes) == {"rounded"}
+        assert len(stes) >= 10 and set(stes) == {"paper"}
     assert {m.ste for m in quantize_model(_five_layers()).modules()
-            if isinstance(m, LSQQuantizer)} == {"paper"}
+            if isinstance(m, LSQQuantizer)} == {"rounded"}
+    assert LSQQuantizer(4).ste == "paper"
+    # a train_model checkpoint records the band: one of the other band does not resume
+    assert module_fingerprint(quantize_model(_five_layers(), ste="paper"), weights=False) != \
+        module_fingerprint(quantize_model(_five_layers()), weights=False)
     plain = _five_layers()
     with pytest.raises(ValueError, match="ste must be one of 'paper', 'rounded'; got 'torch'"):
         quantize_model(plain, bits=2, ste="torch")

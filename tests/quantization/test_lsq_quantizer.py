@@ -224,6 +224,19 @@ def test_rounded_ste_on_the_quantizers_fast_path(signed):
     assert not torch.equal(paper.grad, x.grad)
 
 
+def test_quantizer_pickled_before_the_ste_option_keeps_the_papers_band():
+    quantizer = LSQQuantizer(2, True, ste="rounded", init=0.5)
+    quantizer(torch.randn(10))
+    state = quantizer.__getstate__()
+    del state["ste"]  # as pickled by a release without the option
+    old = LSQQuantizer.__new__(LSQQuantizer)
+    old.__setstate__(state)
+    assert old.ste == "paper"
+    v = torch.tensor([0.7], requires_grad=True)  # v/s = 1.4: the rounded band's, not the paper's
+    old(v).sum().backward()
+    assert v.grad.item() == 0.0
+
+
 def test_rounded_ste_in_the_band_closed_form():
     # v/s = 3.2 with Q_P = 3: the code round(3.2) = 3 is in range, so v gets 1 and s gets
     # round(3.2) - 3.2 = -0.2; at 3.6 the code 4 is out: v gets 0 and s gets Q_P = 3; at

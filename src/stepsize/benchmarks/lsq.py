@@ -3,7 +3,9 @@
 One process, one model (the MNIST-5k LeNet of the experiment), the same full-precision weights,
 the same initial step sizes and the same data order for every implementation:
 
-* ``ours``: :func:`stepsize.quantization.quantize_model` (autograd Function, paper gradients);
+* ``ours``: :func:`stepsize.quantization.quantize_model` (its autograd Function; its default
+  straight-through band, ``ste="rounded"``, is the peers': the gradient passes where the rounded
+  code is in range);
 * ``torch native``: the same layers with every quantizer replaced by
   ``torch._fake_quantize_learnable_per_tensor_affine(x, s, 0, -Q_N, Q_P, grad_factor=g)``
   (only if the installed torch has it);
@@ -12,7 +14,8 @@ the same initial step sizes and the same data order for every implementation:
   learns the threshold ``T = s * int_scale`` and has no gradient scale ``g``).
 
 Measured: gradient parity of every quantizer on a fixed batch (its captured input and upstream
-gradient, with the half-step band where rounding before clamping differs masked out), test
+gradient; with ``ste="paper"`` the half-step band where rounding before clamping differs is
+masked out), test
 accuracy after identical fine-tuning, median training-step time (forward + backward + SGD step,
 after a warm-up, in CPU time of the thread; the implementations take their steps in lockstep, so
 CPU contention hits all alike) and the bytes autograd saves per training step (the activation
@@ -256,7 +259,9 @@ def _fit(model, data, *, seed: int, epochs: int, lr: float, batch_size: int,
 
 
 def _gradient_parity(ours, batch, targets, have_native, have_brevitas) -> dict:
-    """Max relative error of step and input gradients of each peer quantizer against ours."""
+    """Max relative error of step and input gradients of each peer quantizer against ours (the
+    peers round before clipping: with the paper's band, ``ste="paper"``, the half step beyond
+    each clip is masked out)."""
     import torch
 
     from stepsize.quantization import lsq_quantize
@@ -266,14 +271,17 @@ def _gradient_parity(ours, batch, targets, have_native, have_brevitas) -> dict:
         q_n, q_p = quantizer.bounds
         step = float(quantizer.step_size.detach())
         ratio = v / step
-        band = ((ratio >= q_p) & (ratio < q_p + 0.5)) | ((ratio <= -q_n) & (ratio > -q_n - 0.5))
         # exact .5 ties can round differently when a peer computes v * (1/s) instead of v / s
-        tie = (ratio - ratio.floor() - 0.5).abs() < 1e-4
-        upstream = upstream * ~(band | tie)
+        skip = (ratio - ratio.floor() - 0.5).abs() < 1e-4
+        if quantizer.ste == "paper":
+            skip |= (((ratio >= q_p) & (ratio < q_p + 0.5))
+                     | ((ratio <= -q_n) & (ratio > -q_n - 0.5)))
+        upstream = upstream * ~skip
         g = 1.0 / math.sqrt(v.numel() * q_p)
         x_ours = v.clone().requires_grad_()
         s_ours = torch.tensor(step, requires_grad=True)
-        lsq_quantize(x_ours, s_ours, quantizer.bits, bool(quantizer.signed), g).backward(upstream)
+        lsq_quantize(x_ours, s_ours, quantizer.bits, bool(quantizer.signed), g,
+                     ste=quantizer.ste).backward(upstream)
 
         def relative(a, b):
             return float((a - b).abs().max() / max(float(b.abs().max()), 1e-30))
@@ -718,14 +726,17 @@ class _Calibration:
 
 
 def _peer_quantize(float_path: Path, path: Path, calibration) -> Path:
-    """onnxruntime's own ``quantize_static`` of the float model (QDQ, per-channel int8
-    weights, uint8 activations, min/max on ``calibration``)."""
+    """onnxruntime's own ``quantize_static`` of the float model as its docs recommend, after
+    ``quant_pre_process`` (shape inference, graph optimization; written next to ``path``):
+    QDQ, per-channel int8 weights, uint8 activations, min/max on ``calibration``."""
     import onnxruntime
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
 
     onnxruntime.set_default_logger_severity(3)
-
-    quantize_static(str(float_path), str(path), _Calibration("input", calibration.numpy()),
+    prepared = path.with_name(path.stem + ".pre.onnx")
+    quant_pre_process(str(float_path), str(prepared))
+    quantize_static(str(prepared), str(path), _Calibration("input", calibration.numpy()),
                     quant_format=QuantFormat.QDQ, per_channel=True,
                     activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
     return path
@@ -1240,7 +1251,8 @@ def run(config: dict[str, Any], seed: int) -> dict[str, Any]:
             rows,
             note=f"FP accuracy {100 * fp_accuracy:.2f}%; 1 thread, step times in thread CPU time; "
                  "timings on a shared CPU are "
-                 "noisy; parity excludes the half-step band; brevitas compared after applying g",
+                 "noisy; parity excludes .5 ties (and with ste='paper' the half-step band); "
+                 "brevitas compared after applying g",
         )] + ([_bitwidth_table(bitwidths, config["bitwidths"])] if bitwidths else []),
     }
 

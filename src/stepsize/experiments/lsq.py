@@ -105,8 +105,9 @@ class _Study:
     def quantized(self, name, seed, bits, **quantization):
         """A quantized copy of the FP model with steps calibrated on one training batch.
 
-        The paper's initialization (``activation_init="lsq"``, 2 mean|v| / sqrt(Q_P)) unless
-        ``quantization`` says otherwise: this is the paper's reproduction, not the library default.
+        The paper's initialization (``activation_init="lsq"``, 2 mean|v| / sqrt(Q_P)) and
+        gradients (``ste="paper"``, eq. 3) unless ``quantization`` says otherwise: this is the
+        paper's reproduction, not the library default.
         """
         import torch
 
@@ -114,7 +115,8 @@ class _Study:
 
         model = build_model(name, self.config["width"])
         model.load_state_dict(self.full_precision(name, seed)[0])
-        quantize_model(model, bits=bits, **{"activation_init": "lsq", **quantization})
+        quantize_model(model, bits=bits, **{"activation_init": "lsq", "ste": "paper",
+                                            **quantization})
         generator = torch.Generator().manual_seed(seed)
         train_x = self.dataset(name)["train"][0]
         first = torch.randperm(len(train_x), generator=generator)[: self.config["batch_size"]]

@@ -559,6 +559,7 @@ class LSQQuantizer(nn.Module):
     def __setstate__(self, state) -> None:  # copy.deepcopy and pickle: a new step_size
         super().__setstate__(state)
         self.__dict__.setdefault("_scale_cache", None)  # pickled before the cache existed
+        self.__dict__.setdefault("ste", "paper")  # pickled before the option: the paper's band
         _register_step_size(self)
 
     def _sync_flags(self) -> None:
