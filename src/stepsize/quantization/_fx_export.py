@@ -128,7 +128,7 @@ class IntegerLayer(nn.Module):
         channels = layer.weight.shape[0]
         scale = weight_step * self.input_step
         bias = (layer.bias.detach().double() if layer.bias is not None
-                else torch.zeros(channels, dtype=torch.float64))
+                else torch.zeros(channels, dtype=torch.float64, device=scale.device))
         if batch_norm is not None:
             sigma = torch.sqrt(batch_norm.running_var.double() + batch_norm.eps)
             gamma = (batch_norm.weight.detach().double() if batch_norm.weight is not None

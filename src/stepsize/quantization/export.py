@@ -148,7 +148,7 @@ class _Dequantize(torch.autograd.Function):
 
 def _dequantize(codes: torch.Tensor, scale: torch.Tensor, axis: int | None) -> torch.Tensor:
     """``codes * scale`` (per axis 0 for a 1-D scale), exported as DequantizeLinear."""
-    zero_point = torch.zeros(scale.shape, dtype=codes.dtype)
+    zero_point = torch.zeros(scale.shape, dtype=codes.dtype, device=codes.device)
     return _Dequantize.apply(codes, scale, axis, zero_point)
 
 
@@ -287,8 +287,8 @@ def _kernel_weights(layer: nn.Module, norm: nn.Module | None):
     channels = layer.weight.shape[0]
     if norm is None and layer.bias is None:
         weight = _OnnxWeight(layer.weight_quantizer, layer.weight)
-        return weight.codes, weight.scale.expand(channels), torch.zeros(channels,
-                                                                        dtype=torch.int32)
+        return weight.codes, weight.scale.expand(channels), torch.zeros(
+            channels, dtype=torch.int32, device=weight.codes.device)
     weight, bias, _ = _bias_codes(layer, norm)
     return weight.codes, weight.scale.expand(channels), bias.codes
 
