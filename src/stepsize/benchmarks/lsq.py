@@ -67,13 +67,13 @@ from stepsize.benchmarks import Entry, register
 
 QUICK = {"width": 0.5, "bits": [4], "epochs": 1, "train": 2000, "fp_epochs": 2,
          "timing_steps": 30, "batch_size": 64,
-         "arch_steps": 20, "arch_timing_steps": 15, "arch_test": 64, "arch_bits": 4,
+         "arch_steps": 20, "arch_timing_steps": 40, "arch_test": 64, "arch_bits": 4,
          "architectures": None,
          "deploy_size": 224, "deploy_batches": [1], "deploy_threads": [1, 2],
          "deploy_repeats": 21, "deploy_calibration": 16, "deploy_test": 64}
 FULL = {"width": 1.0, "bits": [4, 2], "epochs": 5, "train": 4000, "fp_epochs": 10,
         "timing_steps": 100, "batch_size": 128,
-        "arch_steps": 20, "arch_timing_steps": 20, "arch_test": 256, "arch_bits": 4,
+        "arch_steps": 20, "arch_timing_steps": 60, "arch_test": 256, "arch_bits": 4,
         "architectures": None,
         "deploy_size": 224, "deploy_batches": [1, 32], "deploy_threads": [1, 2],
         "deploy_repeats": 7, "deploy_calibration": 32, "deploy_test": 64}
@@ -509,8 +509,11 @@ def _export_agreement(net, inputs, folder: Path, name: str, calibration=None) ->
         feed = session.get_inputs()[0].name
         logits = np.concatenate([session.run(None, {feed: inputs[i:i + 1].numpy()})[0]
                                  for i in range(len(inputs))])
-        out["onnx_agreement"] = float((torch.from_numpy(logits).argmax(dim=1) == reference)
-                                      .float().mean())
+        predicted = torch.from_numpy(logits).argmax(dim=1)
+        out["onnx_agreement"] = float((predicted == reference).float().mean())
+        top2 = logits32.topk(2, dim=1).values
+        out["onnx_flip_margins"] = sorted(float(m) for m in (top2[:, 0] - top2[:, 1])[
+            predicted != reference])
     except Exception as error:  # noqa: BLE001 - recorded in the table, not hidden
         out["onnx_agreement"] = _failure(error)
     out.update(_integer_kernel_agreement(net, inputs, reference, folder / (
@@ -594,7 +597,9 @@ def _architecture(name, build, config, seed, folder: Path) -> dict:
     except FloatingPointError as error:
         entry.update(train_steps=None, train_finite=False, last_loss=_failure(error))
     entry.update(_compile_check(net, x[:4]))
-    times = _train_together({"ours": net, "torch native": _native_model(net)},
+    # timed on copies: the exports below are checked on the model of the 20 steps (training it
+    # further here had left vit_tiny with logit margins under float32's rounding error)
+    times = _train_together({"ours": copy.deepcopy(net), "torch native": _native_model(net)},
                             (x[:count], y), {"epochs": 1, "batch_size": 8}, config["arch_bits"],
                             seed, config["arch_timing_steps"])
     entry["median_step_s"] = {k: statistics.median(v) for k, v in times.items()}
