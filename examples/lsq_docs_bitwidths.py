@@ -12,12 +12,12 @@ one epoch on 500 images and is not reported). Prints the bench's bit-width table
 
     OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 \\
         .venv/bin/python examples/lsq_docs_bitwidths.py [--datasets mnist1d mnist5k]
-        [--bits 4 3 2] [--seeds 3] [--activation-init lsq] [--ste rounded]
+        [--bits 4 3 2] [--seeds 3] [--activation-init lsq] [--ste paper]
 
 ``--activation-init lsq`` gives every input quantizer the paper's initial step instead of the
 layers' default (``"auto"``: lowest quantization error below 8 bits, min/max at 8 bits, the
-first and last layers'). ``--ste rounded`` gives ours torch's straight-through band (the
-``ste`` option of ``quantize_model``) instead of the paper's.
+first and last layers'). ``--ste paper`` gives ours the paper's straight-through band instead
+of ``quantize_model``'s default, ``"rounded"`` (torch's learnable op's).
 """
 
 import argparse

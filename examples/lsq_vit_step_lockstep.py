@@ -7,7 +7,8 @@ bench does; the native twin is the bench's ``_native_model``. Each of ``STEPS`` 
 one SGD step (forward, backward, update) of each model in turn, as thread CPU time (other
 processes' time slices do not count); the first 10 are dropped. Prints the median forward,
 backward, optimizer and total times and their ratios, for ours with the paper's
-straight-through band and with ``ste="rounded"`` (a copy with every quantizer switched).
+straight-through band (``ste="paper"``) and with ``ste="rounded"`` (``quantize_model``'s
+default): two copies of the converted model with every quantizer set to one band.
 
     OMP_NUM_THREADS=1 .venv/bin/python examples/lsq_vit_step_lockstep.py [STEPS]
 """
@@ -52,11 +53,12 @@ def optimizer(model):
 
 def main(steps: int) -> None:
     net, x, y = setup()
-    rounded = copy.deepcopy(net).train()
-    for module in rounded.modules():
-        if isinstance(module, LSQQuantizer):
-            module.ste = "rounded"
-    models = {"ours": net.train(), "rounded": rounded, "native": bench._native_model(net).train()}
+    models = {"ours": copy.deepcopy(net).train(), "rounded": copy.deepcopy(net).train(),
+              "native": bench._native_model(net).train()}
+    for key, band in (("ours", "paper"), ("rounded", "rounded")):
+        for module in models[key].modules():
+            if isinstance(module, LSQQuantizer):
+                module.ste = band
     opts = {k: optimizer(m) for k, m in models.items()}
     parts = {k: {"fwd": [], "bwd": [], "opt": [], "all": []} for k in models}
     for i in range(steps):
@@ -75,7 +77,7 @@ def main(steps: int) -> None:
                     parts[k][n].append(v / 1e3)
     for n in ("fwd", "bwd", "opt", "all"):
         a, r, b = (statistics.median(parts[k][n]) for k in ("ours", "rounded", "native"))
-        print(f"{n}: ours {a:8.1f} us, ours rounded {r:8.1f} us, native {b:8.1f} us, "
+        print(f"{n}: ours paper {a:8.1f} us, ours rounded {r:8.1f} us, native {b:8.1f} us, "
               f"ratios {a / b:.3f} / {r / b:.3f}")
 
 

@@ -301,10 +301,10 @@ def test_callback_sees_each_epoch_once_after_its_checkpoint(tmp_path):
         train_model(net, (x, y), options=config, callback=lambda step, model: None)
 
 
-def _small_run(path, *, x=None, bits=4, teacher=None, temperature=1.0):
+def _small_run(path, *, x=None, bits=4, teacher=None, temperature=1.0, ste="rounded"):
     torch.manual_seed(0)
     net = quantize_model(nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 8), nn.ReLU(),
-                                       nn.Linear(8, 2)), bits)
+                                       nn.Linear(8, 2)), bits, ste=ste)
     if x is None:
         x = torch.randn(32, 4, generator=torch.Generator().manual_seed(1))
     config = TrainingOptions(epochs=1, lr=0.05, batch_size=16, temperature=temperature)
@@ -337,6 +337,22 @@ def test_resume_refuses_other_data_temperature_teacher_or_model(tmp_path):
         _small_run(path, teacher="x")
     with pytest.raises(ValueError, match="checkpoint .* exists and is not a regular file"):
         _small_run(tmp_path)
+
+
+def test_resume_refuses_another_straight_through_band_and_names_it(tmp_path):
+    """A run of the paper's band (every run before the ``ste`` option) records no ``ste``
+    setting, so it resumes into a model converted with ``ste="paper"``; one converted with the
+    default band is refused, naming ``ste`` and how to resume."""
+    paper, rounded = tmp_path / "paper.pt", tmp_path / "rounded.pt"
+    _small_run(paper, ste="paper")
+    assert _small_run(paper, ste="paper").resumed_from == 1
+    with pytest.raises(ValueError, match=r"ste is not recorded there but 'rounded' here "
+                                         r"\(quantize_model's default .* ste='paper'"):
+        _small_run(paper)
+    _small_run(rounded)
+    assert _small_run(rounded).resumed_from == 1
+    with pytest.raises(ValueError, match="ste is 'rounded' there but not set here"):
+        _small_run(rounded, ste="paper")
 
 
 @pytest.mark.parametrize("form", ["torch zip", "raw pickle"])

@@ -228,7 +228,7 @@ def test_quantizer_pickled_before_the_ste_option_keeps_the_papers_band():
     quantizer = LSQQuantizer(2, True, ste="rounded", init=0.5)
     quantizer(torch.randn(10))
     state = quantizer.__getstate__()
-    del state["ste"]  # as pickled by a release without the option
+    del state["_ste"]  # as pickled by a release without the option
     old = LSQQuantizer.__new__(LSQQuantizer)
     old.__setstate__(state)
     assert old.ste == "paper"
@@ -412,6 +412,10 @@ def test_other_bad_arguments():
         LSQQuantizer(4, ste="torch")
     with pytest.raises(ValueError, match="ste"):
         lsq_quantize(torch.randn(3), 0.1, 4, True, ste=None)
+    quantizer = LSQQuantizer(4)
+    with pytest.raises(ValueError, match="ste must be one of 'paper', 'rounded'; got 'Rounded'"):
+        quantizer.ste = "Rounded"  # a reassignment is checked too, not read as the paper's
+    assert quantizer.ste == "paper"
 
 
 def test_import_without_torch_names_the_extra():

@@ -86,3 +86,20 @@ def test_architecture_goals_are_judged_on_every_architecture():
                      "integer_export_argmax_99.9": True, "onnx_argmax_99.9": False}
     rows = _architecture_rows({"b": bad})
     assert rows[0][-1] == "failed: ValueError: x" and rows[0][8] == pytest.approx(1.1)
+
+
+def test_the_reproduction_keeps_the_papers_band_and_init():
+    """``quantize_model`` defaults to ``ste="rounded"`` and min/max or MSE input steps; the
+    paper's reproduction must pass the paper's band and init to every quantizer."""
+    from stepsize._reference.lsq_data import build_model
+    from stepsize._registry import EXPERIMENTS
+    from stepsize.experiments.lsq import _Study
+    from stepsize.quantization import LSQQuantizer
+
+    study = _Study(dict(EXPERIMENTS.get("lsq").quick, datasets=["digits"], width=0.25), 0)
+    study.fp[("digits", 0)] = (build_model("digits", 0.25).state_dict(), 0.0)  # no training
+    for options, band in [({}, "paper"), ({"ste": "rounded"}, "rounded")]:
+        model = study.quantized("digits", 0, 2, **options)
+        quantizers = [m for m in model.modules() if isinstance(m, LSQQuantizer)]
+        assert len(quantizers) >= 4 and {q.ste for q in quantizers} == {band}
+        assert {q.init for q in quantizers} == {"lsq"}

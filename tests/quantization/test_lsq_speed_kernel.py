@@ -69,9 +69,10 @@ def test_boundaries_get_the_clip_values_and_no_input_gradient(dtype):
     assert step.grad.float().tolist() == [-4.0, 3.0, -0.5, 0.5]
 
 
-def test_lsq_plus_offset_matches_the_reference_on_shifted_input():
+@pytest.mark.parametrize("ste", ["paper", "rounded"])
+def test_lsq_plus_offset_matches_the_reference_on_shifted_input(ste):
     torch.manual_seed(3)
-    quantizer = LSQQuantizer(4, False, offset=True, init=0.2)
+    quantizer = LSQQuantizer(4, False, offset=True, init=0.2, ste=ste)
     v = torch.randn(8, 30) + 0.7
     quantizer(v)
     with torch.no_grad():
@@ -82,7 +83,9 @@ def test_lsq_plus_offset_matches_the_reference_on_shifted_input():
     out.backward(upstream)
     g = quantizer.gradient_scale(v)
     beta = torch.tensor(-0.35)
-    want, grad_v, grad_step = _reference(v - beta, torch.tensor(0.2), 0, 15, g, upstream)
+    want, grad_v, grad_step = _reference(v - beta, torch.tensor(0.2), 0, 15, g, upstream, ste)
+    ratio = (v - beta) / 0.2
+    assert int(((ratio > -0.5) & (ratio < 0)).sum()) > 0  # inputs in the band below the range
     torch.testing.assert_close(out.detach(), want + beta, rtol=0, atol=1e-6)
     assert torch.equal(x.grad, grad_v)
     assert quantizer.step_size.grad.item() == pytest.approx(grad_step.item(), rel=1e-6)

@@ -127,7 +127,8 @@ def _torchao_quantizer_class():
     ``_fake_quantize_affine`` is what torchao's ``IntxFakeQuantizer(range_learning=True)`` calls
     (through ``_fake_quantize_per_channel_group``): ``clamp(round(v/s), -Q_N, Q_P) * s`` with a
     straight-through round, so the scale gets LSQ's gradient without a gradient scale ``g``
-    (rounding before clamping: the half-step band differs). torchao's own ``QATConfig`` swaps
+    (rounding before clamping: the band of ours' default ``ste="rounded"``, not the paper's).
+    torchao's own ``QATConfig`` swaps
     only ``nn.Linear`` and ``nn.Embedding``, so on convolutional models it would leave every
     convolution in float; this twin puts torchao's op on every layer ours quantizes."""
     import logging

@@ -503,7 +503,7 @@ class LSQQuantizer(nn.Module):
     ):
         super().__init__()
         self.bits = check_bits(bits)
-        self.ste = check_choice(ste, "ste", STE_MODES)
+        self.ste = ste  # checked by the property
         if signed is not None and not isinstance(signed, bool):
             raise TypeError(f"signed must be True, False or None, got {describe(signed)}")
         if isinstance(init, str):
@@ -543,6 +543,18 @@ class LSQQuantizer(nn.Module):
         return self._signed
 
     @property
+    def ste(self) -> str:
+        """The straight-through band, ``"paper"`` or ``"rounded"`` (see the class doc); a new
+        value is checked. Kept out of ``vars()``, so a model's structural fingerprint (which
+        ``train_model`` checkpoints record) is that of the releases before the option;
+        ``train_model`` records a non-paper band as its own setting."""
+        return self._ste
+
+    @ste.setter
+    def ste(self, value: str) -> None:
+        self.__dict__["_ste"] = check_choice(value, "ste", STE_MODES)
+
+    @property
     def is_initialized(self) -> bool:
         return self._initialized
 
@@ -559,7 +571,8 @@ class LSQQuantizer(nn.Module):
     def __setstate__(self, state) -> None:  # copy.deepcopy and pickle: a new step_size
         super().__setstate__(state)
         self.__dict__.setdefault("_scale_cache", None)  # pickled before the cache existed
-        self.__dict__.setdefault("ste", "paper")  # pickled before the option: the paper's band
+        # pickled before the option: the paper's band (the only one there was)
+        self.__dict__.setdefault("_ste", self.__dict__.pop("ste", "paper"))
         _register_step_size(self)
 
     def _sync_flags(self) -> None:
@@ -707,7 +720,7 @@ class LSQQuantizer(nn.Module):
             cached = (key, q_n, q_p, _resolve_grad_scale(self.grad_scale, v.numel(), q_p))
             self.__dict__["_scale_cache"] = cached
         return _lsq(v, step, cached[1], cached[2], cached[3], self.check_finite,
-                    self.ste == "rounded")
+                    self._ste == "rounded")
 
     def forward(self, v: torch.Tensor) -> torch.Tensor:
         if (self._initialized and self.offset is None and not self.per_channel
@@ -743,7 +756,7 @@ class LSQQuantizer(nn.Module):
         shape = self._step_shape(v)
         if shape:  # per channel; per tensor the 0-d step broadcasts (a view is a graph node)
             step = step.view(shape)
-        rounded = self.ste == "rounded"
+        rounded = self._ste == "rounded"
         if self.offset is None:
             return _lsq(v, step, q_n, q_p, g, rounded=rounded)
         shift = _scale_gradient(self.offset, g).view(shape)

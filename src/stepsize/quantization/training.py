@@ -66,6 +66,7 @@ from stepsize._validation import (
 )
 from stepsize.quantization._onnx_integer import OutputQuantizer
 from stepsize.quantization.layers import quant_layers, step_size_parameters
+from stepsize.quantization.quantizer import LSQQuantizer
 
 __all__ = [
     "TrainingOptions",
@@ -76,6 +77,9 @@ __all__ = [
 ]
 
 _CHECKPOINT_KIND = "stepsize.quantization.train_model"
+#: why a checkpoint may disagree on ``ste`` (the band ``quantize_model`` uses changed once)
+_STE_HINT = (" (quantize_model's default straight-through band is 'rounded' since 0.3.0: "
+             "convert with ste='paper' to resume a run of an earlier version)")
 _AUTOCAST_DTYPES = (torch.bfloat16, torch.float16)
 
 
@@ -386,11 +390,14 @@ class _Plan:
     callback: Callable[[TrainingProgress], None] | None
 
     def settings(self, base: nn.Module, world: int) -> dict:
-        """Every setting that changes the result (``epochs`` excepted: a run can be extended)."""
+        """Every setting that changes the result (``epochs`` excepted: a run can be extended);
+        the quantizers' straight-through bands other than the paper's under ``ste`` (absent
+        when every band is the paper's, as in checkpoints written before the option)."""
         options = self.options
         loss = None if options.loss_fn is None else getattr(
             options.loss_fn, "__qualname__", type(options.loss_fn).__qualname__)
-        return dict(
+        bands = sorted({m.ste for m in base.modules() if isinstance(m, LSQQuantizer)} - {"paper"})
+        return ({"ste": ",".join(bands)} if bands else {}) | dict(
             lr=options.lr, batch_size=options.batch_size, optimizer=options.optimizer,
             momentum=options.momentum, weight_decay=options.weight_decay,
             schedule=options.schedule, seed=self.seed_record, world_size=world,
@@ -479,7 +486,8 @@ class _Trainer:
         path, result = self.plan.checkpoint, self.result
         if path is None or not self.plan.resume or not path.exists():
             return
-        state = load_checkpoint(path, kind=_CHECKPOINT_KIND, settings=self.settings)
+        state = load_checkpoint(path, kind=_CHECKPOINT_KIND, settings=self.settings,
+                                hints={"ste": _STE_HINT})
         done = int(state["epoch"])
         if done > self.options.epochs:
             raise ValueError(
