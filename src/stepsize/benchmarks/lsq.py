@@ -128,9 +128,9 @@ def _torchao_quantizer_class():
     (through ``_fake_quantize_per_channel_group``): ``clamp(round(v/s), -Q_N, Q_P) * s`` with a
     straight-through round, so the scale gets LSQ's gradient without a gradient scale ``g``
     (rounding before clamping: the band of ours' default ``ste="rounded"``, not the paper's).
-    torchao's own ``QATConfig`` swaps
-    only ``nn.Linear`` and ``nn.Embedding``, so on convolutional models it would leave every
-    convolution in float; this twin puts torchao's op on every layer ours quantizes."""
+    torchao's own ``QATConfig`` swaps only ``nn.Linear`` and ``nn.Embedding``, so on
+    convolutional models it would leave every convolution in float; this twin puts torchao's
+    op on every layer ours quantizes."""
     import logging
 
     import torch
