@@ -168,6 +168,10 @@ class _LSQFunction(torch.autograd.Function):
     weight) that is one more. Unsigned codes (``Q_N = 0``: a clip at 0 leaves ``local = 0``, as
     an exact integer code inside does)
     keep ``v`` and recompute ``v/s``.
+
+    ``rounded`` (``ste="rounded"``) takes the inside test on the code instead:
+    ``hardtanh_backward(v/s, round(v/s), -Q_N - 1, Q_P + 1)``, i.e. ``-Q_N <= round(v/s) <= Q_P``.
+    Inside, ``|local| <= 1/2`` still holds, so the signed backward is the same.
     """
 
     @staticmethod
