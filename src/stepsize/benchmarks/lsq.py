@@ -512,10 +512,10 @@ def _export_agreement(net, inputs, folder: Path, name: str, calibration=None) ->
                                  for i in range(len(inputs))])
         predicted = torch.from_numpy(logits).argmax(dim=1)
         out["onnx_agreement"] = float((predicted == reference).float().mean())
-        # the goal: on the inputs whose argmax float32 rounding leaves alone (the fake model's
-        # float32 and float64 argmaxes agree); elsewhere a float32 export may follow either
-        settled = reference == logits64.argmax(dim=1)
-        out["onnx_agreement_settled"] = float((predicted == reference)[settled].float().mean())
+        # the goal: the fake model's float32 or float64 argmax (they differ only where a
+        # float32 rounding flips a code, and a float32 export may then follow either one)
+        either = (predicted == reference) | (predicted == logits64.argmax(dim=1))
+        out["onnx_agreement_either"] = float(either.float().mean())
         top2 = logits32.topk(2, dim=1).values
         out["onnx_flip_margins"] = sorted(float(m) for m in (top2[:, 0] - top2[:, 1])[
             predicted != reference])
@@ -639,7 +639,7 @@ def _architecture_rows(checks: dict) -> list:
                      cell(entry.get("onnx_int_agreement")),
                      _kernel_cell(entry.get("onnx_int_kernels")),
                      cell(entry["onnx_agreement"]),
-                     cell(entry.get("onnx_agreement_settled"))])
+                     cell(entry.get("onnx_agreement_either"))])
     return rows
 
 
@@ -660,7 +660,7 @@ def _architecture_goals(checks: dict) -> dict:
         "step_time_at_most_1.05x_native": all_of(
             lambda e: e["median_step_s"]["ours"] <= 1.05 * e["median_step_s"]["torch native"]),
         "integer_export_argmax_99.9": all_of(lambda e: agreement(e["integer_agreement"])),
-        "onnx_argmax_99.9": all_of(lambda e: agreement(e.get("onnx_agreement_settled"))),
+        "onnx_argmax_99.9": all_of(lambda e: agreement(e.get("onnx_agreement_either"))),
     }
 
 
@@ -675,7 +675,7 @@ def _architecture_table(checks: dict, goals: dict, missing: list[str]) -> dict:
          "integer argmax % (vs float64 fake)", "integer argmax % vs float32 fake",
          "float32 fake vs float64 fake %", "top-2 margins where integer != float32 fake",
          "ONNX int-kernel argmax %", "int-kernel QLinearConv / float Conv", "ONNX argmax %",
-         "ONNX argmax % where float32 = float64 fake"],
+         "ONNX argmax % = float32 or float64 fake"],
         _architecture_rows(checks),
         note=f"goals: {met}" + (f"; not installed: {', '.join(missing)}" if missing else "")
              + "; step ms: median thread CPU time, ours and native in lockstep; graph breaks: "
@@ -683,8 +683,8 @@ def _architecture_table(checks: dict, goals: dict, missing: list[str]) -> dict:
              "(integer accumulators, float64 between layers) against the fake model evaluated "
              "in float64 (the goal), and against its float32 evaluation, whose own agreement "
              "with float64 is the floor any export meets against float32; ONNX (float32): "
-             "against the float32 fake model, judged on the inputs whose fake argmax float32 "
-             "rounding does not move (float32 = float64); int-kernel: "
+             "against the float32 fake model, and judged by agreement with its float32 or its "
+             "float64 argmax (they differ where a float32 rounding flips a code); int-kernel: "
              "export_onnx(integer_kernels=True, calibration_input=32 training inputs), at 4 "
              "bits its Clip blocks onnxruntime's fusion (QLinearConv needs 8-bit layers)",
     )
