@@ -582,7 +582,7 @@ def _check_quantize_arguments(model, first_last_bits, activation_bits, example_i
     unknown = set(quantization) - set(_LAYER_DEFAULTS) - {"weight_bits"}
     if unknown or "weight_bits" in quantization:
         raise TypeError(f"quantize_model got unexpected keyword arguments {sorted(unknown)}")
-    check_choice(quantization.get("ste", "paper"), "ste", STE_MODES)
+    check_choice(quantization.get("ste", _LAYER_DEFAULTS["ste"]), "ste", STE_MODES)
     if example_inputs is not None and not isinstance(example_inputs, (torch.Tensor, tuple)):
         raise TypeError(
             "example_inputs must be a tensor or a tuple of arguments, got "
